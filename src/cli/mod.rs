@@ -1,0 +1,196 @@
+//! The `strata` command line: runs SQL from `-c`, `-f` or standard input against an engine
+//! built from the options and the catalog file, and prints results as tables.
+
+use std::io::{BufRead, IsTerminal, Read, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use clap::Parser;
+use strata::{Engine, Error};
+
+/// Strata: SQL over partitioned datasets in Parquet, CSV, JSON, Arrow and Avro, local or in
+/// object stores.
+#[derive(Debug, Parser)]
+#[command(name = "strata", version, about)]
+struct Args {
+    /// Run this SQL (repeatable; statements separated by `;`).
+    #[arg(short = 'c', long = "command", env = "STRATA_COMMAND")]
+    commands: Vec<String>,
+    /// Run the SQL in this file (repeatable; `-` is standard input).
+    #[arg(short = 'f', long = "file")]
+    files: Vec<PathBuf>,
+    /// The catalog file (default: ./strata.toml when present).
+    #[arg(long, env = "STRATA_CATALOG")]
+    catalog: Option<PathBuf>,
+    /// Threads (target partitions) per query.
+    #[arg(long, env = "STRATA_THREADS")]
+    threads: Option<usize>,
+    /// Memory limit for queries, e.g. 512M or 2G; beyond it operators spill to disk.
+    #[arg(long, env = "STRATA_MEMORY_LIMIT")]
+    memory_limit: Option<String>,
+    /// Print nothing but query results.
+    #[arg(short = 'q', long, env = "STRATA_QUIET")]
+    quiet: bool,
+}
+
+/// Parse `512M`, `2G`, `1024` into bytes.
+fn parse_size(text: &str) -> Result<usize, Error> {
+    let t = text.trim().to_ascii_uppercase();
+    let t = t.trim_end_matches('B');
+    let (num, mult) = match t.chars().last() {
+        Some('K') => (&t[..t.len() - 1], 1usize << 10),
+        Some('M') => (&t[..t.len() - 1], 1 << 20),
+        Some('G') => (&t[..t.len() - 1], 1 << 30),
+        Some('T') => (&t[..t.len() - 1], 1 << 40),
+        _ => (t, 1),
+    };
+    num.trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|n| *n > 0.0)
+        .map(|n| (n * mult as f64) as usize)
+        .ok_or_else(|| Error::Config(format!("invalid size '{text}'; use e.g. 512M or 2G")))
+}
+
+/// Entry point of the binary.
+pub fn main() -> Result<ExitCode, Error> {
+    let args = Args::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .worker_threads(args.threads.unwrap_or_else(num_cpus).max(1))
+        .build()
+        .map_err(|e| Error::Config(format!("cannot start the runtime: {e}")))?;
+    runtime.block_on(run(args))
+}
+
+fn num_cpus() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}
+
+async fn run(args: Args) -> Result<ExitCode, Error> {
+    let mut builder = Engine::builder();
+    if let Some(n) = args.threads {
+        builder = builder.threads(n);
+    }
+    if let Some(m) = &args.memory_limit {
+        builder = builder.memory_limit(parse_size(m)?);
+    }
+    let catalog = args.catalog.clone().or_else(|| {
+        let p = PathBuf::from("strata.toml");
+        p.exists().then_some(p)
+    });
+    if let Some(c) = catalog {
+        builder = builder.catalog(c);
+    }
+    let engine = builder.build().await?;
+
+    let mut scripts: Vec<String> = args.commands.clone();
+    for f in &args.files {
+        let text = if f.as_os_str() == "-" {
+            let mut s = String::new();
+            std::io::stdin()
+                .read_to_string(&mut s)
+                .map_err(|e| Error::Config(format!("reading standard input: {e}")))?;
+            s
+        } else {
+            std::fs::read_to_string(f)
+                .map_err(|e| Error::Config(format!("cannot read {}: {e}", f.display())))?
+        };
+        scripts.push(text);
+    }
+    if scripts.is_empty() {
+        if std::io::stdin().is_terminal() {
+            return repl(&engine, args.quiet).await;
+        }
+        let mut s = String::new();
+        std::io::stdin()
+            .read_to_string(&mut s)
+            .map_err(|e| Error::Config(format!("reading standard input: {e}")))?;
+        scripts.push(s);
+    }
+    let mut out = std::io::stdout().lock();
+    for script in scripts {
+        for stmt in Engine::split_statements(&script)? {
+            run_statement(&engine, &stmt, &mut out, args.quiet).await?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn run_statement(
+    engine: &Engine,
+    stmt: &str,
+    out: &mut impl Write,
+    quiet: bool,
+) -> Result<(), Error> {
+    let start = Instant::now();
+    let mut result = engine.sql(stmt).await?;
+    let batches = result.collect().await?;
+    let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+    if !batches.is_empty() && result.schema().fields().len() > 0 {
+        let table = strata::datafusion::arrow::util::pretty::pretty_format_batches(&batches)
+            .map_err(|e| Error::Execution(e.to_string()))?;
+        writeln!(out, "{table}").map_err(|e| Error::Execution(e.to_string()))?;
+    }
+    if !quiet {
+        writeln!(
+            out,
+            "{rows} row{} in {:.3} s",
+            if rows == 1 { "" } else { "s" },
+            start.elapsed().as_secs_f64()
+        )
+        .map_err(|e| Error::Execution(e.to_string()))?;
+    }
+    Ok(())
+}
+
+/// A plain line-based prompt; statements end at `;`.
+async fn repl(engine: &Engine, quiet: bool) -> Result<ExitCode, Error> {
+    let stdin = std::io::stdin();
+    let mut buffer = String::new();
+    let mut out = std::io::stdout();
+    loop {
+        print!("{}", if buffer.is_empty() { "strata> " } else { "   ...> " });
+        let _ = out.flush();
+        let mut line = String::new();
+        if stdin.lock().read_line(&mut line).unwrap_or(0) == 0 {
+            return Ok(ExitCode::SUCCESS);
+        }
+        let trimmed = line.trim();
+        if buffer.is_empty() && (trimmed == "\\q" || trimmed == "exit" || trimmed == "quit") {
+            return Ok(ExitCode::SUCCESS);
+        }
+        buffer.push_str(&line);
+        if !trimmed.ends_with(';') {
+            continue;
+        }
+        let text = std::mem::take(&mut buffer);
+        match Engine::split_statements(&text) {
+            Ok(stmts) => {
+                for stmt in stmts {
+                    if let Err(e) = run_statement(engine, &stmt, &mut out.lock(), quiet).await {
+                        eprintln!("Error: {e}");
+                        break;
+                    }
+                }
+            }
+            Err(e) => eprintln!("Error: {e}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse() {
+        assert_eq!(parse_size("512M").unwrap(), 512 << 20);
+        assert_eq!(parse_size("2g").unwrap(), 2 << 30);
+        assert_eq!(parse_size("1024").unwrap(), 1024);
+        assert!(parse_size("lots").is_err());
+    }
+}

@@ -1,0 +1,738 @@
+//! The embeddable API: [`Engine`] owns a DataFusion session configured for Strata, the
+//! registered datasets and a [`Runner`]; [`QueryResult`] streams or collects a query's batches
+//! and can be cancelled from another task.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::catalog::{Session, TableProvider, TableProviderFactory};
+use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig};
+use datafusion::datasource::physical_plan::FileScanConfig;
+use datafusion::datasource::source::DataSourceExec;
+use datafusion::error::{DataFusionError, Result as DfResult};
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::execution::context::SessionContext;
+use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::execution::session_state::SessionStateBuilder;
+use datafusion::logical_expr::{CreateExternalTable, LogicalPlan};
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::prelude::SessionConfig;
+use futures::{Stream, StreamExt};
+
+use crate::catalog::Catalog;
+use crate::dataset::{Dataset, DatasetError, DatasetOptions, DatasetSpec, Format};
+use crate::error::{Error, Result};
+use crate::functions::{PreparedFunction, PreparedTables, resolve_call};
+use crate::runner::{LocalRunner, Runner};
+use crate::sql;
+use crate::store::{StoreRegistry, StoreSettings};
+
+/// How an [`Engine`] is set up. Build one with [`Engine::builder`].
+#[derive(Debug)]
+pub struct EngineBuilder {
+    target_partitions: Option<usize>,
+    batch_size: Option<usize>,
+    memory_limit: Option<usize>,
+    spill_dir: Option<PathBuf>,
+    catalog: Option<PathBuf>,
+    stores: Vec<StoreSettings>,
+    store_timeout: Duration,
+    settings: Vec<(String, String)>,
+    runner: Option<Arc<dyn Runner>>,
+}
+
+impl Default for EngineBuilder {
+    fn default() -> Self {
+        EngineBuilder {
+            target_partitions: None,
+            batch_size: None,
+            memory_limit: None,
+            spill_dir: None,
+            catalog: None,
+            stores: Vec::new(),
+            store_timeout: Duration::from_secs(30),
+            settings: Vec::new(),
+            runner: None,
+        }
+    }
+}
+
+impl EngineBuilder {
+    /// How many threads a query may use: sets the number of partitions plans are split into.
+    /// Defaults to the number of cores.
+    pub fn threads(mut self, n: usize) -> Self {
+        self.target_partitions = Some(n.max(1));
+        self
+    }
+
+    /// The number of partitions plans are split into (same as [`EngineBuilder::threads`]).
+    pub fn target_partitions(mut self, n: usize) -> Self {
+        self.target_partitions = Some(n.max(1));
+        self
+    }
+
+    /// Rows per batch (default 8192).
+    pub fn batch_size(mut self, n: usize) -> Self {
+        self.batch_size = Some(n.max(1));
+        self
+    }
+
+    /// Cap the memory queries may use, in bytes; sorts, joins and aggregations spill to disk
+    /// beyond it.
+    pub fn memory_limit(mut self, bytes: usize) -> Self {
+        self.memory_limit = Some(bytes);
+        self
+    }
+
+    /// Where spill files go (default: the system temporary folder).
+    pub fn spill_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.spill_dir = Some(dir.into());
+        self
+    }
+
+    /// Register the datasets and stores of a catalog file at build time.
+    pub fn catalog(mut self, path: impl Into<PathBuf>) -> Self {
+        self.catalog = Some(path.into());
+        self
+    }
+
+    /// Settings for object stores whose URLs start with `prefix` (e.g. `s3://bucket`):
+    /// `endpoint`, `region`, `access_key_id`, `allow_http`, ... as `object_store` names them.
+    pub fn store<K: Into<String>, V: Into<String>>(
+        mut self,
+        prefix: impl Into<String>,
+        options: impl IntoIterator<Item = (K, V)>,
+    ) -> Self {
+        self.stores.push(StoreSettings {
+            prefix: prefix.into(),
+            options: options
+                .into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
+        });
+        self
+    }
+
+    /// How long a request to an object store may take, retries included (default 30 s).
+    pub fn store_timeout(mut self, timeout: Duration) -> Self {
+        self.store_timeout = timeout;
+        self
+    }
+
+    /// Set any DataFusion configuration key (e.g. `datafusion.execution.batch_size`).
+    pub fn setting(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.settings.push((key.into(), value.into()));
+        self
+    }
+
+    /// Execute through `runner` instead of the local threads.
+    pub fn runner(mut self, runner: Arc<dyn Runner>) -> Self {
+        self.runner = Some(runner);
+        self
+    }
+
+    /// Build the engine, registering the catalog's datasets.
+    pub async fn build(self) -> Result<Engine> {
+        let catalog = match &self.catalog {
+            Some(p) => Some(Catalog::load(p)?),
+            None => None,
+        };
+        let mut stores = catalog
+            .as_ref()
+            .map(|c| c.stores.clone())
+            .unwrap_or_default();
+        stores.extend(self.stores.clone());
+
+        let mut config = SessionConfig::new()
+            .with_information_schema(true)
+            .with_create_default_catalog_and_schema(true);
+        if let Some(n) = self.target_partitions {
+            config = config.with_target_partitions(n);
+        }
+        if let Some(n) = self.batch_size {
+            config = config.with_batch_size(n);
+        }
+        {
+            let o = config.options_mut();
+            o.sql_parser.collect_spans = true;
+            // `**` in a glob crosses directories, as users expect.
+            o.execution.listing_table_ignore_subdirectory = false;
+            o.execution.parquet.pushdown_filters = false;
+            o.execution.parquet.enable_page_index = true;
+            o.execution.parquet.pruning = true;
+        }
+        for (k, v) in &self.settings {
+            config
+                .options_mut()
+                .set(k, v)
+                .map_err(|e| Error::Config(format!("{k} = {v}: {}", crate::error::clean_message(&e.to_string()))))?;
+        }
+
+        let registry = Arc::new(StoreRegistry::new(stores, self.store_timeout));
+        let mut runtime = RuntimeEnvBuilder::new().with_object_store_registry(registry);
+        if let Some(limit) = self.memory_limit {
+            runtime = runtime.with_memory_limit(limit, 1.0);
+        }
+        if let Some(dir) = &self.spill_dir {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                Error::Config(format!("spill directory {}: {e}", dir.display()))
+            })?;
+            runtime = runtime.with_disk_manager_builder(
+                DiskManagerBuilder::default().with_mode(DiskManagerMode::Directories(vec![
+                    dir.clone(),
+                ])),
+            );
+        }
+        let runtime = runtime.build_arc()?;
+
+        let prepared = Arc::new(PreparedTables::default());
+        let datasets: Arc<Mutex<HashMap<String, DatasetSpec>>> = Arc::default();
+        let mut builder = SessionStateBuilder::new()
+            .with_config(config)
+            .with_runtime_env(runtime)
+            .with_default_features();
+        for format in ["PARQUET", "CSV", "JSON", "NDJSON", "ARROW", "AVRO", "TSV"] {
+            builder = builder.with_table_factory(format.to_string(), Arc::new(DatasetTableFactory));
+        }
+        let state = builder.build();
+        let ctx = SessionContext::new_with_state(state);
+        for name in sql::TABLE_FUNCTIONS {
+            ctx.register_udtf(
+                name,
+                Arc::new(PreparedFunction {
+                    name,
+                    prepared: prepared.clone(),
+                }),
+            );
+        }
+
+        let engine = Engine {
+            ctx,
+            runner: self.runner.unwrap_or_else(|| Arc::new(LocalRunner)),
+            prepared,
+            datasets,
+            next_key: AtomicU64::new(0),
+            catalog_path: self.catalog.clone(),
+        };
+        if let Some(cat) = catalog {
+            for (name, spec) in cat.tables {
+                engine.register(&name, spec).await.map_err(|e| match e {
+                    Error::Dataset(source) => Error::Catalog(crate::catalog::CatalogError::Table {
+                        path: cat
+                            .path
+                            .as_ref()
+                            .map(|p| p.display().to_string())
+                            .unwrap_or_default(),
+                        table: name.clone(),
+                        source,
+                    }),
+                    other => other,
+                })?;
+            }
+        }
+        Ok(engine)
+    }
+}
+
+/// A Strata query engine: register datasets, run SQL, get Arrow batches.
+///
+/// ```
+/// # tokio_test_block_on(async {
+/// let engine = strata::Engine::builder().threads(2).build().await?;
+/// let batches = engine.sql("SELECT 1 + 1 AS two").await?.collect().await?;
+/// assert_eq!(batches[0].num_rows(), 1);
+/// # Ok::<(), strata::Error>(())
+/// # });
+/// # fn tokio_test_block_on<F: std::future::Future>(f: F) -> F::Output {
+/// #     tokio::runtime::Runtime::new().unwrap().block_on(f)
+/// # }
+/// ```
+pub struct Engine {
+    ctx: SessionContext,
+    runner: Arc<dyn Runner>,
+    prepared: Arc<PreparedTables>,
+    datasets: Arc<Mutex<HashMap<String, DatasetSpec>>>,
+    next_key: AtomicU64,
+    catalog_path: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("runner", &self.runner.name())
+            .field("tables", &self.table_names())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Engine {
+    /// Start configuring an engine.
+    pub fn builder() -> EngineBuilder {
+        EngineBuilder::default()
+    }
+
+    /// An engine with default settings and no catalog.
+    pub async fn new() -> Result<Engine> {
+        Engine::builder().build().await
+    }
+
+    /// The underlying DataFusion session, for what Strata does not wrap.
+    pub fn session(&self) -> &SessionContext {
+        &self.ctx
+    }
+
+    /// The runner queries execute through.
+    pub fn runner(&self) -> &Arc<dyn Runner> {
+        &self.runner
+    }
+
+    /// The catalog file this engine was built with, if any.
+    pub fn catalog_path(&self) -> Option<&std::path::Path> {
+        self.catalog_path.as_deref()
+    }
+
+    /// Register a dataset under `name`: lists its files, infers format, partitions and schema.
+    /// Replaces a table of the same name.
+    pub async fn register(&self, name: &str, spec: DatasetSpec) -> Result<Dataset> {
+        let state = self.ctx.state();
+        let ds = Dataset::resolve(spec.clone(), &state).await?;
+        self.ctx.deregister_table(name)?;
+        self.ctx.register_table(name, ds.provider())?;
+        self.datasets
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name.to_string(), spec);
+        Ok(ds)
+    }
+
+    /// Register a dataset at `location` with options inferred.
+    pub async fn register_location(&self, name: &str, location: &str) -> Result<Dataset> {
+        self.register(name, DatasetSpec::new(location)).await
+    }
+
+    /// The names of the tables in the default schema, sorted.
+    pub fn table_names(&self) -> Vec<String> {
+        let mut names = self
+            .ctx
+            .catalog("datafusion")
+            .and_then(|c| c.schema("public"))
+            .map(|s| s.table_names())
+            .unwrap_or_default();
+        names.sort();
+        names
+    }
+
+    /// Split SQL text into statements (on `;` outside quotes and comments).
+    pub fn split_statements(text: &str) -> Result<Vec<String>> {
+        sql::split_statements(text)
+    }
+
+    /// Run one SQL statement. Queries start executing and stream their results; statements
+    /// such as `CREATE`, `COPY` or `INSERT` run to completion before the result is returned
+    /// (their result is a row count, or nothing).
+    pub async fn sql(&self, text: &str) -> Result<QueryResult> {
+        let text = sql::rewrite_copy_options(text)?;
+        let dialect = self.ctx.state().config().options().sql_parser.dialect.to_string();
+        let mut statements = sql::parse_statements(&text, &dialect)?;
+        let mut stmt = match statements.len() {
+            1 => statements.remove(0),
+            0 => return Err(Error::plan("empty statement")),
+            n => {
+                return Err(Error::plan(format!(
+                    "expected one statement, found {n}; run them one at a time (see Engine::split_statements)"
+                )));
+            }
+        };
+
+        let calls = sql::extract_table_functions(&mut stmt, || {
+            format!("__strata_{}", self.next_key.fetch_add(1, Ordering::Relaxed))
+        })?;
+        let keys: Vec<String> = calls.iter().map(|(k, _)| k.clone()).collect();
+        let result = self.plan_and_run(stmt, calls).await;
+        self.prepared.remove(&keys);
+        result.map_err(|e| self.explain_error(e))
+    }
+
+    async fn plan_and_run(
+        &self,
+        stmt: datafusion::sql::parser::Statement,
+        calls: Vec<(String, sql::TableFunctionCall)>,
+    ) -> Result<QueryResult> {
+        let state = self.ctx.state();
+        let lookup = |name: &str| {
+            self.datasets
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(name)
+                .cloned()
+        };
+        for (key, call) in &calls {
+            let table = resolve_call(call, &state, &lookup).await?;
+            self.prepared.insert(key.clone(), table);
+        }
+        let plan = state.statement_to_plan(stmt).await?;
+        let is_query = !matches!(
+            plan,
+            LogicalPlan::Ddl(_) | LogicalPlan::Statement(_) | LogicalPlan::Copy(_) | LogicalPlan::Dml(_)
+        );
+        let df = self.ctx.execute_logical_plan(plan).await?;
+        if let LogicalPlan::Ddl(_) = df.logical_plan() {
+            // Already executed by the session (CREATE/DROP ...).
+        }
+        let (state, plan) = df.into_parts();
+        let optimized = state.optimize(&plan)?;
+        let execution = self.runner.execute(&state, optimized).await?;
+        let mut result = QueryResult::new(execution.plan, execution.stream);
+        if !is_query {
+            // Run commands to completion now, so errors surface here and effects are visible.
+            let batches = result.collect().await?;
+            result = QueryResult::from_batches(result.schema.clone(), batches);
+        }
+        Ok(result)
+    }
+
+    /// Add suggestions to "not found" errors.
+    fn explain_error(&self, err: Error) -> Error {
+        match err {
+            Error::Plan { message, position } => {
+                let mut message = message;
+                if let Some(name) = not_found_table(&message) {
+                    let names = self.table_names();
+                    if let Some(c) = crate::error::closest(&name, names.iter().map(String::as_str))
+                    {
+                        message = format!("table '{name}' not found; did you mean '{c}'?");
+                    } else if names.is_empty() {
+                        message = format!("table '{name}' not found; no tables are registered");
+                    } else {
+                        message = format!(
+                            "table '{name}' not found; tables are: {}",
+                            names.join(", ")
+                        );
+                    }
+                } else if let Some(fixed) = column_suggestion(&message) {
+                    message = fixed;
+                }
+                Error::Plan { message, position }
+            }
+            other => other,
+        }
+    }
+}
+
+fn not_found_table(message: &str) -> Option<String> {
+    let rest = message.strip_prefix("table '")?;
+    let name = rest.strip_suffix("' not found")?;
+    Some(name.rsplit('.').next().unwrap_or(name).to_string())
+}
+
+/// Rewrite DataFusion's "No field named x. Valid fields are a, b." into one line with the
+/// closest field suggested.
+fn column_suggestion(message: &str) -> Option<String> {
+    let start = message.find("No field named ")?;
+    let rest = &message[start + "No field named ".len()..];
+    let (name, valid) = rest.split_once(". Valid fields are ")?;
+    let name = name.trim_matches('"').trim_matches('\'');
+    let bare = name.rsplit('.').next().unwrap_or(name);
+    let fields: Vec<&str> = valid
+        .trim_end_matches('.')
+        .split(", ")
+        .map(|f| f.trim())
+        .collect();
+    let bare_fields: Vec<String> = fields
+        .iter()
+        .map(|f| f.rsplit('.').next().unwrap_or(f).trim_matches('"').to_string())
+        .collect();
+    let hint = crate::error::closest(bare, bare_fields.iter().map(String::as_str))
+        .map(|c| format!("; did you mean '{c}'?"))
+        .unwrap_or_else(|| format!("; columns are: {}", bare_fields.join(", ")));
+    Some(format!("column '{bare}' not found{hint}"))
+}
+
+/// Statistics of the scans in a query, read from the plan's metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ScanStats {
+    /// Files the scans were planned to read (after partition pruning).
+    pub files: usize,
+    /// Total size of those files, in bytes.
+    pub file_bytes: u64,
+    /// Bytes actually read from Parquet files (after row-group and page pruning).
+    pub bytes_scanned: u64,
+    /// Rows the scans produced.
+    pub rows: u64,
+}
+
+/// A running (or finished) query. Stream it with [`QueryResult::next_batch`] or
+/// [`QueryResult::into_stream`], or [`QueryResult::collect`] it; cancel it from anywhere with
+/// the handle from [`QueryResult::cancel_handle`].
+pub struct QueryResult {
+    schema: SchemaRef,
+    plan: Option<Arc<dyn ExecutionPlan>>,
+    stream: CancellableStream,
+}
+
+impl std::fmt::Debug for QueryResult {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QueryResult")
+            .field("schema", &self.schema)
+            .finish_non_exhaustive()
+    }
+}
+
+impl QueryResult {
+    fn new(plan: Arc<dyn ExecutionPlan>, stream: SendableRecordBatchStream) -> Self {
+        QueryResult {
+            schema: stream.schema(),
+            plan: Some(plan),
+            stream: CancellableStream::new(stream),
+        }
+    }
+
+    fn from_batches(schema: SchemaRef, batches: Vec<RecordBatch>) -> Self {
+        let s = schema.clone();
+        let inner = futures::stream::iter(batches.into_iter().map(Ok));
+        let stream: SendableRecordBatchStream = Box::pin(
+            datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(s, inner),
+        );
+        QueryResult {
+            schema,
+            plan: None,
+            stream: CancellableStream::new(stream),
+        }
+    }
+
+    /// The result's schema.
+    pub fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    /// The physical plan that produced (or is producing) the result, if it was a query.
+    pub fn physical_plan(&self) -> Option<&Arc<dyn ExecutionPlan>> {
+        self.plan.as_ref()
+    }
+
+    /// A handle that cancels this query from another task or thread.
+    pub fn cancel_handle(&self) -> CancelHandle {
+        self.stream.handle.clone()
+    }
+
+    /// The next batch, or `None` at the end.
+    pub async fn next_batch(&mut self) -> Option<Result<RecordBatch>> {
+        self.stream.next().await
+    }
+
+    /// Scan statistics so far (complete once the stream is exhausted).
+    pub fn scan_stats(&self) -> ScanStats {
+        let mut stats = ScanStats::default();
+        if let Some(plan) = &self.plan {
+            collect_scan_stats(plan.as_ref(), &mut stats);
+        }
+        stats
+    }
+
+    /// Read every batch.
+    pub async fn collect(&mut self) -> Result<Vec<RecordBatch>> {
+        let mut out = Vec::new();
+        while let Some(b) = self.stream.next().await {
+            out.push(b?);
+        }
+        Ok(out)
+    }
+
+    /// The batches as a stream.
+    pub fn into_stream(self) -> impl Stream<Item = Result<RecordBatch>> + Send {
+        self.stream
+    }
+}
+
+fn collect_scan_stats(plan: &dyn ExecutionPlan, stats: &mut ScanStats) {
+    if let Some(ds) = plan.downcast_ref::<DataSourceExec>() {
+        if let Some(fsc) = ds.data_source().downcast_ref::<FileScanConfig>() {
+            for g in &fsc.file_groups {
+                for f in g.iter() {
+                    stats.files += 1;
+                    stats.file_bytes += f.object_meta.size;
+                }
+            }
+        }
+        if let Some(m) = plan.metrics() {
+            if let Some(v) = m.sum_by_name("bytes_scanned") {
+                stats.bytes_scanned += v.as_usize() as u64;
+            }
+            stats.rows += m.output_rows().unwrap_or(0) as u64;
+        }
+    }
+    for child in plan.children() {
+        collect_scan_stats(child.as_ref(), stats);
+    }
+}
+
+/// Cancels a running query: its stream ends with [`Error::Cancelled`] and its work stops.
+#[derive(Debug, Clone, Default)]
+pub struct CancelHandle {
+    inner: Arc<CancelState>,
+}
+
+#[derive(Debug, Default)]
+struct CancelState {
+    cancelled: AtomicBool,
+    waker: futures::task::AtomicWaker,
+}
+
+impl CancelHandle {
+    /// Cancel the query.
+    pub fn cancel(&self) {
+        self.inner.cancelled.store(true, Ordering::SeqCst);
+        self.inner.waker.wake();
+    }
+
+    /// Whether [`CancelHandle::cancel`] was called.
+    pub fn is_cancelled(&self) -> bool {
+        self.inner.cancelled.load(Ordering::SeqCst)
+    }
+}
+
+struct CancellableStream {
+    inner: Option<SendableRecordBatchStream>,
+    handle: CancelHandle,
+}
+
+impl CancellableStream {
+    fn new(inner: SendableRecordBatchStream) -> Self {
+        CancellableStream {
+            inner: Some(inner),
+            handle: CancelHandle::default(),
+        }
+    }
+}
+
+impl Stream for CancellableStream {
+    type Item = Result<RecordBatch>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.handle.inner.waker.register(cx.waker());
+        if self.handle.is_cancelled() {
+            // Dropping the DataFusion stream stops its tasks.
+            return Poll::Ready(self.inner.take().map(|_| Err(Error::Cancelled)));
+        }
+        let Some(inner) = self.inner.as_mut() else {
+            return Poll::Ready(None);
+        };
+        match inner.poll_next_unpin(cx) {
+            Poll::Ready(Some(Err(e))) => {
+                self.inner = None;
+                Poll::Ready(Some(Err(Error::from(e))))
+            }
+            Poll::Ready(Some(Ok(b))) => Poll::Ready(Some(Ok(b))),
+            Poll::Ready(None) => {
+                self.inner = None;
+                Poll::Ready(None)
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+/// `CREATE EXTERNAL TABLE` through Strata's dataset resolution (globs on every store, typed
+/// partitions, format options with Strata's names).
+#[derive(Debug)]
+struct DatasetTableFactory;
+
+#[async_trait]
+impl TableProviderFactory for DatasetTableFactory {
+    async fn create(
+        &self,
+        state: &dyn Session,
+        cmd: &CreateExternalTable,
+    ) -> DfResult<Arc<dyn TableProvider>> {
+        let mut options = DatasetOptions::default();
+        options.set("format", &cmd.file_type).map_err(ext)?;
+        let mut keys: Vec<_> = cmd.options.iter().collect();
+        keys.sort();
+        for (k, v) in keys {
+            options.set(k, v).map_err(ext)?;
+        }
+        let declared: Vec<_> = cmd.schema.fields().iter().cloned().collect();
+        if declared.is_empty() {
+            let spec = DatasetSpec {
+                locations: cmd.locations.clone(),
+                options,
+                base_dir: None,
+            };
+            return Ok(Dataset::resolve(spec, state).await.map_err(ext)?.provider());
+        }
+        // A declared schema: the location may be empty or not exist yet (for INSERT INTO).
+        let partition_cols: Vec<(String, datafusion::arrow::datatypes::DataType)> = cmd
+            .table_partition_cols
+            .iter()
+            .map(|c| {
+                declared
+                    .iter()
+                    .find(|f| f.name() == c)
+                    .map(|f| (c.clone(), f.data_type().clone()))
+                    .ok_or_else(|| {
+                        DataFusionError::Plan(format!(
+                            "partition column '{c}' must also be declared as a column"
+                        ))
+                    })
+            })
+            .collect::<DfResult<_>>()?;
+        let file_fields: Vec<_> = declared
+            .iter()
+            .filter(|f| !cmd.table_partition_cols.contains(f.name()))
+            .map(|f| f.as_ref().clone())
+            .collect();
+        let format = options.format.unwrap_or(Format::Parquet);
+        let file_format = crate::dataset::file_format(format, &options, state.table_options());
+        let ext_name = match format {
+            Format::Json => ".json".to_string(),
+            f => format!(".{}", f.name()),
+        };
+        let compression = options
+            .compression
+            .map(|c| c.suffix().to_string())
+            .unwrap_or_default();
+        let urls = cmd
+            .locations
+            .iter()
+            .map(|l| crate::dataset::Location::parse_for_write(l).map(|l| l.url))
+            .collect::<std::result::Result<Vec<_>, DatasetError>>()
+            .map_err(ext)?;
+        let listing = ListingOptions::new(file_format)
+            .with_file_extension(format!("{ext_name}{compression}"))
+            .with_table_partition_cols(partition_cols);
+        let config = ListingTableConfig::new_with_multi_paths(urls)
+            .with_listing_options(listing)
+            .with_schema(Arc::new(datafusion::arrow::datatypes::Schema::new(
+                file_fields,
+            )));
+        Ok(Arc::new(ListingTable::try_new(config)?))
+    }
+}
+
+fn ext(e: impl std::error::Error + Send + Sync + 'static) -> DataFusionError {
+    DataFusionError::External(Box::new(e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn not_found_messages_are_recognised() {
+        assert_eq!(not_found_table("table 'datafusion.public.peple' not found").as_deref(), Some("peple"));
+        let m = column_suggestion(
+            "Schema error: No field named lst_name. Valid fields are people.last_name, people.first_name.",
+        )
+        .unwrap();
+        assert_eq!(m, "column 'lst_name' not found; did you mean 'last_name'?");
+    }
+}

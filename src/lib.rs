@@ -1,0 +1,47 @@
+//! Strata: a SQL query engine over partitioned datasets, built on Apache DataFusion.
+//!
+//! Register datasets — files, directories, globs or URLs in Parquet, CSV, JSON, Arrow IPC
+//! or Avro, with hive-style partitions — and query them with SQL:
+//!
+//! ```no_run
+//! # async fn demo() -> strata::Result<()> {
+//! use strata::{DatasetSpec, Engine};
+//!
+//! let engine = Engine::builder().threads(4).catalog("strata.toml").build().await?;
+//! engine
+//!     .register("trips", DatasetSpec::new("s3://bucket/trips/**/*.parquet"))
+//!     .await?;
+//! let mut result = engine.sql("SELECT count(*) FROM trips WHERE year = 2024").await?;
+//! while let Some(batch) = result.next_batch().await {
+//!     println!("{} rows", batch?.num_rows());
+//! }
+//! # Ok(())
+//! # }
+//! ```
+#![warn(missing_docs)]
+
+/// The catalog file: datasets and stores declared in TOML.
+pub mod catalog;
+/// Datasets: locations, formats, options, hive partitions, listing tables.
+pub mod dataset;
+/// The embeddable engine and query results.
+pub mod engine;
+/// The library's error type.
+pub mod error;
+/// Table functions: `read_*`, `list_files`, `parquet_metadata`.
+pub mod functions;
+/// The execution seam: local and (later) distributed runners.
+pub mod runner;
+/// SQL text handling before planning.
+pub mod sql;
+/// Object stores built on demand from URLs and settings.
+pub mod store;
+
+pub use catalog::Catalog;
+pub use dataset::{DatasetOptions, DatasetSpec, Format};
+pub use engine::{CancelHandle, Engine, EngineBuilder, QueryResult, ScanStats};
+pub use error::{Error, Result};
+pub use runner::{LocalRunner, Runner};
+
+/// Re-exported so embedders use the same Arrow and DataFusion versions.
+pub use datafusion;

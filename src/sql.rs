@@ -1,0 +1,602 @@
+//! SQL text handling before planning: parsing into statements, and finding Strata's table
+//! functions (`read_parquet(...)`, `list_files(...)`, ...) so their arguments — locations,
+//! lists and `key = value` options — can be resolved asynchronously before planning.
+
+use std::ops::ControlFlow;
+
+use datafusion::sql::parser::{DFParser, Statement as DfStatement};
+use datafusion::sql::sqlparser::ast::{
+    BinaryOperator, Expr, FunctionArg, FunctionArgExpr, Ident, ObjectName, TableAlias,
+    TableFactor, TableFunctionArgs, Value, ValueWithSpan, VisitMut, VisitorMut,
+};
+use datafusion::sql::sqlparser::dialect::dialect_from_str;
+use datafusion::sql::sqlparser::tokenizer::Span;
+
+use crate::error::{Error, Result};
+
+/// The table functions Strata resolves before planning.
+pub const TABLE_FUNCTIONS: &[&str] = &[
+    "read_files",
+    "read_parquet",
+    "read_csv",
+    "read_csv_auto",
+    "read_tsv",
+    "read_json",
+    "read_json_auto",
+    "read_ndjson",
+    "read_arrow",
+    "read_ipc",
+    "read_avro",
+    "list_files",
+    "parquet_metadata",
+];
+
+/// A constant argument of a table function call.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ArgValue {
+    /// A string (or bare identifier).
+    Text(String),
+    /// A list of strings: `['a.csv', 'b.csv']`.
+    List(Vec<String>),
+}
+
+impl ArgValue {
+    /// The value as option text.
+    pub fn as_text(&self) -> String {
+        match self {
+            ArgValue::Text(s) => s.clone(),
+            ArgValue::List(v) => v.join(","),
+        }
+    }
+}
+
+/// A call to one of [`TABLE_FUNCTIONS`], with its arguments evaluated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TableFunctionCall {
+    /// The function name, lowercase.
+    pub name: String,
+    /// Positional arguments.
+    pub positional: Vec<ArgValue>,
+    /// `key = value` / `key => value` options, keys lowercase.
+    pub named: Vec<(String, ArgValue)>,
+}
+
+/// Parse SQL text into statements with the given dialect name.
+pub fn parse_statements(sql: &str, dialect: &str) -> Result<Vec<DfStatement>> {
+    let dialect = dialect_from_str(dialect)
+        .ok_or_else(|| Error::Config(format!("unknown SQL dialect '{dialect}'")))?;
+    let statements = DFParser::parse_sql_with_dialect(sql, dialect.as_ref())
+        .map_err(|e| Error::from(datafusion::error::DataFusionError::from(e)))?;
+    Ok(statements.into_iter().collect())
+}
+
+/// Find the table-function calls in `stmt`, replace each call's arguments by a single string
+/// key produced by `key_for`, and return the calls in order with their keys.
+pub fn extract_table_functions(
+    stmt: &mut DfStatement,
+    mut key_for: impl FnMut() -> String,
+) -> Result<Vec<(String, TableFunctionCall)>> {
+    let mut v = Extractor {
+        key_for: &mut key_for,
+        calls: Vec::new(),
+    };
+    let flow = match stmt {
+        DfStatement::Statement(s) => s.visit(&mut v),
+        DfStatement::Explain(e) => match e.statement.as_mut() {
+            DfStatement::Statement(s) => s.visit(&mut v),
+            _ => ControlFlow::Continue(()),
+        },
+        DfStatement::CopyTo(c) => match &mut c.source {
+            datafusion::sql::parser::CopyToSource::Query(q) => q.visit(&mut v),
+            _ => ControlFlow::Continue(()),
+        },
+        _ => ControlFlow::Continue(()),
+    };
+    if let ControlFlow::Break(e) = flow {
+        return Err(e);
+    }
+    Ok(v.calls)
+}
+
+struct Extractor<'a> {
+    key_for: &'a mut dyn FnMut() -> String,
+    calls: Vec<(String, TableFunctionCall)>,
+}
+
+impl VisitorMut for Extractor<'_> {
+    type Break = Error;
+
+    fn pre_visit_table_factor(&mut self, tf: &mut TableFactor) -> ControlFlow<Error> {
+        if let Some(path) = quoted_location(tf) {
+            // `FROM 'data/x.parquet'` reads the files, named after the file's stem.
+            let key = (self.key_for)();
+            if let TableFactor::Table {
+                name, args, alias, ..
+            } = tf
+            {
+                *name = ObjectName::from(vec![Ident::new("read_files")]);
+                *args = Some(TableFunctionArgs {
+                    args: vec![key_arg(&key)],
+                    settings: None,
+                });
+                if alias.is_none() {
+                    *alias = Some(table_alias(&stem_of(&path)));
+                }
+            }
+            self.calls.push((
+                key,
+                TableFunctionCall {
+                    name: "read_files".into(),
+                    positional: vec![ArgValue::Text(path)],
+                    named: vec![],
+                },
+            ));
+            return ControlFlow::Continue(());
+        }
+        let TableFactor::Table {
+            name,
+            args: Some(args),
+            alias,
+            ..
+        } = tf
+        else {
+            return ControlFlow::Continue(());
+        };
+        let fname = name.to_string().to_ascii_lowercase();
+        if !TABLE_FUNCTIONS.contains(&fname.as_str()) {
+            return ControlFlow::Continue(());
+        }
+        let call = match evaluate_args(&fname, args) {
+            Ok(c) => c,
+            Err(e) => return ControlFlow::Break(e),
+        };
+        let key = (self.key_for)();
+        args.args = vec![key_arg(&key)];
+        if alias.is_none() {
+            // Keep columns addressable as read_csv.x, as DuckDB does.
+            *alias = Some(table_alias(&fname));
+        }
+        self.calls.push((key, call));
+        ControlFlow::Continue(())
+    }
+}
+
+fn key_arg(key: &str) -> FunctionArg {
+    FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::Value(ValueWithSpan {
+        value: Value::SingleQuotedString(key.to_string()),
+        span: Span::empty(),
+    })))
+}
+
+fn table_alias(name: &str) -> TableAlias {
+    TableAlias {
+        name: Ident::new(name),
+        columns: vec![],
+        explicit: false,
+        at: None,
+    }
+}
+
+/// A relation written as a quoted location: `FROM 'data/x.csv'` or `FROM "s3://b/k/"`.
+fn quoted_location(tf: &TableFactor) -> Option<String> {
+    let TableFactor::Table {
+        name, args: None, ..
+    } = tf
+    else {
+        return None;
+    };
+    let [part] = name.0.as_slice() else {
+        return None;
+    };
+    let ident = part.as_ident()?;
+    (ident.quote_style.is_some() && crate::dataset::looks_like_location(&ident.value))
+        .then(|| ident.value.clone())
+}
+
+/// The file stem of a location, as a table name: `data/people.csv` -> `people`.
+fn stem_of(location: &str) -> String {
+    let last = location
+        .trim_end_matches('/')
+        .rsplit('/')
+        .find(|s| !s.contains(['*', '?', '[']) && !s.is_empty())
+        .unwrap_or(location);
+    last.split('.').next().unwrap_or(last).to_string()
+}
+
+fn evaluate_args(fname: &str, args: &TableFunctionArgs) -> Result<TableFunctionCall> {
+    let mut call = TableFunctionCall {
+        name: fname.to_string(),
+        positional: Vec::new(),
+        named: Vec::new(),
+    };
+    for arg in &args.args {
+        match arg {
+            FunctionArg::Named {
+                name,
+                arg: FunctionArgExpr::Expr(e),
+                ..
+            } => call
+                .named
+                .push((name.value.to_ascii_lowercase(), constant(fname, e)?)),
+            FunctionArg::ExprNamed {
+                name: Expr::Identifier(name),
+                arg: FunctionArgExpr::Expr(e),
+                ..
+            } => call
+                .named
+                .push((name.value.to_ascii_lowercase(), constant(fname, e)?)),
+            FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::BinaryOp {
+                left,
+                op: BinaryOperator::Eq,
+                right,
+            })) if matches!(left.as_ref(), Expr::Identifier(_)) => {
+                let Expr::Identifier(name) = left.as_ref() else {
+                    unreachable!()
+                };
+                call.named
+                    .push((name.value.to_ascii_lowercase(), constant(fname, right)?));
+            }
+            FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => {
+                call.positional.push(constant(fname, e)?)
+            }
+            other => {
+                return Err(Error::plan(format!(
+                    "{fname}: unsupported argument {other}; pass a path, a list of paths or key = value options"
+                )));
+            }
+        }
+    }
+    Ok(call)
+}
+
+fn constant(fname: &str, e: &Expr) -> Result<ArgValue> {
+    match e {
+        Expr::Value(v) => value_text(&v.value)
+            .map(ArgValue::Text)
+            .ok_or_else(|| not_constant(fname, e)),
+        Expr::Identifier(i) => Ok(ArgValue::Text(i.value.clone())),
+        Expr::Array(a) => a
+            .elem
+            .iter()
+            .map(|x| match x {
+                Expr::Value(v) => value_text(&v.value).ok_or_else(|| not_constant(fname, x)),
+                _ => Err(not_constant(fname, x)),
+            })
+            .collect::<Result<Vec<_>>>()
+            .map(ArgValue::List),
+        Expr::Nested(inner) => constant(fname, inner),
+        Expr::UnaryOp { op, expr } => match (op, constant(fname, expr)?) {
+            (datafusion::sql::sqlparser::ast::UnaryOperator::Minus, ArgValue::Text(t)) => {
+                Ok(ArgValue::Text(format!("-{t}")))
+            }
+            _ => Err(not_constant(fname, e)),
+        },
+        _ => Err(not_constant(fname, e)),
+    }
+}
+
+fn value_text(v: &Value) -> Option<String> {
+    match v {
+        Value::SingleQuotedString(s)
+        | Value::DoubleQuotedString(s)
+        | Value::EscapedStringLiteral(s)
+        | Value::TripleSingleQuotedString(s) => Some(s.clone()),
+        Value::Number(n, _) => Some(n.to_string()),
+        Value::Boolean(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+fn not_constant(fname: &str, e: &Expr) -> Error {
+    Error::plan(format!(
+        "{fname}: argument {e} must be a constant string, number, boolean or list of strings"
+    ))
+}
+
+/// Split SQL text into statements on `;` outside quotes, comments and dollar-quoted strings.
+/// Each statement keeps its original text; empty statements are dropped.
+pub fn split_statements(text: &str) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    let bytes = text.as_bytes();
+    let mut start = 0;
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'\'' | b'"' | b'`' => {
+                let q = bytes[i];
+                i += 1;
+                while i < bytes.len() {
+                    if bytes[i] == q {
+                        if i + 1 < bytes.len() && bytes[i + 1] == q {
+                            i += 2;
+                            continue;
+                        }
+                        break;
+                    }
+                    i += 1;
+                }
+                if i >= bytes.len() {
+                    return Err(Error::Syntax {
+                        message: format!("unterminated {} quote", q as char),
+                        position: Some(position_of(text, text.len())),
+                    });
+                }
+            }
+            b'-' if bytes.get(i + 1) == Some(&b'-') => {
+                while i < bytes.len() && bytes[i] != b'\n' {
+                    i += 1;
+                }
+            }
+            b'/' if bytes.get(i + 1) == Some(&b'*') => {
+                let end = text[i + 2..].find("*/").map(|e| i + 2 + e + 1);
+                match end {
+                    Some(e) => i = e,
+                    None => {
+                        return Err(Error::Syntax {
+                            message: "unterminated /* comment".into(),
+                            position: Some(position_of(text, i)),
+                        });
+                    }
+                }
+            }
+            b'$' if bytes.get(i + 1) == Some(&b'$') => {
+                match text[i + 2..].find("$$") {
+                    Some(e) => i = i + 2 + e + 1,
+                    None => {
+                        return Err(Error::Syntax {
+                            message: "unterminated $$ string".into(),
+                            position: Some(position_of(text, i)),
+                        });
+                    }
+                }
+            }
+            b';' => {
+                push_statement(&mut out, &text[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    push_statement(&mut out, &text[start..]);
+    Ok(out)
+}
+
+fn push_statement(out: &mut Vec<String>, s: &str) {
+    if has_code(s) {
+        out.push(s.trim().to_string());
+    }
+}
+
+/// Whether text holds anything but white space and comments.
+fn has_code(s: &str) -> bool {
+    let mut rest = s.trim_start();
+    loop {
+        if let Some(r) = rest.strip_prefix("--") {
+            rest = r.split_once('\n').map(|x| x.1).unwrap_or("").trim_start();
+        } else if let Some(r) = rest.strip_prefix("/*") {
+            rest = r.split_once("*/").map(|x| x.1).unwrap_or("").trim_start();
+        } else {
+            return !rest.is_empty();
+        }
+    }
+}
+
+fn position_of(text: &str, offset: usize) -> crate::error::Position {
+    let before = &text[..offset.min(text.len())];
+    crate::error::Position {
+        line: before.matches('\n').count() + 1,
+        column: before.rsplit('\n').next().map(|l| l.chars().count()).unwrap_or(0) + 1,
+    }
+}
+
+/// Accept DuckDB's `COPY ... TO 'target' (FORMAT parquet, PARTITION_BY (a, b), HEADER, ...)`
+/// by rewriting the option list into DataFusion's `STORED AS`, `PARTITIONED BY` and `OPTIONS`.
+/// Other statements are returned unchanged.
+pub fn rewrite_copy_options(stmt: &str) -> Result<String> {
+    use datafusion::sql::sqlparser::dialect::GenericDialect;
+    use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
+
+    let Ok(tokens) = Tokenizer::new(&GenericDialect {}, stmt).tokenize() else {
+        return Ok(stmt.to_string());
+    };
+    let significant = |t: &Token| !matches!(t, Token::Whitespace(_));
+    let word = |t: &Token, w: &str| matches!(t, Token::Word(x) if x.value.eq_ignore_ascii_case(w));
+    let sig: Vec<usize> = (0..tokens.len()).filter(|&i| significant(&tokens[i])).collect();
+    if sig.is_empty() || !word(&tokens[sig[0]], "COPY") {
+        return Ok(stmt.to_string());
+    }
+    // Find `TO '<target>' (` at depth 0.
+    let mut depth = 0i32;
+    let mut open = None;
+    for (n, &i) in sig.iter().enumerate() {
+        match &tokens[i] {
+            Token::LParen => depth += 1,
+            Token::RParen => depth -= 1,
+            t if depth == 0 && word(t, "TO") => {
+                if let (Some(&s), Some(&p)) = (sig.get(n + 1), sig.get(n + 2))
+                    && matches!(tokens[s], Token::SingleQuotedString(_))
+                    && tokens[p] == Token::LParen
+                {
+                    open = Some(p);
+                }
+                break;
+            }
+            _ => {}
+        }
+    }
+    let Some(open) = open else {
+        return Ok(stmt.to_string());
+    };
+    let mut close = None;
+    let mut depth = 0;
+    for (i, t) in tokens.iter().enumerate().skip(open) {
+        match t {
+            Token::LParen => depth += 1,
+            Token::RParen => {
+                depth -= 1;
+                if depth == 0 {
+                    close = Some(i);
+                    break;
+                }
+            }
+            _ => {}
+        }
+    }
+    let Some(close) = close else {
+        return Ok(stmt.to_string());
+    };
+
+    // Split the option list into items at depth-0 commas.
+    let mut items: Vec<Vec<&Token>> = vec![Vec::new()];
+    let mut depth = 0;
+    for t in &tokens[open + 1..close] {
+        match t {
+            Token::Comma if depth == 0 => items.push(Vec::new()),
+            Token::Whitespace(_) => {}
+            other => {
+                if *other == Token::LParen {
+                    depth += 1;
+                } else if *other == Token::RParen {
+                    depth -= 1;
+                }
+                items.last_mut().map(|v| v.push(other));
+            }
+        }
+    }
+    let raw = |t: &Token| -> String {
+        match t {
+            Token::SingleQuotedString(s) | Token::DoubleQuotedString(s) => s.clone(),
+            Token::Word(w) => w.value.clone(),
+            Token::Number(n, _) => n.clone(),
+            other => other.to_string(),
+        }
+    };
+    let mut stored_as = None;
+    let mut partitioned = None;
+    let mut options: Vec<(String, String)> = Vec::new();
+    for item in items.into_iter().filter(|i| !i.is_empty()) {
+        let key = raw(item[0]).to_ascii_lowercase();
+        let value: String = item[1..].iter().map(|t| raw(t)).collect::<Vec<_>>().join("");
+        match key.as_str() {
+            "format" => stored_as = Some(value.to_ascii_uppercase()),
+            "partition_by" => {
+                let cols: Vec<String> = item[1..]
+                    .iter()
+                    .filter(|t| matches!(t, Token::Word(_) | Token::DoubleQuotedString(_)))
+                    .map(|t| t.to_string())
+                    .collect();
+                partitioned = Some(cols.join(", "));
+            }
+            "overwrite" | "overwrite_or_ignore" | "per_thread_output" | "use_tmp_file" => {}
+            "header" => options.push((
+                "format.has_header".into(),
+                if value.is_empty() { "true".into() } else { value.to_ascii_lowercase() },
+            )),
+            "delimiter" | "delim" | "sep" => options.push(("format.delimiter".into(), value)),
+            "quote" => options.push(("format.quote".into(), value)),
+            "escape" => options.push(("format.escape".into(), value)),
+            "null" | "nullstr" => options.push(("format.null_value".into(), value)),
+            "compression" | "codec" => {
+                options.push(("format.compression".into(), value.to_ascii_lowercase()))
+            }
+            "row_group_size" => options.push(("format.max_row_group_size".into(), value)),
+            other => options.push((format!("format.{other}"), value)),
+        }
+    }
+    let mut out: String = tokens[..open].iter().map(|t| t.to_string()).collect();
+    if let Some(f) = stored_as {
+        out.push_str(&format!(" STORED AS {f}"));
+    }
+    if let Some(p) = partitioned {
+        out.push_str(&format!(" PARTITIONED BY ({p})"));
+    }
+    if !options.is_empty() {
+        let opts: Vec<String> = options
+            .iter()
+            .map(|(k, v)| format!("'{}' '{}'", k, v.replace('\'', "''")))
+            .collect();
+        out.push_str(&format!(" OPTIONS ({})", opts.join(", ")));
+    }
+    out.extend(tokens[close + 1..].iter().map(|t| t.to_string()));
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn extract(sql: &str) -> (Vec<TableFunctionCall>, String) {
+        let mut stmts = parse_statements(sql, "generic").unwrap();
+        let mut n = 0;
+        let calls = extract_table_functions(&mut stmts[0], || {
+            n += 1;
+            format!("k{n}")
+        })
+        .unwrap();
+        (
+            calls.into_iter().map(|(_, c)| c).collect(),
+            stmts[0].to_string(),
+        )
+    }
+
+    #[test]
+    fn calls_are_found_and_rewritten() {
+        let (calls, text) = extract(
+            "SELECT * FROM read_csv(['a.csv', 'b.csv'], header = false, delim => ';') JOIN read_parquet('x.parquet') p ON true",
+        );
+        assert_eq!(calls.len(), 2);
+        assert_eq!(
+            calls[0].positional,
+            vec![ArgValue::List(vec!["a.csv".into(), "b.csv".into()])]
+        );
+        assert_eq!(
+            calls[0].named,
+            vec![
+                ("header".into(), ArgValue::Text("false".into())),
+                ("delim".into(), ArgValue::Text(";".into()))
+            ]
+        );
+        assert!(text.contains("read_csv('k1') AS read_csv"), "{text}");
+        assert!(text.contains("read_parquet('k2') AS p"), "{text}");
+    }
+
+    #[test]
+    fn quoted_paths_become_reads_named_after_the_file() {
+        let (calls, text) = extract("SELECT * FROM 'data/people.csv' JOIN t ON true");
+        assert_eq!(calls[0].name, "read_files");
+        assert_eq!(calls[0].positional, vec![ArgValue::Text("data/people.csv".into())]);
+        assert!(text.contains("read_files('k1') AS people"), "{text}");
+        assert_eq!(stem_of("data/v/**/*.parquet"), "v");
+    }
+
+    #[test]
+    fn statements_split_outside_quotes_and_comments() {
+        let s = split_statements("SELECT ';'; -- a;b\nSELECT 2 /* ; */;\n\n-- only\n").unwrap();
+        assert_eq!(s, vec!["SELECT ';'", "-- a;b\nSELECT 2 /* ; */"]);
+        assert!(split_statements("SELECT 'x").is_err());
+    }
+
+    #[test]
+    fn duckdb_copy_options_are_rewritten() {
+        let out = rewrite_copy_options(
+            "COPY (SELECT 1 AS a) TO 'out/' (FORMAT parquet, PARTITION_BY (a, b), COMPRESSION zstd)",
+        )
+        .unwrap();
+        assert_eq!(
+            out,
+            "COPY (SELECT 1 AS a) TO 'out/' STORED AS PARQUET PARTITIONED BY (a, b) OPTIONS ('format.compression' 'zstd')"
+        );
+        let out = rewrite_copy_options("COPY t TO 'x.csv' (HEADER, DELIMITER '|')").unwrap();
+        assert!(out.ends_with("OPTIONS ('format.has_header' 'true', 'format.delimiter' '|')"), "{out}");
+        let same = "COPY t TO 'x.csv' STORED AS CSV";
+        assert_eq!(rewrite_copy_options(same).unwrap(), same);
+    }
+
+    #[test]
+    fn non_constant_arguments_are_rejected() {
+        let mut stmts = parse_statements("SELECT * FROM read_csv(a || 'b')", "generic").unwrap();
+        let err = extract_table_functions(&mut stmts[0], || "k".into()).unwrap_err();
+        assert!(err.to_string().contains("must be a constant"), "{err}");
+    }
+}
