@@ -77,7 +77,7 @@ impl TableFunctionImpl for PreparedFunction {
 pub(crate) async fn resolve_call(
     call: &TableFunctionCall,
     state: &dyn Session,
-    lookup_table: &dyn Fn(&str) -> Option<DatasetSpec>,
+    lookup_table: &(dyn Fn(&str) -> Option<DatasetSpec> + Send + Sync),
 ) -> Result<Arc<dyn TableProvider>> {
     let fname = call.name.as_str();
     let first = call.positional.first().ok_or_else(|| {

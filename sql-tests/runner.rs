@@ -1,0 +1,242 @@
+//! Runs every `sql-tests/*.slt` file through Strata's engine with sqllogictest: a fresh engine
+//! (with the repository's `strata.toml`) and scratch folder per file, once at 1 and once at 4
+//! target partitions, so results must not depend on parallelism.
+//!
+//! `cargo test --test sql-tests -- FILTER` runs only files whose name contains FILTER;
+//! `cargo test --test sql-tests -- --complete [FILTER]` rewrites expected results (review the diff).
+//! In SQL, `__SCRATCH__` stands for the file's scratch folder.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use sqllogictest::{DBOutput, DefaultColumnType};
+use strata::Engine;
+use strata::datafusion::arrow::array::{Array, AsArray};
+use strata::datafusion::arrow::datatypes::{DataType, Float32Type, Float64Type};
+use strata::datafusion::arrow::record_batch::RecordBatch;
+use strata::datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
+
+const PARTITIONS: [usize; 2] = [1, 4];
+
+struct StrataDb {
+    engine: Engine,
+    scratch: PathBuf,
+}
+
+#[derive(Debug)]
+struct DbError(String);
+
+impl std::fmt::Display for DbError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for DbError {}
+
+#[async_trait]
+impl sqllogictest::AsyncDB for StrataDb {
+    type Error = DbError;
+    type ColumnType = DefaultColumnType;
+
+    async fn run(&mut self, sql: &str) -> Result<DBOutput<DefaultColumnType>, DbError> {
+        let sql = sql.replace("__SCRATCH__", &self.scratch.display().to_string());
+        let mut result = self
+            .engine
+            .sql(&sql)
+            .await
+            .map_err(|e| DbError(e.to_string()))?;
+        let batches = result
+            .collect()
+            .await
+            .map_err(|e| DbError(e.to_string()))?;
+        let schema = result.schema();
+        if schema.fields().is_empty() {
+            return Ok(DBOutput::StatementComplete(0));
+        }
+        let is_count = schema.fields().len() == 1 && schema.field(0).name() == "count";
+        let types = schema
+            .fields()
+            .iter()
+            .map(|f| column_type(f.data_type()))
+            .collect();
+        let mut rows = Vec::new();
+        for b in &batches {
+            rows.extend(format_batch(b).map_err(DbError)?);
+        }
+        if is_count && !sql.trim_start().to_ascii_lowercase().starts_with("select") {
+            // INSERT / COPY report a row count.
+            let n = rows
+                .first()
+                .and_then(|r| r.first())
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            return Ok(DBOutput::StatementComplete(n));
+        }
+        Ok(DBOutput::Rows { types, rows })
+    }
+
+    async fn shutdown(&mut self) {}
+
+    fn engine_name(&self) -> &str {
+        "strata"
+    }
+
+    async fn sleep(dur: std::time::Duration) {
+        tokio::time::sleep(dur).await
+    }
+}
+
+fn column_type(dt: &DataType) -> DefaultColumnType {
+    match dt {
+        DataType::Int8
+        | DataType::Int16
+        | DataType::Int32
+        | DataType::Int64
+        | DataType::UInt8
+        | DataType::UInt16
+        | DataType::UInt32
+        | DataType::UInt64 => DefaultColumnType::Integer,
+        DataType::Float16
+        | DataType::Float32
+        | DataType::Float64
+        | DataType::Decimal128(_, _)
+        | DataType::Decimal256(_, _) => DefaultColumnType::FloatingPoint,
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => DefaultColumnType::Text,
+        _ => DefaultColumnType::Any,
+    }
+}
+
+/// Cells as text: NULL for nulls, (empty) for empty strings, floats to 12 significant digits
+/// (so summation order across partitions cannot change the text).
+fn format_batch(batch: &RecordBatch) -> Result<Vec<Vec<String>>, String> {
+    let opts = FormatOptions::default().with_null("NULL");
+    let formatters = batch
+        .columns()
+        .iter()
+        .map(|c| ArrayFormatter::try_new(c.as_ref(), &opts).map_err(|e| e.to_string()))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut rows = Vec::with_capacity(batch.num_rows());
+    for r in 0..batch.num_rows() {
+        let mut row = Vec::with_capacity(batch.num_columns());
+        for (c, col) in batch.columns().iter().enumerate() {
+            let text = if col.is_null(r) {
+                "NULL".to_string()
+            } else {
+                match col.data_type() {
+                    DataType::Float64 => float(col.as_primitive::<Float64Type>().value(r)),
+                    DataType::Float32 => {
+                        float(col.as_primitive::<Float32Type>().value(r) as f64)
+                    }
+                    _ => formatters[c].value(r).to_string(),
+                }
+            };
+            row.push(if text.is_empty() {
+                "(empty)".to_string()
+            } else {
+                text
+            });
+        }
+        rows.push(row);
+    }
+    Ok(rows)
+}
+
+fn float(v: f64) -> String {
+    if !v.is_finite() {
+        return v.to_string();
+    }
+    if v == v.trunc() && v.abs() < 1e15 {
+        return format!("{}", v as i64);
+    }
+    let digits = 12 - (v.abs().log10().floor() as i32 + 1);
+    let s = format!("{:.*}", digits.clamp(0, 15) as usize, v);
+    let s = s.trim_end_matches('0').trim_end_matches('.');
+    s.to_string()
+}
+
+async fn make_db(root: PathBuf, partitions: usize, scratch: PathBuf) -> Result<StrataDb, DbError> {
+    let engine = Engine::builder()
+        .target_partitions(partitions)
+        .catalog(root.join("strata.toml"))
+        .store_timeout(std::time::Duration::from_secs(5))
+        .build()
+        .await
+        .map_err(|e| DbError(e.to_string()))?;
+    Ok(StrataDb { engine, scratch })
+}
+
+fn main() -> std::process::ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let complete = args.iter().any(|a| a == "--complete");
+    let filters: Vec<&String> = args.iter().filter(|a| !a.starts_with("--")).collect();
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    std::env::set_current_dir(&root).expect("repository root");
+
+    let mut files: Vec<PathBuf> = std::fs::read_dir(root.join("sql-tests"))
+        .expect("sql-tests folder")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "slt"))
+        .filter(|p| {
+            let name = p.file_name().unwrap().to_string_lossy().to_string();
+            filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str()))
+        })
+        .collect();
+    files.sort();
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let (mut passed, mut failed) = (0usize, 0usize);
+    for file in &files {
+        let name = file.file_name().unwrap().to_string_lossy().to_string();
+        let runs: &[usize] = if complete { &PARTITIONS[..1] } else { &PARTITIONS };
+        for &partitions in runs {
+            let scratch = tempfile::tempdir().expect("scratch dir");
+            let scratch_path = scratch.path().to_path_buf();
+            let root2 = root.clone();
+            let started = Instant::now();
+            let outcome = runtime.block_on(async {
+                let mut runner = sqllogictest::Runner::new(move || {
+                    make_db(root2.clone(), partitions, scratch_path.clone())
+                });
+                runner.with_column_validator(sqllogictest::strict_column_validator);
+                if complete {
+                    runner
+                        .update_test_file(
+                            file,
+                            " ",
+                            sqllogictest::default_validator,
+                            sqllogictest::default_normalizer,
+                            sqllogictest::strict_column_validator,
+                        )
+                        .await
+                        .map_err(|e| e.to_string())
+                } else {
+                    runner.run_file_async(file).await.map_err(|e| e.display(true).to_string())
+                }
+            });
+            match outcome {
+                Ok(()) => {
+                    passed += 1;
+                    println!(
+                        "PASS {name} [{partitions} partitions] in {:.2}s",
+                        started.elapsed().as_secs_f64()
+                    );
+                }
+                Err(e) => {
+                    failed += 1;
+                    println!("FAIL {name} [{partitions} partitions]\n{e}\n");
+                }
+            }
+        }
+    }
+    println!("\nsql-tests: {passed} passed, {failed} failed");
+    if failed > 0 {
+        std::process::ExitCode::FAILURE
+    } else {
+        std::process::ExitCode::SUCCESS
+    }
+}
