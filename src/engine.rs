@@ -15,10 +15,10 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::{Session, TableProvider, TableProviderFactory};
 use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig};
-use datafusion::datasource::physical_plan::FileScanConfig;
+use datafusion::datasource::physical_plan::{FileGroup, FileScanConfig, FileScanConfigBuilder};
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::error::{DataFusionError, Result as DfResult};
-use datafusion::execution::SendableRecordBatchStream;
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::execution::context::SessionContext;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
@@ -391,7 +391,7 @@ impl Engine {
         let (state, plan) = df.into_parts();
         let optimized = state.optimize(&plan)?;
         let execution = self.runner.execute(&state, optimized).await?;
-        let mut result = QueryResult::new(execution.plan, execution.stream);
+        let mut result = QueryResult::new(execution.plan, execution.stream, state.task_ctx());
         if !is_query {
             // Run commands to completion now, so errors surface here and effects are visible.
             let batches = result.collect().await?;
@@ -476,6 +476,7 @@ pub struct ScanStats {
 pub struct QueryResult {
     schema: SchemaRef,
     plan: Option<Arc<dyn ExecutionPlan>>,
+    task_ctx: Option<Arc<TaskContext>>,
     stream: CancellableStream,
 }
 
@@ -488,10 +489,15 @@ impl std::fmt::Debug for QueryResult {
 }
 
 impl QueryResult {
-    fn new(plan: Arc<dyn ExecutionPlan>, stream: SendableRecordBatchStream) -> Self {
+    fn new(
+        plan: Arc<dyn ExecutionPlan>,
+        stream: SendableRecordBatchStream,
+        task_ctx: Arc<TaskContext>,
+    ) -> Self {
         QueryResult {
             schema: stream.schema(),
             plan: Some(plan),
+            task_ctx: Some(task_ctx),
             stream: CancellableStream::new(stream),
         }
     }
@@ -505,6 +511,7 @@ impl QueryResult {
         QueryResult {
             schema,
             plan: None,
+            task_ctx: None,
             stream: CancellableStream::new(stream),
         }
     }
@@ -524,10 +531,18 @@ impl QueryResult {
         self.stream.handle.clone()
     }
 
-    /// The next batch, or `None` at the end.
+    /// The next batch, or `None` at the end. A failure to decode a file names the file.
     pub async fn next_batch(&mut self) -> Option<Result<RecordBatch>> {
-        self.stream.next().await
+        match self.stream.next().await {
+            Some(Err(Error::Execution(message))) => {
+                let (plan, ctx) = (self.plan.clone(), self.task_ctx.clone());
+                Some(Err(diagnose(plan, ctx, message).await))
+            }
+            other => other,
+        }
     }
+
+
 
     /// Scan statistics so far (complete once the stream is exhausted).
     pub fn scan_stats(&self) -> ScanStats {
@@ -541,7 +556,7 @@ impl QueryResult {
     /// Read every batch.
     pub async fn collect(&mut self) -> Result<Vec<RecordBatch>> {
         let mut out = Vec::new();
-        while let Some(b) = self.stream.next().await {
+        while let Some(b) = self.next_batch().await {
             out.push(b?);
         }
         Ok(out)
@@ -549,7 +564,92 @@ impl QueryResult {
 
     /// The batches as a stream.
     pub fn into_stream(self) -> impl Stream<Item = Result<RecordBatch>> + Send {
-        self.stream
+        futures::stream::unfold(self, |mut r| async move {
+            r.next_batch().await.map(|b| (b, r))
+        })
+    }
+}
+
+/// Find which file a decoding error comes from by scanning the query's files one by one.
+async fn diagnose(
+    plan: Option<Arc<dyn ExecutionPlan>>,
+    task_ctx: Option<Arc<TaskContext>>,
+    message: String,
+) -> Error {
+    let (Some(plan), Some(task_ctx)) = (plan, task_ctx) else {
+        return Error::Execution(message);
+    };
+    if !looks_like_decode_error(&message) {
+        return Error::Execution(message);
+    }
+    match find_failing_file(&plan, &task_ctx).await {
+        Some(file) => Error::Dataset(DatasetError::Read {
+            location: file.clone(),
+            file: Some(file),
+            message,
+        }),
+        None => Error::Execution(message),
+    }
+}
+
+fn looks_like_decode_error(message: &str) -> bool {
+    let m = message.to_ascii_lowercase();
+    [
+        "csv", "json", "parquet", "parser error", "avro", "ipc", "arrow file", "io error",
+        "eof", "corrupt", "invalid", "unequal lengths", "parsing value", "decompress",
+    ]
+    .iter()
+    .any(|k| m.contains(k))
+}
+
+/// Scan each file of the plan's file scans alone (at most 256) and return the first that fails.
+async fn find_failing_file(
+    plan: &Arc<dyn ExecutionPlan>,
+    task_ctx: &Arc<TaskContext>,
+) -> Option<String> {
+    let mut configs = Vec::new();
+    collect_scan_configs(plan.as_ref(), &mut configs);
+    let mut tried = 0;
+    for config in configs {
+        let base = config.object_store_url.as_str().to_string();
+        for group in &config.file_groups {
+            for file in group.iter() {
+                tried += 1;
+                if tried > 256 {
+                    return None;
+                }
+                let single = FileScanConfigBuilder::from(config.clone())
+                    .with_file_groups(vec![FileGroup::new(vec![file.clone()])])
+                    .with_limit(None)
+                    .build();
+                let exec = DataSourceExec::from_data_source(single);
+                let Ok(mut stream) = exec.execute(0, task_ctx.clone()) else {
+                    continue;
+                };
+                while let Some(item) = stream.next().await {
+                    if item.is_err() {
+                        let path = file.object_meta.location.as_ref();
+                        return Some(if base.starts_with("file://") {
+                            format!("/{path}")
+                        } else {
+                            format!("{}{path}", base)
+                        });
+                    }
+                }
+            }
+        }
+    }
+    None
+}
+
+fn collect_scan_configs(plan: &dyn ExecutionPlan, out: &mut Vec<FileScanConfig>) {
+    if let Some(ds) = plan.downcast_ref::<DataSourceExec>()
+        && let Some(fsc) = ds.data_source().downcast_ref::<FileScanConfig>()
+    {
+        out.push(fsc.clone());
+    }
+    for child in plan.children() {
+        collect_scan_configs(child.as_ref(), out);
     }
 }
 
