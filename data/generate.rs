@@ -63,18 +63,62 @@ const STREETS: &[&str] = &[
 const VIOLATION_CODES: &[i64] = &[14, 21, 36, 38, 7, 20, 46, 71, 40, 19, 5, 31];
 
 const LAST_NAMES: &[&str] = &[
-    "Smith", "Johnson", "Williams", "Brown", "Jones", "Garcia", "Miller", "Davis", "Rodriguez",
-    "Martinez", "Hernandez", "Lopez", "Gonzalez", "Wilson", "Anderson", "Thomas", "Taylor",
-    "Moore", "Jackson", "Martin", "Lee", "Perez", "Thompson", "White", "Harris",
+    "Smith",
+    "Johnson",
+    "Williams",
+    "Brown",
+    "Jones",
+    "Garcia",
+    "Miller",
+    "Davis",
+    "Rodriguez",
+    "Martinez",
+    "Hernandez",
+    "Lopez",
+    "Gonzalez",
+    "Wilson",
+    "Anderson",
+    "Thomas",
+    "Taylor",
+    "Moore",
+    "Jackson",
+    "Martin",
+    "Lee",
+    "Perez",
+    "Thompson",
+    "White",
+    "Harris",
 ];
 const FIRST_NAMES: &[&str] = &[
-    "James", "Mary", "Robert", "Patricia", "John", "Jennifer", "Michael", "Linda", "David",
-    "Elizabeth", "William", "Barbara", "Richard", "Susan", "Joseph", "Jessica", "Thomas", "Sarah",
+    "James",
+    "Mary",
+    "Robert",
+    "Patricia",
+    "John",
+    "Jennifer",
+    "Michael",
+    "Linda",
+    "David",
+    "Elizabeth",
+    "William",
+    "Barbara",
+    "Richard",
+    "Susan",
+    "Joseph",
+    "Jessica",
+    "Thomas",
+    "Sarah",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("data");
-    for dir in ["violations", "violations_csv", "people", "events", "formats"] {
+    for dir in [
+        "violations",
+        "violations_csv",
+        "people",
+        "events",
+        "formats",
+    ] {
         let p = root.join(dir);
         if p.exists() {
             fs::remove_dir_all(&p)?;
@@ -231,7 +275,9 @@ fn violations(root: &Path) -> Result<(), Box<dyn std::error::Error>> {
     let mut w = arrow_avro::writer::AvroWriter::new(&mut buf, (*schema).clone())?;
     w.write(&batch)?;
     w.finish()?;
-    let marker = *w.sync_marker().expect("object container files have a sync marker");
+    let marker = *w
+        .sync_marker()
+        .expect("object container files have a sync marker");
     drop(w);
     // The writer draws a random sync marker; a fixed one keeps the file byte-identical.
     let fixed = *b"strata-sync-mark";

@@ -47,10 +47,7 @@ impl sqllogictest::AsyncDB for StrataDb {
             .sql(&sql)
             .await
             .map_err(|e| DbError(e.to_string()))?;
-        let batches = result
-            .collect()
-            .await
-            .map_err(|e| DbError(e.to_string()))?;
+        let batches = result.collect().await.map_err(|e| DbError(e.to_string()))?;
         let schema = result.schema();
         if schema.fields().is_empty() {
             return Ok(DBOutput::StatementComplete(0));
@@ -126,9 +123,7 @@ fn format_batch(batch: &RecordBatch) -> Result<Vec<Vec<String>>, String> {
             } else {
                 match col.data_type() {
                     DataType::Float64 => float(col.as_primitive::<Float64Type>().value(r)),
-                    DataType::Float32 => {
-                        float(col.as_primitive::<Float32Type>().value(r) as f64)
-                    }
+                    DataType::Float32 => float(col.as_primitive::<Float32Type>().value(r) as f64),
                     _ => formatters[c].value(r).to_string(),
                 }
             };
@@ -138,7 +133,26 @@ fn format_batch(batch: &RecordBatch) -> Result<Vec<Vec<String>>, String> {
                 text
             });
         }
-        rows.push(row);
+        // Multi-line cells (plans) become one row per line; continuation rows hold only the
+        // cells that continue (sqllogictest joins cells with spaces, so blanks would show).
+        let lines = row.iter().map(|c| c.lines().count()).max().unwrap_or(1);
+        if lines <= 1 {
+            rows.push(row);
+        } else {
+            for l in 0..lines {
+                rows.push(
+                    row.iter()
+                        .filter_map(|c| {
+                            if c.contains('\n') {
+                                Some(c.lines().nth(l).unwrap_or("").trim_end().to_string())
+                            } else {
+                                (l == 0).then(|| c.clone())
+                            }
+                        })
+                        .collect(),
+                );
+            }
+        }
     }
     Ok(rows)
 }
@@ -192,7 +206,11 @@ fn main() -> std::process::ExitCode {
     let (mut passed, mut failed) = (0usize, 0usize);
     for file in &files {
         let name = file.file_name().unwrap().to_string_lossy().to_string();
-        let runs: &[usize] = if complete { &PARTITIONS[..1] } else { &PARTITIONS };
+        let runs: &[usize] = if complete {
+            &PARTITIONS[..1]
+        } else {
+            &PARTITIONS
+        };
         for &partitions in runs {
             let scratch = tempfile::tempdir().expect("scratch dir");
             let scratch_path = scratch.path().to_path_buf();
@@ -215,7 +233,10 @@ fn main() -> std::process::ExitCode {
                         .await
                         .map_err(|e| e.to_string())
                 } else {
-                    runner.run_file_async(file).await.map_err(|e| e.display(true).to_string())
+                    runner
+                        .run_file_async(file)
+                        .await
+                        .map_err(|e| e.display(true).to_string())
                 }
             });
             match outcome {

@@ -166,10 +166,7 @@ impl Catalog {
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Catalog, CatalogError> {
         let raw: RawCatalog = toml::from_str(text).map_err(|e| {
-            let (line, column) = e
-                .span()
-                .map(|s| line_col(text, s.start))
-                .unwrap_or((1, 1));
+            let (line, column) = e.span().map(|s| line_col(text, s.start)).unwrap_or((1, 1));
             CatalogError::Parse {
                 path: name.into(),
                 line,
@@ -220,7 +217,10 @@ impl Catalog {
                 t.schema_infer_max_records.map(|n| n.to_string()),
             )?;
             set("file_extension", t.file_extension)?;
-            set("hive_partitioning", t.hive_partitioning.map(|b| b.to_string()))?;
+            set(
+                "hive_partitioning",
+                t.hive_partitioning.map(|b| b.to_string()),
+            )?;
             for (col, ty) in t.partition_columns.unwrap_or_default() {
                 options.set_partition_type(&col, &ty).map_err(table_err)?;
             }
@@ -286,7 +286,12 @@ impl Catalog {
 fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let before = &text[..offset.min(text.len())];
     let line = before.matches('\n').count() + 1;
-    let column = before.rsplit('\n').next().map(|l| l.chars().count()).unwrap_or(0) + 1;
+    let column = before
+        .rsplit('\n')
+        .next()
+        .map(|l| l.chars().count())
+        .unwrap_or(0)
+        + 1;
     (line, column)
 }
 

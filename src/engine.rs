@@ -18,11 +18,11 @@ use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTable
 use datafusion::datasource::physical_plan::{FileGroup, FileScanConfig, FileScanConfigBuilder};
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::error::{DataFusionError, Result as DfResult};
-use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::execution::context::SessionContext;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::execution::session_state::SessionStateBuilder;
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::{CreateExternalTable, LogicalPlan};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::SessionConfig;
@@ -171,10 +171,12 @@ impl EngineBuilder {
             o.execution.parquet.pruning = true;
         }
         for (k, v) in &self.settings {
-            config
-                .options_mut()
-                .set(k, v)
-                .map_err(|e| Error::Config(format!("{k} = {v}: {}", crate::error::clean_message(&e.to_string()))))?;
+            config.options_mut().set(k, v).map_err(|e| {
+                Error::Config(format!(
+                    "{k} = {v}: {}",
+                    crate::error::clean_message(&e.to_string())
+                ))
+            })?;
         }
 
         let registry = Arc::new(StoreRegistry::new(stores, self.store_timeout));
@@ -183,13 +185,11 @@ impl EngineBuilder {
             runtime = runtime.with_memory_limit(limit, 1.0);
         }
         if let Some(dir) = &self.spill_dir {
-            std::fs::create_dir_all(dir).map_err(|e| {
-                Error::Config(format!("spill directory {}: {e}", dir.display()))
-            })?;
+            std::fs::create_dir_all(dir)
+                .map_err(|e| Error::Config(format!("spill directory {}: {e}", dir.display())))?;
             runtime = runtime.with_disk_manager_builder(
-                DiskManagerBuilder::default().with_mode(DiskManagerMode::Directories(vec![
-                    dir.clone(),
-                ])),
+                DiskManagerBuilder::default()
+                    .with_mode(DiskManagerMode::Directories(vec![dir.clone()])),
             );
         }
         let runtime = runtime.build_arc()?;
@@ -341,7 +341,14 @@ impl Engine {
     /// (their result is a row count, or nothing).
     pub async fn sql(&self, text: &str) -> Result<QueryResult> {
         let text = sql::rewrite_copy_options(text)?;
-        let dialect = self.ctx.state().config().options().sql_parser.dialect.to_string();
+        let dialect = self
+            .ctx
+            .state()
+            .config()
+            .options()
+            .sql_parser
+            .dialect
+            .to_string();
         let mut statements = sql::parse_statements(&text, &dialect)?;
         let mut stmt = match statements.len() {
             1 => statements.remove(0),
@@ -382,7 +389,10 @@ impl Engine {
         let plan = state.statement_to_plan(stmt).await?;
         let is_query = !matches!(
             plan,
-            LogicalPlan::Ddl(_) | LogicalPlan::Statement(_) | LogicalPlan::Copy(_) | LogicalPlan::Dml(_)
+            LogicalPlan::Ddl(_)
+                | LogicalPlan::Statement(_)
+                | LogicalPlan::Copy(_)
+                | LogicalPlan::Dml(_)
         );
         let df = self.ctx.execute_logical_plan(plan).await?;
         if let LogicalPlan::Ddl(_) = df.logical_plan() {
@@ -413,10 +423,8 @@ impl Engine {
                     } else if names.is_empty() {
                         message = format!("table '{name}' not found; no tables are registered");
                     } else {
-                        message = format!(
-                            "table '{name}' not found; tables are: {}",
-                            names.join(", ")
-                        );
+                        message =
+                            format!("table '{name}' not found; tables are: {}", names.join(", "));
                     }
                 } else if let Some(fixed) = column_suggestion(&message) {
                     message = fixed;
@@ -434,26 +442,40 @@ fn not_found_table(message: &str) -> Option<String> {
     Some(name.rsplit('.').next().unwrap_or(name).to_string())
 }
 
-/// Rewrite DataFusion's "No field named x. Valid fields are a, b." into one line with the
-/// closest field suggested.
+/// Rewrite DataFusion's "No field named x. [Did you mean ...?] Valid fields are a, b." into
+/// one line with the closest field suggested.
 fn column_suggestion(message: &str) -> Option<String> {
     let start = message.find("No field named ")?;
     let rest = &message[start + "No field named ".len()..];
-    let (name, valid) = rest.split_once(". Valid fields are ")?;
+    let name_end = rest
+        .find(|c: char| c == '\n' || c == ' ')
+        .unwrap_or(rest.len());
+    let name = rest[..name_end].trim_end_matches('.');
     let name = name.trim_matches('"').trim_matches('\'');
-    let bare = name.rsplit('.').next().unwrap_or(name);
-    let fields: Vec<&str> = valid
+    let bare = name.rsplit('.').next().unwrap_or(name).trim_matches('"');
+    let valid = rest
+        .split_once("Valid fields are ")
+        .map(|(_, v)| v)
+        .unwrap_or("");
+    let valid = valid.split(" (at ").next().unwrap_or(valid);
+    let bare_fields: Vec<String> = valid
+        .trim()
         .trim_end_matches('.')
         .split(", ")
-        .map(|f| f.trim())
+        .filter(|f| !f.is_empty())
+        .map(|f| {
+            f.rsplit('.')
+                .next()
+                .unwrap_or(f)
+                .trim_matches('"')
+                .to_string()
+        })
         .collect();
-    let bare_fields: Vec<String> = fields
-        .iter()
-        .map(|f| f.rsplit('.').next().unwrap_or(f).trim_matches('"').to_string())
-        .collect();
-    let hint = crate::error::closest(bare, bare_fields.iter().map(String::as_str))
-        .map(|c| format!("; did you mean '{c}'?"))
-        .unwrap_or_else(|| format!("; columns are: {}", bare_fields.join(", ")));
+    let hint = match crate::error::closest(bare, bare_fields.iter().map(String::as_str)) {
+        Some(c) => format!("; did you mean '{c}'?"),
+        None if bare_fields.is_empty() => String::new(),
+        None => format!("; columns are: {}", bare_fields.join(", ")),
+    };
     Some(format!("column '{bare}' not found{hint}"))
 }
 
@@ -505,9 +527,8 @@ impl QueryResult {
     fn from_batches(schema: SchemaRef, batches: Vec<RecordBatch>) -> Self {
         let s = schema.clone();
         let inner = futures::stream::iter(batches.into_iter().map(Ok));
-        let stream: SendableRecordBatchStream = Box::pin(
-            datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(s, inner),
-        );
+        let stream: SendableRecordBatchStream =
+            Box::pin(datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(s, inner));
         QueryResult {
             schema,
             plan: None,
@@ -542,8 +563,6 @@ impl QueryResult {
         }
     }
 
-
-
     /// Scan statistics so far (complete once the stream is exhausted).
     pub fn scan_stats(&self) -> ScanStats {
         let mut stats = ScanStats::default();
@@ -564,9 +583,10 @@ impl QueryResult {
 
     /// The batches as a stream.
     pub fn into_stream(self) -> impl Stream<Item = Result<RecordBatch>> + Send {
-        futures::stream::unfold(self, |mut r| async move {
-            r.next_batch().await.map(|b| (b, r))
-        })
+        futures::stream::unfold(
+            self,
+            |mut r| async move { r.next_batch().await.map(|b| (b, r)) },
+        )
     }
 }
 
@@ -595,8 +615,20 @@ async fn diagnose(
 fn looks_like_decode_error(message: &str) -> bool {
     let m = message.to_ascii_lowercase();
     [
-        "csv", "json", "parquet", "parser error", "avro", "ipc", "arrow file", "io error",
-        "eof", "corrupt", "invalid", "unequal lengths", "parsing value", "decompress",
+        "csv",
+        "json",
+        "parquet",
+        "parser error",
+        "avro",
+        "ipc",
+        "arrow file",
+        "io error",
+        "eof",
+        "corrupt",
+        "invalid",
+        "unequal lengths",
+        "parsing value",
+        "decompress",
     ]
     .iter()
     .any(|k| m.contains(k))
@@ -828,11 +860,16 @@ mod tests {
 
     #[test]
     fn not_found_messages_are_recognised() {
-        assert_eq!(not_found_table("table 'datafusion.public.peple' not found").as_deref(), Some("peple"));
+        assert_eq!(
+            not_found_table("table 'datafusion.public.peple' not found").as_deref(),
+            Some("peple")
+        );
         let m = column_suggestion(
-            "Schema error: No field named lst_name. Valid fields are people.last_name, people.first_name.",
+            "Schema error: No field named lst_name. Did you mean 'people.last_name'?\nValid fields are people.last_name, people.first_name.",
         )
         .unwrap();
         assert_eq!(m, "column 'lst_name' not found; did you mean 'last_name'?");
+        let m = column_suggestion("No field named qq.\nValid fields are t.a, t.\"b c\".").unwrap();
+        assert_eq!(m, "column 'qq' not found; columns are: a, b c");
     }
 }

@@ -198,10 +198,7 @@ fn split_parser_position(text: &str) -> (String, Option<Position>) {
             .next()
             .and_then(|s| s.trim().trim_end_matches('.').parse().ok());
         if let (Some(line), Some(column)) = (line, column) {
-            return (
-                text[..idx].to_string(),
-                Some(Position { line, column }),
-            );
+            return (text[..idx].to_string(), Some(Position { line, column }));
         }
     }
     (text.to_string(), None)
@@ -268,7 +265,8 @@ mod tests {
 
     #[test]
     fn parser_position_is_split_off() {
-        let (m, p) = split_parser_position("Expected: end of statement, found: x at Line: 2, Column: 9");
+        let (m, p) =
+            split_parser_position("Expected: end of statement, found: x at Line: 2, Column: 9");
         assert_eq!(m, "Expected: end of statement, found: x");
         assert_eq!(p, Some(Position { line: 2, column: 9 }));
     }

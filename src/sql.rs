@@ -6,8 +6,8 @@ use std::ops::ControlFlow;
 
 use datafusion::sql::parser::{DFParser, Statement as DfStatement};
 use datafusion::sql::sqlparser::ast::{
-    BinaryOperator, Expr, FunctionArg, FunctionArgExpr, Ident, ObjectName, TableAlias,
-    TableFactor, TableFunctionArgs, Value, ValueWithSpan, VisitMut, VisitorMut,
+    BinaryOperator, Expr, FunctionArg, FunctionArgExpr, Ident, ObjectName, TableAlias, TableFactor,
+    TableFunctionArgs, Value, ValueWithSpan, VisitMut, VisitorMut,
 };
 use datafusion::sql::sqlparser::dialect::dialect_from_str;
 use datafusion::sql::sqlparser::tokenizer::Span;
@@ -339,17 +339,15 @@ pub fn split_statements(text: &str) -> Result<Vec<String>> {
                     }
                 }
             }
-            b'$' if bytes.get(i + 1) == Some(&b'$') => {
-                match text[i + 2..].find("$$") {
-                    Some(e) => i = i + 2 + e + 1,
-                    None => {
-                        return Err(Error::Syntax {
-                            message: "unterminated $$ string".into(),
-                            position: Some(position_of(text, i)),
-                        });
-                    }
+            b'$' if bytes.get(i + 1) == Some(&b'$') => match text[i + 2..].find("$$") {
+                Some(e) => i = i + 2 + e + 1,
+                None => {
+                    return Err(Error::Syntax {
+                        message: "unterminated $$ string".into(),
+                        position: Some(position_of(text, i)),
+                    });
                 }
-            }
+            },
             b';' => {
                 push_statement(&mut out, &text[start..i]);
                 start = i + 1;
@@ -386,7 +384,12 @@ fn position_of(text: &str, offset: usize) -> crate::error::Position {
     let before = &text[..offset.min(text.len())];
     crate::error::Position {
         line: before.matches('\n').count() + 1,
-        column: before.rsplit('\n').next().map(|l| l.chars().count()).unwrap_or(0) + 1,
+        column: before
+            .rsplit('\n')
+            .next()
+            .map(|l| l.chars().count())
+            .unwrap_or(0)
+            + 1,
     }
 }
 
@@ -402,7 +405,9 @@ pub fn rewrite_copy_options(stmt: &str) -> Result<String> {
     };
     let significant = |t: &Token| !matches!(t, Token::Whitespace(_));
     let word = |t: &Token, w: &str| matches!(t, Token::Word(x) if x.value.eq_ignore_ascii_case(w));
-    let sig: Vec<usize> = (0..tokens.len()).filter(|&i| significant(&tokens[i])).collect();
+    let sig: Vec<usize> = (0..tokens.len())
+        .filter(|&i| significant(&tokens[i]))
+        .collect();
     if sig.is_empty() || !word(&tokens[sig[0]], "COPY") {
         return Ok(stmt.to_string());
     }
@@ -477,7 +482,11 @@ pub fn rewrite_copy_options(stmt: &str) -> Result<String> {
     let mut options: Vec<(String, String)> = Vec::new();
     for item in items.into_iter().filter(|i| !i.is_empty()) {
         let key = raw(item[0]).to_ascii_lowercase();
-        let value: String = item[1..].iter().map(|t| raw(t)).collect::<Vec<_>>().join("");
+        let value: String = item[1..]
+            .iter()
+            .map(|t| raw(t))
+            .collect::<Vec<_>>()
+            .join("");
         match key.as_str() {
             "format" => stored_as = Some(value.to_ascii_uppercase()),
             "partition_by" => {
@@ -491,9 +500,16 @@ pub fn rewrite_copy_options(stmt: &str) -> Result<String> {
             "overwrite" | "overwrite_or_ignore" | "per_thread_output" | "use_tmp_file" => {}
             "header" => options.push((
                 "format.has_header".into(),
-                if value.is_empty() { "true".into() } else { value.to_ascii_lowercase() },
+                if value.is_empty() {
+                    "true".into()
+                } else {
+                    value.to_ascii_lowercase()
+                },
             )),
-            "delimiter" | "delim" | "sep" => options.push(("format.delimiter".into(), value)),
+            "delimiter" | "delim" | "sep" => options.push((
+                "format.delimiter".into(),
+                if value == "\\t" { "\t".into() } else { value },
+            )),
             "quote" => options.push(("format.quote".into(), value)),
             "escape" => options.push(("format.escape".into(), value)),
             "null" | "nullstr" => options.push(("format.null_value".into(), value)),
@@ -565,7 +581,10 @@ mod tests {
     fn quoted_paths_become_reads_named_after_the_file() {
         let (calls, text) = extract("SELECT * FROM 'data/people.csv' JOIN t ON true");
         assert_eq!(calls[0].name, "read_files");
-        assert_eq!(calls[0].positional, vec![ArgValue::Text("data/people.csv".into())]);
+        assert_eq!(
+            calls[0].positional,
+            vec![ArgValue::Text("data/people.csv".into())]
+        );
         assert!(text.contains("read_files('k1') AS people"), "{text}");
         assert_eq!(stem_of("data/v/**/*.parquet"), "v");
     }
@@ -588,7 +607,10 @@ mod tests {
             "COPY (SELECT 1 AS a) TO 'out/' STORED AS PARQUET PARTITIONED BY (a, b) OPTIONS ('format.compression' 'zstd')"
         );
         let out = rewrite_copy_options("COPY t TO 'x.csv' (HEADER, DELIMITER '|')").unwrap();
-        assert!(out.ends_with("OPTIONS ('format.has_header' 'true', 'format.delimiter' '|')"), "{out}");
+        assert!(
+            out.ends_with("OPTIONS ('format.has_header' 'true', 'format.delimiter' '|')"),
+            "{out}"
+        );
         let same = "COPY t TO 'x.csv' STORED AS CSV";
         assert_eq!(rewrite_copy_options(same).unwrap(), same);
     }

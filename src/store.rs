@@ -248,8 +248,12 @@ mod tests {
             }],
             Duration::from_secs(1),
         );
-        let a = reg.get_store(&Url::parse("s3://bucket/x").unwrap()).unwrap();
-        let b = reg.get_store(&Url::parse("s3://bucket/y").unwrap()).unwrap();
+        let a = reg
+            .get_store(&Url::parse("s3://bucket/x").unwrap())
+            .unwrap();
+        let b = reg
+            .get_store(&Url::parse("s3://bucket/y").unwrap())
+            .unwrap();
         assert!(Arc::ptr_eq(&a, &b));
         let bad = StoreRegistry::new(
             vec![StoreSettings {

@@ -153,7 +153,14 @@ async fn repl(engine: &Engine, quiet: bool) -> Result<ExitCode, Error> {
     let mut buffer = String::new();
     let mut out = std::io::stdout();
     loop {
-        print!("{}", if buffer.is_empty() { "strata> " } else { "   ...> " });
+        print!(
+            "{}",
+            if buffer.is_empty() {
+                "strata> "
+            } else {
+                "   ...> "
+            }
+        );
         let _ = out.flush();
         let mut line = String::new();
         if stdin.lock().read_line(&mut line).unwrap_or(0) == 0 {

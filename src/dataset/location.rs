@@ -113,8 +113,7 @@ impl Location {
         };
 
         let has_glob = glob.is_some();
-        let listing = ListingTableUrl::try_new(url, None)
-            .map_err(|e| invalid(e.to_string()))?;
+        let listing = ListingTableUrl::try_new(url, None).map_err(|e| invalid(e.to_string()))?;
         let listing = match &glob {
             Some(g) => listing
                 .with_glob(g)
@@ -142,12 +141,11 @@ impl Location {
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
         let is_dir = text.ends_with('/') || !name.contains('.');
         let url = local_url(&path, is_dir)?;
-        let listing = ListingTableUrl::try_new(url, None).map_err(|e| {
-            DatasetError::InvalidLocation {
+        let listing =
+            ListingTableUrl::try_new(url, None).map_err(|e| DatasetError::InvalidLocation {
                 location: text.into(),
                 message: e.to_string(),
-            }
-        })?;
+            })?;
         Ok(Location {
             original: text.to_string(),
             is_collection: is_dir,
@@ -208,10 +206,7 @@ mod tests {
             ("data/v/", Some("**/*.parquet"))
         );
         assert_eq!(split_glob("*.csv"), ("./", Some("*.csv")));
-        assert_eq!(
-            split_glob("s3://b/p/x?.csv"),
-            ("s3://b/p/", Some("x?.csv"))
-        );
+        assert_eq!(split_glob("s3://b/p/x?.csv"), ("s3://b/p/", Some("x?.csv")));
         assert_eq!(split_glob("data/a.csv"), ("data/a.csv", None));
     }
 

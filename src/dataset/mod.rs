@@ -55,7 +55,9 @@ pub enum DatasetError {
         message: String,
     },
     /// The format cannot be determined.
-    #[error("cannot tell the format of {location}: {message}; set it with format = 'parquet|csv|json|arrow|avro'")]
+    #[error(
+        "cannot tell the format of {location}: {message}; set it with format = 'parquet|csv|json|arrow|avro'"
+    )]
     UnknownFormat {
         /// The location as written.
         location: String,
@@ -240,7 +242,11 @@ impl Dataset {
         // Keep only the files the format reads (extension filter, never hidden files).
         for (loc, files) in listed.iter_mut() {
             files.retain(|m| {
-                m.size > 0 && m.location.as_ref().to_ascii_lowercase().ends_with(&extension)
+                m.size > 0
+                    && m.location
+                        .as_ref()
+                        .to_ascii_lowercase()
+                        .ends_with(&extension)
             });
             if files.is_empty() {
                 return Err(DatasetError::NoFiles {
@@ -283,7 +289,8 @@ impl Dataset {
         let config = ListingTableConfig::new_with_multi_paths(urls)
             .with_listing_options(listing_options)
             .with_schema(schema);
-        let table = ListingTable::try_new(config).map_err(|e| DatasetError::read(&spec.display(), e))?;
+        let table =
+            ListingTable::try_new(config).map_err(|e| DatasetError::read(&spec.display(), e))?;
         Ok(Dataset {
             spec,
             format,
@@ -412,7 +419,10 @@ fn file_suffix(path: &str) -> (Option<String>, Compression) {
     }
     match Compression::from_extension(last) {
         Some(c) => (
-            parts.next().filter(|_| name.matches('.').count() >= 2).map(str::to_string),
+            parts
+                .next()
+                .filter(|_| name.matches('.').count() >= 2)
+                .map(str::to_string),
             c,
         ),
         None => (Some(last.to_string()), Compression::None),
@@ -446,14 +456,17 @@ fn decide_format(
                     .take(5)
                     .map(|((e, _), _)| e.clone().unwrap_or_else(|| "(none)".into()))
                     .collect();
-                format!("no known file extension among its files (found: {})", seen.join(", "))
+                format!(
+                    "no known file extension among its files (found: {})",
+                    seen.join(", ")
+                )
             })?,
     };
 
     // The most common suffix that belongs to this format decides extension and compression.
-    let matching = by_count.iter().find(|((ext, _), _)| {
-        ext.as_deref().and_then(Format::from_extension) == Some(format)
-    });
+    let matching = by_count
+        .iter()
+        .find(|((ext, _), _)| ext.as_deref().and_then(Format::from_extension) == Some(format));
     let (ext_from_files, comp_from_files) = match matching {
         Some(((Some(ext), comp), _)) => (format!(".{ext}{}", comp.suffix()), *comp),
         _ => (String::new(), Compression::None),

@@ -240,7 +240,11 @@ impl DatasetOptions {
     }
 
     /// Declare the type of a partition column (e.g. from `partition_columns = { year = "int" }`).
-    pub fn set_partition_type(&mut self, column: &str, type_name: &str) -> Result<(), DatasetError> {
+    pub fn set_partition_type(
+        &mut self,
+        column: &str,
+        type_name: &str,
+    ) -> Result<(), DatasetError> {
         let dt = parse_type_name(type_name).ok_or_else(|| DatasetError::Option {
             key: column.into(),
             message: format!(
@@ -307,6 +311,11 @@ mod tests {
         let err = o.set("hedaer", "true").unwrap_err().to_string();
         assert!(err.contains("did you mean 'header'"), "{err}");
         assert!(o.set("delimiter", "ab").is_err());
-        assert!(o.set("format", "xlsx").unwrap_err().to_string().contains("valid formats"));
+        assert!(
+            o.set("format", "xlsx")
+                .unwrap_err()
+                .to_string()
+                .contains("valid formats")
+        );
     }
 }
