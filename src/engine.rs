@@ -363,8 +363,10 @@ impl Engine {
         let calls = sql::extract_table_functions(&mut stmt, || {
             format!("__strata_{}", self.next_key.fetch_add(1, Ordering::Relaxed))
         })?;
+        let mut isolated = stmt.clone();
+        let fallback = sql::isolate_quantified_subqueries(&mut isolated).then_some(stmt);
         let keys: Vec<String> = calls.iter().map(|(k, _)| k.clone()).collect();
-        let result = self.plan_and_run(stmt, calls).await;
+        let result = self.plan_and_run(isolated, fallback, calls).await;
         self.prepared.remove(&keys);
         result.map_err(|e| self.explain_error(e))
     }
@@ -372,6 +374,7 @@ impl Engine {
     async fn plan_and_run(
         &self,
         stmt: datafusion::sql::parser::Statement,
+        fallback: Option<datafusion::sql::parser::Statement>,
         calls: Vec<(String, sql::TableFunctionCall)>,
     ) -> Result<QueryResult> {
         let state = self.ctx.state();
@@ -386,7 +389,14 @@ impl Engine {
             let table = resolve_call(call, &state, &lookup).await?;
             self.prepared.insert(key.clone(), table);
         }
-        let plan = state.statement_to_plan(stmt).await?;
+        let plan = match fallback {
+            None => state.statement_to_plan(stmt).await?,
+            // The rewritten statement must plan and optimize, or the original is used.
+            Some(original) => match state.statement_to_plan(stmt).await {
+                Ok(plan) if state.optimize(&plan).is_ok() => plan,
+                _ => state.statement_to_plan(original).await?,
+            },
+        };
         let is_query = !matches!(
             plan,
             LogicalPlan::Ddl(_)

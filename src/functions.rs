@@ -208,7 +208,8 @@ async fn parquet_metadata_table(
                 cols[0].push(Some(f.url.clone()));
                 cols[1].push(Some(c.column_path().string()));
                 cols[2].push(Some(c.column_type().to_string()));
-                cols[3].push(Some(c.compression().to_string()));
+                let codec = c.compression().to_string();
+                cols[3].push(Some(codec.split('(').next().unwrap_or(&codec).to_string()));
                 let (min, max, nulls) = match c.statistics() {
                     Some(s) => (stat_min(s), stat_max(s), s.null_count_opt()),
                     None => (None, None, None),

@@ -538,6 +538,67 @@ pub fn rewrite_copy_options(stmt: &str) -> Result<String> {
     Ok(out)
 }
 
+/// Rewrite `x op ANY/ALL (subquery)` so the subquery's output is a derived table's column.
+///
+/// DataFusion decorrelates these into joins whose predicate names the outer column; when the
+/// subquery reads the same table as the outer query, the outer `t.x` is captured by the inner
+/// `t` and the comparison becomes `t.x > t.x`, a silently wrong answer. Reading the subquery
+/// through `(subquery) AS __strata_sq(__strata_v)` keeps the two scopes apart.
+/// Returns whether anything was rewritten. A subquery that refers to the outer query cannot be
+/// isolated this way; callers plan the original statement when the rewritten one fails.
+pub fn isolate_quantified_subqueries(stmt: &mut DfStatement) -> bool {
+    struct Isolate(bool);
+    impl VisitorMut for Isolate {
+        type Break = ();
+        fn pre_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
+            let right = match expr {
+                Expr::AllOp { right, .. } | Expr::AnyOp { right, .. } => right,
+                _ => return ControlFlow::Continue(()),
+            };
+            if let Expr::Subquery(q) = right.as_mut()
+                && let Some(wrapped) = wrap_subquery(q)
+            {
+                *q = wrapped;
+                self.0 = true;
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    let mut v = Isolate(false);
+    match stmt {
+        DfStatement::Statement(s) => {
+            let _ = s.visit(&mut v);
+        }
+        DfStatement::Explain(e) => {
+            if let DfStatement::Statement(s) = e.statement.as_mut() {
+                let _ = s.visit(&mut v);
+            }
+        }
+        _ => {}
+    }
+    v.0
+}
+
+fn wrap_subquery(
+    inner: &datafusion::sql::sqlparser::ast::Query,
+) -> Option<Box<datafusion::sql::sqlparser::ast::Query>> {
+    use datafusion::sql::sqlparser::ast::{SetExpr, Statement};
+    let text = "SELECT __strata_v FROM (SELECT 1) AS __strata_sq(__strata_v)";
+    let dialect = datafusion::sql::sqlparser::dialect::GenericDialect {};
+    let mut parsed = datafusion::sql::sqlparser::parser::Parser::parse_sql(&dialect, text).ok()?;
+    let Statement::Query(mut outer) = parsed.pop()? else {
+        return None;
+    };
+    let SetExpr::Select(select) = outer.body.as_mut() else {
+        return None;
+    };
+    let TableFactor::Derived { subquery, .. } = &mut select.from.first_mut()?.relation else {
+        return None;
+    };
+    *subquery = Box::new(inner.clone());
+    Some(outer)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -613,6 +674,17 @@ mod tests {
         );
         let same = "COPY t TO 'x.csv' STORED AS CSV";
         assert_eq!(rewrite_copy_options(same).unwrap(), same);
+    }
+
+    #[test]
+    fn quantified_subqueries_are_isolated() {
+        let mut stmts =
+            parse_statements("SELECT * FROM t WHERE x > ALL (SELECT x FROM t)", "generic").unwrap();
+        assert!(isolate_quantified_subqueries(&mut stmts[0]));
+        assert_eq!(
+            stmts[0].to_string(),
+            "SELECT * FROM t WHERE x > ALL (SELECT __strata_v FROM (SELECT x FROM t) AS __strata_sq (__strata_v))"
+        );
     }
 
     #[test]

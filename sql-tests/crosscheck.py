@@ -1,0 +1,121 @@
+#!/usr/bin/env python3
+"""Cross-check sql-tests expectations against DuckDB, an independent engine.
+
+Runs every `query` record of sql-tests/*.slt in DuckDB (with the catalog's tables defined as
+views over the same files) and compares DuckDB's rows with the expected rows in the file.
+Records DuckDB cannot run (Strata-only functions, scratch files) are counted as skipped.
+
+    pip install duckdb && python3 sql-tests/crosscheck.py [FILTER]
+
+Exit status 1 when any comparable record disagrees.
+"""
+
+import datetime
+import decimal
+import math
+import pathlib
+import re
+import sys
+
+import duckdb
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+VIEWS = {
+    "violations": "read_parquet('data/violations/**/*.parquet', hive_partitioning = true)",
+    "violations_csv": "read_csv('data/violations_csv/**/*.csv.gz', hive_partitioning = true)",
+    "people": "read_csv('data/people/*.csv')",
+    "events": "read_json('data/events/*.ndjson', format = 'newline_delimited')",
+    "violations_arrow": "read_parquet('data/violations/year=2023/month=1/part-0.parquet')",
+    "violations_avro": "read_parquet('data/violations/year=2023/month=1/part-0.parquet')",
+}
+
+
+def records(text):
+    """Yield (line, sort_mode, sql, expected_rows) for each query record."""
+    lines = text.split("\n")
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        if line.startswith("query ") and " error" not in line:
+            parts = line.split()
+            sort_mode = parts[2] if len(parts) > 2 else None
+            start = i + 1
+            j = start
+            while j < len(lines) and lines[j] != "----":
+                j += 1
+            sql = "\n".join(lines[start:j])
+            k = j + 1
+            rows = []
+            while k < len(lines) and lines[k].strip() != "":
+                rows.append(lines[k])
+                k += 1
+            yield i + 1, sort_mode, sql, rows
+            i = k
+        else:
+            i += 1
+
+
+def fmt(v):
+    if v is None:
+        return "NULL"
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, float):
+        if math.isfinite(v) and v == int(v) and abs(v) < 1e15:
+            return str(int(v))
+        digits = 12 - (int(math.floor(math.log10(abs(v)))) + 1) if v else 0
+        s = f"{v:.{max(0, min(15, digits))}f}".rstrip("0").rstrip(".")
+        return s
+    if isinstance(v, decimal.Decimal):
+        return fmt(float(v))
+    if isinstance(v, datetime.datetime):
+        return v.isoformat()
+    if isinstance(v, datetime.date):
+        return v.isoformat()
+    if v == "":
+        return "(empty)"
+    return str(v)
+
+
+def normalize(row_text):
+    return " ".join(row_text.split())
+
+
+def main():
+    filters = sys.argv[1:]
+    con = duckdb.connect()
+    import os
+
+    os.chdir(ROOT)
+    for name, src in VIEWS.items():
+        con.execute(f"CREATE VIEW {name} AS SELECT * FROM {src}")
+    agree = disagree = skipped = 0
+    for path in sorted((ROOT / "sql-tests").glob("*.slt")):
+        if filters and not any(f in path.name for f in filters):
+            continue
+        for line, sort_mode, sql, expected in records(path.read_text()):
+            if "__SCRATCH__" in sql or "EXPLAIN" in sql.upper():
+                skipped += 1
+                continue
+            try:
+                got = con.execute(sql).fetchall()
+            except Exception:
+                skipped += 1
+                continue
+            actual = [normalize(" ".join(fmt(v) for v in r)) for r in got]
+            exp = [normalize(r) for r in expected]
+            if sort_mode == "rowsort":
+                actual.sort()
+                exp.sort()
+            if actual == exp:
+                agree += 1
+            else:
+                disagree += 1
+                print(f"DIFFERS {path.name}:{line}\n  {sql}\n  strata: {exp[:5]}\n  duckdb: {actual[:5]}")
+    print(f"crosscheck: {agree} agree, {disagree} differ, {skipped} skipped")
+    sys.exit(1 if disagree else 0)
+
+
+if __name__ == "__main__":
+    main()
