@@ -1,0 +1,398 @@
+//! The library API end to end: registering datasets, streaming and cancelling queries, the
+//! catalog file, scan metrics proving partition pruning, memory limits, and error paths.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use strata::datafusion::arrow::array::{AsArray, RecordBatch};
+use strata::datafusion::arrow::datatypes::Int64Type;
+use strata::{DatasetSpec, Engine, Error};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+async fn engine() -> Engine {
+    Engine::builder()
+        .target_partitions(2)
+        .catalog(root().join("strata.toml"))
+        .build()
+        .await
+        .expect("engine with the sample catalog")
+}
+
+fn single_i64(batches: &[RecordBatch]) -> i64 {
+    assert_eq!(batches.len(), 1, "{batches:?}");
+    batches[0].column(0).as_primitive::<Int64Type>().value(0)
+}
+
+async fn count(engine: &Engine, sql: &str) -> i64 {
+    let batches = engine.sql(sql).await.unwrap().collect().await.unwrap();
+    single_i64(&batches)
+}
+
+#[tokio::test]
+async fn registered_datasets_are_queryable_by_name() {
+    let engine = Engine::builder().build().await.unwrap();
+    let ds = engine
+        .register(
+            "v",
+            DatasetSpec::new("data/violations/").with_base_dir(root()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(ds.format, strata::Format::Parquet);
+    let names: Vec<_> = ds.partitions.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, ["year", "month"]);
+    assert_eq!(count(&engine, "SELECT count(*) FROM v").await, 7123);
+    assert_eq!(engine.table_names(), vec!["v".to_string()]);
+}
+
+#[tokio::test]
+async fn results_stream_batch_by_batch() {
+    let engine = Engine::builder().batch_size(1000).build().await.unwrap();
+    let mut result = engine
+        .sql("SELECT * FROM generate_series(1, 10000)")
+        .await
+        .unwrap();
+    let mut batches = 0;
+    let mut rows = 0;
+    while let Some(batch) = result.next_batch().await {
+        let batch = batch.unwrap();
+        batches += 1;
+        rows += batch.num_rows();
+    }
+    assert_eq!(rows, 10000);
+    assert!(batches >= 10, "{batches} batches");
+}
+
+#[tokio::test]
+async fn partition_pruning_skips_whole_directories() {
+    let engine = engine().await;
+    let all = {
+        let mut r = engine
+            .sql("SELECT sum(length(plate_id)) FROM violations")
+            .await
+            .unwrap();
+        r.collect().await.unwrap();
+        r.scan_stats()
+    };
+    let pruned = {
+        let mut r = engine
+            .sql("SELECT sum(length(plate_id)) FROM violations WHERE year = 2024 AND month = 7")
+            .await
+            .unwrap();
+        let b = r.collect().await.unwrap();
+        assert!(single_i64(&b) > 0);
+        r.scan_stats()
+    };
+    // 2 years x 12 months x 2 files; the filter leaves one partition's 2 files.
+    assert_eq!(all.files, 48, "{all:?}");
+    assert_eq!(pruned.files, 2, "{pruned:?}");
+    assert!(
+        pruned.file_bytes * 10 < all.file_bytes,
+        "{pruned:?} vs {all:?}"
+    );
+    assert!(
+        pruned.bytes_scanned * 10 < all.bytes_scanned,
+        "{pruned:?} vs {all:?}"
+    );
+
+    // A range on an integer partition column prunes too (it is not compared as a string).
+    let mut r = engine
+        .sql("SELECT sum(length(plate_id)) FROM violations WHERE month >= 11")
+        .await
+        .unwrap();
+    r.collect().await.unwrap();
+    assert_eq!(r.scan_stats().files, 8);
+}
+
+#[tokio::test]
+async fn row_group_statistics_prune_within_files() {
+    let engine = engine().await;
+    let mut full = engine
+        .sql("SELECT sum(length(plate_id)) FROM violations WHERE year = 2023 AND month = 1")
+        .await
+        .unwrap();
+    full.collect().await.unwrap();
+    let mut point = engine
+        .sql("SELECT plate_id FROM violations WHERE year = 2023 AND month = 1 AND summons_number = 1000000010")
+        .await
+        .unwrap();
+    point.collect().await.unwrap();
+    let (full, point) = (full.scan_stats(), point.scan_stats());
+    assert!(
+        point.rows < full.rows,
+        "row groups were not pruned: {point:?} vs {full:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_can_be_cancelled_from_another_thread() {
+    let engine = Engine::builder()
+        .target_partitions(2)
+        .build()
+        .await
+        .unwrap();
+    let mut result = engine
+        .sql("SELECT sum(value % 7) FROM generate_series(1, 5000000000)")
+        .await
+        .unwrap();
+    let handle = result.cancel_handle();
+    // As Ctrl-C does: cancel from a plain thread while the query runs.
+    let canceller = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        handle.cancel();
+        Instant::now()
+    });
+    let outcome = result.next_batch().await;
+    let returned = Instant::now();
+    let cancelled_at = canceller.join().unwrap();
+    assert!(
+        matches!(outcome, Some(Err(Error::Cancelled))),
+        "{outcome:?}"
+    );
+    let latency = returned.saturating_duration_since(cancelled_at);
+    assert!(latency < Duration::from_secs(1), "cancel took {latency:?}");
+    assert!(result.next_batch().await.is_none());
+    // The work stopped: the engine answers at once afterwards.
+    let again = Instant::now();
+    assert_eq!(
+        count(&engine, "SELECT count(*) FROM (VALUES (1), (2))").await,
+        2
+    );
+    assert!(
+        again.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        again.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn sorts_spill_under_a_memory_limit() {
+    let spill = tempfile::tempdir().unwrap();
+    let engine = Engine::builder()
+        .target_partitions(1)
+        .memory_limit(32 << 20)
+        .spill_dir(spill.path())
+        .build()
+        .await
+        .unwrap();
+    let mut r = engine
+        .sql("SELECT (value * 7919) % 1000003 AS v FROM generate_series(1, 4000000) ORDER BY v")
+        .await
+        .unwrap();
+    let (mut rows, mut last, mut sorted) = (0, i64::MIN, true);
+    while let Some(b) = r.next_batch().await {
+        let b = b.unwrap();
+        for v in b.column(0).as_primitive::<Int64Type>().values().iter() {
+            sorted &= *v >= last;
+            last = *v;
+        }
+        rows += b.num_rows();
+    }
+    assert_eq!(rows, 4_000_000);
+    assert!(sorted);
+    let plan = r.physical_plan().unwrap().clone();
+    let spilled = spill_count(plan.as_ref());
+    assert!(spilled > 0, "no spill under a 32 MiB limit");
+}
+
+fn spill_count(plan: &dyn strata::datafusion::physical_plan::ExecutionPlan) -> usize {
+    let own = plan
+        .metrics()
+        .and_then(|m| m.spill_count())
+        .unwrap_or_default();
+    own + plan
+        .children()
+        .iter()
+        .map(|c| spill_count(c.as_ref()))
+        .sum::<usize>()
+}
+
+#[tokio::test]
+async fn the_catalog_file_registers_tables_relative_to_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("d");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::copy(
+        root().join("data/people/people-1.csv"),
+        data.join("people.csv"),
+    )
+    .unwrap();
+    let catalog = dir.path().join("cat.toml");
+    std::fs::write(
+        &catalog,
+        "[tables.p]\nlocation = \"d/people.csv\"\n\n[tables.p2]\nlocations = [\"d/*.csv\"]\nformat = \"csv\"\nheader = true\n",
+    )
+    .unwrap();
+    // Run from another folder: locations must not depend on the working directory.
+    let engine = Engine::builder().catalog(&catalog).build().await.unwrap();
+    assert_eq!(count(&engine, "SELECT count(*) FROM p").await, 40);
+    assert_eq!(count(&engine, "SELECT count(*) FROM p2").await, 40);
+    assert_eq!(engine.table_names(), vec!["p", "p2"]);
+}
+
+#[tokio::test]
+async fn catalog_errors_name_the_file_line_and_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let catalog = dir.path().join("bad.toml");
+    std::fs::write(
+        &catalog,
+        "[tables.t]\nlocation = \"x.csv\"\nlocaton = \"y\"\n",
+    )
+    .unwrap();
+    let err = Engine::builder()
+        .catalog(&catalog)
+        .build()
+        .await
+        .unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains("bad.toml:3:"), "{msg}");
+    assert!(msg.contains("locaton"), "{msg}");
+
+    std::fs::write(&catalog, "[tables.t]\nlocation = \"missing/*.csv\"\n").unwrap();
+    let msg = Engine::builder()
+        .catalog(&catalog)
+        .build()
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(msg.contains("table 't'"), "{msg}");
+    assert!(msg.contains("missing/*.csv"), "{msg}");
+
+    let msg = Engine::builder()
+        .catalog(dir.path().join("nope.toml"))
+        .build()
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(msg.contains("cannot read catalog"), "{msg}");
+}
+
+#[tokio::test]
+async fn syntax_errors_carry_line_and_column() {
+    let engine = Engine::new().await.unwrap();
+    let err = engine.sql("SELECT a,\n  b FROMM t").await.unwrap_err();
+    assert_eq!(
+        err.position(),
+        Some(strata::error::Position {
+            line: 2,
+            column: 11
+        }),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn files_that_cannot_be_read_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("a.csv"), "x\n1\n").unwrap();
+    std::fs::write(dir.path().join("b.csv"), "x\n2\n").unwrap();
+    let engine = Engine::new().await.unwrap();
+    engine
+        .register_location("t", &format!("{}/*.csv", dir.path().display()))
+        .await
+        .unwrap();
+    // Unreadable: without permission where that applies (not to root), else gone after listing.
+    let b = dir.path().join("b.csv");
+    let is_root = std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(true);
+    if is_root {
+        std::fs::remove_file(&b).unwrap();
+    } else {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&b, std::fs::Permissions::from_mode(0o000)).unwrap();
+    }
+    let err = match engine.sql("SELECT sum(x) FROM t").await {
+        Ok(mut r) => r.collect().await.unwrap_err(),
+        Err(e) => e,
+    };
+    let msg = err.to_string();
+    assert!(msg.contains("b.csv"), "{msg}");
+}
+
+#[tokio::test]
+async fn an_unreachable_store_fails_within_the_timeout() {
+    // A port nobody listens on.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let engine = Engine::builder()
+        .store(
+            "s3://nowhere",
+            [
+                ("endpoint", format!("http://127.0.0.1:{port}")),
+                ("access_key_id", "k".into()),
+                ("secret_access_key", "s".into()),
+            ],
+        )
+        .store_timeout(Duration::from_secs(2))
+        .build()
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let err = engine
+        .sql("SELECT * FROM 's3://nowhere/data/*.parquet'")
+        .await
+        .unwrap_err();
+    let elapsed = started.elapsed();
+    assert!(elapsed < Duration::from_secs(15), "took {elapsed:?}");
+    let msg = err.to_string();
+    assert!(msg.contains("s3://nowhere/data/*.parquet"), "{msg}");
+}
+
+#[tokio::test]
+async fn no_input_makes_it_panic() {
+    let engine = engine().await;
+    let inputs = [
+        "",
+        ";",
+        "SELECT",
+        "SELECT * FROM",
+        "SELECT * FROM ''",
+        "SELECT * FROM '/'",
+        "SELECT * FROM read_csv('')",
+        "SELECT * FROM read_csv([])",
+        "SELECT * FROM read_parquet(1)",
+        "SELECT * FROM list_files('')",
+        "SELECT * FROM parquet_metadata('data/people/people-1.csv')",
+        "SELECT * FROM read_csv('data/people/*.csv', delim = '')",
+        "COPY (SELECT 1) TO ''",
+        "COPY (SELECT 1) TO '/dev/null/x' (FORMAT parquet)",
+        "CREATE EXTERNAL TABLE x STORED AS PARQUET LOCATION ''",
+        "SELECT 1 / 0",
+        "SELECT CAST('x' AS INT)",
+        "SELECT [1, 2][5]",
+        "SELECT * FROM 's3:///'",
+        "SELECT * FROM 'http://'",
+        "SELECT * FROM violations WHERE month = 'x'",
+        "SELECT unnest(1)",
+        "'; DROP TABLE violations; --",
+        "SELECT \u{0}",
+    ];
+    // A panic anywhere below fails the test; every input must come back as Ok or Err.
+    for sql in inputs {
+        match engine.sql(sql).await {
+            Ok(mut r) => {
+                let _ = r.collect().await;
+            }
+            Err(e) => assert!(!e.to_string().is_empty()),
+        }
+    }
+    // Still alive and correct.
+    assert_eq!(
+        count(&engine, "SELECT count(*) FROM violations").await,
+        7123
+    );
+}
+
+#[test]
+fn paths_in_messages_are_as_written() {
+    let e = strata::dataset::Location::parse("nope/x.csv", Path::new("/tmp")).unwrap_err();
+    assert_eq!(e.to_string(), "no such file or directory: nope/x.csv");
+}
