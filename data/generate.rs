@@ -34,7 +34,7 @@ impl Rng {
     fn below(&mut self, n: u64) -> u64 {
         self.next() % n
     }
-    fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
+    fn pick(&mut self, items: &[&'static str]) -> &'static str {
         items[self.below(items.len() as u64) as usize]
     }
 }
@@ -131,6 +131,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
+struct Violation {
+    summons: i64,
+    plate: String,
+    state: &'static str,
+    plate_type: &'static str,
+    date: i32,
+    code: i64,
+    body: Option<&'static str>,
+    make: Option<&'static str>,
+    agency: &'static str,
+    street: &'static str,
+    precinct: i64,
+}
+
 fn violation_schema() -> Arc<Schema> {
     Arc::new(Schema::new(vec![
         Field::new("summons_number", DataType::Int64, false),
@@ -182,54 +196,52 @@ fn violations(root: &Path) -> Result<(), Box<dyn std::error::Error>> {
             for part in 0..2 {
                 // Between 120 and 180 rows per file.
                 let n = 120 + rng.below(61) as usize;
-                let mut cols: (
-                    Vec<i64>,
-                    Vec<String>,
-                    Vec<&str>,
-                    Vec<&str>,
-                    Vec<i32>,
-                    Vec<i64>,
-                    Vec<Option<&str>>,
-                    Vec<Option<&str>>,
-                    Vec<&str>,
-                    Vec<&str>,
-                    Vec<i64>,
-                ) = Default::default();
+                let mut rows: Vec<Violation> = Vec::with_capacity(n);
                 for _ in 0..n {
                     summons += 1 + rng.below(5) as i64;
-                    cols.0.push(summons);
-                    cols.1.push(format!(
+                    let plate = format!(
                         "{}{}{}{:04}",
                         (b'A' + rng.below(26) as u8) as char,
                         (b'A' + rng.below(26) as u8) as char,
                         (b'A' + rng.below(26) as u8) as char,
                         rng.below(10000)
-                    ));
-                    cols.2.push(rng.pick(STATES));
-                    cols.3.push(rng.pick(PLATE_TYPES));
+                    );
+                    let state = rng.pick(STATES);
+                    let plate_type = rng.pick(PLATE_TYPES);
                     let day = 1 + rng.below(days_in_month(year, month) as u64) as i64;
-                    cols.4.push(days_from_civil(year, month, day));
-                    cols.5
-                        .push(VIOLATION_CODES[rng.below(VIOLATION_CODES.len() as u64) as usize]);
-                    cols.6
-                        .push((rng.below(20) != 0).then(|| rng.pick(BODY_TYPES)));
-                    cols.7.push((rng.below(15) != 0).then(|| rng.pick(MAKES)));
-                    cols.8.push(rng.pick(AGENCIES));
-                    cols.9.push(rng.pick(STREETS));
-                    cols.10.push(1 + rng.below(123) as i64);
+                    let code = VIOLATION_CODES[rng.below(VIOLATION_CODES.len() as u64) as usize];
+                    let body = (rng.below(20) != 0).then(|| rng.pick(BODY_TYPES));
+                    let make = (rng.below(15) != 0).then(|| rng.pick(MAKES));
+                    rows.push(Violation {
+                        summons,
+                        plate,
+                        state,
+                        plate_type,
+                        date: days_from_civil(year, month, day),
+                        code,
+                        body,
+                        make,
+                        agency: rng.pick(AGENCIES),
+                        street: rng.pick(STREETS),
+                        precinct: 1 + rng.below(123) as i64,
+                    });
                 }
                 let columns: Vec<ArrayRef> = vec![
-                    Arc::new(Int64Array::from(cols.0)),
-                    Arc::new(StringArray::from(cols.1)),
-                    Arc::new(StringArray::from(cols.2)),
-                    Arc::new(StringArray::from(cols.3)),
-                    Arc::new(Date32Array::from(cols.4)),
-                    Arc::new(Int64Array::from(cols.5)),
-                    Arc::new(StringArray::from(cols.6)),
-                    Arc::new(StringArray::from(cols.7)),
-                    Arc::new(StringArray::from(cols.8)),
-                    Arc::new(StringArray::from(cols.9)),
-                    Arc::new(Int64Array::from(cols.10)),
+                    Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.summons))),
+                    Arc::new(StringArray::from_iter_values(rows.iter().map(|r| &r.plate))),
+                    Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.state))),
+                    Arc::new(StringArray::from_iter_values(
+                        rows.iter().map(|r| r.plate_type),
+                    )),
+                    Arc::new(Date32Array::from_iter_values(rows.iter().map(|r| r.date))),
+                    Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.code))),
+                    Arc::new(StringArray::from_iter(rows.iter().map(|r| r.body))),
+                    Arc::new(StringArray::from_iter(rows.iter().map(|r| r.make))),
+                    Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.agency))),
+                    Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.street))),
+                    Arc::new(Int64Array::from_iter_values(
+                        rows.iter().map(|r| r.precinct),
+                    )),
                 ];
                 let batch = RecordBatch::try_new(schema.clone(), columns)?;
                 if first_partition.is_none() {

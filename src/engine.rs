@@ -457,9 +457,7 @@ fn not_found_table(message: &str) -> Option<String> {
 fn column_suggestion(message: &str) -> Option<String> {
     let start = message.find("No field named ")?;
     let rest = &message[start + "No field named ".len()..];
-    let name_end = rest
-        .find(|c: char| c == '\n' || c == ' ')
-        .unwrap_or(rest.len());
+    let name_end = rest.find(['\n', ' ']).unwrap_or(rest.len());
     let name = rest[..name_end].trim_end_matches('.');
     let name = name.trim_matches('"').trim_matches('\'');
     let bare = name.rsplit('.').next().unwrap_or(name).trim_matches('"');

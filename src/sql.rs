@@ -65,8 +65,8 @@ pub struct TableFunctionCall {
 pub fn parse_statements(sql: &str, dialect: &str) -> Result<Vec<DfStatement>> {
     let dialect = dialect_from_str(dialect)
         .ok_or_else(|| Error::Config(format!("unknown SQL dialect '{dialect}'")))?;
-    let statements = DFParser::parse_sql_with_dialect(sql, dialect.as_ref())
-        .map_err(|e| Error::from(datafusion::error::DataFusionError::from(e)))?;
+    let statements =
+        DFParser::parse_sql_with_dialect(sql, dialect.as_ref()).map_err(Error::from)?;
     Ok(statements.into_iter().collect())
 }
 
@@ -465,7 +465,9 @@ pub fn rewrite_copy_options(stmt: &str) -> Result<String> {
                 } else if *other == Token::RParen {
                     depth -= 1;
                 }
-                items.last_mut().map(|v| v.push(other));
+                if let Some(v) = items.last_mut() {
+                    v.push(other);
+                }
             }
         }
     }
@@ -595,7 +597,7 @@ fn wrap_subquery(
     let TableFactor::Derived { subquery, .. } = &mut select.from.first_mut()?.relation else {
         return None;
     };
-    *subquery = Box::new(inner.clone());
+    **subquery = inner.clone();
     Some(outer)
 }
 

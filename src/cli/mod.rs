@@ -130,7 +130,7 @@ async fn run_statement(
     let mut result = engine.sql(stmt).await?;
     let batches = result.collect().await?;
     let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
-    if !batches.is_empty() && result.schema().fields().len() > 0 {
+    if !batches.is_empty() && !result.schema().fields().is_empty() {
         let table = strata::datafusion::arrow::util::pretty::pretty_format_batches(&batches)
             .map_err(|e| Error::Execution(e.to_string()))?;
         writeln!(out, "{table}").map_err(|e| Error::Execution(e.to_string()))?;
