@@ -31,6 +31,19 @@ VIEWS = {
 }
 
 
+# Differences that are presentation or a deliberate choice, not wrong answers: the SQL text
+# that identifies the record, and why.
+KNOWN = {
+    "SELECT 7 / 2": "integer division truncates, as in PostgreSQL",
+    "CAST('2024-02-29' AS DATE) + INTERVAL": "date + interval stays a date",
+    "information_schema": "type names and catalogs are DataFusion's",
+    "SHOW TABLES": "type names and catalogs are DataFusion's",
+    "DESCRIBE": "type names are Arrow's",
+    "SELECT event_id, tags FROM events": "lists print without quotes",
+    "array_sort(array_distinct": "lists print without quotes",
+}
+
+
 def records(text):
     """Yield (line, sort_mode, sql, expected_rows) for each query record."""
     lines = text.split("\n")
@@ -110,6 +123,8 @@ def main():
                 exp.sort()
             if actual == exp:
                 agree += 1
+            elif any(k in sql for k in KNOWN):
+                skipped += 1
             else:
                 disagree += 1
                 print(f"DIFFERS {path.name}:{line}\n  {sql}\n  strata: {exp[:5]}\n  duckdb: {actual[:5]}")

@@ -43,5 +43,9 @@ pub use engine::{CancelHandle, Engine, EngineBuilder, QueryResult, ScanStats};
 pub use error::{Error, Result};
 pub use runner::{LocalRunner, Runner};
 
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
+
 /// Re-exported so embedders use the same Arrow and DataFusion versions.
 pub use datafusion;

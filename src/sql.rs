@@ -523,6 +523,7 @@ pub fn rewrite_copy_options(stmt: &str) -> Result<String> {
         }
     }
     let mut out: String = tokens[..open].iter().map(|t| t.to_string()).collect();
+    out.truncate(out.trim_end().len());
     if let Some(f) = stored_as {
         out.push_str(&format!(" STORED AS {f}"));
     }
@@ -636,8 +637,8 @@ mod tests {
                 ("delim".into(), ArgValue::Text(";".into()))
             ]
         );
-        assert!(text.contains("read_csv('k1') AS read_csv"), "{text}");
-        assert!(text.contains("read_parquet('k2') AS p"), "{text}");
+        assert!(text.contains("read_csv('k1') read_csv JOIN"), "{text}");
+        assert!(text.contains("read_parquet('k2') p"), "{text}");
     }
 
     #[test]
@@ -648,7 +649,7 @@ mod tests {
             calls[0].positional,
             vec![ArgValue::Text("data/people.csv".into())]
         );
-        assert!(text.contains("read_files('k1') AS people"), "{text}");
+        assert!(text.contains("read_files('k1') people"), "{text}");
         assert_eq!(stem_of("data/v/**/*.parquet"), "v");
     }
 
@@ -685,7 +686,7 @@ mod tests {
         assert!(isolate_quantified_subqueries(&mut stmts[0]));
         assert_eq!(
             stmts[0].to_string(),
-            "SELECT * FROM t WHERE x > ALL (SELECT __strata_v FROM (SELECT x FROM t) AS __strata_sq (__strata_v))"
+            "SELECT * FROM t WHERE x > ALL(SELECT __strata_v FROM (SELECT x FROM t) AS __strata_sq (__strata_v))"
         );
     }
 
