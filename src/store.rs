@@ -112,7 +112,10 @@ impl StoreRegistry {
         let unknown = |k: &str, kind: &str| err(format!("unknown {kind} option '{k}'"));
         let store: Arc<dyn ObjectStore> = match url.scheme() {
             "s3" | "s3a" => {
-                let mut b = AmazonS3Builder::from_env().with_bucket_name(&host);
+                let mut b = AmazonS3Builder::from_env()
+                    .with_bucket_name(&host)
+                    .with_client_options(client)
+                    .with_retry(self.retry());
                 let mut has_region = std::env::var("AWS_REGION").is_ok()
                     || std::env::var("AWS_DEFAULT_REGION").is_ok();
                 for (k, v) in &opts {
@@ -131,15 +134,13 @@ impl StoreRegistry {
                 if !has_region {
                     b = b.with_region("us-east-1");
                 }
-                Arc::new(
-                    b.with_client_options(client)
-                        .with_retry(self.retry())
-                        .build()
-                        .map_err(|e| err(e.to_string()))?,
-                )
+                Arc::new(b.build().map_err(|e| err(e.to_string()))?)
             }
             "gs" | "gcs" => {
-                let mut b = GoogleCloudStorageBuilder::from_env().with_bucket_name(&host);
+                let mut b = GoogleCloudStorageBuilder::from_env()
+                    .with_bucket_name(&host)
+                    .with_client_options(client)
+                    .with_retry(self.retry());
                 for (k, v) in &opts {
                     if k.parse::<ClientConfigKey>().is_ok() {
                         continue;
@@ -147,15 +148,13 @@ impl StoreRegistry {
                     let key: GoogleConfigKey = k.parse().map_err(|_| unknown(k, "GCS"))?;
                     b = b.with_config(key, v);
                 }
-                Arc::new(
-                    b.with_client_options(client)
-                        .with_retry(self.retry())
-                        .build()
-                        .map_err(|e| err(e.to_string()))?,
-                )
+                Arc::new(b.build().map_err(|e| err(e.to_string()))?)
             }
             "az" | "azure" | "abfs" | "abfss" => {
-                let mut b = MicrosoftAzureBuilder::from_env().with_url(url.as_str());
+                let mut b = MicrosoftAzureBuilder::from_env()
+                    .with_url(url.as_str())
+                    .with_client_options(client)
+                    .with_retry(self.retry());
                 for (k, v) in &opts {
                     if k.parse::<ClientConfigKey>().is_ok() {
                         continue;
@@ -163,12 +162,7 @@ impl StoreRegistry {
                     let key: AzureConfigKey = k.parse().map_err(|_| unknown(k, "Azure"))?;
                     b = b.with_config(key, v);
                 }
-                Arc::new(
-                    b.with_client_options(client)
-                        .with_retry(self.retry())
-                        .build()
-                        .map_err(|e| err(e.to_string()))?,
-                )
+                Arc::new(b.build().map_err(|e| err(e.to_string()))?)
             }
             "http" | "https" => {
                 let base = Self::key(url);

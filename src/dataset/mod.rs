@@ -226,6 +226,21 @@ impl Dataset {
             .map(|l| Location::parse(l, &base_dir))
             .collect::<Result<Vec<_>, _>>()?;
 
+        if let Some(other) = locations
+            .iter()
+            .find(|l| l.url.object_store() != locations[0].url.object_store())
+        {
+            return Err(DatasetError::InvalidLocation {
+                location: other.original.clone(),
+                message: format!(
+                    "all locations of one dataset must be in one store, but '{}' is in {} and this one in {}",
+                    locations[0].original,
+                    locations[0].url.object_store().as_str(),
+                    other.url.object_store().as_str()
+                ),
+            });
+        }
+
         // List every location once: the listing drives format, partition and schema inference.
         let mut listed: Vec<(Location, Vec<ObjectMeta>)> = Vec::with_capacity(locations.len());
         for loc in locations {
@@ -278,10 +293,21 @@ impl Dataset {
             .object_store(&listed[0].0.url)
             .map_err(|e| DatasetError::read(&spec.display(), e))?;
         let objects: Vec<ObjectMeta> = listed.iter().flat_map(|(_, f)| f.iter().cloned()).collect();
-        let schema: SchemaRef = file_format
-            .infer_schema(state, &store, &objects)
-            .await
-            .map_err(|e| DatasetError::read(&spec.display(), e))?;
+        let remote = listed[0].0.url.scheme() != "file";
+        let schema: SchemaRef = if format == Format::Arrow && remote {
+            arrow_file_schema(&store, &objects)
+                .await
+                .map_err(|message| DatasetError::Read {
+                    location: spec.display(),
+                    file: None,
+                    message,
+                })?
+        } else {
+            file_format
+                .infer_schema(state, &store, &objects)
+                .await
+                .map_err(|e| DatasetError::read(&spec.display(), e))?
+        };
         check_partition_clash(&schema, &partitions, &spec)?;
 
         let urls = listed.iter().map(|(l, _)| l.url.clone()).collect();
@@ -350,6 +376,51 @@ impl Dataset {
     pub fn provider(&self) -> Arc<dyn TableProvider> {
         self.table.clone()
     }
+}
+
+/// The schema of Arrow IPC files in an object store, read from their footers. (DataFusion's
+/// inference reads the start of the object as a stream and fails on files from other stores.)
+async fn arrow_file_schema(
+    store: &Arc<dyn object_store::ObjectStore>,
+    objects: &[ObjectMeta],
+) -> Result<SchemaRef, String> {
+    use datafusion::arrow::datatypes::Schema;
+    use datafusion::arrow::ipc;
+    use object_store::ObjectStoreExt;
+    let mut schemas = Vec::with_capacity(objects.len());
+    for meta in objects {
+        let name = meta.location.as_ref();
+        let size = meta.size;
+        if size < 16 {
+            return Err(format!("{name}: too small to be an Arrow IPC file"));
+        }
+        let tail = store
+            .get_range(&meta.location, size - 10..size)
+            .await
+            .map_err(|e| format!("{name}: {e}"))?;
+        if &tail[4..] != b"ARROW1" {
+            return Err(format!(
+                "{name}: not an Arrow IPC file (no ARROW1 footer); Arrow IPC streams are read from local files only"
+            ));
+        }
+        let footer_len = i32::from_le_bytes([tail[0], tail[1], tail[2], tail[3]]);
+        if footer_len <= 0 || footer_len as u64 > size - 10 {
+            return Err(format!("{name}: corrupt Arrow IPC footer"));
+        }
+        let footer = store
+            .get_range(&meta.location, size - 10 - footer_len as u64..size - 10)
+            .await
+            .map_err(|e| format!("{name}: {e}"))?;
+        let fb = ipc::root_as_footer(&footer)
+            .map_err(|e| format!("{name}: corrupt Arrow IPC footer: {e}"))?;
+        let schema = fb
+            .schema()
+            .ok_or_else(|| format!("{name}: Arrow IPC footer has no schema"))?;
+        schemas.push(ipc::convert::fb_to_schema(schema));
+    }
+    Schema::try_merge(schemas)
+        .map(Arc::new)
+        .map_err(|e| e.to_string())
 }
 
 fn check_partition_clash(

@@ -1,0 +1,585 @@
+//! Object stores against real servers on loopback: S3 (moto), Azure Blob (Azurite) and plain
+//! HTTP (a small server in this file). Each server binds port 0 and reports the port it got;
+//! a test whose server cannot be started is skipped and says why.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use strata::datafusion::arrow::array::{AsArray, RecordBatch};
+use strata::datafusion::arrow::datatypes::Int64Type;
+use strata::{Engine, EngineBuilder};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A child process killed when dropped.
+struct Server {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Start `cmd` and wait (up to 60 s) for a line containing `marker` followed by the port.
+fn start(mut cmd: Command, marker: &str, from_stderr: bool) -> Result<Server, String> {
+    cmd.stdin(Stdio::null());
+    if from_stderr {
+        cmd.stderr(Stdio::piped()).stdout(Stdio::null());
+    } else {
+        cmd.stdout(Stdio::piped()).stderr(Stdio::null());
+    }
+    let mut child = cmd.spawn().map_err(|e| format!("cannot start: {e}"))?;
+    let out: Box<dyn Read + Send> = if from_stderr {
+        Box::new(child.stderr.take().expect("piped"))
+    } else {
+        Box::new(child.stdout.take().expect("piped"))
+    };
+    let (tx, rx) = mpsc::channel();
+    let marker = marker.to_string();
+    std::thread::spawn(move || {
+        let mut sent = false;
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            if !sent && let Some(rest) = line.split(&marker).nth(1) {
+                let port: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
+                let _ = tx.send(port.parse::<u16>().ok());
+                sent = true;
+            }
+            // Keep draining so the child never blocks on a full pipe.
+        }
+        if !sent {
+            let _ = tx.send(None);
+        }
+    });
+    match rx.recv_timeout(Duration::from_secs(60)) {
+        Ok(Some(port)) => Ok(Server { child, port }),
+        _ => {
+            let _ = child.kill();
+            Err("server did not report its port".into())
+        }
+    }
+}
+
+fn start_moto() -> Result<Server, String> {
+    let mut cmd = Command::new("python3");
+    cmd.args(["-m", "moto.server", "-H", "127.0.0.1", "-p", "0"]);
+    start(cmd, "Running on http://127.0.0.1:", true)
+}
+
+fn start_azurite(dir: &std::path::Path) -> Result<Server, String> {
+    let mut cmd = Command::new("azurite-blob");
+    cmd.args([
+        "--blobHost",
+        "127.0.0.1",
+        "--blobPort",
+        "0",
+        "--inMemoryPersistence",
+        "--skipApiVersionCheck",
+        "--loose",
+        "--disableTelemetry",
+        "--location",
+    ])
+    .arg(dir);
+    start(cmd, "successfully listens on http://127.0.0.1:", false)
+}
+
+/// One HTTP/1.1 request over a fresh connection; returns the status code.
+fn http(port: u16, method: &str, path: &str, headers: &[(&str, String)], body: &[u8]) -> u16 {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).unwrap();
+    s.write_all(body).unwrap();
+    let mut resp = String::new();
+    let _ = BufReader::new(s).read_line(&mut resp);
+    resp.split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+async fn rows(engine: &Engine, sql: &str) -> Vec<RecordBatch> {
+    match engine.sql(sql).await {
+        Ok(mut r) => r.collect().await.unwrap_or_else(|e| panic!("{sql}: {e}")),
+        Err(e) => panic!("{sql}: {e}"),
+    }
+}
+
+async fn int(engine: &Engine, sql: &str) -> i64 {
+    let b = rows(engine, sql).await;
+    b[0].column(0).as_primitive::<Int64Type>().value(0)
+}
+
+async fn text(engine: &Engine, sql: &str) -> String {
+    let b = rows(engine, sql).await;
+    let col = b[0].column(0);
+    strata::datafusion::arrow::util::display::array_value_to_string(col, 0).unwrap()
+}
+
+fn catalog_engine() -> EngineBuilder {
+    Engine::builder()
+        .target_partitions(2)
+        .catalog(root().join("strata.toml"))
+        .store_timeout(Duration::from_secs(10))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_every_format_globs_partitions_and_catalog() {
+    let moto = match start_moto() {
+        Ok(s) => s,
+        Err(e) => {
+            println!("skipped: S3 test server (python3 -m moto.server) unavailable: {e}");
+            return;
+        }
+    };
+    let port = moto.port;
+    assert_eq!(http(port, "PUT", "/lake", &[], b""), 200, "create bucket");
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let engine = catalog_engine()
+        .store(
+            "s3://lake",
+            [
+                ("endpoint", endpoint.clone()),
+                ("access_key_id", "test".into()),
+                ("secret_access_key", "test".into()),
+                ("region", "us-east-1".into()),
+            ],
+        )
+        .build()
+        .await
+        .unwrap();
+
+    // Writing: hive-partitioned Parquet and every text format, through COPY.
+    rows(
+        &engine,
+        "COPY violations TO 's3://lake/violations/' (FORMAT parquet, PARTITION_BY (year, month))",
+    )
+    .await;
+    rows(&engine, "COPY (SELECT * FROM violations WHERE year = 2023) TO 's3://lake/csv/v.csv.gz' (FORMAT csv, COMPRESSION gzip)").await;
+    rows(&engine, "COPY (SELECT * FROM violations WHERE year = 2023) TO 's3://lake/csv/v.csv.zst' (FORMAT csv, COMPRESSION zstd)").await;
+    rows(
+        &engine,
+        "COPY events TO 's3://lake/json/events.json' (FORMAT json)",
+    )
+    .await;
+    rows(
+        &engine,
+        "COPY violations_arrow TO 's3://lake/arrow/v.arrow' (FORMAT arrow)",
+    )
+    .await;
+    // Files put as they are: Avro (which COPY does not write) and the two people CSVs.
+    for (key, file) in [
+        ("avro/v.avro", "data/formats/violations_2023_01.avro"),
+        ("people/people-1.csv", "data/people/people-1.csv"),
+        ("people/people-2.csv", "data/people/people-2.csv"),
+    ] {
+        let body = std::fs::read(root().join(file)).unwrap();
+        assert_eq!(http(port, "PUT", &format!("/lake/{key}"), &[], &body), 200);
+    }
+
+    // Reading back: the same rows through globs, directories and the read_* functions.
+    let total = 7123;
+    assert_eq!(
+        int(
+            &engine,
+            "SELECT count(*) FROM 's3://lake/violations/**/*.parquet'"
+        )
+        .await,
+        total
+    );
+    assert_eq!(
+        int(
+            &engine,
+            "SELECT count(*) FROM read_parquet('s3://lake/violations/')"
+        )
+        .await,
+        total
+    );
+    assert_eq!(
+        int(&engine, "SELECT count(*) FROM (SELECT * FROM 's3://lake/violations/' EXCEPT SELECT * FROM violations)").await,
+        0
+    );
+    assert_eq!(
+        text(
+            &engine,
+            "SELECT arrow_typeof(month) FROM 's3://lake/violations/' LIMIT 1"
+        )
+        .await,
+        "Int64"
+    );
+    let y2023 = int(&engine, "SELECT count(*) FROM violations WHERE year = 2023").await;
+    assert_eq!(
+        int(
+            &engine,
+            "SELECT count(*) FROM read_csv('s3://lake/csv/*.csv.gz')"
+        )
+        .await,
+        y2023
+    );
+    assert_eq!(
+        int(&engine, "SELECT count(*) FROM 's3://lake/csv/v.csv.zst'").await,
+        y2023
+    );
+    assert_eq!(
+        int(
+            &engine,
+            "SELECT count(*) FROM read_json('s3://lake/json/*.json')"
+        )
+        .await,
+        200
+    );
+    assert_eq!(
+        text(
+            &engine,
+            "SELECT payload.device.os FROM 's3://lake/json/events.json' WHERE event_id = 1"
+        )
+        .await,
+        "web"
+    );
+    assert_eq!(
+        int(
+            &engine,
+            "SELECT count(*) FROM read_arrow('s3://lake/arrow/v.arrow')"
+        )
+        .await,
+        176
+    );
+    assert_eq!(
+        int(
+            &engine,
+            "SELECT count(*) FROM read_avro('s3://lake/avro/*.avro')"
+        )
+        .await,
+        176
+    );
+    assert_eq!(
+        int(
+            &engine,
+            "SELECT count(*) FROM 's3://lake/people/people-[12].csv'"
+        )
+        .await,
+        80
+    );
+    assert_eq!(
+        int(
+            &engine,
+            "SELECT count(*) FROM 's3://lake/people/people-?.csv'"
+        )
+        .await,
+        80
+    );
+    assert_eq!(int(&engine, "SELECT count(*) FROM read_csv(['s3://lake/people/people-1.csv', 's3://lake/people/people-2.csv'])").await, 80);
+    let e = engine
+        .sql(
+            "SELECT * FROM read_csv(['s3://lake/people/people-1.csv', 'data/people/people-2.csv'])",
+        )
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("must be in one store"), "{e}");
+
+    // Partition pruning on the store: only month 7 of 2024 is listed for reading.
+    let files_in_partition = int(
+        &engine,
+        "SELECT count(*) FROM list_files('s3://lake/violations/') WHERE partition = 'year=2024/month=7'",
+    )
+    .await;
+    let mut r = engine
+        .sql("SELECT sum(length(plate_id)) FROM 's3://lake/violations/' WHERE year = 2024 AND month = 7")
+        .await
+        .unwrap();
+    r.collect().await.unwrap();
+    assert_eq!(r.scan_stats().files as i64, files_in_partition);
+    assert!(files_in_partition >= 1);
+
+    // A catalog file declares S3 tables and takes credentials from the environment.
+    let dir = tempfile::tempdir().unwrap();
+    let catalog = dir.path().join("s3.toml");
+    // SAFETY: this test sets its own variables before any other thread reads them.
+    unsafe {
+        std::env::set_var("STRATA_TEST_S3_KEY", "test");
+        std::env::set_var("STRATA_TEST_S3_SECRET", "test");
+    }
+    std::fs::write(
+        &catalog,
+        format!(
+            "[stores.\"s3://lake\"]\nendpoint = \"{endpoint}\"\naccess_key_id = \"${{STRATA_TEST_S3_KEY}}\"\nsecret_access_key = \"${{STRATA_TEST_S3_SECRET}}\"\n\n[tables.lake_violations]\nlocation = \"s3://lake/violations/\"\npartition_columns = {{ year = \"int\" }}\n"
+        ),
+    )
+    .unwrap();
+    let from_catalog = Engine::builder().catalog(&catalog).build().await.unwrap();
+    assert_eq!(
+        int(
+            &from_catalog,
+            "SELECT count(*) FROM lake_violations WHERE year = 2024"
+        )
+        .await,
+        total - y2023
+    );
+    assert_eq!(
+        text(
+            &from_catalog,
+            "SELECT arrow_typeof(year) FROM lake_violations LIMIT 1"
+        )
+        .await,
+        "Int32"
+    );
+
+    // Errors name the location.
+    let e = engine
+        .sql("SELECT * FROM 's3://lake/nothing/*.parquet'")
+        .await
+        .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "glob matches no files: s3://lake/nothing/*.parquet"
+    );
+    let e = engine
+        .sql("SELECT * FROM 's3://lake/violations/none.parquet'")
+        .await
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("s3://lake/violations/none.parquet"),
+        "{e}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn azure_blob_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let azurite = match start_azurite(dir.path()) {
+        Ok(s) => s,
+        Err(e) => {
+            println!("skipped: Azure test server (azurite-blob, from npm) unavailable: {e}");
+            return;
+        }
+    };
+    let port = azurite.port;
+    const ACCOUNT: &str = "devstoreaccount1";
+    // Azurite's published development key.
+    const KEY: &str =
+        "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+    assert_eq!(create_container(port, ACCOUNT, KEY, "lake"), 201);
+
+    let engine = catalog_engine()
+        .store(
+            "az://lake",
+            [
+                ("account_name", ACCOUNT.to_string()),
+                ("access_key", KEY.to_string()),
+                ("endpoint", format!("http://127.0.0.1:{port}/{ACCOUNT}")),
+                ("allow_http", "true".to_string()),
+            ],
+        )
+        .build()
+        .await
+        .unwrap();
+    rows(&engine, "COPY (SELECT * FROM violations WHERE year = 2024) TO 'az://lake/v/' (FORMAT parquet, PARTITION_BY (month))").await;
+    rows(
+        &engine,
+        "COPY people TO 'az://lake/people.csv' (FORMAT csv, HEADER true)",
+    )
+    .await;
+    let y2024 = int(&engine, "SELECT count(*) FROM violations WHERE year = 2024").await;
+    assert_eq!(
+        int(&engine, "SELECT count(*) FROM 'az://lake/v/**/*.parquet'").await,
+        y2024
+    );
+    assert_eq!(
+        int(
+            &engine,
+            "SELECT count(*) FROM 'az://lake/v/' WHERE month = 2"
+        )
+        .await,
+        int(
+            &engine,
+            "SELECT count(*) FROM violations WHERE year = 2024 AND month = 2"
+        )
+        .await
+    );
+    assert_eq!(
+        int(&engine, "SELECT count(*) FROM read_csv('az://lake/*.csv')").await,
+        80
+    );
+}
+
+/// Create a blob container with a SharedKey-signed request, as Azure's SDKs do.
+fn create_container(port: u16, account: &str, key: &str, container: &str) -> u16 {
+    use base64::Engine as _;
+    let date = chrono::Utc::now()
+        .format("%a, %d %b %Y %H:%M:%S GMT")
+        .to_string();
+    let version = "2021-08-06";
+    let to_sign = format!(
+        "PUT\n\n\n\n\n\n\n\n\n\n\n\nx-ms-date:{date}\nx-ms-version:{version}\n/{account}/{account}/{container}\nrestype:container"
+    );
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(key)
+        .unwrap();
+    let tag = ring::hmac::sign(
+        &ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &key),
+        to_sign.as_bytes(),
+    );
+    let sig = base64::engine::general_purpose::STANDARD.encode(tag.as_ref());
+    http(
+        port,
+        "PUT",
+        &format!("/{account}/{container}?restype=container"),
+        &[
+            ("x-ms-date", date),
+            ("x-ms-version", version.to_string()),
+            ("Authorization", format!("SharedKey {account}:{sig}")),
+        ],
+        b"",
+    )
+}
+
+/// A minimal HTTP file server with HEAD and byte ranges, on a port the OS picks.
+async fn serve_files(dir: PathBuf) -> u16 {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let dir = dir.clone();
+            tokio::spawn(async move {
+                let (read, mut write) = stream.into_split();
+                let mut reader = tokio::io::BufReader::new(read);
+                loop {
+                    let mut request = String::new();
+                    if reader.read_line(&mut request).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    // (start, end) or, for `bytes=-N`, the last N bytes.
+                    let mut range: Option<(Option<u64>, Option<u64>)> = None;
+                    loop {
+                        let mut h = String::new();
+                        if reader.read_line(&mut h).await.unwrap_or(0) == 0 || h == "\r\n" {
+                            break;
+                        }
+                        let lower = h.to_ascii_lowercase();
+                        if let Some(r) = lower.strip_prefix("range: bytes=") {
+                            let (a, b) = r.trim().split_once('-').unwrap_or((r.trim(), ""));
+                            range = Some((a.parse().ok(), b.parse().ok()));
+                        }
+                    }
+                    let mut parts = request.split_whitespace();
+                    let method = parts.next().unwrap_or("").to_string();
+                    let path = parts
+                        .next()
+                        .unwrap_or("/")
+                        .trim_start_matches('/')
+                        .to_string();
+                    let file = dir.join(&path);
+                    let response = match std::fs::read(&file) {
+                        Ok(body) if !path.contains("..") => {
+                            let len = body.len() as u64;
+                            let (status, slice, extra) = match range {
+                                Some((start, end)) => {
+                                    let (start, end) = match (start, end) {
+                                        (Some(a), b) => (a, b.unwrap_or(len - 1).min(len - 1)),
+                                        (None, Some(n)) => (len.saturating_sub(n), len - 1),
+                                        (None, None) => (0, len - 1),
+                                    };
+                                    (
+                                        "206 Partial Content",
+                                        body[start as usize..=end as usize].to_vec(),
+                                        format!("Content-Range: bytes {start}-{end}/{len}\r\n"),
+                                    )
+                                }
+                                None => ("200 OK", body, String::new()),
+                            };
+                            let mut head = format!(
+                                "HTTP/1.1 {status}\r\nContent-Length: {}\r\nLast-Modified: Sun, 01 Nov 2026 00:00:00 GMT\r\nETag: \"{len}\"\r\nAccept-Ranges: bytes\r\n{extra}\r\n",
+                                slice.len()
+                            )
+                            .into_bytes();
+                            if method != "HEAD" {
+                                head.extend_from_slice(&slice);
+                            }
+                            head
+                        }
+                        _ => b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n".to_vec(),
+                    };
+                    if write.write_all(&response).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_urls_are_tables() {
+    let port = serve_files(root().join("data")).await;
+    let engine = catalog_engine().build().await.unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    assert_eq!(
+        int(
+            &engine,
+            &format!("SELECT count(*) FROM '{base}/violations/year=2023/month=1/part-0.parquet'")
+        )
+        .await,
+        176
+    );
+    assert_eq!(
+        int(
+            &engine,
+            &format!("SELECT count(*) FROM read_csv('{base}/people/people-1.csv')")
+        )
+        .await,
+        40
+    );
+    assert_eq!(
+        int(&engine, &format!("SELECT count(*) FROM read_csv('{base}/violations_csv/year=2023/month=1/part-0.csv.gz')")).await,
+        176
+    );
+    assert_eq!(
+        int(
+            &engine,
+            &format!("SELECT count(*) FROM read_json('{base}/events/events-0.ndjson')")
+        )
+        .await,
+        100
+    );
+    assert_eq!(
+        int(
+            &engine,
+            &format!("SELECT count(*) FROM '{base}/formats/violations_2023_01.arrow'")
+        )
+        .await,
+        176
+    );
+    assert_eq!(
+        int(
+            &engine,
+            &format!("SELECT count(*) FROM '{base}/formats/violations_2023_01.avro'")
+        )
+        .await,
+        176
+    );
+    let e = engine
+        .sql(&format!("SELECT * FROM '{base}/nope.parquet'"))
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("nope.parquet"), "{e}");
+}
