@@ -36,6 +36,7 @@ VIEWS = {
 KNOWN = {
     "SELECT 7 / 2": "integer division truncates, as in PostgreSQL",
     "CAST('2024-02-29' AS DATE) + INTERVAL": "date + interval stays a date",
+    "DATE '2024-03-01' - INTERVAL": "date - interval stays a date",
     "information_schema": "type names and catalogs are DataFusion's",
     "SHOW TABLES": "type names and catalogs are DataFusion's",
     "DESCRIBE": "type names are Arrow's",

@@ -259,4 +259,26 @@ mod tests {
         let e = bad.build(&Url::parse("s3://b/").unwrap()).unwrap_err();
         assert!(e.message.contains("no_such_key"), "{e}");
     }
+
+    #[test]
+    fn gcs_and_azure_urls_build_stores() {
+        let reg = StoreRegistry::new(
+            vec![
+                StoreSettings {
+                    prefix: "gs://".into(),
+                    options: HashMap::from([("skip_signature".to_string(), "true".to_string())]),
+                },
+                StoreSettings {
+                    prefix: "abfss://".into(),
+                    options: HashMap::from([("skip_signature".to_string(), "true".to_string())]),
+                },
+            ],
+            Duration::from_secs(1),
+        );
+        reg.build(&Url::parse("gs://bucket/dir/").unwrap()).unwrap();
+        reg.build(&Url::parse("abfss://container@account.dfs.core.windows.net/dir/").unwrap())
+            .unwrap();
+        let e = reg.build(&Url::parse("ftp://host/x").unwrap()).unwrap_err();
+        assert!(e.message.contains("unsupported scheme"), "{e}");
+    }
 }
