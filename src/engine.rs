@@ -405,9 +405,6 @@ impl Engine {
                 | LogicalPlan::Dml(_)
         );
         let df = self.ctx.execute_logical_plan(plan).await?;
-        if let LogicalPlan::Ddl(_) = df.logical_plan() {
-            // Already executed by the session (CREATE/DROP ...).
-        }
         let (state, plan) = df.into_parts();
         let optimized = state.optimize(&plan)?;
         let execution = self.runner.execute(&state, optimized).await?;

@@ -210,9 +210,9 @@ async fn parquet_metadata_table(
                 cols[2].push(Some(c.column_type().to_string()));
                 let codec = c.compression().to_string();
                 cols[3].push(Some(codec.split('(').next().unwrap_or(&codec).to_string()));
-                let (min, max, nulls) = match c.statistics() {
-                    Some(s) => (stat_min(s), stat_max(s), s.null_count_opt()),
-                    None => (None, None, None),
+                let ((min, max), nulls) = match c.statistics() {
+                    Some(s) => (stat_bounds(s), s.null_count_opt()),
+                    None => ((None, None), None),
                 };
                 cols[4].push(min);
                 cols[5].push(max);
@@ -275,37 +275,25 @@ async fn parquet_metadata_table(
     )
 }
 
-fn stat_min(s: &Statistics) -> Option<String> {
-    match s {
-        Statistics::Boolean(v) => v.min_opt().map(|x| x.to_string()),
-        Statistics::Int32(v) => v.min_opt().map(|x| x.to_string()),
-        Statistics::Int64(v) => v.min_opt().map(|x| x.to_string()),
-        Statistics::Float(v) => v.min_opt().map(|x| x.to_string()),
-        Statistics::Double(v) => v.min_opt().map(|x| x.to_string()),
-        Statistics::ByteArray(v) => v
-            .min_opt()
-            .map(|x| String::from_utf8_lossy(x.data()).into_owned()),
-        Statistics::FixedLenByteArray(v) => v
-            .min_opt()
-            .map(|x| String::from_utf8_lossy(x.data()).into_owned()),
-        Statistics::Int96(v) => v.min_opt().map(|x| format!("{x:?}")),
+/// A column chunk's min and max statistics as text.
+fn stat_bounds(s: &Statistics) -> (Option<String>, Option<String>) {
+    fn pair<T>(
+        min: Option<T>,
+        max: Option<T>,
+        f: impl Fn(T) -> String,
+    ) -> (Option<String>, Option<String>) {
+        (min.map(&f), max.map(&f))
     }
-}
-
-fn stat_max(s: &Statistics) -> Option<String> {
+    let bytes = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
     match s {
-        Statistics::Boolean(v) => v.max_opt().map(|x| x.to_string()),
-        Statistics::Int32(v) => v.max_opt().map(|x| x.to_string()),
-        Statistics::Int64(v) => v.max_opt().map(|x| x.to_string()),
-        Statistics::Float(v) => v.max_opt().map(|x| x.to_string()),
-        Statistics::Double(v) => v.max_opt().map(|x| x.to_string()),
-        Statistics::ByteArray(v) => v
-            .max_opt()
-            .map(|x| String::from_utf8_lossy(x.data()).into_owned()),
-        Statistics::FixedLenByteArray(v) => v
-            .max_opt()
-            .map(|x| String::from_utf8_lossy(x.data()).into_owned()),
-        Statistics::Int96(v) => v.max_opt().map(|x| format!("{x:?}")),
+        Statistics::Boolean(v) => pair(v.min_opt(), v.max_opt(), |x| x.to_string()),
+        Statistics::Int32(v) => pair(v.min_opt(), v.max_opt(), |x| x.to_string()),
+        Statistics::Int64(v) => pair(v.min_opt(), v.max_opt(), |x| x.to_string()),
+        Statistics::Float(v) => pair(v.min_opt(), v.max_opt(), |x| x.to_string()),
+        Statistics::Double(v) => pair(v.min_opt(), v.max_opt(), |x| x.to_string()),
+        Statistics::ByteArray(v) => pair(v.min_opt(), v.max_opt(), |x| bytes(x.data())),
+        Statistics::FixedLenByteArray(v) => pair(v.min_opt(), v.max_opt(), |x| bytes(x.data())),
+        Statistics::Int96(v) => pair(v.min_opt(), v.max_opt(), |x| format!("{x:?}")),
     }
 }
 

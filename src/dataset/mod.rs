@@ -7,10 +7,10 @@ mod options;
 mod partitions;
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
-use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::config::{CsvOptions, TableOptions};
 use datafusion::datasource::file_format::FileFormat;
@@ -637,27 +637,6 @@ fn regex_escape(s: &str) -> String {
         out.push(c);
     }
     out
-}
-
-/// The data type of a discovered partition column, for display.
-pub fn describe_partition_type(dt: &DataType) -> String {
-    match dt {
-        DataType::Int64 => "BIGINT".into(),
-        DataType::Int32 => "INT".into(),
-        DataType::Utf8 => "VARCHAR".into(),
-        DataType::Date32 => "DATE".into(),
-        other => other.to_string(),
-    }
-}
-
-/// Resolve a local path relative to `base`, as datasets do.
-pub fn resolve_local(path: &str, base: &Path) -> PathBuf {
-    let p = Path::new(path);
-    if p.is_absolute() {
-        p.to_path_buf()
-    } else {
-        base.join(p)
-    }
 }
 
 #[cfg(test)]
