@@ -340,7 +340,7 @@ impl Engine {
     /// such as `CREATE`, `COPY` or `INSERT` run to completion before the result is returned
     /// (their result is a row count, or nothing).
     pub async fn sql(&self, text: &str) -> Result<QueryResult> {
-        let text = sql::rewrite_copy_options(text)?;
+        let text = sql::rewrite_copy_options(&sql::rewrite_describe_path(text))?;
         let dialect = self
             .ctx
             .state()
@@ -349,7 +349,19 @@ impl Engine {
             .sql_parser
             .dialect
             .to_string();
-        let mut statements = sql::parse_statements(&text, &dialect)?;
+        let mut statements = match sql::parse_statements(&text, &dialect) {
+            // A statement that ends too early points at its end.
+            Err(Error::Syntax {
+                message,
+                position: None,
+            }) if message.ends_with("EOF") => {
+                return Err(Error::Syntax {
+                    message,
+                    position: Some(sql::end_position(&text)),
+                });
+            }
+            other => other?,
+        };
         let mut stmt = match statements.len() {
             1 => statements.remove(0),
             0 => return Err(Error::plan("empty statement")),

@@ -393,6 +393,32 @@ fn position_of(text: &str, offset: usize) -> crate::error::Position {
     }
 }
 
+/// `DESCRIBE 'path'` (as in DuckDB) becomes `DESCRIBE SELECT * FROM 'path'`; other statements
+/// are returned unchanged.
+pub fn rewrite_describe_path(stmt: &str) -> String {
+    let trimmed = stmt.trim().trim_end_matches(';').trim_end();
+    let lower = trimmed.to_ascii_lowercase();
+    let rest = ["describe ", "desc "]
+        .iter()
+        .find_map(|k| lower.starts_with(k).then(|| trimmed[k.len()..].trim()));
+    match rest {
+        Some(r)
+            if r.len() >= 2
+                && r.starts_with('\'')
+                && r.ends_with('\'')
+                && !r[1..r.len() - 1].contains('\'') =>
+        {
+            format!("DESCRIBE SELECT * FROM {r}")
+        }
+        _ => stmt.to_string(),
+    }
+}
+
+/// Where a parser error that ran out of input points: the end of the statement.
+pub fn end_position(text: &str) -> crate::error::Position {
+    position_of(text, text.trim_end().len())
+}
+
 /// Accept DuckDB's `COPY ... TO 'target' (FORMAT parquet, PARTITION_BY (a, b), HEADER, ...)`
 /// by rewriting the option list into DataFusion's `STORED AS`, `PARTITIONED BY` and `OPTIONS`.
 /// Other statements are returned unchanged.
@@ -687,6 +713,22 @@ mod tests {
         assert_eq!(
             stmts[0].to_string(),
             "SELECT * FROM t WHERE x > ALL(SELECT __strata_v FROM (SELECT x FROM t) AS __strata_sq (__strata_v))"
+        );
+    }
+
+    #[test]
+    fn describe_of_a_path_describes_its_rows() {
+        assert_eq!(
+            rewrite_describe_path("DESCRIBE 'data/x.csv';"),
+            "DESCRIBE SELECT * FROM 'data/x.csv'"
+        );
+        assert_eq!(rewrite_describe_path("describe people"), "describe people");
+        assert_eq!(
+            end_position("SELECT 1 +\n  "),
+            crate::error::Position {
+                line: 1,
+                column: 11
+            }
         );
     }
 

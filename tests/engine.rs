@@ -396,3 +396,11 @@ fn paths_in_messages_are_as_written() {
     let e = strata::dataset::Location::parse("nope/x.csv", Path::new("/tmp")).unwrap_err();
     assert_eq!(e.to_string(), "no such file or directory: nope/x.csv");
 }
+
+#[tokio::test]
+async fn describe_takes_a_path() {
+    let engine = Engine::new().await.unwrap();
+    let sql = format!("DESCRIBE '{}/data/people/people-1.csv'", root().display());
+    let batches = engine.sql(&sql).await.unwrap().collect().await.unwrap();
+    assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 4);
+}
