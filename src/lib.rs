@@ -30,6 +30,8 @@ pub mod engine;
 pub mod error;
 /// Table functions: `read_*`, `list_files`, `parquet_metadata`.
 pub mod functions;
+/// Result formats written to any `Write`.
+pub mod output;
 /// The execution seam: local and (later) distributed runners.
 pub mod runner;
 /// SQL text handling before planning.

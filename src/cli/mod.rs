@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::Parser;
+use strata::output::{OutputFormat, WriteOptions};
 use strata::{Engine, Error};
 
 /// Strata: SQL over partitioned datasets in Parquet, CSV, JSON, Arrow and Avro, local or in
@@ -32,6 +33,9 @@ struct Args {
     /// Print nothing but query results.
     #[arg(short = 'q', long, env = "STRATA_QUIET")]
     quiet: bool,
+    /// Result format: table, csv, tsv, json, ndjson, markdown or line.
+    #[arg(long, env = "STRATA_FORMAT", default_value = "table")]
+    format: String,
 }
 
 /// Parse `512M`, `2G`, `1024` into bytes.
@@ -86,6 +90,10 @@ async fn run(args: Args) -> Result<ExitCode, Error> {
         builder = builder.catalog(c);
     }
     let engine = builder.build().await?;
+    let options = WriteOptions {
+        format: args.format.parse::<OutputFormat>()?,
+        ..WriteOptions::default()
+    };
 
     let mut scripts: Vec<String> = args.commands.clone();
     for f in &args.files {
@@ -103,7 +111,7 @@ async fn run(args: Args) -> Result<ExitCode, Error> {
     }
     if scripts.is_empty() {
         if std::io::stdin().is_terminal() {
-            return repl(&engine, args.quiet).await;
+            return repl(&engine, &options, args.quiet).await;
         }
         let mut s = String::new();
         std::io::stdin()
@@ -114,7 +122,7 @@ async fn run(args: Args) -> Result<ExitCode, Error> {
     let mut out = std::io::stdout().lock();
     for script in scripts {
         for stmt in Engine::split_statements(&script)? {
-            run_statement(&engine, &stmt, &mut out, args.quiet).await?;
+            run_statement(&engine, &stmt, &mut out, &options, args.quiet).await?;
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -124,18 +132,18 @@ async fn run_statement(
     engine: &Engine,
     stmt: &str,
     out: &mut impl Write,
+    options: &WriteOptions,
     quiet: bool,
 ) -> Result<(), Error> {
     let start = Instant::now();
     let mut result = engine.sql(stmt).await?;
     let batches = result.collect().await?;
     let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
-    if !batches.is_empty() && !result.schema().fields().is_empty() {
-        let table = strata::datafusion::arrow::util::pretty::pretty_format_batches(&batches)
-            .map_err(|e| Error::Execution(e.to_string()))?;
-        writeln!(out, "{table}").map_err(|e| Error::Execution(e.to_string()))?;
+    let schema = result.schema();
+    if !schema.fields().is_empty() {
+        strata::output::write_batches(out, &schema, &batches, options)?;
     }
-    if !quiet {
+    if !quiet && options.format == OutputFormat::Table {
         writeln!(
             out,
             "{rows} row{} in {:.3} s",
@@ -148,7 +156,7 @@ async fn run_statement(
 }
 
 /// A plain line-based prompt; statements end at `;`.
-async fn repl(engine: &Engine, quiet: bool) -> Result<ExitCode, Error> {
+async fn repl(engine: &Engine, options: &WriteOptions, quiet: bool) -> Result<ExitCode, Error> {
     let stdin = std::io::stdin();
     let mut buffer = String::new();
     let mut out = std::io::stdout();
@@ -178,7 +186,9 @@ async fn repl(engine: &Engine, quiet: bool) -> Result<ExitCode, Error> {
         match Engine::split_statements(&text) {
             Ok(stmts) => {
                 for stmt in stmts {
-                    if let Err(e) = run_statement(engine, &stmt, &mut out.lock(), quiet).await {
+                    if let Err(e) =
+                        run_statement(engine, &stmt, &mut out.lock(), options, quiet).await
+                    {
                         eprintln!("Error: {e}");
                         break;
                     }
