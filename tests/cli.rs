@@ -89,7 +89,11 @@ fn the_first_error_stops_a_batch_with_status_1() {
         stderr.starts_with("Error: table 'nope' not found"),
         "{stderr}"
     );
-    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    // The offending statement, with a caret under the unknown table.
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 3, "{stderr}");
+    assert_eq!(lines[1], "  SELECT * FROM nope");
+    assert_eq!(lines[2], "                ^");
 }
 
 #[test]

@@ -122,7 +122,11 @@ async fn run(args: Args) -> Result<ExitCode, Error> {
     let mut out = std::io::stdout().lock();
     for script in scripts {
         for stmt in Engine::split_statements(&script)? {
-            run_statement(&engine, &stmt, &mut out, &options, args.quiet).await?;
+            if let Err(e) = run_statement(&engine, &stmt, &mut out, &options, args.quiet).await {
+                let _ = out.flush();
+                report(&mut std::io::stderr(), &e, &stmt);
+                return Ok(ExitCode::FAILURE);
+            }
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -153,6 +157,24 @@ async fn run_statement(
         .map_err(|e| Error::Execution(e.to_string()))?;
     }
     Ok(())
+}
+
+/// Print an error as `Error: ...`; when it points into the statement, show that line with a
+/// caret under the column.
+fn report(err_out: &mut dyn Write, err: &Error, stmt: &str) {
+    let _ = writeln!(err_out, "Error: {err}");
+    if let Some(p) = err.position()
+        && let Some(line) = stmt.lines().nth(p.line.saturating_sub(1))
+    {
+        let caret_at: usize = line
+            .chars()
+            .take(p.column.saturating_sub(1))
+            .map(|c| if c == '\t' { 4 } else { 1 })
+            .sum();
+        let shown = line.replace('\t', "    ");
+        let _ = writeln!(err_out, "  {shown}");
+        let _ = writeln!(err_out, "  {}^", " ".repeat(caret_at));
+    }
 }
 
 /// A plain line-based prompt; statements end at `;`.
@@ -189,7 +211,7 @@ async fn repl(engine: &Engine, options: &WriteOptions, quiet: bool) -> Result<Ex
                     if let Err(e) =
                         run_statement(engine, &stmt, &mut out.lock(), options, quiet).await
                     {
-                        eprintln!("Error: {e}");
+                        report(&mut std::io::stderr(), &e, &stmt);
                         break;
                     }
                 }
@@ -202,6 +224,20 @@ async fn repl(engine: &Engine, options: &WriteOptions, quiet: bool) -> Result<Ex
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn errors_show_the_line_with_a_caret() {
+        let err = Error::Syntax {
+            message: "Expected: end of statement, found: FORM".into(),
+            position: Some(strata::error::Position { line: 2, column: 3 }),
+        };
+        let mut out = Vec::new();
+        report(&mut out, &err, "SELECT *\n  FORM t");
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "Error: syntax error at 2:3: Expected: end of statement, found: FORM\n    FORM t\n    ^\n"
+        );
+    }
 
     #[test]
     fn sizes_parse() {
