@@ -105,3 +105,44 @@ fn bad_options_are_errors() {
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("invalid size 'lots'"));
 }
+
+#[test]
+fn continue_on_error_runs_the_rest_and_still_fails() {
+    let out = strata(
+        &[
+            "-q",
+            "--format",
+            "csv",
+            "--continue-on-error",
+            "-c",
+            "SELECT 1 AS a; SELECT * FROM nope; SELECT 3 AS a",
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(text(&out.stdout), "a\n1\na\n3\n");
+}
+
+#[test]
+fn output_goes_to_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("out.json");
+    let out = strata(
+        &[
+            "-q",
+            "--format",
+            "json",
+            "-o",
+            file.to_str().unwrap(),
+            "-c",
+            "SELECT last_name FROM people WHERE person_id = 1",
+        ],
+        None,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(out.stdout.is_empty());
+    assert_eq!(
+        std::fs::read_to_string(&file).unwrap(),
+        "[{\"last_name\":\"Gonzalez\"}]\n"
+    );
+}

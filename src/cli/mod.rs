@@ -36,6 +36,13 @@ struct Args {
     /// Result format: table, csv, tsv, json, ndjson, markdown or line.
     #[arg(long, env = "STRATA_FORMAT", default_value = "table")]
     format: String,
+    /// Write results to this file instead of standard output.
+    #[arg(short = 'o', long, env = "STRATA_OUTPUT")]
+    output: Option<PathBuf>,
+    /// In batch mode, report a failing statement and go on with the next one (the exit
+    /// status is still 1).
+    #[arg(long, env = "STRATA_CONTINUE_ON_ERROR")]
+    continue_on_error: bool,
 }
 
 /// Parse `512M`, `2G`, `1024` into bytes.
@@ -119,17 +126,33 @@ async fn run(args: Args) -> Result<ExitCode, Error> {
             .map_err(|e| Error::Config(format!("reading standard input: {e}")))?;
         scripts.push(s);
     }
-    let mut out = std::io::stdout().lock();
+    let mut out: Box<dyn Write> = match &args.output {
+        Some(path) => Box::new(std::io::BufWriter::new(
+            std::fs::File::create(path)
+                .map_err(|e| Error::Config(format!("cannot write {}: {e}", path.display())))?,
+        )),
+        None => Box::new(std::io::stdout().lock()),
+    };
+    let mut failed = false;
     for script in scripts {
         for stmt in Engine::split_statements(&script)? {
             if let Err(e) = run_statement(&engine, &stmt, &mut out, &options, args.quiet).await {
                 let _ = out.flush();
                 report(&mut std::io::stderr(), &e, &stmt);
-                return Ok(ExitCode::FAILURE);
+                failed = true;
+                if !args.continue_on_error {
+                    return Ok(ExitCode::FAILURE);
+                }
             }
         }
     }
-    Ok(ExitCode::SUCCESS)
+    out.flush()
+        .map_err(|e| Error::Execution(format!("cannot write output: {e}")))?;
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 async fn run_statement(
