@@ -146,3 +146,49 @@ fn output_goes_to_a_file() {
         "[{\"last_name\":\"Gonzalez\"}]\n"
     );
 }
+
+#[test]
+fn ctrl_c_cancels_the_running_query() {
+    let child = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .args([
+            "-c",
+            "SELECT sum(value % 7) FROM generate_series(1, 5000000000)",
+        ])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until the query is running: the engine is built once the process has read its
+    // catalog; poll the process state rather than sleeping a fixed time.
+    let started = std::time::Instant::now();
+    loop {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", child.id())).unwrap_or_default();
+        // Field 14 is user CPU time in ticks: the query has started burning CPU.
+        let utime: u64 = stat
+            .rsplit(')')
+            .next()
+            .and_then(|rest| rest.split_whitespace().nth(11))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        if utime > 60 || started.elapsed() > std::time::Duration::from_secs(20) {
+            break;
+        }
+    }
+    let sent = std::time::Instant::now();
+    Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        sent.elapsed() < std::time::Duration::from_secs(2),
+        "{:?}",
+        sent.elapsed()
+    );
+    assert_eq!(out.status.code(), Some(130));
+    assert_eq!(text(&out.stderr), "Error: query cancelled\n");
+}

@@ -139,6 +139,10 @@ async fn run(args: Args) -> Result<ExitCode, Error> {
             if let Err(e) = run_statement(&engine, &stmt, &mut out, &options, args.quiet).await {
                 let _ = out.flush();
                 report(&mut std::io::stderr(), &e, &stmt);
+                if matches!(e, Error::Cancelled) {
+                    // Interrupted: stop the batch as a shell expects of Ctrl-C.
+                    return Ok(ExitCode::from(130));
+                }
                 failed = true;
                 if !args.continue_on_error {
                     return Ok(ExitCode::FAILURE);
@@ -163,8 +167,16 @@ async fn run_statement(
     quiet: bool,
 ) -> Result<(), Error> {
     let start = Instant::now();
-    let mut result = engine.sql(stmt).await?;
-    let batches = result.collect().await?;
+    // Ctrl-C cancels the statement (planning included), not the process.
+    let run = async {
+        let mut result = engine.sql(stmt).await?;
+        let batches = result.collect().await?;
+        Ok::<_, Error>((result, batches))
+    };
+    let (result, batches) = tokio::select! {
+        done = run => done?,
+        _ = tokio::signal::ctrl_c() => return Err(Error::Cancelled),
+    };
     let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
     let schema = result.schema();
     if !schema.fields().is_empty() {
