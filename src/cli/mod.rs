@@ -1,7 +1,9 @@
 //! The `strata` command line: runs SQL from `-c`, `-f` or standard input against an engine
 //! built from the options and the catalog file, and prints results as tables.
 
-use std::io::{BufRead, IsTerminal, Read, Write};
+mod repl;
+
+use std::io::{IsTerminal, Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
@@ -118,7 +120,7 @@ async fn run(args: Args) -> Result<ExitCode, Error> {
     }
     if scripts.is_empty() {
         if std::io::stdin().is_terminal() {
-            return repl(&engine, &options, args.quiet).await;
+            return repl::run(&engine, options, args.quiet).await;
         }
         let mut s = String::new();
         std::io::stdin()
@@ -209,50 +211,6 @@ fn report(err_out: &mut dyn Write, err: &Error, stmt: &str) {
         let shown = line.replace('\t', "    ");
         let _ = writeln!(err_out, "  {shown}");
         let _ = writeln!(err_out, "  {}^", " ".repeat(caret_at));
-    }
-}
-
-/// A plain line-based prompt; statements end at `;`.
-async fn repl(engine: &Engine, options: &WriteOptions, quiet: bool) -> Result<ExitCode, Error> {
-    let stdin = std::io::stdin();
-    let mut buffer = String::new();
-    let mut out = std::io::stdout();
-    loop {
-        print!(
-            "{}",
-            if buffer.is_empty() {
-                "strata> "
-            } else {
-                "   ...> "
-            }
-        );
-        let _ = out.flush();
-        let mut line = String::new();
-        if stdin.lock().read_line(&mut line).unwrap_or(0) == 0 {
-            return Ok(ExitCode::SUCCESS);
-        }
-        let trimmed = line.trim();
-        if buffer.is_empty() && (trimmed == "\\q" || trimmed == "exit" || trimmed == "quit") {
-            return Ok(ExitCode::SUCCESS);
-        }
-        buffer.push_str(&line);
-        if !trimmed.ends_with(';') {
-            continue;
-        }
-        let text = std::mem::take(&mut buffer);
-        match Engine::split_statements(&text) {
-            Ok(stmts) => {
-                for stmt in stmts {
-                    if let Err(e) =
-                        run_statement(engine, &stmt, &mut out.lock(), options, quiet).await
-                    {
-                        report(&mut std::io::stderr(), &e, &stmt);
-                        break;
-                    }
-                }
-            }
-            Err(e) => eprintln!("Error: {e}"),
-        }
     }
 }
 
