@@ -166,7 +166,8 @@ impl Catalog {
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Catalog, CatalogError> {
         let raw: RawCatalog = toml::from_str(text).map_err(|e| {
-            let (line, column) = e.span().map(|s| line_col(text, s.start)).unwrap_or((1, 1));
+            let p = crate::error::Position::at(text, e.span().map_or(0, |s| s.start));
+            let (line, column) = (p.line, p.column);
             CatalogError::Parse {
                 path: name.into(),
                 line,
@@ -281,18 +282,6 @@ impl Catalog {
             stores,
         })
     }
-}
-
-fn line_col(text: &str, offset: usize) -> (usize, usize) {
-    let before = &text[..offset.min(text.len())];
-    let line = before.matches('\n').count() + 1;
-    let column = before
-        .rsplit('\n')
-        .next()
-        .map(|l| l.chars().count())
-        .unwrap_or(0)
-        + 1;
-    (line, column)
 }
 
 #[cfg(test)]

@@ -583,8 +583,24 @@ impl QueryResult {
     /// Scan statistics so far (complete once the stream is exhausted).
     pub fn scan_stats(&self) -> ScanStats {
         let mut stats = ScanStats::default();
-        if let Some(plan) = &self.plan {
-            collect_scan_stats(plan.as_ref(), &mut stats);
+        let Some(plan) = &self.plan else {
+            return stats;
+        };
+        for ds in scans(plan.as_ref()) {
+            for f in file_scan(ds)
+                .iter()
+                .flat_map(|c| c.file_groups.iter())
+                .flat_map(|g| g.iter())
+            {
+                stats.files += 1;
+                stats.file_bytes += f.object_meta.size;
+            }
+            if let Some(m) = ds.metrics() {
+                if let Some(v) = m.sum_by_name("bytes_scanned") {
+                    stats.bytes_scanned += v.as_usize() as u64;
+                }
+                stats.rows += m.output_rows().unwrap_or(0) as u64;
+            }
         }
         stats
     }
@@ -656,8 +672,11 @@ async fn find_failing_file(
     plan: &Arc<dyn ExecutionPlan>,
     task_ctx: &Arc<TaskContext>,
 ) -> Option<String> {
-    let mut configs = Vec::new();
-    collect_scan_configs(plan.as_ref(), &mut configs);
+    let configs: Vec<FileScanConfig> = scans(plan.as_ref())
+        .into_iter()
+        .filter_map(file_scan)
+        .cloned()
+        .collect();
     let mut tried = 0;
     for config in configs {
         let base = config.object_store_url.as_str().to_string();
@@ -691,37 +710,21 @@ async fn find_failing_file(
     None
 }
 
-fn collect_scan_configs(plan: &dyn ExecutionPlan, out: &mut Vec<FileScanConfig>) {
-    if let Some(ds) = plan.downcast_ref::<DataSourceExec>()
-        && let Some(fsc) = ds.data_source().downcast_ref::<FileScanConfig>()
-    {
-        out.push(fsc.clone());
+/// Every scan node of a plan, depth first.
+fn scans(plan: &dyn ExecutionPlan) -> Vec<&DataSourceExec> {
+    let mut out = Vec::new();
+    let mut stack = vec![plan];
+    while let Some(node) = stack.pop() {
+        if let Some(ds) = node.downcast_ref::<DataSourceExec>() {
+            out.push(ds);
+        }
+        stack.extend(node.children().into_iter().rev().map(|c| c.as_ref()));
     }
-    for child in plan.children() {
-        collect_scan_configs(child.as_ref(), out);
-    }
+    out
 }
 
-fn collect_scan_stats(plan: &dyn ExecutionPlan, stats: &mut ScanStats) {
-    if let Some(ds) = plan.downcast_ref::<DataSourceExec>() {
-        if let Some(fsc) = ds.data_source().downcast_ref::<FileScanConfig>() {
-            for g in &fsc.file_groups {
-                for f in g.iter() {
-                    stats.files += 1;
-                    stats.file_bytes += f.object_meta.size;
-                }
-            }
-        }
-        if let Some(m) = plan.metrics() {
-            if let Some(v) = m.sum_by_name("bytes_scanned") {
-                stats.bytes_scanned += v.as_usize() as u64;
-            }
-            stats.rows += m.output_rows().unwrap_or(0) as u64;
-        }
-    }
-    for child in plan.children() {
-        collect_scan_stats(child.as_ref(), stats);
-    }
+fn file_scan(ds: &DataSourceExec) -> Option<&FileScanConfig> {
+    ds.data_source().downcast_ref::<FileScanConfig>()
 }
 
 /// Cancels a running query: its stream ends with [`Error::Cancelled`] and its work stops.

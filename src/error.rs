@@ -20,6 +20,17 @@ pub struct Position {
     pub column: usize,
 }
 
+impl Position {
+    /// The position of byte `offset` in `text`.
+    pub fn at(text: &str, offset: usize) -> Position {
+        let before = &text[..offset.min(text.len())];
+        Position {
+            line: before.matches('\n').count() + 1,
+            column: before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1,
+        }
+    }
+}
+
 impl fmt::Display for Position {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}:{}", self.line, self.column)

@@ -318,7 +318,7 @@ pub fn split_statements(text: &str) -> Result<Vec<String>> {
                 if i >= bytes.len() {
                     return Err(Error::Syntax {
                         message: format!("unterminated {} quote", q as char),
-                        position: Some(position_of(text, text.len())),
+                        position: Some(crate::error::Position::at(text, text.len())),
                     });
                 }
             }
@@ -334,7 +334,7 @@ pub fn split_statements(text: &str) -> Result<Vec<String>> {
                     None => {
                         return Err(Error::Syntax {
                             message: "unterminated /* comment".into(),
-                            position: Some(position_of(text, i)),
+                            position: Some(crate::error::Position::at(text, i)),
                         });
                     }
                 }
@@ -344,7 +344,7 @@ pub fn split_statements(text: &str) -> Result<Vec<String>> {
                 None => {
                     return Err(Error::Syntax {
                         message: "unterminated $$ string".into(),
-                        position: Some(position_of(text, i)),
+                        position: Some(crate::error::Position::at(text, i)),
                     });
                 }
             },
@@ -380,19 +380,6 @@ fn has_code(s: &str) -> bool {
     }
 }
 
-fn position_of(text: &str, offset: usize) -> crate::error::Position {
-    let before = &text[..offset.min(text.len())];
-    crate::error::Position {
-        line: before.matches('\n').count() + 1,
-        column: before
-            .rsplit('\n')
-            .next()
-            .map(|l| l.chars().count())
-            .unwrap_or(0)
-            + 1,
-    }
-}
-
 /// `DESCRIBE 'path'` (as in DuckDB) becomes `DESCRIBE SELECT * FROM 'path'`; other statements
 /// are returned unchanged.
 pub fn rewrite_describe_path(stmt: &str) -> String {
@@ -416,7 +403,7 @@ pub fn rewrite_describe_path(stmt: &str) -> String {
 
 /// Where a parser error that ran out of input points: the end of the statement.
 pub fn end_position(text: &str) -> crate::error::Position {
-    position_of(text, text.trim_end().len())
+    crate::error::Position::at(text, text.trim_end().len())
 }
 
 /// Accept DuckDB's `COPY ... TO 'target' (FORMAT parquet, PARTITION_BY (a, b), HEADER, ...)`

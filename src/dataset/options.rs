@@ -24,15 +24,6 @@ pub enum Format {
 }
 
 impl Format {
-    /// Every format, in the order they are listed to users.
-    pub const ALL: [Format; 5] = [
-        Format::Parquet,
-        Format::Csv,
-        Format::Json,
-        Format::Arrow,
-        Format::Avro,
-    ];
-
     /// The lowercase name used in SQL and the catalog file.
     pub fn name(self) -> &'static str {
         match self {
