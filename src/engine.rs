@@ -25,6 +25,7 @@ use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::{CreateExternalTable, LogicalPlan};
 use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::metrics::MetricValue;
 use datafusion::prelude::SessionConfig;
 use futures::{Stream, StreamExt};
 
@@ -340,6 +341,17 @@ impl Engine {
     /// such as `CREATE`, `COPY` or `INSERT` run to completion before the result is returned
     /// (their result is a row count, or nothing).
     pub async fn sql(&self, text: &str) -> Result<QueryResult> {
+        self.run_sql(text, true).await
+    }
+
+    /// Like [`Engine::sql`], but statements such as `COPY` and `INSERT` do their work as the
+    /// result is read rather than before it is returned, so a caller can watch their progress
+    /// ([`QueryResult::progress`]) and cancel them. Read the result to the end to complete them.
+    pub async fn execute(&self, text: &str) -> Result<QueryResult> {
+        self.run_sql(text, false).await
+    }
+
+    async fn run_sql(&self, text: &str, complete_commands: bool) -> Result<QueryResult> {
         let text = sql::rewrite_copy_options(&sql::rewrite_describe_path(text))?;
         let dialect = self
             .ctx
@@ -375,10 +387,13 @@ impl Engine {
         let calls = sql::extract_table_functions(&mut stmt, || {
             format!("__strata_{}", self.next_key.fetch_add(1, Ordering::Relaxed))
         })?;
+        sql::expand_setting_alias(&mut stmt);
         let mut isolated = stmt.clone();
         let fallback = sql::isolate_quantified_subqueries(&mut isolated).then_some(stmt);
         let keys: Vec<String> = calls.iter().map(|(k, _)| k.clone()).collect();
-        let result = self.plan_and_run(isolated, fallback, calls).await;
+        let result = self
+            .plan_and_run(isolated, fallback, calls, complete_commands)
+            .await;
         self.prepared.remove(&keys);
         result.map_err(|e| self.explain_error(e))
     }
@@ -388,6 +403,7 @@ impl Engine {
         stmt: datafusion::sql::parser::Statement,
         fallback: Option<datafusion::sql::parser::Statement>,
         calls: Vec<(String, sql::TableFunctionCall)>,
+        complete_commands: bool,
     ) -> Result<QueryResult> {
         let state = self.ctx.state();
         let lookup = |name: &str| {
@@ -421,7 +437,7 @@ impl Engine {
         let optimized = state.optimize(&plan)?;
         let execution = self.runner.execute(&state, optimized).await?;
         let mut result = QueryResult::new(execution.plan, execution.stream, state.task_ctx());
-        if !is_query {
+        if !is_query && complete_commands {
             // Run commands to completion now, so errors surface here and effects are visible.
             let batches = result.collect().await?;
             result = QueryResult::from_batches(result.schema.clone(), batches);
@@ -507,6 +523,61 @@ pub struct ScanStats {
     pub bytes_scanned: u64,
     /// Rows the scans produced.
     pub rows: u64,
+    /// Files read to the end so far.
+    pub files_done: usize,
+    /// Partitions (parallel streams) of the scans.
+    pub partitions: usize,
+    /// Scan partitions finished so far.
+    pub partitions_done: usize,
+}
+
+/// Reads a running query's [`ScanStats`]; see [`QueryResult::progress`].
+#[derive(Clone)]
+pub struct Progress {
+    plan: Option<Arc<dyn ExecutionPlan>>,
+}
+
+impl std::fmt::Debug for Progress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Progress").finish_non_exhaustive()
+    }
+}
+
+impl Progress {
+    /// The scans' statistics at this moment.
+    pub fn scan_stats(&self) -> ScanStats {
+        let mut stats = ScanStats::default();
+        let Some(plan) = &self.plan else {
+            return stats;
+        };
+        for ds in scans(plan.as_ref()) {
+            for f in file_scan(ds)
+                .iter()
+                .flat_map(|c| c.file_groups.iter())
+                .flat_map(|g| g.iter())
+            {
+                stats.files += 1;
+                stats.file_bytes += f.object_meta.size;
+            }
+            stats.partitions += ds.properties().partitioning.partition_count();
+            if let Some(m) = ds.metrics() {
+                if let Some(v) = m.sum_by_name("bytes_scanned") {
+                    stats.bytes_scanned += v.as_usize() as u64;
+                }
+                if let Some(v) = m.sum_by_name("files_processed") {
+                    stats.files_done += v.as_usize();
+                }
+                stats.rows += m.output_rows().unwrap_or(0) as u64;
+                stats.partitions_done += m
+                    .iter()
+                    .filter(|m| {
+                        matches!(m.value(), MetricValue::EndTimestamp(t) if t.value().is_some())
+                    })
+                    .count();
+            }
+        }
+        stats
+    }
 }
 
 /// A running (or finished) query. Stream it with [`QueryResult::next_batch`] or
@@ -582,27 +653,14 @@ impl QueryResult {
 
     /// Scan statistics so far (complete once the stream is exhausted).
     pub fn scan_stats(&self) -> ScanStats {
-        let mut stats = ScanStats::default();
-        let Some(plan) = &self.plan else {
-            return stats;
-        };
-        for ds in scans(plan.as_ref()) {
-            for f in file_scan(ds)
-                .iter()
-                .flat_map(|c| c.file_groups.iter())
-                .flat_map(|g| g.iter())
-            {
-                stats.files += 1;
-                stats.file_bytes += f.object_meta.size;
-            }
-            if let Some(m) = ds.metrics() {
-                if let Some(v) = m.sum_by_name("bytes_scanned") {
-                    stats.bytes_scanned += v.as_usize() as u64;
-                }
-                stats.rows += m.output_rows().unwrap_or(0) as u64;
-            }
+        self.progress().scan_stats()
+    }
+
+    /// A handle that reads this query's scan statistics while it runs, from any task.
+    pub fn progress(&self) -> Progress {
+        Progress {
+            plan: self.plan.clone(),
         }
-        stats
     }
 
     /// Read every batch.

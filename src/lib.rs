@@ -41,7 +41,7 @@ pub mod store;
 
 pub use catalog::Catalog;
 pub use dataset::{DatasetOptions, DatasetSpec, Format};
-pub use engine::{CancelHandle, Engine, EngineBuilder, QueryResult, ScanStats};
+pub use engine::{CancelHandle, Engine, EngineBuilder, Progress, QueryResult, ScanStats};
 pub use error::{Error, Result};
 pub use runner::{LocalRunner, Runner};
 

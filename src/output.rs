@@ -7,8 +7,14 @@ use std::str::FromStr;
 
 use datafusion::arrow::array::Array;
 use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::ipc::writer::FileWriter;
+use datafusion::arrow::json::writer::{JsonArray, LineDelimited};
+use datafusion::arrow::json::{Writer as JsonWriter, WriterBuilder as JsonWriterBuilder};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::WriterProperties;
 
 use crate::error::{Error, Result};
 
@@ -30,12 +36,22 @@ pub enum OutputFormat {
     Markdown,
     /// One `column = value` line per cell, rows separated by a blank line.
     Line,
+    /// A Parquet file (zstd); only to a file.
+    Parquet,
+    /// An Arrow IPC file; only to a file.
+    Arrow,
 }
 
 impl OutputFormat {
     /// Every format's name.
-    pub const NAMES: &'static [&'static str] =
-        &["table", "csv", "tsv", "json", "ndjson", "markdown", "line"];
+    pub const NAMES: &'static [&'static str] = &[
+        "table", "csv", "tsv", "json", "ndjson", "markdown", "line", "parquet", "arrow",
+    ];
+
+    /// Whether the format is binary (written only to files, never to a terminal).
+    pub fn is_binary(self) -> bool {
+        matches!(self, OutputFormat::Parquet | OutputFormat::Arrow)
+    }
 }
 
 impl FromStr for OutputFormat {
@@ -49,6 +65,8 @@ impl FromStr for OutputFormat {
             "ndjson" | "jsonl" => OutputFormat::Ndjson,
             "markdown" | "md" => OutputFormat::Markdown,
             "line" => OutputFormat::Line,
+            "parquet" => OutputFormat::Parquet,
+            "arrow" | "ipc" => OutputFormat::Arrow,
             other => {
                 return Err(Error::Config(format!(
                     "unknown output format '{other}'; valid formats are {}",
@@ -69,18 +87,23 @@ impl fmt::Display for OutputFormat {
             OutputFormat::Ndjson => 4,
             OutputFormat::Markdown => 5,
             OutputFormat::Line => 6,
+            OutputFormat::Parquet => 7,
+            OutputFormat::Arrow => 8,
         };
         f.write_str(Self::NAMES[i])
     }
 }
 
-/// Options for [`write_batches`].
+/// Options for [`ResultWriter`] and [`write_batches`].
 #[derive(Debug, Clone)]
 pub struct WriteOptions {
     /// The format.
     pub format: OutputFormat,
     /// In `table` format, the widest a column may be before it is truncated with `…`.
     pub max_column_width: usize,
+    /// In `table` format, the widest the whole table may be (the terminal's width, say):
+    /// wide columns are narrowed, then middle columns left out (shown as `…`), to fit.
+    pub max_table_width: Option<usize>,
 }
 
 impl Default for WriteOptions {
@@ -88,6 +111,7 @@ impl Default for WriteOptions {
         WriteOptions {
             format: OutputFormat::Table,
             max_column_width: 40,
+            max_table_width: None,
         }
     }
 }
@@ -100,63 +124,154 @@ fn arrow(e: datafusion::arrow::error::ArrowError) -> Error {
     Error::Execution(format!("cannot format output: {e}"))
 }
 
-/// Write `batches` (with `schema`, which names the columns even when there are no rows).
-pub fn write_batches(
-    out: &mut dyn Write,
-    schema: &SchemaRef,
-    batches: &[RecordBatch],
-    options: &WriteOptions,
-) -> Result<()> {
-    match options.format {
-        OutputFormat::Table => write_table(out, schema, batches, options.max_column_width),
-        OutputFormat::Markdown => write_markdown(out, schema, batches),
-        OutputFormat::Line => write_line(out, schema, batches),
-        OutputFormat::Csv => write_delimited(out, schema, batches, ','),
-        OutputFormat::Tsv => write_delimited(out, schema, batches, '\t'),
-        OutputFormat::Json => {
-            let mut w = datafusion::arrow::json::ArrayWriter::new(&mut *out);
-            for b in batches {
-                w.write(b).map_err(arrow)?;
+/// Where a [`ResultWriter`] writes.
+pub type Out<'a> = &'a mut (dyn Write + Send);
+
+/// Writes one result, batch by batch, in one format. Text formats that align columns
+/// (`table`, `markdown`, `line`) hold the batches until [`ResultWriter::finish`]; the others
+/// write each batch as it comes.
+pub struct ResultWriter<'a> {
+    schema: SchemaRef,
+    options: WriteOptions,
+    sink: Sink<'a>,
+}
+
+enum Sink<'a> {
+    Held(Out<'a>, Vec<RecordBatch>),
+    Delimited(Out<'a>, char),
+    Json(JsonWriter<Out<'a>, JsonArray>, bool),
+    Ndjson(JsonWriter<Out<'a>, LineDelimited>),
+    Parquet(Box<ArrowWriter<Out<'a>>>),
+    Arrow(Box<FileWriter<Out<'a>>>),
+}
+
+impl<'a> ResultWriter<'a> {
+    /// Start writing a result with `schema` (which names the columns even when no rows come).
+    pub fn new(out: Out<'a>, schema: &SchemaRef, options: &WriteOptions) -> Result<Self> {
+        let json = || JsonWriterBuilder::new().with_explicit_nulls(true);
+        let sink = match options.format {
+            OutputFormat::Table | OutputFormat::Markdown | OutputFormat::Line => {
+                Sink::Held(out, Vec::new())
             }
-            w.finish().map_err(arrow)?;
-            if batches.iter().all(|b| b.num_rows() == 0) {
-                out.write_all(b"[]").map_err(io)?;
+            OutputFormat::Csv | OutputFormat::Tsv => {
+                let delimiter = if options.format == OutputFormat::Csv {
+                    ','
+                } else {
+                    '\t'
+                };
+                let names: Vec<String> = schema
+                    .fields()
+                    .iter()
+                    .map(|f| quote_field(f.name(), delimiter))
+                    .collect();
+                writeln!(out, "{}", names.join(&delimiter.to_string())).map_err(io)?;
+                Sink::Delimited(out, delimiter)
             }
-            out.write_all(b"\n").map_err(io)
+            OutputFormat::Json => Sink::Json(json().build(out), false),
+            OutputFormat::Ndjson => Sink::Ndjson(json().build(out)),
+            OutputFormat::Parquet => {
+                let props = WriterProperties::builder()
+                    .set_compression(Compression::ZSTD(ZstdLevel::default()))
+                    .build();
+                Sink::Parquet(Box::new(
+                    ArrowWriter::try_new(out, schema.clone(), Some(props))
+                        .map_err(|e| Error::Execution(format!("cannot write Parquet: {e}")))?,
+                ))
+            }
+            OutputFormat::Arrow => {
+                Sink::Arrow(Box::new(FileWriter::try_new(out, schema).map_err(arrow)?))
+            }
+        };
+        Ok(ResultWriter {
+            schema: schema.clone(),
+            options: options.clone(),
+            sink,
+        })
+    }
+
+    /// Write (or hold) one batch.
+    pub fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        match &mut self.sink {
+            Sink::Held(_, batches) => batches.push(batch.clone()),
+            Sink::Delimited(out, delimiter) => write_delimited_rows(*out, batch, *delimiter)?,
+            Sink::Json(w, any) => {
+                *any |= batch.num_rows() > 0;
+                w.write(batch).map_err(arrow)?
+            }
+            Sink::Ndjson(w) => w.write(batch).map_err(arrow)?,
+            Sink::Parquet(w) => w
+                .write(batch)
+                .map_err(|e| Error::Execution(format!("cannot write Parquet: {e}")))?,
+            Sink::Arrow(w) => w.write(batch).map_err(arrow)?,
         }
-        OutputFormat::Ndjson => {
-            let mut w = datafusion::arrow::json::LineDelimitedWriter::new(&mut *out);
-            for b in batches {
-                w.write(b).map_err(arrow)?;
+        Ok(())
+    }
+
+    /// Finish the result (write held rows, close arrays and file footers).
+    pub fn finish(self) -> Result<()> {
+        let schema = &self.schema;
+        match self.sink {
+            Sink::Held(out, batches) => match self.options.format {
+                OutputFormat::Markdown => write_markdown(out, schema, &batches),
+                OutputFormat::Line => write_line(out, schema, &batches),
+                _ => write_table(out, schema, &batches, &self.options),
+            },
+            Sink::Delimited(out, _) => out.flush().map_err(io),
+            Sink::Json(mut w, any) => {
+                w.finish().map_err(arrow)?;
+                let out = w.into_inner();
+                if !any {
+                    out.write_all(b"[]").map_err(io)?;
+                }
+                out.write_all(b"\n").map_err(io)
             }
-            w.finish().map_err(arrow)
+            Sink::Ndjson(mut w) => w.finish().map_err(arrow),
+            Sink::Parquet(w) => w
+                .close()
+                .map(|_| ())
+                .map_err(|e| Error::Execution(format!("cannot write Parquet: {e}"))),
+            Sink::Arrow(mut w) => w.finish().map_err(arrow),
         }
     }
 }
 
-/// Delimited text with a header; NULL is an empty field and the empty string is `""`, so the
-/// two stay apart, as DuckDB writes them.
-fn write_delimited(
-    out: &mut dyn Write,
+/// Write `batches` (with `schema`, which names the columns even when there are no rows).
+pub fn write_batches(
+    out: Out<'_>,
     schema: &SchemaRef,
     batches: &[RecordBatch],
-    delimiter: char,
+    options: &WriteOptions,
 ) -> Result<()> {
-    let field = |s: &str| -> String {
-        if s.is_empty() || s.contains([delimiter, '"', '\n', '\r']) {
-            format!("\"{}\"", s.replace('"', "\"\""))
-        } else {
-            s.to_string()
-        }
-    };
+    let mut w = ResultWriter::new(out, schema, options)?;
+    for b in batches {
+        w.write(b)?;
+    }
+    w.finish()
+}
+
+fn quote_field(s: &str, delimiter: char) -> String {
+    if s.is_empty() || s.contains([delimiter, '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+/// Delimited rows: NULL is an empty field and the empty string is `""`, so the two stay
+/// apart, as DuckDB writes them.
+fn write_delimited_rows(out: &mut dyn Write, batch: &RecordBatch, delimiter: char) -> Result<()> {
     let sep = delimiter.to_string();
-    let names: Vec<String> = schema.fields().iter().map(|f| field(f.name())).collect();
-    writeln!(out, "{}", names.join(&sep)).map_err(io)?;
-    for (cells, nulls) in cells_with_nulls(batches)? {
+    for (cells, nulls) in cells_with_nulls(std::slice::from_ref(batch))? {
         let row: Vec<String> = cells
             .iter()
             .zip(nulls)
-            .map(|(c, null)| if null { String::new() } else { field(c) })
+            .map(|(c, null)| {
+                if null {
+                    String::new()
+                } else {
+                    quote_field(c, delimiter)
+                }
+            })
             .collect();
         writeln!(out, "{}", row.join(&sep)).map_err(io)?;
     }
@@ -215,21 +330,19 @@ fn write_table(
     out: &mut dyn Write,
     schema: &SchemaRef,
     batches: &[RecordBatch],
-    max_width: usize,
+    options: &WriteOptions,
 ) -> Result<()> {
     let names: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
     if names.is_empty() {
         return Ok(());
     }
+    let max_width = options.max_column_width.max(4);
     let rows: Vec<Vec<String>> = cells(batches)?
         .into_iter()
-        .map(|r| r.iter().map(|c| truncate(c, max_width.max(4))).collect())
+        .map(|r| r.iter().map(|c| truncate(c, max_width)).collect())
         .collect();
-    let header: Vec<String> = names
-        .iter()
-        .map(|n| truncate(n, max_width.max(4)))
-        .collect();
-    let widths: Vec<usize> = (0..names.len())
+    let header: Vec<String> = names.iter().map(|n| truncate(n, max_width)).collect();
+    let mut widths: Vec<usize> = (0..names.len())
         .map(|i| {
             rows.iter()
                 .map(|r| r[i].chars().count())
@@ -238,21 +351,28 @@ fn write_table(
                 .unwrap_or(0)
         })
         .collect();
+    let shown = match options.max_table_width {
+        Some(limit) => fit_columns(&mut widths, limit),
+        None => (0..names.len()).map(Some).collect(),
+    };
     let numeric: Vec<bool> = schema
         .fields()
         .iter()
         .map(|f| f.data_type().is_numeric())
         .collect();
-    let rule: String = widths
+    let rule: String = shown
         .iter()
-        .map(|w| "-".repeat(w + 2))
+        .map(|c| "-".repeat(c.map(|i| widths[i]).unwrap_or(1) + 2))
         .collect::<Vec<_>>()
         .join("+");
     let line = |cells: &[String], align_numbers: bool| -> String {
-        let parts: Vec<String> = cells
+        let parts: Vec<String> = shown
             .iter()
-            .enumerate()
-            .map(|(i, c)| {
+            .map(|col| {
+                let Some(i) = *col else {
+                    return " … ".to_string();
+                };
+                let c = truncate(&cells[i], widths[i]);
                 let pad = widths[i] - c.chars().count();
                 if align_numbers && numeric[i] {
                     format!(" {}{} ", " ".repeat(pad), c)
@@ -270,6 +390,52 @@ fn write_table(
         writeln!(out, "{}", line(r, true)).map_err(io)?;
     }
     writeln!(out, "+{rule}+").map_err(io)
+}
+
+/// Narrow the widest columns, then leave out middle columns, until a table with these column
+/// widths fits in `limit` characters. Returns the columns to show in order; `None` marks the
+/// place of the left-out columns.
+fn fit_columns(widths: &mut [usize], limit: usize) -> Vec<Option<usize>> {
+    // Each column takes its width plus " | "; the table adds one border character.
+    let total = |ws: &[usize]| ws.iter().map(|w| w + 3).sum::<usize>() + 1;
+    let floor: Vec<usize> = widths.iter().map(|w| (*w).min(6)).collect();
+    while total(widths) > limit {
+        let widest = (0..widths.len())
+            .filter(|&i| widths[i] > floor[i])
+            .max_by_key(|&i| (widths[i], std::cmp::Reverse(i)));
+        match widest {
+            Some(i) => widths[i] -= 1,
+            None => break,
+        }
+    }
+    let n = widths.len();
+    if total(widths) <= limit {
+        return (0..n).map(Some).collect();
+    }
+    // Keep columns from both ends, alternately, while they fit next to a `…` column.
+    let (mut left, mut right) = (Vec::new(), Vec::new());
+    let mut used = 1 + 4;
+    let (mut lo, mut hi) = (0, n);
+    let mut take_left = true;
+    while lo < hi {
+        let i = if take_left { lo } else { hi - 1 };
+        if used + widths[i] + 3 > limit {
+            break;
+        }
+        used += widths[i] + 3;
+        if take_left {
+            left.push(Some(i));
+            lo += 1;
+        } else {
+            right.push(Some(i));
+            hi -= 1;
+        }
+        take_left = !take_left;
+    }
+    right.reverse();
+    left.push(None);
+    left.extend(right);
+    left
 }
 
 fn write_markdown(out: &mut dyn Write, schema: &SchemaRef, batches: &[RecordBatch]) -> Result<()> {
@@ -341,7 +507,7 @@ mod tests {
             &batches,
             &WriteOptions {
                 format,
-                max_column_width: 40,
+                ..WriteOptions::default()
             },
         )
         .unwrap();
@@ -379,7 +545,7 @@ mod tests {
             &[b],
             &WriteOptions {
                 format: OutputFormat::Csv,
-                max_column_width: 40,
+                ..WriteOptions::default()
             },
         )
         .unwrap();
@@ -389,11 +555,11 @@ mod tests {
         );
         assert_eq!(
             render(OutputFormat::Json),
-            "[{\"id\":1,\"name\":\"a|b\"},{\"name\":\"\"},{\"id\":300}]\n"
+            "[{\"id\":1,\"name\":\"a|b\"},{\"id\":null,\"name\":\"\"},{\"id\":300,\"name\":null}]\n"
         );
         assert_eq!(
             render(OutputFormat::Ndjson),
-            "{\"id\":1,\"name\":\"a|b\"}\n{\"name\":\"\"}\n{\"id\":300}\n"
+            "{\"id\":1,\"name\":\"a|b\"}\n{\"id\":null,\"name\":\"\"}\n{\"id\":300,\"name\":null}\n"
         );
     }
 
@@ -423,5 +589,56 @@ mod tests {
                 .to_string()
                 .contains("valid formats")
         );
+    }
+
+    #[test]
+    fn wide_tables_fit_the_width() {
+        let mut w = vec![10, 40, 10];
+        // 10+3 + 40+3 + 10+3 + 1 = 70 > 50: the widest column gives way first.
+        assert_eq!(fit_columns(&mut w, 50), vec![Some(0), Some(1), Some(2)]);
+        assert_eq!(w, vec![10, 20, 10]);
+        let mut w = vec![8; 12];
+        let shown = fit_columns(&mut w, 40);
+        assert_eq!(shown, vec![Some(0), Some(1), None, Some(11)]);
+        assert_eq!(w[0], 6);
+        let (schema, batches) = sample();
+        let mut out = Vec::new();
+        let opts = WriteOptions {
+            max_table_width: Some(12),
+            ..WriteOptions::default()
+        };
+        write_batches(&mut out, &schema, &batches, &opts).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.lines().all(|l| l.chars().count() <= 12), "{text}");
+        assert!(text.contains(" … "), "{text}");
+    }
+
+    #[test]
+    fn parquet_and_arrow_files_round_trip() {
+        let (schema, batches) = sample();
+        for format in [OutputFormat::Parquet, OutputFormat::Arrow] {
+            let mut out = Vec::new();
+            let opts = WriteOptions {
+                format,
+                ..WriteOptions::default()
+            };
+            write_batches(&mut out, &schema, &batches, &opts).unwrap();
+            let bytes = bytes::Bytes::from(out);
+            let read: Vec<RecordBatch> = if format == OutputFormat::Parquet {
+                parquet::arrow::arrow_reader::ParquetRecordBatchReader::try_new(bytes, 1024)
+                    .unwrap()
+                    .collect::<std::result::Result<_, _>>()
+                    .unwrap()
+            } else {
+                datafusion::arrow::ipc::reader::FileReader::try_new(
+                    std::io::Cursor::new(bytes),
+                    None,
+                )
+                .unwrap()
+                .collect::<std::result::Result<_, _>>()
+                .unwrap()
+            };
+            assert_eq!(read, batches, "{format}");
+        }
     }
 }

@@ -554,6 +554,52 @@ pub fn rewrite_copy_options(stmt: &str) -> Result<String> {
     Ok(out)
 }
 
+/// Short names for the settings users change most, accepted by `SET` and `SHOW`.
+pub const SETTING_ALIASES: &[(&str, &str)] = &[
+    ("threads", "datafusion.execution.target_partitions"),
+    (
+        "target_partitions",
+        "datafusion.execution.target_partitions",
+    ),
+    ("batch_size", "datafusion.execution.batch_size"),
+    ("memory_limit", "datafusion.runtime.memory_limit"),
+    ("temp_directory", "datafusion.runtime.temp_directory"),
+    ("spill_dir", "datafusion.runtime.temp_directory"),
+    (
+        "pushdown_filters",
+        "datafusion.execution.parquet.pushdown_filters",
+    ),
+];
+
+/// Replace a short setting name in `SET name = value` / `SHOW name` with its full name.
+pub fn expand_setting_alias(stmt: &mut DfStatement) {
+    use datafusion::sql::sqlparser::ast::{Set, Statement};
+    let DfStatement::Statement(s) = stmt else {
+        return;
+    };
+    let name = match s.as_mut() {
+        Statement::Set(Set::SingleAssignment { variable, .. }) => variable,
+        Statement::ShowVariable { variable } => {
+            if let [one] = variable.as_mut_slice()
+                && let Some((_, full)) = SETTING_ALIASES
+                    .iter()
+                    .find(|(a, _)| one.value.eq_ignore_ascii_case(a))
+            {
+                *variable = full.split('.').map(Ident::new).collect();
+            }
+            return;
+        }
+        _ => return,
+    };
+    let text = name.to_string();
+    if let Some((_, full)) = SETTING_ALIASES
+        .iter()
+        .find(|(a, _)| text.eq_ignore_ascii_case(a))
+    {
+        *name = ObjectName::from(full.split('.').map(Ident::new).collect::<Vec<_>>());
+    }
+}
+
 /// Rewrite `x op ANY/ALL (subquery)` so the subquery's output is a derived table's column.
 ///
 /// DataFusion decorrelates these into joins whose predicate names the outer column; when the

@@ -1,43 +1,87 @@
 //! The `strata` command line: runs SQL from `-c`, `-f` or standard input against an engine
-//! built from the options and the catalog file, and prints results as tables.
+//! built from the options and the catalog file, opens the prompt on a terminal, and converts
+//! datasets between formats and stores.
 
+mod convert;
+mod progress;
 mod repl;
+mod shell;
 
 use std::io::{IsTerminal, Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Instant;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use strata::output::{OutputFormat, WriteOptions};
 use strata::{Engine, Error};
+
+use shell::Shell;
+
+/// What can go wrong in the command line: the engine's errors, and the command line's own
+/// (bad options, unreadable script files, unwritable output).
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// An error from the engine.
+    #[error(transparent)]
+    Engine(#[from] Error),
+    /// A bad option or setting, or a file the command line cannot read or write.
+    #[error("{0}")]
+    Usage(String),
+}
+
+impl CliError {
+    fn position(&self) -> Option<strata::error::Position> {
+        match self {
+            CliError::Engine(e) => e.position(),
+            CliError::Usage(_) => None,
+        }
+    }
+
+    fn is_cancelled(&self) -> bool {
+        matches!(self, CliError::Engine(Error::Cancelled))
+    }
+}
+
+const EXAMPLES: &str = "\
+Examples:
+  strata                                   open the prompt (tables from ./strata.toml)
+  strata -c \"SELECT count(*) FROM 'data/violations'\"
+  strata -q --format csv -c \"SELECT * FROM people\" > people.csv
+  strata -f report.sql --output report.md --format markdown
+  strata -o top.parquet -c \"SELECT * FROM violations ORDER BY fine_amount DESC LIMIT 100\"
+  echo \"SELECT 1;\" | strata --format json
+  strata convert 'data/violations_csv' s3://bucket/violations/ --partition-by year,month
+  strata --memory-limit 2G --threads 8 -f heavy.sql
+
+Every option can also be set in the environment: STRATA_FORMAT=csv, STRATA_MAX_ROWS=100,
+STRATA_CATALOG=..., and so on (see each option). NO_COLOR turns colour off.";
 
 /// Strata: SQL over partitioned datasets in Parquet, CSV, JSON, Arrow and Avro, local or in
 /// object stores.
 #[derive(Debug, Parser)]
-#[command(name = "strata", version, about)]
+#[command(name = "strata", version, about, after_help = EXAMPLES, args_conflicts_with_subcommands = true)]
 struct Args {
+    #[command(subcommand)]
+    command: Option<Command>,
     /// Run this SQL (repeatable; statements separated by `;`).
     #[arg(short = 'c', long = "command", env = "STRATA_COMMAND")]
     commands: Vec<String>,
     /// Run the SQL in this file (repeatable; `-` is standard input).
     #[arg(short = 'f', long = "file")]
     files: Vec<PathBuf>,
-    /// The catalog file (default: ./strata.toml when present).
-    #[arg(long, env = "STRATA_CATALOG")]
-    catalog: Option<PathBuf>,
-    /// Threads (target partitions) per query.
-    #[arg(long, env = "STRATA_THREADS")]
-    threads: Option<usize>,
-    /// Memory limit for queries, e.g. 512M or 2G; beyond it operators spill to disk.
-    #[arg(long, env = "STRATA_MEMORY_LIMIT")]
-    memory_limit: Option<String>,
+    #[command(flatten)]
+    engine: EngineArgs,
     /// Print nothing but query results.
     #[arg(short = 'q', long, env = "STRATA_QUIET")]
     quiet: bool,
-    /// Result format: table, csv, tsv, json, ndjson, markdown or line.
+    /// Result format: table, csv, tsv, json, ndjson, markdown, line; with --output also
+    /// parquet or arrow (chosen by the file's extension when it is .parquet or .arrow).
     #[arg(long, env = "STRATA_FORMAT", default_value = "table")]
     format: String,
+    /// Show at most N rows of each result on the terminal (0 = all; default 40 at the
+    /// prompt, all otherwise). Results written with --output are never cut.
+    #[arg(long, env = "STRATA_MAX_ROWS", value_name = "N")]
+    max_rows: Option<usize>,
     /// Write results to this file instead of standard output.
     #[arg(short = 'o', long, env = "STRATA_OUTPUT")]
     output: Option<PathBuf>,
@@ -45,10 +89,43 @@ struct Args {
     /// status is still 1).
     #[arg(long, env = "STRATA_CONTINUE_ON_ERROR")]
     continue_on_error: bool,
+    /// No colours (also when NO_COLOR is set).
+    #[arg(long, env = "STRATA_NO_COLOR")]
+    no_color: bool,
+    /// No progress line on standard error.
+    #[arg(long, env = "STRATA_NO_PROGRESS")]
+    no_progress: bool,
+}
+
+/// Options that shape the engine, shared by every mode.
+#[derive(Debug, clap::Args)]
+struct EngineArgs {
+    /// The catalog file (default: ./strata.toml when present).
+    #[arg(long, env = "STRATA_CATALOG", global = true)]
+    catalog: Option<PathBuf>,
+    /// Threads (target partitions) per query.
+    #[arg(long, env = "STRATA_THREADS", global = true)]
+    threads: Option<usize>,
+    /// Memory limit for queries, e.g. 512M or 2G; beyond it operators spill to disk.
+    #[arg(long, env = "STRATA_MEMORY_LIMIT", global = true)]
+    memory_limit: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Copy a dataset to another format, store or partitioning, then check the row count.
+    ///
+    /// SRC is a table from the catalog, or a file, directory, glob or URL; DST is a file or a
+    /// directory (end it with `/`) on any store. The copy streams, so memory stays bounded.
+    #[command(after_help = "Examples:
+  strata convert data/people people.parquet
+  strata convert 'data/violations_csv' out/violations/ --partition-by year,month
+  strata convert violations s3://bucket/v.csv.gz --format csv")]
+    Convert(convert::ConvertArgs),
 }
 
 /// Parse `512M`, `2G`, `1024` into bytes.
-fn parse_size(text: &str) -> Result<usize, Error> {
+fn parse_size(text: &str) -> Result<usize, CliError> {
     let t = text.trim().to_ascii_uppercase();
     let t = t.trim_end_matches('B');
     let (num, mult) = match t.chars().last() {
@@ -63,17 +140,17 @@ fn parse_size(text: &str) -> Result<usize, Error> {
         .ok()
         .filter(|n| *n > 0.0)
         .map(|n| (n * mult as f64) as usize)
-        .ok_or_else(|| Error::Config(format!("invalid size '{text}'; use e.g. 512M or 2G")))
+        .ok_or_else(|| CliError::Usage(format!("invalid size '{text}'; use e.g. 512M or 2G")))
 }
 
 /// Entry point of the binary.
-pub fn main() -> Result<ExitCode, Error> {
+pub fn main() -> Result<ExitCode, CliError> {
     let args = Args::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
-        .worker_threads(args.threads.unwrap_or_else(num_cpus).max(1))
+        .worker_threads(args.engine.threads.unwrap_or_else(num_cpus).max(1))
         .build()
-        .map_err(|e| Error::Config(format!("cannot start the runtime: {e}")))?;
+        .map_err(|e| CliError::Usage(format!("cannot start the runtime: {e}")))?;
     runtime.block_on(run(args))
 }
 
@@ -83,7 +160,7 @@ fn num_cpus() -> usize {
         .unwrap_or(1)
 }
 
-async fn run(args: Args) -> Result<ExitCode, Error> {
+async fn build_engine(args: &EngineArgs) -> Result<Engine, CliError> {
     let mut builder = Engine::builder();
     if let Some(n) = args.threads {
         builder = builder.threads(n);
@@ -98,11 +175,31 @@ async fn run(args: Args) -> Result<ExitCode, Error> {
     if let Some(c) = catalog {
         builder = builder.catalog(c);
     }
-    let engine = builder.build().await?;
+    Ok(builder.build().await?)
+}
+
+/// Colours are on unless `--no-color` or `NO_COLOR` (any non-empty value) says otherwise.
+fn color_enabled(no_color: bool) -> bool {
+    !no_color && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
+async fn run(args: Args) -> Result<ExitCode, CliError> {
+    let color = color_enabled(args.no_color);
+    if let Some(Command::Convert(c)) = &args.command {
+        let engine = build_engine(&args.engine).await?;
+        return convert::run(&engine, c, args.quiet, !args.no_progress).await;
+    }
+    let engine = build_engine(&args.engine).await?;
     let options = WriteOptions {
         format: args.format.parse::<OutputFormat>()?,
         ..WriteOptions::default()
     };
+    let mut shell = Shell::new(engine, options)?;
+    shell.quiet = args.quiet;
+    shell.timing = !args.quiet;
+    shell.color = color;
+    shell.progress = !args.no_progress;
+    shell.set_output(args.output.clone())?;
 
     let mut scripts: Vec<String> = args.commands.clone();
     for f in &args.files {
@@ -110,38 +207,34 @@ async fn run(args: Args) -> Result<ExitCode, Error> {
             let mut s = String::new();
             std::io::stdin()
                 .read_to_string(&mut s)
-                .map_err(|e| Error::Config(format!("reading standard input: {e}")))?;
+                .map_err(|e| CliError::Usage(format!("reading standard input: {e}")))?;
             s
         } else {
             std::fs::read_to_string(f)
-                .map_err(|e| Error::Config(format!("cannot read {}: {e}", f.display())))?
+                .map_err(|e| CliError::Usage(format!("cannot read {}: {e}", f.display())))?
         };
         scripts.push(text);
     }
     if scripts.is_empty() {
         if std::io::stdin().is_terminal() {
-            return repl::run(&engine, options, args.quiet).await;
+            shell.max_rows = args.max_rows.unwrap_or(40);
+            shell.pager = pager_command();
+            return repl::run(&mut shell).await;
         }
         let mut s = String::new();
         std::io::stdin()
             .read_to_string(&mut s)
-            .map_err(|e| Error::Config(format!("reading standard input: {e}")))?;
+            .map_err(|e| CliError::Usage(format!("reading standard input: {e}")))?;
         scripts.push(s);
     }
-    let mut out: Box<dyn Write> = match &args.output {
-        Some(path) => Box::new(std::io::BufWriter::new(
-            std::fs::File::create(path)
-                .map_err(|e| Error::Config(format!("cannot write {}: {e}", path.display())))?,
-        )),
-        None => Box::new(std::io::stdout().lock()),
-    };
+    shell.max_rows = args.max_rows.unwrap_or(0);
     let mut failed = false;
     for script in scripts {
         for stmt in Engine::split_statements(&script)? {
-            if let Err(e) = run_statement(&engine, &stmt, &mut out, &options, args.quiet).await {
-                let _ = out.flush();
-                report(&mut std::io::stderr(), &e, &stmt);
-                if matches!(e, Error::Cancelled) {
+            if let Err(e) = shell.run(&stmt).await {
+                let _ = shell.flush();
+                report(&mut std::io::stderr(), &e, &stmt, color);
+                if e.is_cancelled() {
                     // Interrupted: stop the batch as a shell expects of Ctrl-C.
                     return Ok(ExitCode::from(130));
                 }
@@ -152,8 +245,7 @@ async fn run(args: Args) -> Result<ExitCode, Error> {
             }
         }
     }
-    out.flush()
-        .map_err(|e| Error::Execution(format!("cannot write output: {e}")))?;
+    shell.flush()?;
     Ok(if failed {
         ExitCode::FAILURE
     } else {
@@ -161,45 +253,26 @@ async fn run(args: Args) -> Result<ExitCode, Error> {
     })
 }
 
-async fn run_statement(
-    engine: &Engine,
-    stmt: &str,
-    out: &mut impl Write,
-    options: &WriteOptions,
-    quiet: bool,
-) -> Result<(), Error> {
-    let start = Instant::now();
-    // Ctrl-C cancels the statement (planning included), not the process.
-    let run = async {
-        let mut result = engine.sql(stmt).await?;
-        let batches = result.collect().await?;
-        Ok::<_, Error>((result, batches))
-    };
-    let (result, batches) = tokio::select! {
-        done = run => done?,
-        _ = tokio::signal::ctrl_c() => return Err(Error::Cancelled),
-    };
-    let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
-    let schema = result.schema();
-    if !schema.fields().is_empty() {
-        strata::output::write_batches(out, &schema, &batches, options)?;
+/// The pager: `$PAGER` when set (empty turns paging off), else `less` when installed.
+fn pager_command() -> Option<String> {
+    match std::env::var("PAGER") {
+        Ok(p) => (!p.trim().is_empty()).then_some(p),
+        Err(_) => {
+            let found = std::env::var_os("PATH")
+                .is_some_and(|path| std::env::split_paths(&path).any(|d| d.join("less").is_file()));
+            found.then(|| "less".to_string())
+        }
     }
-    if !quiet && options.format == OutputFormat::Table {
-        writeln!(
-            out,
-            "{rows} row{} in {:.3} s",
-            if rows == 1 { "" } else { "s" },
-            start.elapsed().as_secs_f64()
-        )
-        .map_err(|e| Error::Execution(e.to_string()))?;
-    }
-    Ok(())
 }
 
 /// Print an error as `Error: ...`; when it points into the statement, show that line with a
 /// caret under the column.
-fn report(err_out: &mut dyn Write, err: &Error, stmt: &str) {
-    let _ = writeln!(err_out, "Error: {err}");
+fn report(err_out: &mut dyn Write, err: &CliError, stmt: &str, color: bool) {
+    if color && std::io::stderr().is_terminal() {
+        let _ = writeln!(err_out, "\x1b[1;31mError:\x1b[0m {err}");
+    } else {
+        let _ = writeln!(err_out, "Error: {err}");
+    }
     if let Some(p) = err.position()
         && let Some(line) = stmt.lines().nth(p.line.saturating_sub(1))
     {
@@ -225,7 +298,7 @@ mod tests {
             position: Some(strata::error::Position { line: 2, column: 3 }),
         };
         let mut out = Vec::new();
-        report(&mut out, &err, "SELECT *\n  FORM t");
+        report(&mut out, &err.into(), "SELECT *\n  FORM t", false);
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "Error: syntax error at 2:3: Expected: end of statement, found: FORM\n    FORM t\n    ^\n"

@@ -1,0 +1,159 @@
+//! The progress line drawn on standard error while a statement runs: files, bytes and rows
+//! scanned, partitions done, elapsed time and an estimate of the time left.
+
+use std::io::Write;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use strata::{Progress, ScanStats};
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+
+/// How long a statement runs before the progress line appears.
+const DELAY: Duration = Duration::from_secs(1);
+const TICK: Duration = Duration::from_millis(200);
+const BAR: usize = 20;
+
+/// A progress line that draws itself until [`ProgressBar::finish`] clears it.
+pub struct ProgressBar {
+    stop: Arc<Notify>,
+    task: JoinHandle<()>,
+}
+
+impl ProgressBar {
+    /// Start watching `progress`; nothing is drawn before a second has passed.
+    pub fn start(progress: Progress, started: Instant) -> Self {
+        let stop = Arc::new(Notify::new());
+        let stopped = stop.clone();
+        let task = tokio::spawn(async move {
+            let first = tokio::time::Instant::from_std(started) + DELAY;
+            tokio::select! {
+                _ = tokio::time::sleep_until(first) => {}
+                _ = stopped.notified() => return,
+            }
+            let mut ticks = 0usize;
+            loop {
+                let line = render(&progress.scan_stats(), started.elapsed(), ticks);
+                draw(&format!("\r\x1b[2K{line}"));
+                ticks += 1;
+                tokio::select! {
+                    _ = tokio::time::sleep(TICK) => {}
+                    _ = stopped.notified() => break,
+                }
+            }
+            draw("\r\x1b[2K");
+        });
+        ProgressBar { stop, task }
+    }
+
+    /// Stop drawing and clear the line.
+    pub async fn finish(self) {
+        self.stop.notify_one();
+        let _ = self.task.await;
+    }
+}
+
+fn draw(text: &str) {
+    let mut err = std::io::stderr().lock();
+    let _ = err.write_all(text.as_bytes());
+    let _ = err.flush();
+}
+
+/// The share of the work done, when it can be told: files read, or scan partitions finished.
+fn fraction(s: &ScanStats) -> Option<f64> {
+    let files = (s.files > 0).then(|| s.files_done as f64 / s.files as f64);
+    let parts = (s.partitions > 0).then(|| s.partitions_done as f64 / s.partitions as f64);
+    match (files, parts) {
+        (Some(a), Some(b)) => Some(a.max(b)),
+        (a, b) => a.or(b),
+    }
+    .map(|f| f.clamp(0.0, 1.0))
+}
+
+/// One progress line, e.g.
+/// `⠹ [#######·············] 35% 12/48 files 3.1 MiB/9.0 MiB 1,204,332 rows 2/8 partitions 2.4 s ETA 4 s`.
+pub fn render(s: &ScanStats, elapsed: Duration, tick: usize) -> String {
+    const SPIN: [char; 8] = ['⠋', '⠙', '⠹', '⠸', '⠼', '⠴', '⠦', '⠧'];
+    let mut parts = vec![SPIN[tick % SPIN.len()].to_string()];
+    let frac = fraction(s);
+    if let Some(f) = frac {
+        let filled = (f * BAR as f64).round() as usize;
+        parts.push(format!(
+            "[{}{}] {:>3.0}%",
+            "#".repeat(filled),
+            "·".repeat(BAR - filled),
+            f * 100.0
+        ));
+    }
+    if s.files > 0 {
+        parts.push(format!("{}/{} files", s.files_done, s.files));
+        let read = if s.bytes_scanned > 0 {
+            format!("{} read of {}", bytes(s.bytes_scanned), bytes(s.file_bytes))
+        } else {
+            bytes(s.file_bytes)
+        };
+        parts.push(read);
+    }
+    parts.push(format!("{} rows", thousands(s.rows)));
+    if s.partitions > 0 {
+        parts.push(format!("{}/{} partitions", s.partitions_done, s.partitions));
+    }
+    let secs = elapsed.as_secs_f64();
+    parts.push(format!("{secs:.1} s"));
+    if let Some(f) = frac.filter(|f| *f >= 0.05 && *f < 1.0) {
+        parts.push(format!("ETA {:.0} s", secs * (1.0 - f) / f));
+    }
+    parts.join(" ")
+}
+
+fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_line_shows_counts_and_an_estimate() {
+        let s = ScanStats {
+            files: 48,
+            file_bytes: 9 * 1024 * 1024,
+            bytes_scanned: 3 * 1024 * 1024 + 100_000,
+            rows: 1_204_332,
+            files_done: 12,
+            partitions: 8,
+            partitions_done: 2,
+        };
+        let line = render(&s, Duration::from_millis(2400), 2);
+        assert_eq!(
+            line,
+            "⠹ [#####···············]  25% 12/48 files 3.1 MiB read of 9.0 MiB 1,204,332 rows 2/8 partitions 2.4 s ETA 7 s"
+        );
+        let none = render(&ScanStats::default(), Duration::from_secs(3), 0);
+        assert_eq!(none, "⠋ 0 rows 3.0 s");
+    }
+}
