@@ -76,6 +76,17 @@ pub enum Error {
     ResourcesExhausted(String),
 }
 
+/// DataFusion's allocation failure on one line: what failed, and how to give it more room.
+fn out_of_memory(message: &str) -> String {
+    let failure = message
+        .lines()
+        .rev()
+        .find_map(|l| l.trim().strip_prefix("Error: "))
+        .unwrap_or_else(|| message.lines().next().unwrap_or(message).trim());
+    let failure = failure.trim_end_matches('.');
+    format!("{failure}; raise the limit with --memory-limit or SET memory_limit")
+}
+
 fn with_position(prefix: &str, message: &str, position: &Option<Position>) -> String {
     let mut out = String::new();
     if !prefix.is_empty() {
@@ -164,7 +175,7 @@ fn classify(err: DataFusionError) -> Error {
                 position: pos.or(position),
             }
         }
-        DataFusionError::ResourcesExhausted(m) => Error::ResourcesExhausted(m.clone()),
+        DataFusionError::ResourcesExhausted(m) => Error::ResourcesExhausted(out_of_memory(m)),
         DataFusionError::Plan(m) => Error::Plan {
             message: m.clone(),
             position,
@@ -307,6 +318,17 @@ mod tests {
         assert_eq!(
             clean_message("External error: Arrow error: Csv error: bad"),
             "Csv error: bad"
+        );
+    }
+
+    #[test]
+    fn out_of_memory_is_one_line() {
+        let m = "Additional allocation failed for TopK[0] with top memory consumers (across reservations) as:\n  TopK[0]#0(can spill: false) consumed 14.5 MB, peak 14.5 MB.\nError: Failed to allocate additional 10.1 MB for TopK[0] with 14.5 MB already allocated for this reservation - 5.5 MB remain available for the total memory pool: greedy(used: 14.5 MB, pool_size: 20.0 MB)";
+        let e = Error::ResourcesExhausted(out_of_memory(m)).to_string();
+        assert!(!e.contains('\n'), "{e}");
+        assert!(
+            e.starts_with("out of memory: Failed to allocate additional 10.1 MB for TopK[0]"),
+            "{e}"
         );
     }
 }

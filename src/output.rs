@@ -139,7 +139,7 @@ pub struct ResultWriter<'a> {
 enum Sink<'a> {
     Held(Out<'a>, Vec<RecordBatch>),
     Delimited(Out<'a>, char),
-    Json(JsonWriter<Out<'a>, JsonArray>, bool),
+    Json(JsonWriter<Out<'a>, JsonArray>),
     Ndjson(JsonWriter<Out<'a>, LineDelimited>),
     Parquet(Box<ArrowWriter<Out<'a>>>),
     Arrow(Box<FileWriter<Out<'a>>>),
@@ -167,7 +167,7 @@ impl<'a> ResultWriter<'a> {
                 writeln!(out, "{}", names.join(&delimiter.to_string())).map_err(io)?;
                 Sink::Delimited(out, delimiter)
             }
-            OutputFormat::Json => Sink::Json(json().build(out), false),
+            OutputFormat::Json => Sink::Json(json().build(out)),
             OutputFormat::Ndjson => Sink::Ndjson(json().build(out)),
             OutputFormat::Parquet => {
                 let props = WriterProperties::builder()
@@ -194,10 +194,7 @@ impl<'a> ResultWriter<'a> {
         match &mut self.sink {
             Sink::Held(_, batches) => batches.push(batch.clone()),
             Sink::Delimited(out, delimiter) => write_delimited_rows(*out, batch, *delimiter)?,
-            Sink::Json(w, any) => {
-                *any |= batch.num_rows() > 0;
-                w.write(batch).map_err(arrow)?
-            }
+            Sink::Json(w) => w.write(batch).map_err(arrow)?,
             Sink::Ndjson(w) => w.write(batch).map_err(arrow)?,
             Sink::Parquet(w) => w
                 .write(batch)
@@ -217,13 +214,10 @@ impl<'a> ResultWriter<'a> {
                 _ => write_table(out, schema, &batches, &self.options),
             },
             Sink::Delimited(out, _) => out.flush().map_err(io),
-            Sink::Json(mut w, any) => {
+            Sink::Json(mut w) => {
+                // The writer prints `[]` for an empty result.
                 w.finish().map_err(arrow)?;
-                let out = w.into_inner();
-                if !any {
-                    out.write_all(b"[]").map_err(io)?;
-                }
-                out.write_all(b"\n").map_err(io)
+                w.into_inner().write_all(b"\n").map_err(io)
             }
             Sink::Ndjson(mut w) => w.finish().map_err(arrow),
             Sink::Parquet(w) => w

@@ -192,3 +192,293 @@ fn ctrl_c_cancels_the_running_query() {
     assert_eq!(out.status.code(), Some(130));
     assert_eq!(text(&out.stderr), "Error: query cancelled\n");
 }
+
+/// Run with `-q` and return standard output, checking success.
+fn quiet(args: &[&str]) -> String {
+    let mut all = vec!["-q"];
+    all.extend_from_slice(args);
+    let out = strata(&all, None);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    text(&out.stdout)
+}
+
+#[test]
+fn every_text_format() {
+    let q = "SELECT 1 AS id, CAST(NULL AS VARCHAR) AS n, '' AS e, 'a,b' AS t";
+    let run = |format: &str| quiet(&["--format", format, "-c", q]);
+    assert_eq!(
+        run("table"),
+        "+----+------+---+-----+\n| id | n    | e | t   |\n+----+------+---+-----+\n|  1 | NULL |   | a,b |\n+----+------+---+-----+\n"
+    );
+    assert_eq!(run("csv"), "id,n,e,t\n1,,\"\",\"a,b\"\n");
+    assert_eq!(run("tsv"), "id\tn\te\tt\n1\t\t\"\"\ta,b\n");
+    assert_eq!(
+        run("json"),
+        "[{\"id\":1,\"n\":null,\"e\":\"\",\"t\":\"a,b\"}]\n"
+    );
+    assert_eq!(
+        run("ndjson"),
+        "{\"id\":1,\"n\":null,\"e\":\"\",\"t\":\"a,b\"}\n"
+    );
+    assert_eq!(
+        run("markdown"),
+        "| id | n | e | t |\n| ---: | --- | --- | --- |\n| 1 | NULL |  | a,b |\n"
+    );
+    assert_eq!(run("line"), "id = 1\n n = NULL\n e = \n t = a,b\n");
+    // Without -q, table output ends with the row count and time.
+    let out = strata(&["-c", q], None);
+    let stdout = text(&out.stdout);
+    let last = stdout.lines().last().unwrap();
+    assert!(
+        last.starts_with("1 row in ") && last.ends_with(" s"),
+        "{stdout}"
+    );
+    // An empty result still names its columns.
+    assert_eq!(
+        quiet(&["--format", "csv", "-c", "SELECT 1 AS a WHERE false"]),
+        "a\n"
+    );
+    assert_eq!(
+        quiet(&["--format", "json", "-c", "SELECT 1 AS a WHERE false"]),
+        "[]\n"
+    );
+}
+
+#[test]
+fn parquet_and_arrow_results_go_to_files_only() {
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["top.parquet", "top.arrow"] {
+        let file = dir.path().join(name);
+        let f = file.to_str().unwrap();
+        quiet(&[
+            "-o",
+            f,
+            "-c",
+            "SELECT person_id, last_name FROM people ORDER BY person_id LIMIT 25",
+        ]);
+        let back = quiet(&[
+            "--format",
+            "csv",
+            "-c",
+            &format!("SELECT count(*) AS n, max(person_id) AS m FROM '{f}'"),
+        ]);
+        assert_eq!(back, "n,m\n25,25\n", "{name}");
+    }
+    let out = strata(&["--format", "parquet", "-c", "SELECT 1"], None);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty());
+    assert!(
+        text(&out.stderr).contains("parquet output goes to a file"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn max_rows_cuts_what_is_shown_and_says_so() {
+    let out = strata(
+        &[
+            "--format",
+            "csv",
+            "--max-rows",
+            "2",
+            "-c",
+            "SELECT person_id FROM people ORDER BY 1",
+        ],
+        None,
+    );
+    assert_eq!(text(&out.stdout), "person_id\n1\n2\n");
+    assert!(
+        text(&out.stderr).starts_with("80 rows (2 shown"),
+        "{}",
+        text(&out.stderr)
+    );
+    // From the environment, too; a file gets every row.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("all.csv");
+    let out = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .args(["-q", "-o", file.to_str().unwrap(), "-c"])
+        .arg("SELECT person_id FROM people")
+        .env("STRATA_MAX_ROWS", "3")
+        .env("STRATA_FORMAT", "csv")
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(std::fs::read_to_string(&file).unwrap().lines().count(), 81);
+}
+
+#[test]
+fn explain_renders_in_every_format() {
+    let q = "EXPLAIN SELECT count(*) FROM violations WHERE violation_code > 10";
+    let table = quiet(&["-c", q]);
+    assert!(table.starts_with("logical_plan\n  "), "{table}");
+    assert!(table.contains("\nphysical_plan\n  "), "{table}");
+    assert!(
+        table.contains("    "),
+        "plan lines keep their indentation: {table}"
+    );
+    let md = quiet(&["--format", "markdown", "-c", q]);
+    assert!(md.contains("**physical_plan**\n\n```text\n"), "{md}");
+    let csv = quiet(&["--format", "csv", "-c", q]);
+    assert!(csv.starts_with("plan_type,plan\nlogical_plan,\""), "{csv}");
+    let json = quiet(&["--format", "json", "-c", q]);
+    assert!(json.contains("\"plan_type\":\"physical_plan\""), "{json}");
+
+    // EXPLAIN ANALYZE shows rows, time and spilling per operator; no progress line is ever
+    // written to a standard error that is not a terminal.
+    let out = strata(
+        &[
+            "-q",
+            "--memory-limit",
+            "20M",
+            "-c",
+            "EXPLAIN ANALYZE SELECT value FROM generate_series(1, 2000000) ORDER BY value DESC",
+        ],
+        None,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let plan = text(&out.stdout);
+    let sort = plan
+        .lines()
+        .find(|l| l.contains("SortExec"))
+        .unwrap_or_else(|| panic!("{plan}"));
+    assert!(sort.contains("output_rows=2.00 M"), "{sort}");
+    assert!(sort.contains("elapsed_compute="), "{sort}");
+    assert!(!sort.contains("spill_count=0"), "{sort}");
+    assert!(sort.contains("spill_count="), "{sort}");
+    assert!(out.stderr.is_empty(), "{}", text(&out.stderr));
+}
+
+#[test]
+fn set_changes_session_settings() {
+    let out = quiet(&[
+        "--format",
+        "csv",
+        "-c",
+        "SET threads = 3; SET batch_size = 77; SHOW threads; SHOW batch_size",
+    ]);
+    assert_eq!(
+        out,
+        "name,value\ndatafusion.execution.target_partitions,3\nname,value\ndatafusion.execution.batch_size,77\n"
+    );
+    let out = strata(&["-c", "SET no_such_setting = 1"], None);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).starts_with("Error: "),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn help_documents_every_option_with_examples() {
+    let out = strata(&["--help"], None);
+    assert!(out.status.success());
+    let help = text(&out.stdout);
+    for option in [
+        "--command",
+        "--file",
+        "--catalog",
+        "--threads",
+        "--memory-limit",
+        "--quiet",
+        "--format",
+        "--max-rows",
+        "--output",
+        "--continue-on-error",
+        "--no-color",
+        "--no-progress",
+        "STRATA_FORMAT",
+        "Examples:",
+        "convert",
+    ] {
+        assert!(help.contains(option), "--help lacks {option}:\n{help}");
+    }
+}
+
+#[test]
+fn convert_moves_a_dataset_and_checks_the_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let dest = format!("{}/violations/", dir.path().display());
+    let out = strata(
+        &[
+            "convert",
+            "data/violations_csv",
+            &dest,
+            "--partition-by",
+            "year",
+        ],
+        None,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let said = text(&out.stdout);
+    assert!(said.starts_with("Converted 7123 rows"), "{said}");
+    assert!(said.contains("read back 7123 rows"), "{said}");
+    assert!(dir.path().join("violations/year=2023").is_dir());
+    let counts = quiet(&[
+        "--format",
+        "csv",
+        "-c",
+        &format!("SELECT year, count(*) AS n FROM '{dest}' GROUP BY year ORDER BY year"),
+    ]);
+    assert_eq!(counts, "year,n\n2023,3577\n2024,3546\n");
+    // A catalog table to one compressed CSV file.
+    let file = format!("{}/people.csv.gz", dir.path().display());
+    let out = strata(&["-q", "convert", "people", &file], None);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let n = quiet(&[
+        "--format",
+        "csv",
+        "-c",
+        &format!("SELECT count(*) AS n FROM '{file}'"),
+    ]);
+    assert_eq!(n, "n\n80\n");
+    // Nothing is overwritten, and a missing source is a clear error.
+    let out = strata(&["convert", "people", &file], None);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("already exists"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = strata(
+        &[
+            "convert",
+            "data/nothing_here",
+            &format!("{}/x.parquet", dir.path().display()),
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("data/nothing_here"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn user_errors_exit_1_without_panicking() {
+    for (sql, expect) in [
+        ("SELEC 1", "syntax error at 1:1"),
+        (
+            "SELECT * FROM 'data/missing.parquet'",
+            "data/missing.parquet",
+        ),
+        ("SELECT nosuch FROM people", "column 'nosuch' not found"),
+        ("SELECT * FROM peeple", "did you mean 'people'?"),
+    ] {
+        let out = strata(&["-c", sql], None);
+        assert_eq!(out.status.code(), Some(1), "{sql}");
+        let err = text(&out.stderr);
+        assert!(
+            err.starts_with("Error: ") && err.contains(expect),
+            "{sql}: {err}"
+        );
+        assert!(!err.contains("panicked"), "{err}");
+    }
+    let out = strata(&["-f", "no/such/file.sql"], None);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("cannot read no/such/file.sql"));
+}

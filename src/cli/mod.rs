@@ -59,7 +59,7 @@ STRATA_CATALOG=..., and so on (see each option). NO_COLOR turns colour off.";
 /// Strata: SQL over partitioned datasets in Parquet, CSV, JSON, Arrow and Avro, local or in
 /// object stores.
 #[derive(Debug, Parser)]
-#[command(name = "strata", version, about, after_help = EXAMPLES, args_conflicts_with_subcommands = true)]
+#[command(name = "strata", version, about, after_help = EXAMPLES)]
 struct Args {
     #[command(subcommand)]
     command: Option<Command>,
@@ -72,7 +72,7 @@ struct Args {
     #[command(flatten)]
     engine: EngineArgs,
     /// Print nothing but query results.
-    #[arg(short = 'q', long, env = "STRATA_QUIET")]
+    #[arg(short = 'q', long, env = "STRATA_QUIET", global = true)]
     quiet: bool,
     /// Result format: table, csv, tsv, json, ndjson, markdown, line; with --output also
     /// parquet or arrow (chosen by the file's extension when it is .parquet or .arrow).
@@ -93,7 +93,7 @@ struct Args {
     #[arg(long, env = "STRATA_NO_COLOR")]
     no_color: bool,
     /// No progress line on standard error.
-    #[arg(long, env = "STRATA_NO_PROGRESS")]
+    #[arg(long, env = "STRATA_NO_PROGRESS", global = true)]
     no_progress: bool,
 }
 
@@ -186,6 +186,11 @@ fn color_enabled(no_color: bool) -> bool {
 async fn run(args: Args) -> Result<ExitCode, CliError> {
     let color = color_enabled(args.no_color);
     if let Some(Command::Convert(c)) = &args.command {
+        if !args.commands.is_empty() || !args.files.is_empty() {
+            return Err(CliError::Usage(
+                "convert runs on its own; drop -c and -f".into(),
+            ));
+        }
         let engine = build_engine(&args.engine).await?;
         return convert::run(&engine, c, args.quiet, !args.no_progress).await;
     }
