@@ -307,7 +307,8 @@ fn ctrl_c_cancels_a_slow_query_and_the_session_goes_on() {
     s.send("\x03");
     s.expect("query cancelled");
     let took = sent.elapsed();
-    assert!(took < Duration::from_secs(3), "cancelling took {took:?}");
+    eprintln!("Ctrl-C to 'query cancelled': {took:?}");
+    assert!(took < Duration::from_secs(1), "cancelling took {took:?}");
     s.line("SELECT 'still here' AS s;");
     s.expect("still here");
     s.quit();

@@ -339,6 +339,40 @@ async fn s3_every_format_globs_partitions_and_catalog() {
         "Int32"
     );
 
+    // `strata convert`: gzip CSV files to hive-partitioned Parquet on S3, with the store's
+    // settings and credentials from the same catalog file.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_strata"))
+        .arg("--catalog")
+        .arg(&catalog)
+        .arg("convert")
+        .arg(root().join("data/violations_csv"))
+        .arg("s3://lake/converted/")
+        .args(["--partition-by", "year,month"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(&format!("read back {total} rows")),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(
+        int(
+            &from_catalog,
+            "SELECT count(*) FROM 's3://lake/converted/' WHERE year = 2024 AND month = 7"
+        )
+        .await,
+        int(
+            &from_catalog,
+            "SELECT count(*) FROM lake_violations WHERE year = 2024 AND month = 7"
+        )
+        .await
+    );
+
     // Errors name the location.
     let e = engine
         .sql("SELECT * FROM 's3://lake/nothing/*.parquet'")
