@@ -67,7 +67,7 @@ struct Args {
     #[arg(short = 'c', long = "command", env = "STRATA_COMMAND")]
     commands: Vec<String>,
     /// Run the SQL in this file (repeatable; `-` is standard input).
-    #[arg(short = 'f', long = "file")]
+    #[arg(short = 'f', long = "file", env = "STRATA_FILE")]
     files: Vec<PathBuf>,
     #[command(flatten)]
     engine: EngineArgs,
