@@ -1,5 +1,5 @@
-//! The catalog file: datasets and store settings declared once in TOML and registered at
-//! start in every mode. Parsing only; resolving the datasets is the engine's job.
+//! The catalog file: datasets and store settings declared once in TOML and available in every
+//! mode. Parsing only; the engine resolves each dataset when a statement first uses it.
 //!
 //! ```toml
 //! [stores."s3://my-bucket"]

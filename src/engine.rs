@@ -34,6 +34,7 @@ use crate::dataset::{Dataset, DatasetError, DatasetOptions, DatasetSpec, Format}
 use crate::error::{Error, Result};
 use crate::functions::{PreparedFunction, PreparedTables, resolve_call};
 use crate::runner::{LocalRunner, Runner};
+use crate::schema::{LazySchema, PendingTable};
 use crate::sql;
 use crate::store::{StoreRegistry, StoreSettings};
 
@@ -224,21 +225,31 @@ impl EngineBuilder {
             next_key: AtomicU64::new(0),
             catalog_path: self.catalog.clone(),
         };
-        if let Some(cat) = catalog {
-            for (name, spec) in cat.tables {
-                engine.register(&name, spec).await.map_err(|e| match e {
-                    Error::Dataset(source) => Error::Catalog(crate::catalog::CatalogError::Table {
-                        path: cat
-                            .path
-                            .as_ref()
-                            .map(|p| p.display().to_string())
-                            .unwrap_or_default(),
-                        table: name.clone(),
-                        source,
-                    }),
-                    other => other,
-                })?;
+        // Catalog tables are resolved when first used (see `schema.rs`).
+        if let Some(default) = engine.ctx.catalog("datafusion")
+            && let Some(public) = default.schema("public")
+        {
+            let mut pending = HashMap::new();
+            if let Some(cat) = catalog {
+                let path = cat
+                    .path
+                    .as_ref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default();
+                let mut known = engine.datasets.lock().unwrap_or_else(|p| p.into_inner());
+                for (name, spec) in cat.tables {
+                    known.insert(name.clone(), spec.clone());
+                    pending.insert(
+                        name,
+                        PendingTable {
+                            spec,
+                            catalog: path.clone(),
+                        },
+                    );
+                }
             }
+            let lazy = LazySchema::new(public, pending, engine.ctx.state_weak_ref());
+            default.register_schema("public", Arc::new(lazy))?;
         }
         Ok(engine)
     }

@@ -34,6 +34,7 @@ pub mod functions;
 pub mod output;
 /// The execution seam: local and (later) distributed runners.
 pub mod runner;
+mod schema;
 /// SQL text handling before planning.
 pub mod sql;
 /// Object stores built on demand from URLs and settings.

@@ -251,15 +251,30 @@ async fn catalog_errors_name_the_file_line_and_table() {
     assert!(msg.contains("bad.toml:3:"), "{msg}");
     assert!(msg.contains("locaton"), "{msg}");
 
-    std::fs::write(&catalog, "[tables.t]\nlocation = \"missing/*.csv\"\n").unwrap();
-    let msg = Engine::builder()
-        .catalog(&catalog)
-        .build()
-        .await
-        .unwrap_err()
-        .to_string();
+    // A table that cannot be resolved fails when it is used, naming the catalog and table;
+    // the other tables work, and start-up does not touch any of them.
+    std::fs::write(
+        &catalog,
+        format!(
+            "[tables.t]\nlocation = \"missing/*.csv\"\n\n[tables.people]\nlocation = \"{}\"\n",
+            root().join("data/people").display()
+        ),
+    )
+    .unwrap();
+    let engine = Engine::builder().catalog(&catalog).build().await.unwrap();
+    assert_eq!(engine.table_names(), vec!["people", "t"]);
+    let msg = engine.sql("SELECT * FROM t").await.unwrap_err().to_string();
+    assert!(msg.contains("bad.toml"), "{msg}");
     assert!(msg.contains("table 't'"), "{msg}");
     assert!(msg.contains("missing/*.csv"), "{msg}");
+    let n = engine
+        .sql("SELECT count(*) FROM people")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    assert_eq!(n[0].num_rows(), 1);
 
     let msg = Engine::builder()
         .catalog(dir.path().join("nope.toml"))
