@@ -4,7 +4,12 @@
 //!
 //! `cargo test --test sql-tests -- FILTER` runs only files whose name contains FILTER;
 //! `cargo test --test sql-tests -- --complete [FILTER]` rewrites expected results (review the diff).
-//! In SQL, `__SCRATCH__` stands for the file's scratch folder.
+//! In SQL, `__SCRATCH__` stands for the file's scratch folder and `__TPCH__` for TPC-H data
+//! at scale factor 0.01 (generated once into `sql-tests/scratch/`); a record whose SQL is
+//! `INCLUDE 'path'` runs the SQL in that file (so the benchmark queries are tested as they are).
+
+#[path = "../benches/tpch/data.rs"]
+mod tpch_data;
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -18,6 +23,27 @@ use strata::datafusion::arrow::record_batch::RecordBatch;
 use strata::datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 
 const PARTITIONS: [usize; 2] = [1, 4];
+const TPCH_SCALE: f64 = 0.01;
+
+fn tpch_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("sql-tests/scratch/tpch-sf{TPCH_SCALE}"))
+}
+
+/// The SQL a record runs: placeholders filled in, `INCLUDE 'file'` replaced by the file.
+fn expand(sql: &str, scratch: &std::path::Path) -> Result<String, DbError> {
+    let sql = sql
+        .replace("__SCRATCH__", &scratch.display().to_string())
+        .replace("__TPCH__", &tpch_dir().display().to_string());
+    match sql
+        .trim()
+        .strip_prefix("INCLUDE '")
+        .and_then(|r| r.strip_suffix('\''))
+    {
+        Some(path) => std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(path))
+            .map_err(|e| DbError(format!("{path}: {e}"))),
+        None => Ok(sql),
+    }
+}
 
 struct StrataDb {
     engine: Engine,
@@ -41,7 +67,7 @@ impl sqllogictest::AsyncDB for StrataDb {
     type ColumnType = DefaultColumnType;
 
     async fn run(&mut self, sql: &str) -> Result<DBOutput<DefaultColumnType>, DbError> {
-        let sql = sql.replace("__SCRATCH__", &self.scratch.display().to_string());
+        let sql = expand(sql, &self.scratch)?;
         let mut result = self
             .engine
             .sql(&sql)
@@ -198,6 +224,12 @@ fn main() -> std::process::ExitCode {
         })
         .collect();
     files.sort();
+    if files
+        .iter()
+        .any(|f| std::fs::read_to_string(f).is_ok_and(|t| t.contains("__TPCH__")))
+    {
+        tpch_data::generate(&tpch_dir(), TPCH_SCALE, 2, false).expect("TPC-H data");
+    }
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
