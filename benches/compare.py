@@ -1,0 +1,242 @@
+#!/usr/bin/env python3
+"""TPC-H side by side: Strata against DuckDB, stock DataFusion and Polars on the same files.
+
+Engines are interleaved per query (each run of a query goes round every engine), so machine
+noise hits them alike. Every engine's answer is checked against DuckDB's before its time counts.
+
+    pip install duckdb==2.0.0 datafusion==55.0.0 polars==2.1.0
+    cargo bench --bench tpch -- gen --scale 1 --parts 4
+    python3 benches/compare.py --scale 1 [--runs 3] [--queries 1,6] [--engines strata,duckdb]
+        [--strata-set key=value ...] [--json out.json]
+
+Prints per query the median warm time of each engine and Strata's ratio to it, then the
+geometric mean of the ratios per peer (below 1 means Strata is faster).
+"""
+
+import argparse
+import csv
+import json
+import math
+import os
+import pathlib
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "sql-tests"))
+from crosscheck import fmt, normalize, same_rows  # noqa: E402
+
+TABLES = ["region", "nation", "supplier", "customer", "part", "partsupp", "orders", "lineitem"]
+
+
+def query_sql(n):
+    return (ROOT / "benches" / "tpch" / f"q{n:02}.sql").read_text()
+
+
+class DuckDB:
+    name = "duckdb"
+
+    def __init__(self, data):
+        import duckdb
+
+        self.version = duckdb.__version__
+        self.con = duckdb.connect()
+        for t in TABLES:
+            self.con.execute(
+                f"CREATE VIEW {t} AS SELECT * FROM read_parquet('{data}/parquet/{t}/*.parquet')"
+            )
+
+    def run(self, n):
+        start = time.perf_counter()
+        rows = self.con.execute(query_sql(n)).fetchall()
+        return time.perf_counter() - start, [normalize(" ".join(fmt(v) for v in r)) for r in rows]
+
+
+class DataFusion:
+    name = "datafusion"
+
+    def __init__(self, data):
+        import datafusion
+
+        self.version = datafusion.__version__
+        self.ctx = datafusion.SessionContext()
+        for t in TABLES:
+            self.ctx.register_parquet(t, f"{data}/parquet/{t}/")
+
+    def run(self, n):
+        start = time.perf_counter()
+        batches = self.ctx.sql(query_sql(n)).collect()
+        elapsed = time.perf_counter() - start
+        rows = []
+        for b in batches:
+            cols = [c.to_pylist() for c in b.columns]
+            rows.extend(zip(*cols))
+        return elapsed, [normalize(" ".join(fmt(v) for v in r)) for r in rows]
+
+
+class Polars:
+    name = "polars"
+
+    def __init__(self, data):
+        import polars as pl
+
+        self.version = pl.__version__
+        self.ctx = pl.SQLContext(
+            {t: pl.scan_parquet(f"{data}/parquet/{t}/*.parquet") for t in TABLES}
+        )
+
+    def run(self, n):
+        start = time.perf_counter()
+        df = self.ctx.execute(query_sql(n), eager=False).collect()
+        elapsed = time.perf_counter() - start
+        return elapsed, [normalize(" ".join(fmt(v) for v in r)) for r in df.rows()]
+
+
+class Strata:
+    """The `tpch` bench binary in `serve` mode: one engine for the whole comparison."""
+
+    name = "strata"
+
+    def __init__(self, data, scale, settings, profile):
+        exe = build_strata_bench(profile)
+        self.version = "main"
+        args = [exe, "serve", "--scale", str(scale), "--dir", str(data)]
+        for s in settings:
+            args += ["--set", s]
+        self.proc = subprocess.Popen(
+            args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT
+        )
+        self.tmp = tempfile.mkdtemp(prefix="strata-compare-")
+
+    def run(self, n):
+        out = os.path.join(self.tmp, f"q{n:02}.csv")
+        self.proc.stdin.write(f"q{n:02} {out}\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError("strata serve ended")
+        report = json.loads(line)
+        with open(out, newline="") as f:
+            header, *rows = list(csv.reader(f))
+        # An empty field is taken as NULL (TPC-H answers hold no empty strings); a row that is
+        # a lone NULL is an empty line.
+        cells = [[c if c != "" else "NULL" for c in (r or [""] * len(header))] for r in rows]
+        return report["seconds"], [normalize(" ".join(r)) for r in cells]
+
+
+def build_strata_bench(profile):
+    out = subprocess.run(
+        ["cargo", "bench", "--profile", profile, "--bench", "tpch", "--no-run",
+         "--message-format=json"],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    for line in out.splitlines():
+        msg = json.loads(line)
+        if msg.get("reason") == "compiler-artifact" and msg["target"]["name"] == "tpch":
+            if msg.get("executable"):
+                return msg["executable"]
+    raise RuntimeError("could not find the tpch bench executable")
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--scale", default="1")
+    p.add_argument("--dir")
+    p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--queries", default="")
+    p.add_argument("--engines", default="strata,duckdb,datafusion,polars")
+    p.add_argument("--strata-set", action="append", default=[])
+    p.add_argument("--json")
+    p.add_argument("--cargo-profile", default="bench", help="dev for a quick check")
+    a = p.parse_args()
+    scale = float(a.scale)
+    data = pathlib.Path(a.dir or ROOT / "bench-data" / f"tpch-sf{scale:g}")
+    if not (data / "parquet").is_dir():
+        sys.exit(f"no data in {data}: cargo bench --bench tpch -- gen --scale {a.scale}")
+    queries = [int(q) for q in a.queries.split(",") if q] or list(range(1, 23))
+    makers = {
+        "strata": lambda: Strata(data, a.scale, a.strata_set, a.cargo_profile),
+        "duckdb": lambda: DuckDB(data),
+        "datafusion": lambda: DataFusion(data),
+        "polars": lambda: Polars(data),
+    }
+    names = [e for e in a.engines.split(",") if e]
+    if "duckdb" not in names:
+        names.append("duckdb")  # the reference answers
+    engines = [makers[n]() for n in names]
+
+    results = {}
+    for q in queries:
+        times = {e.name: [] for e in engines}
+        answers = {}
+        for run in range(1 + a.runs):
+            for e in engines:
+                try:
+                    t, rows = e.run(q)
+                except Exception as ex:  # an engine that cannot run the query
+                    answers[e.name] = f"error: {str(ex).splitlines()[0][:100]}"
+                    continue
+                times[e.name].append(t)
+                if run == 0:
+                    answers[e.name] = rows
+        ref = answers.get("duckdb")
+        row = {}
+        for e in engines:
+            ans = answers.get(e.name)
+            ok = isinstance(ans, list) and isinstance(ref, list) and same_rows(ans, ref)
+            warm = times[e.name][1:] or times[e.name]
+            row[e.name] = {
+                "first": times[e.name][0] if times[e.name] else None,
+                "median": statistics.median(warm) if warm and ok else None,
+                "min": min(warm) if warm and ok else None,
+                "status": "ok" if ok else (ans if isinstance(ans, str) else "WRONG ANSWER"),
+            }
+        results[f"q{q:02}"] = row
+        cells = []
+        for e in engines:
+            r = row[e.name]
+            cells.append(f"{e.name} {r['median'] * 1e3:8.1f} ms" if r["median"] else f"{e.name} {r['status'][:30]}")
+        print(f"q{q:02}  " + "  ".join(cells), flush=True)
+
+    print()
+    print("geometric mean of strata / peer (median warm times, queries both answered correctly):")
+    summary = {}
+    for e in engines:
+        if e.name == "strata" or "strata" not in names:
+            continue
+        ratios = [
+            r["strata"]["median"] / r[e.name]["median"]
+            for r in results.values()
+            if r["strata"]["median"] and r[e.name]["median"]
+        ]
+        if ratios:
+            g = math.exp(sum(math.log(x) for x in ratios) / len(ratios))
+            summary[e.name] = {"geomean_ratio": g, "queries": len(ratios)}
+            print(f"  vs {e.name} {e.version}: {g:.2f} over {len(ratios)} queries")
+    wrong = [(q, n) for q, r in results.items() for n, v in r.items() if v["status"] != "ok"]
+    for q, n in wrong:
+        print(f"  {q} {n}: {results[q][n]['status']}")
+    if a.json:
+        pathlib.Path(a.json).write_text(
+            json.dumps(
+                {
+                    "scale": scale,
+                    "runs": a.runs,
+                    "versions": {e.name: e.version for e in engines},
+                    "queries": results,
+                    "summary": summary,
+                },
+                indent=1,
+            )
+        )
+    sys.exit(1 if any(n == "strata" for _, n in wrong) else 0)
+
+
+if __name__ == "__main__":
+    main()
