@@ -11,6 +11,8 @@
 //! `run` prints, per query, the first (cold) run, then the minimum and median of `--runs`
 //! further runs, the rows returned and the process's peak resident memory during the query.
 
+#[path = "common/mod.rs"]
+mod common;
 #[path = "tpch/data.rs"]
 mod data;
 
@@ -148,19 +150,6 @@ pub fn query(n: usize) -> String {
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
-/// Reset the peak resident memory counter (Linux), so the next reading covers one query.
-fn reset_peak() {
-    let _ = std::fs::write("/proc/self/clear_refs", "5");
-}
-
-/// The peak resident memory since the last reset, in bytes (Linux).
-fn peak_rss() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
-}
-
 async fn run_once(engine: &Engine, sql: &str, out: Option<&Path>) -> (Duration, usize) {
     let start = Instant::now();
     let mut result = engine.sql(sql).await.expect("query plans");
@@ -222,13 +211,13 @@ fn main() {
             );
             for q in queries {
                 let sql = query(q);
-                reset_peak();
+                common::reset_peak();
                 let (first, rows) = run_once(&engine, &sql, None).await;
                 let mut times = Vec::new();
                 for _ in 0..runs {
                     times.push(run_once(&engine, &sql, None).await.0);
                 }
-                let peak = peak_rss().unwrap_or(0);
+                let peak = common::peak_rss().unwrap_or(0);
                 times.sort();
                 let min = times.first().copied().unwrap_or(first);
                 let median = times.get(times.len() / 2).copied().unwrap_or(first);

@@ -534,7 +534,10 @@ pub struct ScanStats {
     pub bytes_scanned: u64,
     /// Rows the scans produced.
     pub rows: u64,
-    /// Files read to the end so far.
+    /// Pieces the scans read: a large file may be split into byte ranges read in parallel, so
+    /// this can exceed `files`.
+    pub file_ranges: usize,
+    /// File ranges read to the end so far (out of `file_ranges`).
     pub files_done: usize,
     /// Partitions (parallel streams) of the scans.
     pub partitions: usize,
@@ -561,14 +564,18 @@ impl Progress {
         let Some(plan) = &self.plan else {
             return stats;
         };
+        let mut seen = std::collections::HashSet::new();
         for ds in scans(plan.as_ref()) {
             for f in file_scan(ds)
                 .iter()
                 .flat_map(|c| c.file_groups.iter())
                 .flat_map(|g| g.iter())
             {
-                stats.files += 1;
-                stats.file_bytes += f.object_meta.size;
+                stats.file_ranges += 1;
+                if seen.insert(f.object_meta.location.clone()) {
+                    stats.files += 1;
+                    stats.file_bytes += f.object_meta.size;
+                }
             }
             stats.partitions += ds.properties().partitioning.partition_count();
             if let Some(m) = ds.metrics() {

@@ -61,7 +61,7 @@ fn draw(text: &str) {
 
 /// The share of the work done, when it can be told: files read, or scan partitions finished.
 fn fraction(s: &ScanStats) -> Option<f64> {
-    let files = (s.files > 0).then(|| s.files_done as f64 / s.files as f64);
+    let files = (s.file_ranges > 0).then(|| s.files_done as f64 / s.file_ranges as f64);
     let parts = (s.partitions > 0).then(|| s.partitions_done as f64 / s.partitions as f64);
     match (files, parts) {
         (Some(a), Some(b)) => Some(a.max(b)),
@@ -86,7 +86,9 @@ pub fn render(s: &ScanStats, elapsed: Duration, tick: usize) -> String {
         ));
     }
     if s.files > 0 {
-        parts.push(format!("{}/{} files", s.files_done, s.files));
+        // Files split into ranges count as done in proportion to their ranges.
+        let done = (s.files_done * s.files).div_ceil(s.file_ranges.max(1));
+        parts.push(format!("{}/{} files", done.min(s.files), s.files));
         let read = if s.bytes_scanned > 0 {
             format!("{} read of {}", bytes(s.bytes_scanned), bytes(s.file_bytes))
         } else {
@@ -144,6 +146,7 @@ mod tests {
             file_bytes: 9 * 1024 * 1024,
             bytes_scanned: 3 * 1024 * 1024 + 100_000,
             rows: 1_204_332,
+            file_ranges: 48,
             files_done: 12,
             partitions: 8,
             partitions_done: 2,

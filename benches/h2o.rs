@@ -1,0 +1,341 @@
+//! The h2o.ai db-benchmark on Strata: the 10 groupby and 5 join questions over generated data
+//! (`benches/h2o/groupby.sql`, `benches/h2o/join.sql`).
+//!
+//! ```text
+//! cargo bench --bench h2o -- gen [--rows 10000000]
+//! cargo bench --bench h2o -- run [--rows 10000000] [--runs 3] [--only groupby|join]
+//! ```
+//!
+//! Data follows the benchmark's generator in shape: for groupby, `id1`/`id2` strings with 100
+//! values, `id3` strings with rows/100 values, `id4`/`id5`/`id6` the same as integers, `v1` in
+//! 1..5, `v2` in 1..15, `v3` a float in [0, 100); for join, `x` against `small` (rows/1e6),
+//! `medium` (rows/1e3) and `big` (rows) tables on keys of which about 90% match.
+
+#[path = "common/mod.rs"]
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use common::Rng;
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+use strata::datafusion::arrow::array::{ArrayRef, Float64Array, Int64Array, StringArray};
+use strata::datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use strata::datafusion::arrow::record_batch::RecordBatch;
+use strata::{DatasetSpec, Engine};
+
+#[derive(Parser)]
+struct Args {
+    /// gen or run.
+    command: String,
+    /// Rows of the main table.
+    #[arg(long, default_value_t = 10_000_000)]
+    rows: u64,
+    /// Folder of the data (default: bench-data/h2o-<rows>).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// Timed runs after the first.
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// Only `groupby` or `join`.
+    #[arg(long)]
+    only: Option<String>,
+    #[arg(long)]
+    threads: Option<usize>,
+}
+
+const FILES: u64 = 4;
+const BATCH: u64 = 1 << 20;
+
+enum Col {
+    Int(Vec<i64>),
+    Text(Vec<String>),
+    Float(Vec<f64>),
+}
+
+impl Col {
+    fn array(self) -> (DataType, ArrayRef) {
+        match self {
+            Col::Int(v) => (DataType::Int64, Arc::new(Int64Array::from(v))),
+            Col::Text(v) => (DataType::Utf8, Arc::new(StringArray::from(v))),
+            Col::Float(v) => (DataType::Float64, Arc::new(Float64Array::from(v))),
+        }
+    }
+}
+
+/// Write `rows` rows made by `row` (which fills one value per column) as `FILES` Parquet files.
+fn write_table(
+    dir: &Path,
+    names: &[&str],
+    rows: u64,
+    mut make: impl FnMut(u64, &mut Vec<Col>),
+    empty: impl Fn() -> Vec<Col>,
+) {
+    std::fs::create_dir_all(dir).expect("folder");
+    let per_file = rows.div_ceil(FILES).max(1);
+    let mut next = 0u64;
+    let mut file_no = 0;
+    while next < rows {
+        let end = (next + per_file).min(rows);
+        let mut writer: Option<ArrowWriter<std::fs::File>> = None;
+        let mut schema: Option<SchemaRef> = None;
+        while next < end {
+            let stop = (next + BATCH).min(end);
+            let mut cols = empty();
+            for i in next..stop {
+                make(i, &mut cols);
+            }
+            let (types, arrays): (Vec<DataType>, Vec<ArrayRef>) =
+                cols.into_iter().map(Col::array).unzip();
+            let s = schema.get_or_insert_with(|| {
+                Arc::new(Schema::new(
+                    names
+                        .iter()
+                        .zip(&types)
+                        .map(|(n, t)| Field::new(*n, t.clone(), false))
+                        .collect::<Vec<_>>(),
+                ))
+            });
+            let batch = RecordBatch::try_new(s.clone(), arrays).expect("batch");
+            let w = writer.get_or_insert_with(|| {
+                let props = WriterProperties::builder()
+                    .set_compression(Compression::ZSTD(ZstdLevel::default()))
+                    .build();
+                let f = std::fs::File::create(dir.join(format!("part-{file_no}.parquet")))
+                    .expect("file");
+                ArrowWriter::try_new(f, s.clone(), Some(props)).expect("writer")
+            });
+            w.write(&batch).expect("write");
+            next = stop;
+        }
+        if let Some(w) = writer {
+            w.close().expect("close");
+        }
+        file_no += 1;
+    }
+}
+
+macro_rules! push {
+    ($cols:expr, $i:expr, Int, $v:expr) => {
+        if let Col::Int(c) = &mut $cols[$i] {
+            c.push($v as i64)
+        }
+    };
+    ($cols:expr, $i:expr, Text, $v:expr) => {
+        if let Col::Text(c) = &mut $cols[$i] {
+            c.push($v)
+        }
+    };
+    ($cols:expr, $i:expr, Float, $v:expr) => {
+        if let Col::Float(c) = &mut $cols[$i] {
+            c.push($v)
+        }
+    };
+}
+
+fn generate(dir: &Path, n: u64) {
+    let stamp = dir.join("GENERATED");
+    if std::fs::read_to_string(&stamp).is_ok_and(|s| s == format!("{n}\n")) {
+        return;
+    }
+    if dir.exists() {
+        std::fs::remove_dir_all(dir).expect("clean");
+    }
+    // groupby: x
+    let k = 100u64;
+    let mut rng = Rng::new(1);
+    write_table(
+        &dir.join("groupby/x"),
+        &["id1", "id2", "id3", "id4", "id5", "id6", "v1", "v2", "v3"],
+        n,
+        |_, c| {
+            push!(c, 0, Text, format!("id{:03}", rng.pick(k)));
+            push!(c, 1, Text, format!("id{:03}", rng.pick(k)));
+            push!(c, 2, Text, format!("id{:010}", rng.pick(n / k)));
+            push!(c, 3, Int, rng.pick(k));
+            push!(c, 4, Int, rng.pick(k));
+            push!(c, 5, Int, rng.pick(n / k));
+            push!(c, 6, Int, rng.pick(5));
+            push!(c, 7, Int, rng.pick(15));
+            push!(c, 8, Float, (rng.unit() * 100.0 * 1e6).round() / 1e6);
+        },
+        || {
+            vec![
+                Col::Text(vec![]),
+                Col::Text(vec![]),
+                Col::Text(vec![]),
+                Col::Int(vec![]),
+                Col::Int(vec![]),
+                Col::Int(vec![]),
+                Col::Int(vec![]),
+                Col::Int(vec![]),
+                Col::Float(vec![]),
+            ]
+        },
+    );
+    // join: keys of x match about 90% of the time (the rest fall outside the others' ranges).
+    let (k1, k2, k3) = ((n / 1_000_000).max(1), (n / 1_000).max(1), n);
+    let miss = |rng: &mut Rng, k: u64| rng.pick(k + k / 9);
+    let mut rng = Rng::new(2);
+    write_table(
+        &dir.join("join/x"),
+        &["id1", "id2", "id3", "id4", "id5", "id6", "v1"],
+        n,
+        |_, c| {
+            let (a, b, d) = (miss(&mut rng, k1), miss(&mut rng, k2), miss(&mut rng, k3));
+            push!(c, 0, Int, a);
+            push!(c, 1, Int, b);
+            push!(c, 2, Int, d);
+            push!(c, 3, Text, format!("id{a}"));
+            push!(c, 4, Text, format!("id{b}"));
+            push!(c, 5, Text, format!("id{d}"));
+            push!(c, 6, Float, (rng.unit() * 100.0 * 1e6).round() / 1e6);
+        },
+        || {
+            vec![
+                Col::Int(vec![]),
+                Col::Int(vec![]),
+                Col::Int(vec![]),
+                Col::Text(vec![]),
+                Col::Text(vec![]),
+                Col::Text(vec![]),
+                Col::Float(vec![]),
+            ]
+        },
+    );
+    let mut rng = Rng::new(3);
+    write_table(
+        &dir.join("join/small"),
+        &["id1", "id4", "v2"],
+        k1,
+        |i, c| {
+            push!(c, 0, Int, i + 1);
+            push!(c, 1, Text, format!("id{}", i + 1));
+            push!(c, 2, Float, (rng.unit() * 100.0 * 1e6).round() / 1e6);
+        },
+        || vec![Col::Int(vec![]), Col::Text(vec![]), Col::Float(vec![])],
+    );
+    let mut rng = Rng::new(4);
+    write_table(
+        &dir.join("join/medium"),
+        &["id1", "id2", "id4", "id5", "v2"],
+        k2,
+        |i, c| {
+            let a = rng.pick(k1);
+            push!(c, 0, Int, a);
+            push!(c, 1, Int, i + 1);
+            push!(c, 2, Text, format!("id{a}"));
+            push!(c, 3, Text, format!("id{}", i + 1));
+            push!(c, 4, Float, (rng.unit() * 100.0 * 1e6).round() / 1e6);
+        },
+        || {
+            vec![
+                Col::Int(vec![]),
+                Col::Int(vec![]),
+                Col::Text(vec![]),
+                Col::Text(vec![]),
+                Col::Float(vec![]),
+            ]
+        },
+    );
+    let mut rng = Rng::new(5);
+    write_table(
+        &dir.join("join/big"),
+        &["id1", "id2", "id3", "id4", "id5", "id6", "v2"],
+        k3,
+        |i, c| {
+            let (a, b) = (rng.pick(k1), rng.pick(k2));
+            push!(c, 0, Int, a);
+            push!(c, 1, Int, b);
+            push!(c, 2, Int, i + 1);
+            push!(c, 3, Text, format!("id{a}"));
+            push!(c, 4, Text, format!("id{b}"));
+            push!(c, 5, Text, format!("id{}", i + 1));
+            push!(c, 6, Float, (rng.unit() * 100.0 * 1e6).round() / 1e6);
+        },
+        || {
+            vec![
+                Col::Int(vec![]),
+                Col::Int(vec![]),
+                Col::Int(vec![]),
+                Col::Text(vec![]),
+                Col::Text(vec![]),
+                Col::Text(vec![]),
+                Col::Float(vec![]),
+            ]
+        },
+    );
+    std::fs::write(stamp, format!("{n}\n")).expect("stamp");
+}
+
+async fn run_suite(dir: &Path, suite: &str, tables: &[&str], args: &Args) {
+    let mut b = Engine::builder();
+    if let Some(t) = args.threads {
+        b = b.threads(t);
+    }
+    let engine = b.build().await.expect("engine");
+    for t in tables {
+        let loc = format!("{}/", dir.join(suite).join(t).display());
+        engine
+            .register(t, DatasetSpec::new(loc))
+            .await
+            .expect("table");
+    }
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("benches/h2o/{suite}.sql"));
+    for (i, sql) in common::statements(&file).iter().enumerate() {
+        common::reset_peak();
+        let (first, rows) = common::time_query(&engine, sql).await;
+        let mut times: Vec<Duration> = Vec::new();
+        for _ in 0..args.runs {
+            times.push(common::time_query(&engine, sql).await.0);
+        }
+        let (median, min) = common::median_min(if times.is_empty() { vec![first] } else { times });
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        println!(
+            "{suite:>7} q{:<2} {:>10.1} {:>10.1} {:>10.1} {:>10} {:>9.1}",
+            i + 1,
+            ms(first),
+            ms(min),
+            ms(median),
+            rows,
+            common::peak_rss().unwrap_or(0) as f64 / (1 << 20) as f64
+        );
+    }
+}
+
+fn main() {
+    let args = Args::parse_from(std::env::args().filter(|a| a != "--bench"));
+    let dir = args.dir.clone().unwrap_or_else(|| {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("bench-data")
+            .join(format!("h2o-{}", args.rows))
+    });
+    match args.command.as_str() {
+        "gen" => generate(&dir, args.rows),
+        "run" => {
+            assert!(
+                dir.join("GENERATED").exists(),
+                "no data in {}: run `cargo bench --bench h2o -- gen` first",
+                dir.display()
+            );
+            let rt = tokio::runtime::Runtime::new().expect("runtime");
+            println!(
+                "{:>11} {:>10} {:>10} {:>10} {:>10} {:>9}",
+                "question", "first ms", "min ms", "median ms", "rows", "peak MiB"
+            );
+            rt.block_on(async {
+                if args.only.as_deref() != Some("join") {
+                    run_suite(&dir, "groupby", &["x"], &args).await;
+                }
+                if args.only.as_deref() != Some("groupby") {
+                    run_suite(&dir, "join", &["x", "small", "medium", "big"], &args).await;
+                }
+            });
+        }
+        other => panic!("unknown command {other}; use gen or run"),
+    }
+}

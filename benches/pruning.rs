@@ -1,0 +1,117 @@
+//! Partition pruning over many files: a hive-partitioned dataset of one Parquet file per day
+//! for three years (1,096 files), queried with and without a WHERE on the partition column.
+//!
+//! ```text
+//! cargo bench --bench pruning [-- --runs 5]
+//! ```
+//!
+//! Prints, per query, the files the scan planned (after pruning), the median time, and the
+//! ratio to the full scan; all measured side by side in one run.
+
+#[path = "common/mod.rs"]
+mod common;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::Rng;
+use parquet::arrow::ArrowWriter;
+use strata::datafusion::arrow::array::{Float64Array, Int64Array};
+use strata::datafusion::arrow::datatypes::{DataType, Field, Schema};
+use strata::datafusion::arrow::record_batch::RecordBatch;
+use strata::{DatasetSpec, Engine};
+
+const DAYS: u64 = 1096;
+const ROWS_PER_FILE: usize = 2_000;
+
+const QUERIES: &[(&str, &str)] = &[
+    ("full scan", "SELECT count(*), sum(amount) FROM events"),
+    (
+        "one day",
+        "SELECT count(*), sum(amount) FROM events WHERE day = DATE '2024-07-01'",
+    ),
+    (
+        "one month",
+        "SELECT count(*), sum(amount) FROM events WHERE day >= DATE '2024-12-01'",
+    ),
+    (
+        "non-partition filter",
+        "SELECT count(*), sum(amount) FROM events WHERE user_id = 42",
+    ),
+];
+
+fn generate(dir: &Path) {
+    let stamp = dir.with_extension("generated");
+    if stamp.exists() {
+        return;
+    }
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("user_id", DataType::Int64, false),
+        Field::new("amount", DataType::Float64, false),
+    ]));
+    let start = chrono::NaiveDate::from_ymd_opt(2022, 1, 1).expect("date");
+    let mut rng = Rng::new(7);
+    for d in 0..DAYS {
+        let day = start + chrono::Days::new(d);
+        let folder = dir.join(format!("day={day}"));
+        std::fs::create_dir_all(&folder).expect("folder");
+        let users: Vec<i64> = (0..ROWS_PER_FILE).map(|_| rng.pick(1000) as i64).collect();
+        let amounts: Vec<f64> = (0..ROWS_PER_FILE).map(|_| rng.unit() * 100.0).collect();
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(Int64Array::from(users)),
+                Arc::new(Float64Array::from(amounts)),
+            ],
+        )
+        .expect("batch");
+        let f = std::fs::File::create(folder.join("part-0.parquet")).expect("file");
+        let mut w = ArrowWriter::try_new(f, schema.clone(), None).expect("writer");
+        w.write(&batch).expect("write");
+        w.close().expect("close");
+    }
+    std::fs::write(stamp, "ok\n").expect("stamp");
+}
+
+fn main() {
+    let runs: usize = std::env::args()
+        .skip_while(|a| a != "--runs")
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5);
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("bench-data/pruning-days");
+    generate(&dir);
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let engine = Engine::builder().build().await.expect("engine");
+        engine
+            .register("events", DatasetSpec::new(format!("{}/", dir.display())))
+            .await
+            .expect("table");
+        // Interleave the queries so machine noise hits them alike.
+        let mut times: Vec<Vec<Duration>> = vec![Vec::new(); QUERIES.len()];
+        let mut files = vec![0; QUERIES.len()];
+        for run in 0..=runs {
+            for (i, (_, sql)) in QUERIES.iter().enumerate() {
+                let start = std::time::Instant::now();
+                let mut r = engine.sql(sql).await.expect("query");
+                r.collect().await.expect("rows");
+                if run > 0 {
+                    times[i].push(start.elapsed());
+                }
+                files[i] = r.scan_stats().files;
+            }
+        }
+        let medians: Vec<Duration> = times.into_iter().map(|t| common::median_min(t).0).collect();
+        println!("{DAYS} files, {ROWS_PER_FILE} rows each; median of {runs} runs");
+        for (i, (name, _)) in QUERIES.iter().enumerate() {
+            println!(
+                "{name:>22}: {:>5} files planned, median {:>8.2} ms ({:.3}x the full scan)",
+                files[i],
+                medians[i].as_secs_f64() * 1e3,
+                medians[i].as_secs_f64() / medians[0].as_secs_f64()
+            );
+        }
+    });
+}
