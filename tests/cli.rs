@@ -482,3 +482,29 @@ fn user_errors_exit_1_without_panicking() {
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("cannot read no/such/file.sql"));
 }
+
+#[test]
+fn scripts_may_use_meta_commands() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_file = dir.path().join("counts.csv");
+    let script = dir.path().join("s.sql");
+    std::fs::write(
+        &script,
+        format!(
+            "\\format csv\n\\timing\nSELECT 1 AS a;\n\\o {}\nSELECT count(*) AS n FROM people;\n\\o\n\\q\nSELECT 'not reached' AS b;\n",
+            out_file.display()
+        ),
+    )
+    .unwrap();
+    let out = strata(&["-f", script.to_str().unwrap()], None);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("a\n1\n"), "{stdout}");
+    assert!(!stdout.contains("not reached"), "{stdout}");
+    assert_eq!(std::fs::read_to_string(&out_file).unwrap(), "n\n80\n");
+    // A failing meta command stops the batch with status 1.
+    let out = strata(&["-c", "\\format xml\nSELECT 1;"], None);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("unknown output format 'xml'"));
+    assert!(out.stdout.is_empty() || !text(&out.stdout).contains("| 1"));
+}

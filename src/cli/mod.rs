@@ -3,6 +3,7 @@
 //! datasets between formats and stores.
 
 mod convert;
+mod meta;
 mod progress;
 mod repl;
 mod shell;
@@ -235,19 +236,13 @@ async fn run(args: Args) -> Result<ExitCode, CliError> {
     shell.max_rows = args.max_rows.unwrap_or(0);
     let mut failed = false;
     for script in scripts {
-        for stmt in Engine::split_statements(&script)? {
-            if let Err(e) = shell.run(&stmt).await {
-                let _ = shell.flush();
-                report(&mut std::io::stderr(), &e, &stmt, color);
-                if e.is_cancelled() {
-                    // Interrupted: stop the batch as a shell expects of Ctrl-C.
-                    return Ok(ExitCode::from(130));
-                }
-                failed = true;
-                if !args.continue_on_error {
-                    return Ok(ExitCode::FAILURE);
-                }
-            }
+        match meta::run_script(&mut shell, &script, args.continue_on_error).await {
+            meta::Flow::Done => {}
+            meta::Flow::Quit => break,
+            // Interrupted: stop the batch as a shell expects of Ctrl-C.
+            meta::Flow::Cancelled => return Ok(ExitCode::from(130)),
+            meta::Flow::Failed if args.continue_on_error => failed = true,
+            meta::Flow::Failed => return Ok(ExitCode::FAILURE),
         }
     }
     shell.flush()?;

@@ -14,10 +14,10 @@ use rustyline::history::DefaultHistory;
 use rustyline::validate::{ValidationContext, ValidationResult, Validator};
 use rustyline::{CompletionType, Config, Context, Editor, Helper, Hinter};
 use strata::Engine;
-use strata::output::OutputFormat;
 
 use super::CliError;
 
+use super::meta::{Flow, Meta, ends_statement, meta, run_script};
 use super::shell::Shell;
 
 const KEYWORDS: &[&str] = &[
@@ -304,26 +304,6 @@ impl Validator for StrataHelper {
     }
 }
 
-/// Whether the text ends with a `;` outside quotes and comments.
-fn ends_statement(text: &str) -> bool {
-    match Engine::split_statements(text) {
-        Ok(_) => {
-            // Strip trailing comments and white space, then look for the terminator.
-            let code: String = text
-                .lines()
-                .map(|l| match l.find("--") {
-                    Some(i) if l[..i].matches('\'').count() % 2 == 0 => &l[..i],
-                    _ => l,
-                })
-                .collect::<Vec<_>>()
-                .join("\n");
-            code.trim_end().ends_with(';')
-        }
-        // An open quote or comment: keep reading.
-        Err(_) => false,
-    }
-}
-
 fn history_path() -> Option<PathBuf> {
     let base = std::env::var_os("XDG_STATE_HOME")
         .map(PathBuf::from)
@@ -420,14 +400,18 @@ pub async fn run(shell: &mut Shell) -> Result<ExitCode, CliError> {
                 Ok(Meta::Done) => {}
                 Ok(Meta::Run(sql)) => {
                     let _ = editor.add_history_entry(sql.trim());
-                    run_script(shell, &sql).await;
+                    if run_script(shell, &sql, false).await == Flow::Quit {
+                        break;
+                    }
                     last = sql;
                 }
                 Err(e) => super::report(&mut std::io::stderr(), &e, "", shell.color),
             }
         } else {
             last = text.to_string();
-            run_script(shell, text).await;
+            if run_script(shell, text, false).await == Flow::Quit {
+                break;
+            }
         }
         let (words, columns) = names(&shell.engine).await;
         if let Some(h) = editor.helper_mut() {
@@ -438,233 +422,6 @@ pub async fn run(shell: &mut Shell) -> Result<ExitCode, CliError> {
     }
     shell.flush()?;
     Ok(ExitCode::SUCCESS)
-}
-
-/// Run the statements of `text`, stopping at the first error.
-async fn run_script(shell: &mut Shell, text: &str) {
-    match Engine::split_statements(text) {
-        Ok(stmts) => {
-            for stmt in stmts {
-                if let Err(e) = shell.run(&stmt).await {
-                    let _ = shell.flush();
-                    super::report(&mut std::io::stderr(), &e, &stmt, shell.color);
-                    break;
-                }
-            }
-        }
-        Err(e) => super::report(&mut std::io::stderr(), &e.into(), text, shell.color),
-    }
-}
-
-const HELP: &str = "\
-\\q                 quit (also Ctrl-D)
-\\?                 this help
-\\dt                list tables
-\\d [NAME]          list tables, or describe table NAME
-\\timing            toggle the timing line
-\\format NAME       output format: table, csv, tsv, json, ndjson, markdown, line
-                   (parquet and arrow with \\o FILE)
-\\o [FILE]          send results to FILE (text formats append; .parquet/.arrow hold the
-                   latest result); without FILE, back to the screen
-\\i FILE            run the SQL in FILE
-\\e                 edit the last statement in $EDITOR, then run it
-\\set [NAME VALUE]  show or change a setting: format, max_rows, max_width, timing, pager,
-                   progress, color
-Statements end with ';' and may span lines; Tab completes, Ctrl-R searches history.
-Ctrl-C cancels a running query. SET name = value changes engine settings
-(threads, batch_size, memory_limit, or any datafusion.* name); SHOW ALL lists them.";
-
-enum Meta {
-    Quit,
-    Done,
-    /// Statements to run (from `\e`).
-    Run(String),
-}
-
-fn on_off(value: &str) -> Result<bool, CliError> {
-    match value.to_ascii_lowercase().as_str() {
-        "on" | "true" | "1" | "yes" => Ok(true),
-        "off" | "false" | "0" | "no" => Ok(false),
-        _ => Err(CliError::Usage(format!(
-            "expected on or off, found '{value}'"
-        ))),
-    }
-}
-
-fn settings(shell: &Shell) -> Vec<(&'static str, String)> {
-    let flag = |b: bool| if b { "on" } else { "off" }.to_string();
-    vec![
-        ("format", shell.options.format.to_string()),
-        ("max_rows", shell.max_rows.to_string()),
-        ("max_width", shell.options.max_column_width.to_string()),
-        ("timing", flag(shell.timing)),
-        (
-            "pager",
-            shell.pager.clone().unwrap_or_else(|| "off".to_string()),
-        ),
-        ("progress", flag(shell.progress)),
-        ("color", flag(shell.color)),
-        (
-            "output",
-            shell
-                .output()
-                .map(|p| p.display().to_string())
-                .unwrap_or_else(|| "stdout".to_string()),
-        ),
-    ]
-}
-
-fn set(shell: &mut Shell, name: &str, value: &str) -> Result<(), CliError> {
-    let number = |v: &str| {
-        v.parse::<usize>()
-            .map_err(|_| CliError::Usage(format!("{name} needs a number, found '{v}'")))
-    };
-    match name {
-        "format" => shell.options.format = value.parse()?,
-        "max_rows" => shell.max_rows = number(value)?,
-        "max_width" => shell.options.max_column_width = number(value)?.max(4),
-        "timing" => shell.timing = on_off(value)?,
-        "progress" => shell.progress = on_off(value)?,
-        "color" => shell.color = on_off(value)?,
-        "pager" => {
-            shell.pager = match value.to_ascii_lowercase().as_str() {
-                "off" | "false" | "0" | "no" => None,
-                "on" | "true" | "1" | "yes" => super::pager_command(),
-                _ => Some(value.to_string()),
-            }
-        }
-        _ => {
-            let names: Vec<&str> = settings(shell).iter().map(|(n, _)| *n).collect();
-            let hint = strata::error::closest(name, names.iter().copied())
-                .map(|c| format!("did you mean '{c}'? "))
-                .unwrap_or_default();
-            return Err(CliError::Usage(format!(
-                "unknown setting '{name}'; {hint}settings are {}",
-                names.join(", ")
-            )));
-        }
-    }
-    Ok(())
-}
-
-/// Run a meta command.
-async fn meta(shell: &mut Shell, text: &str, last: &mut String) -> Result<Meta, CliError> {
-    let (cmd, rest) = match text.split_once(char::is_whitespace) {
-        Some((c, r)) => (c, r.trim()),
-        None => (text, ""),
-    };
-    let arg = (!rest.is_empty()).then_some(rest);
-    let quiet = shell.quiet;
-    let say = |msg: String| {
-        if !quiet {
-            println!("{msg}");
-        }
-    };
-    match (cmd, arg) {
-        ("\\q" | "\\quit", _) => return Ok(Meta::Quit),
-        ("\\?" | "\\h" | "\\help", _) => println!("{HELP}"),
-        ("\\dt", _) | ("\\d", None) => {
-            shell
-                .run_plain(
-                    "SELECT table_name, table_type FROM information_schema.tables \
-                     WHERE table_schema = 'public' ORDER BY table_name",
-                )
-                .await?
-        }
-        ("\\d", Some(name)) => {
-            let quoted = name.trim_end_matches(';').replace('"', "\"\"");
-            shell.run_plain(&format!("DESCRIBE \"{quoted}\"")).await?
-        }
-        ("\\timing", _) => {
-            shell.timing = !shell.timing;
-            say(format!(
-                "Timing is {}.",
-                if shell.timing { "on" } else { "off" }
-            ));
-        }
-        ("\\format", Some(f)) => {
-            shell.options.format = f.parse::<OutputFormat>()?;
-            say(format!("Output format is {}.", shell.options.format));
-        }
-        ("\\format", None) => println!("Output format is {}.", shell.options.format),
-        ("\\o" | "\\output", file) => {
-            shell.set_output(file.map(PathBuf::from))?;
-            match file {
-                Some(f) => say(format!("Results go to {f}.")),
-                None => say("Results go to the screen.".to_string()),
-            }
-        }
-        ("\\i" | "\\include", Some(file)) => {
-            let sql = std::fs::read_to_string(file)
-                .map_err(|e| CliError::Usage(format!("cannot read {file}: {e}")))?;
-            run_script(shell, &sql).await;
-        }
-        ("\\i" | "\\include", None) => return Err(CliError::Usage("\\i needs a file name".into())),
-        ("\\e" | "\\edit", _) => {
-            let edited = edit(last)?;
-            if edited.trim().is_empty() {
-                return Ok(Meta::Done);
-            }
-            *last = edited.clone();
-            return Ok(Meta::Run(edited));
-        }
-        ("\\set", None) => {
-            for (name, value) in settings(shell) {
-                println!("{name:<10} {value}");
-            }
-        }
-        ("\\set", Some(rest)) => {
-            let (name, value) = rest
-                .split_once(char::is_whitespace)
-                .map(|(n, v)| (n, v.trim()))
-                .ok_or_else(|| CliError::Usage("usage: \\set NAME VALUE".into()))?;
-            set(shell, name, value)?;
-        }
-        _ => {
-            let known = [
-                "\\q", "\\?", "\\dt", "\\d", "\\timing", "\\format", "\\o", "\\i", "\\e", "\\set",
-            ];
-            let hint = strata::error::closest(cmd, known.iter().copied())
-                .map(|c| format!("did you mean {c}? "))
-                .unwrap_or_default();
-            return Err(CliError::Usage(format!(
-                "unknown command {cmd}; {hint}\\? lists the commands"
-            )));
-        }
-    }
-    Ok(Meta::Done)
-}
-
-/// Open `text` in `$VISUAL`/`$EDITOR` (default `vi`) and return what was saved.
-fn edit(text: &str) -> Result<String, CliError> {
-    let editor = std::env::var("VISUAL")
-        .or_else(|_| std::env::var("EDITOR"))
-        .unwrap_or_else(|_| "vi".to_string());
-    let dir = tempfile_dir()?;
-    let path = dir.join("statement.sql");
-    std::fs::write(&path, format!("{text}\n"))
-        .map_err(|e| CliError::Usage(format!("cannot write {}: {e}", path.display())))?;
-    let status = std::process::Command::new("sh")
-        .arg("-c")
-        .arg(format!("{editor} \"$1\""))
-        .arg("sh")
-        .arg(&path)
-        .status()
-        .map_err(|e| CliError::Usage(format!("cannot run {editor}: {e}")))?;
-    let edited = std::fs::read_to_string(&path).unwrap_or_default();
-    let _ = std::fs::remove_dir_all(&dir);
-    if !status.success() {
-        return Err(CliError::Usage(format!("{editor} exited with {status}")));
-    }
-    Ok(edited)
-}
-
-/// A fresh private folder for the editor's file.
-fn tempfile_dir() -> Result<PathBuf, CliError> {
-    let dir = std::env::temp_dir().join(format!("strata-edit-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)
-        .map_err(|e| CliError::Usage(format!("cannot create {}: {e}", dir.display())))?;
-    Ok(dir)
 }
 
 #[cfg(test)]
