@@ -331,6 +331,19 @@ impl Engine {
         self.register(name, DatasetSpec::new(location)).await
     }
 
+    /// The schema of table `name` if it is known without reading anything: a catalog table
+    /// that no statement has used yet is not resolved here (see [`Engine::table_names`]).
+    pub async fn loaded_table_schema(&self, name: &str) -> Option<SchemaRef> {
+        let schema = self.ctx.catalog("datafusion")?.schema("public")?;
+        if schema
+            .downcast_ref::<LazySchema>()
+            .is_some_and(|l| l.is_pending(name))
+        {
+            return None;
+        }
+        schema.table(name).await.ok().flatten().map(|t| t.schema())
+    }
+
     /// The names of the tables in the default schema, sorted.
     pub fn table_names(&self) -> Vec<String> {
         let mut names = self

@@ -56,6 +56,11 @@ impl LazySchema {
         self.pending.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Whether `name` is a catalog table not resolved yet.
+    pub fn is_pending(&self, name: &str) -> bool {
+        self.pending().contains_key(name)
+    }
+
     fn pending_names(&self) -> Vec<String> {
         self.pending().keys().cloned().collect()
     }

@@ -263,6 +263,7 @@ async fn catalog_errors_name_the_file_line_and_table() {
     .unwrap();
     let engine = Engine::builder().catalog(&catalog).build().await.unwrap();
     assert_eq!(engine.table_names(), vec!["people", "t"]);
+    assert!(engine.loaded_table_schema("people").await.is_none());
     let msg = engine.sql("SELECT * FROM t").await.unwrap_err().to_string();
     assert!(msg.contains("bad.toml"), "{msg}");
     assert!(msg.contains("table 't'"), "{msg}");
@@ -275,6 +276,8 @@ async fn catalog_errors_name_the_file_line_and_table() {
         .await
         .unwrap();
     assert_eq!(n[0].num_rows(), 1);
+    let people = engine.loaded_table_schema("people").await.unwrap();
+    assert_eq!(people.field(0).name(), "person_id");
 
     let msg = Engine::builder()
         .catalog(dir.path().join("nope.toml"))

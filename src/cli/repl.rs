@@ -6,6 +6,7 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
 
 use rustyline::completion::{Completer, FilenameCompleter, Pair};
 use rustyline::error::ReadlineError;
@@ -129,8 +130,9 @@ const TABLE_FUNCTIONS: &[&str] = &[
 struct StrataHelper {
     /// Keywords, function names and table names.
     words: Vec<String>,
-    /// Each table's columns, by lower-case table name.
-    columns: HashMap<String, Vec<String>>,
+    /// Each table's columns, by lower-case table name (filled in the background as catalog
+    /// tables load).
+    columns: Arc<Mutex<HashMap<String, Vec<String>>>>,
     files: FilenameCompleter,
     color: bool,
 }
@@ -163,13 +165,17 @@ impl Completer for StrataHelper {
             return Ok((pos, Vec::new()));
         }
         // Columns of the tables the statement names come first.
-        let named: Vec<&Vec<String>> = words_of(line)
-            .filter_map(|w| self.columns.get(&w.to_ascii_lowercase()))
-            .collect();
+        let named: Vec<String> = {
+            let columns = self.columns.lock().unwrap_or_else(|p| p.into_inner());
+            words_of(line)
+                .filter_map(|w| columns.get(&w.to_ascii_lowercase()))
+                .flatten()
+                .cloned()
+                .collect()
+        };
         let mut seen = std::collections::HashSet::new();
         let out: Vec<Pair> = named
-            .into_iter()
-            .flatten()
+            .iter()
             .chain(self.words.iter())
             .filter(|w| w.to_ascii_lowercase().starts_with(&prefix))
             .filter(|w| seen.insert(w.as_str()))
@@ -320,28 +326,44 @@ async fn names(engine: &Engine) -> (Vec<String>, HashMap<String, Vec<String>>) {
     words.extend(state.scalar_functions().keys().cloned());
     words.extend(state.aggregate_functions().keys().cloned());
     words.extend(state.window_functions().keys().cloned());
+    // Columns of the tables already loaded; a catalog table is not read just to complete it
+    // (its columns come once a statement has used it).
     let mut columns = HashMap::new();
-    if let Some(schema) = engine
-        .session()
-        .catalog("datafusion")
-        .and_then(|c| c.schema("public"))
-    {
-        for t in schema.table_names() {
-            if let Ok(Some(table)) = schema.table(&t).await {
-                let cols = table
-                    .schema()
-                    .fields()
-                    .iter()
-                    .map(|f| f.name().clone())
-                    .collect();
-                columns.insert(t.to_ascii_lowercase(), cols);
-            }
-            words.push(t);
+    for t in engine.table_names() {
+        if let Some(schema) = engine.loaded_table_schema(&t).await {
+            let cols = schema.fields().iter().map(|f| f.name().clone()).collect();
+            columns.insert(t.to_ascii_lowercase(), cols);
         }
+        words.push(t);
     }
     words.sort_by_key(|w| w.to_ascii_lowercase());
     words.dedup();
     (words, columns)
+}
+
+/// Resolve every table of the default schema and record its columns.
+async fn load_columns(
+    ctx: strata::datafusion::prelude::SessionContext,
+    columns: Arc<Mutex<HashMap<String, Vec<String>>>>,
+) {
+    let Some(schema) = ctx.catalog("datafusion").and_then(|c| c.schema("public")) else {
+        return;
+    };
+    for name in schema.table_names() {
+        // A table that cannot be loaded reports its error when a statement uses it.
+        if let Ok(Some(table)) = schema.table(&name).await {
+            let cols = table
+                .schema()
+                .fields()
+                .iter()
+                .map(|f| f.name().clone())
+                .collect();
+            columns
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(name.to_ascii_lowercase(), cols);
+        }
+    }
 }
 
 /// Run the prompt until `\q` or Ctrl-D.
@@ -355,13 +377,17 @@ pub async fn run(shell: &mut Shell) -> Result<ExitCode, CliError> {
         .build();
     let mut editor: Editor<StrataHelper, DefaultHistory> = Editor::with_config(config)
         .map_err(|e| CliError::Usage(format!("cannot start the prompt: {e}")))?;
-    let (words, columns) = names(&shell.engine).await;
+    let (words, loaded) = names(&shell.engine).await;
+    let columns = Arc::new(Mutex::new(loaded));
     editor.set_helper(Some(StrataHelper {
         words,
-        columns,
+        columns: columns.clone(),
         files: FilenameCompleter::new(),
         color: shell.color,
     }));
+    // Load the catalog's tables in the background so their columns complete, without making
+    // the prompt wait for them.
+    tokio::spawn(load_columns(shell.engine.session().clone(), columns));
     let history = history_path();
     if let Some(h) = &history {
         let _ = editor.load_history(h);
@@ -413,10 +439,13 @@ pub async fn run(shell: &mut Shell) -> Result<ExitCode, CliError> {
                 break;
             }
         }
-        let (words, columns) = names(&shell.engine).await;
+        let (words, loaded) = names(&shell.engine).await;
         if let Some(h) = editor.helper_mut() {
             h.words = words;
-            h.columns = columns;
+            h.columns
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .extend(loaded);
             h.color = shell.color;
         }
     }
@@ -450,10 +479,10 @@ mod tests {
     fn complete_at(line: &str, pos: usize) -> Vec<String> {
         let helper = StrataHelper {
             words: vec!["violations".into(), "vintage".into(), "SELECT".into()],
-            columns: HashMap::from([(
+            columns: Arc::new(Mutex::new(HashMap::from([(
                 "violations".to_string(),
                 vec!["violation_code".to_string(), "year".to_string()],
-            )]),
+            )]))),
             files: FilenameCompleter::new(),
             color: true,
         };
