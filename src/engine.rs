@@ -50,6 +50,7 @@ pub struct EngineBuilder {
     store_timeout: Duration,
     settings: Vec<(String, String)>,
     runner: Option<Arc<dyn Runner>>,
+    cluster: Option<String>,
 }
 
 impl Default for EngineBuilder {
@@ -64,6 +65,7 @@ impl Default for EngineBuilder {
             store_timeout: Duration::from_secs(30),
             settings: Vec::new(),
             runner: None,
+            cluster: None,
         }
     }
 }
@@ -133,6 +135,13 @@ impl EngineBuilder {
     /// Set any DataFusion configuration key (e.g. `datafusion.execution.batch_size`).
     pub fn setting(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.settings.push((key.into(), value.into()));
+        self
+    }
+
+    /// Run queries on a Ballista cluster: `df://host:port` for a running scheduler, or
+    /// `local:N` to start a scheduler and N executors inside this process.
+    pub fn cluster(mut self, url: impl Into<String>) -> Self {
+        self.cluster = Some(url.into());
         self
     }
 
@@ -217,9 +226,26 @@ impl EngineBuilder {
             );
         }
 
+        let runner: Arc<dyn Runner> = match (&self.cluster, self.runner) {
+            (Some(url), _) => {
+                let url = match url.strip_prefix("local:") {
+                    Some(n) => {
+                        let n: usize = n.parse().map_err(|_| {
+                            Error::Config(format!("local:{n}: expected a number of executors"))
+                        })?;
+                        let slots = self.target_partitions.unwrap_or(2);
+                        crate::cluster::start_local(&ctx.state(), n, slots).await?
+                    }
+                    None => url.clone(),
+                };
+                Arc::new(crate::cluster::ClusterRunner::new(&url)?)
+            }
+            (None, Some(r)) => r,
+            (None, None) => Arc::new(LocalRunner),
+        };
         let engine = Engine {
             ctx,
-            runner: self.runner.unwrap_or_else(|| Arc::new(LocalRunner)),
+            runner,
             prepared,
             datasets,
             next_key: AtomicU64::new(0),

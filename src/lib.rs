@@ -22,6 +22,7 @@
 
 /// The catalog file: datasets and stores declared in TOML.
 pub mod catalog;
+pub mod cluster;
 /// Datasets: locations, formats, options, hive partitions, listing tables.
 pub mod dataset;
 /// The embeddable engine and query results.
