@@ -382,6 +382,7 @@ fn help_documents_every_option_with_examples() {
         "--catalog",
         "--threads",
         "--memory-limit",
+        "--cluster",
         "--quiet",
         "--format",
         "--max-rows",
@@ -507,4 +508,24 @@ fn scripts_may_use_meta_commands() {
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("unknown output format 'xml'"));
     assert!(out.stdout.is_empty() || !text(&out.stdout).contains("| 1"));
+}
+
+#[test]
+fn queries_run_on_a_cluster_inside_the_process() {
+    let out = quiet(&[
+        "--cluster",
+        "local:2",
+        "--format",
+        "csv",
+        "-c",
+        "SELECT year, count(DISTINCT plate_id) > 0 AS some, count(*) AS n FROM violations GROUP BY year ORDER BY year",
+    ]);
+    assert_eq!(out, "year,some,n\n2023,true,3577\n2024,true,3546\n");
+    let out = strata(&["--cluster", "nonsense", "-c", "SELECT 1"], None);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("df://host:port"),
+        "{}",
+        text(&out.stderr)
+    );
 }

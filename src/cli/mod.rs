@@ -110,6 +110,10 @@ struct EngineArgs {
     /// Memory limit for queries, e.g. 512M or 2G; beyond it operators spill to disk.
     #[arg(long, env = "STRATA_MEMORY_LIMIT", global = true)]
     memory_limit: Option<String>,
+    /// Run queries on a Ballista cluster: df://HOST:PORT, or local:N for a scheduler and N
+    /// executors inside this process.
+    #[arg(long, env = "STRATA_CLUSTER", global = true, value_name = "URL")]
+    cluster: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -175,6 +179,9 @@ async fn build_engine(args: &EngineArgs) -> Result<Engine, CliError> {
     });
     if let Some(c) = catalog {
         builder = builder.catalog(c);
+    }
+    if let Some(url) = &args.cluster {
+        builder = builder.cluster(url);
     }
     Ok(builder.build().await?)
 }
