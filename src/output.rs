@@ -5,8 +5,9 @@ use std::fmt;
 use std::io::Write;
 use std::str::FromStr;
 
-use datafusion::arrow::array::Array;
-use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::array::{Array, AsArray};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::arrow::ipc::writer::FileWriter;
 use datafusion::arrow::json::writer::{JsonArray, LineDelimited};
 use datafusion::arrow::json::{Writer as JsonWriter, WriterBuilder as JsonWriterBuilder};
@@ -208,6 +209,9 @@ impl<'a> ResultWriter<'a> {
     pub fn finish(self) -> Result<()> {
         let schema = &self.schema;
         match self.sink {
+            Sink::Held(out, batches) if is_explain(schema) => {
+                write_explain(out, &batches, self.options.format)
+            }
             Sink::Held(out, batches) => match self.options.format {
                 OutputFormat::Markdown => write_markdown(out, schema, &batches),
                 OutputFormat::Line => write_line(out, schema, &batches),
@@ -227,6 +231,43 @@ impl<'a> ResultWriter<'a> {
             Sink::Arrow(mut w) => w.finish().map_err(arrow),
         }
     }
+}
+
+/// Whether a result is `EXPLAIN` output (`plan_type`, `plan`).
+fn is_explain(schema: &SchemaRef) -> bool {
+    let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+    names == ["plan_type", "plan"]
+        && schema
+            .fields()
+            .iter()
+            .all(|f| matches!(f.data_type(), DataType::Utf8 | DataType::Utf8View))
+}
+
+/// `EXPLAIN` output as plan blocks rather than table cells: indented under each plan's kind,
+/// or fenced in Markdown.
+fn write_explain(out: &mut dyn Write, batches: &[RecordBatch], format: OutputFormat) -> Result<()> {
+    let mut first = true;
+    for b in batches {
+        let kinds = cast(b.column(0), &DataType::Utf8).map_err(arrow)?;
+        let plans = cast(b.column(1), &DataType::Utf8).map_err(arrow)?;
+        let (kinds, plans) = (kinds.as_string::<i32>(), plans.as_string::<i32>());
+        for r in 0..b.num_rows() {
+            if !first {
+                writeln!(out).map_err(io)?;
+            }
+            first = false;
+            let (kind, plan) = (kinds.value(r), plans.value(r).trim_end());
+            if format == OutputFormat::Markdown {
+                writeln!(out, "**{kind}**\n\n```text\n{plan}\n```").map_err(io)?;
+            } else {
+                writeln!(out, "{kind}").map_err(io)?;
+                for line in plan.lines() {
+                    writeln!(out, "  {line}").map_err(io)?;
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Write `batches` (with `schema`, which names the columns even when there are no rows).

@@ -8,9 +8,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
-use datafusion::arrow::datatypes::{DataType, SchemaRef};
-use datafusion::arrow::record_batch::RecordBatch;
-use strata::datafusion;
 use strata::output::{OutputFormat, ResultWriter, WriteOptions};
 use strata::{Engine, Error};
 
@@ -61,16 +58,6 @@ pub struct Shell {
     output: Option<PathBuf>,
     output_file: Option<BufWriter<File>>,
     interrupts: Interrupts,
-}
-
-/// Whether a result is `EXPLAIN` output (`plan_type`, `plan`).
-fn is_explain(schema: &SchemaRef) -> bool {
-    let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
-    names == ["plan_type", "plan"]
-        && schema
-            .fields()
-            .iter()
-            .all(|f| matches!(f.data_type(), DataType::Utf8 | DataType::Utf8View))
 }
 
 /// The output format a file's extension asks for, if any.
@@ -166,11 +153,6 @@ impl Shell {
         if to_terminal && stdout_terminal {
             options.max_table_width = terminal_size().map(|(w, _)| w);
         }
-        let explain = is_explain(&schema)
-            && matches!(
-                format,
-                OutputFormat::Table | OutputFormat::Markdown | OutputFormat::Line
-            );
         let limit = (to_terminal && self.max_rows > 0).then_some(self.max_rows);
         let paging = to_terminal && stdout_terminal && self.pager.is_some();
 
@@ -194,7 +176,6 @@ impl Shell {
             &mut self.interrupts,
             sink,
             &options,
-            explain,
             limit,
             bar,
         )
@@ -282,15 +263,13 @@ async fn stream_result(
     interrupts: &mut Interrupts,
     sink: &mut (dyn Write + Send),
     options: &WriteOptions,
-    explain: bool,
     limit: Option<usize>,
     mut bar: Option<ProgressBar>,
 ) -> Result<(usize, usize), CliError> {
     let schema = result.schema();
     let mut rows = 0usize;
     let mut shown = 0usize;
-    let mut held: Vec<RecordBatch> = Vec::new();
-    let mut writer = if explain || schema.fields().is_empty() {
+    let mut writer = if schema.fields().is_empty() {
         None
     } else {
         Some(ResultWriter::new(&mut *sink, &schema, options)?)
@@ -317,9 +296,8 @@ async fn stream_result(
             }
             let part = batch.slice(0, keep);
             shown += keep;
-            match &mut writer {
-                Some(w) => w.write(&part)?,
-                None => held.push(part),
+            if let Some(w) = &mut writer {
+                w.write(&part)?;
             }
         }
         Ok(())
@@ -329,47 +307,10 @@ async fn stream_result(
         bar.finish().await;
     }
     outcome?;
-    let finished = writer.map(|w| w.finish()).transpose()?;
-    if finished.is_none() && explain {
-        write_explain(&mut *sink, &held, options.format)?;
-    }
+    // Consumed on every path, so the writer's borrow of `sink` ends here.
+    writer.map(ResultWriter::finish).transpose()?;
     sink.flush().map_err(io)?;
     Ok((rows, shown))
-}
-
-/// `EXPLAIN` output as plan blocks rather than table cells.
-fn write_explain(
-    out: &mut (dyn Write + Send),
-    batches: &[RecordBatch],
-    format: OutputFormat,
-) -> Result<(), CliError> {
-    use datafusion::arrow::array::AsArray;
-    use datafusion::arrow::compute::cast;
-    let mut first = true;
-    for b in batches {
-        let col = |i: usize| {
-            cast(b.column(i), &DataType::Utf8)
-                .map_err(|e| Error::Execution(format!("cannot format output: {e}")))
-        };
-        let (kinds, plans) = (col(0)?, col(1)?);
-        let (kinds, plans) = (kinds.as_string::<i32>(), plans.as_string::<i32>());
-        for r in 0..b.num_rows() {
-            if !first {
-                writeln!(out).map_err(io)?;
-            }
-            first = false;
-            let (kind, plan) = (kinds.value(r), plans.value(r).trim_end());
-            if format == OutputFormat::Markdown {
-                writeln!(out, "**{kind}**\n\n```text\n{plan}\n```").map_err(io)?;
-            } else {
-                writeln!(out, "{kind}").map_err(io)?;
-                for line in plan.lines() {
-                    writeln!(out, "  {line}").map_err(io)?;
-                }
-            }
-        }
-    }
-    Ok(())
 }
 
 /// The terminal's width and height, from standard output.
