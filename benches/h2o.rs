@@ -51,6 +51,14 @@ struct Args {
 const FILES: u64 = 4;
 const BATCH: u64 = 1 << 20;
 
+/// One value of a generated row.
+enum Val {
+    Int(u64),
+    Text(String),
+    Float(f64),
+}
+
+/// A column being filled; its type follows the values pushed into it.
 enum Col {
     Int(Vec<i64>),
     Text(Vec<String>),
@@ -58,6 +66,23 @@ enum Col {
 }
 
 impl Col {
+    fn for_value(v: &Val) -> Col {
+        match v {
+            Val::Int(_) => Col::Int(Vec::new()),
+            Val::Text(_) => Col::Text(Vec::new()),
+            Val::Float(_) => Col::Float(Vec::new()),
+        }
+    }
+
+    fn push(&mut self, v: Val) {
+        match (self, v) {
+            (Col::Int(c), Val::Int(x)) => c.push(x as i64),
+            (Col::Text(c), Val::Text(x)) => c.push(x),
+            (Col::Float(c), Val::Float(x)) => c.push(x),
+            _ => panic!("a row's values must keep their column's type"),
+        }
+    }
+
     fn array(self) -> (DataType, ArrayRef) {
         match self {
             Col::Int(v) => (DataType::Int64, Arc::new(Int64Array::from(v))),
@@ -67,14 +92,14 @@ impl Col {
     }
 }
 
-/// Write `rows` rows made by `row` (which fills one value per column) as `FILES` Parquet files.
-fn write_table(
-    dir: &Path,
-    names: &[&str],
-    rows: u64,
-    mut make: impl FnMut(u64, &mut Vec<Col>),
-    empty: impl Fn() -> Vec<Col>,
-) {
+/// A value column: a float in [0, 100) with 6 decimals.
+fn amount(rng: &mut Rng) -> Val {
+    Val::Float((rng.unit() * 100.0 * 1e6).round() / 1e6)
+}
+
+/// Write `rows` rows made by `make` (row number to values, one per column of `names`) as
+/// `FILES` Parquet files.
+fn write_table(dir: &Path, names: &[&str], rows: u64, mut make: impl FnMut(u64) -> Vec<Val>) {
     std::fs::create_dir_all(dir).expect("folder");
     let per_file = rows.div_ceil(FILES).max(1);
     let mut next = 0u64;
@@ -85,9 +110,15 @@ fn write_table(
         let mut schema: Option<SchemaRef> = None;
         while next < end {
             let stop = (next + BATCH).min(end);
-            let mut cols = empty();
+            let mut cols: Vec<Col> = Vec::new();
             for i in next..stop {
-                make(i, &mut cols);
+                let row = make(i);
+                if cols.is_empty() {
+                    cols = row.iter().map(Col::for_value).collect();
+                }
+                for (c, v) in cols.iter_mut().zip(row) {
+                    c.push(v);
+                }
             }
             let (types, arrays): (Vec<DataType>, Vec<ArrayRef>) =
                 cols.into_iter().map(Col::array).unzip();
@@ -119,24 +150,6 @@ fn write_table(
     }
 }
 
-macro_rules! push {
-    ($cols:expr, $i:expr, Int, $v:expr) => {
-        if let Col::Int(c) = &mut $cols[$i] {
-            c.push($v as i64)
-        }
-    };
-    ($cols:expr, $i:expr, Text, $v:expr) => {
-        if let Col::Text(c) = &mut $cols[$i] {
-            c.push($v)
-        }
-    };
-    ($cols:expr, $i:expr, Float, $v:expr) => {
-        if let Col::Float(c) = &mut $cols[$i] {
-            c.push($v)
-        }
-    };
-}
-
 fn generate(dir: &Path, n: u64) {
     let stamp = dir.join("GENERATED");
     if std::fs::read_to_string(&stamp).is_ok_and(|s| s == format!("{n}\n")) {
@@ -145,6 +158,7 @@ fn generate(dir: &Path, n: u64) {
     if dir.exists() {
         std::fs::remove_dir_all(dir).expect("clean");
     }
+    let id = |v: u64| Val::Text(format!("id{v}"));
     // groupby: x
     let k = 100u64;
     let mut rng = Rng::new(1);
@@ -152,28 +166,17 @@ fn generate(dir: &Path, n: u64) {
         &dir.join("groupby/x"),
         &["id1", "id2", "id3", "id4", "id5", "id6", "v1", "v2", "v3"],
         n,
-        |_, c| {
-            push!(c, 0, Text, format!("id{:03}", rng.pick(k)));
-            push!(c, 1, Text, format!("id{:03}", rng.pick(k)));
-            push!(c, 2, Text, format!("id{:010}", rng.pick(n / k)));
-            push!(c, 3, Int, rng.pick(k));
-            push!(c, 4, Int, rng.pick(k));
-            push!(c, 5, Int, rng.pick(n / k));
-            push!(c, 6, Int, rng.pick(5));
-            push!(c, 7, Int, rng.pick(15));
-            push!(c, 8, Float, (rng.unit() * 100.0 * 1e6).round() / 1e6);
-        },
-        || {
+        |_| {
             vec![
-                Col::Text(vec![]),
-                Col::Text(vec![]),
-                Col::Text(vec![]),
-                Col::Int(vec![]),
-                Col::Int(vec![]),
-                Col::Int(vec![]),
-                Col::Int(vec![]),
-                Col::Int(vec![]),
-                Col::Float(vec![]),
+                Val::Text(format!("id{:03}", rng.pick(k))),
+                Val::Text(format!("id{:03}", rng.pick(k))),
+                Val::Text(format!("id{:010}", rng.pick(n / k))),
+                Val::Int(rng.pick(k)),
+                Val::Int(rng.pick(k)),
+                Val::Int(rng.pick(n / k)),
+                Val::Int(rng.pick(5)),
+                Val::Int(rng.pick(15)),
+                amount(&mut rng),
             ]
         },
     );
@@ -185,61 +188,33 @@ fn generate(dir: &Path, n: u64) {
         &dir.join("join/x"),
         &["id1", "id2", "id3", "id4", "id5", "id6", "v1"],
         n,
-        |_, c| {
+        |_| {
             let (a, b, d) = (miss(&mut rng, k1), miss(&mut rng, k2), miss(&mut rng, k3));
-            push!(c, 0, Int, a);
-            push!(c, 1, Int, b);
-            push!(c, 2, Int, d);
-            push!(c, 3, Text, format!("id{a}"));
-            push!(c, 4, Text, format!("id{b}"));
-            push!(c, 5, Text, format!("id{d}"));
-            push!(c, 6, Float, (rng.unit() * 100.0 * 1e6).round() / 1e6);
-        },
-        || {
+            let v1 = amount(&mut rng);
             vec![
-                Col::Int(vec![]),
-                Col::Int(vec![]),
-                Col::Int(vec![]),
-                Col::Text(vec![]),
-                Col::Text(vec![]),
-                Col::Text(vec![]),
-                Col::Float(vec![]),
+                Val::Int(a),
+                Val::Int(b),
+                Val::Int(d),
+                id(a),
+                id(b),
+                id(d),
+                v1,
             ]
         },
     );
     let mut rng = Rng::new(3);
-    write_table(
-        &dir.join("join/small"),
-        &["id1", "id4", "v2"],
-        k1,
-        |i, c| {
-            push!(c, 0, Int, i + 1);
-            push!(c, 1, Text, format!("id{}", i + 1));
-            push!(c, 2, Float, (rng.unit() * 100.0 * 1e6).round() / 1e6);
-        },
-        || vec![Col::Int(vec![]), Col::Text(vec![]), Col::Float(vec![])],
-    );
+    write_table(&dir.join("join/small"), &["id1", "id4", "v2"], k1, |i| {
+        vec![Val::Int(i + 1), id(i + 1), amount(&mut rng)]
+    });
     let mut rng = Rng::new(4);
     write_table(
         &dir.join("join/medium"),
         &["id1", "id2", "id4", "id5", "v2"],
         k2,
-        |i, c| {
+        |i| {
             let a = rng.pick(k1);
-            push!(c, 0, Int, a);
-            push!(c, 1, Int, i + 1);
-            push!(c, 2, Text, format!("id{a}"));
-            push!(c, 3, Text, format!("id{}", i + 1));
-            push!(c, 4, Float, (rng.unit() * 100.0 * 1e6).round() / 1e6);
-        },
-        || {
-            vec![
-                Col::Int(vec![]),
-                Col::Int(vec![]),
-                Col::Text(vec![]),
-                Col::Text(vec![]),
-                Col::Float(vec![]),
-            ]
+            let v2 = amount(&mut rng);
+            vec![Val::Int(a), Val::Int(i + 1), id(a), id(i + 1), v2]
         },
     );
     let mut rng = Rng::new(5);
@@ -247,25 +222,17 @@ fn generate(dir: &Path, n: u64) {
         &dir.join("join/big"),
         &["id1", "id2", "id3", "id4", "id5", "id6", "v2"],
         k3,
-        |i, c| {
+        |i| {
             let (a, b) = (rng.pick(k1), rng.pick(k2));
-            push!(c, 0, Int, a);
-            push!(c, 1, Int, b);
-            push!(c, 2, Int, i + 1);
-            push!(c, 3, Text, format!("id{a}"));
-            push!(c, 4, Text, format!("id{b}"));
-            push!(c, 5, Text, format!("id{}", i + 1));
-            push!(c, 6, Float, (rng.unit() * 100.0 * 1e6).round() / 1e6);
-        },
-        || {
+            let v2 = amount(&mut rng);
             vec![
-                Col::Int(vec![]),
-                Col::Int(vec![]),
-                Col::Int(vec![]),
-                Col::Text(vec![]),
-                Col::Text(vec![]),
-                Col::Text(vec![]),
-                Col::Float(vec![]),
+                Val::Int(a),
+                Val::Int(b),
+                Val::Int(i + 1),
+                id(a),
+                id(b),
+                id(i + 1),
+                v2,
             ]
         },
     );
@@ -288,10 +255,10 @@ async fn run_suite(dir: &Path, suite: &str, tables: &[&str], args: &Args) {
     let file = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("benches/h2o/{suite}.sql"));
     for (i, sql) in common::statements(&file).iter().enumerate() {
         common::reset_peak();
-        let (first, rows) = common::time_query(&engine, sql).await;
+        let (first, rows) = common::time_query(&engine, sql, None).await;
         let mut times: Vec<Duration> = Vec::new();
         for _ in 0..args.runs {
-            times.push(common::time_query(&engine, sql).await.0);
+            times.push(common::time_query(&engine, sql, None).await.0);
         }
         let (median, min) = common::median_min(if times.is_empty() { vec![first] } else { times });
         let ms = |d: Duration| d.as_secs_f64() * 1e3;

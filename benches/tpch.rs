@@ -21,7 +21,6 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
-use strata::output::{OutputFormat, ResultWriter, WriteOptions};
 use strata::{DatasetSpec, Engine};
 
 #[derive(Parser)]
@@ -104,24 +103,13 @@ enum Command {
     },
 }
 
-fn parse_size(text: &str) -> usize {
-    let t = text.trim().to_ascii_uppercase();
-    let (n, m) = match t.chars().last() {
-        Some('K') => (&t[..t.len() - 1], 1usize << 10),
-        Some('M') => (&t[..t.len() - 1], 1 << 20),
-        Some('G') => (&t[..t.len() - 1], 1 << 30),
-        _ => (t.as_str(), 1),
-    };
-    n.parse::<usize>().expect("a size such as 512M") * m
-}
-
 async fn engine(data: &DataArgs, args: &EngineArgs) -> Engine {
     let mut b = Engine::builder();
     if let Some(n) = args.threads {
         b = b.threads(n);
     }
     if let Some(m) = &args.memory_limit {
-        b = b.memory_limit(parse_size(m));
+        b = b.memory_limit(strata::engine::parse_size(m).expect("a size such as 512M"));
     }
     for s in &args.settings {
         let (k, v) = s.split_once('=').expect("--set key=value");
@@ -148,33 +136,6 @@ async fn engine(data: &DataArgs, args: &EngineArgs) -> Engine {
 pub fn query(n: usize) -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("benches/tpch/q{n:02}.sql"));
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
-async fn run_once(engine: &Engine, sql: &str, out: Option<&Path>) -> (Duration, usize) {
-    let start = Instant::now();
-    let mut result = engine.sql(sql).await.expect("query plans");
-    let schema = result.schema();
-    let mut rows = 0;
-    let mut file = out.map(|p| std::fs::File::create(p).expect("output file"));
-    let options = WriteOptions {
-        format: OutputFormat::Csv,
-        ..WriteOptions::default()
-    };
-    let mut writer = file
-        .as_mut()
-        .map(|f| ResultWriter::new(f, &schema, &options).expect("writer"));
-    while let Some(b) = result.next_batch().await {
-        let b = b.expect("query runs");
-        rows += b.num_rows();
-        if let Some(w) = &mut writer {
-            w.write(&b).expect("write");
-        }
-    }
-    let elapsed = start.elapsed();
-    if let Some(w) = writer {
-        w.finish().expect("write");
-    }
-    (elapsed, rows)
 }
 
 fn main() {
@@ -212,10 +173,10 @@ fn main() {
             for q in queries {
                 let sql = query(q);
                 common::reset_peak();
-                let (first, rows) = run_once(&engine, &sql, None).await;
+                let (first, rows) = common::time_query(&engine, &sql, None).await;
                 let mut times = Vec::new();
                 for _ in 0..runs {
-                    times.push(run_once(&engine, &sql, None).await.0);
+                    times.push(common::time_query(&engine, &sql, None).await.0);
                 }
                 let peak = common::peak_rss().unwrap_or(0);
                 times.sort();
@@ -261,7 +222,7 @@ fn main() {
                     continue;
                 };
                 let n: usize = name.trim_start_matches('q').parse().expect("query number");
-                let (elapsed, rows) = run_once(&engine, &query(n), Some(Path::new(out))).await;
+                let (elapsed, rows) = common::time_query(&engine, &query(n), Some(Path::new(out))).await;
                 writeln!(
                     stdout,
                     "{{\"query\":\"{name}\",\"seconds\":{:.6},\"rows\":{rows}}}",

@@ -281,6 +281,25 @@ impl EngineBuilder {
     }
 }
 
+/// Parse a size such as `512M`, `2G`, `1.5g`, `64KB` or `1024` into bytes; `None` when it is
+/// not one.
+pub fn parse_size(text: &str) -> Option<usize> {
+    let t = text.trim().to_ascii_uppercase();
+    let t = t.trim_end_matches('B');
+    let (num, mult) = match t.chars().last() {
+        Some('K') => (&t[..t.len() - 1], 1usize << 10),
+        Some('M') => (&t[..t.len() - 1], 1 << 20),
+        Some('G') => (&t[..t.len() - 1], 1 << 30),
+        Some('T') => (&t[..t.len() - 1], 1 << 40),
+        _ => (t, 1),
+    };
+    num.trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|n| *n > 0.0)
+        .map(|n| (n * mult as f64) as usize)
+}
+
 /// A Strata query engine: register datasets, run SQL, get Arrow batches.
 ///
 /// ```

@@ -7,16 +7,33 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use strata::Engine;
+use strata::output::{OutputFormat, WriteOptions, write_batches};
 
-/// Run `sql` to its last batch; the time and the rows returned.
-pub async fn time_query(engine: &Engine, sql: &str) -> (Duration, usize) {
+/// Run `sql` to its last batch, writing the result as CSV to `csv` when given (after the
+/// clock stops); the time and the rows returned.
+pub async fn time_query(engine: &Engine, sql: &str, csv: Option<&Path>) -> (Duration, usize) {
     let start = Instant::now();
     let mut result = engine.sql(sql).await.expect("query plans");
+    let schema = result.schema();
     let mut rows = 0;
+    let mut kept = Vec::new();
     while let Some(b) = result.next_batch().await {
-        rows += b.expect("query runs").num_rows();
+        let b = b.expect("query runs");
+        rows += b.num_rows();
+        if csv.is_some() {
+            kept.push(b);
+        }
     }
-    (start.elapsed(), rows)
+    let elapsed = start.elapsed();
+    if let Some(path) = csv {
+        let mut file = std::fs::File::create(path).expect("output file");
+        let options = WriteOptions {
+            format: OutputFormat::Csv,
+            ..WriteOptions::default()
+        };
+        write_batches(&mut file, &schema, &kept, &options).expect("write");
+    }
+    (elapsed, rows)
 }
 
 /// Reset the peak resident memory counter (Linux), so the next reading covers what follows.

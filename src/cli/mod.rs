@@ -131,20 +131,7 @@ enum Command {
 
 /// Parse `512M`, `2G`, `1024` into bytes.
 fn parse_size(text: &str) -> Result<usize, CliError> {
-    let t = text.trim().to_ascii_uppercase();
-    let t = t.trim_end_matches('B');
-    let (num, mult) = match t.chars().last() {
-        Some('K') => (&t[..t.len() - 1], 1usize << 10),
-        Some('M') => (&t[..t.len() - 1], 1 << 20),
-        Some('G') => (&t[..t.len() - 1], 1 << 30),
-        Some('T') => (&t[..t.len() - 1], 1 << 40),
-        _ => (t, 1),
-    };
-    num.trim()
-        .parse::<f64>()
-        .ok()
-        .filter(|n| *n > 0.0)
-        .map(|n| (n * mult as f64) as usize)
+    strata::engine::parse_size(text)
         .ok_or_else(|| CliError::Usage(format!("invalid size '{text}'; use e.g. 512M or 2G")))
 }
 
