@@ -331,14 +331,17 @@ async fn names(engine: &Engine) -> (Vec<String>, HashMap<String, Vec<String>>) {
     let mut columns = HashMap::new();
     for t in engine.table_names() {
         if let Some(schema) = engine.loaded_table_schema(&t).await {
-            let cols = schema.fields().iter().map(|f| f.name().clone()).collect();
-            columns.insert(t.to_ascii_lowercase(), cols);
+            columns.insert(t.to_ascii_lowercase(), column_names(&schema));
         }
         words.push(t);
     }
     words.sort_by_key(|w| w.to_ascii_lowercase());
     words.dedup();
     (words, columns)
+}
+
+fn column_names(schema: &strata::datafusion::arrow::datatypes::Schema) -> Vec<String> {
+    schema.fields().iter().map(|f| f.name().clone()).collect()
 }
 
 /// Resolve every table of the default schema and record its columns.
@@ -352,16 +355,10 @@ async fn load_columns(
     for name in schema.table_names() {
         // A table that cannot be loaded reports its error when a statement uses it.
         if let Ok(Some(table)) = schema.table(&name).await {
-            let cols = table
-                .schema()
-                .fields()
-                .iter()
-                .map(|f| f.name().clone())
-                .collect();
             columns
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .insert(name.to_ascii_lowercase(), cols);
+                .insert(name.to_ascii_lowercase(), column_names(&table.schema()));
         }
     }
 }
