@@ -1,6 +1,8 @@
 //! Runs every `sql-tests/*.slt` file through Strata's engine with sqllogictest: a fresh engine
 //! (with the repository's `strata.toml`) and scratch folder per file, once at 1 and once at 4
-//! target partitions, so results must not depend on parallelism.
+//! target partitions, so results must not depend on parallelism, and once on a cluster started
+//! for the file (one scheduler, two executors, every shuffle read remotely), leaving out only
+//! the records `sql-tests/cluster-differences.md` lists.
 //!
 //! `cargo test --test sql-tests -- FILTER` runs only files whose name contains FILTER;
 //! `cargo test --test sql-tests -- --complete [FILTER]` rewrites expected results (review the diff).
@@ -22,7 +24,24 @@ use strata::datafusion::arrow::datatypes::{DataType, Float32Type, Float64Type};
 use strata::datafusion::arrow::record_batch::RecordBatch;
 use strata::datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 
-const PARTITIONS: [usize; 2] = [1, 4];
+/// How a file runs: locally at a number of target partitions, or on a cluster started in
+/// this process (one scheduler, two executors on loopback, every shuffle read remotely).
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Mode {
+    Local(usize),
+    Cluster,
+}
+
+impl std::fmt::Display for Mode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Mode::Local(n) => write!(f, "{n} partitions"),
+            Mode::Cluster => f.write_str("cluster"),
+        }
+    }
+}
+
+const MODES: [Mode; 3] = [Mode::Local(1), Mode::Local(4), Mode::Cluster];
 const TPCH_SCALE: f64 = 0.01;
 
 fn tpch_dir() -> PathBuf {
@@ -196,15 +215,69 @@ fn float(v: f64) -> String {
     s.to_string()
 }
 
-async fn make_db(root: PathBuf, partitions: usize, scratch: PathBuf) -> Result<StrataDb, DbError> {
-    let engine = Engine::builder()
-        .target_partitions(partitions)
+async fn make_db(root: PathBuf, mode: Mode, scratch: PathBuf) -> Result<StrataDb, DbError> {
+    let builder = Engine::builder()
         .catalog(root.join("strata.toml"))
-        .store_timeout(std::time::Duration::from_secs(5))
-        .build()
-        .await
-        .map_err(|e| DbError(e.to_string()))?;
+        .store_timeout(std::time::Duration::from_secs(5));
+    let builder = match mode {
+        Mode::Local(n) => builder.target_partitions(n),
+        Mode::Cluster => builder
+            .target_partitions(2)
+            .cluster("local:2")
+            .setting("ballista.shuffle.force_remote_read", "true"),
+    };
+    let engine = builder.build().await.map_err(|e| DbError(e.to_string()))?;
     Ok(StrataDb { engine, scratch })
+}
+
+/// The records `sql-tests/cluster-differences.md` lists, as (file name, line or None for the
+/// whole file).
+fn cluster_skips(root: &std::path::Path) -> Vec<(String, Option<u32>)> {
+    let text = std::fs::read_to_string(root.join("sql-tests/cluster-differences.md"))
+        .expect("sql-tests/cluster-differences.md");
+    text.lines()
+        .filter_map(|l| l.strip_prefix("- `"))
+        .filter_map(|l| l.split_once('`').map(|(entry, _)| entry))
+        .filter_map(|entry| entry.split_once(':'))
+        .map(|(file, line)| (file.to_string(), line.parse().ok()))
+        .collect()
+}
+
+/// Run `file` record by record, leaving out the records `skips` lists for it.
+async fn run_skipping<D, M>(
+    runner: &mut sqllogictest::Runner<D, M>,
+    file: &std::path::Path,
+    skips: &[(String, Option<u32>)],
+) -> Result<(), String>
+where
+    D: sqllogictest::AsyncDB<ColumnType = DefaultColumnType>,
+    M: sqllogictest::MakeConnection<Conn = D>,
+{
+    let name = file.file_name().unwrap().to_string_lossy().to_string();
+    let listed: Vec<Option<u32>> = skips
+        .iter()
+        .filter(|(f, _)| *f == name)
+        .map(|(_, l)| *l)
+        .collect();
+    if listed.contains(&None) {
+        return Ok(());
+    }
+    let records = sqllogictest::parse_file::<DefaultColumnType>(file).map_err(|e| e.to_string())?;
+    for record in records {
+        let line = match &record {
+            sqllogictest::Record::Statement { loc, .. }
+            | sqllogictest::Record::Query { loc, .. } => Some(loc.line()),
+            _ => None,
+        };
+        if line.is_some_and(|l| listed.contains(&Some(l))) {
+            continue;
+        }
+        runner
+            .run_async(record)
+            .await
+            .map_err(|e| e.display(true).to_string())?;
+    }
+    Ok(())
 }
 
 fn main() -> std::process::ExitCode {
@@ -231,26 +304,24 @@ fn main() -> std::process::ExitCode {
         tpch_data::generate(&tpch_dir(), TPCH_SCALE, 2, false).expect("TPC-H data");
     }
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let skips = cluster_skips(&root);
     let (mut passed, mut failed) = (0usize, 0usize);
     for file in &files {
         let name = file.file_name().unwrap().to_string_lossy().to_string();
-        let runs: &[usize] = if complete {
-            &PARTITIONS[..1]
-        } else {
-            &PARTITIONS
-        };
-        for &partitions in runs {
+        let runs: &[Mode] = if complete { &MODES[..1] } else { &MODES };
+        for &mode in runs {
+            // A runtime per run, so a cluster started for it stops with it.
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
             let scratch = tempfile::tempdir().expect("scratch dir");
             let scratch_path = scratch.path().to_path_buf();
             let root2 = root.clone();
             let started = Instant::now();
             let outcome = runtime.block_on(async {
                 let mut runner = sqllogictest::Runner::new(move || {
-                    make_db(root2.clone(), partitions, scratch_path.clone())
+                    make_db(root2.clone(), mode, scratch_path.clone())
                 });
                 runner.with_column_validator(sqllogictest::strict_column_validator);
                 if complete {
@@ -264,6 +335,8 @@ fn main() -> std::process::ExitCode {
                         )
                         .await
                         .map_err(|e| e.to_string())
+                } else if mode == Mode::Cluster {
+                    run_skipping(&mut runner, file, &skips).await
                 } else {
                     runner
                         .run_file_async(file)
@@ -275,13 +348,13 @@ fn main() -> std::process::ExitCode {
                 Ok(()) => {
                     passed += 1;
                     println!(
-                        "PASS {name} [{partitions} partitions] in {:.2}s",
+                        "PASS {name} [{mode}] in {:.2}s",
                         started.elapsed().as_secs_f64()
                     );
                 }
                 Err(e) => {
                     failed += 1;
-                    println!("FAIL {name} [{partitions} partitions]\n{e}\n");
+                    println!("FAIL {name} [{mode}]\n{e}\n");
                 }
             }
         }

@@ -181,6 +181,24 @@ impl EngineBuilder {
             o.execution.parquet.enable_page_index = true;
             o.execution.parquet.pruning = true;
         }
+        if self.cluster.is_some() {
+            // Registers the `ballista.*` settings (so SET and `setting()` accept them) and
+            // applies the settings Ballista needs for every query.
+            use ballista_core::extension::SessionConfigExt;
+            // Ballista's adaptive planner rewrites windows into wrong results
+            // (sql-tests/windows.slt) and replaces the session's physical rules; the static
+            // planner answers like local execution. `SET ballista.planner.adaptive.enabled`
+            // turns it on.
+            config = config
+                .upgrade_for_ballista()
+                .with_ballista_adaptive_query_planner(false)
+                .with_ballista_logical_extension_codec(Arc::new(
+                    crate::cluster::StrataLogicalCodec::default(),
+                ))
+                .with_ballista_physical_extension_codec(Arc::new(
+                    crate::cluster::StrataPhysicalCodec::default(),
+                ));
+        }
         for (k, v) in &self.settings {
             config.options_mut().set(k, v).map_err(|e| {
                 Error::Config(format!(
@@ -758,7 +776,7 @@ impl QueryResult {
 }
 
 /// Find which file a decoding error comes from by scanning the query's files one by one.
-async fn diagnose(
+pub(crate) async fn diagnose(
     plan: Option<Arc<dyn ExecutionPlan>>,
     task_ctx: Option<Arc<TaskContext>>,
     message: String,

@@ -77,7 +77,7 @@ pub enum Error {
 }
 
 /// DataFusion's allocation failure on one line: what failed, and how to give it more room.
-fn out_of_memory(message: &str) -> String {
+pub(crate) fn out_of_memory(message: &str) -> String {
     let failure = message
         .lines()
         .rev()
@@ -206,6 +206,7 @@ fn clone_shallow(err: &Error) -> Error {
         },
         Error::Dataset(e) => Error::Dataset(e.clone()),
         Error::Cancelled => Error::Cancelled,
+        Error::ResourcesExhausted(m) => Error::ResourcesExhausted(m.clone()),
         other => Error::Execution(other.to_string()),
     }
 }

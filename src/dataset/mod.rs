@@ -5,12 +5,13 @@
 mod location;
 mod options;
 mod partitions;
+mod table;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::config::{CsvOptions, TableOptions};
 use datafusion::datasource::file_format::FileFormat;
@@ -28,6 +29,7 @@ use object_store::ObjectMeta;
 pub use location::{Location, looks_like_location};
 pub use options::{Compression, DatasetOptions, Format, parse_type_name};
 pub use partitions::PartitionColumn;
+pub use table::DatasetTable;
 
 /// Errors resolving or reading a dataset. Every message names the location it is about.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -189,7 +191,7 @@ pub struct Dataset {
     /// The partition columns discovered or declared.
     pub partitions: Vec<PartitionColumn>,
     /// The DataFusion table.
-    pub table: Arc<ListingTable>,
+    pub table: Arc<DatasetTable>,
     locations: Vec<Location>,
     extension: String,
 }
@@ -279,14 +281,6 @@ impl Dataset {
         };
 
         let file_format = build_format(format, compression, &spec.options, state.table_options());
-        let listing_options = ListingOptions::new(file_format.clone())
-            .with_file_extension(extension.clone())
-            .with_table_partition_cols(
-                partitions
-                    .iter()
-                    .map(|p| (p.name.clone(), p.data_type.clone()))
-                    .collect(),
-            );
 
         let store = state
             .runtime_env()
@@ -310,18 +304,33 @@ impl Dataset {
         };
         check_partition_clash(&schema, &partitions, &spec)?;
 
-        let urls = listed.iter().map(|(l, _)| l.url.clone()).collect();
-        let locations = listed.into_iter().map(|(l, _)| l).collect();
-        let config = ListingTableConfig::new_with_multi_paths(urls)
-            .with_listing_options(listing_options)
-            .with_schema(schema);
-        let table =
-            ListingTable::try_new(config).map_err(|e| DatasetError::read(&spec.display(), e))?;
+        let locations: Vec<Location> = listed.into_iter().map(|(l, _)| l).collect();
+        let partition_cols: Vec<(String, DataType)> = partitions
+            .iter()
+            .map(|p| (p.name.clone(), p.data_type.clone()))
+            .collect();
+        let table = listing_table(
+            &locations,
+            file_format,
+            &extension,
+            partition_cols.clone(),
+            schema,
+        )
+        .map_err(|e| DatasetError::read(&spec.display(), e))?;
+        let recipe = table::Recipe {
+            locations: spec.locations.clone(),
+            base_dir: Some(base_dir),
+            options: spec.options.clone(),
+            format,
+            compression,
+            extension: extension.clone(),
+            partitions: partition_cols.into_iter().map(|(n, _)| n).collect(),
+        };
         Ok(Dataset {
             spec,
             format,
             partitions,
-            table: Arc::new(table),
+            table: Arc::new(DatasetTable::new(Arc::new(table), recipe)),
             locations,
             extension,
         })
@@ -570,6 +579,25 @@ pub(crate) fn file_format(
         opts,
         table_options,
     )
+}
+
+/// The listing table over `locations`: files with `extension` read with `format`, the
+/// partition columns after the file columns of `file_schema`.
+fn listing_table(
+    locations: &[Location],
+    format: Arc<dyn FileFormat>,
+    extension: &str,
+    partition_cols: Vec<(String, DataType)>,
+    file_schema: SchemaRef,
+) -> datafusion::error::Result<ListingTable> {
+    let options = ListingOptions::new(format)
+        .with_file_extension(extension)
+        .with_table_partition_cols(partition_cols);
+    let urls = locations.iter().map(|l| l.url.clone()).collect();
+    let config = ListingTableConfig::new_with_multi_paths(urls)
+        .with_listing_options(options)
+        .with_schema(file_schema);
+    ListingTable::try_new(config)
 }
 
 fn build_format(

@@ -9,7 +9,7 @@ use datafusion::arrow::datatypes::DataType;
 use super::DatasetError;
 
 /// A file format Strata reads and writes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Format {
     /// Apache Parquet.
     Parquet,
@@ -75,7 +75,7 @@ impl FromStr for Format {
 }
 
 /// Compression of a text file (CSV or JSON).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Compression {
     /// Not compressed.
     None,
@@ -130,7 +130,7 @@ impl FromStr for Compression {
 }
 
 /// How to read a dataset. Every field left `None` is inferred.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct DatasetOptions {
     /// The file format; inferred from file extensions when `None`.
     pub format: Option<Format>,
@@ -153,6 +153,7 @@ pub struct DatasetOptions {
     /// Discover `key=value/` directories as partition columns (default true).
     pub hive_partitioning: Option<bool>,
     /// Declared partition column types; others are inferred.
+    #[serde(skip)]
     pub partition_types: Vec<(String, DataType)>,
 }
 

@@ -1,0 +1,247 @@
+//! How Strata's tables travel to a scheduler inside a logical plan: datasets as their recipe
+//! (rebuilt there, globs and options included), in-memory tables as Arrow IPC. Everything
+//! else is left to Ballista's codec.
+
+use std::io::Cursor;
+use std::sync::Arc;
+
+use ballista_core::serde::{BallistaLogicalExtensionCodec, BallistaPhysicalExtensionCodec};
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::ipc::reader::StreamReader;
+use datafusion::arrow::ipc::writer::StreamWriter;
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::catalog::TableProvider;
+use datafusion::common::TableReference;
+use datafusion::common::config::TableOptions;
+use datafusion::datasource::MemTable;
+use datafusion::datasource::file_format::FileFormatFactory;
+use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::TaskContext;
+use datafusion::logical_expr::{Extension, LogicalPlan};
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion_proto::logical_plan::LogicalExtensionCodec;
+use datafusion_proto::physical_plan::{PhysicalExtensionCodec, PhysicalProtoConverterExtension};
+
+use super::compressed::{self, CompressedScanExec};
+
+use crate::dataset::DatasetTable;
+
+const DATASET: u8 = 1;
+const MEMORY: u8 = 2;
+
+/// The logical codec of Strata's clients and schedulers.
+#[derive(Debug, Default)]
+pub struct StrataLogicalCodec {
+    ballista: BallistaLogicalExtensionCodec,
+}
+
+fn internal(what: &str, e: impl std::fmt::Display) -> DataFusionError {
+    DataFusionError::Internal(format!("{what}: {e}"))
+}
+
+/// A memory table's partitions as length-prefixed Arrow IPC streams.
+fn encode_memory(table: &MemTable, buf: &mut Vec<u8>) -> Result<()> {
+    buf.extend((table.batches.len() as u32).to_le_bytes());
+    for partition in &table.batches {
+        let batches: Vec<RecordBatch> = partition
+            .try_read()
+            .map_err(|_| internal("memory table", "is being written to"))?
+            .clone();
+        let mut bytes = Vec::new();
+        {
+            let mut writer = StreamWriter::try_new(&mut bytes, &table.schema())?;
+            for b in &batches {
+                writer.write(b)?;
+            }
+            writer.finish()?;
+        }
+        buf.extend((bytes.len() as u64).to_le_bytes());
+        buf.extend(bytes);
+    }
+    Ok(())
+}
+
+fn decode_memory(mut buf: &[u8], schema: SchemaRef) -> Result<MemTable> {
+    let mut take = |n: usize| -> Result<&[u8]> {
+        if buf.len() < n {
+            return Err(internal("memory table", "truncated"));
+        }
+        let (head, rest) = buf.split_at(n);
+        buf = rest;
+        Ok(head)
+    };
+    let count = u32::from_le_bytes(take(4)?.try_into().expect("4 bytes"));
+    let mut partitions = Vec::with_capacity(count as usize);
+    for _ in 0..count {
+        let len = u64::from_le_bytes(take(8)?.try_into().expect("8 bytes")) as usize;
+        let reader = StreamReader::try_new(Cursor::new(take(len)?), None)?;
+        partitions.push(reader.collect::<std::result::Result<Vec<_>, _>>()?);
+    }
+    MemTable::try_new(schema, partitions)
+}
+
+impl LogicalExtensionCodec for StrataLogicalCodec {
+    fn try_decode(
+        &self,
+        buf: &[u8],
+        inputs: &[LogicalPlan],
+        ctx: &TaskContext,
+    ) -> Result<Extension> {
+        self.ballista.try_decode(buf, inputs, ctx)
+    }
+
+    fn try_encode(&self, node: &Extension, buf: &mut Vec<u8>) -> Result<()> {
+        self.ballista.try_encode(node, buf)
+    }
+
+    fn try_decode_table_provider(
+        &self,
+        buf: &[u8],
+        table_ref: &TableReference,
+        schema: SchemaRef,
+        ctx: &TaskContext,
+    ) -> Result<Arc<dyn TableProvider>> {
+        match buf.split_first() {
+            Some((&DATASET, rest)) => {
+                let options =
+                    TableOptions::default_from_session_config(ctx.session_config().options());
+                Ok(Arc::new(DatasetTable::decode(rest, schema, &options)?))
+            }
+            Some((&MEMORY, rest)) => Ok(Arc::new(decode_memory(rest, schema)?)),
+            _ => self
+                .ballista
+                .try_decode_table_provider(buf, table_ref, schema, ctx),
+        }
+    }
+
+    fn try_encode_table_provider(
+        &self,
+        table_ref: &TableReference,
+        node: Arc<dyn TableProvider>,
+        buf: &mut Vec<u8>,
+    ) -> Result<()> {
+        if let Some(table) = node.downcast_ref::<DatasetTable>() {
+            buf.push(DATASET);
+            buf.extend(table.encode());
+            Ok(())
+        } else if let Some(table) = node.downcast_ref::<MemTable>() {
+            buf.push(MEMORY);
+            encode_memory(table, buf)
+        } else {
+            self.ballista
+                .try_encode_table_provider(table_ref, node, buf)
+        }
+    }
+
+    fn try_decode_file_format(
+        &self,
+        buf: &[u8],
+        ctx: &TaskContext,
+    ) -> Result<Arc<dyn FileFormatFactory>> {
+        self.ballista.try_decode_file_format(buf, ctx)
+    }
+
+    fn try_encode_file_format(
+        &self,
+        buf: &mut Vec<u8>,
+        node: Arc<dyn FileFormatFactory>,
+    ) -> Result<()> {
+        self.ballista.try_encode_file_format(buf, node)
+    }
+}
+
+/// Marks Strata's own plan nodes among Ballista's protobuf messages (no protobuf message
+/// starts with the byte 0xFF).
+const COMPRESSED_SCAN: &[u8] = b"\xFFstrata-compressed-scan:";
+
+/// The physical codec of Strata's schedulers and executors.
+#[derive(Debug, Default)]
+pub struct StrataPhysicalCodec {
+    ballista: BallistaPhysicalExtensionCodec,
+}
+
+impl PhysicalExtensionCodec for StrataPhysicalCodec {
+    fn try_decode(
+        &self,
+        buf: &[u8],
+        inputs: &[Arc<dyn ExecutionPlan>],
+        ctx: &TaskContext,
+        proto_converter: &dyn PhysicalProtoConverterExtension,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        match buf.strip_prefix(COMPRESSED_SCAN) {
+            Some(rest) => {
+                let compression = std::str::from_utf8(rest).map_err(|e| internal("scan", e))?;
+                let scan = inputs
+                    .first()
+                    .ok_or_else(|| internal("compressed scan", "without its scan"))?;
+                compressed::restore(scan, compression)
+            }
+            None => self.ballista.try_decode(buf, inputs, ctx, proto_converter),
+        }
+    }
+
+    fn try_encode(
+        &self,
+        node: Arc<dyn ExecutionPlan>,
+        buf: &mut Vec<u8>,
+        proto_converter: &dyn PhysicalProtoConverterExtension,
+    ) -> Result<()> {
+        if let Some(scan) = node.downcast_ref::<CompressedScanExec>() {
+            buf.extend(COMPRESSED_SCAN);
+            buf.extend(scan.compression().as_bytes());
+            return Ok(());
+        }
+        self.ballista.try_encode(node, buf, proto_converter)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::{Int64Array, StringArray};
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+
+    #[test]
+    fn memory_tables_round_trip_with_their_partitions() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("n", DataType::Int64, false),
+            Field::new("s", DataType::Utf8, true),
+        ]));
+        let batch = |v: Vec<i64>, s: Vec<Option<&str>>| {
+            RecordBatch::try_new(
+                schema.clone(),
+                vec![
+                    Arc::new(Int64Array::from(v)),
+                    Arc::new(StringArray::from(s)),
+                ],
+            )
+            .unwrap()
+        };
+        let parts = vec![
+            vec![batch(vec![1, 2], vec![Some("a"), None])],
+            vec![],
+            vec![batch(vec![3], vec![Some("c")]), batch(vec![4], vec![None])],
+        ];
+        let table = Arc::new(MemTable::try_new(schema.clone(), parts.clone()).unwrap());
+        let codec = StrataLogicalCodec::default();
+        let mut buf = Vec::new();
+        codec
+            .try_encode_table_provider(&TableReference::bare("t"), table, &mut buf)
+            .unwrap();
+        let back = codec
+            .try_decode_table_provider(
+                &buf,
+                &TableReference::bare("t"),
+                schema,
+                &TaskContext::default(),
+            )
+            .unwrap();
+        let back = back.downcast_ref::<MemTable>().unwrap();
+        let got: Vec<Vec<RecordBatch>> = back
+            .batches
+            .iter()
+            .map(|p| p.try_read().unwrap().clone())
+            .collect();
+        assert_eq!(got, parts);
+    }
+}

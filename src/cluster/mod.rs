@@ -1,0 +1,319 @@
+//! Distributed execution on Apache DataFusion Ballista: the runner that sends plans to a
+//! scheduler, and a whole cluster (scheduler and executors) inside this process for trying
+//! things out and for tests.
+
+mod codec;
+mod compressed;
+mod server;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use ballista_core::extension::SessionStateExt;
+use datafusion::common::tree_node::{Transformed, TreeNodeRecursion};
+use datafusion::datasource::{DefaultTableSource, MemTable, source_as_provider};
+use datafusion::error::DataFusionError;
+use datafusion::execution::context::SessionState;
+use datafusion::logical_expr::{LogicalPlan, TableScan, TableScanBuilder};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{collect, execute_stream};
+use futures::StreamExt;
+
+pub use codec::{StrataLogicalCodec, StrataPhysicalCodec};
+pub use server::{ExecutorOptions, run_executor, serve_scheduler, start_local};
+
+use crate::dataset::DatasetTable;
+use crate::error::{Error, Result};
+use crate::runner::{Execution, LocalRunner, Runner};
+
+/// Runs queries on a Ballista cluster through its scheduler.
+#[derive(Debug, Clone)]
+pub struct ClusterRunner {
+    /// `http://host:port` of the scheduler.
+    scheduler: String,
+}
+
+impl ClusterRunner {
+    /// A runner for the scheduler at `url` (`df://host:port` or `http://host:port`).
+    pub fn new(url: &str) -> Result<Self> {
+        let rest = url
+            .strip_prefix("df://")
+            .or_else(|| url.strip_prefix("http://"))
+            .ok_or_else(|| {
+                Error::Config(format!(
+                    "cluster address '{url}' should look like df://host:port"
+                ))
+            })?;
+        Ok(ClusterRunner {
+            scheduler: format!("http://{rest}"),
+        })
+    }
+
+    /// The scheduler's address.
+    pub fn scheduler(&self) -> &str {
+        &self.scheduler
+    }
+}
+
+#[async_trait]
+impl Runner for ClusterRunner {
+    fn name(&self) -> &str {
+        "cluster"
+    }
+
+    async fn execute(&self, state: &SessionState, plan: LogicalPlan) -> Result<Execution> {
+        // Statements that read no dataset (`SELECT 1`, VALUES, DESCRIBE, the information
+        // schema, in-memory tables alone) have nothing to distribute.
+        if !reads_datasets(&plan)? || writes_csv(&plan) {
+            return LocalRunner.execute(state, plan).await;
+        }
+        let plan = materialize_other_tables(state, plan).await?;
+        let plan = spell_out_empty_relations(plan)?;
+        // Rebuilding the state must not create a fresh (empty) default catalog in the catalog
+        // list it shares with the engine.
+        let mut cluster = state.clone();
+        cluster
+            .config_mut()
+            .options_mut()
+            .catalog
+            .create_default_catalog_and_schema = false;
+        let cluster = cluster.upgrade_for_ballista(self.scheduler.clone())?;
+        // The plan is optimized already (and the scheduler optimizes it again); optimizing
+        // here would undo the rewrites above.
+        let cluster =
+            datafusion::execution::session_state::SessionStateBuilder::new_from_existing(cluster)
+                .with_optimizer_rules(Vec::new())
+                .build();
+        let physical = cluster.create_physical_plan(&plan).await?;
+        let stream = execute_stream(physical.clone(), cluster.task_ctx())?;
+        let schema = stream.schema();
+        let origin = Arc::new((state.clone(), plan));
+        let stream = stream.then(move |item| {
+            let origin = origin.clone();
+            async move {
+                match item {
+                    Ok(batch) => Ok(batch),
+                    Err(e) => Err(DataFusionError::External(Box::new(
+                        job_error(e, &origin.0, &origin.1).await,
+                    ))),
+                }
+            }
+        });
+        Ok(Execution {
+            plan: physical,
+            stream: Box::pin(RecordBatchStreamAdapter::new(schema, stream)),
+        })
+    }
+}
+
+/// Whether `plan` (subqueries included) scans a dataset.
+fn reads_datasets(plan: &LogicalPlan) -> Result<bool> {
+    let mut found = false;
+    plan.apply_with_subqueries(|node| {
+        if let LogicalPlan::TableScan(scan) = node
+            && source_as_provider(&scan.source).is_ok_and(|p| p.is::<DatasetTable>())
+        {
+            found = true;
+            return Ok(TreeNodeRecursion::Stop);
+        }
+        Ok(TreeNodeRecursion::Continue)
+    })?;
+    Ok(found)
+}
+
+/// Whether `plan` writes CSV files. Those run here: a CSV writer's options do not survive
+/// the trip to an executor in DataFusion 55 (dates come out empty, every field quoted;
+/// apache/datafusion#24623, fixed in 56).
+fn writes_csv(plan: &LogicalPlan) -> bool {
+    matches!(plan, LogicalPlan::Copy(copy) if copy.file_type.get_ext().eq_ignore_ascii_case("csv"))
+}
+
+/// Spell out empty relations the optimizer left behind (a subquery proven empty) as a
+/// filtered-out row of typed nulls under the same names. A plan's empty relation travels
+/// without its columns, and a mark join above one then loses its mark column's qualifier: two
+/// bare `mark` columns, and the scheduler rejects the plan.
+fn spell_out_empty_relations(plan: LogicalPlan) -> Result<LogicalPlan> {
+    use datafusion::common::ScalarValue;
+    use datafusion::logical_expr::{EmptyRelation, LogicalPlanBuilder, lit};
+    let plan = plan.transform_up_with_subqueries(|node| {
+        let LogicalPlan::EmptyRelation(empty) = &node else {
+            return Ok(Transformed::no(node));
+        };
+        if empty.produce_one_row || empty.schema.fields().is_empty() {
+            return Ok(Transformed::no(node));
+        }
+        let qualifiers: Vec<_> = empty.schema.iter().map(|(q, _)| q.cloned()).collect();
+        if qualifiers.iter().any(|q| *q != qualifiers[0]) {
+            return Ok(Transformed::no(node));
+        }
+        let columns: Option<Vec<_>> = empty
+            .schema
+            .iter()
+            .map(|(_, f)| {
+                ScalarValue::try_from(f.data_type())
+                    .ok()
+                    .map(|null| lit(null).alias(f.name()))
+            })
+            .collect();
+        let Some(columns) = columns else {
+            return Ok(Transformed::no(node));
+        };
+        let one_row = LogicalPlan::EmptyRelation(EmptyRelation {
+            produce_one_row: true,
+            schema: Arc::new(datafusion::common::DFSchema::empty()),
+        });
+        let mut builder = LogicalPlanBuilder::from(one_row)
+            .project(columns)?
+            .filter(lit(false))?;
+        if let Some(q) = qualifiers[0].clone() {
+            builder = builder.alias(q)?;
+        }
+        Ok(Transformed::yes(builder.build()?))
+    })?;
+    Ok(plan.data)
+}
+
+/// Whether a scanned table travels to the cluster as it is: datasets as their recipe,
+/// in-memory tables as their data.
+fn travels(scan: &TableScan) -> bool {
+    source_as_provider(&scan.source).is_ok_and(|p| p.is::<DatasetTable>() || p.is::<MemTable>())
+}
+
+/// Replace scans of tables that cannot be described to another process (table functions
+/// such as `generate_series`, the information schema) by their rows, read here.
+async fn materialize_other_tables(state: &SessionState, plan: LogicalPlan) -> Result<LogicalPlan> {
+    let mut scans = Vec::new();
+    plan.apply_with_subqueries(|node| {
+        if let LogicalPlan::TableScan(scan) = node
+            && !travels(scan)
+        {
+            scans.push(scan.clone());
+        }
+        Ok(TreeNodeRecursion::Continue)
+    })?;
+    if scans.is_empty() {
+        return Ok(plan);
+    }
+    let mut replacements = Vec::with_capacity(scans.len());
+    for scan in scans {
+        let provider = source_as_provider(&scan.source)?;
+        let exec = provider
+            .scan(state, None, &scan.filters, scan.fetch)
+            .await?;
+        let batches = collect(exec, state.task_ctx()).await?;
+        let table = MemTable::try_new(provider.schema(), vec![batches])?;
+        let source: Arc<DefaultTableSource> = Arc::new(DefaultTableSource::new(Arc::new(table)));
+        // The rows already had the scan's filters and limit applied.
+        let replaced = TableScanBuilder::new(scan.table_name.clone(), source)
+            .with_projection(scan.projection.clone())
+            .build()?;
+        replacements.push((scan, replaced));
+    }
+    let plan = plan
+        .transform_up_with_subqueries(|node| {
+            if let LogicalPlan::TableScan(scan) = &node
+                && let Some((_, new)) = replacements.iter().find(|(old, _)| old == scan)
+            {
+                return Ok(Transformed::yes(LogicalPlan::TableScan(new.clone())));
+            }
+            Ok(Transformed::no(node))
+        })?
+        .data;
+    Ok(plan)
+}
+
+/// A failed job as a user would want to read it: the task's own error, not the layers of
+/// job, stage and task wrapping; a file that fails to decode is named, as in local runs.
+async fn job_error(err: DataFusionError, state: &SessionState, plan: &LogicalPlan) -> Error {
+    let text = err.strip_backtrace();
+    let message = task_message(&text);
+    if text.contains("ResourcesExhausted(") {
+        return Error::ResourcesExhausted(crate::error::out_of_memory(&message));
+    }
+    if message.contains("Task cancelled") || message.contains("job cancelled") {
+        return Error::Cancelled;
+    }
+    // The client reads the same storage as the executors: plan the scans here to find the file.
+    let local = state.create_physical_plan(plan).await.ok();
+    crate::engine::diagnose(local, Some(state.task_ctx()), message).await
+}
+
+/// The innermost message of Ballista's "Job J failed: Job failed due to stage S failed: Task
+/// failed due to runtime execution error: DataFusionError(...(\"message\"))" text.
+fn task_message(text: &str) -> String {
+    let mut s = text.trim();
+    for marker in [
+        "Task failed due to runtime execution error: ",
+        "Task failed due to IO error: ",
+        "Job failed due to stage ",
+    ] {
+        if let Some(i) = s.rfind(marker) {
+            s = &s[i + marker.len()..];
+            if marker.starts_with("Job") {
+                s = s.split_once("failed: ").map(|(_, r)| r).unwrap_or(s);
+            }
+            break;
+        }
+    }
+    if s.starts_with("Job ") {
+        s = s.split_once(" failed: ").map(|(_, r)| r).unwrap_or(s);
+    }
+    // Debug-printed errors: variant names and parentheses around one string literal.
+    let wrapped = s.find("(\"").is_some_and(|i| {
+        s[..i]
+            .chars()
+            .all(|c| c.is_alphanumeric() || c == '(' || c == '_')
+    });
+    if wrapped && let Some(i) = s.find("(\"") {
+        return crate::error::clean_message(&unescape_literal(&s[i + 2..]));
+    }
+    crate::error::clean_message(s.trim_end())
+}
+
+/// The text of a Rust string literal (after its opening quote) up to its closing quote.
+fn unescape_literal(s: &str) -> String {
+    let mut out = String::new();
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' => break,
+            '\\' => match chars.next() {
+                Some('n') => out.push('\n'),
+                Some('t') => out.push('\t'),
+                Some('r') => out.push('\r'),
+                Some('0') => out.push('\0'),
+                Some('u') => {
+                    let code: String = chars.by_ref().skip(1).take_while(|&c| c != '}').collect();
+                    if let Some(ch) = u32::from_str_radix(&code, 16).ok().and_then(char::from_u32) {
+                        out.push(ch);
+                    }
+                }
+                Some(other) => out.push(other),
+                None => break,
+            },
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::task_message;
+
+    #[test]
+    fn job_failures_read_as_the_task_error() {
+        let text = "Execution error: Job 038G2DJFM8000 failed: Job failed due to stage 0 failed: Task failed due to runtime execution error: DataFusionError(Shared(External(ArrowError(ParseError(\"Error while parsing value 'abc' as type 'Int64' for column 1 at line 3. Row data: '[3,abc]'\")))))\n";
+        assert_eq!(
+            task_message(text),
+            "Error while parsing value 'abc' as type 'Int64' for column 1 at line 3. Row data: '[3,abc]'"
+        );
+        assert_eq!(
+            task_message(
+                "Job 1 failed: Job failed due to stage 2 failed: Stage 2 has failed 4 times\n"
+            ),
+            "Stage 2 has failed 4 times"
+        );
+        assert_eq!(task_message("something else"), "something else");
+    }
+}

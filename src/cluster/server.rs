@@ -1,0 +1,240 @@
+//! The processes of a cluster: a scheduler (gRPC, REST API and Flight on one port) and
+//! executors, started inside this process (`local:N`) or as `strata scheduler` and
+//! `strata executor`. Both read data through Strata's store registry, so credentials come from
+//! the process's own environment (or, in one process, from the engine's catalog).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use ballista_core::config::TaskSchedulingPolicy;
+use ballista_core::extension::{
+    SessionConfigExt, ballista_aggregate_functions, ballista_scalar_functions,
+    ballista_window_functions,
+};
+use ballista_core::registry::BallistaFunctionRegistry;
+use ballista_core::serde::BallistaCodec;
+use ballista_core::serde::protobuf::scheduler_grpc_client::SchedulerGrpcClient;
+use ballista_core::{ConfigProducer, RuntimeProducer};
+use ballista_scheduler::cluster::BallistaCluster;
+use ballista_scheduler::config::SchedulerConfig;
+use ballista_scheduler::scheduler_server::SessionBuilder;
+use datafusion::execution::context::SessionState;
+use datafusion::execution::object_store::ObjectStoreRegistry;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::execution::session_state::SessionStateBuilder;
+use datafusion::physical_optimizer::optimizer::PhysicalOptimizer;
+use datafusion::prelude::SessionConfig;
+use datafusion_proto::protobuf::{LogicalPlanNode, PhysicalPlanNode};
+use tokio::net::TcpListener;
+
+use super::codec::{StrataLogicalCodec, StrataPhysicalCodec};
+use super::compressed::MarkCompressedScans;
+use crate::error::{Error, Result};
+
+fn cluster_error(what: &str) -> impl Fn(ballista_core::error::BallistaError) -> Error + '_ {
+    move |e| Error::Execution(format!("{what}: {e}"))
+}
+
+/// The session a scheduler plans a job in: the job's settings, Strata's stores, and the rule
+/// that keeps compressed scans compressed on executors.
+fn session_builder(stores: Arc<dyn ObjectStoreRegistry>) -> SessionBuilder {
+    Arc::new(move |config: SessionConfig| {
+        let runtime = RuntimeEnvBuilder::new()
+            .with_object_store_registry(stores.clone())
+            .build_arc()?;
+        let mut rules = PhysicalOptimizer::new().rules;
+        rules.push(Arc::new(MarkCompressedScans));
+        Ok(SessionStateBuilder::new()
+            .with_default_features()
+            .with_config(config)
+            .with_runtime_env(runtime)
+            .with_optimizer_rules(ballista_core::optimizer::ballista_default_optimizer_rules())
+            .with_physical_optimizer_rules(rules)
+            .with_scalar_functions(ballista_scalar_functions())
+            .with_aggregate_functions(ballista_aggregate_functions())
+            .with_window_functions(ballista_window_functions())
+            .build())
+    })
+}
+
+/// The settings a job starts from, before the client's own.
+fn config_producer() -> ConfigProducer {
+    Arc::new(|| {
+        SessionConfig::new_with_ballista()
+            .with_ballista_adaptive_query_planner(false)
+            .with_ballista_logical_extension_codec(Arc::new(StrataLogicalCodec::default()))
+            .with_ballista_physical_extension_codec(Arc::new(StrataPhysicalCodec::default()))
+    })
+}
+
+/// Serve a scheduler on `listener` until it fails.
+pub async fn serve_scheduler(
+    listener: TcpListener,
+    stores: Arc<dyn ObjectStoreRegistry>,
+) -> Result<()> {
+    let addr = listener
+        .local_addr()
+        .map_err(|e| Error::Execution(format!("scheduler address: {e}")))?;
+    let mut config = SchedulerConfig::default()
+        .with_hostname(addr.ip().to_string())
+        .with_port(addr.port())
+        .with_scheduler_policy(TaskSchedulingPolicy::PullStaged);
+    config.override_session_builder = Some(session_builder(stores));
+    config.override_config_producer = Some(config_producer());
+    config.override_logical_codec = Some(Arc::new(StrataLogicalCodec::default()));
+    config.override_physical_codec = Some(Arc::new(StrataPhysicalCodec::default()));
+    let cluster = BallistaCluster::new_from_config(&config)
+        .await
+        .map_err(cluster_error("cannot start the scheduler"))?;
+    let scheduler = ballista_scheduler::scheduler_process::create_scheduler::<
+        LogicalPlanNode,
+        PhysicalPlanNode,
+    >(cluster, Arc::new(config))
+    .await
+    .map_err(cluster_error("cannot start the scheduler"))?;
+    ballista_scheduler::scheduler_process::start_grpc_service_with_listener(listener, scheduler)
+        .await
+        .map_err(cluster_error("scheduler stopped"))
+}
+
+/// How an executor runs tasks.
+#[derive(Debug, Clone)]
+pub struct ExecutorOptions {
+    /// Tasks run at once.
+    pub slots: usize,
+    /// Where shuffle files and spills go (default: a temporary folder).
+    pub work_dir: Option<PathBuf>,
+    /// Memory for all running tasks together, shared out per slot.
+    pub memory_limit: Option<usize>,
+}
+
+fn runtime_producer(stores: Arc<dyn ObjectStoreRegistry>, work_dir: String) -> RuntimeProducer {
+    Arc::new(move |_config: &SessionConfig| {
+        RuntimeEnvBuilder::new()
+            .with_object_store_registry(stores.clone())
+            .with_temp_file_path(work_dir.clone())
+            .build_arc()
+    })
+}
+
+/// Every function a plan can name: DataFusion's, nested ones included.
+fn functions(stores: &Arc<dyn ObjectStoreRegistry>) -> Result<BallistaFunctionRegistry> {
+    let state = session_builder(stores.clone())(SessionConfig::new())?;
+    Ok(BallistaFunctionRegistry::from(&state))
+}
+
+fn codec() -> BallistaCodec<LogicalPlanNode, PhysicalPlanNode> {
+    BallistaCodec::new(
+        Arc::new(StrataLogicalCodec::default()),
+        Arc::new(StrataPhysicalCodec::default()),
+    )
+}
+
+/// Start a scheduler and `executors` executors with `slots` task slots each in this process,
+/// reading through `state`'s stores; returns the scheduler's `df://` address.
+pub async fn start_local(state: &SessionState, executors: usize, slots: usize) -> Result<String> {
+    let stores = state.runtime_env().object_store_registry.clone();
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| Error::Execution(format!("cannot start the local cluster: {e}")))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| Error::Execution(format!("cannot start the local cluster: {e}")))?;
+    tokio::spawn(serve_scheduler(listener, stores.clone()));
+    let url = format!("http://{addr}");
+    let client = connect(&url).await?;
+    for _ in 0..executors.max(1) {
+        let work_dir = tempfile_dir()?;
+        ballista_executor::new_standalone_executor_from_builder(
+            client.clone(),
+            slots.max(1),
+            config_producer(),
+            runtime_producer(stores.clone(), work_dir),
+            codec(),
+            functions(&stores)?,
+        )
+        .await
+        .map_err(cluster_error("cannot start a local executor"))?;
+    }
+    Ok(format!("df://{addr}"))
+}
+
+/// Connect to the scheduler at `url` (`http://host:port`), retrying briefly while it starts.
+async fn connect(url: &str) -> Result<SchedulerGrpcClient<tonic::transport::Channel>> {
+    let mut last = None;
+    for attempt in 0..50 {
+        match SchedulerGrpcClient::connect(url.to_string()).await {
+            Ok(c) => return Ok(c),
+            Err(e) => last = Some(e),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20 * attempt.min(5))).await;
+    }
+    Err(Error::Execution(format!(
+        "cannot reach the scheduler at {url}: {}",
+        last.map(|e| e.to_string()).unwrap_or_default()
+    )))
+}
+
+fn tempfile_dir() -> Result<String> {
+    let dir = std::env::temp_dir().join(format!(
+        "strata-executor-{}-{}",
+        std::process::id(),
+        NEXT_DIR.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| Error::Execution(format!("executor work dir {}: {e}", dir.display())))?;
+    Ok(dir.display().to_string())
+}
+
+static NEXT_DIR: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Run an executor process for the scheduler at `scheduler` (`host:port`), serving shuffle
+/// data on `bind`, until it is stopped (Ctrl-C, SIGTERM or the scheduler).
+pub async fn run_executor(
+    scheduler: &str,
+    bind: SocketAddr,
+    advertise: Option<String>,
+    stores: Arc<dyn ObjectStoreRegistry>,
+    options: ExecutorOptions,
+) -> Result<()> {
+    use ballista_executor::executor_process::{ExecutorProcessConfig, start_executor_process};
+    let (host, port) = scheduler
+        .rsplit_once(':')
+        .and_then(|(h, p)| p.parse::<u16>().ok().map(|p| (h.to_string(), p)))
+        .ok_or_else(|| {
+            Error::Config(format!(
+                "scheduler address '{scheduler}' should be host:port"
+            ))
+        })?;
+    let work_dir = match &options.work_dir {
+        Some(d) => {
+            std::fs::create_dir_all(d)
+                .map_err(|e| Error::Config(format!("work dir {}: {e}", d.display())))?;
+            d.display().to_string()
+        }
+        None => tempfile_dir()?,
+    };
+    let config = ExecutorProcessConfig {
+        bind_host: bind.ip().to_string(),
+        port: bind.port(),
+        external_host: advertise,
+        scheduler_host: host,
+        scheduler_port: port,
+        scheduler_connect_timeout_seconds: 10,
+        vcores: options.slots,
+        task_scheduling_policy: TaskSchedulingPolicy::PullStaged,
+        work_dir: Some(work_dir.clone()),
+        executor_heartbeat_interval_seconds: 5,
+        memory_pool_size: options.memory_limit.map(|m| m as u64),
+        override_config_producer: Some(config_producer()),
+        override_function_registry: Some(Arc::new(functions(&stores)?)),
+        override_runtime_producer: Some(runtime_producer(stores, work_dir)),
+        override_logical_codec: Some(Arc::new(StrataLogicalCodec::default())),
+        override_physical_codec: Some(Arc::new(StrataPhysicalCodec::default())),
+        ..Default::default()
+    };
+    start_executor_process(Arc::new(config))
+        .await
+        .map_err(cluster_error("executor stopped"))
+}

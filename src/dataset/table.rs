@@ -1,0 +1,169 @@
+//! The table provider of a dataset: DataFusion's listing table, plus the recipe it was built
+//! from, so that a plan naming it can be sent to another process and rebuilt there exactly
+//! (globs, compression and CSV options included).
+
+use std::borrow::Cow;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::datatypes::{Schema, SchemaRef};
+use datafusion::catalog::{ScanArgs, ScanResult, Session, TableProvider};
+use datafusion::common::config::TableOptions;
+use datafusion::common::{Constraints, Statistics};
+use datafusion::datasource::TableType;
+use datafusion::datasource::listing::ListingTable;
+use datafusion::error::{DataFusionError, Result};
+use datafusion::logical_expr::dml::InsertOp;
+use datafusion::logical_expr::{Expr, LogicalPlan, TableProviderFilterPushDown};
+use datafusion::physical_plan::ExecutionPlan;
+use serde::{Deserialize, Serialize};
+
+use super::{Compression, DatasetOptions, Format, Location, build_format, listing_table};
+
+/// What a dataset's listing table is made from, minus its schema.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Recipe {
+    pub locations: Vec<String>,
+    pub base_dir: Option<PathBuf>,
+    pub options: DatasetOptions,
+    pub format: Format,
+    pub compression: Compression,
+    pub extension: String,
+    /// Names of the partition columns, which follow the file columns in the schema.
+    pub partitions: Vec<String>,
+}
+
+/// A dataset as a DataFusion table: reads like the listing table it wraps.
+#[derive(Debug)]
+pub struct DatasetTable {
+    inner: Arc<ListingTable>,
+    recipe: Recipe,
+}
+
+impl DatasetTable {
+    pub(crate) fn new(inner: Arc<ListingTable>, recipe: Recipe) -> Self {
+        DatasetTable { inner, recipe }
+    }
+
+    /// The listing table that reads the files.
+    pub fn listing_table(&self) -> &Arc<ListingTable> {
+        &self.inner
+    }
+
+    /// The table's description as bytes, for [`DatasetTable::decode`] in another process.
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(&self.recipe).expect("a recipe serializes")
+    }
+
+    /// Rebuild a table from [`DatasetTable::encode`]'s bytes and its full schema (file columns
+    /// then partition columns), reading with `table_options` where the recipe leaves a choice.
+    pub fn decode(bytes: &[u8], schema: SchemaRef, table_options: &TableOptions) -> Result<Self> {
+        let recipe: Recipe = serde_json::from_slice(bytes)
+            .map_err(|e| DataFusionError::Internal(format!("invalid dataset description: {e}")))?;
+        let base_dir = recipe
+            .base_dir
+            .clone()
+            .unwrap_or_else(|| std::env::current_dir().unwrap_or_else(|_| PathBuf::from(".")));
+        let locations = recipe
+            .locations
+            .iter()
+            .map(|l| Location::parse(l, &base_dir))
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| DataFusionError::External(Box::new(e)))?;
+        let mut partition_cols = Vec::with_capacity(recipe.partitions.len());
+        for name in &recipe.partitions {
+            let field = schema.field_with_name(name)?;
+            partition_cols.push((name.clone(), field.data_type().clone()));
+        }
+        let file_fields = schema
+            .fields()
+            .iter()
+            .filter(|f| !recipe.partitions.contains(f.name()))
+            .cloned()
+            .collect::<Vec<_>>();
+        let file_schema = Arc::new(Schema::new_with_metadata(
+            file_fields,
+            schema.metadata().clone(),
+        ));
+        let format = build_format(
+            recipe.format,
+            recipe.compression,
+            &recipe.options,
+            table_options,
+        );
+        let table = listing_table(
+            &locations,
+            format,
+            &recipe.extension,
+            partition_cols,
+            file_schema,
+        )?;
+        Ok(DatasetTable::new(Arc::new(table), recipe))
+    }
+}
+
+#[async_trait]
+impl TableProvider for DatasetTable {
+    fn schema(&self) -> SchemaRef {
+        self.inner.schema()
+    }
+
+    fn constraints(&self) -> Option<&Constraints> {
+        self.inner.constraints()
+    }
+
+    fn table_type(&self) -> TableType {
+        self.inner.table_type()
+    }
+
+    fn get_table_definition(&self) -> Option<&str> {
+        self.inner.get_table_definition()
+    }
+
+    fn get_logical_plan(&'_ self) -> Option<Cow<'_, LogicalPlan>> {
+        self.inner.get_logical_plan()
+    }
+
+    fn get_column_default(&self, column: &str) -> Option<&Expr> {
+        self.inner.get_column_default(column)
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        self.inner.scan(state, projection, filters, limit).await
+    }
+
+    async fn scan_with_args<'a>(
+        &self,
+        state: &dyn Session,
+        args: ScanArgs<'a>,
+    ) -> Result<ScanResult> {
+        self.inner.scan_with_args(state, args).await
+    }
+
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> Result<Vec<TableProviderFilterPushDown>> {
+        self.inner.supports_filters_pushdown(filters)
+    }
+
+    fn statistics(&self) -> Option<Statistics> {
+        self.inner.statistics()
+    }
+
+    async fn insert_into(
+        &self,
+        state: &dyn Session,
+        input: Arc<dyn ExecutionPlan>,
+        insert_op: InsertOp,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        self.inner.insert_into(state, input, insert_op).await
+    }
+}
