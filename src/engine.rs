@@ -365,6 +365,15 @@ impl Engine {
         &self.ctx
     }
 
+    /// The cluster's recent jobs, newest first (see [`crate::cluster::recent_jobs`]).
+    pub async fn cluster_jobs(&self) -> Result<QueryResult> {
+        let scheduler = self.runner.scheduler().ok_or_else(|| {
+            Error::Execution("not running on a cluster; start strata with --cluster URL".into())
+        })?;
+        let batch = crate::cluster::recent_jobs(scheduler).await?;
+        Ok(QueryResult::from_batches(batch.schema(), vec![batch]))
+    }
+
     /// The runner queries execute through.
     pub fn runner(&self) -> &Arc<dyn Runner> {
         &self.runner

@@ -27,6 +27,11 @@ pub trait Runner: Send + Sync + Debug {
     /// A short name for messages (`local`, `cluster`).
     fn name(&self) -> &str;
 
+    /// The `http://host:port` of the scheduler jobs go to, for runners that use one.
+    fn scheduler(&self) -> Option<&str> {
+        None
+    }
+
     /// Plan `plan` physically and start executing it.
     async fn execute(&self, state: &SessionState, plan: LogicalPlan) -> Result<Execution>;
 }

@@ -14,6 +14,7 @@ pub const HELP: &str = "\
 \\?                 this help
 \\dt                list tables
 \\d [NAME]          list tables, or describe table NAME
+\\jobs              recent jobs on the cluster (with --cluster): status, stages, time
 \\timing            toggle the timing line
 \\format NAME       output format: table, csv, tsv, json, ndjson, markdown, line
                    (parquet and arrow with \\o FILE)
@@ -124,6 +125,11 @@ pub async fn meta(shell: &mut Shell, text: &str, last: &mut String) -> Result<Me
                 )
                 .await?
         }
+        ("\\jobs", _) => {
+            let started = std::time::Instant::now();
+            let jobs = shell.engine.cluster_jobs().await?;
+            shell.show(jobs, started).await?
+        }
         ("\\d", Some(name)) => {
             let quoted = name.trim_end_matches(';').replace('"', "\"\"");
             shell.run_plain(&format!("DESCRIBE \"{quoted}\"")).await?
@@ -177,7 +183,8 @@ pub async fn meta(shell: &mut Shell, text: &str, last: &mut String) -> Result<Me
         }
         _ => {
             let known = [
-                "\\q", "\\?", "\\dt", "\\d", "\\timing", "\\format", "\\o", "\\i", "\\e", "\\set",
+                "\\q", "\\?", "\\dt", "\\d", "\\jobs", "\\timing", "\\format", "\\o", "\\i", "\\e",
+                "\\set",
             ];
             let hint = strata::error::closest(cmd, known.iter().copied())
                 .map(|c| format!("did you mean {c}? "))

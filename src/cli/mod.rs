@@ -2,6 +2,7 @@
 //! built from the options and the catalog file, opens the prompt on a terminal, and converts
 //! datasets between formats and stores.
 
+mod cluster;
 mod convert;
 mod meta;
 mod progress;
@@ -127,6 +128,18 @@ enum Command {
   strata convert 'data/violations_csv' out/violations/ --partition-by year,month
   strata convert violations s3://bucket/v.csv.gz --format csv")]
     Convert(convert::ConvertArgs),
+    /// Run a cluster scheduler: clients connect with --cluster df://HOST:PORT, executors with
+    /// `strata executor --scheduler HOST:PORT`. Its REST API is served on the same port.
+    #[command(after_help = "Examples:
+  strata scheduler
+  strata scheduler --bind 127.0.0.1:50050")]
+    Scheduler(cluster::SchedulerArgs),
+    /// Run a cluster executor for a scheduler. Object store credentials come from this
+    /// process's environment; `--catalog` supplies store settings such as endpoints.
+    #[command(after_help = "Examples:
+  strata executor --scheduler 10.0.0.5:50050
+  strata executor --scheduler localhost:50050 --bind 127.0.0.1:0 --slots 4 --memory-limit 8G")]
+    Executor(cluster::ExecutorArgs),
 }
 
 /// Parse `512M`, `2G`, `1024` into bytes.
@@ -180,6 +193,11 @@ fn color_enabled(no_color: bool) -> bool {
 
 async fn run(args: Args) -> Result<ExitCode, CliError> {
     let color = color_enabled(args.no_color);
+    match &args.command {
+        Some(Command::Scheduler(s)) => return cluster::scheduler(s, &args.engine).await,
+        Some(Command::Executor(e)) => return cluster::executor(e, &args.engine).await,
+        _ => {}
+    }
     if let Some(Command::Convert(c)) = &args.command {
         if !args.commands.is_empty() || !args.files.is_empty() {
             return Err(CliError::Usage(

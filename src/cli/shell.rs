@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use strata::output::{OutputFormat, ResultWriter, WriteOptions};
-use strata::{Engine, Error};
+use strata::{Engine, Error, QueryResult};
 
 use super::CliError;
 
@@ -138,10 +138,21 @@ impl Shell {
                 "{format} output goes to a file: use --output FILE or \\o FILE"
             )));
         }
-        let mut result = tokio::select! {
+        let result = tokio::select! {
             r = self.engine.execute(stmt) => r?,
             _ = self.interrupts.recv() => return Err(Error::Cancelled.into()),
         };
+        self.show(result, started).await
+    }
+
+    /// Print a result that has started (`started` is when its statement began).
+    pub async fn show(
+        &mut self,
+        mut result: QueryResult,
+        started: Instant,
+    ) -> Result<(), CliError> {
+        let format = self.format_for(self.output.as_deref());
+        let to_terminal = self.output.is_none();
         let schema = result.schema();
         let show_progress = self.progress && std::io::stderr().is_terminal();
         let bar = show_progress.then(|| ProgressBar::start(result.progress(), started));

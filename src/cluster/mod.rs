@@ -4,6 +4,7 @@
 
 mod codec;
 mod compressed;
+mod jobs;
 mod server;
 
 use std::sync::Arc;
@@ -20,6 +21,7 @@ use datafusion::physical_plan::{collect, execute_stream};
 use futures::StreamExt;
 
 pub use codec::{StrataLogicalCodec, StrataPhysicalCodec};
+pub use jobs::recent_jobs;
 pub use server::{ExecutorOptions, run_executor, serve_scheduler, start_local};
 
 use crate::dataset::DatasetTable;
@@ -61,6 +63,10 @@ impl Runner for ClusterRunner {
         "cluster"
     }
 
+    fn scheduler(&self) -> Option<&str> {
+        Some(&self.scheduler)
+    }
+
     async fn execute(&self, state: &SessionState, plan: LogicalPlan) -> Result<Execution> {
         // Statements that read no dataset (`SELECT 1`, VALUES, DESCRIBE, the information
         // schema, in-memory tables alone) have nothing to distribute.
@@ -77,6 +83,12 @@ impl Runner for ClusterRunner {
             .options_mut()
             .catalog
             .create_default_catalog_and_schema = false;
+        // Jobs are named after the tables they read, for `\jobs` and the REST API.
+        let name = table_names(&plan)?.join(", ");
+        cluster
+            .config_mut()
+            .options_mut()
+            .set("ballista.job.name", &name)?;
         let cluster = cluster.upgrade_for_ballista(self.scheduler.clone())?;
         // The plan is optimized already (and the scheduler optimizes it again); optimizing
         // here would undo the rewrites above.
@@ -119,6 +131,21 @@ fn reads_datasets(plan: &LogicalPlan) -> Result<bool> {
         Ok(TreeNodeRecursion::Continue)
     })?;
     Ok(found)
+}
+
+/// The tables `plan` scans, in order of first appearance.
+fn table_names(plan: &LogicalPlan) -> Result<Vec<String>> {
+    let mut names: Vec<String> = Vec::new();
+    plan.apply_with_subqueries(|node| {
+        if let LogicalPlan::TableScan(scan) = node {
+            let name = scan.table_name.table().to_string();
+            if !names.contains(&name) {
+                names.push(name);
+            }
+        }
+        Ok(TreeNodeRecursion::Continue)
+    })?;
+    Ok(names)
 }
 
 /// Whether `plan` writes CSV files. Those run here: a CSV writer's options do not survive

@@ -1,0 +1,129 @@
+//! `strata scheduler` and `strata executor`: the two server roles of a cluster.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use strata::Catalog;
+use strata::cluster::ExecutorOptions;
+use strata::store::StoreRegistry;
+
+use super::{CliError, EngineArgs, parse_size};
+
+/// Options of `strata scheduler`.
+#[derive(Debug, clap::Args)]
+pub struct SchedulerArgs {
+    /// Address to serve on (gRPC for clients and executors, and the REST API under /api).
+    #[arg(long, default_value = "0.0.0.0:50050", value_name = "HOST:PORT")]
+    bind: String,
+}
+
+/// Options of `strata executor`.
+#[derive(Debug, clap::Args)]
+pub struct ExecutorArgs {
+    /// The scheduler to work for.
+    #[arg(long, env = "STRATA_SCHEDULER", value_name = "HOST:PORT")]
+    scheduler: String,
+    /// Address to serve shuffle data on (port 0 picks a free one).
+    #[arg(long, default_value = "0.0.0.0:50051", value_name = "HOST:PORT")]
+    bind: String,
+    /// Host name other executors and clients reach this one by (default: the bind host).
+    #[arg(long, value_name = "HOST")]
+    advertise: Option<String>,
+    /// Tasks run at once (default: the number of cores).
+    #[arg(long)]
+    slots: Option<usize>,
+    /// Folder for shuffle files and spills (default: a new temporary folder).
+    #[arg(long, value_name = "DIR")]
+    work_dir: Option<PathBuf>,
+}
+
+fn resolve(addr: &str) -> Result<SocketAddr, CliError> {
+    addr.to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+        .ok_or_else(|| CliError::Usage(format!("invalid address '{addr}'; use HOST:PORT")))
+}
+
+/// Object stores as the catalog's `[stores]` settings describe them; credentials come from
+/// this process's environment (AWS_*, GOOGLE_*, AZURE_*), never from clients.
+fn stores(engine: &EngineArgs) -> Result<Arc<StoreRegistry>, CliError> {
+    let catalog = engine.catalog.clone().or_else(|| {
+        let p = PathBuf::from("strata.toml");
+        p.exists().then_some(p)
+    });
+    let settings = match catalog {
+        Some(path) => Catalog::load(&path).map_err(strata::Error::from)?.stores,
+        None => Vec::new(),
+    };
+    Ok(Arc::new(StoreRegistry::new(
+        settings,
+        Duration::from_secs(30),
+    )))
+}
+
+/// Run a scheduler until Ctrl-C or SIGTERM.
+pub async fn scheduler(args: &SchedulerArgs, engine: &EngineArgs) -> Result<ExitCode, CliError> {
+    let listener = tokio::net::TcpListener::bind(resolve(&args.bind)?)
+        .await
+        .map_err(|e| CliError::Usage(format!("cannot listen on {}: {e}", args.bind)))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| CliError::Usage(e.to_string()))?;
+    eprintln!("strata scheduler listening on df://{addr} (REST API: http://{addr}/api/jobs)");
+    let serve = strata::cluster::serve_scheduler(listener, stores(engine)?);
+    tokio::select! {
+        result = serve => result.map(|_| ExitCode::SUCCESS).map_err(CliError::from),
+        _ = shutdown() => Ok(ExitCode::SUCCESS),
+    }
+}
+
+/// Run an executor until Ctrl-C, SIGTERM or the scheduler stops it.
+pub async fn executor(args: &ExecutorArgs, engine: &EngineArgs) -> Result<ExitCode, CliError> {
+    let mut bind = resolve(&args.bind)?;
+    if bind.port() == 0 {
+        // The executor advertises its port before serving, so pick a free one now.
+        let probe = std::net::TcpListener::bind(bind)
+            .map_err(|e| CliError::Usage(format!("cannot listen on {}: {e}", args.bind)))?;
+        bind = probe
+            .local_addr()
+            .map_err(|e| CliError::Usage(e.to_string()))?;
+    }
+    let slots = args
+        .slots
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .max(1);
+    let memory_limit = engine.memory_limit.as_deref().map(parse_size).transpose()?;
+    let advertise = args
+        .advertise
+        .clone()
+        .or_else(|| (!bind.ip().is_unspecified()).then(|| bind.ip().to_string()));
+    let scheduler = args.scheduler.trim_start_matches("df://").to_string();
+    eprintln!(
+        "strata executor serving shuffle data on {bind} with {slots} slots, working for df://{scheduler}"
+    );
+    let options = ExecutorOptions {
+        slots,
+        work_dir: args.work_dir.clone(),
+        memory_limit,
+    };
+    strata::cluster::run_executor(&scheduler, bind, advertise, stores(engine)?, options).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn shutdown() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
