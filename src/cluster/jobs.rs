@@ -89,7 +89,7 @@ pub async fn recent_jobs(scheduler: &str) -> Result<RecordBatch> {
     let body = get(scheduler, "/api/jobs").await?;
     let mut jobs: Vec<Job> = serde_json::from_str(&body)
         .map_err(|e| Error::Execution(format!("unexpected job list from the scheduler: {e}")))?;
-    jobs.sort_by(|a, b| b.start_time.cmp(&a.start_time));
+    jobs.sort_by_key(|j| std::cmp::Reverse(j.start_time));
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
