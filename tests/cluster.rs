@@ -1,6 +1,14 @@
 //! Queries on a Ballista cluster started inside the test process give the same answers as
 //! local execution.
 
+#[path = "../benches/tpch/data.rs"]
+#[allow(dead_code)]
+mod tpch_data;
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
 use strata::Engine;
 use strata::datafusion::arrow::util::pretty::pretty_format_batches;
 
@@ -171,4 +179,122 @@ fn scheduler_and_executor_processes_answer_like_local_execution() {
         "{text}"
     );
     assert!(text.contains(",violations_csv,"), "{text}");
+}
+
+/// TPC-H at scale factor 0.1 (generated once into the scratch folder) and a join + group by
+/// over it that runs for seconds on a cluster of debug builds.
+fn long_query() -> String {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("sql-tests/scratch/tpch-sf0.1");
+    tpch_data::generate(&dir, 0.1, 4, false).expect("TPC-H data");
+    let d = dir.display();
+    format!(
+        "SELECT o_orderpriority, count(*) AS n, sum(l_extendedprice) AS revenue, \
+         count(DISTINCT l_partkey) AS parts \
+         FROM '{d}/parquet/lineitem/' JOIN '{d}/parquet/orders/' ON l_orderkey = o_orderkey \
+         GROUP BY 1 ORDER BY 1"
+    )
+}
+
+/// The scheduler's one job, once `ready` holds for it (polled until `deadline`).
+fn wait_for_job(addr: &str, deadline: Duration, ready: impl Fn(&serde_json::Value) -> bool) {
+    let start = Instant::now();
+    loop {
+        let jobs: serde_json::Value =
+            serde_json::from_str(&processes::http_get(addr, "/api/jobs")).unwrap();
+        if jobs.as_array().and_then(|a| a.first()).is_some_and(&ready) {
+            return;
+        }
+        assert!(start.elapsed() < deadline, "job never got there: {jobs}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn start_client(url: &str, sql: &str) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_strata"))
+        .args(["-q", "--format", "csv", "--cluster", url, "-c", sql])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+#[test]
+fn a_query_survives_losing_one_of_two_executors() {
+    let sql = long_query();
+    let local = processes::strata(&["-q", "--format", "csv", "-c", &sql]);
+    assert!(
+        local.status.success(),
+        "{}",
+        String::from_utf8_lossy(&local.stderr)
+    );
+    let (scheduler, mut executors) = processes::cluster(2);
+    let started = Instant::now();
+    let client = start_client(&format!("df://{}", scheduler.addr), &sql);
+    // Kill an executor (SIGKILL: no goodbye) once the first stage's output exists.
+    wait_for_job(&scheduler.addr, Duration::from_secs(120), |job| {
+        job["status"] == "Running" && job["completed_stages"].as_u64() >= Some(1)
+    });
+    let killed_at = started.elapsed();
+    drop(executors.remove(0));
+    let out = client.wait_with_output().unwrap();
+    eprintln!(
+        "executor killed after {:.1} s; query finished after {:.1} s",
+        killed_at.as_secs_f64(),
+        started.elapsed().as_secs_f64()
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&local.stdout)
+    );
+    // The dead executor's slots are reclaimed: the scheduler lists one executor.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let executors = processes::http_get(&scheduler.addr, "/api/executors");
+        if executors.matches("\"vcores\"").count() == 1 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "dead executor still listed: {executors}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_stopped_scheduler_fails_the_query_with_a_clear_error() {
+    let sql = long_query();
+    let (scheduler, _executors) = processes::cluster(2);
+    let mut client = start_client(&format!("df://{}", scheduler.addr), &sql);
+    wait_for_job(&scheduler.addr, Duration::from_secs(120), |job| {
+        job["status"] == "Running"
+    });
+    let stopped = Instant::now();
+    drop(scheduler);
+    let deadline = Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = client.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            stopped.elapsed() < deadline,
+            "the client still waits after {deadline:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(client.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    eprintln!(
+        "client gave up {:.2} s after the scheduler stopped: {stderr}",
+        stopped.elapsed().as_secs_f64()
+    );
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("scheduler"), "{stderr}");
 }

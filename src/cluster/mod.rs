@@ -55,6 +55,32 @@ impl ClusterRunner {
     pub fn scheduler(&self) -> &str {
         &self.scheduler
     }
+
+    /// A one-line error when `message` says the scheduler cannot be reached or went away.
+    fn unreachable(&self, message: &str) -> Option<Error> {
+        let m = message.to_ascii_lowercase();
+        let reason = if m.contains("connection refused") || m.contains("tcp connect error") {
+            "connection refused"
+        } else if m.contains("dns error") || m.contains("failed to lookup address") {
+            "unknown host"
+        } else if [
+            "h2 protocol error",
+            "broken pipe",
+            "connection reset",
+            "transport error",
+        ]
+        .iter()
+        .any(|k| m.contains(k))
+        {
+            "connection lost"
+        } else {
+            return None;
+        };
+        let addr = self.scheduler.trim_start_matches("http://");
+        Some(Error::Execution(format!(
+            "cluster scheduler at df://{addr} is unreachable ({reason})"
+        )))
+    }
 }
 
 #[async_trait]
@@ -96,17 +122,20 @@ impl Runner for ClusterRunner {
             datafusion::execution::session_state::SessionStateBuilder::new_from_existing(cluster)
                 .with_optimizer_rules(Vec::new())
                 .build();
-        let physical = cluster.create_physical_plan(&plan).await?;
+        let physical = cluster
+            .create_physical_plan(&plan)
+            .await
+            .map_err(|e| self.unreachable(&e.to_string()).unwrap_or_else(|| e.into()))?;
         let stream = execute_stream(physical.clone(), cluster.task_ctx())?;
         let schema = stream.schema();
-        let origin = Arc::new((state.clone(), plan));
+        let origin = Arc::new((state.clone(), plan, self.clone()));
         let stream = stream.then(move |item| {
             let origin = origin.clone();
             async move {
                 match item {
                     Ok(batch) => Ok(batch),
                     Err(e) => Err(DataFusionError::External(Box::new(
-                        job_error(e, &origin.0, &origin.1).await,
+                        job_error(e, &origin.0, &origin.1, &origin.2).await,
                     ))),
                 }
             }
@@ -251,8 +280,16 @@ async fn materialize_other_tables(state: &SessionState, plan: LogicalPlan) -> Re
 
 /// A failed job as a user would want to read it: the task's own error, not the layers of
 /// job, stage and task wrapping; a file that fails to decode is named, as in local runs.
-async fn job_error(err: DataFusionError, state: &SessionState, plan: &LogicalPlan) -> Error {
+async fn job_error(
+    err: DataFusionError,
+    state: &SessionState,
+    plan: &LogicalPlan,
+    runner: &ClusterRunner,
+) -> Error {
     let text = err.strip_backtrace();
+    if let Some(e) = runner.unreachable(&text) {
+        return e;
+    }
     let message = task_message(&text);
     if text.contains("ResourcesExhausted(") {
         return Error::ResourcesExhausted(crate::error::out_of_memory(&message));

@@ -80,6 +80,11 @@ pub async fn serve_scheduler(
         .with_hostname(addr.ip().to_string())
         .with_port(addr.port())
         .with_scheduler_policy(TaskSchedulingPolicy::PullStaged);
+    // An executor that stops answering (it polls at least every 5 s, busy or not) is
+    // declared dead after 20 s and its tasks run elsewhere; Ballista's default is 3 minutes.
+    config.executor_timeout_seconds = 20;
+    config.expire_dead_executor_interval_seconds = 2;
+    config.no_executors_grace_period_seconds = 20;
     config.override_session_builder = Some(session_builder(stores));
     config.override_config_producer = Some(config_producer());
     config.override_logical_codec = Some(Arc::new(StrataLogicalCodec::default()));
