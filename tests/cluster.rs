@@ -298,3 +298,27 @@ fn a_stopped_scheduler_fails_the_query_with_a_clear_error() {
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(stderr.contains("scheduler"), "{stderr}");
 }
+
+#[test]
+fn explain_analyze_on_a_cluster_shows_each_stage_with_its_shuffle_metrics() {
+    let out = processes::strata(&[
+        "--cluster",
+        "local:2",
+        "-c",
+        "EXPLAIN ANALYZE SELECT registration_state, count(*) FROM violations GROUP BY 1",
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        text.matches("SuccessfulStage[stage_id=").count(),
+        2,
+        "{text}"
+    );
+    assert!(text.contains("ShuffleReaderExec"), "{text}");
+    assert!(text.contains("decoded_bytes="), "{text}");
+    assert!(text.contains("write_time="), "{text}");
+}
