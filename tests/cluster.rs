@@ -178,7 +178,7 @@ fn scheduler_and_executor_processes_answer_like_local_execution() {
         lines[1..].iter().all(|l| l.contains(",Completed,")),
         "{text}"
     );
-    assert!(text.contains(",violations_csv,"), "{text}");
+    assert!(text.contains(",violations_csv ("), "{text}");
 }
 
 /// TPC-H at scale factor 0.1 (generated once into the scratch folder) and a join + group by
@@ -321,4 +321,29 @@ fn explain_analyze_on_a_cluster_shows_each_stage_with_its_shuffle_metrics() {
     assert!(text.contains("ShuffleReaderExec"), "{text}");
     assert!(text.contains("decoded_bytes="), "{text}");
     assert!(text.contains("write_time="), "{text}");
+}
+
+#[test]
+fn ctrl_c_at_the_client_cancels_the_job_on_the_cluster() {
+    let sql = long_query();
+    let (scheduler, _executors) = processes::cluster(2);
+    let mut client = start_client(&format!("df://{}", scheduler.addr), &sql);
+    wait_for_job(&scheduler.addr, Duration::from_secs(120), |job| {
+        job["status"] == "Running"
+    });
+    let interrupted = Instant::now();
+    // SAFETY: signalling a child process we started and still own.
+    unsafe { libc::kill(client.id() as i32, libc::SIGINT) };
+    let status = client.wait().unwrap();
+    assert_eq!(status.code(), Some(130));
+    // The job stops on the cluster too, well before it could have finished.
+    wait_for_job(&scheduler.addr, Duration::from_secs(10), |job| {
+        job["status"] != "Running" && job["status"] != "Queued"
+    });
+    let jobs = processes::http_get(&scheduler.addr, "/api/jobs");
+    eprintln!(
+        "job ended {:.2} s after Ctrl-C: {jobs}",
+        interrupted.elapsed().as_secs_f64()
+    );
+    assert!(!jobs.contains("\"status\":\"Completed\""), "{jobs}");
 }

@@ -7,7 +7,6 @@ use datafusion::arrow::array::{ArrayRef, Float64Array, StringArray, TimestampMil
 use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use datafusion::arrow::record_batch::RecordBatch;
 use serde::Deserialize;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::error::{Error, Result};
 
@@ -23,31 +22,35 @@ struct Job {
     end_time: u64,
 }
 
-/// `GET path` on the scheduler at `http://host:port`; the body of a 200 answer.
-async fn get(scheduler: &str, path: &str) -> Result<String> {
+/// `METHOD path` on the scheduler at `http://host:port`; the body of a 200 answer. Blocking,
+/// with a 10 s bound, so that it also works while a query is being dropped.
+fn request(scheduler: &str, method: &str, path: &str) -> Result<String> {
+    use std::io::{Read, Write};
     let host = scheduler
         .trim_start_matches("http://")
         .trim_end_matches('/');
-    let failed = |e: String| Error::Execution(format!("cannot read {path} from {host}: {e}"));
-    let exchange = async {
-        let mut stream = tokio::net::TcpStream::connect(host)
-            .await
-            .map_err(|e| failed(e.to_string()))?;
-        let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
-        stream
-            .write_all(request.as_bytes())
-            .await
-            .map_err(|e| failed(e.to_string()))?;
-        let mut bytes = Vec::new();
-        stream
-            .read_to_end(&mut bytes)
-            .await
-            .map_err(|e| failed(e.to_string()))?;
-        Ok::<_, Error>(bytes)
-    };
-    let bytes = tokio::time::timeout(Duration::from_secs(10), exchange)
-        .await
-        .map_err(|_| failed("no answer within 10 s".into()))??;
+    let failed = |e: String| Error::Execution(format!("{method} {path} on {host}: {e}"));
+    let addr = std::net::ToSocketAddrs::to_socket_addrs(host)
+        .ok()
+        .and_then(|mut a| a.next())
+        .ok_or_else(|| failed("unknown host".into()))?;
+    let limit = Duration::from_secs(10);
+    let mut stream =
+        std::net::TcpStream::connect_timeout(&addr, limit).map_err(|e| failed(e.to_string()))?;
+    stream
+        .set_read_timeout(Some(limit))
+        .and_then(|_| stream.set_write_timeout(Some(limit)))
+        .map_err(|e| failed(e.to_string()))?;
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    stream
+        .write_all(request.as_bytes())
+        .map_err(|e| failed(e.to_string()))?;
+    let mut bytes = Vec::new();
+    stream
+        .read_to_end(&mut bytes)
+        .map_err(|e| failed(e.to_string()))?;
     let text = String::from_utf8_lossy(&bytes);
     let (head, body) = text
         .split_once("\r\n\r\n")
@@ -65,6 +68,24 @@ async fn get(scheduler: &str, path: &str) -> Result<String> {
     } else {
         body.to_string()
     })
+}
+
+fn jobs(scheduler: &str) -> Result<Vec<Job>> {
+    let body = request(scheduler, "GET", "/api/jobs")?;
+    serde_json::from_str(&body)
+        .map_err(|e| Error::Execution(format!("unexpected job list from the scheduler: {e}")))
+}
+
+/// Cancel the queued or running jobs named `name` (names are unique per query). Blocking.
+pub(crate) fn cancel_named(scheduler: &str, name: &str) -> Result<usize> {
+    let mut cancelled = 0;
+    for job in jobs(scheduler)? {
+        if job.job_name == name && (job.status == "Running" || job.status == "Queued") {
+            request(scheduler, "PATCH", &format!("/api/job/{}", job.job_id))?;
+            cancelled += 1;
+        }
+    }
+    Ok(cancelled)
 }
 
 /// The payload of a chunked HTTP body.
@@ -86,9 +107,10 @@ fn dechunk(mut body: &str) -> String {
 /// The scheduler's jobs, newest first: id, name, status, stages done, start, seconds taken
 /// (so far, for a running job).
 pub async fn recent_jobs(scheduler: &str) -> Result<RecordBatch> {
-    let body = get(scheduler, "/api/jobs").await?;
-    let mut jobs: Vec<Job> = serde_json::from_str(&body)
-        .map_err(|e| Error::Execution(format!("unexpected job list from the scheduler: {e}")))?;
+    let scheduler_owned = scheduler.to_string();
+    let mut jobs = tokio::task::spawn_blocking(move || jobs(&scheduler_owned))
+        .await
+        .map_err(|e| Error::Execution(e.to_string()))??;
     jobs.sort_by_key(|j| std::cmp::Reverse(j.start_time));
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -109,8 +109,14 @@ impl Runner for ClusterRunner {
             .options_mut()
             .catalog
             .create_default_catalog_and_schema = false;
-        // Jobs are named after the tables they read, for `\jobs` and the REST API.
-        let name = table_names(&plan)?.join(", ");
+        // Jobs are named after the tables they read, for `\jobs` and the REST API, plus a
+        // number unique to this query so that dropping the query can cancel its job.
+        let name = format!(
+            "{} ({}.{})",
+            table_names(&plan)?.join(", "),
+            std::process::id(),
+            NEXT_JOB.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
         cluster
             .config_mut()
             .options_mut()
@@ -129,21 +135,62 @@ impl Runner for ClusterRunner {
         let stream = execute_stream(physical.clone(), cluster.task_ctx())?;
         let schema = stream.schema();
         let origin = Arc::new((state.clone(), plan, self.clone()));
-        let stream = stream.then(move |item| {
-            let origin = origin.clone();
-            async move {
-                match item {
-                    Ok(batch) => Ok(batch),
-                    Err(e) => Err(DataFusionError::External(Box::new(
-                        job_error(e, &origin.0, &origin.1, &origin.2).await,
-                    ))),
-                }
-            }
+        let guard = Arc::new(CancelOnDrop {
+            scheduler: self.scheduler.clone(),
+            name,
+            finished: std::sync::atomic::AtomicBool::new(false),
         });
+        let end = guard.clone();
+        let stream = stream
+            .then(move |item| {
+                let origin = origin.clone();
+                let guard = guard.clone();
+                async move {
+                    match item {
+                        Ok(batch) => Ok(batch),
+                        Err(e) => {
+                            guard.finish();
+                            Err(DataFusionError::External(Box::new(
+                                job_error(e, &origin.0, &origin.1, &origin.2).await,
+                            )))
+                        }
+                    }
+                }
+            })
+            .chain(
+                futures::stream::once(async move { end.finish() }).filter_map(|_| async { None }),
+            );
         Ok(Execution {
             plan: physical,
             stream: Box::pin(RecordBatchStreamAdapter::new(schema, stream)),
         })
+    }
+}
+
+static NEXT_JOB: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+/// Cancels a query's job on the cluster when its result is dropped before the end (Ctrl-C,
+/// a LIMIT reached by the reader, an error elsewhere): the client otherwise walks away and
+/// the job keeps the executors busy.
+struct CancelOnDrop {
+    scheduler: String,
+    name: String,
+    finished: std::sync::atomic::AtomicBool,
+}
+
+impl CancelOnDrop {
+    fn finish(&self) {
+        self.finished
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        if !self.finished.load(std::sync::atomic::Ordering::Relaxed) {
+            // Best effort: a scheduler that is gone has no job to cancel.
+            let _ = jobs::cancel_named(&self.scheduler, &self.name);
+        }
     }
 }
 
