@@ -30,6 +30,7 @@ use datafusion::prelude::SessionConfig;
 use futures::{Stream, StreamExt};
 
 use crate::catalog::Catalog;
+use crate::cluster::ClusterRunner;
 use crate::dataset::{Dataset, DatasetError, DatasetOptions, DatasetSpec, Format};
 use crate::error::{Error, Result};
 use crate::functions::{PreparedFunction, PreparedTables, resolve_call};
@@ -182,22 +183,7 @@ impl EngineBuilder {
             o.execution.parquet.pruning = true;
         }
         if self.cluster.is_some() {
-            // Registers the `ballista.*` settings (so SET and `setting()` accept them) and
-            // applies the settings Ballista needs for every query.
-            use ballista_core::extension::SessionConfigExt;
-            // Ballista's adaptive planner rewrites windows into wrong results
-            // (sql-tests/windows.slt) and replaces the session's physical rules; the static
-            // planner answers like local execution. `SET ballista.planner.adaptive.enabled`
-            // turns it on.
-            config = config
-                .upgrade_for_ballista()
-                .with_ballista_adaptive_query_planner(false)
-                .with_ballista_logical_extension_codec(Arc::new(
-                    crate::cluster::StrataLogicalCodec::default(),
-                ))
-                .with_ballista_physical_extension_codec(Arc::new(
-                    crate::cluster::StrataPhysicalCodec::default(),
-                ));
+            config = crate::cluster::cluster_config(config);
         }
         for (k, v) in &self.settings {
             config.options_mut().set(k, v).map_err(|e| {
@@ -245,19 +231,16 @@ impl EngineBuilder {
         }
 
         let runner: Arc<dyn Runner> = match (&self.cluster, self.runner) {
-            (Some(url), _) => {
-                let url = match url.strip_prefix("local:") {
-                    Some(n) => {
-                        let n: usize = n.parse().map_err(|_| {
-                            Error::Config(format!("local:{n}: expected a number of executors"))
-                        })?;
-                        let slots = self.target_partitions.unwrap_or(2);
-                        crate::cluster::start_local(&ctx.state(), n, slots).await?
-                    }
-                    None => url.clone(),
-                };
-                Arc::new(crate::cluster::ClusterRunner::new(&url)?)
-            }
+            (Some(url), _) => match url.strip_prefix("local:") {
+                Some(n) => {
+                    let n: usize = n.parse().map_err(|_| {
+                        Error::Config(format!("local:{n}: expected a number of executors"))
+                    })?;
+                    let slots = self.target_partitions.unwrap_or(2);
+                    Arc::new(ClusterRunner::start_local(&ctx.state(), n, slots).await?)
+                }
+                None => Arc::new(ClusterRunner::new(url)?),
+            },
             (None, Some(r)) => r,
             (None, None) => Arc::new(LocalRunner),
         };

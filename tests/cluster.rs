@@ -57,6 +57,8 @@ mod processes {
         child: Child,
         /// The address it announced.
         pub addr: String,
+        /// Its work folder, removed after it is killed.
+        _work_dir: Option<tempfile::TempDir>,
     }
 
     impl Drop for Server {
@@ -86,7 +88,11 @@ mod processes {
             .unwrap_or_else(|| panic!("unexpected first line: {line}"));
         // Keep draining its log so it never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
-        Server { child, addr }
+        Server {
+            child,
+            addr,
+            _work_dir: None,
+        }
     }
 
     /// A scheduler and `n` executors with two slots each.
@@ -97,7 +103,8 @@ mod processes {
         );
         let executors = (0..n)
             .map(|_| {
-                start(
+                let dir = tempfile::tempdir().unwrap();
+                let mut executor = start(
                     &[
                         "executor",
                         "--scheduler",
@@ -106,9 +113,13 @@ mod processes {
                         "127.0.0.1:0",
                         "--slots",
                         "2",
+                        "--work-dir",
+                        dir.path().to_str().unwrap(),
                     ],
                     "serving shuffle data on ",
-                )
+                );
+                executor._work_dir = Some(dir);
+                executor
             })
             .collect();
         (scheduler, executors)
@@ -195,28 +206,48 @@ fn long_query() -> String {
     )
 }
 
-/// The scheduler's one job, once `ready` holds for it (polled until `deadline`).
-fn wait_for_job(addr: &str, deadline: Duration, ready: impl Fn(&serde_json::Value) -> bool) {
+/// What `check` returns once it returns something, asked every 10 ms; fails the test with
+/// `what` after `deadline`.
+fn eventually<T>(deadline: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
     let start = Instant::now();
     loop {
-        let jobs: serde_json::Value =
-            serde_json::from_str(&processes::http_get(addr, "/api/jobs")).unwrap();
-        if jobs.as_array().and_then(|a| a.first()).is_some_and(&ready) {
-            return;
+        if let Some(value) = check() {
+            return value;
         }
-        assert!(start.elapsed() < deadline, "job never got there: {jobs}");
+        assert!(start.elapsed() < deadline, "{what} after {deadline:?}");
         std::thread::sleep(Duration::from_millis(10));
     }
 }
 
-fn start_client(url: &str, sql: &str) -> std::process::Child {
-    Command::new(env!("CARGO_BIN_EXE_strata"))
-        .args(["-q", "--format", "csv", "--cluster", url, "-c", sql])
+/// Once `ready` holds for the scheduler's one job.
+fn wait_for_job(addr: &str, deadline: Duration, ready: impl Fn(&serde_json::Value) -> bool) {
+    eventually(deadline, "the job never got there", || {
+        let jobs: serde_json::Value =
+            serde_json::from_str(&processes::http_get(addr, "/api/jobs")).unwrap();
+        jobs.as_array()
+            .and_then(|a| a.first())
+            .is_some_and(&ready)
+            .then_some(())
+    })
+}
+
+/// A client running `sql` on the cluster of `scheduler`, returned once `ready` holds for its
+/// job.
+fn client_once(
+    scheduler: &str,
+    sql: &str,
+    ready: impl Fn(&serde_json::Value) -> bool,
+) -> std::process::Child {
+    let url = format!("df://{scheduler}");
+    let client = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .args(["-q", "--format", "csv", "--cluster", &url, "-c", sql])
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap()
+        .unwrap();
+    wait_for_job(scheduler, Duration::from_secs(120), ready);
+    client
 }
 
 #[test]
@@ -230,9 +261,8 @@ fn a_query_survives_losing_one_of_two_executors() {
     );
     let (scheduler, mut executors) = processes::cluster(2);
     let started = Instant::now();
-    let client = start_client(&format!("df://{}", scheduler.addr), &sql);
     // Kill an executor (SIGKILL: no goodbye) once the first stage's output exists.
-    wait_for_job(&scheduler.addr, Duration::from_secs(120), |job| {
+    let client = client_once(&scheduler.addr, &sql, |job| {
         job["status"] == "Running" && job["completed_stages"].as_u64() >= Some(1)
     });
     let killed_at = started.elapsed();
@@ -253,41 +283,26 @@ fn a_query_survives_losing_one_of_two_executors() {
         String::from_utf8_lossy(&local.stdout)
     );
     // The dead executor's slots are reclaimed: the scheduler lists one executor.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let executors = processes::http_get(&scheduler.addr, "/api/executors");
-        if executors.matches("\"vcores\"").count() == 1 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "dead executor still listed: {executors}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    eventually(
+        Duration::from_secs(60),
+        "the dead executor is still listed",
+        || {
+            let executors = processes::http_get(&scheduler.addr, "/api/executors");
+            (executors.matches("\"vcores\"").count() == 1).then_some(())
+        },
+    );
 }
 
 #[test]
 fn a_stopped_scheduler_fails_the_query_with_a_clear_error() {
     let sql = long_query();
     let (scheduler, _executors) = processes::cluster(2);
-    let mut client = start_client(&format!("df://{}", scheduler.addr), &sql);
-    wait_for_job(&scheduler.addr, Duration::from_secs(120), |job| {
-        job["status"] == "Running"
-    });
+    let mut client = client_once(&scheduler.addr, &sql, |job| job["status"] == "Running");
     let stopped = Instant::now();
     drop(scheduler);
-    let deadline = Duration::from_secs(30);
-    let status = loop {
-        if let Some(status) = client.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            stopped.elapsed() < deadline,
-            "the client still waits after {deadline:?}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = eventually(Duration::from_secs(30), "the client still waits", || {
+        client.try_wait().unwrap()
+    });
     let mut stderr = String::new();
     std::io::Read::read_to_string(client.stderr.as_mut().unwrap(), &mut stderr).unwrap();
     eprintln!(
@@ -327,10 +342,7 @@ fn explain_analyze_on_a_cluster_shows_each_stage_with_its_shuffle_metrics() {
 fn ctrl_c_at_the_client_cancels_the_job_on_the_cluster() {
     let sql = long_query();
     let (scheduler, _executors) = processes::cluster(2);
-    let mut client = start_client(&format!("df://{}", scheduler.addr), &sql);
-    wait_for_job(&scheduler.addr, Duration::from_secs(120), |job| {
-        job["status"] == "Running"
-    });
+    let mut client = client_once(&scheduler.addr, &sql, |job| job["status"] == "Running");
     let interrupted = Instant::now();
     // SAFETY: signalling a child process we started and still own.
     unsafe { libc::kill(client.id() as i32, libc::SIGINT) };

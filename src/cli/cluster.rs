@@ -10,7 +10,7 @@ use strata::Catalog;
 use strata::cluster::ExecutorOptions;
 use strata::store::StoreRegistry;
 
-use super::{CliError, EngineArgs, parse_size};
+use super::{CliError, EngineArgs, catalog_path, parse_size};
 
 /// Options of `strata scheduler`.
 #[derive(Debug, clap::Args)]
@@ -50,11 +50,7 @@ fn resolve(addr: &str) -> Result<SocketAddr, CliError> {
 /// Object stores as the catalog's `[stores]` settings describe them; credentials come from
 /// this process's environment (AWS_*, GOOGLE_*, AZURE_*), never from clients.
 fn stores(engine: &EngineArgs) -> Result<Arc<StoreRegistry>, CliError> {
-    let catalog = engine.catalog.clone().or_else(|| {
-        let p = PathBuf::from("strata.toml");
-        p.exists().then_some(p)
-    });
-    let settings = match catalog {
+    let settings = match catalog_path(engine) {
         Some(path) => Catalog::load(&path).map_err(strata::Error::from)?.stores,
         None => Vec::new(),
     };

@@ -165,6 +165,14 @@ fn num_cpus() -> usize {
         .unwrap_or(1)
 }
 
+/// The catalog file: `--catalog`, else `./strata.toml` when present.
+fn catalog_path(args: &EngineArgs) -> Option<PathBuf> {
+    args.catalog.clone().or_else(|| {
+        let p = PathBuf::from("strata.toml");
+        p.exists().then_some(p)
+    })
+}
+
 async fn build_engine(args: &EngineArgs) -> Result<Engine, CliError> {
     let mut builder = Engine::builder();
     if let Some(n) = args.threads {
@@ -173,11 +181,7 @@ async fn build_engine(args: &EngineArgs) -> Result<Engine, CliError> {
     if let Some(m) = &args.memory_limit {
         builder = builder.memory_limit(parse_size(m)?);
     }
-    let catalog = args.catalog.clone().or_else(|| {
-        let p = PathBuf::from("strata.toml");
-        p.exists().then_some(p)
-    });
-    if let Some(c) = catalog {
+    if let Some(c) = catalog_path(args) {
         builder = builder.catalog(c);
     }
     if let Some(url) = &args.cluster {

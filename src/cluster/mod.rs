@@ -8,6 +8,7 @@ mod jobs;
 mod server;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use async_trait::async_trait;
 use ballista_core::extension::SessionStateExt;
@@ -22,7 +23,9 @@ use futures::StreamExt;
 
 pub use codec::{StrataLogicalCodec, StrataPhysicalCodec};
 pub use jobs::recent_jobs;
-pub use server::{ExecutorOptions, run_executor, serve_scheduler, start_local};
+pub use server::{
+    ExecutorOptions, LocalCluster, cluster_config, run_executor, serve_scheduler, start_local,
+};
 
 use crate::dataset::DatasetTable;
 use crate::error::{Error, Result};
@@ -33,6 +36,8 @@ use crate::runner::{Execution, LocalRunner, Runner};
 pub struct ClusterRunner {
     /// `http://host:port` of the scheduler.
     scheduler: String,
+    /// The cluster in this process the runner uses, if it started one.
+    local: Option<Arc<LocalCluster>>,
 }
 
 impl ClusterRunner {
@@ -48,12 +53,16 @@ impl ClusterRunner {
             })?;
         Ok(ClusterRunner {
             scheduler: format!("http://{rest}"),
+            local: None,
         })
     }
 
-    /// The scheduler's address.
-    pub fn scheduler(&self) -> &str {
-        &self.scheduler
+    /// A runner for a new cluster in this process (see [`start_local`]).
+    pub async fn start_local(state: &SessionState, executors: usize, slots: usize) -> Result<Self> {
+        let cluster = start_local(state, executors, slots).await?;
+        let mut runner = ClusterRunner::new(&cluster.url)?;
+        runner.local = Some(Arc::new(cluster));
+        Ok(runner)
     }
 
     /// A one-line error when `message` says the scheduler cannot be reached or went away.
@@ -115,7 +124,7 @@ impl Runner for ClusterRunner {
             "{} ({}.{})",
             table_names(&plan)?.join(", "),
             std::process::id(),
-            NEXT_JOB.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            NEXT_JOB.fetch_add(1, Ordering::Relaxed)
         );
         cluster
             .config_mut()
@@ -134,31 +143,30 @@ impl Runner for ClusterRunner {
             .map_err(|e| self.unreachable(&e.to_string()).unwrap_or_else(|| e.into()))?;
         let stream = execute_stream(physical.clone(), cluster.task_ctx())?;
         let schema = stream.schema();
-        let origin = Arc::new((state.clone(), plan, self.clone()));
-        let guard = Arc::new(CancelOnDrop {
-            scheduler: self.scheduler.clone(),
+        let job = Arc::new(Job {
+            state: state.clone(),
+            plan,
+            runner: self.clone(),
             name,
-            finished: std::sync::atomic::AtomicBool::new(false),
+            finished: AtomicBool::new(false),
         });
-        let end = guard.clone();
+        let end = job.clone();
         let stream = stream
             .then(move |item| {
-                let origin = origin.clone();
-                let guard = guard.clone();
+                let job = job.clone();
                 async move {
                     match item {
                         Ok(batch) => Ok(batch),
                         Err(e) => {
-                            guard.finish();
-                            Err(DataFusionError::External(Box::new(
-                                job_error(e, &origin.0, &origin.1, &origin.2).await,
-                            )))
+                            job.finished.store(true, Ordering::Relaxed);
+                            Err(DataFusionError::External(Box::new(job.error(e).await)))
                         }
                     }
                 }
             })
             .chain(
-                futures::stream::once(async move { end.finish() }).filter_map(|_| async { None }),
+                futures::stream::once(async move { end.finished.store(true, Ordering::Relaxed) })
+                    .filter_map(|_| async { None }),
             );
         Ok(Execution {
             plan: physical,
@@ -167,30 +175,49 @@ impl Runner for ClusterRunner {
     }
 }
 
-static NEXT_JOB: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+static NEXT_JOB: AtomicU64 = AtomicU64::new(1);
 
-/// Cancels a query's job on the cluster when its result is dropped before the end (Ctrl-C,
-/// a LIMIT reached by the reader, an error elsewhere): the client otherwise walks away and
-/// the job keeps the executors busy.
-struct CancelOnDrop {
-    scheduler: String,
+/// A query running on the cluster. Its errors read as the task's own; dropped before its end
+/// (Ctrl-C, a reader that stops early), it cancels its job, which would otherwise keep the
+/// executors busy.
+struct Job {
+    state: SessionState,
+    plan: LogicalPlan,
+    runner: ClusterRunner,
+    /// The job's name on the scheduler, unique to this query.
     name: String,
-    finished: std::sync::atomic::AtomicBool,
+    /// Set once the result has ended, with its last batch or an error.
+    finished: AtomicBool,
 }
 
-impl CancelOnDrop {
-    fn finish(&self) {
-        self.finished
-            .store(true, std::sync::atomic::Ordering::Relaxed);
+impl Drop for Job {
+    fn drop(&mut self) {
+        if !self.finished.load(Ordering::Relaxed) {
+            // Best effort: a scheduler that is gone has no job to cancel.
+            let _ = jobs::cancel_named(&self.runner.scheduler, &self.name);
+        }
     }
 }
 
-impl Drop for CancelOnDrop {
-    fn drop(&mut self) {
-        if !self.finished.load(std::sync::atomic::Ordering::Relaxed) {
-            // Best effort: a scheduler that is gone has no job to cancel.
-            let _ = jobs::cancel_named(&self.scheduler, &self.name);
+impl Job {
+    /// A failed job as a user would want to read it: the task's own error, not the layers of
+    /// job, stage and task wrapping; a file that fails to decode is named, as in local runs.
+    async fn error(&self, err: DataFusionError) -> Error {
+        let text = err.strip_backtrace();
+        if let Some(e) = self.runner.unreachable(&text) {
+            return e;
         }
+        let message = task_message(&text);
+        if text.contains("ResourcesExhausted(") {
+            return Error::ResourcesExhausted(crate::error::out_of_memory(&message));
+        }
+        if message.contains("Task cancelled") || message.contains("job cancelled") {
+            return Error::Cancelled;
+        }
+        // The client reads the same storage as the executors: plan the scans here to find
+        // the file.
+        let local = self.state.create_physical_plan(&self.plan).await.ok();
+        crate::engine::diagnose(local, Some(self.state.task_ctx()), message).await
     }
 }
 
@@ -323,30 +350,6 @@ async fn materialize_other_tables(state: &SessionState, plan: LogicalPlan) -> Re
         })?
         .data;
     Ok(plan)
-}
-
-/// A failed job as a user would want to read it: the task's own error, not the layers of
-/// job, stage and task wrapping; a file that fails to decode is named, as in local runs.
-async fn job_error(
-    err: DataFusionError,
-    state: &SessionState,
-    plan: &LogicalPlan,
-    runner: &ClusterRunner,
-) -> Error {
-    let text = err.strip_backtrace();
-    if let Some(e) = runner.unreachable(&text) {
-        return e;
-    }
-    let message = task_message(&text);
-    if text.contains("ResourcesExhausted(") {
-        return Error::ResourcesExhausted(crate::error::out_of_memory(&message));
-    }
-    if message.contains("Task cancelled") || message.contains("job cancelled") {
-        return Error::Cancelled;
-    }
-    // The client reads the same storage as the executors: plan the scans here to find the file.
-    let local = state.create_physical_plan(plan).await.ok();
-    crate::engine::diagnose(local, Some(state.task_ctx()), message).await
 }
 
 /// The innermost message of Ballista's "Job J failed: Job failed due to stage S failed: Task

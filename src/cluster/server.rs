@@ -26,6 +26,7 @@ use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::physical_optimizer::optimizer::PhysicalOptimizer;
 use datafusion::prelude::SessionConfig;
 use datafusion_proto::protobuf::{LogicalPlanNode, PhysicalPlanNode};
+use tempfile::TempDir;
 use tokio::net::TcpListener;
 
 use super::codec::{StrataLogicalCodec, StrataPhysicalCodec};
@@ -58,14 +59,22 @@ fn session_builder(stores: Arc<dyn ObjectStoreRegistry>) -> SessionBuilder {
     })
 }
 
+/// `config` made ready for a cluster, on clients and servers alike: the `ballista.*` settings
+/// registered (so SET accepts them) with Ballista's required settings, and Strata's codecs.
+/// Ballista's adaptive planner is off: it rewrites windows into wrong results
+/// (sql-tests/windows.slt) and replaces the session's physical rules; the static planner
+/// answers like local execution. `SET ballista.planner.adaptive.enabled = true` turns it on.
+pub fn cluster_config(config: SessionConfig) -> SessionConfig {
+    config
+        .upgrade_for_ballista()
+        .with_ballista_adaptive_query_planner(false)
+        .with_ballista_logical_extension_codec(Arc::new(StrataLogicalCodec::default()))
+        .with_ballista_physical_extension_codec(Arc::new(StrataPhysicalCodec::default()))
+}
+
 /// The settings a job starts from, before the client's own.
 fn config_producer() -> ConfigProducer {
-    Arc::new(|| {
-        SessionConfig::new_with_ballista()
-            .with_ballista_adaptive_query_planner(false)
-            .with_ballista_logical_extension_codec(Arc::new(StrataLogicalCodec::default()))
-            .with_ballista_physical_extension_codec(Arc::new(StrataPhysicalCodec::default()))
-    })
+    Arc::new(|| cluster_config(SessionConfig::new_with_ballista()))
 }
 
 /// Serve a scheduler on `listener` until it fails.
@@ -124,9 +133,8 @@ fn runtime_producer(stores: Arc<dyn ObjectStoreRegistry>, work_dir: String) -> R
 }
 
 /// Every function a plan can name: DataFusion's, nested ones included.
-fn functions(stores: &Arc<dyn ObjectStoreRegistry>) -> Result<BallistaFunctionRegistry> {
-    let state = session_builder(stores.clone())(SessionConfig::new())?;
-    Ok(BallistaFunctionRegistry::from(&state))
+fn functions() -> BallistaFunctionRegistry {
+    BallistaFunctionRegistry::from(&SessionStateBuilder::new().with_default_features().build())
 }
 
 fn codec() -> BallistaCodec<LogicalPlanNode, PhysicalPlanNode> {
@@ -136,63 +144,61 @@ fn codec() -> BallistaCodec<LogicalPlanNode, PhysicalPlanNode> {
     )
 }
 
+/// A scheduler and executors running in this process; their work folders are removed when
+/// it is dropped.
+#[derive(Debug)]
+pub struct LocalCluster {
+    /// The scheduler's `df://` address.
+    pub url: String,
+    _work_dirs: Vec<TempDir>,
+}
+
 /// Start a scheduler and `executors` executors with `slots` task slots each in this process,
-/// reading through `state`'s stores; returns the scheduler's `df://` address.
-pub async fn start_local(state: &SessionState, executors: usize, slots: usize) -> Result<String> {
+/// reading through `state`'s stores.
+pub async fn start_local(
+    state: &SessionState,
+    executors: usize,
+    slots: usize,
+) -> Result<LocalCluster> {
+    let failed = |e: String| Error::Execution(format!("cannot start the local cluster: {e}"));
     let stores = state.runtime_env().object_store_registry.clone();
     let listener = TcpListener::bind("127.0.0.1:0")
         .await
-        .map_err(|e| Error::Execution(format!("cannot start the local cluster: {e}")))?;
-    let addr = listener
-        .local_addr()
-        .map_err(|e| Error::Execution(format!("cannot start the local cluster: {e}")))?;
+        .map_err(|e| failed(e.to_string()))?;
+    let addr = listener.local_addr().map_err(|e| failed(e.to_string()))?;
     tokio::spawn(serve_scheduler(listener, stores.clone()));
-    let url = format!("http://{addr}");
-    let client = connect(&url).await?;
+    // The listener is bound already: connecting waits for the scheduler to serve.
+    let client = SchedulerGrpcClient::connect(format!("http://{addr}"))
+        .await
+        .map_err(|e| failed(e.to_string()))?;
+    let mut work_dirs = Vec::with_capacity(executors);
     for _ in 0..executors.max(1) {
-        let work_dir = tempfile_dir()?;
+        let work_dir = work_dir()?;
         ballista_executor::new_standalone_executor_from_builder(
             client.clone(),
             slots.max(1),
             config_producer(),
-            runtime_producer(stores.clone(), work_dir),
+            runtime_producer(stores.clone(), work_dir.path().display().to_string()),
             codec(),
-            functions(&stores)?,
+            functions(),
         )
         .await
         .map_err(cluster_error("cannot start a local executor"))?;
+        work_dirs.push(work_dir);
     }
-    Ok(format!("df://{addr}"))
+    Ok(LocalCluster {
+        url: format!("df://{addr}"),
+        _work_dirs: work_dirs,
+    })
 }
 
-/// Connect to the scheduler at `url` (`http://host:port`), retrying briefly while it starts.
-async fn connect(url: &str) -> Result<SchedulerGrpcClient<tonic::transport::Channel>> {
-    let mut last = None;
-    for attempt in 0..50 {
-        match SchedulerGrpcClient::connect(url.to_string()).await {
-            Ok(c) => return Ok(c),
-            Err(e) => last = Some(e),
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20 * attempt.min(5))).await;
-    }
-    Err(Error::Execution(format!(
-        "cannot reach the scheduler at {url}: {}",
-        last.map(|e| e.to_string()).unwrap_or_default()
-    )))
+/// A new temporary folder for an executor's shuffle files and spills.
+fn work_dir() -> Result<TempDir> {
+    tempfile::Builder::new()
+        .prefix("strata-executor-")
+        .tempdir()
+        .map_err(|e| Error::Execution(format!("executor work folder: {e}")))
 }
-
-fn tempfile_dir() -> Result<String> {
-    let dir = std::env::temp_dir().join(format!(
-        "strata-executor-{}-{}",
-        std::process::id(),
-        NEXT_DIR.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-    ));
-    std::fs::create_dir_all(&dir)
-        .map_err(|e| Error::Execution(format!("executor work dir {}: {e}", dir.display())))?;
-    Ok(dir.display().to_string())
-}
-
-static NEXT_DIR: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 /// Run an executor process for the scheduler at `scheduler` (`host:port`), serving shuffle
 /// data on `bind`, until it is stopped (Ctrl-C, SIGTERM or the scheduler).
@@ -212,13 +218,17 @@ pub async fn run_executor(
                 "scheduler address '{scheduler}' should be host:port"
             ))
         })?;
-    let work_dir = match &options.work_dir {
+    // A temporary folder lives (and is removed) with this function's run.
+    let (work_dir, _temporary) = match &options.work_dir {
         Some(d) => {
             std::fs::create_dir_all(d)
                 .map_err(|e| Error::Config(format!("work dir {}: {e}", d.display())))?;
-            d.display().to_string()
+            (d.display().to_string(), None)
         }
-        None => tempfile_dir()?,
+        None => {
+            let t = work_dir()?;
+            (t.path().display().to_string(), Some(t))
+        }
     };
     let config = ExecutorProcessConfig {
         bind_host: bind.ip().to_string(),
@@ -233,7 +243,7 @@ pub async fn run_executor(
         executor_heartbeat_interval_seconds: 5,
         memory_pool_size: options.memory_limit.map(|m| m as u64),
         override_config_producer: Some(config_producer()),
-        override_function_registry: Some(Arc::new(functions(&stores)?)),
+        override_function_registry: Some(Arc::new(functions())),
         override_runtime_producer: Some(runtime_producer(stores, work_dir)),
         override_logical_codec: Some(Arc::new(StrataLogicalCodec::default())),
         override_physical_codec: Some(Arc::new(StrataPhysicalCodec::default())),

@@ -46,11 +46,6 @@ impl DatasetTable {
         DatasetTable { inner, recipe }
     }
 
-    /// The listing table that reads the files.
-    pub fn listing_table(&self) -> &Arc<ListingTable> {
-        &self.inner
-    }
-
     /// The table's description as bytes, for [`DatasetTable::decode`] in another process.
     pub fn encode(&self) -> Vec<u8> {
         serde_json::to_vec(&self.recipe).expect("a recipe serializes")
