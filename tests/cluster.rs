@@ -194,9 +194,14 @@ fn scheduler_and_executor_processes_answer_like_local_execution() {
 
 /// TPC-H at scale factor 0.1 (generated once into the scratch folder) and a join + group by
 /// over it that runs for seconds on a cluster of debug builds.
+/// The data is generated once per test process: the tests using it run in parallel.
 fn long_query() -> String {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("sql-tests/scratch/tpch-sf0.1");
-    tpch_data::generate(&dir, 0.1, 4, false).expect("TPC-H data");
+    static DATA: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    let dir = DATA.get_or_init(|| {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("sql-tests/scratch/tpch-sf0.1");
+        tpch_data::generate(&dir, 0.1, 4, false).expect("TPC-H data");
+        dir
+    });
     let d = dir.display();
     format!(
         "SELECT o_orderpriority, count(*) AS n, sum(l_extendedprice) AS revenue, \
