@@ -30,7 +30,7 @@ use datafusion::prelude::SessionConfig;
 use futures::{Stream, StreamExt};
 
 use crate::catalog::Catalog;
-use crate::cluster::ClusterRunner;
+use crate::cluster::{ClusterJob, ClusterRunner, JobStats};
 use crate::dataset::{Dataset, DatasetError, DatasetOptions, DatasetSpec, Format};
 use crate::error::{Error, Result};
 use crate::functions::{PreparedFunction, PreparedTables, resolve_call};
@@ -516,6 +516,7 @@ impl Engine {
         let optimized = state.optimize(&plan)?;
         let execution = self.runner.execute(&state, optimized).await?;
         let mut result = QueryResult::new(execution.plan, execution.stream, state.task_ctx());
+        result.job = execution.job;
         if !is_query && complete_commands {
             // Run commands to completion now, so errors surface here and effects are visible.
             let batches = result.collect().await?;
@@ -617,6 +618,7 @@ pub struct ScanStats {
 #[derive(Clone)]
 pub struct Progress {
     plan: Option<Arc<dyn ExecutionPlan>>,
+    job: Option<Arc<ClusterJob>>,
 }
 
 impl std::fmt::Debug for Progress {
@@ -626,6 +628,23 @@ impl std::fmt::Debug for Progress {
 }
 
 impl Progress {
+    /// Whether the query runs as a job on a cluster, whose progress [`Progress::job_stats`]
+    /// reads (its scans run on the executors, so [`Progress::scan_stats`] sees none).
+    pub fn is_cluster_job(&self) -> bool {
+        self.job.is_some()
+    }
+
+    /// The cluster job's stages and tasks at this moment, from the scheduler; `None` for a
+    /// local query, or before the scheduler knows the job.
+    pub async fn job_stats(&self) -> Result<Option<JobStats>> {
+        let Some(job) = self.job.clone() else {
+            return Ok(None);
+        };
+        tokio::task::spawn_blocking(move || job.stats())
+            .await
+            .map_err(|e| Error::Execution(e.to_string()))?
+    }
+
     /// The scans' statistics at this moment.
     pub fn scan_stats(&self) -> ScanStats {
         let mut stats = ScanStats::default();
@@ -672,6 +691,7 @@ impl Progress {
 pub struct QueryResult {
     schema: SchemaRef,
     plan: Option<Arc<dyn ExecutionPlan>>,
+    job: Option<Arc<ClusterJob>>,
     task_ctx: Option<Arc<TaskContext>>,
     stream: CancellableStream,
 }
@@ -693,6 +713,7 @@ impl QueryResult {
         QueryResult {
             schema: stream.schema(),
             plan: Some(plan),
+            job: None,
             task_ctx: Some(task_ctx),
             stream: CancellableStream::new(stream),
         }
@@ -706,6 +727,7 @@ impl QueryResult {
         QueryResult {
             schema,
             plan: None,
+            job: None,
             task_ctx: None,
             stream: CancellableStream::new(stream),
         }
@@ -746,6 +768,7 @@ impl QueryResult {
     pub fn progress(&self) -> Progress {
         Progress {
             plan: self.plan.clone(),
+            job: self.job.clone(),
         }
     }
 

@@ -11,6 +11,7 @@ use datafusion::execution::context::SessionState;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_plan::{ExecutionPlan, execute_stream};
 
+use crate::cluster::ClusterJob;
 use crate::error::Result;
 
 /// A query that has started: its physical plan (for metrics) and its result stream.
@@ -19,6 +20,8 @@ pub struct Execution {
     pub plan: Arc<dyn ExecutionPlan>,
     /// The result batches.
     pub stream: SendableRecordBatchStream,
+    /// The cluster job running the query, for runners that send queries to a cluster.
+    pub job: Option<Arc<ClusterJob>>,
 }
 
 /// Executes optimized logical plans.
@@ -52,6 +55,7 @@ impl Runner for LocalRunner {
         Ok(Execution {
             plan: physical,
             stream,
+            job: None,
         })
     }
 }

@@ -364,3 +364,66 @@ fn ctrl_c_at_the_client_cancels_the_job_on_the_cluster() {
     );
     assert!(!jobs.contains("\"status\":\"Completed\""), "{jobs}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cluster_query_reports_its_stages_and_tasks_while_it_runs() {
+    let sql = long_query();
+    let cluster = Engine::builder().cluster("local:2").build().await.unwrap();
+    let mut result = cluster.sql(&sql).await.unwrap();
+    let progress = result.progress();
+    assert!(progress.is_cluster_job());
+    let watcher = tokio::spawn(async move {
+        let mut seen = Vec::new();
+        loop {
+            if let Some(stats) = progress.job_stats().await.unwrap() {
+                let ended = stats.status != "Running" && stats.status != "Queued";
+                seen.push(stats);
+                if ended {
+                    return seen;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    let rows: usize = result
+        .collect()
+        .await
+        .unwrap()
+        .iter()
+        .map(|b| b.num_rows())
+        .sum();
+    assert_eq!(rows, 5);
+    let seen = tokio::time::timeout(Duration::from_secs(60), watcher)
+        .await
+        .expect("the job never ended")
+        .unwrap();
+    let running = seen
+        .iter()
+        .find(|s| s.status == "Running" && s.stages_done < s.stages && s.tasks_running > 0);
+    assert!(running.is_some(), "{seen:#?}");
+    let last = seen.last().unwrap();
+    assert_eq!(last.status, "Completed", "{seen:#?}");
+    assert!(last.stages >= 2, "{last:?}");
+    assert_eq!(last.stages_done, last.stages, "{last:?}");
+    assert_eq!(last.tasks_running, 0, "{last:?}");
+
+    // Every row the scans read is counted once.
+    let local = Engine::builder().build().await.unwrap();
+    let d = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("sql-tests/scratch/tpch-sf0.1/parquet");
+    let count = answer(
+        &local,
+        &format!(
+            "SELECT (SELECT count(*) FROM '{0}/lineitem/') + (SELECT count(*) FROM '{0}/orders/') AS n",
+            d.display()
+        ),
+    )
+    .await;
+    assert!(
+        count.contains(&format!(" {} ", last.rows_scanned)),
+        "{count} vs {last:?}"
+    );
+
+    let local_result = local.sql("SELECT 1").await.unwrap();
+    assert!(!local_result.progress().is_cluster_job());
+    assert_eq!(local_result.progress().job_stats().await.unwrap(), None);
+}

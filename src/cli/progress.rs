@@ -1,10 +1,12 @@
 //! The progress line drawn on standard error while a statement runs: files, bytes and rows
-//! scanned, partitions done, elapsed time and an estimate of the time left.
+//! scanned, partitions done, elapsed time and an estimate of the time left; for a cluster job,
+//! its stages and tasks as the scheduler reports them.
 
 use std::io::Write;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use strata::cluster::JobStats;
 use strata::{Progress, ScanStats};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
@@ -12,6 +14,8 @@ use tokio::task::JoinHandle;
 /// How long a statement runs before the progress line appears.
 const DELAY: Duration = Duration::from_secs(1);
 const TICK: Duration = Duration::from_millis(200);
+/// How often a cluster job's progress is asked of its scheduler.
+const JOB_POLL: Duration = Duration::from_millis(600);
 const BAR: usize = 20;
 
 /// A progress line that draws itself until [`ProgressBar::finish`] clears it.
@@ -32,8 +36,21 @@ impl ProgressBar {
                 _ = stopped.notified() => return,
             }
             let mut ticks = 0usize;
+            let mut job: Option<JobStats> = None;
+            let mut asked: Option<Instant> = None;
             loop {
-                let line = render(&progress.scan_stats(), started.elapsed(), ticks);
+                let line = if progress.is_cluster_job() {
+                    if asked.is_none_or(|t| t.elapsed() >= JOB_POLL) {
+                        asked = Some(Instant::now());
+                        // A scheduler that does not answer leaves the last figures up.
+                        if let Ok(Some(stats)) = progress.job_stats().await {
+                            job = Some(stats);
+                        }
+                    }
+                    render_job(job.as_ref(), started.elapsed(), ticks)
+                } else {
+                    render(&progress.scan_stats(), started.elapsed(), ticks)
+                };
                 draw(&format!("\r\x1b[2K{line}"));
                 ticks += 1;
                 tokio::select! {
@@ -73,17 +90,10 @@ fn fraction(s: &ScanStats) -> Option<f64> {
 /// One progress line, e.g.
 /// `⠹ [#######·············] 35% 12/48 files 3.1 MiB/9.0 MiB 1,204,332 rows 2/8 partitions 2.4 s ETA 4 s`.
 pub fn render(s: &ScanStats, elapsed: Duration, tick: usize) -> String {
-    const SPIN: [char; 8] = ['⠋', '⠙', '⠹', '⠸', '⠼', '⠴', '⠦', '⠧'];
     let mut parts = vec![SPIN[tick % SPIN.len()].to_string()];
     let frac = fraction(s);
     if let Some(f) = frac {
-        let filled = (f * BAR as f64).round() as usize;
-        parts.push(format!(
-            "[{}{}] {:>3.0}%",
-            "#".repeat(filled),
-            "·".repeat(BAR - filled),
-            f * 100.0
-        ));
+        parts.push(bar(f));
     }
     if s.files > 0 {
         // Files split into ranges count as done in proportion to their ranges.
@@ -106,6 +116,46 @@ pub fn render(s: &ScanStats, elapsed: Duration, tick: usize) -> String {
         parts.push(format!("ETA {:.0} s", secs * (1.0 - f) / f));
     }
     parts.join(" ")
+}
+
+/// One progress line for a cluster job, e.g.
+/// `⠹ [#######·············] 33% 1/3 stages 4 tasks running 12 done 1,204,332 rows 2.4 s`.
+pub fn render_job(s: Option<&JobStats>, elapsed: Duration, tick: usize) -> String {
+    let mut parts = vec![SPIN[tick % SPIN.len()].to_string()];
+    match s {
+        Some(s) if s.stages > 0 => {
+            let f = s.stages_done as f64 / s.stages as f64;
+            parts.push(bar(f));
+            parts.push(format!("{}/{} stages", s.stages_done, s.stages));
+            let tasks = if s.tasks_running == 1 {
+                "task"
+            } else {
+                "tasks"
+            };
+            parts.push(format!(
+                "{} {tasks} running {} done",
+                s.tasks_running, s.tasks_done
+            ));
+            parts.push(format!("{} rows", thousands(s.rows_scanned)));
+        }
+        Some(s) => parts.push(s.status.to_lowercase()),
+        None => parts.push("submitted".into()),
+    }
+    parts.push(format!("{:.1} s", elapsed.as_secs_f64()));
+    parts.join(" ")
+}
+
+const SPIN: [char; 8] = ['⠋', '⠙', '⠹', '⠸', '⠼', '⠴', '⠦', '⠧'];
+
+/// `[#####···············]  25%`
+fn bar(f: f64) -> String {
+    let filled = (f * BAR as f64).round() as usize;
+    format!(
+        "[{}{}] {:>3.0}%",
+        "#".repeat(filled),
+        "·".repeat(BAR - filled),
+        f * 100.0
+    )
 }
 
 fn bytes(n: u64) -> String {
@@ -158,5 +208,33 @@ mod tests {
         );
         let none = render(&ScanStats::default(), Duration::from_secs(3), 0);
         assert_eq!(none, "⠋ 0 rows 3.0 s");
+    }
+
+    #[test]
+    fn a_cluster_job_shows_stages_and_tasks() {
+        let s = JobStats {
+            status: "Running".into(),
+            stages: 4,
+            stages_done: 1,
+            tasks_running: 3,
+            tasks_done: 9,
+            rows_scanned: 1_500_000,
+        };
+        assert_eq!(
+            render_job(Some(&s), Duration::from_millis(1500), 1),
+            "⠙ [#####···············]  25% 1/4 stages 3 tasks running 9 done 1,500,000 rows 1.5 s"
+        );
+        let queued = JobStats {
+            status: "Queued".into(),
+            ..JobStats::default()
+        };
+        assert_eq!(
+            render_job(Some(&queued), Duration::from_secs(2), 0),
+            "⠋ queued 2.0 s"
+        );
+        assert_eq!(
+            render_job(None, Duration::from_secs(2), 0),
+            "⠋ submitted 2.0 s"
+        );
     }
 }

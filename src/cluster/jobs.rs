@@ -25,6 +25,15 @@ struct Job {
 /// `METHOD path` on the scheduler at `http://host:port`; the body of a 200 answer. Blocking,
 /// with a 10 s bound, so that it also works while a query is being dropped.
 fn request(scheduler: &str, method: &str, path: &str) -> Result<String> {
+    request_if_found(scheduler, method, path)?.ok_or_else(|| {
+        Error::Execution(format!(
+            "{method} {path} on {scheduler}: HTTP/1.1 404 Not Found"
+        ))
+    })
+}
+
+/// As [`request`], with `None` for a 404 answer.
+fn request_if_found(scheduler: &str, method: &str, path: &str) -> Result<Option<String>> {
     use std::io::{Read, Write};
     let host = scheduler
         .trim_start_matches("http://")
@@ -56,6 +65,9 @@ fn request(scheduler: &str, method: &str, path: &str) -> Result<String> {
         .split_once("\r\n\r\n")
         .ok_or_else(|| failed("not an HTTP answer".into()))?;
     let status = head.lines().next().unwrap_or("");
+    if status.contains(" 404") {
+        return Ok(None);
+    }
     if !status.contains(" 200") {
         return Err(failed(status.to_string()));
     }
@@ -63,11 +75,11 @@ fn request(scheduler: &str, method: &str, path: &str) -> Result<String> {
         l.to_ascii_lowercase()
             .starts_with("transfer-encoding: chunked")
     });
-    Ok(if chunked {
+    Ok(Some(if chunked {
         dechunk(body)
     } else {
         body.to_string()
-    })
+    }))
 }
 
 fn jobs(scheduler: &str) -> Result<Vec<Job>> {
@@ -86,6 +98,122 @@ pub(crate) fn cancel_named(scheduler: &str, name: &str) -> Result<usize> {
         }
     }
     Ok(cancelled)
+}
+
+/// A job on a cluster, known by the unique name its query gave it; reads the job's progress
+/// from the scheduler.
+#[derive(Debug)]
+pub struct ClusterJob {
+    scheduler: String,
+    name: String,
+    /// The scheduler's id for the job, once it has been looked up.
+    id: std::sync::Mutex<Option<String>>,
+}
+
+/// How far a cluster job has got, from its scheduler.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JobStats {
+    /// `Queued`, `Running`, `Completed`, `Failed`.
+    pub status: String,
+    /// Stages in the job.
+    pub stages: usize,
+    /// Stages finished.
+    pub stages_done: usize,
+    /// Tasks running now.
+    pub tasks_running: usize,
+    /// Tasks finished.
+    pub tasks_done: usize,
+    /// Rows read by the stages that scan datasets (those that read no shuffle).
+    pub rows_scanned: u64,
+}
+
+#[derive(Debug, Deserialize)]
+struct Stages {
+    stages: Vec<Stage>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Stage {
+    input_rows: u64,
+    #[serde(default)]
+    stage_plan: Option<String>,
+    #[serde(default)]
+    tasks: Vec<Option<Task>>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Task {
+    /// `"Running"`, `"Successful"` or `{"Failed": {...}}`.
+    status: serde_json::Value,
+}
+
+impl ClusterJob {
+    pub(crate) fn new(scheduler: &str, name: &str) -> Self {
+        ClusterJob {
+            scheduler: scheduler.to_string(),
+            name: name.to_string(),
+            id: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// The job's name on the scheduler.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The job's progress now; `None` until the scheduler knows the job. Blocking (one or two
+    /// requests to the scheduler, each bounded).
+    pub fn stats(&self) -> Result<Option<JobStats>> {
+        let known = self.id.lock().map(|id| id.clone()).unwrap_or(None);
+        let job = match known {
+            Some(id) => jobs(&self.scheduler)?.into_iter().find(|j| j.job_id == id),
+            None => jobs(&self.scheduler)?
+                .into_iter()
+                .find(|j| j.job_name == self.name),
+        };
+        let Some(job) = job else {
+            return Ok(None);
+        };
+        if let Ok(mut id) = self.id.lock() {
+            *id = Some(job.job_id.clone());
+        }
+        // A job still being planned has no stages yet.
+        let path = format!("/api/job/{}/stages", job.job_id);
+        let stages = match request_if_found(&self.scheduler, "GET", &path)? {
+            Some(body) => serde_json::from_str(&body).map_err(|e| {
+                Error::Execution(format!("unexpected stages from the scheduler: {e}"))
+            })?,
+            None => Stages { stages: Vec::new() },
+        };
+        Ok(Some(summarize(&job, &stages)))
+    }
+}
+
+fn summarize(job: &Job, stages: &Stages) -> JobStats {
+    let mut stats = JobStats {
+        status: job.status.clone(),
+        stages: job.num_stages.max(stages.stages.len()),
+        stages_done: job.completed_stages,
+        ..JobStats::default()
+    };
+    for stage in &stages.stages {
+        for task in stage.tasks.iter().flatten() {
+            match task.status.as_str() {
+                Some("Running") => stats.tasks_running += 1,
+                Some("Successful") => stats.tasks_done += 1,
+                _ => {}
+            }
+        }
+        // Only stages that have started have a plan.
+        let scans = stage
+            .stage_plan
+            .as_deref()
+            .is_some_and(|plan| !plan.contains("ShuffleReaderExec"));
+        if scans {
+            stats.rows_scanned += stage.input_rows;
+        }
+    }
+    stats
 }
 
 /// The payload of a chunked HTTP body.
@@ -160,7 +288,41 @@ pub async fn recent_jobs(scheduler: &str) -> Result<RecordBatch> {
 
 #[cfg(test)]
 mod tests {
-    use super::dechunk;
+    use super::*;
+
+    #[test]
+    fn stages_add_up_to_job_progress() {
+        let job: Job = serde_json::from_str(
+            r#"{"job_id":"a1","job_name":"t (1.1)","job_status":"Running","status":"Running",
+                "num_stages":3,"completed_stages":1,"percent_complete":33,
+                "start_time":5,"end_time":0}"#,
+        )
+        .unwrap();
+        let stages: Stages = serde_json::from_str(
+            r#"{"stages":[
+              {"stage_id":"1","stage_status":"Successful","input_rows":1000,"output_rows":40,
+               "stage_plan":"ShuffleWriterExec\n  DataSourceExec: file_groups={2 groups}",
+               "tasks":[{"id":0,"status":"Successful"},{"id":1,"status":"Successful"}]},
+              {"stage_id":"2","stage_status":"Running","input_rows":300,"output_rows":0,
+               "stage_plan":"ShuffleWriterExec\n  DataSourceExec: file_groups={2 groups}",
+               "tasks":[{"id":2,"status":"Running"},
+                        {"id":3,"status":{"Failed":{"reason":"x","error":"y"}}}]},
+              {"stage_id":"3","stage_status":"Unresolved","input_rows":0,"output_rows":0,
+               "tasks":[]}]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            summarize(&job, &stages),
+            JobStats {
+                status: "Running".into(),
+                stages: 3,
+                stages_done: 1,
+                tasks_running: 1,
+                tasks_done: 2,
+                rows_scanned: 1300,
+            }
+        );
+    }
 
     #[test]
     fn chunked_bodies_are_joined() {

@@ -22,7 +22,7 @@ use datafusion::physical_plan::{collect, execute_stream};
 use futures::StreamExt;
 
 pub use codec::{StrataLogicalCodec, StrataPhysicalCodec};
-pub use jobs::recent_jobs;
+pub use jobs::{ClusterJob, JobStats, recent_jobs};
 pub use server::{
     ExecutorOptions, LocalCluster, cluster_config, run_executor, serve_scheduler, start_local,
 };
@@ -143,6 +143,7 @@ impl Runner for ClusterRunner {
             .map_err(|e| self.unreachable(&e.to_string()).unwrap_or_else(|| e.into()))?;
         let stream = execute_stream(physical.clone(), cluster.task_ctx())?;
         let schema = stream.schema();
+        let progress = Arc::new(ClusterJob::new(&self.scheduler, &name));
         let job = Arc::new(Job {
             state: state.clone(),
             plan,
@@ -171,6 +172,7 @@ impl Runner for ClusterRunner {
         Ok(Execution {
             plan: physical,
             stream: Box::pin(RecordBatchStreamAdapter::new(schema, stream)),
+            job: Some(progress),
         })
     }
 }
