@@ -5,6 +5,9 @@
 #[allow(dead_code)]
 mod tpch_data;
 
+#[path = "../benches/common/processes.rs"]
+mod cluster_processes;
+
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -45,85 +48,14 @@ async fn a_local_cluster_answers_like_local_execution() {
 }
 
 mod processes {
-    //! A cluster of separate `strata scheduler` and `strata executor` processes on loopback.
+    //! Helpers that run `strata` and talk to its servers.
 
-    use std::io::{BufRead, BufReader, Read, Write};
-    use std::process::{Child, Command, Output, Stdio};
+    use std::io::{Read, Write};
+    use std::process::{Command, Output};
+
+    pub use super::cluster_processes::*;
 
     const ROOT: &str = env!("CARGO_MANIFEST_DIR");
-
-    /// A server process, killed when dropped.
-    pub struct Server {
-        child: Child,
-        /// The address it announced.
-        pub addr: String,
-        /// Its work folder, removed after it is killed.
-        _work_dir: Option<tempfile::TempDir>,
-    }
-
-    impl Drop for Server {
-        fn drop(&mut self) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-
-    /// Start `strata ARGS` and wait for the line announcing its address (after `marker`).
-    pub fn start(args: &[&str], marker: &str) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_strata"))
-            .args(args)
-            .current_dir(ROOT)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start strata");
-        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let line = lines
-            .next()
-            .and_then(|l| l.ok())
-            .unwrap_or_else(|| panic!("strata {args:?} said nothing"));
-        let addr = line
-            .split_once(marker)
-            .map(|(_, rest)| rest.split_whitespace().next().unwrap_or("").to_string())
-            .unwrap_or_else(|| panic!("unexpected first line: {line}"));
-        // Keep draining its log so it never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
-        Server {
-            child,
-            addr,
-            _work_dir: None,
-        }
-    }
-
-    /// A scheduler and `n` executors with two slots each.
-    pub fn cluster(n: usize) -> (Server, Vec<Server>) {
-        let scheduler = start(
-            &["scheduler", "--bind", "127.0.0.1:0"],
-            "listening on df://",
-        );
-        let executors = (0..n)
-            .map(|_| {
-                let dir = tempfile::tempdir().unwrap();
-                let mut executor = start(
-                    &[
-                        "executor",
-                        "--scheduler",
-                        &scheduler.addr,
-                        "--bind",
-                        "127.0.0.1:0",
-                        "--slots",
-                        "2",
-                        "--work-dir",
-                        dir.path().to_str().unwrap(),
-                    ],
-                    "serving shuffle data on ",
-                );
-                executor._work_dir = Some(dir);
-                executor
-            })
-            .collect();
-        (scheduler, executors)
-    }
 
     pub fn strata(args: &[&str]) -> Output {
         Command::new(env!("CARGO_BIN_EXE_strata"))

@@ -29,6 +29,10 @@ pub struct ExecutorArgs {
     /// Address to serve shuffle data on (port 0 picks a free one).
     #[arg(long, default_value = "0.0.0.0:50051", value_name = "HOST:PORT")]
     bind: String,
+    /// Port the scheduler sends tasks to, on the bind host (default: the shuffle port + 1, or a
+    /// free one when that is 0).
+    #[arg(long, value_name = "PORT")]
+    task_port: Option<u16>,
     /// Host name other executors and clients reach this one by (default: the bind host).
     #[arg(long, value_name = "HOST")]
     advertise: Option<String>,
@@ -79,14 +83,31 @@ pub async fn scheduler(args: &SchedulerArgs, engine: &EngineArgs) -> Result<Exit
 /// Run an executor until Ctrl-C, SIGTERM or the scheduler stops it.
 pub async fn executor(args: &ExecutorArgs, engine: &EngineArgs) -> Result<ExitCode, CliError> {
     let mut bind = resolve(&args.bind)?;
-    if bind.port() == 0 {
-        // The executor advertises its port before serving, so pick a free one now.
-        let probe = std::net::TcpListener::bind(bind)
-            .map_err(|e| CliError::Usage(format!("cannot listen on {}: {e}", args.bind)))?;
-        bind = probe
-            .local_addr()
-            .map_err(|e| CliError::Usage(e.to_string()))?;
+    // The executor advertises its ports before serving, so pick free ones now (holding each
+    // until both are known, so that they differ).
+    let ip = bind.ip();
+    let probe = || {
+        std::net::TcpListener::bind((ip, 0))
+            .map_err(|e| CliError::Usage(format!("cannot listen on {ip}: {e}")))
+    };
+    let port_of = |l: &std::net::TcpListener| l.local_addr().map(|a| a.port()).unwrap_or(0);
+    let shuffle_probe = (bind.port() == 0).then(probe).transpose()?;
+    if let Some(l) = &shuffle_probe {
+        bind.set_port(port_of(l));
     }
+    let task_probe = match args.task_port {
+        Some(0) => Some(probe()?),
+        None if shuffle_probe.is_some() => Some(probe()?),
+        _ => None,
+    };
+    let task_port = match (&task_probe, args.task_port) {
+        (Some(l), _) => port_of(l),
+        (None, Some(port)) => port,
+        (None, None) => bind.port().checked_add(1).ok_or_else(|| {
+            CliError::Usage("no port after 65535 for tasks; give --task-port".into())
+        })?,
+    };
+    drop((shuffle_probe, task_probe));
     let slots = args
         .slots
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
@@ -98,12 +119,14 @@ pub async fn executor(args: &ExecutorArgs, engine: &EngineArgs) -> Result<ExitCo
         .or_else(|| (!bind.ip().is_unspecified()).then(|| bind.ip().to_string()));
     let scheduler = args.scheduler.trim_start_matches("df://").to_string();
     eprintln!(
-        "strata executor serving shuffle data on {bind} with {slots} slots, working for df://{scheduler}"
+        "strata executor serving shuffle data on {bind} and taking tasks on port {task_port} \
+         with {slots} slots, working for df://{scheduler}"
     );
     let options = ExecutorOptions {
         slots,
         work_dir: args.work_dir.clone(),
         memory_limit,
+        task_port,
     };
     strata::cluster::run_executor(&scheduler, bind, advertise, stores(engine)?, options).await?;
     Ok(ExitCode::SUCCESS)

@@ -16,6 +16,7 @@ use ballista_core::registry::BallistaFunctionRegistry;
 use ballista_core::serde::BallistaCodec;
 use ballista_core::serde::protobuf::scheduler_grpc_client::SchedulerGrpcClient;
 use ballista_core::{ConfigProducer, RuntimeProducer};
+use ballista_executor::shutdown::ShutdownNotifier;
 use ballista_scheduler::cluster::BallistaCluster;
 use ballista_scheduler::config::SchedulerConfig;
 use ballista_scheduler::scheduler_server::SessionBuilder;
@@ -88,8 +89,11 @@ pub async fn serve_scheduler(
     let mut config = SchedulerConfig::default()
         .with_hostname(addr.ip().to_string())
         .with_port(addr.port())
-        .with_scheduler_policy(TaskSchedulingPolicy::PullStaged);
-    // An executor that stops answering (it polls at least every 5 s, busy or not) is
+        .with_scheduler_policy(TaskSchedulingPolicy::PushStaged);
+    // Tasks are pushed to executors as soon as they can run, and executors report each
+    // finished task at once: with executors polling instead, every stage waited up to 50 ms
+    // for its tasks to be picked up and as long again for their end to be noticed.
+    // An executor that stops answering (it sends a heartbeat every 5 s, busy or not) is
     // declared dead after 20 s and its tasks run elsewhere; Ballista's default is 3 minutes.
     config.executor_timeout_seconds = 20;
     config.expire_dead_executor_interval_seconds = 2;
@@ -121,6 +125,8 @@ pub struct ExecutorOptions {
     pub work_dir: Option<PathBuf>,
     /// Memory for all running tasks together, shared out per slot.
     pub memory_limit: Option<usize>,
+    /// The port (on the bind address) the scheduler sends tasks to.
+    pub task_port: u16,
 }
 
 fn runtime_producer(stores: Arc<dyn ObjectStoreRegistry>, work_dir: String) -> RuntimeProducer {
@@ -144,13 +150,31 @@ fn codec() -> BallistaCodec<LogicalPlanNode, PhysicalPlanNode> {
     )
 }
 
-/// A scheduler and executors running in this process; their work folders are removed when
-/// it is dropped.
+/// A scheduler and executors running in this process; the executors stop and their work
+/// folders are removed when it is dropped.
 #[derive(Debug)]
 pub struct LocalCluster {
     /// The scheduler's `df://` address.
     pub url: String,
-    _work_dirs: Vec<TempDir>,
+    _executors: Vec<LocalExecutor>,
+}
+
+/// An executor in this process: what it runs with, kept as long as it runs.
+struct LocalExecutor {
+    /// Dropping it stops the executor's servers and loops.
+    _shutdown: ShutdownNotifier,
+    /// Where the scheduler's requests to stop the executor arrive (they are ignored: the
+    /// executor lives as long as its cluster).
+    _stop: tokio::sync::mpsc::Receiver<bool>,
+    _work_dir: TempDir,
+}
+
+impl std::fmt::Debug for LocalExecutor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalExecutor")
+            .field("work_dir", &self._work_dir.path())
+            .finish_non_exhaustive()
+    }
 }
 
 /// Start a scheduler and `executors` executors with `slots` task slots each in this process,
@@ -171,24 +195,109 @@ pub async fn start_local(
     let client = SchedulerGrpcClient::connect(format!("http://{addr}"))
         .await
         .map_err(|e| failed(e.to_string()))?;
-    let mut work_dirs = Vec::with_capacity(executors);
+    let mut started = Vec::with_capacity(executors);
     for _ in 0..executors.max(1) {
-        let work_dir = work_dir()?;
-        ballista_executor::new_standalone_executor_from_builder(
-            client.clone(),
-            slots.max(1),
-            config_producer(),
-            runtime_producer(stores.clone(), work_dir.path().display().to_string()),
-            codec(),
-            functions(),
-        )
-        .await
-        .map_err(cluster_error("cannot start a local executor"))?;
-        work_dirs.push(work_dir);
+        started.push(start_local_executor(client.clone(), stores.clone(), slots.max(1)).await?);
     }
     Ok(LocalCluster {
         url: format!("df://{addr}"),
-        _work_dirs: work_dirs,
+        _executors: started,
+    })
+}
+
+/// One executor in this process: a Flight server for its shuffle files and a task server the
+/// scheduler pushes tasks to, both on free loopback ports.
+async fn start_local_executor(
+    scheduler: SchedulerGrpcClient<tonic::transport::Channel>,
+    stores: Arc<dyn ObjectStoreRegistry>,
+    slots: usize,
+) -> Result<LocalExecutor> {
+    use ballista_core::serde::protobuf::ExecutorRegistration;
+    use ballista_core::serde::scheduler::{
+        ExecutorOperatingSystemSpecification, ExecutorSpecification,
+    };
+    use ballista_core::utils::{GrpcServerConfig, create_grpc_server};
+    use ballista_executor::executor::Executor;
+    use ballista_executor::executor_process::ExecutorProcessConfig;
+    use ballista_executor::flight_service::BallistaFlightService;
+    use ballista_executor::metrics::LoggingMetricsCollector;
+
+    let failed = |e: String| Error::Execution(format!("cannot start a local executor: {e}"));
+    let work_dir = work_dir()?;
+    let path = work_dir.path().display().to_string();
+    let flight = TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| failed(e.to_string()))?;
+    let flight_port = flight
+        .local_addr()
+        .map_err(|e| failed(e.to_string()))?
+        .port();
+    // The task server binds its port itself once registered; find a free one for it.
+    let task_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(|e| failed(e.to_string()))?
+        .port();
+    let config = Arc::new(ExecutorProcessConfig {
+        bind_host: "127.0.0.1".into(),
+        port: flight_port,
+        grpc_port: task_port,
+        vcores: slots,
+        task_scheduling_policy: TaskSchedulingPolicy::PushStaged,
+        work_dir: Some(path.clone()),
+        executor_heartbeat_interval_seconds: 5,
+        ..Default::default()
+    });
+    let registration = ExecutorRegistration {
+        id: config.executor_id.clone(),
+        host: Some("127.0.0.1".into()),
+        port: flight_port as u32,
+        grpc_port: task_port as u32,
+        specification: Some(
+            ExecutorSpecification::default()
+                .with_vcores(slots as u32)
+                .into(),
+        ),
+        os_info: Some(ExecutorOperatingSystemSpecification::default().into()),
+        ballista_protocol_version: ballista_core::BALLISTA_PROTOCOL_VERSION,
+    };
+    let executor = Arc::new(Executor::with_default_execution_engine(
+        registration,
+        &path,
+        runtime_producer(stores, path.clone()),
+        config_producer(),
+        Arc::new(functions()),
+        Arc::new(LoggingMetricsCollector::default()),
+        slots,
+    ));
+    let shutdown = ShutdownNotifier::new();
+    let mut flight_stopped = shutdown.subscribe_for_shutdown();
+    let flight_service = arrow_flight::flight_service_server::FlightServiceServer::new(
+        BallistaFlightService::new(path),
+    );
+    tokio::spawn(
+        create_grpc_server(&GrpcServerConfig::default())
+            .add_service(flight_service)
+            .serve_with_incoming_shutdown(
+                tokio_stream::wrappers::TcpListenerStream::new(flight),
+                async move { flight_stopped.recv().await },
+            ),
+    );
+    let (stop_send, stop) = tokio::sync::mpsc::channel(1);
+    ballista_executor::executor_server::startup(
+        scheduler,
+        config,
+        executor,
+        codec(),
+        stop_send,
+        &shutdown,
+        ballista_executor::health::ExecutorHealth::new(),
+    )
+    .await
+    .map_err(cluster_error("cannot start a local executor"))?;
+    Ok(LocalExecutor {
+        _shutdown: shutdown,
+        _stop: stop,
+        _work_dir: work_dir,
     })
 }
 
@@ -201,7 +310,8 @@ fn work_dir() -> Result<TempDir> {
 }
 
 /// Run an executor process for the scheduler at `scheduler` (`host:port`), serving shuffle
-/// data on `bind`, until it is stopped (Ctrl-C, SIGTERM or the scheduler).
+/// data on `bind` and taking tasks on `options.task_port`, until it is stopped (Ctrl-C,
+/// SIGTERM or the scheduler).
 pub async fn run_executor(
     scheduler: &str,
     bind: SocketAddr,
@@ -233,12 +343,13 @@ pub async fn run_executor(
     let config = ExecutorProcessConfig {
         bind_host: bind.ip().to_string(),
         port: bind.port(),
+        grpc_port: options.task_port,
         external_host: advertise,
         scheduler_host: host,
         scheduler_port: port,
         scheduler_connect_timeout_seconds: 10,
         vcores: options.slots,
-        task_scheduling_policy: TaskSchedulingPolicy::PullStaged,
+        task_scheduling_policy: TaskSchedulingPolicy::PushStaged,
         work_dir: Some(work_dir.clone()),
         executor_heartbeat_interval_seconds: 5,
         memory_pool_size: options.memory_limit.map(|m| m as u64),
