@@ -1,11 +1,13 @@
 //! The fixed cost of a query on a cluster: `SELECT 1`, a count over a tiny table and a small
 //! group by, run locally, on a cluster inside this process (`local:2`) and on a scheduler and
-//! two executor processes on loopback, interleaved in one run.
+//! two executor processes on loopback (tasks pushed, and tasks pulled), interleaved in one
+//! run.
 //!
 //! `cargo bench --bench overhead` prints the median and minimum per query and place, and the
 //! median's excess over local execution.
 
 #[path = "common/processes.rs"]
+#[allow(dead_code)]
 mod processes;
 
 use std::time::{Duration, Instant};
@@ -42,14 +44,17 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(30);
-    let (scheduler, _executors) = processes::cluster(2);
+    let (push, _push_executors) = processes::cluster_scheduling(2, "push");
+    let (pull, _pull_executors) = processes::cluster_scheduling(2, "pull");
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(async {
-        let processes_url = format!("df://{}", scheduler.addr);
+        let push_url = format!("df://{}", push.addr);
+        let pull_url = format!("df://{}", pull.addr);
         let places = [
             ("local", engine(None).await),
             ("local:2", engine(Some("local:2")).await),
-            ("processes", engine(Some(&processes_url)).await),
+            ("push", engine(Some(&push_url)).await),
+            ("pull", engine(Some(&pull_url)).await),
         ];
         // Once each to warm up connections and caches.
         for (_, engine) in &places {

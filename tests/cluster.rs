@@ -82,7 +82,16 @@ mod processes {
 
 #[test]
 fn scheduler_and_executor_processes_answer_like_local_execution() {
-    let (scheduler, _executors) = processes::cluster(2);
+    processes_answer_like_local_execution("push");
+}
+
+#[test]
+fn executors_that_pull_their_tasks_answer_like_local_execution() {
+    processes_answer_like_local_execution("pull");
+}
+
+fn processes_answer_like_local_execution(scheduling: &str) {
+    let (scheduler, _executors) = processes::cluster_scheduling(2, scheduling);
     let url = format!("df://{}", scheduler.addr);
     for sql in [
         "SELECT year, month, count(*) AS n, count(DISTINCT plate_id) AS plates FROM violations GROUP BY year, month ORDER BY year, month",

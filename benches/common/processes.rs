@@ -51,8 +51,20 @@ pub fn start(args: &[&str], marker: &str) -> Server {
 
 /// A scheduler and `n` executors with two slots each.
 pub fn cluster(n: usize) -> (Server, Vec<Server>) {
+    cluster_scheduling(n, "push")
+}
+
+/// A scheduler and `n` executors with two slots each, getting tasks by `scheduling`
+/// (`push` or `pull`).
+pub fn cluster_scheduling(n: usize, scheduling: &str) -> (Server, Vec<Server>) {
     let scheduler = start(
-        &["scheduler", "--bind", "127.0.0.1:0"],
+        &[
+            "scheduler",
+            "--bind",
+            "127.0.0.1:0",
+            "--scheduling",
+            scheduling,
+        ],
         "listening on df://",
     );
     let executors = (0..n)
@@ -67,6 +79,8 @@ pub fn cluster(n: usize) -> (Server, Vec<Server>) {
                     "127.0.0.1:0",
                     "--slots",
                     "2",
+                    "--scheduling",
+                    scheduling,
                     "--work-dir",
                     dir.path().to_str().unwrap(),
                 ],

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use strata::Catalog;
-use strata::cluster::ExecutorOptions;
+use strata::cluster::{ExecutorOptions, Scheduling};
 use strata::store::StoreRegistry;
 
 use super::{CliError, EngineArgs, catalog_path, parse_size};
@@ -18,6 +18,10 @@ pub struct SchedulerArgs {
     /// Address to serve on (gRPC for clients and executors, and the REST API under /api).
     #[arg(long, default_value = "0.0.0.0:50050", value_name = "HOST:PORT")]
     bind: String,
+    /// How executors get tasks: pushed by the scheduler (it must reach their task port), or
+    /// pulled by executors it cannot reach. Executors must say the same.
+    #[arg(long, value_enum, default_value_t = Scheduling::Push)]
+    scheduling: Scheduling,
 }
 
 /// Options of `strata executor`.
@@ -36,6 +40,9 @@ pub struct ExecutorArgs {
     /// Host name other executors and clients reach this one by (default: the bind host).
     #[arg(long, value_name = "HOST")]
     advertise: Option<String>,
+    /// How this executor gets tasks; as the scheduler's `--scheduling`.
+    #[arg(long, value_enum, default_value_t = Scheduling::Push)]
+    scheduling: Scheduling,
     /// Tasks run at once (default: the number of cores).
     #[arg(long)]
     slots: Option<usize>,
@@ -73,7 +80,7 @@ pub async fn scheduler(args: &SchedulerArgs, engine: &EngineArgs) -> Result<Exit
         .local_addr()
         .map_err(|e| CliError::Usage(e.to_string()))?;
     eprintln!("strata scheduler listening on df://{addr} (REST API: http://{addr}/api/jobs)");
-    let serve = strata::cluster::serve_scheduler(listener, stores(engine)?);
+    let serve = strata::cluster::serve_scheduler(listener, stores(engine)?, args.scheduling);
     tokio::select! {
         result = serve => result.map(|_| ExitCode::SUCCESS).map_err(CliError::from),
         _ = shutdown() => Ok(ExitCode::SUCCESS),
@@ -118,14 +125,19 @@ pub async fn executor(args: &ExecutorArgs, engine: &EngineArgs) -> Result<ExitCo
         .clone()
         .or_else(|| (!bind.ip().is_unspecified()).then(|| bind.ip().to_string()));
     let scheduler = args.scheduler.trim_start_matches("df://").to_string();
+    let tasks = match args.scheduling {
+        Scheduling::Push => format!("taking tasks on port {task_port}"),
+        Scheduling::Pull => "asking for tasks".to_string(),
+    };
     eprintln!(
-        "strata executor serving shuffle data on {bind} and taking tasks on port {task_port} \
-         with {slots} slots, working for df://{scheduler}"
+        "strata executor serving shuffle data on {bind} and {tasks} with {slots} slots, \
+         working for df://{scheduler}"
     );
     let options = ExecutorOptions {
         slots,
         work_dir: args.work_dir.clone(),
         memory_limit,
+        scheduling: args.scheduling,
         task_port,
     };
     strata::cluster::run_executor(&scheduler, bind, advertise, stores(engine)?, options).await?;

@@ -24,7 +24,8 @@ use futures::StreamExt;
 pub use codec::{StrataLogicalCodec, StrataPhysicalCodec};
 pub use jobs::{ClusterJob, JobStats, recent_jobs};
 pub use server::{
-    ExecutorOptions, LocalCluster, cluster_config, run_executor, serve_scheduler, start_local,
+    ExecutorOptions, LocalCluster, Scheduling, cluster_config, run_executor, serve_scheduler,
+    start_local,
 };
 
 use crate::dataset::DatasetTable;

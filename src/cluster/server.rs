@@ -78,23 +78,52 @@ fn config_producer() -> ConfigProducer {
     Arc::new(|| cluster_config(SessionConfig::new_with_ballista()))
 }
 
-/// Serve a scheduler on `listener` until it fails.
+/// How executors get their tasks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Scheduling {
+    /// The scheduler sends each task to an executor as soon as it can run, and executors
+    /// report each finished task at once; the scheduler must reach executors on their task
+    /// port.
+    #[default]
+    Push,
+    /// Executors ask the scheduler for tasks (every 50 ms when idle) and report finished
+    /// tasks with their next request; for executors the scheduler cannot reach.
+    Pull,
+}
+
+impl Scheduling {
+    fn policy(self) -> TaskSchedulingPolicy {
+        match self {
+            Scheduling::Push => TaskSchedulingPolicy::PushStaged,
+            Scheduling::Pull => TaskSchedulingPolicy::PullStaged,
+        }
+    }
+}
+
+/// Serve a scheduler on `listener` until it fails; its executors must use the same
+/// `scheduling`.
 pub async fn serve_scheduler(
     listener: TcpListener,
     stores: Arc<dyn ObjectStoreRegistry>,
+    scheduling: Scheduling,
 ) -> Result<()> {
     let addr = listener
         .local_addr()
         .map_err(|e| Error::Execution(format!("scheduler address: {e}")))?;
+    // The scheduler's server takes connections as they come from the listener, without
+    // turning off Nagle's algorithm: every small gRPC answer (a job's status, a task's) then
+    // waited for the peer's delayed acknowledgement, about 40 ms per query. Accepted sockets
+    // inherit the setting from the listening one.
+    socket2::SockRef::from(&listener)
+        .set_tcp_nodelay(true)
+        .map_err(|e| Error::Execution(format!("scheduler socket: {e}")))?;
     let mut config = SchedulerConfig::default()
         .with_hostname(addr.ip().to_string())
         .with_port(addr.port())
-        .with_scheduler_policy(TaskSchedulingPolicy::PushStaged);
-    // Tasks are pushed to executors as soon as they can run, and executors report each
-    // finished task at once: with executors polling instead, every stage waited up to 50 ms
-    // for its tasks to be picked up and as long again for their end to be noticed.
-    // An executor that stops answering (it sends a heartbeat every 5 s, busy or not) is
-    // declared dead after 20 s and its tasks run elsewhere; Ballista's default is 3 minutes.
+        .with_scheduler_policy(scheduling.policy());
+    // An executor that stops answering (it sends a heartbeat or polls at least every 5 s,
+    // busy or not) is declared dead after 20 s and its tasks run elsewhere; Ballista's
+    // default is 3 minutes.
     config.executor_timeout_seconds = 20;
     config.expire_dead_executor_interval_seconds = 2;
     config.no_executors_grace_period_seconds = 20;
@@ -125,7 +154,9 @@ pub struct ExecutorOptions {
     pub work_dir: Option<PathBuf>,
     /// Memory for all running tasks together, shared out per slot.
     pub memory_limit: Option<usize>,
-    /// The port (on the bind address) the scheduler sends tasks to.
+    /// How the executor gets its tasks (as its scheduler does).
+    pub scheduling: Scheduling,
+    /// The port (on the bind address) the scheduler sends tasks to, with push scheduling.
     pub task_port: u16,
 }
 
@@ -190,7 +221,9 @@ pub async fn start_local(
         .await
         .map_err(|e| failed(e.to_string()))?;
     let addr = listener.local_addr().map_err(|e| failed(e.to_string()))?;
-    tokio::spawn(serve_scheduler(listener, stores.clone()));
+    // Pushed tasks: with executors polling instead, every stage waited up to 50 ms for its
+    // tasks to be picked up and as long again for their end to be noticed.
+    tokio::spawn(serve_scheduler(listener, stores.clone(), Scheduling::Push));
     // The listener is bound already: connecting waits for the scheduler to serve.
     let client = SchedulerGrpcClient::connect(format!("http://{addr}"))
         .await
@@ -278,7 +311,7 @@ async fn start_local_executor(
         create_grpc_server(&GrpcServerConfig::default())
             .add_service(flight_service)
             .serve_with_incoming_shutdown(
-                tokio_stream::wrappers::TcpListenerStream::new(flight),
+                tonic::transport::server::TcpIncoming::from(flight).with_nodelay(Some(true)),
                 async move { flight_stopped.recv().await },
             ),
     );
@@ -349,7 +382,7 @@ pub async fn run_executor(
         scheduler_port: port,
         scheduler_connect_timeout_seconds: 10,
         vcores: options.slots,
-        task_scheduling_policy: TaskSchedulingPolicy::PushStaged,
+        task_scheduling_policy: options.scheduling.policy(),
         work_dir: Some(work_dir.clone()),
         executor_heartbeat_interval_seconds: 5,
         memory_pool_size: options.memory_limit.map(|m| m as u64),
