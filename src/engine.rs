@@ -34,7 +34,7 @@ use crate::cluster::{ClusterJob, ClusterRunner, JobStats};
 use crate::dataset::{Dataset, DatasetError, DatasetOptions, DatasetSpec, Format};
 use crate::error::{Error, Result};
 use crate::functions::{PreparedFunction, PreparedTables, resolve_call};
-use crate::runner::{LocalRunner, Runner};
+use crate::runner::{Execution, LocalRunner, Runner};
 use crate::schema::{LazySchema, PendingTable};
 use crate::sql;
 use crate::store::{StoreRegistry, StoreSettings};
@@ -515,8 +515,7 @@ impl Engine {
         let (state, plan) = df.into_parts();
         let optimized = state.optimize(&plan)?;
         let execution = self.runner.execute(&state, optimized).await?;
-        let mut result = QueryResult::new(execution.plan, execution.stream, state.task_ctx());
-        result.job = execution.job;
+        let mut result = QueryResult::new(execution, state.task_ctx());
         if !is_query && complete_commands {
             // Run commands to completion now, so errors surface here and effects are visible.
             let batches = result.collect().await?;
@@ -705,17 +704,13 @@ impl std::fmt::Debug for QueryResult {
 }
 
 impl QueryResult {
-    fn new(
-        plan: Arc<dyn ExecutionPlan>,
-        stream: SendableRecordBatchStream,
-        task_ctx: Arc<TaskContext>,
-    ) -> Self {
+    fn new(execution: Execution, task_ctx: Arc<TaskContext>) -> Self {
         QueryResult {
-            schema: stream.schema(),
-            plan: Some(plan),
-            job: None,
+            schema: execution.stream.schema(),
+            plan: Some(execution.plan),
+            job: execution.job,
             task_ctx: Some(task_ctx),
-            stream: CancellableStream::new(stream),
+            stream: CancellableStream::new(execution.stream),
         }
     }
 

@@ -90,31 +90,30 @@ pub async fn scheduler(args: &SchedulerArgs, engine: &EngineArgs) -> Result<Exit
 /// Run an executor until Ctrl-C, SIGTERM or the scheduler stops it.
 pub async fn executor(args: &ExecutorArgs, engine: &EngineArgs) -> Result<ExitCode, CliError> {
     let mut bind = resolve(&args.bind)?;
-    // The executor advertises its ports before serving, so pick free ones now (holding each
-    // until both are known, so that they differ).
+    // The executor advertises its ports before serving, so pick free ones now, holding each
+    // until both are known so that they differ.
     let ip = bind.ip();
-    let probe = || {
-        std::net::TcpListener::bind((ip, 0))
-            .map_err(|e| CliError::Usage(format!("cannot listen on {ip}: {e}")))
+    let mut held = Vec::new();
+    let mut free_port = || -> Result<u16, CliError> {
+        let listener = std::net::TcpListener::bind((ip, 0))
+            .and_then(|l| l.local_addr().map(|a| (a.port(), l)))
+            .map_err(|e| CliError::Usage(format!("cannot listen on {ip}: {e}")))?;
+        held.push(listener.1);
+        Ok(listener.0)
     };
-    let port_of = |l: &std::net::TcpListener| l.local_addr().map(|a| a.port()).unwrap_or(0);
-    let shuffle_probe = (bind.port() == 0).then(probe).transpose()?;
-    if let Some(l) = &shuffle_probe {
-        bind.set_port(port_of(l));
+    let any_shuffle_port = bind.port() == 0;
+    if any_shuffle_port {
+        bind.set_port(free_port()?);
     }
-    let task_probe = match args.task_port {
-        Some(0) => Some(probe()?),
-        None if shuffle_probe.is_some() => Some(probe()?),
-        _ => None,
-    };
-    let task_port = match (&task_probe, args.task_port) {
-        (Some(l), _) => port_of(l),
-        (None, Some(port)) => port,
-        (None, None) => bind.port().checked_add(1).ok_or_else(|| {
+    let task_port = match args.task_port {
+        Some(0) => free_port()?,
+        Some(port) => port,
+        None if any_shuffle_port => free_port()?,
+        None => bind.port().checked_add(1).ok_or_else(|| {
             CliError::Usage("no port after 65535 for tasks; give --task-port".into())
         })?,
     };
-    drop((shuffle_probe, task_probe));
+    drop(held);
     let slots = args
         .slots
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))

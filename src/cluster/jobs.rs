@@ -88,26 +88,12 @@ fn jobs(scheduler: &str) -> Result<Vec<Job>> {
         .map_err(|e| Error::Execution(format!("unexpected job list from the scheduler: {e}")))
 }
 
-/// Cancel the queued or running jobs named `name` (names are unique per query). Blocking.
-pub(crate) fn cancel_named(scheduler: &str, name: &str) -> Result<usize> {
-    let mut cancelled = 0;
-    for job in jobs(scheduler)? {
-        if job.job_name == name && (job.status == "Running" || job.status == "Queued") {
-            request(scheduler, "PATCH", &format!("/api/job/{}", job.job_id))?;
-            cancelled += 1;
-        }
-    }
-    Ok(cancelled)
-}
-
 /// A job on a cluster, known by the unique name its query gave it; reads the job's progress
 /// from the scheduler.
 #[derive(Debug)]
 pub struct ClusterJob {
     scheduler: String,
     name: String,
-    /// The scheduler's id for the job, once it has been looked up.
-    id: std::sync::Mutex<Option<String>>,
 }
 
 /// How far a cluster job has got, from its scheduler.
@@ -152,31 +138,36 @@ impl ClusterJob {
         ClusterJob {
             scheduler: scheduler.to_string(),
             name: name.to_string(),
-            id: std::sync::Mutex::new(None),
         }
     }
 
-    /// The job's name on the scheduler.
-    pub fn name(&self) -> &str {
-        &self.name
+    /// The scheduler's entry for the job, found by its name (unique per query).
+    fn find(&self) -> Result<Option<Job>> {
+        Ok(jobs(&self.scheduler)?
+            .into_iter()
+            .find(|j| j.job_name == self.name))
     }
 
-    /// The job's progress now; `None` until the scheduler knows the job. Blocking (one or two
+    /// Cancel the job if it is queued or running. Blocking.
+    pub(crate) fn cancel(&self) -> Result<()> {
+        if let Some(job) = self.find()?
+            && (job.status == "Running" || job.status == "Queued")
+        {
+            request(
+                &self.scheduler,
+                "PATCH",
+                &format!("/api/job/{}", job.job_id),
+            )?;
+        }
+        Ok(())
+    }
+
+    /// The job's progress now; `None` until the scheduler knows the job. Blocking (two
     /// requests to the scheduler, each bounded).
     pub fn stats(&self) -> Result<Option<JobStats>> {
-        let known = self.id.lock().map(|id| id.clone()).unwrap_or(None);
-        let job = match known {
-            Some(id) => jobs(&self.scheduler)?.into_iter().find(|j| j.job_id == id),
-            None => jobs(&self.scheduler)?
-                .into_iter()
-                .find(|j| j.job_name == self.name),
-        };
-        let Some(job) = job else {
+        let Some(job) = self.find()? else {
             return Ok(None);
         };
-        if let Ok(mut id) = self.id.lock() {
-            *id = Some(job.job_id.clone());
-        }
         // A job still being planned has no stages yet.
         let path = format!("/api/job/{}/stages", job.job_id);
         let stages = match request_if_found(&self.scheduler, "GET", &path)? {

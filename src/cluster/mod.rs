@@ -144,12 +144,12 @@ impl Runner for ClusterRunner {
             .map_err(|e| self.unreachable(&e.to_string()).unwrap_or_else(|| e.into()))?;
         let stream = execute_stream(physical.clone(), cluster.task_ctx())?;
         let schema = stream.schema();
-        let progress = Arc::new(ClusterJob::new(&self.scheduler, &name));
+        let handle = Arc::new(ClusterJob::new(&self.scheduler, &name));
         let job = Arc::new(Job {
             state: state.clone(),
             plan,
             runner: self.clone(),
-            name,
+            handle: handle.clone(),
             finished: AtomicBool::new(false),
         });
         let end = job.clone();
@@ -173,7 +173,7 @@ impl Runner for ClusterRunner {
         Ok(Execution {
             plan: physical,
             stream: Box::pin(RecordBatchStreamAdapter::new(schema, stream)),
-            job: Some(progress),
+            job: Some(handle),
         })
     }
 }
@@ -187,8 +187,8 @@ struct Job {
     state: SessionState,
     plan: LogicalPlan,
     runner: ClusterRunner,
-    /// The job's name on the scheduler, unique to this query.
-    name: String,
+    /// The job on the scheduler, named uniquely for this query.
+    handle: Arc<ClusterJob>,
     /// Set once the result has ended, with its last batch or an error.
     finished: AtomicBool,
 }
@@ -197,7 +197,7 @@ impl Drop for Job {
     fn drop(&mut self) {
         if !self.finished.load(Ordering::Relaxed) {
             // Best effort: a scheduler that is gone has no job to cancel.
-            let _ = jobs::cancel_named(&self.runner.scheduler, &self.name);
+            let _ = self.handle.cancel();
         }
     }
 }
