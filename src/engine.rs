@@ -34,6 +34,7 @@ use crate::cluster::{ClusterJob, ClusterRunner, JobStats};
 use crate::dataset::{Dataset, DatasetError, DatasetOptions, DatasetSpec, Format};
 use crate::error::{Error, Result};
 use crate::functions::{PreparedFunction, PreparedTables, resolve_call};
+use crate::optimizer::{JoinFiltersAtScan, StrataOptions};
 use crate::runner::{Execution, LocalRunner, Runner};
 use crate::schema::{LazySchema, PendingTable};
 use crate::sql;
@@ -184,6 +185,8 @@ impl EngineBuilder {
         }
         if self.cluster.is_some() {
             config = crate::cluster::cluster_config(config);
+        } else {
+            config = config.with_option_extension(StrataOptions::default());
         }
         for (k, v) in &self.settings {
             config.options_mut().set(k, v).map_err(|e| {
@@ -214,7 +217,8 @@ impl EngineBuilder {
         let mut builder = SessionStateBuilder::new()
             .with_config(config)
             .with_runtime_env(runtime)
-            .with_default_features();
+            .with_default_features()
+            .with_physical_optimizer_rule(Arc::new(JoinFiltersAtScan));
         for format in ["PARQUET", "CSV", "JSON", "NDJSON", "ARROW", "AVRO", "TSV"] {
             builder = builder.with_table_factory(format.to_string(), Arc::new(DatasetTableFactory));
         }

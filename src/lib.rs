@@ -31,6 +31,7 @@ pub mod engine;
 pub mod error;
 /// Table functions: `read_*`, `list_files`, `parquet_metadata`.
 pub mod functions;
+pub mod optimizer;
 /// Result formats written to any `Write`.
 pub mod output;
 /// The execution seam: local and (later) distributed runners.

@@ -422,3 +422,108 @@ async fn describe_takes_a_path() {
     let batches = engine.sql(&sql).await.unwrap().collect().await.unwrap();
     assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 4);
 }
+
+/// Sums the named metric over every node called `name` in `plan`.
+fn node_metric(
+    plan: &dyn strata::datafusion::physical_plan::ExecutionPlan,
+    name: &str,
+    metric: &str,
+) -> Option<usize> {
+    let own = (plan.name() == name)
+        .then(|| {
+            plan.metrics()
+                .and_then(|m| m.sum_by_name(metric))
+                .map(|v| v.as_usize())
+        })
+        .flatten();
+    plan.children()
+        .iter()
+        .filter_map(|c| node_metric(c.as_ref(), name, metric))
+        .chain(own)
+        .reduce(|a, b| a + b)
+}
+
+#[tokio::test]
+async fn join_filters_drop_rows_at_the_scan_only_when_selective() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = |t: &str| {
+        dir.path()
+            .join(format!("{t}.parquet"))
+            .display()
+            .to_string()
+    };
+    let setup = Engine::builder()
+        .target_partitions(2)
+        .build()
+        .await
+        .unwrap();
+    for (table, sql) in [
+        (
+            "big",
+            "SELECT value % 50000 AS k, value AS v FROM generate_series(1, 400000)",
+        ),
+        (
+            "few",
+            "SELECT value * 1000 AS k FROM generate_series(1, 20)",
+        ),
+        ("all", "SELECT value AS k FROM generate_series(0, 49999)"),
+    ] {
+        setup
+            .sql(&format!("COPY ({sql}) TO '{}'", path(table)))
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+    }
+    // Partial sums per key below the join: rows the join would drop are aggregated first
+    // unless the scan drops them.
+    let query = |other: &str| {
+        format!(
+            "SELECT count(*), sum(s) FROM (SELECT k, sum(v) AS s FROM big GROUP BY k) g \
+             JOIN {other} o ON g.k = o.k"
+        )
+    };
+    let run = |filters: bool, other: &'static str| {
+        let path = &path;
+        let query = &query;
+        async move {
+            let engine = Engine::builder()
+                .target_partitions(2)
+                .setting("strata.join_filters_at_scan", filters.to_string())
+                .build()
+                .await
+                .unwrap();
+            for t in ["big", "few", "all"] {
+                engine.register(t, DatasetSpec::new(path(t))).await.unwrap();
+            }
+            let mut r = engine.sql(&query(other)).await.unwrap();
+            let batches = r.collect().await.unwrap();
+            let plan = r.physical_plan().unwrap().clone();
+            let answer = strata::datafusion::arrow::util::pretty::pretty_format_batches(&batches)
+                .unwrap()
+                .to_string();
+            let dropped = node_metric(plan.as_ref(), "RuntimeFilterExec", "rows_dropped");
+            let unchecked = node_metric(plan.as_ref(), "RuntimeFilterExec", "rows_unchecked");
+            (answer, dropped, unchecked)
+        }
+    };
+
+    let (with, dropped, unchecked) = run(true, "few").await;
+    let (without, none, _) = run(false, "few").await;
+    assert_eq!(with, without);
+    assert!(with.contains("| 20 "), "{with}");
+    assert_eq!(none, None, "the setting turns the filter off");
+    // 20 of 50,000 keys match, so at most all but 160 of the 400,000 rows are dropped at the
+    // scan (rows read before the join's build side is done pass while the filter is empty).
+    let dropped = dropped.unwrap();
+    assert!(dropped > 0 && dropped <= 400_000 - 160, "{dropped}");
+    assert_eq!(unchecked, Some(0));
+
+    // Every key matches: after its sample each partition stops checking rows.
+    let (with, dropped, unchecked) = run(true, "all").await;
+    let (without, _, _) = run(false, "all").await;
+    assert_eq!(with, without);
+    assert_eq!(dropped, Some(0));
+    assert!(unchecked.unwrap() > 0, "{unchecked:?}");
+}
