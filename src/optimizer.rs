@@ -12,18 +12,15 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::ScalarValue;
 use datafusion::execution::{RecordBatchStream, SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::ColumnarValue;
-use datafusion::physical_plan::execution_plan::ChildrenPropertiesMode;
 use datafusion::physical_plan::metrics::{
     BaselineMetrics, Count, ExecutionPlanMetricsSet, MetricBuilder, MetricsSet,
 };
-use datafusion::physical_plan::{
-    DisplayAs, DisplayFormatType, PlanProperties, ReplaceChildrenOptions,
-};
+use datafusion::physical_plan::{DisplayAs, DisplayFormatType, PlanProperties};
 use futures::{Stream, StreamExt};
 
 use datafusion::common::config::ConfigOptions;
 use datafusion::common::extensions_options;
-use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::config::ConfigExtension;
 use datafusion::datasource::physical_plan::{FileSource, ParquetSource};
 use datafusion::datasource::source::DataSourceExec;
@@ -79,7 +76,7 @@ impl PhysicalOptimizerRule for JoinFiltersAtScan {
         if !enabled || config.execution.parquet.pushdown_filters || is_recursive(&plan) {
             return Ok(plan);
         }
-        filter_scans(plan, false)
+        filter_scans(plan, false).map(|t| t.data)
     }
 
     fn name(&self) -> &str {
@@ -100,7 +97,7 @@ impl PhysicalOptimizerRule for JoinFiltersAtScan {
 fn filter_scans(
     plan: Arc<dyn ExecutionPlan>,
     under_aggregate: bool,
-) -> Result<Arc<dyn ExecutionPlan>> {
+) -> Result<Transformed<Arc<dyn ExecutionPlan>>> {
     if under_aggregate {
         // Above a scan's own filter, so that the cheaper static predicate goes first.
         let scan = match plan.downcast_ref::<FilterExec>() {
@@ -108,35 +105,17 @@ fn filter_scans(
             None => &plan,
         };
         if let Some(filter) = runtime_filter(scan, &plan.schema()) {
-            return Ok(Arc::new(RuntimeFilterExec::new(filter, plan)));
+            return Ok(Transformed::yes(Arc::new(RuntimeFilterExec::new(
+                filter, plan,
+            ))));
         }
     }
     let below = if plan.downcast_ref::<AggregateExec>().is_some() {
         true
-    } else if is_join(&plan) {
-        false
     } else {
-        under_aggregate
+        under_aggregate && !is_join(&plan)
     };
-    let children: Vec<_> = plan.children().into_iter().cloned().collect();
-    if children.is_empty() {
-        return Ok(plan);
-    }
-    let mut changed = false;
-    let mut new_children = Vec::with_capacity(children.len());
-    for child in children {
-        let new = filter_scans(Arc::clone(&child), below)?;
-        changed |= !Arc::ptr_eq(&new, &child);
-        new_children.push(new);
-    }
-    if changed {
-        plan.replace_children(
-            new_children,
-            ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute),
-        )
-    } else {
-        Ok(plan)
-    }
+    plan.map_children(|child| filter_scans(child, below))
 }
 
 fn is_join(plan: &Arc<dyn ExecutionPlan>) -> bool {
@@ -150,16 +129,8 @@ fn is_join(plan: &Arc<dyn ExecutionPlan>) -> bool {
 /// Recursive queries run their plan again for each step; a runtime filter from an earlier
 /// step must not be applied to a later one.
 fn is_recursive(plan: &Arc<dyn ExecutionPlan>) -> bool {
-    let mut found = false;
-    let _ = plan.apply(|node| {
-        found = node.downcast_ref::<RecursiveQueryExec>().is_some();
-        Ok(if found {
-            TreeNodeRecursion::Stop
-        } else {
-            TreeNodeRecursion::Continue
-        })
-    });
-    found
+    plan.exists(|node| Ok(node.downcast_ref::<RecursiveQueryExec>().is_some()))
+        .unwrap_or(true)
 }
 
 /// The runtime part of a Parquet scan's predicate, over the columns of `schema`.
@@ -174,6 +145,19 @@ fn runtime_filter(node: &Arc<dyn ExecutionPlan>, schema: &Schema) -> Option<Arc<
         .filter_map(|e| reassign_expr_columns(Arc::clone(e), schema).ok())
         .collect();
     (!parts.is_empty()).then(|| conjunction(parts))
+}
+
+/// The one child a pass-through node (`name`) is rebuilt with.
+pub(crate) fn only_child(
+    name: &str,
+    mut children: Vec<Arc<dyn ExecutionPlan>>,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    match children.len() {
+        1 => Ok(children.swap_remove(0)),
+        n => Err(datafusion::error::DataFusionError::Internal(format!(
+            "{name} takes one child, not {n}"
+        ))),
+    }
 }
 
 /// Rows a runtime filter sees (once it holds more than `true`) before it judges whether
@@ -237,30 +221,15 @@ impl ExecutionPlan for RuntimeFilterExec {
         f(&self.predicate)
     }
 
-    fn replace_children(
-        self: Arc<Self>,
-        mut children: Vec<Arc<dyn ExecutionPlan>>,
-        _options: ReplaceChildrenOptions,
-    ) -> Result<Arc<dyn ExecutionPlan>> {
-        if children.len() != 1 {
-            return Err(datafusion::error::DataFusionError::Internal(
-                "RuntimeFilterExec takes one child".into(),
-            ));
-        }
-        Ok(Arc::new(RuntimeFilterExec::new(
-            Arc::clone(&self.predicate),
-            children.swap_remove(0),
-        )))
-    }
-
     fn with_new_children(
         self: Arc<Self>,
         children: Vec<Arc<dyn ExecutionPlan>>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        self.replace_children(
-            children,
-            ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute),
-        )
+        let input = only_child(self.name(), children)?;
+        Ok(Arc::new(RuntimeFilterExec::new(
+            Arc::clone(&self.predicate),
+            input,
+        )))
     }
 
     fn execute(
