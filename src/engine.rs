@@ -34,7 +34,7 @@ use crate::cluster::{ClusterJob, ClusterRunner, JobStats};
 use crate::dataset::{Dataset, DatasetError, DatasetOptions, DatasetSpec, Format};
 use crate::error::{Error, Result};
 use crate::functions::{PreparedFunction, PreparedTables, resolve_call};
-use crate::optimizer::{JoinFiltersAtScan, StrataOptions};
+use crate::optimizer::StrataOptions;
 use crate::runner::{Execution, LocalRunner, Runner};
 use crate::schema::{LazySchema, PendingTable};
 use crate::sql;
@@ -218,7 +218,7 @@ impl EngineBuilder {
             .with_config(config)
             .with_runtime_env(runtime)
             .with_default_features()
-            .with_physical_optimizer_rule(Arc::new(JoinFiltersAtScan));
+            .with_physical_optimizer_rules(crate::optimizer::physical_rules());
         for format in ["PARQUET", "CSV", "JSON", "NDJSON", "ARROW", "AVRO", "TSV"] {
             builder = builder.with_table_factory(format.to_string(), Arc::new(DatasetTableFactory));
         }

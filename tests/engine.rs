@@ -431,9 +431,10 @@ fn node_metric(
 ) -> Option<usize> {
     let own = (plan.name() == name)
         .then(|| {
-            plan.metrics()
-                .and_then(|m| m.sum_by_name(metric))
-                .map(|v| v.as_usize())
+            plan.metrics().and_then(|m| match metric {
+                "output_rows" => m.output_rows(),
+                _ => m.sum_by_name(metric).map(|v| v.as_usize()),
+            })
         })
         .flatten();
     plan.children()
@@ -526,4 +527,66 @@ async fn join_filters_drop_rows_at_the_scan_only_when_selective() {
     assert_eq!(with, without);
     assert_eq!(dropped, Some(0));
     assert!(unchecked.unwrap() > 0, "{unchecked:?}");
+}
+
+#[tokio::test]
+async fn a_subplan_used_twice_runs_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("t.parquet").display().to_string();
+    let setup = Engine::new().await.unwrap();
+    setup
+        .sql(&format!(
+            "COPY (SELECT value % 1000 AS k, value AS v FROM generate_series(1, 100000)) TO '{file}'"
+        ))
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    let run = |share: bool, sql: &'static str| {
+        let file = file.clone();
+        async move {
+            let engine = Engine::builder()
+                .target_partitions(2)
+                .setting("strata.share_subplans", share.to_string())
+                .build()
+                .await
+                .unwrap();
+            engine.register("t", DatasetSpec::new(file)).await.unwrap();
+            let mut r = engine.sql(sql).await.unwrap();
+            let batches = r.collect().await.unwrap();
+            let plan = r.physical_plan().unwrap().clone();
+            let answer = strata::datafusion::arrow::util::pretty::pretty_format_batches(&batches)
+                .unwrap()
+                .to_string();
+            let read = node_metric(plan.as_ref(), "DataSourceExec", "output_rows");
+            let shared = strata::datafusion::physical_plan::displayable(plan.as_ref())
+                .indent(false)
+                .to_string()
+                .contains("SharedExec");
+            (answer, read, shared)
+        }
+    };
+
+    // The common table expression is named three times, once in a scalar subquery. The join
+    // with `b` only needs its keys, so the planner reads `t` again for those: three reads of
+    // `t` become two.
+    let cte = "WITH g AS (SELECT k, sum(v) AS s FROM t GROUP BY k) \
+               SELECT count(*), sum(a.s) FROM g a JOIN g b ON a.k = b.k \
+               WHERE a.s > (SELECT avg(s) FROM g)";
+    let (with, read, shared) = run(true, cte).await;
+    let (without, read_all, unshared) = run(false, cte).await;
+    assert_eq!(with, without);
+    assert!(with.contains("| 500 "), "{with}");
+    assert!(shared && !unshared);
+    assert_eq!(read, Some(200_000));
+    assert_eq!(read_all, Some(300_000));
+
+    // `random()` gives each use its own values: nothing is shared, and the sums differ.
+    let volatile = "WITH g AS (SELECT k, sum(v * random()) AS s FROM t GROUP BY k) \
+                    SELECT count(*) FROM g a JOIN g b ON a.k = b.k WHERE a.s <> b.s";
+    let (answer, read, shared) = run(true, volatile).await;
+    assert!(answer.contains("| 1000 "), "{answer}");
+    assert!(!shared);
+    assert_eq!(read, Some(200_000));
 }

@@ -1,4 +1,4 @@
-//! Physical plan rules Strata adds to DataFusion's, and the settings that turn them off.
+//! Joins' runtime filters applied to the rows a Parquet scan returns: the rule and its operator.
 
 use std::fmt;
 use std::pin::Pin;
@@ -19,9 +19,7 @@ use datafusion::physical_plan::{DisplayAs, DisplayFormatType, PlanProperties};
 use futures::{Stream, StreamExt};
 
 use datafusion::common::config::ConfigOptions;
-use datafusion::common::extensions_options;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
-use datafusion::config::ConfigExtension;
 use datafusion::datasource::physical_plan::{FileSource, ParquetSource};
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::error::Result;
@@ -32,23 +30,8 @@ use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::aggregates::AggregateExec;
 use datafusion::physical_plan::filter::FilterExec;
-use datafusion::physical_plan::joins::{
-    CrossJoinExec, HashJoinExec, NestedLoopJoinExec, SortMergeJoinExec, SymmetricHashJoinExec,
-};
-use datafusion::physical_plan::recursive_query::RecursiveQueryExec;
 
-extensions_options! {
-    /// Strata's own settings, under `strata.` (e.g. `SET strata.join_filters_at_scan = false`).
-    pub struct StrataOptions {
-        /// Drop the rows a join's runtime filter rules out right where a Parquet scan reads
-        /// them, before aggregations and repartitions above the scan see them.
-        pub join_filters_at_scan: bool, default = true
-    }
-}
-
-impl ConfigExtension for StrataOptions {
-    const PREFIX: &'static str = "strata";
-}
+use super::{StrataOptions, is_join, is_recursive, only_child};
 
 /// Applies the runtime ("dynamic") filters that joins and top-k sorts push into Parquet
 /// scans to the rows those scans return.
@@ -118,21 +101,6 @@ fn filter_scans(
     plan.map_children(|child| filter_scans(child, below))
 }
 
-fn is_join(plan: &Arc<dyn ExecutionPlan>) -> bool {
-    plan.downcast_ref::<HashJoinExec>().is_some()
-        || plan.downcast_ref::<SortMergeJoinExec>().is_some()
-        || plan.downcast_ref::<NestedLoopJoinExec>().is_some()
-        || plan.downcast_ref::<CrossJoinExec>().is_some()
-        || plan.downcast_ref::<SymmetricHashJoinExec>().is_some()
-}
-
-/// Recursive queries run their plan again for each step; a runtime filter from an earlier
-/// step must not be applied to a later one.
-fn is_recursive(plan: &Arc<dyn ExecutionPlan>) -> bool {
-    plan.exists(|node| Ok(node.downcast_ref::<RecursiveQueryExec>().is_some()))
-        .unwrap_or(true)
-}
-
 /// The runtime part of a Parquet scan's predicate, over the columns of `schema`.
 fn runtime_filter(node: &Arc<dyn ExecutionPlan>, schema: &Schema) -> Option<Arc<dyn PhysicalExpr>> {
     let scan = node.downcast_ref::<DataSourceExec>()?;
@@ -145,19 +113,6 @@ fn runtime_filter(node: &Arc<dyn ExecutionPlan>, schema: &Schema) -> Option<Arc<
         .filter_map(|e| reassign_expr_columns(Arc::clone(e), schema).ok())
         .collect();
     (!parts.is_empty()).then(|| conjunction(parts))
-}
-
-/// The one child a pass-through node (`name`) is rebuilt with.
-pub(crate) fn only_child(
-    name: &str,
-    mut children: Vec<Arc<dyn ExecutionPlan>>,
-) -> Result<Arc<dyn ExecutionPlan>> {
-    match children.len() {
-        1 => Ok(children.swap_remove(0)),
-        n => Err(datafusion::error::DataFusionError::Internal(format!(
-            "{name} takes one child, not {n}"
-        ))),
-    }
 }
 
 /// Rows a runtime filter sees (once it holds more than `true`) before it judges whether

@@ -1,0 +1,79 @@
+//! Physical plan rules Strata adds to DataFusion's, and the settings that turn them off.
+
+mod runtime_filter;
+mod shared;
+
+use std::sync::Arc;
+
+use datafusion::common::extensions_options;
+use datafusion::common::tree_node::TreeNode;
+use datafusion::config::ConfigExtension;
+use datafusion::error::Result;
+use datafusion::physical_optimizer::PhysicalOptimizerRule;
+use datafusion::physical_optimizer::optimizer::PhysicalOptimizer;
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::joins::{
+    CrossJoinExec, HashJoinExec, NestedLoopJoinExec, SortMergeJoinExec, SymmetricHashJoinExec,
+};
+use datafusion::physical_plan::recursive_query::RecursiveQueryExec;
+
+pub use runtime_filter::{JoinFiltersAtScan, RuntimeFilterExec};
+pub use shared::{ShareSubplans, SharedExec};
+
+extensions_options! {
+    /// Strata's own settings, under `strata.` (e.g. `SET strata.join_filters_at_scan = false`).
+    pub struct StrataOptions {
+        /// Drop the rows a join's runtime filter rules out right where a Parquet scan reads
+        /// them, before aggregations and repartitions above the scan see them.
+        pub join_filters_at_scan: bool, default = true
+        /// Compute a subplan that a query uses more than once (a common table expression
+        /// named twice) once, and replay its rows to each use.
+        pub share_subplans: bool, default = true
+    }
+}
+
+impl ConfigExtension for StrataOptions {
+    const PREFIX: &'static str = "strata";
+}
+
+/// The one child a pass-through node (`name`) is rebuilt with.
+pub(crate) fn only_child(
+    name: &str,
+    mut children: Vec<Arc<dyn ExecutionPlan>>,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    match children.len() {
+        1 => Ok(children.swap_remove(0)),
+        n => Err(datafusion::error::DataFusionError::Internal(format!(
+            "{name} takes one child, not {n}"
+        ))),
+    }
+}
+
+pub(crate) fn is_join(plan: &Arc<dyn ExecutionPlan>) -> bool {
+    plan.downcast_ref::<HashJoinExec>().is_some()
+        || plan.downcast_ref::<SortMergeJoinExec>().is_some()
+        || plan.downcast_ref::<NestedLoopJoinExec>().is_some()
+        || plan.downcast_ref::<CrossJoinExec>().is_some()
+        || plan.downcast_ref::<SymmetricHashJoinExec>().is_some()
+}
+
+/// Recursive queries run their plan again for each step; a runtime filter from an earlier
+/// step must not be applied to a later one.
+pub(crate) fn is_recursive(plan: &Arc<dyn ExecutionPlan>) -> bool {
+    plan.exists(|node| Ok(node.downcast_ref::<RecursiveQueryExec>().is_some()))
+        .unwrap_or(true)
+}
+
+/// DataFusion's physical rules with Strata's among them: subplan sharing before runtime
+/// filters are pushed down (the last rewrite that must see the plan whole), runtime filters
+/// at scans after everything else.
+pub fn physical_rules() -> Vec<Arc<dyn PhysicalOptimizerRule + Send + Sync>> {
+    let mut rules = PhysicalOptimizer::new().rules;
+    let at = rules
+        .iter()
+        .position(|r| r.name() == "FilterPushdown(Post)")
+        .unwrap_or(rules.len());
+    rules.insert(at, Arc::new(ShareSubplans));
+    rules.push(Arc::new(JoinFiltersAtScan));
+    rules
+}
