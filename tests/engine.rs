@@ -590,3 +590,53 @@ async fn a_subplan_used_twice_runs_once() {
     assert!(!shared);
     assert_eq!(read, Some(200_000));
 }
+
+#[tokio::test]
+async fn joins_broadcast_a_side_of_up_to_millions_of_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = |t: &str| {
+        dir.path()
+            .join(format!("{t}.parquet"))
+            .display()
+            .to_string()
+    };
+    let engine = Engine::new().await.unwrap();
+    for (t, n) in [("small", 300_000), ("big", 1_000_000)] {
+        engine
+            .sql(&format!(
+                "COPY (SELECT value AS k FROM generate_series(1, {n})) TO '{}'",
+                file(t)
+            ))
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        engine.register(t, DatasetSpec::new(file(t))).await.unwrap();
+    }
+    let plan = |engine: Engine| async move {
+        let sql = "EXPLAIN SELECT count(*) FROM big JOIN small ON big.k = small.k";
+        let batches = engine.sql(sql).await.unwrap().collect().await.unwrap();
+        strata::datafusion::arrow::util::pretty::pretty_format_batches(&batches)
+            .unwrap()
+            .to_string()
+    };
+    // 300,000 rows are past DataFusion's 128 K-row limit but within Strata's.
+    assert!(plan(engine).await.contains("mode=CollectLeft"));
+    let stock = Engine::builder()
+        .setting(
+            "datafusion.optimizer.hash_join_single_partition_threshold_rows",
+            "131072",
+        )
+        .setting(
+            "datafusion.optimizer.hash_join_single_partition_threshold",
+            "1048576",
+        )
+        .build()
+        .await
+        .unwrap();
+    for t in ["small", "big"] {
+        stock.register(t, DatasetSpec::new(file(t))).await.unwrap();
+    }
+    assert!(plan(stock).await.contains("mode=Partitioned"));
+}

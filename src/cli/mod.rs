@@ -105,7 +105,8 @@ struct EngineArgs {
     /// The catalog file (default: ./strata.toml when present).
     #[arg(long, env = "STRATA_CATALOG", global = true)]
     catalog: Option<PathBuf>,
-    /// Threads (target partitions) per query.
+    /// Threads (target partitions) per query [default: twice the cores for partitions, the
+    /// cores for threads].
     #[arg(long, env = "STRATA_THREADS", global = true)]
     threads: Option<usize>,
     /// Memory limit for queries, e.g. 512M or 2G; beyond it operators spill to disk.
@@ -153,16 +154,15 @@ pub fn main() -> Result<ExitCode, CliError> {
     let args = Args::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
-        .worker_threads(args.engine.threads.unwrap_or_else(num_cpus).max(1))
+        .worker_threads(
+            args.engine
+                .threads
+                .unwrap_or_else(strata::engine::num_cpus)
+                .max(1),
+        )
         .build()
         .map_err(|e| CliError::Usage(format!("cannot start the runtime: {e}")))?;
     runtime.block_on(run(args))
-}
-
-fn num_cpus() -> usize {
-    std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
 }
 
 /// The catalog file: `--catalog`, else `./strata.toml` when present.
