@@ -9,6 +9,9 @@ noise hits them alike. Every engine's answer is checked against DuckDB's before 
     python3 benches/compare.py --scale 1 [--runs 3] [--queries 1,6] [--engines strata,duckdb]
         [--strata-set key=value ...] [--json out.json]
 
+`--engines` may also name `strata-stock`: Strata with DataFusion's defaults in place of the
+ones Strata sets for speed (see STOCK_SETTINGS), as a before/after in the same run.
+
 Prints per query the median warm time of each engine and Strata's ratio to it, then the
 geometric mean of the ratios per peer (below 1 means Strata is faster).
 """
@@ -98,9 +101,9 @@ class Polars:
 class Strata:
     """The `tpch` bench binary in `serve` mode: one engine for the whole comparison."""
 
-    name = "strata"
 
-    def __init__(self, data, scale, settings, profile):
+    def __init__(self, data, scale, settings, profile, name="strata"):
+        self.name = name
         exe = build_strata_bench(profile)
         self.version = "main"
         args = [exe, "serve", "--scale", str(scale), "--dir", str(data)]
@@ -125,6 +128,17 @@ class Strata:
         # a lone NULL is an empty line.
         cells = [[c if c != "" else "NULL" for c in (r or [""] * len(header))] for r in rows]
         return report["seconds"], [normalize(" ".join(r)) for r in cells]
+
+
+# Strata with DataFusion's own defaults where Strata sets its own for speed: the engine as it
+# ran before those defaults (`--engines strata,strata-stock,...` runs both).
+STOCK_SETTINGS = [
+    "strata.share_subplans=false",
+    "strata.join_filters_at_scan=false",
+    "datafusion.optimizer.hash_join_single_partition_threshold=1048576",
+    "datafusion.optimizer.hash_join_single_partition_threshold_rows=131072",
+    f"datafusion.execution.target_partitions={os.cpu_count()}",
+]
 
 
 def build_strata_bench(profile):
@@ -162,6 +176,9 @@ def main():
     queries = [int(q) for q in a.queries.split(",") if q] or list(range(1, 23))
     makers = {
         "strata": lambda: Strata(data, a.scale, a.strata_set, a.cargo_profile),
+        "strata-stock": lambda: Strata(
+            data, a.scale, STOCK_SETTINGS + a.strata_set, a.cargo_profile, "strata-stock"
+        ),
         "duckdb": lambda: DuckDB(data),
         "datafusion": lambda: DataFusion(data),
         "polars": lambda: Polars(data),
@@ -205,20 +222,21 @@ def main():
         print(f"q{q:02}  " + "  ".join(cells), flush=True)
 
     print()
-    print("geometric mean of strata / peer (median warm times, queries both answered correctly):")
     summary = {}
-    for e in engines:
-        if e.name == "strata" or "strata" not in names:
-            continue
-        ratios = [
-            r["strata"]["median"] / r[e.name]["median"]
-            for r in results.values()
-            if r["strata"]["median"] and r[e.name]["median"]
-        ]
-        if ratios:
-            g = math.exp(sum(math.log(x) for x in ratios) / len(ratios))
-            summary[e.name] = {"geomean_ratio": g, "queries": len(ratios)}
-            print(f"  vs {e.name} {e.version}: {g:.2f} over {len(ratios)} queries")
+    for s in (n for n in names if n.startswith("strata")):
+        print(f"geometric mean of {s} / peer (median warm times, queries both answered correctly):")
+        for e in engines:
+            if e.name.startswith("strata"):
+                continue
+            ratios = [
+                r[s]["median"] / r[e.name]["median"]
+                for r in results.values()
+                if r[s]["median"] and r[e.name]["median"]
+            ]
+            if ratios:
+                g = math.exp(sum(math.log(x) for x in ratios) / len(ratios))
+                summary.setdefault(s, {})[e.name] = {"geomean_ratio": g, "queries": len(ratios)}
+                print(f"  vs {e.name} {e.version}: {g:.2f} over {len(ratios)} queries")
     wrong = [(q, n) for q, r in results.items() for n, v in r.items() if v["status"] != "ok"]
     for q, n in wrong:
         print(f"  {q} {n}: {results[q][n]['status']}")
@@ -235,7 +253,7 @@ def main():
                 indent=1,
             )
         )
-    sys.exit(1 if any(n == "strata" for _, n in wrong) else 0)
+    sys.exit(1 if any(n.startswith("strata") for _, n in wrong) else 0)
 
 
 if __name__ == "__main__":
