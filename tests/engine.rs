@@ -530,6 +530,92 @@ async fn join_filters_drop_rows_at_the_scan_only_when_selective() {
 }
 
 #[tokio::test]
+async fn a_join_further_up_filters_a_scan_once_its_hash_table_is_built() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = |t: &str| {
+        dir.path()
+            .join(format!("{t}.parquet"))
+            .display()
+            .to_string()
+    };
+    let setup = Engine::new().await.unwrap();
+    for (table, sql) in [
+        ("cust", "SELECT value AS ck FROM generate_series(1, 1000)"),
+        ("few", "SELECT value AS ck FROM generate_series(1, 10)"),
+        (
+            "ord",
+            "SELECT value AS ok, value % 1000 + 1 AS ck FROM generate_series(1, 200000)",
+        ),
+        (
+            "pick",
+            "SELECT value * 10000 AS ok FROM generate_series(1, 20)",
+        ),
+    ] {
+        setup
+            .sql(&format!("COPY ({sql}) TO '{}'", path(table)))
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+    }
+    // The `IN` becomes a semi join above the customer join; its filter on `ok` reaches the
+    // `ord` scan, whose nearest join is the customer one.
+    let query = |cust: &str| {
+        format!(
+            "SELECT count(*), sum(ok) FROM {cust} c JOIN ord ON c.ck = ord.ck \
+             WHERE ok IN (SELECT ok FROM pick)"
+        )
+    };
+    let run = |early: bool, cust: &'static str| {
+        let path = &path;
+        let query = &query;
+        async move {
+            let engine = Engine::builder()
+                .target_partitions(2)
+                .setting("strata.early_join_filters", early.to_string())
+                .build()
+                .await
+                .unwrap();
+            for t in ["cust", "few", "ord", "pick"] {
+                engine.register(t, DatasetSpec::new(path(t))).await.unwrap();
+            }
+            let mut r = engine.sql(&query(cust)).await.unwrap();
+            let batches = r.collect().await.unwrap();
+            let plan = r.physical_plan().unwrap().clone();
+            let answer = strata::datafusion::arrow::util::pretty::pretty_format_batches(&batches)
+                .unwrap()
+                .to_string();
+            let dropped = node_metric(plan.as_ref(), "RuntimeFilterExec", "rows_dropped");
+            let unchecked = node_metric(plan.as_ref(), "RuntimeFilterExec", "rows_unchecked");
+            (answer, dropped, unchecked)
+        }
+    };
+    let (with, dropped, unchecked) = run(true, "cust").await;
+    let (without, none, _) = run(false, "cust").await;
+    assert_eq!(with, without);
+    assert!(
+        with.contains("| 20 ") && with.contains("| 2100000 "),
+        "{with}"
+    );
+    assert_eq!(none, None, "the setting turns the filter off");
+    // The scan waits for the semi join's keys, so every row but the 20 is dropped there.
+    assert_eq!(dropped, Some(200_000 - 20));
+    assert_eq!(unchecked, Some(0));
+
+    // With 10 customers the customer join itself drops 99% of the orders: after its sample
+    // each partition stops checking rows.
+    let (with, _, unchecked) = run(true, "few").await;
+    let (without, _, _) = run(false, "few").await;
+    assert_eq!(with, without);
+    assert!(
+        with.contains("| 20 ") && with.contains("| 2100000 "),
+        "{with}"
+    );
+    assert!(unchecked.unwrap() > 0, "{unchecked:?}");
+}
+
+#[tokio::test]
 async fn a_subplan_used_twice_runs_once() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("t.parquet").display().to_string();

@@ -26,6 +26,9 @@ extensions_options! {
         /// Drop the rows a join's runtime filter rules out right where a Parquet scan reads
         /// them, before aggregations and repartitions above the scan see them.
         pub join_filters_at_scan: bool, default = true
+        /// With `join_filters_at_scan`, also drop at a scan the rows that a join further
+        /// up than the nearest one rules out, waiting for that join's hash table first.
+        pub early_join_filters: bool, default = true
         /// Compute a subplan that a query uses more than once (a common table expression
         /// named twice) once, and replay its rows to each use.
         pub share_subplans: bool, default = true

@@ -7,7 +7,8 @@ use std::task::{Context, Poll, ready};
 
 use datafusion::arrow::array::AsArray;
 use datafusion::arrow::compute::BatchCoalescer;
-use datafusion::arrow::datatypes::{Schema, SchemaRef};
+use datafusion::arrow::compute::kernels::boolean::and_not;
+use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::ScalarValue;
 use datafusion::execution::{RecordBatchStream, SendableRecordBatchStream, TaskContext};
@@ -16,7 +17,8 @@ use datafusion::physical_plan::metrics::{
     BaselineMetrics, Count, ExecutionPlanMetricsSet, MetricBuilder, MetricsSet,
 };
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, PlanProperties};
-use futures::{Stream, StreamExt};
+use futures::future::BoxFuture;
+use futures::{FutureExt, Stream, StreamExt};
 
 use datafusion::common::config::ConfigOptions;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
@@ -30,8 +32,9 @@ use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::aggregates::AggregateExec;
 use datafusion::physical_plan::filter::FilterExec;
+use datafusion::physical_plan::joins::HashJoinExec;
 
-use super::{StrataOptions, is_join, is_recursive, only_child};
+use super::{SharedExec, StrataOptions, is_join, is_recursive, only_child};
 
 /// Applies the runtime ("dynamic") filters that joins and top-k sorts push into Parquet
 /// scans to the rows those scans return.
@@ -40,9 +43,10 @@ use super::{StrataOptions, is_join, is_recursive, only_child};
 /// and row groups unless row-level Parquet filtering (`pushdown_filters`) is on. That
 /// setting also moves every static predicate into the decoder, which is slower for
 /// unselective filters, so Strata leaves it off and instead puts a [`RuntimeFilterExec`]
-/// with the runtime part alone just above the scan, where an aggregation lies between the
-/// scan and the join (TPC-H q17, q18). The join still checks every row; the filter spares
-/// the aggregation the rows that cannot match.
+/// with the runtime part alone just above the scan where it pays (see [`filter_scans`]):
+/// below an aggregation (TPC-H q17), and for the filters of joins further up than the one
+/// that reads the scan's rows (q18). The joins still check every row; the filter spares
+/// the operators in between the rows that cannot match.
 #[derive(Debug, Default)]
 pub struct JoinFiltersAtScan;
 
@@ -52,14 +56,20 @@ impl PhysicalOptimizerRule for JoinFiltersAtScan {
         plan: Arc<dyn ExecutionPlan>,
         config: &ConfigOptions,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let enabled = config
-            .extensions
-            .get::<StrataOptions>()
-            .is_some_and(|o| o.join_filters_at_scan);
-        if !enabled || config.execution.parquet.pushdown_filters || is_recursive(&plan) {
+        let Some(options) = config.extensions.get::<StrataOptions>() else {
+            return Ok(plan);
+        };
+        if !options.join_filters_at_scan
+            || config.execution.parquet.pushdown_filters
+            || is_recursive(&plan)
+        {
             return Ok(plan);
         }
-        filter_scans(plan, false).map(|t| t.data)
+        let above = Above {
+            early: options.early_join_filters && waits_are_safe(config),
+            ..Above::default()
+        };
+        filter_scans(plan, &above).map(|t| t.data)
     }
 
     fn name(&self) -> &str {
@@ -71,67 +81,156 @@ impl PhysicalOptimizerRule for JoinFiltersAtScan {
     }
 }
 
-/// Puts a [`RuntimeFilterExec`] over the Parquet scans below an aggregation (and no join
-/// on the way) that carry a runtime filter.
-///
-/// Only there does dropping rows early pay: between a scan and the join that will probe
-/// with its rows, the filter would repeat the join's own lookup, which measured slower on
-/// TPC-H (q03, q05, q08, q21); an aggregation in between must otherwise digest every row.
-fn filter_scans(
-    plan: Arc<dyn ExecutionPlan>,
-    under_aggregate: bool,
-) -> Result<Transformed<Arc<dyn ExecutionPlan>>> {
-    if under_aggregate {
-        // Above a scan's own filter, so that the cheaper static predicate goes first.
-        let scan = match plan.downcast_ref::<FilterExec>() {
-            Some(f) => f.input(),
-            None => &plan,
-        };
-        if let Some(filter) = runtime_filter(scan, &plan.schema()) {
-            return Ok(Transformed::yes(Arc::new(RuntimeFilterExec::new(
-                filter, plan,
-            ))));
-        }
-    }
-    let below = if plan.downcast_ref::<AggregateExec>().is_some() {
-        true
-    } else {
-        under_aggregate && !is_join(&plan)
-    };
-    plan.map_children(|child| filter_scans(child, below))
+/// Whether every hash join that pushed a runtime filter down will also fill it in: the
+/// settings under which DataFusion may plan a filter and then skip computing it.
+fn waits_are_safe(config: &ConfigOptions) -> bool {
+    config.optimizer.enable_join_dynamic_filter_pushdown
+        && config.optimizer.preserve_file_partitions == 0
 }
 
-/// The runtime part of a Parquet scan's predicate, over the columns of `schema`.
-fn runtime_filter(node: &Arc<dyn ExecutionPlan>, schema: &Schema) -> Option<Arc<dyn PhysicalExpr>> {
+/// What lies above a node, as far as runtime filters at its scans are concerned.
+#[derive(Clone, Default)]
+struct Above {
+    /// An aggregation, and no join, between here and the nearest join above.
+    under_aggregate: bool,
+    /// The runtime filter of the nearest hash join above.
+    nearest_join: Option<u64>,
+    /// The runtime filters of the hash joins further up.
+    far_joins: Vec<u64>,
+    /// On the probe side of the nearest join (a hash join's right input).
+    probe_side: bool,
+    /// Whether filters from the far joins may be applied (waiting for them).
+    early: bool,
+}
+
+/// Puts a [`RuntimeFilterExec`] over the Parquet scans that carry a runtime filter worth
+/// applying there:
+///
+/// - below an aggregation (and no join on the way), every runtime filter: an aggregation
+///   in between must otherwise digest every row;
+/// - on the probe side of the nearest hash join, the filters of the hash joins above it.
+///   Their rows would otherwise flow through the joins in between (TPC-H q18: the 57 orders
+///   of the `IN` subquery would be joined to their customers and lineitems before being
+///   kept). The operator waits for these filters to be complete, which is safe because a
+///   join builds its hash table from its other side, and costs little because the nearest
+///   join reads its probe side only once its own hash table is built. On a build side the
+///   wait would instead hold back a hash table that is otherwise built at the same time as
+///   the others (q08 measured slower).
+///
+/// The nearest join's own filter is not applied between the scan and that join: it would
+/// repeat the join's lookup, which measured slower on TPC-H (q03, q05, q08, q21). Scans in a
+/// shared subplan get no waiting filter: its one run may feed the very join it would wait for.
+fn filter_scans(
+    plan: Arc<dyn ExecutionPlan>,
+    above: &Above,
+) -> Result<Transformed<Arc<dyn ExecutionPlan>>> {
+    // Above a scan's own filter, so that the cheaper static predicate goes first.
+    let scan = match plan.downcast_ref::<FilterExec>() {
+        Some(f) => f.input(),
+        None => &plan,
+    };
+    if let Some(filter) = runtime_filter(scan, &plan, above) {
+        return Ok(Transformed::yes(Arc::new(filter)));
+    }
+    let mut below = above.clone();
+    if plan.downcast_ref::<SharedExec>().is_some() {
+        below.early = false;
+    }
+    if plan.downcast_ref::<AggregateExec>().is_some() {
+        below.under_aggregate = true;
+    } else if is_join(&plan) {
+        below.under_aggregate = false;
+        below.far_joins.extend(above.nearest_join);
+        below.nearest_join = plan
+            .dynamic_expressions_produced()
+            .first()
+            .and_then(|filter| filter.expression_id());
+    }
+    if !is_join(&plan) {
+        return plan.map_children(|child| filter_scans(child, &below));
+    }
+    let probe = plan
+        .downcast_ref::<HashJoinExec>()
+        .map(|_| plan.children().len() - 1);
+    let mut index = 0;
+    plan.map_children(|child| {
+        below.probe_side = probe == Some(index);
+        index += 1;
+        filter_scans(child, &below)
+    })
+}
+
+/// A [`RuntimeFilterExec`] over `plan` with the runtime part of the Parquet scan `node`'s
+/// predicate worth applying to its rows (see [`filter_scans`]), if any.
+fn runtime_filter(
+    node: &Arc<dyn ExecutionPlan>,
+    plan: &Arc<dyn ExecutionPlan>,
+    above: &Above,
+) -> Option<RuntimeFilterExec> {
     let scan = node.downcast_ref::<DataSourceExec>()?;
     let (_, parquet) = scan.downcast_to_file_source::<ParquetSource>()?;
     let predicate = parquet.filter()?;
-    let parts: Vec<_> = split_conjunction(&predicate)
-        .into_iter()
-        .filter(|e| e.downcast_ref::<DynamicFilterPhysicalExpr>().is_some())
+    let schema = plan.schema();
+    let mut parts = Vec::new();
+    let mut wait = Vec::new();
+    let mut nearest = None;
+    for part in split_conjunction(&predicate) {
+        if part.downcast_ref::<DynamicFilterPhysicalExpr>().is_none() {
+            continue;
+        }
+        let id = part.expression_id();
+        let far =
+            above.early && above.probe_side && id.is_some_and(|id| above.far_joins.contains(&id));
+        let is_nearest = !above.under_aggregate && id.is_some() && id == above.nearest_join;
+        if !far && !is_nearest && !above.under_aggregate {
+            continue;
+        }
         // A filter over a column the scan does not return cannot be applied here.
-        .filter_map(|e| reassign_expr_columns(Arc::clone(e), schema).ok())
-        .collect();
-    (!parts.is_empty()).then(|| conjunction(parts))
+        let Ok(part) = reassign_expr_columns(Arc::clone(part), &schema) else {
+            continue;
+        };
+        if is_nearest {
+            nearest = Some(part);
+            continue;
+        }
+        if far {
+            wait.push(Arc::clone(&part));
+        }
+        parts.push(part);
+    }
+    if parts.is_empty() {
+        return None;
+    }
+    let filter = RuntimeFilterExec::new(conjunction(parts), Arc::clone(plan)).waiting_for(wait);
+    Some(match nearest {
+        Some(nearest) => filter.judged_after(nearest),
+        None => filter,
+    })
 }
 
 /// Rows a runtime filter sees (once it holds more than `true`) before it judges whether
 /// filtering pays.
 const SAMPLE_ROWS: usize = 65_536;
 
-/// Above this share of rows passing, a runtime filter stops filtering: checking a row costs
-/// about as much as the join's own probe, so it pays only when it drops most rows.
-const MAX_PASS_SHARE: f64 = 0.5;
+/// Below this share of the rows dropped, a runtime filter stops filtering: checking a row
+/// costs about as much as the join's own probe, so it pays only when it drops most rows.
+const MIN_DROP_SHARE: f64 = 0.5;
 
 /// Drops the rows a runtime filter rules out, as long as it drops enough of them.
 ///
-/// Each partition checks its first [`SAMPLE_ROWS`] rows; when more than [`MAX_PASS_SHARE`]
-/// of them pass, the rest of that partition goes through unchecked (the join above still
-/// applies the condition). Kept rows are packed back into full batches.
+/// Each partition checks its first [`SAMPLE_ROWS`] rows; when it drops less than
+/// [`MIN_DROP_SHARE`] of them, the rest of that partition goes through unchecked (the joins
+/// above still apply the condition). With the runtime filter of the join that reads these
+/// rows next (see [`RuntimeFilterExec::judged_after`]), only the rows that join would keep
+/// count as dropped. Kept rows are packed back into full batches.
 #[derive(Debug)]
 pub struct RuntimeFilterExec {
     predicate: Arc<dyn PhysicalExpr>,
     input: Arc<dyn ExecutionPlan>,
+    /// Runtime filters to wait for, until their join has filled them in, before reading.
+    wait: Vec<Arc<dyn PhysicalExpr>>,
+    /// The runtime filter of the join that reads these rows next, evaluated on the sample.
+    nearest: Option<Arc<dyn PhysicalExpr>>,
     metrics: ExecutionPlanMetricsSet,
 }
 
@@ -141,14 +240,34 @@ impl RuntimeFilterExec {
         Self {
             predicate,
             input,
+            wait: Vec::new(),
+            nearest: None,
             metrics: ExecutionPlanMetricsSet::new(),
         }
+    }
+
+    /// Judges the sample by the rows `nearest` (the runtime filter of the join that reads
+    /// these rows next) keeps: a row that join drops anyway costs it one lookup, no more
+    /// than dropping it here, so filtering pays only when it drops most of the others.
+    pub fn judged_after(mut self, nearest: Arc<dyn PhysicalExpr>) -> Self {
+        self.nearest = Some(nearest);
+        self
+    }
+
+    /// Waits for `filters` (parts of the predicate) to be complete before reading any row.
+    pub fn waiting_for(mut self, filters: Vec<Arc<dyn PhysicalExpr>>) -> Self {
+        self.wait = filters;
+        self
     }
 }
 
 impl DisplayAs for RuntimeFilterExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(f, "RuntimeFilterExec: {}", self.predicate)
+        write!(f, "RuntimeFilterExec: {}", self.predicate)?;
+        if !self.wait.is_empty() {
+            write!(f, ", waits for the join")?;
+        }
+        Ok(())
     }
 }
 
@@ -173,6 +292,9 @@ impl ExecutionPlan for RuntimeFilterExec {
         &self,
         f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
     ) -> Result<TreeNodeRecursion> {
+        if let Some(nearest) = &self.nearest {
+            f(nearest)?;
+        }
         f(&self.predicate)
     }
 
@@ -181,10 +303,13 @@ impl ExecutionPlan for RuntimeFilterExec {
         children: Vec<Arc<dyn ExecutionPlan>>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let input = only_child(self.name(), children)?;
-        Ok(Arc::new(RuntimeFilterExec::new(
-            Arc::clone(&self.predicate),
+        Ok(Arc::new(Self {
+            predicate: Arc::clone(&self.predicate),
             input,
-        )))
+            wait: self.wait.clone(),
+            nearest: self.nearest.clone(),
+            metrics: ExecutionPlanMetricsSet::new(),
+        }))
     }
 
     fn execute(
@@ -194,7 +319,20 @@ impl ExecutionPlan for RuntimeFilterExec {
     ) -> Result<SendableRecordBatchStream> {
         let input = self.input.execute(partition, Arc::clone(&context))?;
         let schema = input.schema();
+        let filters = self.wait.clone();
+        let ready = (!filters.is_empty() && waits_are_safe(context.session_config().options()))
+            .then(|| {
+                async move {
+                    for filter in &filters {
+                        if let Some(filter) = filter.downcast_ref::<DynamicFilterPhysicalExpr>() {
+                            filter.wait_complete().await;
+                        }
+                    }
+                }
+                .boxed()
+            });
         Ok(Box::pin(RuntimeFilterStream {
+            ready,
             coalescer: BatchCoalescer::new(
                 Arc::clone(&schema),
                 context.session_config().batch_size(),
@@ -202,8 +340,9 @@ impl ExecutionPlan for RuntimeFilterExec {
             schema,
             input,
             predicate: Arc::clone(&self.predicate),
+            nearest: self.nearest.clone(),
             checked: 0,
-            passed: 0,
+            useful: 0,
             bypass: false,
             done: false,
             dropped: MetricBuilder::new(&self.metrics).counter("rows_dropped", partition),
@@ -218,12 +357,17 @@ impl ExecutionPlan for RuntimeFilterExec {
 }
 
 struct RuntimeFilterStream {
+    /// Resolves once the filters to wait for are complete.
+    ready: Option<BoxFuture<'static, ()>>,
     schema: SchemaRef,
     input: SendableRecordBatchStream,
     predicate: Arc<dyn PhysicalExpr>,
+    nearest: Option<Arc<dyn PhysicalExpr>>,
     coalescer: BatchCoalescer,
+    /// Rows of the sample checked so far.
     checked: usize,
-    passed: usize,
+    /// Rows of the sample dropped that the next join would have kept.
+    useful: usize,
     bypass: bool,
     done: bool,
     dropped: Count,
@@ -251,10 +395,17 @@ impl RuntimeFilterStream {
         let mask = mask.as_boolean();
         let kept = mask.true_count();
         self.checked += rows;
-        self.passed += kept;
+        self.useful += match &self.nearest {
+            Some(nearest) => {
+                let next = nearest.evaluate(&batch)?.into_array(rows)?;
+                and_not(next.as_boolean(), mask)?.true_count()
+            }
+            None => rows - kept,
+        };
         self.dropped.add(rows - kept);
         self.coalescer.push_batch_with_filter(batch, mask)?;
-        if self.checked >= SAMPLE_ROWS && self.passed as f64 > self.checked as f64 * MAX_PASS_SHARE
+        if self.checked >= SAMPLE_ROWS
+            && (self.useful as f64) < self.checked as f64 * MIN_DROP_SHARE
         {
             self.bypass = true;
             self.coalescer.finish_buffered_batch()?;
@@ -276,6 +427,10 @@ impl Stream for RuntimeFilterStream {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
+        if let Some(ready) = &mut this.ready {
+            ready!(ready.poll_unpin(cx));
+            this.ready = None;
+        }
         loop {
             if let Some(batch) = this.coalescer.next_completed_batch() {
                 return this.baseline.record_poll(Poll::Ready(Some(Ok(batch))));
