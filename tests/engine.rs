@@ -2,10 +2,12 @@
 //! catalog file, scan metrics proving partition pruning, memory limits, and error paths.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use strata::datafusion::arrow::array::{AsArray, RecordBatch};
 use strata::datafusion::arrow::datatypes::Int64Type;
+use strata::datafusion::physical_plan::ExecutionPlan;
 use strata::{DatasetSpec, Engine, Error};
 
 fn root() -> PathBuf {
@@ -424,11 +426,7 @@ async fn describe_takes_a_path() {
 }
 
 /// Sums the named metric over every node called `name` in `plan`.
-fn node_metric(
-    plan: &dyn strata::datafusion::physical_plan::ExecutionPlan,
-    name: &str,
-    metric: &str,
-) -> Option<usize> {
+fn node_metric(plan: &dyn ExecutionPlan, name: &str, metric: &str) -> Option<usize> {
     let own = (plan.name() == name)
         .then(|| {
             plan.metrics().and_then(|m| match metric {
@@ -444,66 +442,83 @@ fn node_metric(
         .reduce(|a, b| a + b)
 }
 
-#[tokio::test]
-async fn join_filters_drop_rows_at_the_scan_only_when_selective() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = |t: &str| {
-        dir.path()
-            .join(format!("{t}.parquet"))
-            .display()
-            .to_string()
-    };
-    let setup = Engine::builder()
+/// Writes each `(table, sql)`'s rows to `dir/<table>.parquet`.
+async fn write_tables(dir: &Path, tables: &[(&str, &str)]) {
+    let engine = Engine::builder()
         .target_partitions(2)
         .build()
         .await
         .unwrap();
-    for (table, sql) in [
-        (
-            "big",
-            "SELECT value % 50000 AS k, value AS v FROM generate_series(1, 400000)",
-        ),
-        (
-            "few",
-            "SELECT value * 1000 AS k FROM generate_series(1, 20)",
-        ),
-        ("all", "SELECT value AS k FROM generate_series(0, 49999)"),
-    ] {
-        setup
-            .sql(&format!("COPY ({sql}) TO '{}'", path(table)))
+    for (table, sql) in tables {
+        let file = dir.join(format!("{table}.parquet"));
+        engine
+            .sql(&format!("COPY ({sql}) TO '{}'", file.display()))
             .await
             .unwrap()
             .collect()
             .await
             .unwrap();
     }
+}
+
+/// Runs `sql` on two partitions over the tables in `dir`, with the boolean `setting` on or
+/// off: the answer as a table, and the plan as it ran.
+async fn run_with(
+    dir: &Path,
+    setting: &str,
+    on: bool,
+    sql: &str,
+) -> (String, Arc<dyn ExecutionPlan>) {
+    let engine = Engine::builder()
+        .target_partitions(2)
+        .setting(setting, on.to_string())
+        .build()
+        .await
+        .unwrap();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let file = entry.unwrap().path();
+        let table = file.file_stem().unwrap().to_string_lossy().into_owned();
+        let spec = DatasetSpec::new(file.display().to_string());
+        engine.register(&table, spec).await.unwrap();
+    }
+    let mut r = engine.sql(sql).await.unwrap();
+    let batches = r.collect().await.unwrap();
+    let plan = Arc::clone(r.physical_plan().unwrap());
+    let answer = strata::datafusion::arrow::util::pretty::pretty_format_batches(&batches)
+        .unwrap()
+        .to_string();
+    (answer, plan)
+}
+
+#[tokio::test]
+async fn join_filters_drop_rows_at_the_scan_only_when_selective() {
+    let dir = tempfile::tempdir().unwrap();
+    write_tables(
+        dir.path(),
+        &[
+            (
+                "big",
+                "SELECT value % 50000 AS k, value AS v FROM generate_series(1, 400000)",
+            ),
+            (
+                "few",
+                "SELECT value * 1000 AS k FROM generate_series(1, 20)",
+            ),
+            ("all", "SELECT value AS k FROM generate_series(0, 49999)"),
+        ],
+    )
+    .await;
     // Partial sums per key below the join: rows the join would drop are aggregated first
     // unless the scan drops them.
-    let query = |other: &str| {
-        format!(
-            "SELECT count(*), sum(s) FROM (SELECT k, sum(v) AS s FROM big GROUP BY k) g \
-             JOIN {other} o ON g.k = o.k"
-        )
-    };
     let run = |filters: bool, other: &'static str| {
-        let path = &path;
-        let query = &query;
+        let dir = dir.path();
         async move {
-            let engine = Engine::builder()
-                .target_partitions(2)
-                .setting("strata.join_filters_at_scan", filters.to_string())
-                .build()
-                .await
-                .unwrap();
-            for t in ["big", "few", "all"] {
-                engine.register(t, DatasetSpec::new(path(t))).await.unwrap();
-            }
-            let mut r = engine.sql(&query(other)).await.unwrap();
-            let batches = r.collect().await.unwrap();
-            let plan = r.physical_plan().unwrap().clone();
-            let answer = strata::datafusion::arrow::util::pretty::pretty_format_batches(&batches)
-                .unwrap()
-                .to_string();
+            let query = format!(
+                "SELECT count(*), sum(s) FROM (SELECT k, sum(v) AS s FROM big GROUP BY k) g \
+                 JOIN {other} o ON g.k = o.k"
+            );
+            let (answer, plan) =
+                run_with(dir, "strata.join_filters_at_scan", filters, &query).await;
             let dropped = node_metric(plan.as_ref(), "RuntimeFilterExec", "rows_dropped");
             let unchecked = node_metric(plan.as_ref(), "RuntimeFilterExec", "rows_unchecked");
             (answer, dropped, unchecked)
@@ -532,60 +547,32 @@ async fn join_filters_drop_rows_at_the_scan_only_when_selective() {
 #[tokio::test]
 async fn a_join_further_up_filters_a_scan_once_its_hash_table_is_built() {
     let dir = tempfile::tempdir().unwrap();
-    let path = |t: &str| {
-        dir.path()
-            .join(format!("{t}.parquet"))
-            .display()
-            .to_string()
-    };
-    let setup = Engine::new().await.unwrap();
-    for (table, sql) in [
-        ("cust", "SELECT value AS ck FROM generate_series(1, 1000)"),
-        ("few", "SELECT value AS ck FROM generate_series(1, 10)"),
-        (
-            "ord",
-            "SELECT value AS ok, value % 1000 + 1 AS ck FROM generate_series(1, 200000)",
-        ),
-        (
-            "pick",
-            "SELECT value * 10000 AS ok FROM generate_series(1, 20)",
-        ),
-    ] {
-        setup
-            .sql(&format!("COPY ({sql}) TO '{}'", path(table)))
-            .await
-            .unwrap()
-            .collect()
-            .await
-            .unwrap();
-    }
+    write_tables(
+        dir.path(),
+        &[
+            ("cust", "SELECT value AS ck FROM generate_series(1, 1000)"),
+            ("few", "SELECT value AS ck FROM generate_series(1, 10)"),
+            (
+                "ord",
+                "SELECT value AS ok, value % 1000 + 1 AS ck FROM generate_series(1, 200000)",
+            ),
+            (
+                "pick",
+                "SELECT value * 10000 AS ok FROM generate_series(1, 20)",
+            ),
+        ],
+    )
+    .await;
     // The `IN` becomes a semi join above the customer join; its filter on `ok` reaches the
     // `ord` scan, whose nearest join is the customer one.
-    let query = |cust: &str| {
-        format!(
-            "SELECT count(*), sum(ok) FROM {cust} c JOIN ord ON c.ck = ord.ck \
-             WHERE ok IN (SELECT ok FROM pick)"
-        )
-    };
     let run = |early: bool, cust: &'static str| {
-        let path = &path;
-        let query = &query;
+        let dir = dir.path();
         async move {
-            let engine = Engine::builder()
-                .target_partitions(2)
-                .setting("strata.early_join_filters", early.to_string())
-                .build()
-                .await
-                .unwrap();
-            for t in ["cust", "few", "ord", "pick"] {
-                engine.register(t, DatasetSpec::new(path(t))).await.unwrap();
-            }
-            let mut r = engine.sql(&query(cust)).await.unwrap();
-            let batches = r.collect().await.unwrap();
-            let plan = r.physical_plan().unwrap().clone();
-            let answer = strata::datafusion::arrow::util::pretty::pretty_format_batches(&batches)
-                .unwrap()
-                .to_string();
+            let query = format!(
+                "SELECT count(*), sum(ok) FROM {cust} c JOIN ord ON c.ck = ord.ck \
+                 WHERE ok IN (SELECT ok FROM pick)"
+            );
+            let (answer, plan) = run_with(dir, "strata.early_join_filters", early, &query).await;
             let dropped = node_metric(plan.as_ref(), "RuntimeFilterExec", "rows_dropped");
             let unchecked = node_metric(plan.as_ref(), "RuntimeFilterExec", "rows_unchecked");
             (answer, dropped, unchecked)
@@ -618,33 +605,18 @@ async fn a_join_further_up_filters_a_scan_once_its_hash_table_is_built() {
 #[tokio::test]
 async fn a_subplan_used_twice_runs_once() {
     let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("t.parquet").display().to_string();
-    let setup = Engine::new().await.unwrap();
-    setup
-        .sql(&format!(
-            "COPY (SELECT value % 1000 AS k, value AS v FROM generate_series(1, 100000)) TO '{file}'"
-        ))
-        .await
-        .unwrap()
-        .collect()
-        .await
-        .unwrap();
+    write_tables(
+        dir.path(),
+        &[(
+            "t",
+            "SELECT value % 1000 AS k, value AS v FROM generate_series(1, 100000)",
+        )],
+    )
+    .await;
     let run = |share: bool, sql: &'static str| {
-        let file = file.clone();
+        let dir = dir.path();
         async move {
-            let engine = Engine::builder()
-                .target_partitions(2)
-                .setting("strata.share_subplans", share.to_string())
-                .build()
-                .await
-                .unwrap();
-            engine.register("t", DatasetSpec::new(file)).await.unwrap();
-            let mut r = engine.sql(sql).await.unwrap();
-            let batches = r.collect().await.unwrap();
-            let plan = r.physical_plan().unwrap().clone();
-            let answer = strata::datafusion::arrow::util::pretty::pretty_format_batches(&batches)
-                .unwrap()
-                .to_string();
+            let (answer, plan) = run_with(dir, "strata.share_subplans", share, sql).await;
             let read = node_metric(plan.as_ref(), "DataSourceExec", "output_rows");
             let shared = strata::datafusion::physical_plan::displayable(plan.as_ref())
                 .indent(false)

@@ -16,7 +16,9 @@ use datafusion::logical_expr::ColumnarValue;
 use datafusion::physical_plan::metrics::{
     BaselineMetrics, Count, ExecutionPlanMetricsSet, MetricBuilder, MetricsSet,
 };
-use datafusion::physical_plan::{DisplayAs, DisplayFormatType, PlanProperties};
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, PlanProperties, apply_expression_roots,
+};
 use futures::future::BoxFuture;
 use futures::{FutureExt, Stream, StreamExt};
 
@@ -133,28 +135,22 @@ fn filter_scans(
         return Ok(Transformed::yes(Arc::new(filter)));
     }
     let mut below = above.clone();
-    if plan.downcast_ref::<SharedExec>().is_some() {
-        below.early = false;
-    }
-    if plan.downcast_ref::<AggregateExec>().is_some() {
-        below.under_aggregate = true;
-    } else if is_join(&plan) {
-        below.under_aggregate = false;
-        below.far_joins.extend(above.nearest_join);
-        below.nearest_join = plan
-            .dynamic_expressions_produced()
-            .first()
-            .and_then(|filter| filter.expression_id());
-    }
+    below.early &= plan.downcast_ref::<SharedExec>().is_none();
     if !is_join(&plan) {
+        below.under_aggregate |= plan.downcast_ref::<AggregateExec>().is_some();
         return plan.map_children(|child| filter_scans(child, &below));
     }
-    let probe = plan
-        .downcast_ref::<HashJoinExec>()
-        .map(|_| plan.children().len() - 1);
+    below.under_aggregate = false;
+    below.far_joins.extend(above.nearest_join);
+    below.nearest_join = plan
+        .dynamic_expressions_produced()
+        .first()
+        .and_then(|filter| filter.expression_id());
+    // A hash join builds its table from its left input and probes it with its right one.
+    let hash_join = plan.downcast_ref::<HashJoinExec>().is_some();
     let mut index = 0;
     plan.map_children(|child| {
-        below.probe_side = probe == Some(index);
+        below.probe_side = hash_join && index == 1;
         index += 1;
         filter_scans(child, &below)
     })
@@ -201,11 +197,11 @@ fn runtime_filter(
     if parts.is_empty() {
         return None;
     }
-    let filter = RuntimeFilterExec::new(conjunction(parts), Arc::clone(plan)).waiting_for(wait);
-    Some(match nearest {
-        Some(nearest) => filter.judged_after(nearest),
-        None => filter,
-    })
+    Some(
+        RuntimeFilterExec::new(conjunction(parts), Arc::clone(plan))
+            .waiting_for(wait)
+            .judged_after(nearest),
+    )
 }
 
 /// Rows a runtime filter sees (once it holds more than `true`) before it judges whether
@@ -249,8 +245,9 @@ impl RuntimeFilterExec {
     /// Judges the sample by the rows `nearest` (the runtime filter of the join that reads
     /// these rows next) keeps: a row that join drops anyway costs it one lookup, no more
     /// than dropping it here, so filtering pays only when it drops most of the others.
-    pub fn judged_after(mut self, nearest: Arc<dyn PhysicalExpr>) -> Self {
-        self.nearest = Some(nearest);
+    /// Without it, every row dropped counts.
+    pub fn judged_after(mut self, nearest: Option<Arc<dyn PhysicalExpr>>) -> Self {
+        self.nearest = nearest;
         self
     }
 
@@ -292,10 +289,7 @@ impl ExecutionPlan for RuntimeFilterExec {
         &self,
         f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
     ) -> Result<TreeNodeRecursion> {
-        if let Some(nearest) = &self.nearest {
-            f(nearest)?;
-        }
-        f(&self.predicate)
+        apply_expression_roots(self.nearest.iter().chain([&self.predicate]), f)
     }
 
     fn with_new_children(
