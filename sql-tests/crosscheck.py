@@ -88,6 +88,8 @@ def fmt(v):
     if isinstance(v, decimal.Decimal):
         return fmt(float(v))
     if isinstance(v, datetime.datetime):
+        if v.tzinfo is not None and v.utcoffset() == datetime.timedelta(0):
+            return v.replace(tzinfo=None).isoformat() + "Z"
         return v.isoformat()
     if isinstance(v, datetime.date):
         return v.isoformat()

@@ -139,7 +139,10 @@ fn column_type(dt: &DataType) -> DefaultColumnType {
         | DataType::UInt8
         | DataType::UInt16
         | DataType::UInt32
-        | DataType::UInt64 => DefaultColumnType::Integer,
+        | DataType::UInt64
+        // Whole numbers: a sum of BIGINT values (DECIMAL(38, 0), as PostgreSQL's numeric).
+        | DataType::Decimal128(_, 0)
+        | DataType::Decimal256(_, 0) => DefaultColumnType::Integer,
         DataType::Float16
         | DataType::Float32
         | DataType::Float64

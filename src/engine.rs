@@ -27,7 +27,7 @@ use datafusion::logical_expr::{CreateExternalTable, LogicalPlan};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::metrics::MetricValue;
 use datafusion::prelude::SessionConfig;
-use futures::{Stream, StreamExt};
+use futures::{FutureExt, Stream, StreamExt};
 
 use crate::catalog::Catalog;
 use crate::cluster::{ClusterJob, ClusterRunner, JobStats};
@@ -184,6 +184,10 @@ impl EngineBuilder {
         {
             let o = config.options_mut();
             o.sql_parser.collect_spans = true;
+            // `1077.17` is an exact decimal, as in PostgreSQL and DuckDB: compared with a
+            // DECIMAL column it matches the rows that hold that value (as a float it is
+            // 1077.1699999999999, and `= 1077.17` finds nothing).
+            o.sql_parser.parse_float_as_decimal = true;
             // `**` in a glob crosses directories, as users expect.
             o.execution.listing_table_ignore_subdirectory = false;
             o.execution.parquet.pushdown_filters = false;
@@ -231,12 +235,17 @@ impl EngineBuilder {
             .with_config(config)
             .with_runtime_env(runtime)
             .with_default_features()
+            .with_analyzer_rule(Arc::new(crate::arithmetic::PostgresArithmetic))
             .with_physical_optimizer_rules(crate::optimizer::physical_rules());
         for format in ["PARQUET", "CSV", "JSON", "NDJSON", "ARROW", "AVRO", "TSV"] {
             builder = builder.with_table_factory(format.to_string(), Arc::new(DatasetTableFactory));
         }
         let state = builder.build();
         let ctx = SessionContext::new_with_state(state);
+        for udf in crate::arithmetic::functions() {
+            ctx.register_udf(udf.as_ref().clone());
+        }
+        ctx.register_udaf(crate::arithmetic::wide_sum().as_ref().clone());
         for name in sql::TABLE_FUNCTIONS {
             ctx.register_udtf(
                 name,
@@ -484,12 +493,24 @@ impl Engine {
             format!("__strata_{}", self.next_key.fetch_add(1, Ordering::Relaxed))
         })?;
         sql::expand_setting_alias(&mut stmt);
+        sql::exponent_literals_as_double(&mut stmt);
         let mut isolated = stmt.clone();
         let fallback = sql::isolate_quantified_subqueries(&mut isolated).then_some(stmt);
         let keys: Vec<String> = calls.iter().map(|(k, _)| k.clone()).collect();
-        let result = self
-            .plan_and_run(isolated, fallback, calls, complete_commands)
-            .await;
+        // A panic while planning (in DataFusion's rules or a reader) fails this statement only.
+        let result = std::panic::AssertUnwindSafe(self.plan_and_run(
+            isolated,
+            fallback,
+            calls,
+            complete_commands,
+        ))
+        .catch_unwind()
+        .await
+        .unwrap_or_else(|panic| {
+            Err(Error::Execution(crate::error::panic_message(
+                panic.as_ref(),
+            )))
+        });
         self.prepared.remove(&keys);
         result.map_err(|e| self.explain_error(e))
     }
@@ -841,6 +862,7 @@ fn looks_like_decode_error(message: &str) -> bool {
         "unequal lengths",
         "parsing value",
         "decompress",
+        "internal error",
     ]
     .iter()
     .any(|k| m.contains(k))
@@ -873,8 +895,16 @@ async fn find_failing_file(
                 let Ok(mut stream) = exec.execute(0, task_ctx.clone()) else {
                     continue;
                 };
-                while let Some(item) = stream.next().await {
-                    if item.is_err() {
+                loop {
+                    let item = std::panic::AssertUnwindSafe(stream.next())
+                        .catch_unwind()
+                        .await;
+                    let failed = match item {
+                        Ok(None) => break,
+                        Ok(Some(batch)) => batch.is_err(),
+                        Err(_panic) => true,
+                    };
+                    if failed {
                         let path = file.object_meta.location.as_ref();
                         return Some(if base.starts_with("file://") {
                             format!("/{path}")
@@ -957,7 +987,19 @@ impl Stream for CancellableStream {
         let Some(inner) = self.inner.as_mut() else {
             return Poll::Ready(None);
         };
-        match inner.poll_next_unpin(cx) {
+        // A panic in an operator (or a reader it calls) ends this query with an error; the
+        // panics of DataFusion's spawned tasks are raised again here, where they are polled.
+        let polled =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| inner.poll_next_unpin(cx)));
+        let polled = match polled {
+            Ok(p) => p,
+            Err(panic) => {
+                self.inner = None;
+                let message = crate::error::panic_message(panic.as_ref());
+                return Poll::Ready(Some(Err(Error::Execution(message))));
+            }
+        };
+        match polled {
             Poll::Ready(Some(Err(e))) => {
                 self.inner = None;
                 Poll::Ready(Some(Err(Error::from(e))))

@@ -76,6 +76,16 @@ pub enum Error {
     ResourcesExhausted(String),
 }
 
+/// The text a panic carried, for an error that replaces it.
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    let text = payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown cause".into());
+    format!("internal error ({text})")
+}
+
 /// DataFusion's allocation failure on one line: what failed, and how to give it more room.
 pub(crate) fn out_of_memory(message: &str) -> String {
     let failure = message

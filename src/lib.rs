@@ -20,6 +20,7 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod arithmetic;
 /// The catalog file: datasets and stores declared in TOML.
 pub mod catalog;
 pub mod cluster;

@@ -5,11 +5,15 @@ mod cli;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    match cli::main() {
-        Ok(code) => code,
-        Err(e) => {
+    match std::panic::catch_unwind(cli::main) {
+        Ok(Ok(code)) => code,
+        Ok(Err(e)) => {
             eprintln!("Error: {e}");
             ExitCode::FAILURE
+        }
+        Err(panic) => {
+            eprintln!("Error: {}", strata::error::panic_message(panic.as_ref()));
+            ExitCode::from(101)
         }
     }
 }

@@ -332,8 +332,13 @@ fn cells_with_nulls(batches: &[RecordBatch]) -> Result<Vec<(Vec<String>, Vec<boo
             .map(|c| ArrayFormatter::try_new(c.as_ref(), &opts))
             .collect::<std::result::Result<Vec<_>, _>>()
             .map_err(arrow)?;
+        // Logical nulls: a column of untyped NULLs (`SELECT NULL`) has no validity bitmap.
+        let validity: Vec<_> = b.columns().iter().map(|c| c.logical_nulls()).collect();
         for r in 0..b.num_rows() {
-            let nulls: Vec<bool> = b.columns().iter().map(|c| c.is_null(r)).collect();
+            let nulls: Vec<bool> = validity
+                .iter()
+                .map(|v| v.as_ref().is_some_and(|n| n.is_null(r)))
+                .collect();
             let text = fmts
                 .iter()
                 .zip(&nulls)

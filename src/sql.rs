@@ -600,6 +600,55 @@ pub fn expand_setting_alias(stmt: &mut DfStatement) {
     }
 }
 
+/// Numbers written with an exponent (`1e10`, `2.5E-3`) are DOUBLE, as in DuckDB; other
+/// numbers with a fraction are exact decimals (`parse_float_as_decimal`).
+pub fn exponent_literals_as_double(stmt: &mut DfStatement) {
+    use datafusion::sql::sqlparser::ast::{CastKind, DataType as SqlType};
+    struct Exponents;
+    impl VisitorMut for Exponents {
+        type Break = ();
+        fn post_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
+            if let Expr::Value(ValueWithSpan {
+                value: Value::Number(n, _),
+                span,
+            }) = expr
+                && n.contains(['e', 'E'])
+            {
+                *expr = Expr::Cast {
+                    kind: CastKind::Cast,
+                    expr: Box::new(Expr::Value(ValueWithSpan {
+                        value: Value::SingleQuotedString(n.clone()),
+                        span: *span,
+                    })),
+                    data_type: SqlType::Double(
+                        datafusion::sql::sqlparser::ast::ExactNumberInfo::None,
+                    ),
+                    array: false,
+                    format: None,
+                };
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    visit_statement(stmt, &mut Exponents);
+}
+
+/// Visit the SQL statement inside `stmt` (also under EXPLAIN and COPY).
+fn visit_statement<V: VisitorMut<Break = ()>>(stmt: &mut DfStatement, v: &mut V) {
+    let _ = match stmt {
+        DfStatement::Statement(s) => s.visit(v),
+        DfStatement::Explain(e) => match e.statement.as_mut() {
+            DfStatement::Statement(s) => s.visit(v),
+            _ => ControlFlow::Continue(()),
+        },
+        DfStatement::CopyTo(c) => match &mut c.source {
+            datafusion::sql::parser::CopyToSource::Query(q) => q.visit(v),
+            _ => ControlFlow::Continue(()),
+        },
+        _ => ControlFlow::Continue(()),
+    };
+}
+
 /// Rewrite `x op ANY/ALL (subquery)` so the subquery's output is a derived table's column.
 ///
 /// DataFusion decorrelates these into joins whose predicate names the outer column; when the
@@ -627,17 +676,7 @@ pub fn isolate_quantified_subqueries(stmt: &mut DfStatement) -> bool {
         }
     }
     let mut v = Isolate(false);
-    match stmt {
-        DfStatement::Statement(s) => {
-            let _ = s.visit(&mut v);
-        }
-        DfStatement::Explain(e) => {
-            if let DfStatement::Statement(s) = e.statement.as_mut() {
-                let _ = s.visit(&mut v);
-            }
-        }
-        _ => {}
-    }
+    visit_statement(stmt, &mut v);
     v.0
 }
 

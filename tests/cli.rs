@@ -233,6 +233,17 @@ fn every_text_format() {
         last.starts_with("1 row in ") && last.ends_with(" s"),
         "{stdout}"
     );
+    // An untyped NULL is an empty field too, like a typed one.
+    let nulls = "SELECT NULL AS n, CAST(NULL AS INT) AS m, '' AS e";
+    assert_eq!(quiet(&["--format", "csv", "-c", nulls]), "n,m,e\n,,\"\"\n");
+    assert_eq!(
+        quiet(&["--format", "tsv", "-c", nulls]),
+        "n\tm\te\n\t\t\"\"\n"
+    );
+    assert_eq!(
+        quiet(&["--format", "json", "-c", nulls]),
+        "[{\"n\":null,\"m\":null,\"e\":\"\"}]\n"
+    );
     // An empty result still names its columns.
     assert_eq!(
         quiet(&["--format", "csv", "-c", "SELECT 1 AS a WHERE false"]),
@@ -528,4 +539,30 @@ fn queries_run_on_a_cluster_inside_the_process() {
         "{}",
         text(&out.stderr)
     );
+}
+
+#[test]
+fn a_corrupt_parquet_file_is_one_line_naming_it_and_no_backtrace() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("trunc.parquet");
+    std::fs::write(&path, b"PAR1\0\0\0garbage-not-a-footerPAR1").unwrap();
+    let sql = format!("SELECT * FROM '{}'", path.display());
+    // The reader panics on this footer; even with backtraces asked for the user sees one line.
+    let out = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .args(["-c", &sql, "-c", "SELECT 1"])
+        .env("RUST_BACKTRACE", "1")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with(&format!(
+            "Error: {}: corrupt Parquet footer: it gives a metadata length of",
+            path.display()
+        )),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
 }

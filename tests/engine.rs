@@ -73,7 +73,7 @@ async fn partition_pruning_skips_whole_directories() {
     let engine = engine().await;
     let all = {
         let mut r = engine
-            .sql("SELECT sum(length(plate_id)) FROM violations")
+            .sql("SELECT CAST(sum(length(plate_id)) AS BIGINT) FROM violations")
             .await
             .unwrap();
         r.collect().await.unwrap();
@@ -81,7 +81,7 @@ async fn partition_pruning_skips_whole_directories() {
     };
     let pruned = {
         let mut r = engine
-            .sql("SELECT sum(length(plate_id)) FROM violations WHERE year = 2024 AND month = 7")
+            .sql("SELECT CAST(sum(length(plate_id)) AS BIGINT) FROM violations WHERE year = 2024 AND month = 7")
             .await
             .unwrap();
         let b = r.collect().await.unwrap();
@@ -102,7 +102,7 @@ async fn partition_pruning_skips_whole_directories() {
 
     // A range on an integer partition column prunes too (it is not compared as a string).
     let mut r = engine
-        .sql("SELECT sum(length(plate_id)) FROM violations WHERE month >= 11")
+        .sql("SELECT CAST(sum(length(plate_id)) AS BIGINT) FROM violations WHERE month >= 11")
         .await
         .unwrap();
     r.collect().await.unwrap();
@@ -113,7 +113,7 @@ async fn partition_pruning_skips_whole_directories() {
 async fn row_group_statistics_prune_within_files() {
     let engine = engine().await;
     let mut full = engine
-        .sql("SELECT sum(length(plate_id)) FROM violations WHERE year = 2023 AND month = 1")
+        .sql("SELECT CAST(sum(length(plate_id)) AS BIGINT) FROM violations WHERE year = 2023 AND month = 1")
         .await
         .unwrap();
     full.collect().await.unwrap();
@@ -697,4 +697,62 @@ async fn joins_broadcast_a_side_of_up_to_millions_of_rows() {
         stock.register(t, DatasetSpec::new(file(t))).await.unwrap();
     }
     assert!(plan(stock).await.contains("mode=Partitioned"));
+}
+
+/// A function that panics, standing in for a bug in an operator or a reader.
+fn register_panicking_function(engine: &Engine) {
+    use strata::datafusion::arrow::datatypes::DataType;
+    use strata::datafusion::logical_expr::{ColumnarValue, Volatility, create_udf};
+    let boom = create_udf(
+        "boom",
+        vec![DataType::Int64],
+        DataType::Int64,
+        Volatility::Immutable,
+        Arc::new(|_args: &[ColumnarValue]| panic!("boom went off")),
+    );
+    engine.session().register_udf(boom);
+}
+
+#[tokio::test]
+async fn a_panic_in_a_query_is_its_error_and_the_engine_goes_on() {
+    let engine = engine().await;
+    register_panicking_function(&engine);
+    // While planning (constant folding calls the function) and while running, in the
+    // partitions' own tasks.
+    for sql in [
+        "SELECT boom(1)",
+        "SELECT sum(boom(violation_code)) FROM violations",
+    ] {
+        let outcome = match engine.sql(sql).await {
+            Ok(mut result) => result.collect().await.map(|_| ()),
+            Err(e) => Err(e),
+        };
+        let err = outcome.expect_err(sql).to_string();
+        assert!(
+            err.contains("internal error (boom went off)"),
+            "{sql}: {err}"
+        );
+        assert_eq!(
+            count(&engine, "SELECT count(*) FROM violations").await,
+            7123
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_corrupt_parquet_footer_is_an_error_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("trunc.parquet");
+    std::fs::write(&path, b"PAR1\0\0\0garbage-not-a-footerPAR1").unwrap();
+    let engine = engine().await;
+    let sql = format!("SELECT * FROM '{}'", path.display());
+    let err = engine.sql(&sql).await.expect_err("corrupt footer");
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "{}: corrupt Parquet footer: it gives a metadata length of 1919251567 bytes, but the file has 31",
+            path.display()
+        )
+    );
+    assert_eq!(count(&engine, "SELECT count(*) FROM people").await, 80);
 }

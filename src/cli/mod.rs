@@ -152,6 +152,7 @@ fn parse_size(text: &str) -> Result<usize, CliError> {
 /// Entry point of the binary.
 pub fn main() -> Result<ExitCode, CliError> {
     let args = Args::parse();
+    quiet_panics();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .worker_threads(
@@ -163,6 +164,15 @@ pub fn main() -> Result<ExitCode, CliError> {
         .build()
         .map_err(|e| CliError::Usage(format!("cannot start the runtime: {e}")))?;
     runtime.block_on(run(args))
+}
+
+/// Panics inside a query become that query's one-line error (the library catches them), so
+/// the default report with its backtrace is printed only when `STRATA_BACKTRACE` is set.
+/// A panic nothing catches is reported by `main` as an internal error.
+fn quiet_panics() {
+    if std::env::var_os("STRATA_BACKTRACE").is_none() {
+        std::panic::set_hook(Box::new(|_| {}));
+    }
 }
 
 /// The catalog file: `--catalog`, else `./strata.toml` when present.

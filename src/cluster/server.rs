@@ -53,8 +53,18 @@ fn session_builder(stores: Arc<dyn ObjectStoreRegistry>) -> SessionBuilder {
             .with_runtime_env(runtime)
             .with_optimizer_rules(ballista_core::optimizer::ballista_default_optimizer_rules())
             .with_physical_optimizer_rules(rules)
-            .with_scalar_functions(ballista_scalar_functions())
-            .with_aggregate_functions(ballista_aggregate_functions())
+            .with_scalar_functions(
+                ballista_scalar_functions()
+                    .into_iter()
+                    .chain(crate::arithmetic::functions())
+                    .collect(),
+            )
+            .with_aggregate_functions(
+                ballista_aggregate_functions()
+                    .into_iter()
+                    .chain([crate::arithmetic::wide_sum()])
+                    .collect(),
+            )
             .with_window_functions(ballista_window_functions())
             .build())
     })
@@ -169,9 +179,16 @@ fn runtime_producer(stores: Arc<dyn ObjectStoreRegistry>, work_dir: String) -> R
     })
 }
 
-/// Every function a plan can name: DataFusion's, nested ones included.
+/// Every function a plan can name: DataFusion's, nested ones included, and Strata's.
 fn functions() -> BallistaFunctionRegistry {
-    BallistaFunctionRegistry::from(&SessionStateBuilder::new().with_default_features().build())
+    use datafusion::execution::FunctionRegistry;
+    let mut state = SessionStateBuilder::new().with_default_features().build();
+    for udf in crate::arithmetic::functions() {
+        // Registering a new name replaces nothing.
+        let _ = state.register_udf(udf);
+    }
+    let _ = state.register_udaf(crate::arithmetic::wide_sum());
+    BallistaFunctionRegistry::from(&state)
 }
 
 fn codec() -> BallistaCodec<LogicalPlanNode, PhysicalPlanNode> {

@@ -23,7 +23,7 @@ use datafusion::datasource::file_format::json::JsonFormat;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig};
 use datafusion::error::DataFusionError;
-use futures::TryStreamExt;
+use futures::{FutureExt, TryStreamExt};
 use object_store::ObjectMeta;
 
 pub use location::{Location, looks_like_location};
@@ -212,6 +212,29 @@ pub struct DataFile {
 impl Dataset {
     /// Resolve `spec`: parse locations, list files, infer format, partitions and schema.
     pub async fn resolve(spec: DatasetSpec, state: &dyn Session) -> Result<Dataset, DatasetError> {
+        use futures::FutureExt;
+        let location = spec.display();
+        // A reader that panics on a malformed file (a truncated Parquet footer) fails this
+        // dataset, not the process.
+        std::panic::AssertUnwindSafe(Self::resolve_files(spec, state))
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|panic| {
+                Err(DatasetError::Read {
+                    location,
+                    file: None,
+                    message: format!(
+                        "cannot be read: {}",
+                        crate::error::panic_message(panic.as_ref())
+                    ),
+                })
+            })
+    }
+
+    async fn resolve_files(
+        spec: DatasetSpec,
+        state: &dyn Session,
+    ) -> Result<Dataset, DatasetError> {
         if spec.locations.is_empty() {
             return Err(DatasetError::InvalidLocation {
                 location: String::new(),
@@ -297,10 +320,28 @@ impl Dataset {
                     message,
                 })?
         } else {
-            file_format
-                .infer_schema(state, &store, &objects)
-                .await
-                .map_err(|e| DatasetError::read(&spec.display(), e))?
+            let inferred =
+                std::panic::AssertUnwindSafe(file_format.infer_schema(state, &store, &objects))
+                    .catch_unwind()
+                    .await;
+            match inferred {
+                Ok(schema) => schema.map_err(|e| DatasetError::read(&spec.display(), e))?,
+                Err(panic) => {
+                    let message = crate::error::panic_message(panic.as_ref());
+                    let bad = match format {
+                        Format::Parquet => {
+                            let base = listed[0].0.url.object_store();
+                            malformed_parquet(&store, base.as_str(), &objects).await
+                        }
+                        _ => None,
+                    };
+                    return Err(DatasetError::Read {
+                        location: spec.display(),
+                        file: bad.as_ref().map(|(file, _)| file.clone()),
+                        message: bad.map_or(message, |(_, why)| why),
+                    });
+                }
+            }
         };
         check_partition_clash(&schema, &partitions, &spec)?;
 
@@ -389,6 +430,45 @@ impl Dataset {
 
 /// The schema of Arrow IPC files in an object store, read from their footers. (DataFusion's
 /// inference reads the start of the object as a stream and fails on files from other stores.)
+/// The first of `objects` whose Parquet footer is malformed, and what is wrong with it: the
+/// reader panics on some of these instead of failing, so they are looked for after a panic.
+async fn malformed_parquet(
+    store: &Arc<dyn object_store::ObjectStore>,
+    base: &str,
+    objects: &[ObjectMeta],
+) -> Option<(String, String)> {
+    use object_store::ObjectStoreExt;
+    for meta in objects {
+        let name = match base.strip_prefix("file://") {
+            Some(_) => format!("/{}", meta.location),
+            None => format!("{base}{}", meta.location),
+        };
+        let size = meta.size;
+        if size < 12 {
+            return Some((
+                name,
+                format!("not a Parquet file: {size} bytes is too small"),
+            ));
+        }
+        let Ok(tail) = store.get_range(&meta.location, size - 8..size).await else {
+            continue;
+        };
+        if &tail[4..] != b"PAR1" {
+            return Some((name, "not a Parquet file: no PAR1 footer".into()));
+        }
+        let length = u32::from_le_bytes([tail[0], tail[1], tail[2], tail[3]]) as u64;
+        if length + 12 > size {
+            return Some((
+                name,
+                format!(
+                    "corrupt Parquet footer: it gives a metadata length of {length} bytes, but the file has {size}"
+                ),
+            ));
+        }
+    }
+    None
+}
+
 async fn arrow_file_schema(
     store: &Arc<dyn object_store::ObjectStore>,
     objects: &[ObjectMeta],

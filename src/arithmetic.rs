@@ -1,0 +1,409 @@
+//! Arithmetic with PostgreSQL's answers where DataFusion's defaults differ: integer `+`, `-`,
+//! `*` and negation fail on overflow instead of wrapping around (an analyzer rule), and `sum`
+//! of integers is computed exactly in a wider type instead of wrapping (Strata's `sum`).
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, ArrayRef};
+use datafusion::arrow::compute::kernels::numeric;
+use datafusion::arrow::datatypes::{DataType, Field, FieldRef};
+use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::common::{DFSchema, Result, ScalarValue, exec_err, internal_err, plan_err};
+use datafusion::config::ConfigOptions;
+use datafusion::functions_aggregate::sum::Sum;
+use datafusion::logical_expr::expr_rewriter::NamePreserver;
+use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
+use datafusion::logical_expr::utils::AggregateOrderSensitivity;
+use datafusion::logical_expr::utils::merge_schema;
+use datafusion::logical_expr::{
+    Accumulator, AggregateUDF, AggregateUDFImpl, Documentation, GroupsAccumulator, ReversedUDAF,
+    SetMonotonicity,
+};
+use datafusion::logical_expr::{
+    BinaryExpr, ColumnarValue, Expr, ExprSchemable, LogicalPlan, Operator, ReturnFieldArgs,
+    ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
+};
+use datafusion::optimizer::AnalyzerRule;
+
+/// Rewrites integer arithmetic and float division into [`CheckedArithmetic`] calls; runs after DataFusion's type
+/// coercion, keeping every output name.
+#[derive(Debug, Default)]
+pub struct PostgresArithmetic;
+
+impl AnalyzerRule for PostgresArithmetic {
+    fn name(&self) -> &str {
+        "strata_postgres_arithmetic"
+    }
+
+    fn analyze(&self, plan: LogicalPlan, _config: &ConfigOptions) -> Result<LogicalPlan> {
+        plan.transform_up_with_subqueries(rewrite_node)
+            .map(|t| t.data)
+    }
+}
+
+fn rewrite_node(plan: LogicalPlan) -> Result<Transformed<LogicalPlan>> {
+    if matches!(plan, LogicalPlan::TableScan(_)) {
+        return Ok(Transformed::no(plan));
+    }
+    let schema = merge_schema(&plan.inputs());
+    let names = NamePreserver::new(&plan);
+    let rewritten = plan.map_expressions(|expr| {
+        let name = names.save(&expr);
+        expr.transform_up(|e| rewrite_expr(e, &schema))
+            .map(|t| t.update_data(|e| name.restore(e)))
+    })?;
+    if rewritten.transformed {
+        rewritten.map_data(|p| p.recompute_schema())
+    } else {
+        Ok(rewritten)
+    }
+}
+
+fn rewrite_expr(expr: Expr, schema: &DFSchema) -> Result<Transformed<Expr>> {
+    let type_of = |e: &Expr| e.get_type(schema).ok();
+    match expr {
+        Expr::BinaryExpr(BinaryExpr { left, op, right })
+            if matches!(op, Operator::Plus | Operator::Minus | Operator::Multiply)
+                && type_of(&left).is_some_and(|t| t.is_integer())
+                && type_of(&left) == type_of(&right) =>
+        {
+            let udf = checked(Checked::from_operator(op));
+            Ok(Transformed::yes(udf.call(vec![*left, *right])))
+        }
+        // Integer and decimal division by zero already fail; floats would give inf or NaN.
+        Expr::BinaryExpr(BinaryExpr { left, op, right })
+            if matches!(op, Operator::Divide | Operator::Modulo)
+                && type_of(&left).is_some_and(|t| t.is_floating())
+                && type_of(&left) == type_of(&right) =>
+        {
+            let udf = checked(Checked::from_operator(op));
+            Ok(Transformed::yes(udf.call(vec![*left, *right])))
+        }
+        Expr::Negative(inner) if type_of(&inner).is_some_and(|t| t.is_signed_integer()) => Ok(
+            Transformed::yes(checked(Checked::Negate).call(vec![*inner])),
+        ),
+        other => Ok(Transformed::no(other)),
+    }
+}
+
+/// The arithmetic [`CheckedArithmetic`] performs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Checked {
+    /// `a + b`
+    Add,
+    /// `a - b`
+    Subtract,
+    /// `a * b`
+    Multiply,
+    /// `-a`
+    Negate,
+    /// `a / b` of floats, failing when `b` is zero.
+    Divide,
+    /// `a % b` of floats, failing when `b` is zero.
+    Modulo,
+}
+
+impl Checked {
+    fn from_operator(op: Operator) -> Checked {
+        match op {
+            Operator::Minus => Checked::Subtract,
+            Operator::Multiply => Checked::Multiply,
+            Operator::Divide => Checked::Divide,
+            Operator::Modulo => Checked::Modulo,
+            _ => Checked::Add,
+        }
+    }
+
+    fn operator(self) -> Option<Operator> {
+        match self {
+            Checked::Add => Some(Operator::Plus),
+            Checked::Subtract => Some(Operator::Minus),
+            Checked::Multiply => Some(Operator::Multiply),
+            Checked::Divide => Some(Operator::Divide),
+            Checked::Modulo => Some(Operator::Modulo),
+            Checked::Negate => None,
+        }
+    }
+}
+
+/// The scalar function for one kind of checked arithmetic.
+pub fn checked(kind: Checked) -> Arc<ScalarUDF> {
+    Arc::new(ScalarUDF::new_from_impl(CheckedArithmetic::new(kind)))
+}
+
+/// Every function this module's rewrites call, for sessions that decode plans.
+pub fn functions() -> Vec<Arc<ScalarUDF>> {
+    [
+        Checked::Add,
+        Checked::Subtract,
+        Checked::Multiply,
+        Checked::Negate,
+        Checked::Divide,
+        Checked::Modulo,
+    ]
+    .into_iter()
+    .map(checked)
+    .collect()
+}
+
+/// Integer arithmetic that fails ("BIGINT out of range") instead of wrapping around, and float
+/// division that fails on a zero divisor instead of giving infinity or NaN.
+/// Its output column is named as the operator it replaces (`a + b`), so rewriting a query
+/// does not rename its columns.
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct CheckedArithmetic {
+    kind: Checked,
+    name: &'static str,
+    signature: Signature,
+}
+
+impl CheckedArithmetic {
+    fn new(kind: Checked) -> Self {
+        let (name, arity) = match kind {
+            Checked::Add => ("checked_add", 2),
+            Checked::Subtract => ("checked_subtract", 2),
+            Checked::Multiply => ("checked_multiply", 2),
+            Checked::Negate => ("checked_negate", 1),
+            Checked::Divide => ("checked_divide", 2),
+            Checked::Modulo => ("checked_modulo", 2),
+        };
+        CheckedArithmetic {
+            kind,
+            name,
+            signature: Signature::any(arity, Volatility::Immutable),
+        }
+    }
+
+    /// The expression this call stands for.
+    fn original(&self, args: &[Expr]) -> Option<Expr> {
+        match (self.kind.operator(), args) {
+            (Some(op), [l, r]) => Some(Expr::BinaryExpr(BinaryExpr::new(
+                Box::new(l.clone()),
+                op,
+                Box::new(r.clone()),
+            ))),
+            (None, [a]) => Some(Expr::Negative(Box::new(a.clone()))),
+            _ => None,
+        }
+    }
+}
+
+impl ScalarUDFImpl for CheckedArithmetic {
+    fn name(&self) -> &str {
+        self.name
+    }
+
+    fn schema_name(&self, args: &[Expr]) -> Result<String> {
+        match self.original(args) {
+            Some(e) => Ok(e.schema_name().to_string()),
+            None => internal_err!("{} takes {} arguments", self.name, args.len()),
+        }
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, arg_types: &[DataType]) -> Result<DataType> {
+        match arg_types.first() {
+            Some(t) => Ok(t.clone()),
+            None => internal_err!("{} takes arguments", self.name),
+        }
+    }
+
+    fn return_field_from_args(&self, args: ReturnFieldArgs) -> Result<FieldRef> {
+        let Some(first) = args.arg_fields.first() else {
+            return internal_err!("{} takes arguments", self.name);
+        };
+        let nullable = args.arg_fields.iter().any(|f| f.is_nullable());
+        Ok(Arc::new(Field::new(
+            self.name,
+            first.data_type().clone(),
+            nullable,
+        )))
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let all_scalar = args
+            .args
+            .iter()
+            .all(|a| matches!(a, ColumnarValue::Scalar(_)));
+        let result = match (self.kind, args.args.as_slice()) {
+            (Checked::Negate, [a]) => {
+                let a = a.to_array(args.number_rows)?;
+                numeric::neg(a.as_ref())
+            }
+            (kind, [l, r]) => {
+                if matches!(kind, Checked::Divide | Checked::Modulo) && has_zero(r)? {
+                    return exec_err!("division by zero");
+                }
+                let l = datum(l)?;
+                let r = datum(r)?;
+                let f = match kind {
+                    Checked::Add => numeric::add,
+                    Checked::Subtract => numeric::sub,
+                    Checked::Divide => numeric::div,
+                    Checked::Modulo => numeric::rem,
+                    _ => numeric::mul,
+                };
+                f(l.as_ref(), r.as_ref())
+            }
+            _ => return internal_err!("{}: wrong number of arguments", self.name),
+        };
+        let array = match result {
+            Ok(a) => a,
+            Err(e) => return out_of_range(&args.return_field, &e.to_string()),
+        };
+        if all_scalar && array.len() == 1 {
+            Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(
+                &array, 0,
+            )?))
+        } else {
+            Ok(ColumnarValue::Array(array))
+        }
+    }
+}
+
+/// Whether a float divisor holds a zero (NULLs aside).
+fn has_zero(v: &ColumnarValue) -> Result<bool> {
+    use datafusion::arrow::compute::kernels::cmp::eq;
+    let zero = ScalarValue::new_zero(&v.data_type())?.to_scalar()?;
+    let divisor = datum(v)?;
+    let equal = eq(divisor.as_ref(), &zero)?;
+    Ok(equal.true_count() > 0)
+}
+
+fn datum(v: &ColumnarValue) -> Result<Box<dyn datafusion::arrow::array::Datum>> {
+    Ok(match v {
+        ColumnarValue::Array(a) => Box::new(a.clone() as ArrayRef),
+        ColumnarValue::Scalar(s) => Box::new(s.to_scalar()?),
+    })
+}
+
+fn out_of_range(field: &Field, arrow_message: &str) -> Result<ColumnarValue> {
+    let detail = arrow_message
+        .rsplit_once("Overflow happened on: ")
+        .map(|(_, d)| d.trim())
+        .unwrap_or(arrow_message);
+    // Arrow writes a negation as `- -9223372036854775808`.
+    let detail = match detail.strip_prefix("- ") {
+        Some(operand) => format!("-({operand})"),
+        None => detail.to_string(),
+    };
+    let type_name = match field.data_type() {
+        DataType::Int8 => "TINYINT",
+        DataType::Int16 => "SMALLINT",
+        DataType::Int32 => "INTEGER",
+        DataType::Int64 => "BIGINT",
+        DataType::UInt8 => "TINYINT UNSIGNED",
+        DataType::UInt16 => "SMALLINT UNSIGNED",
+        DataType::UInt32 => "INTEGER UNSIGNED",
+        _ => "BIGINT UNSIGNED",
+    };
+    exec_err!("{type_name} out of range: {detail}")
+}
+
+/// The type `sum` of integers is computed and returned in (DuckDB: `HUGEINT`, PostgreSQL:
+/// `numeric` for BIGINT): exact where a BIGINT sum would wrap around.
+pub const WIDE_SUM: DataType = DataType::Decimal128(38, 0);
+
+/// `sum` as DuckDB types it: integers of every width sum to [`WIDE_SUM`], other types as in
+/// DataFusion's `sum` (which does the summing).
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct WideSum {
+    inner: Sum,
+    signature: Signature,
+}
+
+impl Default for WideSum {
+    fn default() -> Self {
+        WideSum {
+            inner: Sum::new(),
+            signature: Signature::user_defined(Volatility::Immutable),
+        }
+    }
+}
+
+/// Strata's `sum`, which replaces DataFusion's in every session.
+pub fn wide_sum() -> Arc<AggregateUDF> {
+    Arc::new(AggregateUDF::new_from_impl(WideSum::default()))
+}
+
+fn sum_input(t: &DataType) -> Result<DataType> {
+    Ok(match t {
+        // Every integer type, so that coercing twice gives what coercing once gives.
+        t if t.is_integer() => WIDE_SUM,
+        DataType::Null => DataType::Int64,
+        DataType::Float16 | DataType::Float32 | DataType::Float64 => DataType::Float64,
+        DataType::Decimal32(..)
+        | DataType::Decimal64(..)
+        | DataType::Decimal128(..)
+        | DataType::Decimal256(..)
+        | DataType::Duration(_)
+        | DataType::Interval(_) => t.clone(),
+        DataType::Dictionary(_, values) => sum_input(values)?,
+        other => {
+            return plan_err!("sum() of {other} values is not supported; cast them to a number");
+        }
+    })
+}
+
+impl AggregateUDFImpl for WideSum {
+    fn name(&self) -> &str {
+        "sum"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn coerce_types(&self, arg_types: &[DataType]) -> Result<Vec<DataType>> {
+        match arg_types {
+            [one] => Ok(vec![sum_input(one)?]),
+            _ => plan_err!("sum() takes one argument, not {}", arg_types.len()),
+        }
+    }
+
+    fn return_type(&self, arg_types: &[DataType]) -> Result<DataType> {
+        self.inner.return_type(arg_types)
+    }
+
+    fn accumulator(&self, args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
+        self.inner.accumulator(args)
+    }
+
+    fn state_fields(&self, args: StateFieldsArgs) -> Result<Vec<FieldRef>> {
+        self.inner.state_fields(args)
+    }
+
+    fn groups_accumulator_supported(&self, args: AccumulatorArgs) -> bool {
+        self.inner.groups_accumulator_supported(args)
+    }
+
+    fn create_groups_accumulator(
+        &self,
+        args: AccumulatorArgs,
+    ) -> Result<Box<dyn GroupsAccumulator>> {
+        self.inner.create_groups_accumulator(args)
+    }
+
+    fn create_sliding_accumulator(&self, args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
+        self.inner.create_sliding_accumulator(args)
+    }
+
+    fn reverse_expr(&self) -> ReversedUDAF {
+        self.inner.reverse_expr()
+    }
+
+    fn order_sensitivity(&self) -> AggregateOrderSensitivity {
+        self.inner.order_sensitivity()
+    }
+
+    fn documentation(&self) -> Option<&Documentation> {
+        self.inner.documentation()
+    }
+
+    fn set_monotonicity(&self, data_type: &DataType) -> SetMonotonicity {
+        self.inner.set_monotonicity(data_type)
+    }
+}
