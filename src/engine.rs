@@ -236,13 +236,18 @@ impl EngineBuilder {
             .with_runtime_env(runtime)
             .with_default_features()
             .with_analyzer_rule(Arc::new(crate::arithmetic::PostgresArithmetic))
+            .with_analyzer_rule(Arc::new(crate::subquery::DecorrelateSubqueries))
+            .with_optimizer_rules(crate::subquery::optimizer_rules())
             .with_physical_optimizer_rules(crate::optimizer::physical_rules());
         for format in ["PARQUET", "CSV", "JSON", "NDJSON", "ARROW", "AVRO", "TSV"] {
             builder = builder.with_table_factory(format.to_string(), Arc::new(DatasetTableFactory));
         }
         let state = builder.build();
         let ctx = SessionContext::new_with_state(state);
-        for udf in crate::arithmetic::functions() {
+        for udf in crate::arithmetic::functions()
+            .into_iter()
+            .chain(crate::subquery::functions())
+        {
             ctx.register_udf(udf.as_ref().clone());
         }
         ctx.register_udaf(crate::arithmetic::wide_sum().as_ref().clone());

@@ -42,6 +42,7 @@ mod schema;
 pub mod sql;
 /// Object stores built on demand from URLs and settings.
 pub mod store;
+pub mod subquery;
 
 pub use catalog::Catalog;
 pub use dataset::{DatasetOptions, DatasetSpec, Format};

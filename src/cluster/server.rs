@@ -57,6 +57,7 @@ fn session_builder(stores: Arc<dyn ObjectStoreRegistry>) -> SessionBuilder {
                 ballista_scalar_functions()
                     .into_iter()
                     .chain(crate::arithmetic::functions())
+                    .chain(crate::subquery::functions())
                     .collect(),
             )
             .with_aggregate_functions(
@@ -183,7 +184,10 @@ fn runtime_producer(stores: Arc<dyn ObjectStoreRegistry>, work_dir: String) -> R
 fn functions() -> BallistaFunctionRegistry {
     use datafusion::execution::FunctionRegistry;
     let mut state = SessionStateBuilder::new().with_default_features().build();
-    for udf in crate::arithmetic::functions() {
+    for udf in crate::arithmetic::functions()
+        .into_iter()
+        .chain(crate::subquery::functions())
+    {
         // Registering a new name replaces nothing.
         let _ = state.register_udf(udf);
     }

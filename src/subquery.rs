@@ -1,0 +1,968 @@
+//! Subqueries DataFusion's own rules leave in a plan: a correlation other than equality
+//! (`(SELECT count(*) FROM t x WHERE x.b < t.b)`), or `EXISTS`, `IN`, `ANY` and `ALL` inside
+//! a SELECT list or a CASE. Each is joined once with the outer query's distinct correlated
+//! values (its "domain", after Neumann & Kemper's unnesting of dependent joins) and
+//! aggregated per value, so it runs where DataFusion would fail to plan it.
+
+use std::ops::Not;
+use std::sync::Arc;
+
+use datafusion::arrow::array::AsArray;
+use datafusion::arrow::datatypes::{DataType, Int64Type};
+use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+use datafusion::common::{
+    Column, NullEquality, Result, ScalarValue, exec_err, not_impl_err, plan_err,
+};
+use datafusion::config::ConfigOptions;
+use datafusion::functions_aggregate::expr_fn::{any_value, bool_or, count};
+use datafusion::logical_expr::expr::{Exists, InSubquery, SetComparison, SetQuantifier};
+use datafusion::logical_expr::expr_rewriter::NamePreserver;
+use datafusion::logical_expr::{
+    Aggregate, BinaryExpr, ColumnarValue, Expr, Filter, JoinType, LogicalPlan, LogicalPlanBuilder,
+    Operator, Projection, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Subquery,
+    SubqueryAlias, Volatility, when,
+};
+use datafusion::optimizer::decorrelate_lateral_join::DecorrelateLateralJoin;
+use datafusion::optimizer::decorrelate_predicate_subquery::DecorrelatePredicateSubquery;
+use datafusion::optimizer::optimizer::ApplyOrder;
+use datafusion::optimizer::rewrite_set_comparison::RewriteSetComparison;
+use datafusion::optimizer::scalar_subquery_to_join::ScalarSubqueryToJoin;
+use datafusion::optimizer::{
+    AnalyzerRule, Optimizer, OptimizerConfig, OptimizerContext, OptimizerRule,
+};
+use datafusion::prelude::lit;
+
+/// Decorrelates a query's subqueries while its scopes are as written: DataFusion's own rules
+/// first (they turn equality correlations into joins), then [`UnnestSubqueries`] for what
+/// they leave. Later optimizer passes move filters below table aliases, where an inner `t.a`
+/// and the outer query's `t.a` can no longer be told apart.
+#[derive(Debug, Default)]
+pub struct DecorrelateSubqueries;
+
+impl AnalyzerRule for DecorrelateSubqueries {
+    fn name(&self) -> &str {
+        "strata_decorrelate_subqueries"
+    }
+
+    fn analyze(&self, plan: LogicalPlan, config: &ConfigOptions) -> Result<LogicalPlan> {
+        let has_subqueries = plan
+            .exists(|node| {
+                Ok(matches!(node, LogicalPlan::Subquery(_))
+                    || node.expressions().iter().any(has_subquery))
+            })
+            .unwrap_or(true);
+        if !has_subqueries {
+            return Ok(plan);
+        }
+        let plan = KeepSubqueryNames.analyze(plan, config)?;
+        let plan = SortBySubqueryColumns.analyze(plan, config)?;
+        let rules: Vec<Arc<dyn OptimizerRule + Send + Sync>> = vec![
+            Arc::new(RewriteSetComparison::new()),
+            // DataFusion's join for a scalar subquery that is not an aggregate would repeat
+            // an outer row for each row the subquery returns; Strata's checks for one row.
+            Arc::new(UnnestSubqueries {
+                single_rows_only: true,
+            }),
+            Arc::new(DecorrelatePredicateSubquery::new()),
+            Arc::new(ScalarSubqueryToJoin::new()),
+            Arc::new(DecorrelateLateralJoin::new()),
+            Arc::new(UnnestSubqueries::default()),
+        ];
+        let context = OptimizerContext::new_with_config_options(Arc::new(config.clone()));
+        let mut plan = plan;
+        for rule in rules {
+            // A rule that cannot rewrite a subquery leaves it to the next one. (DataFusion's
+            // optimizer would first refuse the plan: it checks that a correlated scalar
+            // subquery is an aggregate, which the last rule here does not need.)
+            let rewritten = match rule.apply_order() {
+                Some(ApplyOrder::TopDown) => plan
+                    .clone()
+                    .transform_down_with_subqueries(|p| rule.rewrite(p, &context)),
+                Some(ApplyOrder::BottomUp) => plan
+                    .clone()
+                    .transform_up_with_subqueries(|p| rule.rewrite(p, &context)),
+                None => rule.rewrite(plan.clone(), &context),
+            };
+            if let Ok(t) = rewritten {
+                plan = t.data;
+            }
+        }
+        refuse_correlated(&plan)?;
+        Ok(plan)
+    }
+}
+
+/// A correlated subquery still in the plan cannot run: DataFusion would fail to plan it, or
+/// (when only a subquery inside it is correlated) run it once with the reference bound to
+/// the wrong table. Refused here with the columns it refers to.
+fn refuse_correlated(plan: &LogicalPlan) -> Result<()> {
+    let mut found: Option<Vec<Column>> = None;
+    plan.apply_with_subqueries(|node| {
+        for e in node.expressions() {
+            e.apply(|x| {
+                let subquery = match x {
+                    Expr::ScalarSubquery(s) => s,
+                    Expr::Exists(Exists { subquery, .. })
+                    | Expr::InSubquery(InSubquery { subquery, .. })
+                    | Expr::SetComparison(SetComparison { subquery, .. }) => subquery,
+                    _ => return Ok(TreeNodeRecursion::Continue),
+                };
+                let outer = outer_columns(&subquery.subquery);
+                if outer.is_empty() {
+                    return Ok(TreeNodeRecursion::Continue);
+                }
+                found = Some(outer);
+                Ok(TreeNodeRecursion::Stop)
+            })?;
+        }
+        Ok(if found.is_some() {
+            TreeNodeRecursion::Stop
+        } else {
+            TreeNodeRecursion::Continue
+        })
+    })?;
+    match found {
+        None => Ok(()),
+        Some(columns) => {
+            let names: Vec<String> = columns.iter().map(|c| c.flat_name()).collect();
+            not_impl_err!(
+                "this correlated subquery (referring to {} of the query around it) has a shape Strata cannot run yet: LIMIT, UNION, window or an outer join inside it, or a subquery two levels down referring to it",
+                names.join(", ")
+            )
+        }
+    }
+}
+
+/// DataFusion's logical optimizer rules without its subquery decorrelation, which
+/// [`DecorrelateSubqueries`] has done before them: run again after filters have moved below
+/// table aliases, it can bind a subquery's reference to an outer `t.a` to an inner `t.a`
+/// and answer wrongly.
+pub fn optimizer_rules() -> Vec<Arc<dyn OptimizerRule + Send + Sync>> {
+    const DONE: [&str; 4] = [
+        "rewrite_set_comparison",
+        "decorrelate_predicate_subquery",
+        "scalar_subquery_to_join",
+        "decorrelate_lateral_join",
+    ];
+    Optimizer::new()
+        .rules
+        .into_iter()
+        .filter(|r| !DONE.contains(&r.name()))
+        .collect()
+}
+
+/// Aliases each SELECT-list item that holds a subquery with its own name, so DataFusion's
+/// rewrite of `x > ALL (...)` into a CASE keeps the column's name (without it the plan is
+/// rejected as having changed its schema).
+#[derive(Debug, Default)]
+struct KeepSubqueryNames;
+
+impl AnalyzerRule for KeepSubqueryNames {
+    fn name(&self) -> &str {
+        "strata_keep_subquery_names"
+    }
+
+    fn analyze(&self, plan: LogicalPlan, _config: &ConfigOptions) -> Result<LogicalPlan> {
+        plan.transform_up_with_subqueries(|node| {
+            let LogicalPlan::Projection(p) = node else {
+                return Ok(Transformed::no(node));
+            };
+            if !p.expr.iter().any(|e| !is_alias(e) && has_subquery(e)) {
+                return Ok(Transformed::no(LogicalPlan::Projection(p)));
+            }
+            let exprs = p
+                .expr
+                .into_iter()
+                .map(|e| {
+                    if is_alias(&e) || !has_subquery(&e) {
+                        return e;
+                    }
+                    let (qualifier, name) = e.qualified_name();
+                    e.alias_qualified(qualifier, name)
+                })
+                .collect();
+            Projection::try_new(exprs, p.input)
+                .map(|p| Transformed::yes(LogicalPlan::Projection(p)))
+        })
+        .map(|t| t.data)
+    }
+}
+
+/// Moves subqueries out of ORDER BY into a column of the rows being sorted (DataFusion runs
+/// subqueries only in projections, filters and aggregates), then drops that column again.
+#[derive(Debug, Default)]
+struct SortBySubqueryColumns;
+
+impl AnalyzerRule for SortBySubqueryColumns {
+    fn name(&self) -> &str {
+        "strata_sort_by_subquery_columns"
+    }
+
+    fn analyze(&self, plan: LogicalPlan, _config: &ConfigOptions) -> Result<LogicalPlan> {
+        plan.transform_up_with_subqueries(|node| {
+            let LogicalPlan::Sort(sort) = node else {
+                return Ok(Transformed::no(node));
+            };
+            if !sort.expr.iter().any(|s| has_subquery(&s.expr)) {
+                return Ok(Transformed::no(LogicalPlan::Sort(sort)));
+            }
+            let columns: Vec<Expr> = sort
+                .input
+                .schema()
+                .columns()
+                .into_iter()
+                .map(Expr::Column)
+                .collect();
+            // Below the SELECT list's projection when there is one: the subquery may refer
+            // to columns the SELECT list does not show.
+            let (base, mut with_keys) = match sort.input.as_ref() {
+                LogicalPlan::Projection(p) => (p.input.as_ref().clone(), p.expr.clone()),
+                other => (other.clone(), columns.clone()),
+            };
+            let mut keys = Vec::with_capacity(sort.expr.len());
+            for (i, s) in sort.expr.into_iter().enumerate() {
+                if has_subquery(&s.expr) {
+                    let name = format!("__strata_order_{i}");
+                    with_keys.push(s.expr.clone().alias(&name));
+                    keys.push(s.with_expr(Expr::Column(Column::from_name(name))));
+                } else {
+                    keys.push(s);
+                }
+            }
+            LogicalPlanBuilder::from(base)
+                .project(with_keys)?
+                .sort_with_limit(keys, sort.fetch)?
+                .project(columns)?
+                .build()
+                .map(Transformed::yes)
+        })
+        .map(|t| t.data)
+    }
+}
+
+fn is_alias(e: &Expr) -> bool {
+    matches!(e, Expr::Alias(_))
+}
+
+fn has_subquery(e: &Expr) -> bool {
+    e.exists(|e| {
+        Ok(matches!(
+            e,
+            Expr::ScalarSubquery(_)
+                | Expr::Exists(_)
+                | Expr::InSubquery(_)
+                | Expr::SetComparison(_)
+        ))
+    })
+    .unwrap_or(false)
+}
+
+/// Rewrites the subquery expressions left in `Projection` and `Filter` nodes into joins with
+/// their domain. Runs after DataFusion's decorrelation rules (see [`DecorrelateSubqueries`]),
+/// so what they turn into plain joins (TPC-H's correlated subqueries) stays as they made it.
+#[derive(Debug, Default)]
+pub struct UnnestSubqueries {
+    /// Only the scalar subqueries that are not aggregates (of which each outer row may match
+    /// at most one row).
+    pub single_rows_only: bool,
+}
+
+impl OptimizerRule for UnnestSubqueries {
+    fn name(&self) -> &str {
+        "strata_unnest_subqueries"
+    }
+
+    fn apply_order(&self) -> Option<ApplyOrder> {
+        None
+    }
+
+    fn supports_rewrite(&self) -> bool {
+        true
+    }
+
+    fn rewrite(
+        &self,
+        plan: LogicalPlan,
+        config: &dyn OptimizerConfig,
+    ) -> Result<Transformed<LogicalPlan>> {
+        let only = self.single_rows_only;
+        plan.transform_up_with_subqueries(|node| unnest_node(node, only, config))
+    }
+}
+
+/// What a subquery expression asks of its rows.
+enum Ask {
+    /// `(SELECT agg ... )`: the value of a scalar aggregate.
+    Scalar,
+    /// `[NOT] EXISTS (...)`
+    Exists { negated: bool },
+    /// `x op ANY (...)` (`x IN (...)` is `x = ANY (...)`), negated for `NOT IN`.
+    Any {
+        left: Expr,
+        op: Operator,
+        negated: bool,
+    },
+    /// `x op ALL (...)`
+    All { left: Expr, op: Operator },
+}
+
+fn unnest_node(
+    node: LogicalPlan,
+    single_rows_only: bool,
+    config: &dyn OptimizerConfig,
+) -> Result<Transformed<LogicalPlan>> {
+    if !matches!(node, LogicalPlan::Projection(_) | LogicalPlan::Filter(_)) {
+        return Ok(Transformed::no(node));
+    }
+    let mut node = node;
+    let mut changed = false;
+    // One subquery at a time: each rewrite gives the node a new input.
+    while let Some(next) = unnest_one(&node, single_rows_only, config)? {
+        node = next;
+        changed = true;
+    }
+    Ok(if changed {
+        Transformed::yes(node)
+    } else {
+        Transformed::no(node)
+    })
+}
+
+/// The first subquery expression of `node` that can be unnested, unnested.
+fn unnest_one(
+    node: &LogicalPlan,
+    single_rows_only: bool,
+    config: &dyn OptimizerConfig,
+) -> Result<Option<LogicalPlan>> {
+    let input = node.inputs()[0].clone();
+    let mut candidates = Vec::new();
+    for e in node.expressions() {
+        e.apply(|x| {
+            if let Some(c) = as_candidate(x, &input)
+                && (!single_rows_only || is_single_row(&c))
+            {
+                candidates.push((x.clone(), c));
+                // Its own subqueries are part of it.
+                return Ok(TreeNodeRecursion::Jump);
+            }
+            Ok(TreeNodeRecursion::Continue)
+        })?;
+    }
+    // The first one whose shape this rule handles.
+    let mut found = None;
+    for (expr, (subquery, ask)) in candidates {
+        if let Some(done) = join_with_domain(&input, &subquery, &ask, config)? {
+            found = Some((expr, done));
+            break;
+        }
+    }
+    let Some((expr, (joined, value))) = found else {
+        return Ok(None);
+    };
+    let replace = |e: Expr| {
+        e.transform_down(|x| {
+            Ok(if x == expr {
+                Transformed::new(value.clone(), true, TreeNodeRecursion::Jump)
+            } else {
+                Transformed::no(x)
+            })
+        })
+        .map(|t| t.data)
+    };
+    let original_columns: Vec<Expr> = input
+        .schema()
+        .columns()
+        .into_iter()
+        .map(Expr::Column)
+        .collect();
+    let rebuilt = match node {
+        LogicalPlan::Projection(p) => {
+            let names = NamePreserver::new(node);
+            let exprs = p
+                .expr
+                .iter()
+                .map(|e| {
+                    let name = names.save(e);
+                    replace(e.clone()).map(|x| name.restore(x))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            LogicalPlan::Projection(Projection::try_new(exprs, Arc::new(joined))?)
+        }
+        LogicalPlan::Filter(f) => {
+            let predicate = replace(f.predicate.clone())?;
+            let filtered = LogicalPlan::Filter(Filter::try_new(predicate, Arc::new(joined))?);
+            // The filter's parents see the columns they saw before.
+            LogicalPlanBuilder::from(filtered)
+                .project(original_columns)?
+                .build()?
+        }
+        _ => return Ok(None),
+    };
+    Ok(Some(rebuilt))
+}
+
+/// A subquery expression this rule rewrites, if `e` is one. Whatever DataFusion's rules left
+/// is one they could not turn into a join; only an uncorrelated scalar subquery is left for
+/// DataFusion to run itself.
+fn as_candidate(e: &Expr, input: &LogicalPlan) -> Option<(Subquery, Ask)> {
+    let (subquery, ask) = match e {
+        Expr::ScalarSubquery(s) if !s.outer_ref_columns.is_empty() => (s.clone(), Ask::Scalar),
+        Expr::Exists(Exists { subquery, negated }) => {
+            (subquery.clone(), Ask::Exists { negated: *negated })
+        }
+        Expr::InSubquery(InSubquery {
+            expr,
+            subquery,
+            negated,
+        }) => (
+            subquery.clone(),
+            Ask::Any {
+                left: (**expr).clone(),
+                op: Operator::Eq,
+                negated: *negated,
+            },
+        ),
+        Expr::SetComparison(SetComparison {
+            expr,
+            subquery,
+            op,
+            quantifier,
+        }) => {
+            let left = (**expr).clone();
+            let ask = match quantifier {
+                SetQuantifier::All => Ask::All { left, op: *op },
+                _ => Ask::Any {
+                    left,
+                    op: *op,
+                    negated: false,
+                },
+            };
+            (subquery.clone(), ask)
+        }
+        _ => return None,
+    };
+    // Every outer reference must be to this node's input (not to a query further out).
+    let outer = outer_columns(&subquery.subquery);
+    outer
+        .iter()
+        .all(|c| input.schema().has_column(c))
+        .then_some((subquery, ask))
+}
+
+/// A scalar subquery that is not an aggregate.
+fn is_single_row((subquery, ask): &(Subquery, Ask)) -> bool {
+    matches!(ask, Ask::Scalar)
+        && !matches!(
+            split_scalar(&subquery.subquery),
+            Some((_, LogicalPlan::Aggregate(a))) if a.group_expr.is_empty()
+        )
+}
+
+fn split_conjunction(e: &Expr) -> Vec<&Expr> {
+    match e {
+        Expr::BinaryExpr(BinaryExpr {
+            left,
+            op: Operator::And,
+            right,
+        }) => {
+            let mut v = split_conjunction(left);
+            v.extend(split_conjunction(right));
+            v
+        }
+        Expr::Alias(a) => split_conjunction(&a.expr),
+        other => vec![other],
+    }
+}
+
+/// The outer columns a plan refers to, anywhere in it (its own subqueries included).
+fn outer_columns(plan: &LogicalPlan) -> Vec<Column> {
+    let mut out: Vec<Column> = Vec::new();
+    let _ = plan.apply_with_subqueries(|node| {
+        for e in node.expressions() {
+            let _ = e.apply(|x| {
+                if let Expr::OuterReferenceColumn(_, c) = x
+                    && !out.contains(c)
+                {
+                    out.push(c.clone());
+                }
+                Ok(TreeNodeRecursion::Continue)
+            });
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    out
+}
+
+fn has_outer(e: &Expr) -> bool {
+    e.exists(|x| Ok(matches!(x, Expr::OuterReferenceColumn(..))))
+        .unwrap_or(true)
+}
+
+fn plan_has_outer(plan: &LogicalPlan) -> bool {
+    !outer_columns(plan).is_empty()
+}
+
+/// `input` left-joined with the subquery's answer per domain value, and the expression that
+/// stands for the subquery expression over that join. `None` when the subquery's shape is
+/// not one this rule handles (it is then left as it was).
+fn join_with_domain(
+    input: &LogicalPlan,
+    subquery: &Subquery,
+    ask: &Ask,
+    config: &dyn OptimizerConfig,
+) -> Result<Option<(LogicalPlan, Expr)>> {
+    let names = config.alias_generator();
+    let domain_name = names.next("__strata_domain");
+    let answer_name = names.next("__strata_sq");
+
+    // The domain: the distinct values of the outer columns (and of `x` in `x IN ...`).
+    let mut keys: Vec<Expr> = outer_columns(&subquery.subquery)
+        .into_iter()
+        .map(Expr::Column)
+        .collect();
+    let left = match ask {
+        Ask::Any { left, .. } | Ask::All { left, .. } => {
+            if has_outer(left) || left.exists(|x| Ok(is_subquery(x))).unwrap_or(true) {
+                return Ok(None);
+            }
+            keys.push(left.clone());
+            Some(keys.len() - 1)
+        }
+        _ => None,
+    };
+    let domain_cols: Vec<String> = (0..keys.len()).map(|i| format!("__d{i}")).collect();
+    let domain = if keys.is_empty() {
+        LogicalPlanBuilder::empty(true)
+            .project(vec![lit(true).alias("__d")])?
+            .alias(domain_name.as_str())?
+            .build()?
+    } else {
+        LogicalPlanBuilder::from(input.clone())
+            .aggregate(keys.clone(), Vec::<Expr>::new())?
+            .project(
+                keys.iter()
+                    .zip(&domain_cols)
+                    .map(|(k, name)| {
+                        let (q, n) = k.qualified_name();
+                        Expr::Column(Column::new(q, n)).alias(name)
+                    })
+                    .collect::<Vec<_>>(),
+            )?
+            .alias(domain_name.as_str())?
+            .build()?
+    };
+    let domain_col =
+        |i: usize| Expr::Column(Column::new(Some(domain_name.as_str()), &domain_cols[i]));
+    let outer = outer_columns(&subquery.subquery);
+    let to_domain = |e: Expr| -> Result<Expr> {
+        e.transform_up(|x| match &x {
+            Expr::OuterReferenceColumn(_, c) => {
+                let i = outer.iter().position(|o| o == c).unwrap_or(0);
+                Ok(Transformed::yes(domain_col(i)))
+            }
+            _ => Ok(Transformed::no(x)),
+        })
+        .map(|t| t.data)
+    };
+
+    // The subquery's rows with its correlated predicates lifted out, plus a marker column
+    // that is NULL on the rows the left join adds for a domain value with no match.
+    // A scalar subquery is a scalar aggregate (with its HAVING and SELECT list above it), or
+    // rows of which at most one may match each outer row.
+    let scalar_aggregate = match ask {
+        Ask::Scalar => split_scalar(&subquery.subquery),
+        _ => None,
+    };
+    let (top, aggregate, below) = match scalar_aggregate {
+        Some((top, LogicalPlan::Aggregate(a))) if a.group_expr.is_empty() => {
+            let below = a.input.as_ref().clone();
+            (top, Some(a), below)
+        }
+        _ => (Vec::new(), None, subquery.subquery.as_ref().clone()),
+    };
+    let Some((rows, predicates)) = lift_predicates(below)? else {
+        return Ok(None);
+    };
+    if plan_has_outer(&rows) {
+        return Ok(None);
+    }
+    let value_of_rows = rows.schema().columns().first().cloned();
+    let mut row_exprs: Vec<Expr> = rows
+        .schema()
+        .columns()
+        .into_iter()
+        .map(Expr::Column)
+        .collect();
+    row_exprs.push(lit(true).alias("__strata_mark"));
+    let rows = LogicalPlanBuilder::from(rows).project(row_exprs)?.build()?;
+    let mark = Expr::Column(Column::from_name("__strata_mark"));
+    let mut on = predicates
+        .into_iter()
+        .map(&to_domain)
+        .collect::<Result<Vec<_>>>()?;
+    if on.is_empty() {
+        // Uncorrelated: every row belongs to every domain value.
+        on.push(lit(true));
+    }
+    let joined = LogicalPlanBuilder::from(domain.clone())
+        .join_on(rows, JoinType::Left, on)?
+        .build()?;
+
+    let group: Vec<Expr> = (0..domain_cols.len().max(1))
+        .map(|i| {
+            if domain_cols.is_empty() {
+                Expr::Column(Column::new(Some(domain_name.as_str()), "__d"))
+            } else {
+                domain_col(i)
+            }
+        })
+        .collect();
+    // One row per domain value, with the subquery's answer in `__v`.
+    let answer = match ask {
+        Ask::Scalar if aggregate.is_none() => {
+            let Some(value) = value_of_rows else {
+                return Ok(None);
+            };
+            let rows = count(mark.clone()).alias("__n");
+            let first = any_value(Expr::Column(value)).alias("__first");
+            let single = single_row().call(vec![
+                Expr::Column(Column::from_name("__n")),
+                Expr::Column(Column::from_name("__first")),
+            ]);
+            let mut out = group.clone();
+            out.push(single.alias("__v"));
+            LogicalPlanBuilder::from(joined)
+                .aggregate(group.clone(), vec![rows, first])?
+                .project(out)?
+                .build()?
+        }
+        Ask::Scalar => {
+            let Some(agg) = aggregate else {
+                return Ok(None);
+            };
+            let aggr = agg
+                .aggr_expr
+                .iter()
+                .map(|e| count_rows_not_nulls(e, &mark))
+                .collect::<Result<Vec<_>>>()?;
+            let mut plan =
+                LogicalPlan::Aggregate(Aggregate::try_new(Arc::new(joined), group.clone(), aggr)?);
+            // The subquery's own HAVING and SELECT list, over the aggregate, in order.
+            for node in top.into_iter().rev() {
+                plan = match node {
+                    Top::Filter(predicate) => LogicalPlanBuilder::from(plan)
+                        .filter(to_domain(predicate)?)?
+                        .build()?,
+                    Top::Projection(exprs) => {
+                        let mut all = group.clone();
+                        for e in exprs {
+                            all.push(to_domain(e)?);
+                        }
+                        LogicalPlanBuilder::from(plan).project(all)?.build()?
+                    }
+                };
+            }
+            let value = plan.schema().columns()[group.len()].clone();
+            let mut out = group.clone();
+            out.push(Expr::Column(value).alias("__v"));
+            LogicalPlanBuilder::from(plan).project(out)?.build()?
+        }
+        Ask::Exists { negated } => {
+            let found = count(mark.clone()).gt(lit(0i64));
+            let v = if *negated { found.not() } else { found };
+            LogicalPlanBuilder::from(joined)
+                .aggregate(group.clone(), vec![v.alias("__v")])?
+                .build()?
+        }
+        Ask::Any { op, .. } | Ask::All { op, .. } => {
+            let (Some(i), Some(value)) = (left, value_of_rows) else {
+                return Ok(None);
+            };
+            let cmp = Expr::BinaryExpr(BinaryExpr::new(
+                Box::new(domain_col(i)),
+                *op,
+                Box::new(Expr::Column(value)),
+            ));
+            let unknown = bool_or(mark.clone().and(cmp.clone().is_null()));
+            let v = match ask {
+                Ask::All { .. } => when(bool_or(mark.clone().and(cmp.clone().not())), lit(false))
+                    .when(unknown, lit(ScalarValue::Boolean(None)))
+                    .otherwise(lit(true))?,
+                _ => {
+                    let any = when(bool_or(cmp.clone()), lit(true))
+                        .when(unknown, lit(ScalarValue::Boolean(None)))
+                        .otherwise(lit(false))?;
+                    match ask {
+                        Ask::Any { negated: true, .. } => any.not(),
+                        _ => any,
+                    }
+                }
+            };
+            LogicalPlanBuilder::from(joined)
+                .aggregate(group.clone(), vec![v.alias("__v")])?
+                .build()?
+        }
+    };
+    let answer = LogicalPlanBuilder::from(answer)
+        .alias(answer_name.as_str())?
+        .build()?;
+
+    // Each input row finds its domain value's answer (NULL keys match NULL keys).
+    join_answer(input, answer, &keys, &domain_cols, &answer_name).map(Some)
+}
+
+/// `input` left-joined with `answer` on the domain keys; a key that is an expression (`x` in
+/// `x + 1 IN (...)`) becomes a column of the input first (the node above projects its own
+/// columns, so the extra one goes no further).
+fn join_answer(
+    input: &LogicalPlan,
+    answer: LogicalPlan,
+    keys: &[Expr],
+    domain_cols: &[String],
+    answer_name: &str,
+) -> Result<(LogicalPlan, Expr)> {
+    let mut exprs: Vec<Expr> = input
+        .schema()
+        .columns()
+        .into_iter()
+        .map(Expr::Column)
+        .collect();
+    let mut left_keys = Vec::new();
+    for (i, k) in keys.iter().enumerate() {
+        match k {
+            Expr::Column(c) => left_keys.push(c.clone()),
+            other => {
+                let name = format!("{answer_name}_k{i}");
+                exprs.push(other.clone().alias(&name));
+                left_keys.push(Column::from_name(name));
+            }
+        }
+    }
+    let right_keys: Vec<Column> = domain_cols
+        .iter()
+        .map(|d| Column::new(Some(answer_name), d))
+        .collect();
+    let mut left = LogicalPlanBuilder::from(input.clone());
+    if exprs.len() > input.schema().fields().len() {
+        left = left.project(exprs)?;
+    }
+    // Without keys (an uncorrelated subquery) the one answer row goes to every input row.
+    let filter = left_keys.is_empty().then(|| lit(true));
+    let joined = left
+        .join_detailed(
+            answer,
+            JoinType::Left,
+            (left_keys, right_keys),
+            filter,
+            NullEquality::NullEqualsNull,
+        )?
+        .build()?;
+    let value = Expr::Column(Column::new(Some(answer_name), "__v"));
+    Ok((joined, value))
+}
+
+fn is_subquery(e: &Expr) -> bool {
+    matches!(
+        e,
+        Expr::ScalarSubquery(_) | Expr::Exists(_) | Expr::InSubquery(_) | Expr::SetComparison(_)
+    )
+}
+
+/// A node between a scalar subquery's root and its aggregate.
+enum Top {
+    Filter(Expr),
+    Projection(Vec<Expr>),
+}
+
+/// A scalar subquery as the nodes above its aggregate (outermost first) and the aggregate.
+fn split_scalar(plan: &LogicalPlan) -> Option<(Vec<Top>, LogicalPlan)> {
+    let mut top = Vec::new();
+    let mut node = plan;
+    loop {
+        match node {
+            LogicalPlan::Projection(p) => {
+                top.push(Top::Projection(p.expr.clone()));
+                node = p.input.as_ref();
+            }
+            LogicalPlan::Filter(f) => {
+                top.push(Top::Filter(f.predicate.clone()));
+                node = f.input.as_ref();
+            }
+            LogicalPlan::Aggregate(_) => return Some((top, node.clone())),
+            _ => return None,
+        }
+    }
+}
+
+/// `count(*)` and `count(1)` count the rows that matched (the marker), not the row a left
+/// join adds for a domain value that matched none; other aggregates ignore that row's NULLs.
+fn count_rows_not_nulls(e: &Expr, mark: &Expr) -> Result<Expr> {
+    let (qualifier, name) = e.qualified_name();
+    let fixed = e
+        .clone()
+        .transform_up(|x| match x {
+            Expr::AggregateFunction(mut f)
+                if f.func.name() == "count"
+                    && !f.params.distinct
+                    && f.params
+                        .args
+                        .iter()
+                        .all(|a| matches!(a, Expr::Literal(v, _) if !v.is_null())) =>
+            {
+                f.params.args = vec![mark.clone()];
+                Ok(Transformed::yes(Expr::AggregateFunction(f)))
+            }
+            other => Ok(Transformed::no(other)),
+        })?
+        .data;
+    Ok(match fixed {
+        Expr::Alias(_) => fixed,
+        other => other.alias_qualified(qualifier, name),
+    })
+}
+
+/// The subquery's rows without the predicates that refer to the outer query, and those
+/// predicates (over the rows' columns). `None` when an outer reference sits anywhere else.
+fn lift_predicates(plan: LogicalPlan) -> Result<Option<(LogicalPlan, Vec<Expr>)>> {
+    if !plan_has_outer(&plan) {
+        return Ok(Some((plan, Vec::new())));
+    }
+    match plan {
+        LogicalPlan::Filter(f) => {
+            let (outer, inner): (Vec<Expr>, Vec<Expr>) = split_conjunction(&f.predicate)
+                .into_iter()
+                .cloned()
+                .partition(has_outer);
+            if outer
+                .iter()
+                .any(|e| e.exists(|x| Ok(is_subquery(x))).unwrap_or(true))
+            {
+                return Ok(None);
+            }
+            let Some((input, mut lifted)) = lift_predicates(f.input.as_ref().clone())? else {
+                return Ok(None);
+            };
+            lifted.extend(outer);
+            let plan = match inner.into_iter().reduce(Expr::and) {
+                Some(p) => LogicalPlanBuilder::from(input).filter(p)?.build()?,
+                None => input,
+            };
+            Ok(Some((plan, lifted)))
+        }
+        LogicalPlan::Projection(p) => {
+            if p.expr.iter().any(has_outer) {
+                return Ok(None);
+            }
+            let Some((input, lifted)) = lift_predicates(p.input.as_ref().clone())? else {
+                return Ok(None);
+            };
+            // Keep the columns the lifted predicates need.
+            let mut exprs = p.expr.clone();
+            for e in &lifted {
+                for c in e.column_refs() {
+                    let shown = exprs.iter().any(|x| matches!(x, Expr::Column(y) if y == c));
+                    if !shown && input.schema().has_column(c) {
+                        exprs.push(Expr::Column(c.clone()));
+                    }
+                }
+            }
+            let plan = LogicalPlanBuilder::from(input).project(exprs)?.build()?;
+            Ok(Some((plan, lifted)))
+        }
+        LogicalPlan::SubqueryAlias(a) => {
+            let Some((input, lifted)) = lift_predicates(a.input.as_ref().clone())? else {
+                return Ok(None);
+            };
+            let aliased = SubqueryAlias::try_new(Arc::new(input), a.alias.clone())?;
+            // The lifted predicates now see the input's columns under the alias.
+            let inner_schema = aliased.input.schema().clone();
+            let outer_schema = aliased.schema.clone();
+            let mut renamed = Vec::new();
+            for e in lifted {
+                let r = e
+                    .transform_up(|x| match &x {
+                        Expr::Column(c) => match inner_schema.index_of_column(c) {
+                            Ok(i) => {
+                                let (q, f) = outer_schema.qualified_field(i);
+                                Ok(Transformed::yes(Expr::Column(Column::new(
+                                    q.cloned(),
+                                    f.name(),
+                                ))))
+                            }
+                            Err(_) => Ok(Transformed::no(x)),
+                        },
+                        _ => Ok(Transformed::no(x)),
+                    })?
+                    .data;
+                renamed.push(r);
+            }
+            Ok(Some((LogicalPlan::SubqueryAlias(aliased), renamed)))
+        }
+        LogicalPlan::Join(j)
+            if j.join_type == JoinType::Inner
+                && j.filter.as_ref().is_none_or(|f| !has_outer(f))
+                && j.on.iter().all(|(l, r)| !has_outer(l) && !has_outer(r)) =>
+        {
+            let Some((left, mut lifted)) = lift_predicates(j.left.as_ref().clone())? else {
+                return Ok(None);
+            };
+            let Some((right, more)) = lift_predicates(j.right.as_ref().clone())? else {
+                return Ok(None);
+            };
+            lifted.extend(more);
+            let mut join = j.clone();
+            join.left = Arc::new(left);
+            join.right = Arc::new(right);
+            let plan = LogicalPlan::Join(join).recompute_schema()?;
+            Ok(Some((plan, lifted)))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// `strata_single_row(n, v)`: `v`, or the error PostgreSQL gives when a subquery used as an
+/// expression returns `n` > 1 rows.
+pub fn single_row() -> Arc<ScalarUDF> {
+    Arc::new(ScalarUDF::new_from_impl(SingleRow {
+        signature: Signature::any(2, Volatility::Immutable),
+    }))
+}
+
+/// The functions plans made by this module call, for sessions that decode plans.
+pub fn functions() -> Vec<Arc<ScalarUDF>> {
+    vec![single_row()]
+}
+
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct SingleRow {
+    signature: Signature,
+}
+
+impl ScalarUDFImpl for SingleRow {
+    fn name(&self) -> &str {
+        "strata_single_row"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, arg_types: &[DataType]) -> Result<DataType> {
+        match arg_types {
+            [_, v] => Ok(v.clone()),
+            _ => plan_err!("strata_single_row takes a count and a value"),
+        }
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let [n, v] = args.args.as_slice() else {
+            return exec_err!("strata_single_row takes a count and a value");
+        };
+        let counts = n.to_array(args.number_rows)?;
+        let counts = counts.as_primitive::<Int64Type>();
+        if counts.iter().any(|c| c.is_some_and(|c| c > 1)) {
+            return exec_err!("more than one row returned by a subquery used as an expression");
+        }
+        Ok(v.clone())
+    }
+}
