@@ -499,11 +499,37 @@ impl Engine {
         })?;
         sql::expand_setting_alias(&mut stmt);
         sql::exponent_literals_as_double(&mut stmt);
+        let keys: Vec<String> = calls.iter().map(|(k, _)| k.clone()).collect();
+        let mut renamed = stmt.clone();
+        let mut result = self
+            .run_statement(stmt, calls.clone(), complete_commands)
+            .await;
+        // A SELECT list that repeats a name runs with names of its own, shown as written.
+        if let Err(Error::Plan { message, .. }) = &result
+            && (message.contains("unique expression names")
+                || message.contains("would be ambiguous"))
+            && let Some(names) = sql::alias_duplicate_names(&mut renamed)
+        {
+            result = self
+                .run_statement(renamed, calls, complete_commands)
+                .await
+                .map(|r| r.with_column_names(&names));
+        }
+        self.prepared.remove(&keys);
+        result.map_err(|e| self.explain_error(e))
+    }
+
+    /// Plan and run one statement; a panic while planning (in DataFusion's rules or a reader)
+    /// fails this statement only.
+    async fn run_statement(
+        &self,
+        stmt: datafusion::sql::parser::Statement,
+        calls: Vec<(String, sql::TableFunctionCall)>,
+        complete_commands: bool,
+    ) -> Result<QueryResult> {
         let mut isolated = stmt.clone();
         let fallback = sql::isolate_quantified_subqueries(&mut isolated).then_some(stmt);
-        let keys: Vec<String> = calls.iter().map(|(k, _)| k.clone()).collect();
-        // A panic while planning (in DataFusion's rules or a reader) fails this statement only.
-        let result = std::panic::AssertUnwindSafe(self.plan_and_run(
+        std::panic::AssertUnwindSafe(self.plan_and_run(
             isolated,
             fallback,
             calls,
@@ -515,9 +541,7 @@ impl Engine {
             Err(Error::Execution(crate::error::panic_message(
                 panic.as_ref(),
             )))
-        });
-        self.prepared.remove(&keys);
-        result.map_err(|e| self.explain_error(e))
+        })
     }
 
     async fn plan_and_run(
@@ -736,6 +760,8 @@ pub struct QueryResult {
     job: Option<Arc<ClusterJob>>,
     task_ctx: Option<Arc<TaskContext>>,
     stream: CancellableStream,
+    /// Batches are given `schema` (its names differ from the plan's).
+    relabel: bool,
 }
 
 impl std::fmt::Debug for QueryResult {
@@ -754,6 +780,7 @@ impl QueryResult {
             job: execution.job,
             task_ctx: Some(task_ctx),
             stream: CancellableStream::new(execution.stream),
+            relabel: false,
         }
     }
 
@@ -768,7 +795,30 @@ impl QueryResult {
             job: None,
             task_ctx: None,
             stream: CancellableStream::new(stream),
+            relabel: false,
         }
+    }
+
+    /// The result with its columns shown under other names (`(internal, shown)` pairs); the
+    /// names may repeat, as a SELECT list's may.
+    fn with_column_names(mut self, names: &[(String, String)]) -> Self {
+        let fields: Vec<_> = self
+            .schema
+            .fields()
+            .iter()
+            .map(
+                |f| match names.iter().find(|(internal, _)| internal == f.name()) {
+                    Some((_, shown)) => Arc::new(f.as_ref().clone().with_name(shown)),
+                    None => f.clone(),
+                },
+            )
+            .collect();
+        self.schema = Arc::new(datafusion::arrow::datatypes::Schema::new_with_metadata(
+            fields,
+            self.schema.metadata().clone(),
+        ));
+        self.relabel = true;
+        self
     }
 
     /// The result's schema.
@@ -793,6 +843,10 @@ impl QueryResult {
                 let (plan, ctx) = (self.plan.clone(), self.task_ctx.clone());
                 Some(Err(diagnose(plan, ctx, message).await))
             }
+            Some(Ok(batch)) if self.relabel => Some(
+                RecordBatch::try_new(self.schema.clone(), batch.columns().to_vec())
+                    .map_err(|e| Error::Execution(e.to_string())),
+            ),
             other => other,
         }
     }

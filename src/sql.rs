@@ -600,6 +600,67 @@ pub fn expand_setting_alias(stmt: &mut DfStatement) {
     }
 }
 
+/// The prefix of the names [`alias_duplicate_names`] gives SELECT items.
+pub const ITEM_PREFIX: &str = "__strata_item_";
+
+/// For a query whose SELECT list repeats an output name (`SELECT 1 AS c, 2 AS c`,
+/// `SELECT x, 76 AS x FROM t`, two unaliased subqueries), which PostgreSQL allows: give each
+/// item whose name repeats, and each unaliased item that is neither a column nor `*` (whose
+/// name DataFusion makes up, and may make up twice), a name of its own (`__strata_item_N`),
+/// and return the name each should be shown with: its alias, column name or SQL text.
+/// `None` when the outermost SELECT list has no such item.
+pub fn alias_duplicate_names(stmt: &mut DfStatement) -> Option<Vec<(String, String)>> {
+    use datafusion::sql::sqlparser::ast::{SelectItem, SetExpr, Statement};
+    let DfStatement::Statement(s) = stmt else {
+        return None;
+    };
+    let Statement::Query(query) = s.as_mut() else {
+        return None;
+    };
+    let mut body = query.body.as_mut();
+    // A set operation's columns are named by its first SELECT.
+    while let SetExpr::SetOperation { left, .. } = body {
+        body = left.as_mut();
+    }
+    let SetExpr::Select(select) = body else {
+        return None;
+    };
+    let shown: Vec<Option<String>> = select
+        .projection
+        .iter()
+        .map(|item| match item {
+            SelectItem::ExprWithAlias { alias, .. } => Some(alias.value.clone()),
+            SelectItem::UnnamedExpr(Expr::Identifier(i)) => Some(i.value.clone()),
+            SelectItem::UnnamedExpr(Expr::CompoundIdentifier(parts)) => {
+                parts.last().map(|i| i.value.clone())
+            }
+            SelectItem::UnnamedExpr(e) => Some(e.to_string()),
+            _ => None,
+        })
+        .collect();
+    let repeated = |name: &str| shown.iter().flatten().filter(|n| *n == name).count() > 1;
+    let mut names = Vec::new();
+    for (i, (item, name)) in select.projection.iter_mut().zip(&shown).enumerate() {
+        let Some(name) = name else { continue };
+        let expression = matches!(item, SelectItem::UnnamedExpr(e)
+            if !matches!(e, Expr::Identifier(_) | Expr::CompoundIdentifier(_)));
+        if !repeated(name) && !expression {
+            continue;
+        }
+        let internal = format!("{ITEM_PREFIX}{i}");
+        let expr = match item {
+            SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => e.clone(),
+            _ => continue,
+        };
+        *item = SelectItem::ExprWithAlias {
+            expr,
+            alias: Ident::new(&internal),
+        };
+        names.push((internal, name.clone()));
+    }
+    (!names.is_empty()).then_some(names)
+}
+
 /// Numbers written with an exponent (`1e10`, `2.5E-3`) are DOUBLE, as in DuckDB; other
 /// numbers with a fraction are exact decimals (`parse_float_as_decimal`).
 pub fn exponent_literals_as_double(stmt: &mut DfStatement) {
@@ -786,6 +847,24 @@ mod tests {
             stmts[0].to_string(),
             "SELECT * FROM t WHERE x > ALL(SELECT __strata_v FROM (SELECT x FROM t) AS __strata_sq (__strata_v))"
         );
+    }
+
+    #[test]
+    fn repeated_output_names_get_names_of_their_own() {
+        let mut stmts = parse_statements(
+            "SELECT x, 76 AS x, y, (SELECT 1), (SELECT 1) FROM t ORDER BY y",
+            "generic",
+        )
+        .unwrap();
+        let names = alias_duplicate_names(&mut stmts[0]).unwrap();
+        assert_eq!(
+            stmts[0].to_string(),
+            "SELECT x AS __strata_item_0, 76 AS __strata_item_1, y, (SELECT 1) AS __strata_item_3, (SELECT 1) AS __strata_item_4 FROM t ORDER BY y"
+        );
+        let shown: Vec<&str> = names.iter().map(|(_, s)| s.as_str()).collect();
+        assert_eq!(shown, ["x", "x", "(SELECT 1)", "(SELECT 1)"]);
+        let mut plain = parse_statements("SELECT a, 2 AS b FROM t", "generic").unwrap();
+        assert_eq!(alias_duplicate_names(&mut plain[0]), None);
     }
 
     #[test]

@@ -566,3 +566,20 @@ fn a_corrupt_parquet_file_is_one_line_naming_it_and_no_backtrace() {
     );
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+#[test]
+fn a_select_list_may_repeat_a_name() {
+    assert_eq!(
+        quiet(&["--format", "csv", "-c", "SELECT 1 AS c, 2 AS c"]),
+        "c,c\n1,2\n"
+    );
+    assert_eq!(
+        quiet(&[
+            "--format",
+            "csv",
+            "-c",
+            "SELECT person_id, 76 AS person_id, (SELECT 1), (SELECT 2) FROM people ORDER BY 1 LIMIT 1"
+        ]),
+        "person_id,person_id,(SELECT 1),(SELECT 2)\n1,76,1,2\n"
+    );
+}
