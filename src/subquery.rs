@@ -14,13 +14,16 @@ use datafusion::common::{
     Column, NullEquality, Result, ScalarValue, exec_err, not_impl_err, plan_err,
 };
 use datafusion::config::ConfigOptions;
-use datafusion::functions_aggregate::expr_fn::{any_value, bool_or, count};
+use datafusion::functions_aggregate::expr_fn::{any_value, bool_or, count, first_value};
+use datafusion::functions_window::expr_fn::row_number;
+use datafusion::logical_expr::ExprFunctionExt;
 use datafusion::logical_expr::expr::{Exists, InSubquery, SetComparison, SetQuantifier};
 use datafusion::logical_expr::expr_rewriter::NamePreserver;
+use datafusion::logical_expr::logical_plan::{FetchType, SkipType};
 use datafusion::logical_expr::{
     Aggregate, BinaryExpr, ColumnarValue, Expr, Filter, JoinType, LogicalPlan, LogicalPlanBuilder,
-    Operator, Projection, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Subquery,
-    SubqueryAlias, Volatility, when,
+    Operator, Projection, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, SortExpr,
+    Subquery, SubqueryAlias, Volatility, when,
 };
 use datafusion::optimizer::decorrelate_lateral_join::DecorrelateLateralJoin;
 use datafusion::optimizer::decorrelate_predicate_subquery::DecorrelatePredicateSubquery;
@@ -98,6 +101,13 @@ impl AnalyzerRule for DecorrelateSubqueries {
 fn refuse_correlated(plan: &LogicalPlan) -> Result<()> {
     let mut found: Option<Vec<Column>> = None;
     plan.apply_with_subqueries(|node| {
+        if let LogicalPlan::Subquery(sq) = node {
+            let outer = outer_columns(&sq.subquery);
+            if !outer.is_empty() {
+                found = Some(outer);
+                return Ok(TreeNodeRecursion::Stop);
+            }
+        }
         for e in node.expressions() {
             e.apply(|x| {
                 let subquery = match x {
@@ -304,6 +314,9 @@ enum Ask {
     },
     /// `x op ALL (...)`
     All { left: Expr, op: Operator },
+    /// `FROM t, LATERAL (...)`: every row and column of the subquery, per outer row (the
+    /// join keeps outer rows with no subquery row when `keep_unmatched`).
+    Rows { keep_unmatched: bool },
 }
 
 fn unnest_node(
@@ -311,6 +324,14 @@ fn unnest_node(
     single_rows_only: bool,
     config: &dyn OptimizerConfig,
 ) -> Result<Transformed<LogicalPlan>> {
+    if let LogicalPlan::Join(_) = &node
+        && !single_rows_only
+    {
+        return Ok(match unnest_lateral(&node, config)? {
+            Some(plan) => Transformed::yes(plan),
+            None => Transformed::no(node),
+        });
+    }
     if !matches!(node, LogicalPlan::Projection(_) | LogicalPlan::Filter(_)) {
         return Ok(Transformed::no(node));
     }
@@ -351,8 +372,8 @@ fn unnest_one(
     // The first one whose shape this rule handles.
     let mut found = None;
     for (expr, (subquery, ask)) in candidates {
-        if let Some(done) = join_with_domain(&input, &subquery, &ask, config)? {
-            found = Some((expr, done));
+        if let Some((joined, mut values)) = join_with_domain(&input, &subquery, &ask, config)? {
+            found = Some((expr, (joined, values.remove(0))));
             break;
         }
     }
@@ -399,6 +420,57 @@ fn unnest_one(
         _ => return Ok(None),
     };
     Ok(Some(rebuilt))
+}
+
+/// `FROM t, LATERAL (...)` and `t LEFT JOIN LATERAL (...) ON true` whose subquery refers to
+/// `t`: `t` joined with the subquery's rows per domain value, its columns under the
+/// subquery's alias.
+fn unnest_lateral(node: &LogicalPlan, config: &dyn OptimizerConfig) -> Result<Option<LogicalPlan>> {
+    let LogicalPlan::Join(join) = node else {
+        return Ok(None);
+    };
+    let keep_unmatched = match join.join_type {
+        JoinType::Inner => false,
+        JoinType::Left => true,
+        _ => return Ok(None),
+    };
+    let on_true = join
+        .filter
+        .as_ref()
+        .is_none_or(|f| matches!(f, Expr::Literal(ScalarValue::Boolean(Some(true)), _)));
+    if !join.on.is_empty() || !on_true {
+        return Ok(None);
+    }
+    let subquery = match join.right.as_ref() {
+        LogicalPlan::SubqueryAlias(a) => match a.input.as_ref() {
+            LogicalPlan::Subquery(sq) => sq,
+            _ => return Ok(None),
+        },
+        LogicalPlan::Subquery(sq) => sq,
+        _ => return Ok(None),
+    };
+    let left = join.left.as_ref();
+    let outer = outer_columns(&subquery.subquery);
+    if outer.is_empty() || !outer.iter().all(|c| left.schema().has_column(c)) {
+        return Ok(None);
+    }
+    let ask = Ask::Rows { keep_unmatched };
+    let Some((joined, values)) = join_with_domain(left, subquery, &ask, config)? else {
+        return Ok(None);
+    };
+    let mut exprs: Vec<Expr> = left
+        .schema()
+        .columns()
+        .into_iter()
+        .map(Expr::Column)
+        .collect();
+    for (value, (qualifier, field)) in values.into_iter().zip(join.right.schema().iter()) {
+        exprs.push(value.alias_qualified(qualifier.cloned(), field.name()));
+    }
+    Ok(Some(LogicalPlan::Projection(Projection::try_new(
+        exprs,
+        Arc::new(joined),
+    )?)))
 }
 
 /// A subquery expression this rule rewrites, if `e` is one. Whatever DataFusion's rules left
@@ -510,7 +582,7 @@ fn join_with_domain(
     subquery: &Subquery,
     ask: &Ask,
     config: &dyn OptimizerConfig,
-) -> Result<Option<(LogicalPlan, Expr)>> {
+) -> Result<Option<(LogicalPlan, Vec<Expr>)>> {
     let names = config.alias_generator();
     let domain_name = names.next("__strata_domain");
     let answer_name = names.next("__strata_sq");
@@ -570,15 +642,35 @@ fn join_with_domain(
     // A scalar subquery is a scalar aggregate (with its HAVING and SELECT list above it), or
     // rows of which at most one may match each outer row.
     let scalar_aggregate = match ask {
-        Ask::Scalar => split_scalar(&subquery.subquery),
+        Ask::Scalar | Ask::Rows { .. } => split_scalar(&subquery.subquery),
         _ => None,
     };
+    let lateral = matches!(ask, Ask::Rows { .. });
     let (top, aggregate, below) = match scalar_aggregate {
-        Some((top, LogicalPlan::Aggregate(a))) if a.group_expr.is_empty() => {
+        // A lateral subquery may group: its groups are formed per domain value.
+        Some((top, LogicalPlan::Aggregate(a))) if a.group_expr.is_empty() || lateral => {
             let below = a.input.as_ref().clone();
             (top, Some(a), below)
         }
         _ => (Vec::new(), None, subquery.subquery.as_ref().clone()),
+    };
+    let grouped = aggregate.as_ref().is_some_and(|a| !a.group_expr.is_empty());
+    // `... ORDER BY k LIMIT n`: the first rows by `k` of each domain value's rows (for a
+    // scalar subquery, n = 1).
+    let (below, first_by) = match (ask, &aggregate) {
+        (Ask::Scalar | Ask::Rows { .. }, None) => match first_rows(&below)? {
+            Some((rows, order, n)) if n == 1 || lateral => (rows, Some((order, n))),
+            _ => (below, None),
+        },
+        _ => (below, None),
+    };
+    // A SELECT list may compute with the outer row's columns (`SELECT t.a * 10`): it is
+    // applied after the join, with the domain's columns in their place.
+    let (below, outer_select) = match (&below, aggregate.is_none() && first_by.is_none()) {
+        (LogicalPlan::Projection(p), true) if p.expr.iter().any(has_outer) => {
+            (p.input.as_ref().clone(), Some(p.expr.clone()))
+        }
+        _ => (below, None),
     };
     let Some((rows, predicates)) = lift_predicates(below)? else {
         return Ok(None);
@@ -587,6 +679,7 @@ fn join_with_domain(
         return Ok(None);
     }
     let value_of_rows = rows.schema().columns().first().cloned();
+    let rows_schema_columns = rows.schema().columns();
     let mut row_exprs: Vec<Expr> = rows
         .schema()
         .columns()
@@ -604,8 +697,20 @@ fn join_with_domain(
         // Uncorrelated: every row belongs to every domain value.
         on.push(lit(true));
     }
+    // A lateral subquery's own rows: only those that match (an outer row without any is
+    // dropped, or kept by the final join for LEFT JOIN LATERAL).
+    let plain_rows = lateral && (aggregate.is_none() || grouped);
+    let width = subquery.subquery.schema().fields().len();
     let joined = LogicalPlanBuilder::from(domain.clone())
-        .join_on(rows, JoinType::Left, on)?
+        .join_on(
+            rows,
+            if plain_rows {
+                JoinType::Inner
+            } else {
+                JoinType::Left
+            },
+            on,
+        )?
         .build()?;
 
     let group: Vec<Expr> = (0..domain_cols.len().max(1))
@@ -619,12 +724,62 @@ fn join_with_domain(
         .collect();
     // One row per domain value, with the subquery's answer in `__v`.
     let answer = match ask {
-        Ask::Scalar if aggregate.is_none() => {
-            let Some(value) = value_of_rows else {
+        Ask::Rows { .. } if plain_rows && aggregate.is_none() => {
+            // The domain's columns, then the subquery's (the first `width` of its rows, or
+            // its SELECT list over them).
+            let mut out = group.clone();
+            match outer_select {
+                Some(exprs) => {
+                    for e in exprs {
+                        out.push(to_domain(e)?);
+                    }
+                }
+                None => {
+                    let columns = rows_schema_columns.clone();
+                    out.extend(columns.into_iter().take(width).map(Expr::Column));
+                }
+            }
+            let mut plan = LogicalPlanBuilder::from(joined);
+            if let Some((order, n)) = first_by {
+                // Number each domain value's rows in order and keep the first n.
+                let rank = row_number()
+                    .partition_by(group.clone())
+                    .order_by(order)
+                    .build()?
+                    .alias("__strata_rank");
+                plan = plan.window(vec![rank])?.filter(
+                    Expr::Column(Column::from_name("__strata_rank")).lt_eq(lit(n as u64)),
+                )?;
+            }
+            plan.project(out)?.build()?
+        }
+        Ask::Scalar if first_by.is_some() => {
+            let (Some(value), Some((order, _))) = (value_of_rows, first_by) else {
                 return Ok(None);
             };
+            let mut out = group.clone();
+            out.push(Expr::Column(Column::from_name("__first")).alias("__v"));
+            LogicalPlanBuilder::from(joined)
+                .aggregate(
+                    group.clone(),
+                    vec![first_value(Expr::Column(value), order).alias("__first")],
+                )?
+                .project(out)?
+                .build()?
+        }
+        Ask::Scalar if aggregate.is_none() => {
+            let value = match (outer_select, value_of_rows) {
+                // Computed only on rows that matched: with none the answer is NULL.
+                (Some(exprs), _) => match exprs.into_iter().next() {
+                    Some(e) => when(mark.clone().is_not_null(), to_domain(e)?)
+                        .otherwise(lit(ScalarValue::Null))?,
+                    None => return Ok(None),
+                },
+                (None, Some(column)) => Expr::Column(column),
+                (None, None) => return Ok(None),
+            };
             let rows = count(mark.clone()).alias("__n");
-            let first = any_value(Expr::Column(value)).alias("__first");
+            let first = any_value(value).alias("__first");
             let single = single_row().call(vec![
                 Expr::Column(Column::from_name("__n")),
                 Expr::Column(Column::from_name("__first")),
@@ -636,7 +791,7 @@ fn join_with_domain(
                 .project(out)?
                 .build()?
         }
-        Ask::Scalar => {
+        Ask::Scalar | Ask::Rows { .. } => {
             let Some(agg) = aggregate else {
                 return Ok(None);
             };
@@ -645,8 +800,10 @@ fn join_with_domain(
                 .iter()
                 .map(|e| count_rows_not_nulls(e, &mark))
                 .collect::<Result<Vec<_>>>()?;
+            let mut groups = group.clone();
+            groups.extend(agg.group_expr.iter().cloned());
             let mut plan =
-                LogicalPlan::Aggregate(Aggregate::try_new(Arc::new(joined), group.clone(), aggr)?);
+                LogicalPlan::Aggregate(Aggregate::try_new(Arc::new(joined), groups, aggr)?);
             // The subquery's own HAVING and SELECT list, over the aggregate, in order.
             for node in top.into_iter().rev() {
                 plan = match node {
@@ -662,9 +819,16 @@ fn join_with_domain(
                     }
                 };
             }
-            let value = plan.schema().columns()[group.len()].clone();
             let mut out = group.clone();
-            out.push(Expr::Column(value).alias("__v"));
+            let values = plan.schema().columns().into_iter().skip(group.len());
+            if matches!(ask, Ask::Rows { .. }) {
+                out.extend(values.map(Expr::Column));
+            } else {
+                let Some(value) = values.into_iter().next() else {
+                    return Ok(None);
+                };
+                out.push(Expr::Column(value).alias("__v"));
+            }
             LogicalPlanBuilder::from(plan).project(out)?.build()?
         }
         Ask::Exists { negated } => {
@@ -708,7 +872,29 @@ fn join_with_domain(
         .build()?;
 
     // Each input row finds its domain value's answer (NULL keys match NULL keys).
-    join_answer(input, answer, &keys, &domain_cols, &answer_name).map(Some)
+    let (join_type, values) = match ask {
+        Ask::Rows { keep_unmatched } => {
+            let values = answer
+                .schema()
+                .columns()
+                .into_iter()
+                .skip(group.len())
+                .map(Expr::Column)
+                .collect();
+            let join_type = if *keep_unmatched {
+                JoinType::Left
+            } else {
+                JoinType::Inner
+            };
+            (join_type, values)
+        }
+        _ => (
+            JoinType::Left,
+            vec![Expr::Column(Column::new(Some(answer_name.as_str()), "__v"))],
+        ),
+    };
+    let joined = join_answer(input, answer, &keys, &domain_cols, &answer_name, join_type)?;
+    Ok(Some((joined, values)))
 }
 
 /// `input` left-joined with `answer` on the domain keys; a key that is an expression (`x` in
@@ -720,7 +906,8 @@ fn join_answer(
     keys: &[Expr],
     domain_cols: &[String],
     answer_name: &str,
-) -> Result<(LogicalPlan, Expr)> {
+    join_type: JoinType,
+) -> Result<LogicalPlan> {
     let mut exprs: Vec<Expr> = input
         .schema()
         .columns()
@@ -748,17 +935,14 @@ fn join_answer(
     }
     // Without keys (an uncorrelated subquery) the one answer row goes to every input row.
     let filter = left_keys.is_empty().then(|| lit(true));
-    let joined = left
-        .join_detailed(
-            answer,
-            JoinType::Left,
-            (left_keys, right_keys),
-            filter,
-            NullEquality::NullEqualsNull,
-        )?
-        .build()?;
-    let value = Expr::Column(Column::new(Some(answer_name), "__v"));
-    Ok((joined, value))
+    left.join_detailed(
+        answer,
+        join_type,
+        (left_keys, right_keys),
+        filter,
+        NullEquality::NullEqualsNull,
+    )?
+    .build()
 }
 
 fn is_subquery(e: &Expr) -> bool {
@@ -766,6 +950,45 @@ fn is_subquery(e: &Expr) -> bool {
         e,
         Expr::ScalarSubquery(_) | Expr::Exists(_) | Expr::InSubquery(_) | Expr::SetComparison(_)
     )
+}
+
+/// `Limit n` over a `Sort` (under the SELECT list's projection), as the rows to take the
+/// first n of (the SELECT list's values, then the sort keys), the order over those keys,
+/// and n.
+fn first_rows(plan: &LogicalPlan) -> Result<Option<(LogicalPlan, Vec<SortExpr>, usize)>> {
+    let LogicalPlan::Limit(limit) = plan else {
+        return Ok(None);
+    };
+    let n = match (limit.get_skip_type()?, limit.get_fetch_type()?) {
+        (SkipType::Literal(0), FetchType::Literal(Some(n))) => n,
+        _ => return Ok(None),
+    };
+    let (values, sort) = match limit.input.as_ref() {
+        LogicalPlan::Projection(p) => match p.input.as_ref() {
+            LogicalPlan::Sort(s) => (p.expr.clone(), s),
+            _ => return Ok(None),
+        },
+        // The keys are among the SELECT list: the sort is above its projection.
+        LogicalPlan::Sort(s) => {
+            let columns = s.input.schema().columns();
+            (columns.into_iter().map(Expr::Column).collect(), s)
+        }
+        _ => return Ok(None),
+    };
+    if sort.fetch.is_some() || sort.expr.iter().any(|k| has_outer(&k.expr)) {
+        return Ok(None);
+    }
+    let mut exprs = values;
+    let mut order = Vec::with_capacity(sort.expr.len());
+    for (i, key) in sort.expr.iter().enumerate() {
+        let name = format!("__strata_key_{i}");
+        exprs.push(key.expr.clone().alias(&name));
+        order.push(key.with_expr(Expr::Column(Column::from_name(name))));
+    }
+    let rows = LogicalPlanBuilder::from(sort.input.as_ref().clone())
+        .project(exprs)?
+        .build()?;
+    Ok(Some((rows, order, n)))
 }
 
 /// A node between a scalar subquery's root and its aggregate.
