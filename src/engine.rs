@@ -499,6 +499,7 @@ impl Engine {
         })?;
         sql::expand_setting_alias(&mut stmt);
         sql::exponent_literals_as_double(&mut stmt);
+        sql::expand_row_in_subqueries(&mut stmt)?;
         let keys: Vec<String> = calls.iter().map(|(k, _)| k.clone()).collect();
         let mut renamed = stmt.clone();
         let mut result = self

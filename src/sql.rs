@@ -694,6 +694,65 @@ pub fn exponent_literals_as_double(stmt: &mut DfStatement) {
     visit_statement(stmt, &mut Exponents);
 }
 
+/// `(a, b) [NOT] IN (SELECT x, y ...)`, a row compared with a subquery's rows, which
+/// DataFusion does not plan: rewritten into EXISTS tests with PostgreSQL's answer, TRUE when
+/// some row equals, NULL when none does but some comparison is unknown, FALSE otherwise.
+pub fn expand_row_in_subqueries(stmt: &mut DfStatement) -> Result<()> {
+    struct Rows(Option<Error>);
+    impl VisitorMut for Rows {
+        type Break = ();
+        fn post_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
+            let Expr::InSubquery {
+                expr: left,
+                subquery,
+                negated,
+            } = expr
+            else {
+                return ControlFlow::Continue(());
+            };
+            let items = match left.as_ref() {
+                Expr::Tuple(items) if items.len() > 1 => items,
+                _ => return ControlFlow::Continue(()),
+            };
+            let columns: Vec<String> = (0..items.len()).map(|i| format!("__c{i}")).collect();
+            let equal = items
+                .iter()
+                .zip(&columns)
+                .map(|(item, c)| format!("__strata_row.{c} = ({item})"))
+                .collect::<Vec<_>>()
+                .join(" AND ");
+            let rows = format!(
+                "SELECT 1 FROM ({subquery}) AS __strata_row({})",
+                columns.join(", ")
+            );
+            let test = format!(
+                "CASE WHEN EXISTS ({rows} WHERE {equal}) THEN TRUE \
+                 WHEN EXISTS ({rows} WHERE ({equal}) IS NULL) THEN NULL ELSE FALSE END"
+            );
+            let text = if *negated {
+                format!("NOT ({test})")
+            } else {
+                test
+            };
+            let dialect = datafusion::sql::sqlparser::dialect::GenericDialect {};
+            match datafusion::sql::sqlparser::parser::Parser::new(&dialect)
+                .try_with_sql(&text)
+                .and_then(|mut p| p.parse_expr())
+            {
+                Ok(rewritten) => *expr = rewritten,
+                Err(e) => {
+                    self.0 = Some(Error::plan(format!("row IN subquery: {e}")));
+                    return ControlFlow::Break(());
+                }
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    let mut v = Rows(None);
+    visit_statement(stmt, &mut v);
+    v.0.map_or(Ok(()), Err)
+}
+
 /// Visit the SQL statement inside `stmt` (also under EXPLAIN and COPY).
 fn visit_statement<V: VisitorMut<Break = ()>>(stmt: &mut DfStatement, v: &mut V) {
     let _ = match stmt {
@@ -865,6 +924,25 @@ mod tests {
         assert_eq!(shown, ["x", "x", "(SELECT 1)", "(SELECT 1)"]);
         let mut plain = parse_statements("SELECT a, 2 AS b FROM t", "generic").unwrap();
         assert_eq!(alias_duplicate_names(&mut plain[0]), None);
+    }
+
+    #[test]
+    fn a_row_in_a_subquery_becomes_exists_tests() {
+        let mut stmts = parse_statements(
+            "SELECT (a, b + 1) NOT IN (SELECT x, y FROM u) FROM t",
+            "generic",
+        )
+        .unwrap();
+        expand_row_in_subqueries(&mut stmts[0]).unwrap();
+        let text = stmts[0].to_string();
+        assert!(
+            text.starts_with("SELECT NOT (CASE WHEN EXISTS (SELECT 1 FROM (SELECT x, y FROM u) AS __strata_row (__c0, __c1) WHERE __strata_row.__c0 = (a) AND __strata_row.__c1 = (b + 1)) THEN true"),
+            "{text}"
+        );
+        assert!(
+            text.contains(") IS NULL) THEN NULL ELSE false END)"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -57,8 +57,7 @@ impl AnalyzerRule for DecorrelateSubqueries {
         if !has_subqueries {
             return Ok(plan);
         }
-        let plan = KeepSubqueryNames.analyze(plan, config)?;
-        let plan = SortBySubqueryColumns.analyze(plan, config)?;
+        let plan = sort_by_subquery_columns(keep_subquery_names(plan)?)?;
         let rules: Vec<Arc<dyn OptimizerRule + Send + Sync>> = vec![
             Arc::new(RewriteSetComparison::new()),
             // DataFusion's join for a scalar subquery that is not an aggregate would repeat
@@ -164,90 +163,75 @@ pub fn optimizer_rules() -> Vec<Arc<dyn OptimizerRule + Send + Sync>> {
 /// Aliases each SELECT-list item that holds a subquery with its own name, so DataFusion's
 /// rewrite of `x > ALL (...)` into a CASE keeps the column's name (without it the plan is
 /// rejected as having changed its schema).
-#[derive(Debug, Default)]
-struct KeepSubqueryNames;
-
-impl AnalyzerRule for KeepSubqueryNames {
-    fn name(&self) -> &str {
-        "strata_keep_subquery_names"
-    }
-
-    fn analyze(&self, plan: LogicalPlan, _config: &ConfigOptions) -> Result<LogicalPlan> {
-        plan.transform_up_with_subqueries(|node| {
-            let LogicalPlan::Projection(p) = node else {
-                return Ok(Transformed::no(node));
-            };
-            if !p.expr.iter().any(|e| !is_alias(e) && has_subquery(e)) {
-                return Ok(Transformed::no(LogicalPlan::Projection(p)));
-            }
-            let exprs = p
-                .expr
-                .into_iter()
-                .map(|e| {
-                    if is_alias(&e) || !has_subquery(&e) {
-                        return e;
-                    }
-                    let (qualifier, name) = e.qualified_name();
-                    e.alias_qualified(qualifier, name)
-                })
-                .collect();
-            Projection::try_new(exprs, p.input)
-                .map(|p| Transformed::yes(LogicalPlan::Projection(p)))
-        })
-        .map(|t| t.data)
-    }
+fn keep_subquery_names(plan: LogicalPlan) -> Result<LogicalPlan> {
+    plan.transform_up_with_subqueries(|node| {
+        let LogicalPlan::Projection(p) = node else {
+            return Ok(Transformed::no(node));
+        };
+        let unnamed = |e: &Expr| !is_alias(e) && has_subquery(e);
+        if !p.expr.iter().any(unnamed) {
+            return Ok(Transformed::no(LogicalPlan::Projection(p)));
+        }
+        let exprs = p
+            .expr
+            .into_iter()
+            .map(|e| {
+                if !unnamed(&e) {
+                    return e;
+                }
+                let (qualifier, name) = e.qualified_name();
+                e.alias_qualified(qualifier, name)
+            })
+            .collect();
+        Projection::try_new(exprs, p.input).map(|p| Transformed::yes(LogicalPlan::Projection(p)))
+    })
+    .map(|t| t.data)
 }
 
 /// Moves subqueries out of ORDER BY into a column of the rows being sorted (DataFusion runs
 /// subqueries only in projections, filters and aggregates), then drops that column again.
-#[derive(Debug, Default)]
-struct SortBySubqueryColumns;
-
-impl AnalyzerRule for SortBySubqueryColumns {
-    fn name(&self) -> &str {
-        "strata_sort_by_subquery_columns"
-    }
-
-    fn analyze(&self, plan: LogicalPlan, _config: &ConfigOptions) -> Result<LogicalPlan> {
-        plan.transform_up_with_subqueries(|node| {
-            let LogicalPlan::Sort(sort) = node else {
-                return Ok(Transformed::no(node));
-            };
-            if !sort.expr.iter().any(|s| has_subquery(&s.expr)) {
-                return Ok(Transformed::no(LogicalPlan::Sort(sort)));
+fn sort_by_subquery_columns(plan: LogicalPlan) -> Result<LogicalPlan> {
+    plan.transform_up_with_subqueries(|node| {
+        let LogicalPlan::Sort(sort) = node else {
+            return Ok(Transformed::no(node));
+        };
+        if !sort.expr.iter().any(|s| has_subquery(&s.expr)) {
+            return Ok(Transformed::no(LogicalPlan::Sort(sort)));
+        }
+        let columns = column_exprs(&sort.input);
+        // Below the SELECT list's projection when there is one: the subquery may refer to
+        // columns the SELECT list does not show.
+        let (base, mut with_keys) = match sort.input.as_ref() {
+            LogicalPlan::Projection(p) => (p.input.as_ref().clone(), p.expr.clone()),
+            other => (other.clone(), columns.clone()),
+        };
+        let mut keys = Vec::with_capacity(sort.expr.len());
+        for (i, s) in sort.expr.into_iter().enumerate() {
+            if has_subquery(&s.expr) {
+                let name = format!("__strata_order_{i}");
+                with_keys.push(s.expr.clone().alias(&name));
+                keys.push(s.with_expr(Expr::Column(Column::from_name(name))));
+            } else {
+                keys.push(s);
             }
-            let columns: Vec<Expr> = sort
-                .input
-                .schema()
-                .columns()
-                .into_iter()
-                .map(Expr::Column)
-                .collect();
-            // Below the SELECT list's projection when there is one: the subquery may refer
-            // to columns the SELECT list does not show.
-            let (base, mut with_keys) = match sort.input.as_ref() {
-                LogicalPlan::Projection(p) => (p.input.as_ref().clone(), p.expr.clone()),
-                other => (other.clone(), columns.clone()),
-            };
-            let mut keys = Vec::with_capacity(sort.expr.len());
-            for (i, s) in sort.expr.into_iter().enumerate() {
-                if has_subquery(&s.expr) {
-                    let name = format!("__strata_order_{i}");
-                    with_keys.push(s.expr.clone().alias(&name));
-                    keys.push(s.with_expr(Expr::Column(Column::from_name(name))));
-                } else {
-                    keys.push(s);
-                }
-            }
-            LogicalPlanBuilder::from(base)
-                .project(with_keys)?
-                .sort_with_limit(keys, sort.fetch)?
-                .project(columns)?
-                .build()
-                .map(Transformed::yes)
-        })
-        .map(|t| t.data)
-    }
+        }
+        LogicalPlanBuilder::from(base)
+            .project(with_keys)?
+            .sort_with_limit(keys, sort.fetch)?
+            .project(columns)?
+            .build()
+            .map(Transformed::yes)
+    })
+    .map(|t| t.data)
+}
+
+/// Every column of `plan`, as expressions.
+fn column_exprs(plan: &LogicalPlan) -> Vec<Expr> {
+    plan.schema()
+        .columns()
+        .into_iter()
+        .map(Expr::Column)
+        .collect()
 }
 
 fn is_alias(e: &Expr) -> bool {
@@ -390,12 +374,7 @@ fn unnest_one(
         })
         .map(|t| t.data)
     };
-    let original_columns: Vec<Expr> = input
-        .schema()
-        .columns()
-        .into_iter()
-        .map(Expr::Column)
-        .collect();
+    let original_columns = column_exprs(&input);
     let rebuilt = match node {
         LogicalPlan::Projection(p) => {
             let names = NamePreserver::new(node);
@@ -458,12 +437,7 @@ fn unnest_lateral(node: &LogicalPlan, config: &dyn OptimizerConfig) -> Result<Op
     let Some((joined, values)) = join_with_domain(left, subquery, &ask, config)? else {
         return Ok(None);
     };
-    let mut exprs: Vec<Expr> = left
-        .schema()
-        .columns()
-        .into_iter()
-        .map(Expr::Column)
-        .collect();
+    let mut exprs = column_exprs(left);
     for (value, (qualifier, field)) in values.into_iter().zip(join.right.schema().iter()) {
         exprs.push(value.alias_qualified(qualifier.cloned(), field.name()));
     }
@@ -680,12 +654,7 @@ fn join_with_domain(
     }
     let value_of_rows = rows.schema().columns().first().cloned();
     let rows_schema_columns = rows.schema().columns();
-    let mut row_exprs: Vec<Expr> = rows
-        .schema()
-        .columns()
-        .into_iter()
-        .map(Expr::Column)
-        .collect();
+    let mut row_exprs = column_exprs(&rows);
     row_exprs.push(lit(true).alias("__strata_mark"));
     let rows = LogicalPlanBuilder::from(rows).project(row_exprs)?.build()?;
     let mark = Expr::Column(Column::from_name("__strata_mark"));
@@ -908,12 +877,7 @@ fn join_answer(
     answer_name: &str,
     join_type: JoinType,
 ) -> Result<LogicalPlan> {
-    let mut exprs: Vec<Expr> = input
-        .schema()
-        .columns()
-        .into_iter()
-        .map(Expr::Column)
-        .collect();
+    let mut exprs = column_exprs(input);
     let mut left_keys = Vec::new();
     for (i, k) in keys.iter().enumerate() {
         match k {
