@@ -46,6 +46,7 @@ fn session_builder(stores: Arc<dyn ObjectStoreRegistry>) -> SessionBuilder {
             .with_object_store_registry(stores.clone())
             .build_arc()?;
         let mut rules = PhysicalOptimizer::new().rules;
+        rules.insert(0, Arc::new(crate::optimizer::FilteredOuterJoinsByHash));
         rules.push(Arc::new(MarkCompressedScans));
         Ok(SessionStateBuilder::new()
             .with_default_features()
