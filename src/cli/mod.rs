@@ -163,7 +163,11 @@ pub fn main() -> Result<ExitCode, CliError> {
         )
         .build()
         .map_err(|e| CliError::Usage(format!("cannot start the runtime: {e}")))?;
-    runtime.block_on(run(args))
+    let outcome = runtime.block_on(run(args));
+    // An operator of a cancelled query may still be inside one long computation (a nested
+    // loop join's batch); the process exits without waiting for it to come back.
+    runtime.shutdown_background();
+    outcome
 }
 
 /// Panics inside a query become that query's one-line error (the library catches them), so

@@ -17,24 +17,65 @@ use super::progress::ProgressBar;
 
 /// Waits for Ctrl-C (SIGINT) without missing one that arrives between two waits.
 pub struct Interrupts {
-    #[cfg(unix)]
-    signal: tokio::signal::unix::Signal,
+    ctrl_c: std::sync::Arc<tokio::sync::Notify>,
 }
 
 impl Interrupts {
+    /// Watch for Ctrl-C on a thread of its own, with a runtime of its own: the query
+    /// runtime's workers notice signals only between tasks, and a CPU-bound operator (a
+    /// nested loop join's batch) can keep every one of them busy for seconds.
     pub fn new() -> Result<Self, CliError> {
-        Ok(Interrupts {
-            #[cfg(unix)]
-            signal: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
-                .map_err(|e| CliError::Usage(format!("cannot watch for Ctrl-C: {e}")))?,
-        })
+        let ctrl_c = std::sync::Arc::new(tokio::sync::Notify::new());
+        let notify = ctrl_c.clone();
+        let (ready, started) = std::sync::mpsc::channel::<Result<(), String>>();
+        std::thread::Builder::new()
+            .name("strata-ctrl-c".into())
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(r) => r,
+                    Err(e) => {
+                        let _ = ready.send(Err(e.to_string()));
+                        return;
+                    }
+                };
+                runtime.block_on(async move {
+                    #[cfg(unix)]
+                    let mut signal = match tokio::signal::unix::signal(
+                        tokio::signal::unix::SignalKind::interrupt(),
+                    ) {
+                        Ok(s) => s,
+                        Err(e) => {
+                            let _ = ready.send(Err(e.to_string()));
+                            return;
+                        }
+                    };
+                    let _ = ready.send(Ok(()));
+                    loop {
+                        #[cfg(unix)]
+                        let got = signal.recv().await.is_some();
+                        #[cfg(not(unix))]
+                        let got = tokio::signal::ctrl_c().await.is_ok();
+                        if !got {
+                            break;
+                        }
+                        // At most one Ctrl-C waits for the next statement.
+                        notify.notify_one();
+                    }
+                });
+            })
+            .map_err(|e| CliError::Usage(format!("cannot watch for Ctrl-C: {e}")))?;
+        match started.recv() {
+            Ok(Ok(())) => Ok(Interrupts { ctrl_c }),
+            Ok(Err(e)) => Err(CliError::Usage(format!("cannot watch for Ctrl-C: {e}"))),
+            Err(_) => Err(CliError::Usage("cannot watch for Ctrl-C".into())),
+        }
     }
 
     pub async fn recv(&mut self) {
-        #[cfg(unix)]
-        self.signal.recv().await;
-        #[cfg(not(unix))]
-        let _ = tokio::signal::ctrl_c().await;
+        self.ctrl_c.notified().await;
     }
 }
 
