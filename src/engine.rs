@@ -679,6 +679,9 @@ pub struct ScanStats {
     pub partitions: usize,
     /// Scan partitions finished so far.
     pub partitions_done: usize,
+    /// Rows the operators above the scans (joins, aggregates, sorts, ...) have produced so
+    /// far, added up over the operators: it keeps moving after the scans are done.
+    pub operator_rows: u64,
 }
 
 /// Reads a running query's [`ScanStats`]; see [`QueryResult::progress`].
@@ -748,8 +751,24 @@ impl Progress {
                     .count();
             }
         }
+        stats.operator_rows = operator_rows(plan.as_ref());
         stats
     }
+}
+
+/// Output rows of every operator of `plan` but its scans, added up.
+fn operator_rows(plan: &dyn ExecutionPlan) -> u64 {
+    let mut rows = 0;
+    let mut stack = vec![plan];
+    while let Some(node) = stack.pop() {
+        if node.downcast_ref::<DataSourceExec>().is_none()
+            && let Some(m) = node.metrics()
+        {
+            rows += m.output_rows().unwrap_or(0) as u64;
+        }
+        stack.extend(node.children().into_iter().map(|c| c.as_ref()));
+    }
+    rows
 }
 
 /// A running (or finished) query. Stream it with [`QueryResult::next_batch`] or

@@ -756,3 +756,19 @@ async fn a_corrupt_parquet_footer_is_an_error_naming_the_file() {
     );
     assert_eq!(count(&engine, "SELECT count(*) FROM people").await, 80);
 }
+
+#[tokio::test]
+async fn progress_counts_the_rows_operators_produce_past_the_scans() {
+    let engine = engine().await;
+    let mut r = engine
+        .sql("SELECT count(*) FROM violations a JOIN violations b ON a.violation_code = b.violation_code")
+        .await
+        .unwrap();
+    let batches = r.collect().await.unwrap();
+    let joined = single_i64(&batches) as u64;
+    let stats = r.scan_stats();
+    assert_eq!(stats.rows, 2 * 7123);
+    // The join's output alone is more than the scans read.
+    assert!(stats.operator_rows >= joined, "{stats:?} joined {joined}");
+    assert!(joined > stats.rows);
+}

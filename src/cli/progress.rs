@@ -107,6 +107,9 @@ pub fn render(s: &ScanStats, elapsed: Duration, tick: usize) -> String {
         parts.push(read);
     }
     parts.push(format!("{} rows", thousands(s.rows)));
+    if s.operator_rows > 0 {
+        parts.push(format!("{} rows processed", thousands(s.operator_rows)));
+    }
     if s.partitions > 0 {
         parts.push(format!("{}/{} partitions", s.partitions_done, s.partitions));
     }
@@ -200,11 +203,25 @@ mod tests {
             files_done: 12,
             partitions: 8,
             partitions_done: 2,
+            operator_rows: 0,
         };
         let line = render(&s, Duration::from_millis(2400), 2);
         assert_eq!(
             line,
             "⠹ [#####···············]  25% 12/48 files 3.1 MiB read of 9.0 MiB 1,204,332 rows 2/8 partitions 2.4 s ETA 7 s"
+        );
+        // Past its scans, a join's output keeps the line moving.
+        let joining = ScanStats {
+            files_done: 48,
+            partitions_done: 8,
+            operator_rows: 50_730_004,
+            ..s
+        };
+        assert!(
+            render(&joining, Duration::from_secs(5), 0)
+                .contains("1,204,332 rows 50,730,004 rows processed 8/8 partitions 5.0 s"),
+            "{}",
+            render(&joining, Duration::from_secs(5), 0)
         );
         let none = render(&ScanStats::default(), Duration::from_secs(3), 0);
         assert_eq!(none, "⠋ 0 rows 3.0 s");
