@@ -20,8 +20,8 @@ use datafusion::logical_expr::{
     SetMonotonicity,
 };
 use datafusion::logical_expr::{
-    BinaryExpr, ColumnarValue, Expr, ExprSchemable, LogicalPlan, Operator, ReturnFieldArgs,
-    ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
+    BinaryExpr, Cast, ColumnarValue, Expr, ExprSchemable, LogicalPlan, Operator, ReturnFieldArgs,
+    ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, TryCast, Volatility,
 };
 use datafusion::optimizer::AnalyzerRule;
 
@@ -82,7 +82,68 @@ fn rewrite_expr(expr: Expr, schema: &DFSchema) -> Result<Transformed<Expr>> {
         Expr::Negative(inner) if type_of(&inner).is_some_and(|t| t.is_signed_integer()) => Ok(
             Transformed::yes(checked(Checked::Negate).call(vec![*inner])),
         ),
+        // A decimal or float cast to an integer rounds, as in DuckDB and PostgreSQL;
+        // DataFusion truncates (`CAST(-453.99 AS BIGINT)` gave -453, not -454).
+        Expr::Cast(Cast { expr, field }) if rounds_first(&expr, &field, schema) => {
+            let rounded = Box::new(rounded(*expr, schema));
+            Ok(Transformed::yes(Expr::Cast(Cast::new_from_field(
+                rounded, field,
+            ))))
+        }
+        Expr::TryCast(TryCast { expr, field }) if rounds_first(&expr, &field, schema) => {
+            let rounded = Box::new(rounded(*expr, schema));
+            Ok(Transformed::yes(Expr::TryCast(TryCast::new_from_field(
+                rounded, field,
+            ))))
+        }
         other => Ok(Transformed::no(other)),
+    }
+}
+
+/// Whether a cast of `expr` to `field` must round `expr` first: a decimal with a fraction or a
+/// float cast to an integer, not rounded already (a plan analyzed twice rounds once).
+fn rounds_first(expr: &Expr, field: &Field, schema: &DFSchema) -> bool {
+    field.data_type().is_integer()
+        && !is_rounded(expr)
+        && expr.get_type(schema).is_ok_and(|t| rounds_to_integer(&t))
+}
+
+/// Whether a value of type `t` is rounded, not truncated, when cast to an integer.
+fn rounds_to_integer(t: &DataType) -> bool {
+    t.is_floating()
+        || matches!(
+            t,
+            DataType::Decimal32(_, s) | DataType::Decimal64(_, s) | DataType::Decimal128(_, s)
+                | DataType::Decimal256(_, s) if *s > 0
+        )
+}
+
+/// `e` rounded to a whole number as DuckDB and PostgreSQL do before a cast to an integer:
+/// decimals half away from zero, floats half to even (`CAST(2.5::DOUBLE AS INT)` is 2).
+fn rounded(e: Expr, schema: &DFSchema) -> Expr {
+    use datafusion::functions::math::{abs, round, trunc};
+    let float = e.get_type(schema).is_ok_and(|t| t.is_floating());
+    if !float {
+        return round().call(vec![e]);
+    }
+    let half = abs()
+        .call(vec![e.clone() - trunc().call(vec![e.clone()])])
+        .eq(datafusion::prelude::lit(0.5));
+    let even = round().call(vec![e.clone() / datafusion::prelude::lit(2.0)])
+        * datafusion::prelude::lit(2.0);
+    Expr::Case(datafusion::logical_expr::Case::new(
+        None,
+        vec![(Box::new(half), Box::new(even))],
+        Some(Box::new(round().call(vec![e]))),
+    ))
+}
+
+/// Whether `e` is already rounded (a plan analyzed twice rounds once).
+fn is_rounded(e: &Expr) -> bool {
+    match e {
+        Expr::ScalarFunction(f) => f.name() == "round",
+        Expr::Case(c) => c.else_expr.as_deref().is_some_and(is_rounded),
+        _ => false,
     }
 }
 

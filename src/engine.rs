@@ -236,6 +236,7 @@ impl EngineBuilder {
             .with_runtime_env(runtime)
             .with_default_features()
             .with_analyzer_rule(Arc::new(crate::arithmetic::PostgresArithmetic))
+            .with_analyzer_rule(Arc::new(crate::inlists::KeepInListsApart))
             .with_analyzer_rule(Arc::new(crate::subquery::DecorrelateSubqueries))
             .with_optimizer_rules(crate::subquery::optimizer_rules())
             .with_physical_optimizer_rules(crate::optimizer::physical_rules());
@@ -244,10 +245,7 @@ impl EngineBuilder {
         }
         let state = builder.build();
         let ctx = SessionContext::new_with_state(state);
-        for udf in crate::arithmetic::functions()
-            .into_iter()
-            .chain(crate::subquery::functions())
-        {
+        for udf in plan_functions() {
             ctx.register_udf(udf.as_ref().clone());
         }
         ctx.register_udaf(crate::arithmetic::wide_sum().as_ref().clone());
@@ -311,6 +309,15 @@ impl EngineBuilder {
         }
         Ok(engine)
     }
+}
+
+/// The scalar functions Strata's rewrites put into plans; every session that plans or decodes
+/// a plan (clients, schedulers, executors) registers them.
+pub(crate) fn plan_functions() -> Vec<Arc<datafusion::logical_expr::ScalarUDF>> {
+    let mut all = crate::arithmetic::functions();
+    all.extend(crate::subquery::functions());
+    all.push(crate::inlists::same());
+    all
 }
 
 /// Parse a size such as `512M`, `2G`, `1.5g`, `64KB` or `1024` into bytes; `None` when it is

@@ -32,6 +32,7 @@ pub mod engine;
 pub mod error;
 /// Table functions: `read_*`, `list_files`, `parquet_metadata`.
 pub mod functions;
+pub mod inlists;
 pub mod optimizer;
 /// Result formats written to any `Write`.
 pub mod output;

@@ -60,14 +60,18 @@ impl AnalyzerRule for DecorrelateSubqueries {
         let plan = sort_by_subquery_columns(keep_subquery_names(plan)?)?;
         let rules: Vec<Arc<dyn OptimizerRule + Send + Sync>> = vec![
             Arc::new(RewriteSetComparison::new()),
-            // DataFusion's join for a scalar subquery that is not an aggregate would repeat
-            // an outer row for each row the subquery returns; Strata's checks for one row.
+            // LATERAL first: the subqueries above it then see its rows as a join.
+            Arc::new(DecorrelateLateralJoin::new()),
+            // Then what DataFusion's rules would answer wrongly (see
+            // `datafusion_gets_wrong`): its join for a scalar subquery that is not an
+            // aggregate repeats an outer row for each row the subquery returns, its mark join
+            // loses IN's NULL, its anti join for a correlated NOT IN looks for NULLs in all
+            // of the subquery's rows.
             Arc::new(UnnestSubqueries {
-                single_rows_only: true,
+                before_datafusion: true,
             }),
             Arc::new(DecorrelatePredicateSubquery::new()),
             Arc::new(ScalarSubqueryToJoin::new()),
-            Arc::new(DecorrelateLateralJoin::new()),
             Arc::new(UnnestSubqueries::default()),
         ];
         let context = OptimizerContext::new_with_config_options(Arc::new(config.clone()));
@@ -256,9 +260,9 @@ fn has_subquery(e: &Expr) -> bool {
 /// so what they turn into plain joins (TPC-H's correlated subqueries) stays as they made it.
 #[derive(Debug, Default)]
 pub struct UnnestSubqueries {
-    /// Only the scalar subqueries that are not aggregates (of which each outer row may match
-    /// at most one row).
-    pub single_rows_only: bool,
+    /// Only the subqueries DataFusion's rules would answer wrongly (scalar subqueries that
+    /// are not aggregates, `IN` as a value, correlated `NOT IN`).
+    pub before_datafusion: bool,
 }
 
 impl OptimizerRule for UnnestSubqueries {
@@ -279,7 +283,7 @@ impl OptimizerRule for UnnestSubqueries {
         plan: LogicalPlan,
         config: &dyn OptimizerConfig,
     ) -> Result<Transformed<LogicalPlan>> {
-        let only = self.single_rows_only;
+        let only = self.before_datafusion;
         plan.transform_up_with_subqueries(|node| unnest_node(node, only, config))
     }
 }
@@ -305,11 +309,11 @@ enum Ask {
 
 fn unnest_node(
     node: LogicalPlan,
-    single_rows_only: bool,
+    before_datafusion: bool,
     config: &dyn OptimizerConfig,
 ) -> Result<Transformed<LogicalPlan>> {
     if let LogicalPlan::Join(_) = &node
-        && !single_rows_only
+        && !before_datafusion
     {
         return Ok(match unnest_lateral(&node, config)? {
             Some(plan) => Transformed::yes(plan),
@@ -322,7 +326,7 @@ fn unnest_node(
     let mut node = node;
     let mut changed = false;
     // One subquery at a time: each rewrite gives the node a new input.
-    while let Some(next) = unnest_one(&node, single_rows_only, config)? {
+    while let Some(next) = unnest_one(&node, before_datafusion, config)? {
         node = next;
         changed = true;
     }
@@ -336,15 +340,22 @@ fn unnest_node(
 /// The first subquery expression of `node` that can be unnested, unnested.
 fn unnest_one(
     node: &LogicalPlan,
-    single_rows_only: bool,
+    before_datafusion: bool,
     config: &dyn OptimizerConfig,
 ) -> Result<Option<LogicalPlan>> {
     let input = node.inputs()[0].clone();
+    let conjuncts: Vec<Expr> = match node {
+        LogicalPlan::Filter(f) => split_conjunction(&f.predicate)
+            .into_iter()
+            .cloned()
+            .collect(),
+        _ => Vec::new(),
+    };
     let mut candidates = Vec::new();
     for e in node.expressions() {
         e.apply(|x| {
             if let Some(c) = as_candidate(x, &input)
-                && (!single_rows_only || is_single_row(&c))
+                && (!before_datafusion || datafusion_gets_wrong(&c, conjuncts.contains(x)))
             {
                 candidates.push((x.clone(), c));
                 // Its own subqueries are part of it.
@@ -495,13 +506,21 @@ fn as_candidate(e: &Expr, input: &LogicalPlan) -> Option<(Subquery, Ask)> {
         .then_some((subquery, ask))
 }
 
-/// A scalar subquery that is not an aggregate.
-fn is_single_row((subquery, ask): &(Subquery, Ask)) -> bool {
-    matches!(ask, Ask::Scalar)
-        && !matches!(
+/// A subquery DataFusion's rules would answer wrongly: a scalar subquery that is not an
+/// aggregate; `IN` anywhere but as a filter's conjunct (DataFusion's mark join answers TRUE
+/// or FALSE where `IN` is NULL); a correlated `NOT IN` (its null-aware anti join looks for
+/// NULLs in all of the subquery's rows, not in each outer row's).
+fn datafusion_gets_wrong((subquery, ask): &(Subquery, Ask), conjunct: bool) -> bool {
+    match ask {
+        Ask::Scalar => !matches!(
             split_scalar(&subquery.subquery),
             Some((_, LogicalPlan::Aggregate(a))) if a.group_expr.is_empty()
-        )
+        ),
+        Ask::Any { negated, .. } => {
+            !conjunct || (*negated && !outer_columns(&subquery.subquery).is_empty())
+        }
+        _ => false,
+    }
 }
 
 fn split_conjunction(e: &Expr) -> Vec<&Expr> {

@@ -57,8 +57,7 @@ fn session_builder(stores: Arc<dyn ObjectStoreRegistry>) -> SessionBuilder {
             .with_scalar_functions(
                 ballista_scalar_functions()
                     .into_iter()
-                    .chain(crate::arithmetic::functions())
-                    .chain(crate::subquery::functions())
+                    .chain(crate::engine::plan_functions())
                     .collect(),
             )
             .with_aggregate_functions(
@@ -185,10 +184,7 @@ fn runtime_producer(stores: Arc<dyn ObjectStoreRegistry>, work_dir: String) -> R
 fn functions() -> BallistaFunctionRegistry {
     use datafusion::execution::FunctionRegistry;
     let mut state = SessionStateBuilder::new().with_default_features().build();
-    for udf in crate::arithmetic::functions()
-        .into_iter()
-        .chain(crate::subquery::functions())
-    {
+    for udf in crate::engine::plan_functions() {
         // Registering a new name replaces nothing.
         let _ = state.register_udf(udf);
     }

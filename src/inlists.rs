@@ -1,0 +1,113 @@
+//! `IN` lists over the same expression joined by AND or OR are kept apart: DataFusion's
+//! simplifier merges them into one list (`x NOT IN (1) OR x NOT IN (2)` becomes TRUE), which
+//! loses the NULL PostgreSQL answers when `x` is NULL or a list holds NULL.
+
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::DataType;
+use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::common::{Result, internal_err};
+use datafusion::config::ConfigOptions;
+use datafusion::logical_expr::expr::InList;
+use datafusion::logical_expr::{
+    ColumnarValue, Expr, LogicalPlan, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDF,
+    ScalarUDFImpl, Signature, Volatility,
+};
+use datafusion::optimizer::AnalyzerRule;
+
+/// Gives every `IN` list after the first over the same expression (anywhere in one
+/// expression: constant folding can bring two lists side by side) its expression through
+/// [`same`], which DataFusion does not see through.
+#[derive(Debug, Default)]
+pub struct KeepInListsApart;
+
+impl AnalyzerRule for KeepInListsApart {
+    fn name(&self) -> &str {
+        "strata_keep_in_lists_apart"
+    }
+
+    fn analyze(&self, plan: LogicalPlan, _config: &ConfigOptions) -> Result<LogicalPlan> {
+        plan.transform_up_with_subqueries(|node| node.map_expressions(keep_apart))
+            .map(|t| t.data)
+    }
+}
+
+fn keep_apart(e: Expr) -> Result<Transformed<Expr>> {
+    let mut seen: Vec<Expr> = Vec::new();
+    e.transform_down(|x| {
+        let Expr::InList(InList {
+            expr,
+            list,
+            negated,
+        }) = x
+        else {
+            return Ok(Transformed::no(x));
+        };
+        if !seen.contains(&expr) {
+            seen.push((*expr).clone());
+            return Ok(Transformed::no(Expr::InList(InList {
+                expr,
+                list,
+                negated,
+            })));
+        }
+        Ok(Transformed::yes(Expr::InList(InList {
+            expr: Box::new(same().call(vec![*expr])),
+            list,
+            negated,
+        })))
+    })
+}
+
+/// `strata_same(x)`: `x`, named as `x`, in a form DataFusion's simplifier does not match.
+pub fn same() -> Arc<ScalarUDF> {
+    Arc::new(ScalarUDF::new_from_impl(Same {
+        signature: Signature::any(1, Volatility::Immutable),
+    }))
+}
+
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct Same {
+    signature: Signature,
+}
+
+impl ScalarUDFImpl for Same {
+    fn name(&self) -> &str {
+        "strata_same"
+    }
+
+    fn schema_name(&self, args: &[Expr]) -> Result<String> {
+        match args {
+            [one] => Ok(one.schema_name().to_string()),
+            _ => internal_err!("strata_same takes one argument"),
+        }
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, arg_types: &[DataType]) -> Result<DataType> {
+        match arg_types {
+            [one] => Ok(one.clone()),
+            _ => internal_err!("strata_same takes one argument"),
+        }
+    }
+
+    fn return_field_from_args(
+        &self,
+        args: ReturnFieldArgs,
+    ) -> Result<datafusion::arrow::datatypes::FieldRef> {
+        match args.arg_fields {
+            [one] => Ok(one.clone()),
+            _ => internal_err!("strata_same takes one argument"),
+        }
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        match args.args.into_iter().next() {
+            Some(v) => Ok(v),
+            None => internal_err!("strata_same takes one argument"),
+        }
+    }
+}
