@@ -89,8 +89,16 @@ impl AnalyzerRule for DecorrelateSubqueries {
                     .transform_up_with_subqueries(|p| rule.rewrite(p, &context)),
                 None => rule.rewrite(plan.clone(), &context),
             };
-            if let Ok(t) = rewritten {
-                plan = t.data;
+            if let Ok(t) = rewritten
+                && t.transformed
+            {
+                // A rewritten input can change its parents' schemas (a decorrelated LATERAL
+                // adds columns under a window); DataFusion's optimizer would refresh them.
+                let refreshed = t
+                    .data
+                    .clone()
+                    .transform_up_with_subqueries(|p| p.recompute_schema().map(Transformed::yes));
+                plan = refreshed.map(|r| r.data).unwrap_or(t.data);
             }
         }
         refuse_correlated(&plan)?;
