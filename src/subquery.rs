@@ -20,6 +20,7 @@ use datafusion::logical_expr::ExprFunctionExt;
 use datafusion::logical_expr::expr::{Exists, InSubquery, SetComparison, SetQuantifier};
 use datafusion::logical_expr::expr_rewriter::NamePreserver;
 use datafusion::logical_expr::logical_plan::{FetchType, SkipType};
+use datafusion::logical_expr::utils::split_conjunction;
 use datafusion::logical_expr::{
     Aggregate, BinaryExpr, ColumnarValue, Expr, Filter, JoinType, LogicalPlan, LogicalPlanBuilder,
     Operator, Projection, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, SortExpr,
@@ -110,6 +111,7 @@ impl AnalyzerRule for DecorrelateSubqueries {
 /// (when only a subquery inside it is correlated) run it once with the reference bound to
 /// the wrong table. Refused here with the columns it refers to.
 fn refuse_correlated(plan: &LogicalPlan) -> Result<()> {
+    // Subqueries in expressions are visited as `LogicalPlan::Subquery` nodes too.
     let mut found: Option<Vec<Column>> = None;
     plan.apply_with_subqueries(|node| {
         if let LogicalPlan::Subquery(sq) = node {
@@ -119,28 +121,7 @@ fn refuse_correlated(plan: &LogicalPlan) -> Result<()> {
                 return Ok(TreeNodeRecursion::Stop);
             }
         }
-        for e in node.expressions() {
-            e.apply(|x| {
-                let subquery = match x {
-                    Expr::ScalarSubquery(s) => s,
-                    Expr::Exists(Exists { subquery, .. })
-                    | Expr::InSubquery(InSubquery { subquery, .. })
-                    | Expr::SetComparison(SetComparison { subquery, .. }) => subquery,
-                    _ => return Ok(TreeNodeRecursion::Continue),
-                };
-                let outer = outer_columns(&subquery.subquery);
-                if outer.is_empty() {
-                    return Ok(TreeNodeRecursion::Continue);
-                }
-                found = Some(outer);
-                Ok(TreeNodeRecursion::Stop)
-            })?;
-        }
-        Ok(if found.is_some() {
-            TreeNodeRecursion::Stop
-        } else {
-            TreeNodeRecursion::Continue
-        })
+        Ok(TreeNodeRecursion::Continue)
     })?;
     match found {
         None => Ok(()),
@@ -251,16 +232,7 @@ fn is_alias(e: &Expr) -> bool {
 }
 
 fn has_subquery(e: &Expr) -> bool {
-    e.exists(|e| {
-        Ok(matches!(
-            e,
-            Expr::ScalarSubquery(_)
-                | Expr::Exists(_)
-                | Expr::InSubquery(_)
-                | Expr::SetComparison(_)
-        ))
-    })
-    .unwrap_or(false)
+    e.exists(|e| Ok(is_subquery(e))).unwrap_or(false)
 }
 
 /// Rewrites the subquery expressions left in `Projection` and `Filter` nodes into joins with
@@ -352,18 +324,15 @@ fn unnest_one(
     config: &dyn OptimizerConfig,
 ) -> Result<Option<LogicalPlan>> {
     let input = node.inputs()[0].clone();
-    let conjuncts: Vec<Expr> = match node {
-        LogicalPlan::Filter(f) => split_conjunction(&f.predicate)
-            .into_iter()
-            .cloned()
-            .collect(),
+    let conjuncts = match node {
+        LogicalPlan::Filter(f) => split_conjunction(&f.predicate),
         _ => Vec::new(),
     };
     let mut candidates = Vec::new();
     for e in node.expressions() {
         e.apply(|x| {
             if let Some(c) = as_candidate(x, &input)
-                && (!before_datafusion || datafusion_gets_wrong(&c, conjuncts.contains(x)))
+                && (!before_datafusion || datafusion_gets_wrong(&c, conjuncts.contains(&x)))
             {
                 candidates.push((x.clone(), c));
                 // Its own subqueries are part of it.
@@ -531,22 +500,6 @@ fn datafusion_gets_wrong((subquery, ask): &(Subquery, Ask), conjunct: bool) -> b
     }
 }
 
-fn split_conjunction(e: &Expr) -> Vec<&Expr> {
-    match e {
-        Expr::BinaryExpr(BinaryExpr {
-            left,
-            op: Operator::And,
-            right,
-        }) => {
-            let mut v = split_conjunction(left);
-            v.extend(split_conjunction(right));
-            v
-        }
-        Expr::Alias(a) => split_conjunction(&a.expr),
-        other => vec![other],
-    }
-}
-
 /// The outer columns a plan refers to, anywhere in it (its own subqueries included).
 fn outer_columns(plan: &LogicalPlan) -> Vec<Column> {
     let mut out: Vec<Column> = Vec::new();
@@ -595,7 +548,7 @@ fn join_with_domain(
         .collect();
     let left = match ask {
         Ask::Any { left, .. } | Ask::All { left, .. } => {
-            if has_outer(left) || left.exists(|x| Ok(is_subquery(x))).unwrap_or(true) {
+            if has_outer(left) || has_subquery(left) {
                 return Ok(None);
             }
             keys.push(left.clone());
@@ -1047,10 +1000,7 @@ fn lift_predicates(plan: LogicalPlan) -> Result<Option<(LogicalPlan, Vec<Expr>)>
                 .into_iter()
                 .cloned()
                 .partition(has_outer);
-            if outer
-                .iter()
-                .any(|e| e.exists(|x| Ok(is_subquery(x))).unwrap_or(true))
-            {
+            if outer.iter().any(has_subquery) {
                 return Ok(None);
             }
             let Some((input, mut lifted)) = lift_predicates(f.input.as_ref().clone())? else {
