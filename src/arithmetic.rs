@@ -13,6 +13,7 @@ use datafusion::config::ConfigOptions;
 use datafusion::functions_aggregate::sum::Sum;
 use datafusion::logical_expr::expr_rewriter::NamePreserver;
 use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
+use datafusion::logical_expr::interval_arithmetic::Interval;
 use datafusion::logical_expr::utils::AggregateOrderSensitivity;
 use datafusion::logical_expr::utils::merge_schema;
 use datafusion::logical_expr::{
@@ -282,6 +283,16 @@ impl ScalarUDFImpl for CheckedArithmetic {
             first.data_type().clone(),
             nullable,
         )))
+    }
+
+    /// Unbounded, of the arguments' type (the default's type is NULL, on which functions
+    /// above it that reason about ranges, such as `abs`, fail: a window ordered by
+    /// `abs(a - b)` was then refused as unsorted).
+    fn evaluate_bounds(&self, input: &[&Interval]) -> Result<Interval> {
+        match input.first() {
+            Some(first) => Interval::make_unbounded(&first.data_type()),
+            None => internal_err!("{} takes arguments", self.name),
+        }
     }
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {

@@ -506,6 +506,7 @@ impl Engine {
         })?;
         sql::expand_setting_alias(&mut stmt);
         sql::exponent_literals_as_double(&mut stmt);
+        sql::distinct_from_precedence(&mut stmt);
         sql::expand_row_in_subqueries(&mut stmt)?;
         let keys: Vec<String> = calls.iter().map(|(k, _)| k.clone()).collect();
         let mut renamed = stmt.clone();

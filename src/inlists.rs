@@ -9,6 +9,7 @@ use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::{Result, internal_err};
 use datafusion::config::ConfigOptions;
 use datafusion::logical_expr::expr::InList;
+use datafusion::logical_expr::interval_arithmetic::Interval;
 use datafusion::logical_expr::{
     ColumnarValue, Expr, LogicalPlan, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDF,
     ScalarUDFImpl, Signature, Volatility,
@@ -100,6 +101,15 @@ impl ScalarUDFImpl for Same {
     ) -> Result<datafusion::arrow::datatypes::FieldRef> {
         match args.arg_fields {
             [one] => Ok(one.clone()),
+            _ => internal_err!("strata_same takes one argument"),
+        }
+    }
+
+    /// Its argument's range (the default's type is NULL, which functions above it that
+    /// reason about ranges fail on).
+    fn evaluate_bounds(&self, input: &[&Interval]) -> Result<Interval> {
+        match input {
+            [one] => Ok((*one).clone()),
             _ => internal_err!("strata_same takes one argument"),
         }
     }

@@ -694,6 +694,61 @@ pub fn exponent_literals_as_double(stmt: &mut DfStatement) {
     visit_statement(stmt, &mut Exponents);
 }
 
+/// `a IS [NOT] DISTINCT FROM b AND c` means `(a IS [NOT] DISTINCT FROM b) AND c`, as in
+/// PostgreSQL (IS binds tighter than NOT, AND and OR); the SQL parser reads the whole rest of
+/// the expression as the right operand. Its right operand is re-associated here, unless the
+/// query wrote the parentheses.
+pub fn distinct_from_precedence(stmt: &mut DfStatement) {
+    use datafusion::sql::sqlparser::ast::BinaryOperator;
+    /// `left IS [NOT] DISTINCT FROM right`, with `right` split at its first AND or OR.
+    fn reassociate(left: Expr, right: Expr, negated: bool) -> Expr {
+        match right {
+            Expr::BinaryOp {
+                left: first,
+                op: op @ (BinaryOperator::And | BinaryOperator::Or),
+                right: rest,
+            } => Expr::BinaryOp {
+                left: Box::new(reassociate(left, *first, negated)),
+                op,
+                right: rest,
+            },
+            right if negated => Expr::IsNotDistinctFrom(Box::new(left), Box::new(right)),
+            right => Expr::IsDistinctFrom(Box::new(left), Box::new(right)),
+        }
+    }
+    struct Precedence;
+    impl VisitorMut for Precedence {
+        type Break = ();
+        fn post_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
+            let negated = match expr {
+                Expr::IsDistinctFrom(_, r) | Expr::IsNotDistinctFrom(_, r)
+                    if matches!(
+                        r.as_ref(),
+                        Expr::BinaryOp {
+                            op: BinaryOperator::And | BinaryOperator::Or,
+                            ..
+                        }
+                    ) =>
+                {
+                    matches!(expr, Expr::IsNotDistinctFrom(..))
+                }
+                _ => return ControlFlow::Continue(()),
+            };
+            let placeholder = Expr::Value(ValueWithSpan {
+                value: Value::Null,
+                span: datafusion::sql::sqlparser::tokenizer::Span::empty(),
+            });
+            if let Expr::IsDistinctFrom(l, r) | Expr::IsNotDistinctFrom(l, r) =
+                std::mem::replace(expr, placeholder)
+            {
+                *expr = reassociate(*l, *r, negated);
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    visit_statement(stmt, &mut Precedence);
+}
+
 /// `(a, b) [NOT] IN (SELECT x, y ...)`, a row compared with a subquery's rows, which
 /// DataFusion does not plan: rewritten into EXISTS tests with PostgreSQL's answer, TRUE when
 /// some row equals, NULL when none does but some comparison is unknown, FALSE otherwise.
@@ -943,6 +998,50 @@ mod tests {
             text.contains(") IS NULL) THEN NULL ELSE false END)"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn is_distinct_from_binds_tighter_than_and_or() {
+        use datafusion::sql::sqlparser::ast::{BinaryOperator, SelectItem, SetExpr, Statement};
+        let first_item = |sql: &str| -> Expr {
+            let mut stmts = parse_statements(sql, "generic").unwrap();
+            distinct_from_precedence(&mut stmts[0]);
+            let DfStatement::Statement(s) = &stmts[0] else {
+                panic!("not a statement")
+            };
+            let Statement::Query(q) = s.as_ref() else {
+                panic!("not a query")
+            };
+            let SetExpr::Select(select) = q.body.as_ref() else {
+                panic!("not a select")
+            };
+            match &select.projection[0] {
+                SelectItem::UnnamedExpr(e) => e.clone(),
+                other => panic!("{other}"),
+            }
+        };
+        // ((a IS NOT DISTINCT FROM 1) AND b = 2) OR c
+        let e = first_item("SELECT a IS NOT DISTINCT FROM 1 AND b = 2 OR c");
+        let Expr::BinaryOp {
+            left,
+            op: BinaryOperator::Or,
+            ..
+        } = e
+        else {
+            panic!("{e}")
+        };
+        let Expr::BinaryOp {
+            left: test,
+            op: BinaryOperator::And,
+            ..
+        } = *left
+        else {
+            panic!("{left}")
+        };
+        assert!(matches!(*test, Expr::IsNotDistinctFrom(..)), "{test}");
+        // Written parentheses are kept.
+        let e = first_item("SELECT a IS DISTINCT FROM (b AND c)");
+        assert!(matches!(e, Expr::IsDistinctFrom(..)), "{e}");
     }
 
     #[test]

@@ -19,6 +19,7 @@ use datafusion::functions_window::expr_fn::row_number;
 use datafusion::logical_expr::ExprFunctionExt;
 use datafusion::logical_expr::expr::{Exists, InSubquery, SetComparison, SetQuantifier};
 use datafusion::logical_expr::expr_rewriter::NamePreserver;
+use datafusion::logical_expr::interval_arithmetic::Interval;
 use datafusion::logical_expr::logical_plan::{FetchType, SkipType};
 use datafusion::logical_expr::utils::split_conjunction;
 use datafusion::logical_expr::{
@@ -35,6 +36,8 @@ use datafusion::optimizer::{
     AnalyzerRule, Optimizer, OptimizerConfig, OptimizerContext, OptimizerRule,
 };
 use datafusion::prelude::lit;
+
+mod domain;
 
 /// Decorrelates a query's subqueries while its scopes are as written: DataFusion's own rules
 /// first (they turn equality correlations into joins), then [`UnnestSubqueries`] for what
@@ -59,6 +62,7 @@ impl AnalyzerRule for DecorrelateSubqueries {
             return Ok(plan);
         }
         let plan = sort_by_subquery_columns(keep_subquery_names(plan)?)?;
+        let plan = aggregate_subquery_columns(plan)?;
         let rules: Vec<Arc<dyn OptimizerRule + Send + Sync>> = vec![
             Arc::new(RewriteSetComparison::new()),
             // LATERAL first: the subqueries above it then see its rows as a join.
@@ -78,21 +82,31 @@ impl AnalyzerRule for DecorrelateSubqueries {
         let context = OptimizerContext::new_with_config_options(Arc::new(config.clone()));
         let mut plan = plan;
         for rule in rules {
-            // A rule that cannot rewrite a subquery leaves it to the next one. (DataFusion's
-            // optimizer would first refuse the plan: it checks that a correlated scalar
-            // subquery is an aggregate, which the last rule here does not need.)
-            let rewritten = match rule.apply_order() {
-                Some(ApplyOrder::TopDown) => plan
-                    .clone()
-                    .transform_down_with_subqueries(|p| rule.rewrite(p, &context)),
-                Some(ApplyOrder::BottomUp) => plan
-                    .clone()
-                    .transform_up_with_subqueries(|p| rule.rewrite(p, &context)),
-                None => rule.rewrite(plan.clone(), &context),
+            // Unnesting a subquery can leave one nested in it referring to the domain it
+            // was joined with: Strata's rule runs again until nothing changes.
+            let passes = if rule.name() == "strata_unnest_subqueries" {
+                8
+            } else {
+                1
             };
-            if let Ok(t) = rewritten
-                && t.transformed
-            {
+            for _ in 0..passes {
+                // A rule that cannot rewrite a subquery leaves it to the next one.
+                // (DataFusion's optimizer would first refuse the plan: it checks that a
+                // correlated scalar subquery is an aggregate, which the last rule here does
+                // not need.)
+                let rewritten = match rule.apply_order() {
+                    Some(ApplyOrder::TopDown) => plan
+                        .clone()
+                        .transform_down_with_subqueries(|p| rule.rewrite(p, &context)),
+                    Some(ApplyOrder::BottomUp) => plan
+                        .clone()
+                        .transform_up_with_subqueries(|p| rule.rewrite(p, &context)),
+                    None => rule.rewrite(plan.clone(), &context),
+                };
+                let Ok(t) = rewritten else { break };
+                if !t.transformed {
+                    break;
+                }
                 // A rewritten input can change its parents' schemas (a decorrelated LATERAL
                 // adds columns under a window); DataFusion's optimizer would refresh them.
                 let refreshed = t
@@ -128,7 +142,7 @@ fn refuse_correlated(plan: &LogicalPlan) -> Result<()> {
         Some(columns) => {
             let names: Vec<String> = columns.iter().map(|c| c.flat_name()).collect();
             not_impl_err!(
-                "this correlated subquery (referring to {} of the query around it) has a shape Strata cannot run yet: LIMIT, UNION, window or an outer join inside it, or a subquery two levels down referring to it",
+                "this correlated subquery (referring to {} of the query around it) has a shape Strata cannot run yet: the outer query's columns reach an operator it cannot carry them through (GROUPING SETS, ROLLUP, CUBE, DISTINCT ON, a recursive query or a table function)",
                 names.join(", ")
             )
         }
@@ -214,6 +228,64 @@ fn sort_by_subquery_columns(plan: LogicalPlan) -> Result<LogicalPlan> {
             .project(columns)?
             .build()
             .map(Transformed::yes)
+    })
+    .map(|t| t.data)
+}
+
+/// Moves subqueries out of GROUP BY and aggregate arguments into columns of the rows being
+/// aggregated (`GROUP BY (SELECT ... WHERE x.k = t.k)`), where the rules that run
+/// subqueries find them; the aggregate's columns keep their names.
+fn aggregate_subquery_columns(plan: LogicalPlan) -> Result<LogicalPlan> {
+    plan.transform_up_with_subqueries(|node| {
+        let LogicalPlan::Aggregate(agg) = node else {
+            return Ok(Transformed::no(node));
+        };
+        let exprs = agg.group_expr.iter().chain(&agg.aggr_expr);
+        if !exprs.clone().any(has_subquery)
+            || matches!(agg.group_expr.first(), Some(Expr::GroupingSet(_)))
+        {
+            return Ok(Transformed::no(LogicalPlan::Aggregate(agg)));
+        }
+        let mut below = column_exprs(&agg.input);
+        let mut to_column = |e: Expr| -> Result<Expr> {
+            let (qualifier, name) = e.qualified_name();
+            let moved = e
+                .transform_down(|x| {
+                    if !is_subquery(&x) {
+                        return Ok(Transformed::no(x));
+                    }
+                    let column = format!("__strata_agg_sq_{}", below.len());
+                    below.push(x.alias(&column));
+                    Ok(Transformed::new(
+                        Expr::Column(Column::from_name(column)),
+                        true,
+                        TreeNodeRecursion::Jump,
+                    ))
+                })?
+                .data;
+            Ok(match moved {
+                Expr::Alias(_) => moved,
+                other if other.qualified_name() == (qualifier.clone(), name.clone()) => other,
+                other => other.alias_qualified(qualifier, name),
+            })
+        };
+        let group = agg
+            .group_expr
+            .iter()
+            .cloned()
+            .map(&mut to_column)
+            .collect::<Result<Vec<_>>>()?;
+        let aggr = agg
+            .aggr_expr
+            .iter()
+            .cloned()
+            .map(&mut to_column)
+            .collect::<Result<Vec<_>>>()?;
+        let input = LogicalPlanBuilder::from(agg.input.as_ref().clone())
+            .project(below)?
+            .build()?;
+        Aggregate::try_new(Arc::new(input), group, aggr)
+            .map(|a| Transformed::yes(LogicalPlan::Aggregate(a)))
     })
     .map(|t| t.data)
 }
@@ -440,7 +512,9 @@ fn unnest_lateral(node: &LogicalPlan, config: &dyn OptimizerConfig) -> Result<Op
 /// DataFusion to run itself.
 fn as_candidate(e: &Expr, input: &LogicalPlan) -> Option<(Subquery, Ask)> {
     let (subquery, ask) = match e {
-        Expr::ScalarSubquery(s) if !s.outer_ref_columns.is_empty() => (s.clone(), Ask::Scalar),
+        Expr::ScalarSubquery(s) if !outer_columns(&s.subquery).is_empty() => {
+            (s.clone(), Ask::Scalar)
+        }
         Expr::Exists(Exists { subquery, negated }) => {
             (subquery.clone(), Ask::Exists { negated: *negated })
         }
@@ -488,6 +562,11 @@ fn as_candidate(e: &Expr, input: &LogicalPlan) -> Option<(Subquery, Ask)> {
 /// or FALSE where `IN` is NULL); a correlated `NOT IN` (its null-aware anti join looks for
 /// NULLs in all of the subquery's rows, not in each outer row's).
 fn datafusion_gets_wrong((subquery, ask): &(Subquery, Ask), conjunct: bool) -> bool {
+    // A subquery nested in it that refers to this query: DataFusion would decorrelate that
+    // one first, binding its reference to the wrong table.
+    if domain::deeply_correlated(&subquery.subquery) {
+        return true;
+    }
     match ask {
         Ask::Scalar => !matches!(
             split_scalar(&subquery.subquery),
@@ -500,23 +579,10 @@ fn datafusion_gets_wrong((subquery, ask): &(Subquery, Ask), conjunct: bool) -> b
     }
 }
 
-/// The outer columns a plan refers to, anywhere in it (its own subqueries included).
+/// The columns of queries further out that a plan refers to, anywhere in it (its own
+/// subqueries included, less what they refer to in the plan itself).
 fn outer_columns(plan: &LogicalPlan) -> Vec<Column> {
-    let mut out: Vec<Column> = Vec::new();
-    let _ = plan.apply_with_subqueries(|node| {
-        for e in node.expressions() {
-            let _ = e.apply(|x| {
-                if let Expr::OuterReferenceColumn(_, c) = x
-                    && !out.contains(c)
-                {
-                    out.push(c.clone());
-                }
-                Ok(TreeNodeRecursion::Continue)
-            });
-        }
-        Ok(TreeNodeRecursion::Continue)
-    });
-    out
+    domain::free_outer(plan)
 }
 
 fn has_outer(e: &Expr) -> bool {
@@ -626,12 +692,26 @@ fn join_with_domain(
         }
         _ => (below, None),
     };
-    let Some((rows, predicates)) = lift_predicates(below)? else {
-        return Ok(None);
+    let lifted = lift_predicates(below.clone())?.filter(|(rows, _)| !plan_has_outer(rows));
+    let (rows, predicates) = match lifted {
+        Some(lifted) => lifted,
+        None => {
+            // The domain goes down into the subquery instead, and its rows match the
+            // domain value they were computed for.
+            let pushing = domain::Domain {
+                input,
+                outer: &outer,
+                names,
+            };
+            let Some((rows, dc)) = pushing.push(&below)? else {
+                return Ok(None);
+            };
+            let same = (0..outer.len())
+                .map(|i| domain::not_distinct(domain_col(i), Expr::Column(dc[i].clone())))
+                .collect();
+            (rows, same)
+        }
     };
-    if plan_has_outer(&rows) {
-        return Ok(None);
-    }
     let value_of_rows = rows.schema().columns().first().cloned();
     let rows_schema_columns = rows.schema().columns();
     let mut row_exprs = column_exprs(&rows);
@@ -1114,6 +1194,15 @@ impl ScalarUDFImpl for SingleRow {
     fn return_type(&self, arg_types: &[DataType]) -> Result<DataType> {
         match arg_types {
             [_, v] => Ok(v.clone()),
+            _ => plan_err!("strata_single_row takes a count and a value"),
+        }
+    }
+
+    /// Unbounded, of the value's type (the default's type is NULL, which functions above it
+    /// that reason about ranges fail on).
+    fn evaluate_bounds(&self, input: &[&Interval]) -> Result<Interval> {
+        match input {
+            [_, v] => Interval::make_unbounded(&v.data_type()),
             _ => plan_err!("strata_single_row takes a count and a value"),
         }
     }
