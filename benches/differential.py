@@ -4,7 +4,8 @@
 Makes two tables of seeded random rows (NULLs, negative numbers, decimals, dates, empty and
 repeated strings), generates random SELECTs over them (joins, filters, CASE, casts, COALESCE,
 aggregates with GROUP BY and HAVING, window functions, correlated and uncorrelated
-subqueries in SELECT and WHERE, LATERAL, set operations) and checks each three ways:
+subqueries in SELECT, WHERE and GROUP BY, nested two levels, with UNION, windows, LIMIT
+and outer joins inside them, LATERAL, set operations) and checks each three ways:
 
 1. against DuckDB, an independent engine (differences that are deliberate semantics are in
    ALLOWED, each with its reason);
@@ -148,7 +149,20 @@ class Gen:
             op = r.choice(["=", "<", ">", "<>", "<="])
             corr = f" AND z.{r.choice(['k', 'a', 'b'])} {op} {outer}.{r.choice(['k', 'a', 'b'])}"
         where = f"WHERE {self.pred('z')}{corr}"
-        kind = r.randint(0, 5)
+        kind = r.randint(0, 10)
+        op = r.choice(["=", "<", ">", "<>"])
+        if kind == 6:
+            # Two levels down, referring to the outermost query.
+            return f"(SELECT count(*) FROM t2 AS z {where} AND z.a < (SELECT max(w.b) FROM t1 AS w WHERE w.k {op} {outer}.k))"
+        if kind == 7:
+            return f"(SELECT sum(v) FROM (SELECT z.a AS v FROM t2 AS z {where} UNION ALL SELECT w.b FROM t1 AS w WHERE w.k {op} {outer}.a) AS s)"
+        if kind == 8:
+            return f"(SELECT max(rk) FROM (SELECT rank() OVER (PARTITION BY z.k ORDER BY z.a) AS rk FROM t2 AS z {where}) AS s)"
+        if kind == 9:
+            order = "z.a NULLS FIRST, z.b NULLS FIRST, z.d NULLS FIRST, z.s NULLS FIRST, z.dt NULLS FIRST, z.f NULLS FIRST"
+            return f"(SELECT z.k FROM t2 AS z WHERE {self.pred('z')} ORDER BY abs(z.b - {outer}.b) NULLS FIRST, z.k, {order} LIMIT 1 OFFSET {r.randint(0, 1)})"
+        if kind == 10:
+            return f"EXISTS (SELECT 1 FROM t2 AS z LEFT JOIN t1 AS w ON w.k = z.k AND w.a {op} {outer}.a WHERE {self.pred('z')} AND w.k IS NULL)"
         if kind == 0:
             agg = r.choice(["count(*)", "count(z.a)", "sum(z.b)", "min(z.d)", "max(z.a)"])
             return f"(SELECT {agg} FROM t2 AS z {where})"
@@ -189,7 +203,8 @@ class Gen:
             select = ", ".join(f"{e} AS c{i}" for i, e in enumerate(items))
             body = f"SELECT {select} FROM {frm}"
         elif shape == 1:
-            key = r.choice([self.col("x"), self.text("x"), f"({self.num('x')} % 3)"])
+            key = r.choice([self.col("x"), self.text("x"), f"({self.num('x')} % 3)",
+                            f"(SELECT count(*) FROM t2 AS z WHERE z.k {r.choice(['<', '='])} x.k)"])
             aggs = [r.choice(["count(*)", f"sum({self.num('x')})", f"min({self.col('x')})",
                               f"max({self.text('x')})", f"count(DISTINCT {self.col('x', 'int')})",
                               f"avg({self.col('x', 'int')})"]) for _ in range(r.randint(1, 3))]
@@ -254,6 +269,14 @@ def strata_answers(strata, setup, queries, threads):
         else:
             rows.append(obj)
     return answers
+
+
+def strata_error(strata, setup, q):
+    """The error Strata gives for one query, run on its own."""
+    p = subprocess.run([strata, "-q", "-c", ";\n".join(setup + [q])],
+                       capture_output=True, text=True, cwd=ROOT, timeout=600)
+    lines = p.stderr.strip().splitlines()
+    return "failed: " + (lines[-1] if lines else f"exit status {p.returncode}")
 
 
 def duck_answer(con, q):
@@ -339,7 +362,8 @@ def main():
                 if reason:
                     allowed += 1
                 else:
-                    problems.append(f"strata {str(mine)[:300]}\n    duckdb {str(theirs)[:300]}")
+                    said = strata_error(strata, setup, q) if mine is None else str(mine)[:300]
+                    problems.append(f"strata {said}\n    duckdb {str(theirs)[:300]}")
         else:
             counts = [one[at + i] for i in range(4)]
             at += 4

@@ -837,7 +837,11 @@ impl QueryResult {
             .map(
                 |f| match names.iter().find(|(internal, _)| internal == f.name()) {
                     Some((_, shown)) => Arc::new(f.as_ref().clone().with_name(shown)),
-                    None => f.clone(),
+                    // A repeated name of a derived table, shown through `*`.
+                    None => match f.name().split_once(sql::DUPLICATE_MARK) {
+                        Some((shown, _)) => Arc::new(f.as_ref().clone().with_name(shown)),
+                        None => f.clone(),
+                    },
                 },
             )
             .collect();

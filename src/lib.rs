@@ -32,6 +32,8 @@ pub mod engine;
 pub mod error;
 /// Table functions: `read_*`, `list_files`, `parquet_metadata`.
 pub mod functions;
+/// Entry points for fuzzing every input a user controls.
+pub mod fuzzing;
 pub mod inlists;
 pub mod optimizer;
 /// Result formats written to any `Write`.

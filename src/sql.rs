@@ -658,7 +658,79 @@ pub fn alias_duplicate_names(stmt: &mut DfStatement) -> Option<Vec<(String, Stri
         };
         names.push((internal, name.clone()));
     }
-    (!names.is_empty()).then_some(names)
+    let nested = rename_nested_duplicates(stmt);
+    (!names.is_empty() || nested).then_some(names)
+}
+
+/// The marker in the name [`alias_duplicate_names`] gives a repeated name in a derived table
+/// or subquery (`a` becomes `a__strata_dup_1`); results show the name before it.
+pub const DUPLICATE_MARK: &str = "__strata_dup_";
+
+/// In every SELECT but the outermost (derived tables, CTEs, subqueries), a name that repeats
+/// one before it gets a name of its own: PostgreSQL accepts `(SELECT a, b AS a FROM t) AS s`
+/// and `SELECT *` over it shows two columns `a`. Returns whether any was renamed.
+fn rename_nested_duplicates(stmt: &mut DfStatement) -> bool {
+    use datafusion::sql::sqlparser::ast::{Query, SelectItem, SetExpr};
+    struct Nested {
+        depth: usize,
+        renamed: bool,
+    }
+    impl VisitorMut for Nested {
+        type Break = ();
+        fn pre_visit_query(&mut self, query: &mut Query) -> ControlFlow<()> {
+            self.depth += 1;
+            if self.depth == 1 {
+                return ControlFlow::Continue(());
+            }
+            let mut body = query.body.as_mut();
+            while let SetExpr::SetOperation { left, .. } = body {
+                body = left.as_mut();
+            }
+            let SetExpr::Select(select) = body else {
+                return ControlFlow::Continue(());
+            };
+            let mut seen: Vec<String> = Vec::new();
+            for (i, item) in select.projection.iter_mut().enumerate() {
+                let name = match item {
+                    SelectItem::ExprWithAlias { alias, .. } => alias.value.clone(),
+                    SelectItem::UnnamedExpr(Expr::Identifier(i)) => i.value.clone(),
+                    SelectItem::UnnamedExpr(Expr::CompoundIdentifier(parts)) => {
+                        match parts.last() {
+                            Some(p) => p.value.clone(),
+                            None => continue,
+                        }
+                    }
+                    _ => continue,
+                };
+                if !seen.contains(&name) {
+                    seen.push(name);
+                    continue;
+                }
+                let expr = match item {
+                    SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => {
+                        e.clone()
+                    }
+                    _ => continue,
+                };
+                *item = SelectItem::ExprWithAlias {
+                    expr,
+                    alias: Ident::new(format!("{name}{DUPLICATE_MARK}{i}")),
+                };
+                self.renamed = true;
+            }
+            ControlFlow::Continue(())
+        }
+        fn post_visit_query(&mut self, _query: &mut Query) -> ControlFlow<()> {
+            self.depth -= 1;
+            ControlFlow::Continue(())
+        }
+    }
+    let mut v = Nested {
+        depth: 0,
+        renamed: false,
+    };
+    visit_statement(stmt, &mut v);
+    v.renamed
 }
 
 /// Numbers written with an exponent (`1e10`, `2.5E-3`) are DOUBLE, as in DuckDB; other

@@ -589,4 +589,14 @@ fn a_select_list_may_repeat_a_name() {
         ]),
         "person_id,person_id,(SELECT 1),(SELECT 2)\n1,76,1,2\n"
     );
+    // In a derived table and a CTE too; `*` shows each name as written.
+    assert_eq!(
+        quiet(&[
+            "--format",
+            "csv",
+            "-c",
+            "WITH c AS (SELECT 1 AS x, 2 AS x) SELECT * FROM (SELECT person_id, 76 AS person_id FROM people) AS s, c ORDER BY 1 LIMIT 1"
+        ]),
+        "person_id,person_id,x,x\n1,76,1,2\n"
+    );
 }

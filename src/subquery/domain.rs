@@ -160,12 +160,29 @@ impl Domain<'_> {
                 Ok(Some((plan, dc)))
             }
             LogicalPlan::Union(u) => {
+                // Every input names the domain's columns alike (an input the optimizer
+                // finds empty is dropped, and another then stands for the union).
                 let mut inputs = Vec::with_capacity(u.inputs.len());
+                let mut names: Option<Vec<String>> = None;
                 for input in &u.inputs {
-                    let Some((pushed, _)) = self.push(input)? else {
+                    let Some((pushed, dc)) = self.push(input)? else {
                         return Ok(None);
                     };
-                    inputs.push(Arc::new(pushed));
+                    let names = names.get_or_insert_with(|| {
+                        dc.iter().map(|c| c.name.clone()).collect::<Vec<_>>()
+                    });
+                    let mut exprs: Vec<Expr> = pushed
+                        .schema()
+                        .columns()
+                        .into_iter()
+                        .filter(|c| !dc.contains(c))
+                        .map(Expr::Column)
+                        .collect();
+                    for (c, name) in dc.iter().zip(names.iter()) {
+                        exprs.push(Expr::Column(c.clone()).alias(name));
+                    }
+                    let named = LogicalPlanBuilder::from(pushed).project(exprs)?.build()?;
+                    inputs.push(Arc::new(named));
                 }
                 let union = Union::try_new_with_loose_types(inputs)?;
                 let columns = union.schema.columns();

@@ -1,0 +1,201 @@
+//! Arbitrary bytes fed to every input a user controls — SQL text, the catalog file, and the
+//! bytes of a Parquet, CSV, NDJSON, Arrow IPC or Avro file — for the fuzz targets in `fuzz/`
+//! and the tests that replay what they found. An error is a fine answer; a panic anywhere
+//! (even one the engine turns into an error) or a hang is a bug.
+
+use std::path::{Path, PathBuf};
+use std::sync::Once;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use crate::{Catalog, DatasetSpec, Engine, Error, Format, Result};
+
+/// The inputs a fuzz target can feed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// SQL text, planned and run against small sample tables.
+    Sql,
+    /// The text of a catalog file.
+    Catalog,
+    /// The bytes of a data file, read as this format.
+    File(Format),
+}
+
+impl Target {
+    /// Every target, by the name of its fuzz target and corpus directory.
+    pub const ALL: [(&'static str, Target); 7] = [
+        ("sql", Target::Sql),
+        ("catalog", Target::Catalog),
+        ("parquet", Target::File(Format::Parquet)),
+        ("csv", Target::File(Format::Csv)),
+        ("ndjson", Target::File(Format::Json)),
+        ("ipc", Target::File(Format::Arrow)),
+        ("avro", Target::File(Format::Avro)),
+    ];
+}
+
+/// How long one query may run before it is cancelled (a slow query is not a bug; one that
+/// ignores cancellation shows up as the fuzzer's own timeout).
+const QUERY_TIME: Duration = Duration::from_secs(2);
+/// Batches read from a result: enough to run every operator of most plans.
+const BATCHES: usize = 16;
+
+static PANICKED: AtomicBool = AtomicBool::new(false);
+static HOOK: Once = Once::new();
+
+/// An engine over small sample tables, and a runtime to drive it.
+pub struct Harness {
+    runtime: tokio::runtime::Runtime,
+    engine: Engine,
+    dir: PathBuf,
+    files: AtomicU64,
+}
+
+impl Harness {
+    /// A harness whose files go to a directory of its own under the system's temporary
+    /// directory.
+    pub fn new() -> Result<Harness> {
+        HOOK.call_once(|| {
+            let previous = std::panic::take_hook();
+            std::panic::set_hook(Box::new(move |info| {
+                PANICKED.store(true, Ordering::SeqCst);
+                previous(info);
+            }));
+        });
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .map_err(|e| Error::Execution(format!("cannot start a runtime: {e}")))?;
+        let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("data");
+        let engine = runtime.block_on(async {
+            let engine = Engine::builder()
+                .threads(2)
+                .target_partitions(2)
+                .memory_limit(512 << 20)
+                .build()
+                .await?;
+            for (name, location) in [
+                ("people", "people/"),
+                ("events", "events/"),
+                ("violations", "violations/"),
+            ] {
+                let path = data.join(location);
+                engine
+                    .register(name, DatasetSpec::new(path.to_string_lossy()))
+                    .await?;
+            }
+            let setup = "CREATE TABLE t AS SELECT * FROM (VALUES (1, 10, 'x', 1.5), (2, NULL, 'y', NULL), (3, -7, NULL, 2.25)) AS v(a, b, s, d)";
+            engine.sql(setup).await?.collect().await?;
+            Ok::<_, Error>(engine)
+        })?;
+        let dir = std::env::temp_dir().join(format!("strata-fuzz-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| Error::Execution(format!("cannot create {}: {e}", dir.display())))?;
+        Ok(Harness {
+            runtime,
+            engine,
+            dir,
+            files: AtomicU64::new(0),
+        })
+    }
+
+    /// The engine inputs run on.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Feed `bytes` to `target`. Panics when anything panicked on the way, caught or not.
+    pub fn run(&self, target: Target, bytes: &[u8]) {
+        PANICKED.store(false, Ordering::SeqCst);
+        match target {
+            Target::Sql => {
+                if let Ok(text) = std::str::from_utf8(bytes) {
+                    self.sql(text);
+                }
+            }
+            Target::Catalog => {
+                if let Ok(text) = std::str::from_utf8(bytes) {
+                    let _ = Catalog::parse(text, "fuzz.toml", &self.dir, &|_| None);
+                }
+            }
+            Target::File(format) => self.file(format, bytes),
+        }
+        assert!(
+            !PANICKED.load(Ordering::SeqCst),
+            "a panic was caught while running this input"
+        );
+    }
+
+    /// Each statement that only reads (statements that write files or change the session
+    /// are skipped: the fuzzer must not write where it pleases).
+    fn sql(&self, text: &str) {
+        let Ok(statements) = Engine::split_statements(text) else {
+            return;
+        };
+        for statement in statements {
+            let head = statement.trim_start().to_ascii_uppercase();
+            let reads = [
+                "SELECT", "WITH", "VALUES", "EXPLAIN", "DESCRIBE", "SHOW", "(",
+            ]
+            .iter()
+            .any(|k| head.starts_with(k));
+            let writes = ["COPY", "INSERT", "EXTERNAL", "CREATE", "DROP", "SET "]
+                .iter()
+                .any(|k| head.contains(k));
+            if reads && !writes {
+                let _ = self.query(&statement);
+            }
+        }
+    }
+
+    fn file(&self, format: Format, bytes: &[u8]) {
+        let n = self.files.fetch_add(1, Ordering::Relaxed);
+        let path = self.dir.join(format!("input-{n}.{}", extension(format)));
+        if std::fs::write(&path, bytes).is_err() {
+            return;
+        }
+        let location = path.to_string_lossy().replace('\'', "''");
+        let _ = self.query(&format!("SELECT * FROM '{location}'"));
+        let _ = self.query(&format!("SELECT count(*) FROM '{location}'"));
+        let _ = std::fs::remove_file(&path);
+    }
+
+    /// Plan and run one statement, reading at most [`BATCHES`] batches for at most
+    /// [`QUERY_TIME`].
+    fn query(&self, sql: &str) -> Result<()> {
+        self.runtime.block_on(async {
+            let run = async {
+                let mut result = self.engine.sql(sql).await?;
+                let mut batches = 0;
+                while let Some(batch) = result.next_batch().await {
+                    batch?;
+                    batches += 1;
+                    if batches == BATCHES {
+                        break;
+                    }
+                }
+                Ok(())
+            };
+            tokio::time::timeout(QUERY_TIME, run)
+                .await
+                .unwrap_or(Err(Error::Cancelled))
+        })
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn extension(format: Format) -> &'static str {
+    match format {
+        Format::Parquet => "parquet",
+        Format::Csv => "csv",
+        Format::Json => "ndjson",
+        Format::Arrow => "arrow",
+        Format::Avro => "avro",
+    }
+}
