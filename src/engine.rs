@@ -587,11 +587,14 @@ impl Engine {
                 | LogicalPlan::Copy(_)
                 | LogicalPlan::Dml(_)
         );
+        // COPY to a local path writes under a temporary name until it completes.
+        let (plan, staged) = crate::write::stage(plan);
         let df = self.ctx.execute_logical_plan(plan).await?;
         let (state, plan) = df.into_parts();
         let optimized = state.optimize(&plan)?;
         let execution = self.runner.execute(&state, optimized).await?;
         let mut result = QueryResult::new(execution, state.task_ctx());
+        result.staged = staged;
         if !is_query && complete_commands {
             // Run commands to completion now, so errors surface here and effects are visible.
             let batches = result.collect().await?;
@@ -790,6 +793,8 @@ pub struct QueryResult {
     stream: CancellableStream,
     /// Batches are given `schema` (its names differ from the plan's).
     relabel: bool,
+    /// Output to publish when the stream ends (see [`crate::write`]).
+    staged: Option<crate::write::Staged>,
 }
 
 impl std::fmt::Debug for QueryResult {
@@ -809,6 +814,7 @@ impl QueryResult {
             task_ctx: Some(task_ctx),
             stream: CancellableStream::new(execution.stream),
             relabel: false,
+            staged: None,
         }
     }
 
@@ -824,6 +830,7 @@ impl QueryResult {
             task_ctx: None,
             stream: CancellableStream::new(stream),
             relabel: false,
+            staged: None,
         }
     }
 
@@ -870,7 +877,27 @@ impl QueryResult {
 
     /// The next batch, or `None` at the end. A failure to decode a file names the file.
     pub async fn next_batch(&mut self) -> Option<Result<RecordBatch>> {
-        match self.stream.next().await {
+        let next = self.stream.next().await;
+        match (&next, self.staged.as_mut()) {
+            // The output is complete: it appears under its name now.
+            (None, Some(staged)) => {
+                let published = staged.publish();
+                self.staged = None;
+                if let Err(e) = published {
+                    return Some(Err(e));
+                }
+            }
+            (Some(Err(_)), Some(staged)) => {
+                staged.discard();
+                if let Some(Err(e)) = next {
+                    let explained = staged.explain(e);
+                    self.staged = None;
+                    return Some(Err(explained));
+                }
+            }
+            _ => {}
+        }
+        match next {
             Some(Err(Error::Execution(message))) => {
                 let (plan, ctx) = (self.plan.clone(), self.task_ctx.clone());
                 Some(Err(diagnose(plan, ctx, message).await))

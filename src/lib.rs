@@ -46,6 +46,7 @@ pub mod sql;
 /// Object stores built on demand from URLs and settings.
 pub mod store;
 pub mod subquery;
+pub mod write;
 
 pub use catalog::Catalog;
 pub use dataset::{DatasetOptions, DatasetSpec, Format};

@@ -320,6 +320,19 @@ impl Dataset {
                     message,
                 })?
         } else {
+            // A footer that points outside its file makes the Parquet reader panic: local
+            // files are checked first (a read of 8 bytes each).
+            if format == Format::Parquet && !remote {
+                let base = listed[0].0.url.object_store();
+                if let Some((file, why)) = malformed_parquet(&store, base.as_str(), &objects).await
+                {
+                    return Err(DatasetError::Read {
+                        location: spec.display(),
+                        file: Some(file),
+                        message: why,
+                    });
+                }
+            }
             let inferred =
                 std::panic::AssertUnwindSafe(file_format.infer_schema(state, &store, &objects))
                     .catch_unwind()

@@ -46,6 +46,11 @@ impl DatasetTable {
         DatasetTable { inner, recipe }
     }
 
+    /// The listing table it wraps.
+    pub fn listing(&self) -> &ListingTable {
+        &self.inner
+    }
+
     /// The table's description as bytes, for [`DatasetTable::decode`] in another process.
     pub fn encode(&self) -> Vec<u8> {
         serde_json::to_vec(&self.recipe).expect("a recipe serializes")
