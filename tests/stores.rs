@@ -13,6 +13,10 @@ use strata::datafusion::arrow::array::{AsArray, RecordBatch};
 use strata::datafusion::arrow::datatypes::Int64Type;
 use strata::{Engine, EngineBuilder};
 
+#[path = "common/file_server.rs"]
+mod file_server;
+use file_server::{Fault, serve_files};
+
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
@@ -482,89 +486,9 @@ fn create_container(port: u16, account: &str, key: &str, container: &str) -> u16
     )
 }
 
-/// A minimal HTTP file server with HEAD and byte ranges, on a port the OS picks.
-async fn serve_files(dir: PathBuf) -> u16 {
-    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                return;
-            };
-            let dir = dir.clone();
-            tokio::spawn(async move {
-                let (read, mut write) = stream.into_split();
-                let mut reader = tokio::io::BufReader::new(read);
-                loop {
-                    let mut request = String::new();
-                    if reader.read_line(&mut request).await.unwrap_or(0) == 0 {
-                        return;
-                    }
-                    // (start, end) or, for `bytes=-N`, the last N bytes.
-                    let mut range: Option<(Option<u64>, Option<u64>)> = None;
-                    loop {
-                        let mut h = String::new();
-                        if reader.read_line(&mut h).await.unwrap_or(0) == 0 || h == "\r\n" {
-                            break;
-                        }
-                        let lower = h.to_ascii_lowercase();
-                        if let Some(r) = lower.strip_prefix("range: bytes=") {
-                            let (a, b) = r.trim().split_once('-').unwrap_or((r.trim(), ""));
-                            range = Some((a.parse().ok(), b.parse().ok()));
-                        }
-                    }
-                    let mut parts = request.split_whitespace();
-                    let method = parts.next().unwrap_or("").to_string();
-                    let path = parts
-                        .next()
-                        .unwrap_or("/")
-                        .trim_start_matches('/')
-                        .to_string();
-                    let file = dir.join(&path);
-                    let response = match std::fs::read(&file) {
-                        Ok(body) if !path.contains("..") => {
-                            let len = body.len() as u64;
-                            let (status, slice, extra) = match range {
-                                Some((start, end)) => {
-                                    let (start, end) = match (start, end) {
-                                        (Some(a), b) => (a, b.unwrap_or(len - 1).min(len - 1)),
-                                        (None, Some(n)) => (len.saturating_sub(n), len - 1),
-                                        (None, None) => (0, len - 1),
-                                    };
-                                    (
-                                        "206 Partial Content",
-                                        body[start as usize..=end as usize].to_vec(),
-                                        format!("Content-Range: bytes {start}-{end}/{len}\r\n"),
-                                    )
-                                }
-                                None => ("200 OK", body, String::new()),
-                            };
-                            let mut head = format!(
-                                "HTTP/1.1 {status}\r\nContent-Length: {}\r\nLast-Modified: Sun, 01 Nov 2026 00:00:00 GMT\r\nETag: \"{len}\"\r\nAccept-Ranges: bytes\r\n{extra}\r\n",
-                                slice.len()
-                            )
-                            .into_bytes();
-                            if method != "HEAD" {
-                                head.extend_from_slice(&slice);
-                            }
-                            head
-                        }
-                        _ => b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n".to_vec(),
-                    };
-                    if write.write_all(&response).await.is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    port
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_urls_are_tables() {
-    let port = serve_files(root().join("data")).await;
+    let port = serve_files(root().join("data"), Fault::None).await.port;
     let engine = catalog_engine().build().await.unwrap();
     let base = format!("http://127.0.0.1:{port}");
     assert_eq!(
