@@ -7,6 +7,7 @@
 # number of executions per target (default 1000000). Each target's corpus starts from
 # the project's own SQL tests and data files. What crashes lands in fuzz/artifacts/TARGET/;
 # copy it into fuzz/regressions/TARGET/ once fixed, where `cargo test` replays it.
+# FUZZ_SEED fixes libFuzzer's random seed (CI uses 1, so its smoke run is repeatable).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -58,12 +59,24 @@ PY
 }
 
 cargo fuzz build --sanitizer none --fuzz-dir fuzz
+failed=()
 for t in "${targets[@]}"; do
   seed "$t"
   extra=()
+  [[ -n ${FUZZ_SEED:-} ]] && extra+=("-seed=$FUZZ_SEED")
   [[ -f fuzz/$t.dict ]] && extra+=("-dict=fuzz/$t.dict")
   echo "== fuzzing $t for $runs executions"
+  status=0
   cargo fuzz run --sanitizer none --fuzz-dir fuzz "$t" "fuzz/corpus/$t" -- \
     -runs="$runs" -timeout=20 -rss_limit_mb=4096 -max_len=65536 -print_final_stats=1 \
-    "${extra[@]}" 2>&1 | tee "fuzz/$t.log" | grep -E "^(#[0-9]+ +(DONE|pulse)|stat::|==|SUMMARY|.*panicked)" || true
+    "${extra[@]}" >"fuzz/$t.log" 2>&1 || status=$?
+  grep -E "^(#[0-9]+ +DONE|stat::number_of_executed_units|stat::peak_rss_mb|SUMMARY|==[0-9]+== ERROR)|panicked at" "fuzz/$t.log" || true
+  if [[ $status -ne 0 ]]; then
+    failed+=("$t")
+    echo "!! $t failed (exit status $status); see fuzz/$t.log and fuzz/artifacts/$t/"
+  fi
 done
+if [[ ${#failed[@]} -gt 0 ]]; then
+  echo "fuzzing found problems in: ${failed[*]}"
+  exit 1
+fi

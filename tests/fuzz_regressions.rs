@@ -6,6 +6,9 @@ use std::path::{Path, PathBuf};
 
 use strata::fuzzing::{Harness, Target};
 
+/// The harness watches panics process-wide: its tests take turns.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn files(dir: &Path) -> Vec<PathBuf> {
     let mut out: Vec<PathBuf> = std::fs::read_dir(dir)
         .map(|entries| entries.flatten().map(|e| e.path()).collect())
@@ -17,6 +20,7 @@ fn files(dir: &Path) -> Vec<PathBuf> {
 
 #[test]
 fn fuzz_regressions_answer_or_fail_cleanly() {
+    let _turn = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let harness = Harness::new().expect("harness");
     let mut replayed = 0;
@@ -25,6 +29,16 @@ fn fuzz_regressions_answer_or_fail_cleanly() {
             let bytes = std::fs::read(&path).expect("read");
             eprintln!("replaying {}", path.display());
             harness.run(target, &bytes);
+            // A malformed file fails with one line that names it.
+            if let Target::File(format) = target {
+                for outcome in harness.read_file(format, &bytes) {
+                    if let Err(e) = outcome {
+                        let message = e.to_string();
+                        assert!(!message.contains('\n'), "{}: {message}", path.display());
+                        assert!(message.contains("input-"), "{}: {message}", path.display());
+                    }
+                }
+            }
             replayed += 1;
         }
     }
@@ -33,6 +47,7 @@ fn fuzz_regressions_answer_or_fail_cleanly() {
 
 #[test]
 fn harness_reports_a_caught_panic() {
+    let _turn = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     use std::sync::Arc;
     use strata::datafusion::arrow::datatypes::DataType;
     use strata::datafusion::logical_expr::{ColumnarValue, Volatility, create_udf};

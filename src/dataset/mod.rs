@@ -320,18 +320,22 @@ impl Dataset {
                     message,
                 })?
         } else {
-            // A footer that points outside its file makes the Parquet reader panic: local
-            // files are checked first (a read of 8 bytes each).
-            if format == Format::Parquet && !remote {
-                let base = listed[0].0.url.object_store();
-                if let Some((file, why)) = malformed_parquet(&store, base.as_str(), &objects).await
-                {
-                    return Err(DatasetError::Read {
-                        location: spec.display(),
-                        file: Some(file),
-                        message: why,
-                    });
+            // Footers the Parquet and Arrow readers would panic on (or allocate without
+            // bound for) are checked first in local files: a few small reads each.
+            let base = listed[0].0.url.object_store();
+            let malformed = match format {
+                Format::Parquet if !remote => {
+                    malformed_parquet(&store, base.as_str(), &objects).await
                 }
+                Format::Arrow if !remote => malformed_arrow(&store, base.as_str(), &objects).await,
+                _ => None,
+            };
+            if let Some((file, why)) = malformed {
+                return Err(DatasetError::Read {
+                    location: spec.display(),
+                    file: Some(file),
+                    message: why,
+                });
             }
             let inferred =
                 std::panic::AssertUnwindSafe(file_format.infer_schema(state, &store, &objects))
@@ -482,6 +486,190 @@ async fn malformed_parquet(
     None
 }
 
+/// The first local Arrow IPC file whose footer the reader would choke on (a type it does not
+/// know, a block past the end of the file), and why. Streams (no footer) are left to the
+/// reader.
+async fn malformed_arrow(
+    store: &Arc<dyn object_store::ObjectStore>,
+    base: &str,
+    objects: &[ObjectMeta],
+) -> Option<(String, String)> {
+    use datafusion::arrow::ipc;
+    use object_store::ObjectStoreExt;
+    for meta in objects {
+        let name = match base.strip_prefix("file://") {
+            Some(_) => format!("/{}", meta.location),
+            None => format!("{base}{}", meta.location),
+        };
+        let size = meta.size;
+        if size < 16 {
+            continue;
+        }
+        let Ok(tail) = store.get_range(&meta.location, size - 10..size).await else {
+            continue;
+        };
+        if &tail[4..] != b"ARROW1" {
+            continue;
+        }
+        let footer_len = i32::from_le_bytes([tail[0], tail[1], tail[2], tail[3]]);
+        if footer_len <= 0 || footer_len as u64 > size - 10 {
+            return Some((
+                name,
+                "corrupt Arrow IPC footer: its length is past the file".into(),
+            ));
+        }
+        let Ok(footer) = store
+            .get_range(&meta.location, size - 10 - footer_len as u64..size - 10)
+            .await
+        else {
+            continue;
+        };
+        let problem = match ipc::root_as_footer(&footer) {
+            Err(e) => Some(format!("corrupt Arrow IPC footer: {e}")),
+            Ok(fb) => check_ipc_footer(&fb, size).err(),
+        };
+        if let Some(why) = problem {
+            return Some((name, why));
+        }
+    }
+    None
+}
+
+/// What the Arrow IPC reader would panic on or allocate without bound: a schema without
+/// fields, a type it does not support, a block that reaches past the file's end.
+fn check_ipc_footer(footer: &datafusion::arrow::ipc::Footer<'_>, size: u64) -> Result<(), String> {
+    let schema = footer
+        .schema()
+        .ok_or("corrupt Arrow IPC footer: no schema")?;
+    let fields = schema
+        .fields()
+        .ok_or("corrupt Arrow IPC footer: a schema without fields")?;
+    for kv in schema.custom_metadata().into_iter().flatten() {
+        if kv.key().is_none() || kv.value().is_none() {
+            return Err("corrupt Arrow IPC footer: metadata without a key or value".into());
+        }
+    }
+    for field in fields {
+        check_ipc_field(field, 0)?;
+    }
+    let blocks = footer
+        .recordBatches()
+        .into_iter()
+        .flatten()
+        .chain(footer.dictionaries().into_iter().flatten());
+    for block in blocks {
+        let (offset, meta, body) = (block.offset(), block.metaDataLength(), block.bodyLength());
+        let end = (offset as i128) + (meta as i128) + (body as i128);
+        if offset < 0 || meta < 0 || body < 0 || end > size as i128 {
+            return Err(format!(
+                "corrupt Arrow IPC file: a block of {} bytes at offset {offset} is past its end ({size} bytes)",
+                meta as i128 + body as i128
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn check_ipc_field(field: datafusion::arrow::ipc::Field<'_>, depth: usize) -> Result<(), String> {
+    use datafusion::arrow::ipc::{DateUnit, IntervalUnit, Precision, TimeUnit, Type, UnionMode};
+    let name = field.name().unwrap_or("?");
+    let bad = |what: &str| {
+        Err(format!(
+            "corrupt Arrow IPC schema: column '{name}' has {what}"
+        ))
+    };
+    if depth > 64 {
+        return bad("types nested too deep");
+    }
+    let children = field.children().map_or(0, |c| c.len());
+    let int_width = |w: i32| matches!(w, 8 | 16 | 32 | 64);
+    let known = match field.type_type() {
+        Type::Int => field.type_as_int().is_some_and(|i| int_width(i.bitWidth())),
+        Type::FloatingPoint => field.type_as_floating_point().is_some_and(|f| {
+            matches!(
+                f.precision(),
+                Precision::HALF | Precision::SINGLE | Precision::DOUBLE
+            )
+        }),
+        Type::Date => field
+            .type_as_date()
+            .is_some_and(|d| matches!(d.unit(), DateUnit::DAY | DateUnit::MILLISECOND)),
+        Type::Time => field.type_as_time().is_some_and(|t| {
+            matches!(
+                (t.unit(), t.bitWidth()),
+                (TimeUnit::SECOND | TimeUnit::MILLISECOND, 32)
+                    | (TimeUnit::MICROSECOND | TimeUnit::NANOSECOND, 64)
+            )
+        }),
+        Type::Timestamp => field.type_as_timestamp().is_some_and(|t| {
+            matches!(
+                t.unit(),
+                TimeUnit::SECOND
+                    | TimeUnit::MILLISECOND
+                    | TimeUnit::MICROSECOND
+                    | TimeUnit::NANOSECOND
+            )
+        }),
+        Type::Duration => field.type_as_duration().is_some_and(|t| {
+            matches!(
+                t.unit(),
+                TimeUnit::SECOND
+                    | TimeUnit::MILLISECOND
+                    | TimeUnit::MICROSECOND
+                    | TimeUnit::NANOSECOND
+            )
+        }),
+        Type::Interval => field.type_as_interval().is_some_and(|i| {
+            matches!(
+                i.unit(),
+                IntervalUnit::YEAR_MONTH | IntervalUnit::DAY_TIME | IntervalUnit::MONTH_DAY_NANO
+            )
+        }),
+        Type::List | Type::LargeList | Type::ListView | Type::LargeListView => children == 1,
+        Type::FixedSizeList => children == 1 && field.type_as_fixed_size_list().is_some(),
+        Type::Map => children == 1 && field.type_as_map().is_some(),
+        Type::FixedSizeBinary => field.type_as_fixed_size_binary().is_some(),
+        Type::Decimal => field.type_as_decimal().is_some_and(|d| {
+            u8::try_from(d.precision()).is_ok()
+                && i8::try_from(d.scale()).is_ok()
+                && matches!(d.bitWidth(), 32 | 64 | 128 | 256)
+        }),
+        Type::Union => field
+            .type_as_union()
+            .is_some_and(|u| matches!(u.mode(), UnionMode::Sparse | UnionMode::Dense)),
+        Type::Null
+        | Type::Bool
+        | Type::Binary
+        | Type::BinaryView
+        | Type::LargeBinary
+        | Type::Utf8
+        | Type::Utf8View
+        | Type::LargeUtf8
+        | Type::Struct_
+        | Type::RunEndEncoded => true,
+        _ => false,
+    };
+    if !known {
+        return bad("a type the Arrow reader does not support");
+    }
+    if let Some(dictionary) = field.dictionary()
+        && !dictionary
+            .indexType()
+            .is_some_and(|i| int_width(i.bitWidth()))
+    {
+        return bad("a dictionary index of an unsupported type");
+    }
+    for kv in field.custom_metadata().into_iter().flatten() {
+        if kv.key().is_none() || kv.value().is_none() {
+            return bad("metadata without a key or value");
+        }
+    }
+    for child in field.children().into_iter().flatten() {
+        check_ipc_field(child, depth + 1)?;
+    }
+    Ok(())
+}
+
 async fn arrow_file_schema(
     store: &Arc<dyn object_store::ObjectStore>,
     objects: &[ObjectMeta],
@@ -518,6 +706,7 @@ async fn arrow_file_schema(
         let schema = fb
             .schema()
             .ok_or_else(|| format!("{name}: Arrow IPC footer has no schema"))?;
+        check_ipc_footer(&fb, size).map_err(|e| format!("{name}: {e}"))?;
         schemas.push(ipc::convert::fb_to_schema(schema));
     }
     Schema::try_merge(schemas)
