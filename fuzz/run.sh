@@ -7,7 +7,8 @@
 # number of executions per target (default 1000000). Each target's corpus starts from
 # the project's own SQL tests and data files. What crashes lands in fuzz/artifacts/TARGET/;
 # copy it into fuzz/regressions/TARGET/ once fixed, where `cargo test` replays it.
-# FUZZ_SEED fixes libFuzzer's random seed (CI uses 1, so its smoke run is repeatable).
+# FUZZ_SEED fixes libFuzzer's random seed (CI uses 1, so its smoke run is repeatable);
+# FUZZ_SECONDS stops each target after that many seconds, whatever RUNS says.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -64,6 +65,7 @@ for t in "${targets[@]}"; do
   seed "$t"
   extra=()
   [[ -n ${FUZZ_SEED:-} ]] && extra+=("-seed=$FUZZ_SEED")
+  [[ -n ${FUZZ_SECONDS:-} ]] && extra+=("-max_total_time=$FUZZ_SECONDS")
   [[ -f fuzz/$t.dict ]] && extra+=("-dict=fuzz/$t.dict")
   echo "== fuzzing $t for $runs executions"
   status=0

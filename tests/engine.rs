@@ -699,19 +699,9 @@ async fn joins_broadcast_a_side_of_up_to_millions_of_rows() {
     assert!(plan(stock).await.contains("mode=Partitioned"));
 }
 
-/// A function that panics, standing in for a bug in an operator or a reader.
-fn register_panicking_function(engine: &Engine) {
-    use strata::datafusion::arrow::datatypes::DataType;
-    use strata::datafusion::logical_expr::{ColumnarValue, Volatility, create_udf};
-    let boom = create_udf(
-        "boom",
-        vec![DataType::Int64],
-        DataType::Int64,
-        Volatility::Immutable,
-        Arc::new(|_args: &[ColumnarValue]| panic!("boom went off")),
-    );
-    engine.session().register_udf(boom);
-}
+#[path = "common/panicking.rs"]
+mod panicking;
+use panicking::register_panicking_function;
 
 #[tokio::test]
 async fn a_panic_in_a_query_is_its_error_and_the_engine_goes_on() {

@@ -6,6 +6,10 @@ use std::path::{Path, PathBuf};
 
 use strata::fuzzing::{Harness, Target};
 
+#[path = "common/panicking.rs"]
+mod panicking;
+use panicking::register_panicking_function;
+
 /// The harness watches panics process-wide: its tests take turns.
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
@@ -48,21 +52,10 @@ fn fuzz_regressions_answer_or_fail_cleanly() {
 #[test]
 fn harness_reports_a_caught_panic() {
     let _turn = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
-    use std::sync::Arc;
-    use strata::datafusion::arrow::datatypes::DataType;
-    use strata::datafusion::logical_expr::{ColumnarValue, Volatility, create_udf};
-
     // The engine turns a panic inside a query into an error; the harness must still see it,
     // or the fuzzers would miss every panic the engine survives.
     let harness = Harness::new().expect("harness");
-    let boom = create_udf(
-        "boom",
-        vec![DataType::Int64],
-        DataType::Int64,
-        Volatility::Immutable,
-        Arc::new(|_args: &[ColumnarValue]| panic!("boom went off")),
-    );
-    harness.engine().session().register_udf(boom);
+    register_panicking_function(harness.engine());
     let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         harness.run(Target::Sql, b"SELECT boom(a) FROM t");
     }));

@@ -445,10 +445,17 @@ impl Dataset {
     }
 }
 
-/// The schema of Arrow IPC files in an object store, read from their footers. (DataFusion's
-/// inference reads the start of the object as a stream and fails on files from other stores.)
+/// An object's name as a user wrote it: a path for local files, a URL otherwise.
+fn object_name(base: &str, meta: &ObjectMeta) -> String {
+    match base.strip_prefix("file://") {
+        Some(_) => format!("/{}", meta.location),
+        None => format!("{base}{}", meta.location),
+    }
+}
+
 /// The first of `objects` whose Parquet footer is malformed, and what is wrong with it: the
-/// reader panics on some of these instead of failing, so they are looked for after a panic.
+/// reader panics on some of these instead of failing (local files are checked before reading,
+/// remote ones after a panic).
 async fn malformed_parquet(
     store: &Arc<dyn object_store::ObjectStore>,
     base: &str,
@@ -456,10 +463,7 @@ async fn malformed_parquet(
 ) -> Option<(String, String)> {
     use object_store::ObjectStoreExt;
     for meta in objects {
-        let name = match base.strip_prefix("file://") {
-            Some(_) => format!("/{}", meta.location),
-            None => format!("{base}{}", meta.location),
-        };
+        let name = object_name(base, meta);
         let size = meta.size;
         if size < 12 {
             return Some((
@@ -497,10 +501,7 @@ async fn malformed_arrow(
     use datafusion::arrow::ipc;
     use object_store::ObjectStoreExt;
     for meta in objects {
-        let name = match base.strip_prefix("file://") {
-            Some(_) => format!("/{}", meta.location),
-            None => format!("{base}{}", meta.location),
-        };
+        let name = object_name(base, meta);
         let size = meta.size;
         if size < 16 {
             continue;
@@ -670,6 +671,8 @@ fn check_ipc_field(field: datafusion::arrow::ipc::Field<'_>, depth: usize) -> Re
     Ok(())
 }
 
+/// The schema of Arrow IPC files in an object store, read from their footers. (DataFusion's
+/// inference reads the start of the object as a stream and fails on files from other stores.)
 async fn arrow_file_schema(
     store: &Arc<dyn object_store::ObjectStore>,
     objects: &[ObjectMeta],

@@ -95,16 +95,8 @@ impl Domain<'_> {
                 let Some((input, dc)) = self.push(&p.input)? else {
                     return Ok(None);
                 };
-                let names = NamePreserver::new(plan);
-                let mut exprs = Vec::with_capacity(p.expr.len() + dc.len());
-                for e in &p.expr {
-                    let name = names.save(e);
-                    let replaced = self.replace(e.clone(), &dc, &input, &[p.input.schema()])?;
-                    exprs.push(name.restore(replaced));
-                }
-                exprs.extend(dc.iter().cloned().map(Expr::Column));
-                let plan = LogicalPlan::Projection(Projection::try_new(exprs, Arc::new(input))?);
-                Ok(Some((plan, dc)))
+                self.project(p, NamePreserver::new(plan), input, dc)
+                    .map(Some)
             }
             LogicalPlan::SubqueryAlias(a) => {
                 let Some((input, dc)) = self.push(&a.input)? else {
@@ -141,13 +133,7 @@ impl Domain<'_> {
                 }
                 let window = Window::try_new(exprs.clone(), Arc::new(input.clone()))?;
                 // The window's columns under their old names, then the domain's.
-                let mut out: Vec<Expr> = input
-                    .schema()
-                    .columns()
-                    .into_iter()
-                    .filter(|c| !dc.contains(c))
-                    .map(Expr::Column)
-                    .collect();
+                let mut out = columns_but(&input, &dc);
                 for (new, old) in exprs.iter().zip(&w.window_expr) {
                     let (q, n) = old.qualified_name();
                     let (nq, nn) = new.qualified_name();
@@ -171,13 +157,7 @@ impl Domain<'_> {
                     let names = names.get_or_insert_with(|| {
                         dc.iter().map(|c| c.name.clone()).collect::<Vec<_>>()
                     });
-                    let mut exprs: Vec<Expr> = pushed
-                        .schema()
-                        .columns()
-                        .into_iter()
-                        .filter(|c| !dc.contains(c))
-                        .map(Expr::Column)
-                        .collect();
+                    let mut exprs = columns_but(&pushed, &dc);
                     for (c, name) in dc.iter().zip(names.iter()) {
                         exprs.push(Expr::Column(c.clone()).alias(name));
                     }
@@ -320,16 +300,28 @@ impl Domain<'_> {
         let Some(p) = projection else {
             return Ok(Some((limited, dc)));
         };
-        let names = NamePreserver::new_for_projection();
+        self.project(p, NamePreserver::new_for_projection(), limited, dc)
+            .map(Some)
+    }
+
+    /// `p`'s SELECT list over `input` (which carries the domain), its names kept, then the
+    /// domain's columns.
+    fn project(
+        &self,
+        p: &Projection,
+        names: NamePreserver,
+        input: LogicalPlan,
+        dc: Vec<Column>,
+    ) -> Result<Pushed> {
         let mut exprs = Vec::with_capacity(p.expr.len() + dc.len());
         for e in &p.expr {
             let name = names.save(e);
-            let replaced = self.replace(e.clone(), &dc, &limited, &[p.input.schema()])?;
+            let replaced = self.replace(e.clone(), &dc, &input, &[p.input.schema()])?;
             exprs.push(name.restore(replaced));
         }
         exprs.extend(dc.iter().cloned().map(Expr::Column));
-        let plan = LogicalPlan::Projection(Projection::try_new(exprs, Arc::new(limited))?);
-        Ok(Some((plan, dc)))
+        let plan = LogicalPlan::Projection(Projection::try_new(exprs, Arc::new(input))?);
+        Ok((plan, dc))
     }
 
     /// A join carries the domain from the side whose rows it keeps; when the other side
@@ -412,13 +404,7 @@ impl Domain<'_> {
             .flatten()
             .cloned()
             .collect();
-        let mut out: Vec<Expr> = plan
-            .schema()
-            .columns()
-            .into_iter()
-            .filter(|c| !all_dc.contains(c))
-            .map(Expr::Column)
-            .collect();
+        let mut out = columns_but(&plan, &all_dc);
         match (&left_dc, &right_dc) {
             // A row of either side without a match carries its domain value on its side.
             (Some(l), Some(r)) if j.join_type == JoinType::Full => {
@@ -572,15 +558,19 @@ pub(super) fn not_distinct(a: Expr, b: Expr) -> Expr {
     ))
 }
 
-/// `plan`'s columns with `domain` moved to the end.
-fn domain_last(plan: LogicalPlan, domain: &[Column]) -> Result<LogicalPlan> {
-    let mut out: Vec<Expr> = plan
-        .schema()
+/// `plan`'s columns but `skip`, as expressions.
+fn columns_but(plan: &LogicalPlan, skip: &[Column]) -> Vec<Expr> {
+    plan.schema()
         .columns()
         .into_iter()
-        .filter(|c| !domain.contains(c))
+        .filter(|c| !skip.contains(c))
         .map(Expr::Column)
-        .collect();
+        .collect()
+}
+
+/// `plan`'s columns with `domain` moved to the end.
+fn domain_last(plan: LogicalPlan, domain: &[Column]) -> Result<LogicalPlan> {
+    let mut out = columns_but(&plan, domain);
     out.extend(domain.iter().cloned().map(Expr::Column));
     LogicalPlanBuilder::from(plan).project(out)?.build()
 }
