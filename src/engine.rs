@@ -513,6 +513,17 @@ impl Engine {
         let mut result = self
             .run_statement(stmt, calls.clone(), complete_commands)
             .await;
+        // An aggregate of the outer query's columns inside a subquery is the outer query's.
+        if let Err(Error::Plan { message, .. }) = &result
+            && message.contains("Aggregate functions are not allowed")
+        {
+            let mut hoisted = renamed.clone();
+            if sql::hoist_outer_aggregates(&mut hoisted) {
+                result = self
+                    .run_statement(hoisted, calls.clone(), complete_commands)
+                    .await;
+            }
+        }
         // A SELECT list that repeats a name runs with names of its own, shown as written.
         if let Err(Error::Plan { message, .. }) = &result
             && (message.contains("unique expression names")

@@ -733,6 +733,238 @@ fn rename_nested_duplicates(stmt: &mut DfStatement) -> bool {
     v.renamed
 }
 
+/// Aggregate functions an outer aggregate inside a subquery may be.
+const OUTER_AGGREGATES: [&str; 10] = [
+    "count", "sum", "avg", "min", "max", "bool_and", "bool_or", "every", "stddev", "variance",
+];
+
+/// The prefix of the columns [`hoist_outer_aggregates`] adds.
+const OUTER_AGGREGATE_PREFIX: &str = "__strata_outer_agg_";
+
+/// An aggregate of the outer query's columns inside a subquery (`SELECT g, (SELECT count(*)
+/// FROM u WHERE u.x < min(t.a)) FROM t GROUP BY g`) is, as in PostgreSQL, the outer query's
+/// aggregate over each group. For a query over one table, grouped, whose subqueries name such
+/// aggregates with the table's qualifier, each is computed beside the rows as a window over
+/// the groups (`min(t.a) OVER (PARTITION BY g)`, the WHERE clause applied first) and the
+/// subquery reads it as a column of the group. Returns whether anything was rewritten.
+pub fn hoist_outer_aggregates(stmt: &mut DfStatement) -> bool {
+    use datafusion::sql::sqlparser::ast::{GroupByExpr, SetExpr, Statement};
+    let DfStatement::Statement(s) = stmt else {
+        return false;
+    };
+    let Statement::Query(query) = s.as_mut() else {
+        return false;
+    };
+    let SetExpr::Select(select) = query.body.as_mut() else {
+        return false;
+    };
+    let GroupByExpr::Expressions(groups, modifiers) = &select.group_by else {
+        return false;
+    };
+    if groups.is_empty() || !modifiers.is_empty() || select.from.len() != 1 {
+        return false;
+    }
+    let from = &select.from[0];
+    if !from.joins.is_empty() {
+        return false;
+    }
+    let qualifier = match &from.relation {
+        TableFactor::Table { alias: Some(a), .. } | TableFactor::Derived { alias: Some(a), .. } => {
+            a.name.value.clone()
+        }
+        TableFactor::Table {
+            name, alias: None, ..
+        } => match name.0.last() {
+            Some(part) => part.to_string(),
+            None => return false,
+        },
+        _ => return false,
+    };
+    // The groups as expressions (an ordinal or a SELECT alias stands for its item).
+    let mut partition = Vec::with_capacity(groups.len());
+    for g in groups.iter() {
+        let item = match g {
+            Expr::Value(ValueWithSpan {
+                value: Value::Number(n, _),
+                ..
+            }) => n
+                .parse::<usize>()
+                .ok()
+                .and_then(|i| select.projection.get(i.wrapping_sub(1))),
+            Expr::Identifier(id) => select.projection.iter().find(|item| {
+                matches!(item, datafusion::sql::sqlparser::ast::SelectItem::ExprWithAlias { alias, .. } if alias.value == id.value)
+            }),
+            _ => None,
+        };
+        let expr = match item {
+            Some(datafusion::sql::sqlparser::ast::SelectItem::UnnamedExpr(e))
+            | Some(datafusion::sql::sqlparser::ast::SelectItem::ExprWithAlias {
+                expr: e, ..
+            }) => e.clone(),
+            Some(_) => return false,
+            None => g.clone(),
+        };
+        if expr.to_string().to_ascii_uppercase().contains("SELECT") {
+            return false;
+        }
+        partition.push(expr.to_string());
+    }
+
+    struct Hoist {
+        qualifier: String,
+        depth: usize,
+        found: Vec<String>,
+    }
+    impl Hoist {
+        /// Whether `e` refers only to `qualifier.column` columns, at least one.
+        fn outer_only(&self, e: &Expr) -> bool {
+            let mut outer = 0;
+            let mut other = false;
+            let _ = datafusion::sql::sqlparser::ast::visit_expressions(e, |x: &Expr| {
+                match x {
+                    Expr::CompoundIdentifier(parts)
+                        if parts.len() == 2
+                            && parts[0].value.eq_ignore_ascii_case(&self.qualifier) =>
+                    {
+                        outer += 1
+                    }
+                    Expr::Identifier(_)
+                    | Expr::CompoundIdentifier(_)
+                    | Expr::Subquery(_)
+                    | Expr::Exists { .. }
+                    | Expr::InSubquery { .. } => other = true,
+                    _ => {}
+                }
+                ControlFlow::<()>::Continue(())
+            });
+            outer > 0 && !other
+        }
+    }
+    impl VisitorMut for Hoist {
+        type Break = ();
+        fn pre_visit_query(
+            &mut self,
+            q: &mut datafusion::sql::sqlparser::ast::Query,
+        ) -> ControlFlow<()> {
+            // A subquery that names the table itself binds the qualifier to its own rows.
+            let rebinds = q.to_string().split_whitespace().any(|w| {
+                w.trim_end_matches([',', ')'])
+                    .eq_ignore_ascii_case(&self.qualifier)
+            });
+            self.depth += 1;
+            if rebinds {
+                // Leave it: `depth` past any count means "do not touch".
+                self.depth += 1000;
+            }
+            ControlFlow::Continue(())
+        }
+        fn post_visit_query(
+            &mut self,
+            q: &mut datafusion::sql::sqlparser::ast::Query,
+        ) -> ControlFlow<()> {
+            self.depth -= 1;
+            if self.depth >= 1000 {
+                let rebinds = q.to_string().split_whitespace().any(|w| {
+                    w.trim_end_matches([',', ')'])
+                        .eq_ignore_ascii_case(&self.qualifier)
+                });
+                if rebinds {
+                    self.depth -= 1000;
+                }
+            }
+            ControlFlow::Continue(())
+        }
+        fn post_visit_expr(&mut self, e: &mut Expr) -> ControlFlow<()> {
+            if self.depth == 0 || self.depth >= 1000 {
+                return ControlFlow::Continue(());
+            }
+            let Expr::Function(f) = e else {
+                return ControlFlow::Continue(());
+            };
+            let name = f.name.to_string().to_ascii_lowercase();
+            let datafusion::sql::sqlparser::ast::FunctionArguments::List(list) = &f.args else {
+                return ControlFlow::Continue(());
+            };
+            let args_outer = list.args.iter().all(|a| match a {
+                FunctionArg::Unnamed(FunctionArgExpr::Expr(x)) => self.outer_only(x),
+                _ => false,
+            });
+            if !OUTER_AGGREGATES.contains(&name.as_str())
+                || f.over.is_some()
+                || f.filter.is_some()
+                || list.duplicate_treatment.is_some()
+                || list.args.is_empty()
+                || !args_outer
+            {
+                return ControlFlow::Continue(());
+            }
+            let column = format!("{OUTER_AGGREGATE_PREFIX}{}", self.found.len());
+            self.found.push(f.to_string());
+            *e = Expr::CompoundIdentifier(vec![Ident::new(&self.qualifier), Ident::new(column)]);
+            ControlFlow::Continue(())
+        }
+    }
+    let mut hoist = Hoist {
+        qualifier: qualifier.clone(),
+        depth: 0,
+        found: Vec::new(),
+    };
+    // Only inside subqueries of the SELECT list and HAVING (depth counts subquery levels).
+    for item in select.projection.iter_mut() {
+        let _ = item.visit(&mut hoist);
+    }
+    if let Some(having) = select.having.as_mut() {
+        let _ = having.visit(&mut hoist);
+    }
+    if hoist.found.is_empty() {
+        return false;
+    }
+    let windows: Vec<String> = hoist
+        .found
+        .iter()
+        .enumerate()
+        .map(|(i, call)| {
+            format!(
+                "{call} OVER (PARTITION BY {}) AS {OUTER_AGGREGATE_PREFIX}{i}",
+                partition.join(", ")
+            )
+        })
+        .collect();
+    let filter = select
+        .selection
+        .take()
+        .map(|w| format!(" WHERE {w}"))
+        .unwrap_or_default();
+    let text = format!(
+        "SELECT 1 FROM (SELECT *, {} FROM {}{filter}) AS {}",
+        windows.join(", "),
+        select.from[0].relation,
+        Ident::new(&qualifier)
+    );
+    let dialect = datafusion::sql::sqlparser::dialect::GenericDialect {};
+    let Ok(mut parsed) = datafusion::sql::sqlparser::parser::Parser::parse_sql(&dialect, &text)
+    else {
+        return false;
+    };
+    let Some(Statement::Query(mut q)) = parsed.pop() else {
+        return false;
+    };
+    let SetExpr::Select(derived) = q.body.as_mut() else {
+        return false;
+    };
+    select.from = std::mem::take(&mut derived.from);
+    let GroupByExpr::Expressions(groups, _) = &mut select.group_by else {
+        return false;
+    };
+    for i in 0..hoist.found.len() {
+        groups.push(Expr::CompoundIdentifier(vec![
+            Ident::new(&qualifier),
+            Ident::new(format!("{OUTER_AGGREGATE_PREFIX}{i}")),
+        ]));
+    }
+    true
+}
+
 /// Numbers written with an exponent (`1e10`, `2.5E-3`) are DOUBLE, as in DuckDB; other
 /// numbers with a fraction are exact decimals (`parse_float_as_decimal`).
 pub fn exponent_literals_as_double(stmt: &mut DfStatement) {
@@ -1114,6 +1346,28 @@ mod tests {
         // Written parentheses are kept.
         let e = first_item("SELECT a IS DISTINCT FROM (b AND c)");
         assert!(matches!(e, Expr::IsDistinctFrom(..)), "{e}");
+    }
+
+    #[test]
+    fn outer_aggregates_in_subqueries_become_windows_over_the_groups() {
+        let mut stmts = parse_statements(
+            "SELECT g, (SELECT count(*) FROM u WHERE u.x < min(t.a)) FROM t WHERE t.b > 0 GROUP BY 1",
+            "generic",
+        )
+        .unwrap();
+        assert!(hoist_outer_aggregates(&mut stmts[0]));
+        assert_eq!(
+            stmts[0].to_string(),
+            "SELECT g, (SELECT count(*) FROM u WHERE u.x < t.__strata_outer_agg_0) FROM (SELECT *, min(t.a) OVER (PARTITION BY g) AS __strata_outer_agg_0 FROM t WHERE t.b > 0) AS t GROUP BY 1, t.__strata_outer_agg_0"
+        );
+        // A subquery over the same table keeps its own aggregate; joins are left alone.
+        for sql in [
+            "SELECT g, (SELECT max(t.a) FROM t) FROM t GROUP BY g",
+            "SELECT g, (SELECT count(*) FROM u WHERE u.x < min(t.a)) FROM t JOIN v ON t.a = v.a GROUP BY g",
+        ] {
+            let mut stmts = parse_statements(sql, "generic").unwrap();
+            assert!(!hoist_outer_aggregates(&mut stmts[0]), "{sql}");
+        }
     }
 
     #[test]
