@@ -263,6 +263,11 @@ pub(crate) fn clean_message(text: &str) -> String {
             break;
         }
     }
+    // DataFusion's invitation to report its internal errors upstream is not the user's concern.
+    let s = match s.find("\nThis issue was likely caused by a bug in DataFusion") {
+        Some(i) => s[..i].trim_end(),
+        None => s,
+    };
     s.to_string()
 }
 

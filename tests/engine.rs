@@ -762,3 +762,45 @@ async fn progress_counts_the_rows_operators_produce_past_the_scans() {
     assert!(stats.operator_rows >= joined, "{stats:?} joined {joined}");
     assert!(joined > stats.rows);
 }
+
+#[tokio::test]
+async fn arrow_ipc_streams_are_read_and_corrupt_ones_refused() {
+    use strata::datafusion::arrow::array::Int64Array;
+    use strata::datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use strata::datafusion::arrow::ipc::writer::StreamWriter;
+    let dir = std::env::temp_dir().join(format!("strata-ipc-stream-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let schema = Arc::new(Schema::new(vec![Field::new("x", DataType::Int64, false)]));
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        vec![Arc::new(Int64Array::from(vec![1, 2, 3]))],
+    )
+    .unwrap();
+    let path = dir.join("s.arrow");
+    let mut writer = StreamWriter::try_new(std::fs::File::create(&path).unwrap(), &schema).unwrap();
+    writer.write(&batch).unwrap();
+    writer.write(&batch).unwrap();
+    writer.finish().unwrap();
+    let engine = Engine::new().await.unwrap();
+    let sql = format!("SELECT count(*), sum(x) FROM '{}'", path.display());
+    let batches = engine.sql(&sql).await.unwrap().collect().await.unwrap();
+    assert_eq!(batches[0].column(0).as_primitive::<Int64Type>().value(0), 6);
+
+    // A message whose length runs past the end of the file is refused before the reader
+    // allocates what it says.
+    let bytes = std::fs::read(&path).unwrap();
+    let mut corrupt = bytes.clone();
+    corrupt[4..8].copy_from_slice(&i32::MAX.to_le_bytes());
+    let bad = dir.join("bad.arrow");
+    std::fs::write(&bad, corrupt).unwrap();
+    let err = engine
+        .sql(&format!("SELECT * FROM '{}'", bad.display()))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("bad.arrow") && err.contains("corrupt Arrow IPC stream"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

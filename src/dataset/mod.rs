@@ -503,14 +503,24 @@ async fn malformed_arrow(
     for meta in objects {
         let name = object_name(base, meta);
         let size = meta.size;
-        if size < 16 {
-            continue;
-        }
-        let Ok(tail) = store.get_range(&meta.location, size - 10..size).await else {
+        let (Ok(head), Ok(tail)) = (
+            store.get_range(&meta.location, 0..size.min(8)).await,
+            store
+                .get_range(&meta.location, size.saturating_sub(10)..size)
+                .await,
+        ) else {
             continue;
         };
-        if &tail[4..] != b"ARROW1" {
-            continue;
+        if size < 16 || &tail[4..] != b"ARROW1" {
+            if head.starts_with(b"ARROW1") {
+                return Some((name, "truncated Arrow IPC file: it has no footer".into()));
+            }
+            // A stream: each message's length must fit in the file (the reader allocates
+            // what a length says before reading it).
+            match check_ipc_stream(store, &meta.location, size).await {
+                Ok(()) => continue,
+                Err(why) => return Some((name, why)),
+            }
         }
         let footer_len = i32::from_le_bytes([tail[0], tail[1], tail[2], tail[3]]);
         if footer_len <= 0 || footer_len as u64 > size - 10 {
@@ -536,23 +546,73 @@ async fn malformed_arrow(
     None
 }
 
+/// The messages of an Arrow IPC stream, walked by their lengths: each must lie within the
+/// file.
+async fn check_ipc_stream(
+    store: &Arc<dyn object_store::ObjectStore>,
+    location: &object_store::path::Path,
+    size: u64,
+) -> Result<(), String> {
+    use datafusion::arrow::ipc;
+    use object_store::ObjectStoreExt;
+    let mut at = 0u64;
+    // Enough messages for any real stream of a local file's size; the walk stops there.
+    for _ in 0..100_000 {
+        if at + 4 > size {
+            return Ok(());
+        }
+        let prefix = store
+            .get_range(location, at..(at + 8).min(size))
+            .await
+            .map_err(|e| e.to_string())?;
+        let word = |i: usize| {
+            prefix
+                .get(i..i + 4)
+                .map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        };
+        // The continuation marker, then the length (or, in old streams, the length alone).
+        let (length, header) = match word(0) {
+            Some(-1) => (word(4).unwrap_or(0), 8),
+            Some(n) => (n, 4),
+            None => return Ok(()),
+        };
+        if length == 0 {
+            return Ok(());
+        }
+        let start = at + header;
+        if length < 0 || start + length as u64 > size {
+            return Err(format!(
+                "corrupt Arrow IPC stream: a message of {length} bytes at offset {at} in a file of {size}"
+            ));
+        }
+        let metadata = store
+            .get_range(location, start..start + length as u64)
+            .await
+            .map_err(|e| e.to_string())?;
+        let message = ipc::root_as_message(&metadata)
+            .map_err(|e| format!("corrupt Arrow IPC stream: {e}"))?;
+        let body = message.bodyLength();
+        let end = start + length as u64;
+        if body < 0 || end + body as u64 > size {
+            return Err(format!(
+                "corrupt Arrow IPC stream: a message body of {body} bytes at offset {end} in a file of {size}"
+            ));
+        }
+        if let Some(schema) = message.header_as_schema() {
+            check_ipc_schema(&schema)?;
+        }
+        at = end + body as u64;
+    }
+    Ok(())
+}
+
 /// What the Arrow IPC reader would panic on or allocate without bound: a schema without
 /// fields, a type it does not support, a block that reaches past the file's end.
 fn check_ipc_footer(footer: &datafusion::arrow::ipc::Footer<'_>, size: u64) -> Result<(), String> {
     let schema = footer
         .schema()
         .ok_or("corrupt Arrow IPC footer: no schema")?;
-    let fields = schema
-        .fields()
-        .ok_or("corrupt Arrow IPC footer: a schema without fields")?;
-    for kv in schema.custom_metadata().into_iter().flatten() {
-        if kv.key().is_none() || kv.value().is_none() {
-            return Err("corrupt Arrow IPC footer: metadata without a key or value".into());
-        }
-    }
-    for field in fields {
-        check_ipc_field(field, 0)?;
-    }
+    check_ipc_schema(&schema)?;
     let blocks = footer
         .recordBatches()
         .into_iter()
@@ -567,6 +627,21 @@ fn check_ipc_footer(footer: &datafusion::arrow::ipc::Footer<'_>, size: u64) -> R
                 meta as i128 + body as i128
             ));
         }
+    }
+    Ok(())
+}
+
+fn check_ipc_schema(schema: &datafusion::arrow::ipc::Schema<'_>) -> Result<(), String> {
+    let fields = schema
+        .fields()
+        .ok_or("corrupt Arrow IPC schema: no fields")?;
+    for kv in schema.custom_metadata().into_iter().flatten() {
+        if kv.key().is_none() || kv.value().is_none() {
+            return Err("corrupt Arrow IPC schema: metadata without a key or value".into());
+        }
+    }
+    for field in fields {
+        check_ipc_field(field, 0)?;
     }
     Ok(())
 }
