@@ -7,7 +7,7 @@
 //! once per place, not failed (set `STRATA_FUZZ_STRICT=1` to fail them too).
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, Once};
 use std::time::Duration;
 
@@ -43,7 +43,6 @@ const QUERY_TIME: Duration = Duration::from_secs(2);
 /// Batches read from a result: enough to run every operator of most plans.
 const BATCHES: usize = 16;
 
-static PANICKED: AtomicBool = AtomicBool::new(false);
 /// Where the panics of the current input happened (`file:line`).
 static PLACES: Mutex<Vec<String>> = Mutex::new(Vec::new());
 /// The reader panics seen so far, once each.
@@ -78,7 +77,6 @@ impl Harness {
             // a panic is a failure is decided once the input has run (see `run`), and a panic
             // that escapes `run` still ends the fuzz target.
             std::panic::set_hook(Box::new(move |info| {
-                PANICKED.store(true, Ordering::SeqCst);
                 let place = info
                     .location()
                     .map(|l| format!("{}:{}", l.file(), l.line()))
@@ -134,7 +132,6 @@ impl Harness {
 
     /// Feed `bytes` to `target`. Panics when anything panicked on the way, caught or not.
     pub fn run(&self, target: Target, bytes: &[u8]) {
-        PANICKED.store(false, Ordering::SeqCst);
         PLACES.lock().unwrap_or_else(|p| p.into_inner()).clear();
         match target {
             Target::Sql => {
@@ -149,10 +146,10 @@ impl Harness {
             }
             Target::File(format) => self.file(format, bytes),
         }
-        if !PANICKED.load(Ordering::SeqCst) {
+        let places = std::mem::take(&mut *PLACES.lock().unwrap_or_else(|p| p.into_inner()));
+        if places.is_empty() {
             return;
         }
-        let places = std::mem::take(&mut *PLACES.lock().unwrap_or_else(|p| p.into_inner()));
         let strict = std::env::var_os("STRATA_FUZZ_STRICT").is_some();
         let in_reader = |p: &String| READERS.iter().any(|r| p.contains(r));
         if !strict && matches!(target, Target::File(_)) && places.iter().all(in_reader) {

@@ -812,7 +812,9 @@ pub fn hoist_outer_aggregates(stmt: &mut DfStatement) -> bool {
 
     struct Hoist {
         qualifier: String,
-        depth: usize,
+        /// For each enclosing subquery, whether it names the table itself (binding the
+        /// qualifier to its own rows, where nothing is hoisted).
+        scopes: Vec<bool>,
         found: Vec<String>,
     }
     impl Hoist {
@@ -846,36 +848,22 @@ pub fn hoist_outer_aggregates(stmt: &mut DfStatement) -> bool {
             &mut self,
             q: &mut datafusion::sql::sqlparser::ast::Query,
         ) -> ControlFlow<()> {
-            // A subquery that names the table itself binds the qualifier to its own rows.
             let rebinds = q.to_string().split_whitespace().any(|w| {
                 w.trim_end_matches([',', ')'])
                     .eq_ignore_ascii_case(&self.qualifier)
             });
-            self.depth += 1;
-            if rebinds {
-                // Leave it: `depth` past any count means "do not touch".
-                self.depth += 1000;
-            }
+            self.scopes.push(rebinds);
             ControlFlow::Continue(())
         }
         fn post_visit_query(
             &mut self,
-            q: &mut datafusion::sql::sqlparser::ast::Query,
+            _q: &mut datafusion::sql::sqlparser::ast::Query,
         ) -> ControlFlow<()> {
-            self.depth -= 1;
-            if self.depth >= 1000 {
-                let rebinds = q.to_string().split_whitespace().any(|w| {
-                    w.trim_end_matches([',', ')'])
-                        .eq_ignore_ascii_case(&self.qualifier)
-                });
-                if rebinds {
-                    self.depth -= 1000;
-                }
-            }
+            self.scopes.pop();
             ControlFlow::Continue(())
         }
         fn post_visit_expr(&mut self, e: &mut Expr) -> ControlFlow<()> {
-            if self.depth == 0 || self.depth >= 1000 {
+            if self.scopes.is_empty() || self.scopes.contains(&true) {
                 return ControlFlow::Continue(());
             }
             let Expr::Function(f) = e else {
@@ -906,10 +894,10 @@ pub fn hoist_outer_aggregates(stmt: &mut DfStatement) -> bool {
     }
     let mut hoist = Hoist {
         qualifier: qualifier.clone(),
-        depth: 0,
+        scopes: Vec::new(),
         found: Vec::new(),
     };
-    // Only inside subqueries of the SELECT list and HAVING (depth counts subquery levels).
+    // Only inside subqueries of the SELECT list and HAVING.
     for item in select.projection.iter_mut() {
         let _ = item.visit(&mut hoist);
     }
