@@ -248,6 +248,7 @@ pub(crate) fn clean_message(text: &str) -> String {
         "ParquetError: ",
         "Parquet error: ",
         "IO error: ",
+        "Generic LocalFileSystem error: ",
         "Internal error: ",
         "Context(\"",
     ];

@@ -3,8 +3,14 @@
 //! endpoint fails instead of hanging.
 
 use std::collections::HashMap;
+use std::fmt;
+use std::ops::Range;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::stream::BoxStream;
 
 use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::execution::object_store::ObjectStoreRegistry;
@@ -13,7 +19,12 @@ use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
 use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey};
 use object_store::http::HttpBuilder;
 use object_store::local::LocalFileSystem;
-use object_store::{ClientConfigKey, ClientOptions, ObjectStore, RetryConfig};
+use object_store::path::Path;
+use object_store::{
+    ClientConfigKey, ClientOptions, CopyOptions, GetOptions, GetResult, ListResult,
+    MultipartUpload, ObjectMeta, ObjectStore, ObjectStoreExt, PutMultipartOptions, PutOptions,
+    PutPayload, PutResult, RenameOptions, RetryConfig,
+};
 use url::Url;
 
 /// Settings for the stores whose URLs start with `prefix` (e.g. `s3://bucket` or `s3://`).
@@ -48,7 +59,7 @@ impl StoreRegistry {
     /// A registry with per-prefix settings and a request timeout.
     pub fn new(settings: Vec<StoreSettings>, timeout: Duration) -> Self {
         let mut stores: HashMap<String, Arc<dyn ObjectStore>> = HashMap::new();
-        stores.insert("file://".into(), Arc::new(LocalFileSystem::new()));
+        stores.insert("file://".into(), Arc::new(LocalFiles::default()));
         StoreRegistry {
             settings,
             timeout,
@@ -180,7 +191,7 @@ impl StoreRegistry {
                         .map_err(|e| err(e.to_string()))?,
                 )
             }
-            "file" => Arc::new(LocalFileSystem::new()),
+            "file" => Arc::new(LocalFiles::default()),
             other => return Err(err(format!("unsupported scheme '{other}'"))),
         };
         Ok(store)
@@ -225,9 +236,135 @@ impl ObjectStoreRegistry for StoreRegistry {
     }
 }
 
+/// The local file system, refusing byte ranges that end past the end of a file before
+/// reading them: `LocalFileSystem` allocates the whole requested range first, so a corrupt
+/// Parquet footer asking for terabytes would abort the process instead of failing the query.
+#[derive(Debug, Default)]
+pub struct LocalFiles {
+    inner: LocalFileSystem,
+}
+
+impl fmt::Display for LocalFiles {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.inner)
+    }
+}
+
+#[async_trait]
+impl ObjectStore for LocalFiles {
+    async fn put_opts(
+        &self,
+        location: &Path,
+        payload: PutPayload,
+        opts: PutOptions,
+    ) -> object_store::Result<PutResult> {
+        self.inner.put_opts(location, payload, opts).await
+    }
+
+    async fn put_multipart_opts(
+        &self,
+        location: &Path,
+        opts: PutMultipartOptions,
+    ) -> object_store::Result<Box<dyn MultipartUpload>> {
+        self.inner.put_multipart_opts(location, opts).await
+    }
+
+    async fn get_opts(
+        &self,
+        location: &Path,
+        options: GetOptions,
+    ) -> object_store::Result<GetResult> {
+        // Ranges here are clamped to the file's size before anything is read.
+        self.inner.get_opts(location, options).await
+    }
+
+    async fn get_ranges(
+        &self,
+        location: &Path,
+        ranges: &[Range<u64>],
+    ) -> object_store::Result<Vec<Bytes>> {
+        let size = self.inner.head(location).await?.size;
+        if let Some(r) = ranges.iter().find(|r| r.end > size || r.start > r.end) {
+            return Err(object_store::Error::Generic {
+                store: "LocalFileSystem",
+                source: format!(
+                    "a read asked for bytes {}..{} of a {size}-byte file; \
+                     the file is corrupt or changed while it was read",
+                    r.start, r.end
+                )
+                .into(),
+            });
+        }
+        self.inner.get_ranges(location, ranges).await
+    }
+
+    fn delete_stream(
+        &self,
+        locations: BoxStream<'static, object_store::Result<Path>>,
+    ) -> BoxStream<'static, object_store::Result<Path>> {
+        self.inner.delete_stream(locations)
+    }
+
+    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+        self.inner.list(prefix)
+    }
+
+    fn list_with_offset(
+        &self,
+        prefix: Option<&Path>,
+        offset: &Path,
+    ) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+        self.inner.list_with_offset(prefix, offset)
+    }
+
+    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
+        self.inner.list_with_delimiter(prefix).await
+    }
+
+    async fn copy_opts(
+        &self,
+        from: &Path,
+        to: &Path,
+        options: CopyOptions,
+    ) -> object_store::Result<()> {
+        self.inner.copy_opts(from, to, options).await
+    }
+
+    async fn rename_opts(
+        &self,
+        from: &Path,
+        to: &Path,
+        options: RenameOptions,
+    ) -> object_store::Result<()> {
+        self.inner.rename_opts(from, to, options).await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn local_reads_past_the_end_fail_without_allocating() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("small.bin");
+        std::fs::write(&file, b"0123456789").unwrap();
+        let store = LocalFiles::default();
+        let path = Path::from_filesystem_path(&file).unwrap();
+        let got = store.get_ranges(&path, &[2..4, 8..10]).await.unwrap();
+        assert_eq!(
+            got,
+            vec![Bytes::from_static(b"23"), Bytes::from_static(b"89")]
+        );
+        // 1 TiB would abort the process if it were allocated.
+        let err = store
+            .get_ranges(&path, &[0..2, 4..(1 << 40)])
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("of a 10-byte file"), "{err}");
+        assert_eq!(store.get_range(&path, 5..1 << 40).await.unwrap(), "56789");
+    }
 
     #[test]
     fn stores_are_built_per_bucket_with_settings() {

@@ -575,6 +575,33 @@ fn a_corrupt_parquet_file_is_one_line_naming_it_and_no_backtrace() {
 }
 
 #[test]
+fn a_parquet_chunk_pointing_past_the_end_of_the_file_is_an_error() {
+    // A column chunk whose offsets point terabytes past the end: reading the range whole
+    // would exhaust memory; the query fails with one line instead, under a 4 GiB cap.
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let path = root.join("fuzz/regressions/parquet/allocation-for-a-range-past-the-end.parquet");
+    let sql = format!("SELECT * FROM '{}'", path.display());
+    let out = Command::new("sh")
+        .args(["-c", "ulimit -v 4194304; exec \"$0\" \"$@\""])
+        .arg(env!("CARGO_BIN_EXE_strata"))
+        .args(["-c", &sql])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with(&format!(
+            "Error: {}: a read asked for bytes",
+            path.display()
+        )),
+        "{stderr}"
+    );
+    assert!(stderr.contains("of a 11840-byte file"), "{stderr}");
+}
+
+#[test]
 fn a_select_list_may_repeat_a_name() {
     assert_eq!(
         quiet(&["--format", "csv", "-c", "SELECT 1 AS c, 2 AS c"]),
