@@ -748,16 +748,32 @@ const OUTER_AGGREGATE_PREFIX: &str = "__strata_outer_agg_";
 /// the groups (`min(t.a) OVER (PARTITION BY g)`, the WHERE clause applied first) and the
 /// subquery reads it as a column of the group. Returns whether anything was rewritten.
 pub fn hoist_outer_aggregates(stmt: &mut DfStatement) -> bool {
-    use datafusion::sql::sqlparser::ast::{GroupByExpr, SetExpr, Statement};
+    use datafusion::sql::sqlparser::ast::{Query, SetExpr};
     let DfStatement::Statement(s) = stmt else {
         return false;
     };
-    let Statement::Query(query) = s.as_mut() else {
-        return false;
-    };
-    let SetExpr::Select(select) = query.body.as_mut() else {
-        return false;
-    };
+    // Every grouped SELECT of the statement, innermost first: the top one, derived tables,
+    // CTEs and subqueries alike.
+    struct Selects {
+        hoisted: bool,
+    }
+    impl VisitorMut for Selects {
+        type Break = ();
+        fn post_visit_query(&mut self, q: &mut Query) -> ControlFlow<()> {
+            if let SetExpr::Select(select) = q.body.as_mut() {
+                self.hoisted |= hoist_in_select(select);
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    let mut selects = Selects { hoisted: false };
+    let _ = s.visit(&mut selects);
+    selects.hoisted
+}
+
+/// [`hoist_outer_aggregates`] for one SELECT.
+fn hoist_in_select(select: &mut datafusion::sql::sqlparser::ast::Select) -> bool {
+    use datafusion::sql::sqlparser::ast::{GroupByExpr, SetExpr, Statement};
     let GroupByExpr::Expressions(groups, modifiers) = &select.group_by else {
         return false;
     };
@@ -1347,6 +1363,17 @@ mod tests {
         assert_eq!(
             stmts[0].to_string(),
             "SELECT g, (SELECT count(*) FROM u WHERE u.x < t.__strata_outer_agg_0) FROM (SELECT *, min(t.a) OVER (PARTITION BY g) AS __strata_outer_agg_0 FROM t WHERE t.b > 0) AS t GROUP BY 1, t.__strata_outer_agg_0"
+        );
+        // The same inside a derived table.
+        let mut stmts = parse_statements(
+            "SELECT sum(c) FROM (SELECT g, (SELECT count(*) FROM u WHERE u.x < min(t.a)) AS c FROM t GROUP BY g) AS q",
+            "generic",
+        )
+        .unwrap();
+        assert!(hoist_outer_aggregates(&mut stmts[0]));
+        assert_eq!(
+            stmts[0].to_string(),
+            "SELECT sum(c) FROM (SELECT g, (SELECT count(*) FROM u WHERE u.x < t.__strata_outer_agg_0) AS c FROM (SELECT *, min(t.a) OVER (PARTITION BY g) AS __strata_outer_agg_0 FROM t) AS t GROUP BY g, t.__strata_outer_agg_0) AS q"
         );
         // A subquery over the same table keeps its own aggregate; joins are left alone.
         for sql in [
