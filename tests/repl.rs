@@ -314,6 +314,26 @@ fn ctrl_c_cancels_a_slow_query_and_the_session_goes_on() {
     assert!(took < Duration::from_secs(1), "cancelling took {took:?}");
     s.line("SELECT 'still here' AS s;");
     s.expect("still here");
+    // A cross join over a nested loop join makes its batches from memory, polling nothing
+    // that gives way: it must stop all the same, and free the workers for the next query.
+    s.line(
+        "SELECT count(*), sum(length(a.street_name || b.street_name)) FROM violations a, \
+         violations b, people c WHERE a.plate_id <> b.plate_id;",
+    );
+    s.expect(" rows ");
+    let sent = Instant::now();
+    s.send("\x03");
+    s.expect("query cancelled");
+    let took = sent.elapsed();
+    assert!(took < Duration::from_secs(1), "cancelling took {took:?}");
+    let asked = Instant::now();
+    s.line("SELECT 'free again' AS s;");
+    s.expect("free again");
+    let answered = asked.elapsed();
+    assert!(
+        answered < Duration::from_secs(3),
+        "the next query waited {answered:?}"
+    );
     s.quit();
 }
 

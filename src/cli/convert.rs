@@ -148,7 +148,7 @@ pub async fn run(
         }
     };
     if let Some(bar) = bar {
-        bar.finish().await;
+        bar.finish();
     }
     let written: u64 = outcome?
         .iter()

@@ -3,12 +3,11 @@
 //! its stages and tasks as the scheduler reports them.
 
 use std::io::Write;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use strata::cluster::JobStats;
 use strata::{Progress, ScanStats};
-use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 /// How long a statement runs before the progress line appears.
@@ -20,26 +19,29 @@ const BAR: usize = 20;
 
 /// A progress line that draws itself until [`ProgressBar::finish`] clears it.
 pub struct ProgressBar {
-    stop: Arc<Notify>,
+    line: Arc<Mutex<Line>>,
     task: JoinHandle<()>,
+}
+
+/// Whether the line may still be drawn, and whether it is on the screen.
+#[derive(Default)]
+struct Line {
+    finished: bool,
+    shown: bool,
 }
 
 impl ProgressBar {
     /// Start watching `progress`; nothing is drawn before a second has passed.
     pub fn start(progress: Progress, started: Instant) -> Self {
-        let stop = Arc::new(Notify::new());
-        let stopped = stop.clone();
+        let line = Arc::new(Mutex::new(Line::default()));
+        let shared = line.clone();
         let task = tokio::spawn(async move {
-            let first = tokio::time::Instant::from_std(started) + DELAY;
-            tokio::select! {
-                _ = tokio::time::sleep_until(first) => {}
-                _ = stopped.notified() => return,
-            }
+            tokio::time::sleep_until(tokio::time::Instant::from_std(started) + DELAY).await;
             let mut ticks = 0usize;
             let mut job: Option<JobStats> = None;
             let mut asked: Option<Instant> = None;
             loop {
-                let line = if progress.is_cluster_job() {
+                let text = if progress.is_cluster_job() {
                     if asked.is_none_or(|t| t.elapsed() >= JOB_POLL) {
                         asked = Some(Instant::now());
                         // A scheduler that does not answer leaves the last figures up.
@@ -51,22 +53,31 @@ impl ProgressBar {
                 } else {
                     render(&progress.scan_stats(), started.elapsed(), ticks)
                 };
-                draw(&format!("\r\x1b[2K{line}"));
-                ticks += 1;
-                tokio::select! {
-                    _ = tokio::time::sleep(TICK) => {}
-                    _ = stopped.notified() => break,
+                {
+                    let mut line = shared.lock().unwrap_or_else(|p| p.into_inner());
+                    if line.finished {
+                        return;
+                    }
+                    draw(&format!("\r\x1b[2K{text}"));
+                    line.shown = true;
                 }
+                ticks += 1;
+                tokio::time::sleep(TICK).await;
             }
-            draw("\r\x1b[2K");
         });
-        ProgressBar { stop, task }
+        ProgressBar { line, task }
     }
 
-    /// Stop drawing and clear the line.
-    pub async fn finish(self) {
-        self.stop.notify_one();
-        let _ = self.task.await;
+    /// Stop drawing and clear the line. This does not wait for the drawing task: when a
+    /// cancelled query keeps the runtime's workers busy, that task may not run for a while.
+    pub fn finish(self) {
+        let mut line = self.line.lock().unwrap_or_else(|p| p.into_inner());
+        line.finished = true;
+        if line.shown {
+            draw("\r\x1b[2K");
+            line.shown = false;
+        }
+        self.task.abort();
     }
 }
 

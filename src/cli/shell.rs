@@ -338,7 +338,7 @@ async fn stream_result(
             let Some(batch) = next else { break };
             let batch = batch?;
             if let Some(bar) = bar.take() {
-                bar.finish().await;
+                bar.finish();
             }
             rows += batch.num_rows();
             let room = limit.map(|l| l - shown).unwrap_or(usize::MAX);
@@ -356,7 +356,7 @@ async fn stream_result(
     }
     .await;
     if let Some(bar) = bar.take() {
-        bar.finish().await;
+        bar.finish();
     }
     outcome?;
     // Consumed on every path, so the writer's borrow of `sink` ends here.

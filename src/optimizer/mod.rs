@@ -1,5 +1,6 @@
 //! Physical plan rules Strata adds to DataFusion's, and the settings that turn them off.
 
+mod cooperative;
 mod outer_joins;
 mod runtime_filter;
 mod shared;
@@ -18,6 +19,7 @@ use datafusion::physical_plan::joins::{
 };
 use datafusion::physical_plan::recursive_query::RecursiveQueryExec;
 
+pub use cooperative::CooperativeJoins;
 pub use outer_joins::FilteredOuterJoinsByHash;
 pub use runtime_filter::{JoinFiltersAtScan, RuntimeFilterExec};
 pub use shared::{ShareSubplans, SharedExec};
@@ -72,7 +74,7 @@ pub(crate) fn is_recursive(plan: &Arc<dyn ExecutionPlan>) -> bool {
 /// DataFusion's physical rules with Strata's among them: filtered outer sort-merge joins
 /// become hash joins first, subplan sharing comes before runtime filters are pushed down
 /// (the last rewrite that must see the plan whole), runtime filters at scans after
-/// everything else.
+/// everything else; joins made to yield last.
 pub fn physical_rules() -> Vec<Arc<dyn PhysicalOptimizerRule + Send + Sync>> {
     let mut rules = PhysicalOptimizer::new().rules;
     let at = rules
@@ -82,5 +84,6 @@ pub fn physical_rules() -> Vec<Arc<dyn PhysicalOptimizerRule + Send + Sync>> {
     rules.insert(at, Arc::new(ShareSubplans));
     rules.push(Arc::new(JoinFiltersAtScan));
     rules.insert(0, Arc::new(FilteredOuterJoinsByHash));
+    rules.push(Arc::new(CooperativeJoins));
     rules
 }
