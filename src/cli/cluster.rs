@@ -71,8 +71,20 @@ fn stores(engine: &EngineArgs) -> Result<Arc<StoreRegistry>, CliError> {
     )))
 }
 
+/// The server's log on standard error, when `STRATA_LOG` asks for one (`info`, `debug`, or
+/// filters such as `ballista_executor=debug`); nothing is logged otherwise.
+fn server_log() {
+    if let Ok(filter) = std::env::var("STRATA_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
+}
+
 /// Run a scheduler until Ctrl-C or SIGTERM.
 pub async fn scheduler(args: &SchedulerArgs, engine: &EngineArgs) -> Result<ExitCode, CliError> {
+    server_log();
     let listener = tokio::net::TcpListener::bind(resolve(&args.bind)?)
         .await
         .map_err(|e| CliError::Usage(format!("cannot listen on {}: {e}", args.bind)))?;
@@ -89,6 +101,7 @@ pub async fn scheduler(args: &SchedulerArgs, engine: &EngineArgs) -> Result<Exit
 
 /// Run an executor until Ctrl-C, SIGTERM or the scheduler stops it.
 pub async fn executor(args: &ExecutorArgs, engine: &EngineArgs) -> Result<ExitCode, CliError> {
+    server_log();
     let mut bind = resolve(&args.bind)?;
     // The executor advertises its ports before serving, so pick free ones now, holding each
     // until both are known so that they differ.

@@ -6,6 +6,7 @@ mod codec;
 mod compressed;
 mod jobs;
 mod server;
+mod stop;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -38,8 +38,9 @@ fn cluster_error(what: &str) -> impl Fn(ballista_core::error::BallistaError) -> 
     move |e| Error::Execution(format!("{what}: {e}"))
 }
 
-/// The session a scheduler plans a job in: the job's settings, Strata's stores, and the rule
-/// that keeps compressed scans compressed on executors.
+/// The session a scheduler plans a job in: the job's settings, Strata's stores, the rule
+/// that keeps compressed scans compressed on executors, and joins that yield (so executors
+/// can stop a cancelled job's tasks).
 fn session_builder(stores: Arc<dyn ObjectStoreRegistry>) -> SessionBuilder {
     Arc::new(move |config: SessionConfig| {
         let runtime = RuntimeEnvBuilder::new()
@@ -48,6 +49,7 @@ fn session_builder(stores: Arc<dyn ObjectStoreRegistry>) -> SessionBuilder {
         let mut rules = PhysicalOptimizer::new().rules;
         rules.insert(0, Arc::new(crate::optimizer::FilteredOuterJoinsByHash));
         rules.push(Arc::new(MarkCompressedScans));
+        rules.push(Arc::new(crate::optimizer::CooperativeJoins));
         Ok(SessionStateBuilder::new()
             .with_default_features()
             .with_config(config)
@@ -311,7 +313,7 @@ async fn start_local_executor(
         os_info: Some(ExecutorOperatingSystemSpecification::default().into()),
         ballista_protocol_version: ballista_core::BALLISTA_PROTOCOL_VERSION,
     };
-    let executor = Arc::new(Executor::with_default_execution_engine(
+    let executor = Arc::new(Executor::new(
         registration,
         &path,
         runtime_producer(stores, path.clone()),
@@ -319,6 +321,7 @@ async fn start_local_executor(
         Arc::new(functions()),
         Arc::new(LoggingMetricsCollector::default()),
         slots,
+        Arc::new(super::stop::StoppableEngine::new()),
     ));
     let shutdown = ShutdownNotifier::new();
     let mut flight_stopped = shutdown.subscribe_for_shutdown();
@@ -409,6 +412,7 @@ pub async fn run_executor(
         override_runtime_producer: Some(runtime_producer(stores, work_dir)),
         override_logical_codec: Some(Arc::new(StrataLogicalCodec::default())),
         override_physical_codec: Some(Arc::new(StrataPhysicalCodec::default())),
+        override_execution_engine: Some(Arc::new(super::stop::StoppableEngine::new())),
         ..Default::default()
     };
     start_executor_process(Arc::new(config))
