@@ -6,6 +6,9 @@
 //!
 //! `cargo test --test sql-tests -- FILTER` runs only files whose name contains FILTER;
 //! `cargo test --test sql-tests -- --complete [FILTER]` rewrites expected results (review the diff).
+//! `cargo test --test sql-tests -- --memory-limit 16M [FILTER]` runs the files locally under
+//! that memory limit (spilling to the scratch folder): every record must give its answer, or
+//! fail with the one-line out-of-memory error naming the operator that could not spill.
 //! In SQL, `__SCRATCH__` stands for the file's scratch folder and `__TPCH__` for TPC-H data
 //! at scale factor 0.01 (generated once into `sql-tests/scratch/`); a record whose SQL is
 //! `INCLUDE 'path'` runs the SQL in that file (so the benchmark queries are tested as they are).
@@ -69,6 +72,9 @@ struct StrataDb {
     scratch: PathBuf,
 }
 
+/// What a memory-limited run must see instead of an answer when a query cannot run in it.
+const OUT_OF_MEMORY: &str = "out of memory: ";
+
 #[derive(Debug)]
 struct DbError(String);
 
@@ -87,12 +93,8 @@ impl sqllogictest::AsyncDB for StrataDb {
 
     async fn run(&mut self, sql: &str) -> Result<DBOutput<DefaultColumnType>, DbError> {
         let sql = expand(sql, &self.scratch)?;
-        let mut result = self
-            .engine
-            .sql(&sql)
-            .await
-            .map_err(|e| DbError(e.to_string()))?;
-        let batches = result.collect().await.map_err(|e| DbError(e.to_string()))?;
+        let mut result = self.engine.sql(&sql).await.map_err(db_error)?;
+        let batches = result.collect().await.map_err(db_error)?;
         let schema = result.schema();
         if schema.fields().is_empty() {
             return Ok(DBOutput::StatementComplete(0));
@@ -128,6 +130,15 @@ impl sqllogictest::AsyncDB for StrataDb {
     async fn sleep(dur: std::time::Duration) {
         tokio::time::sleep(dur).await
     }
+}
+
+fn db_error(e: strata::Error) -> DbError {
+    let text = e.to_string();
+    if matches!(e, strata::Error::ResourcesExhausted(_)) && text.contains('\n') {
+        // Not the one line a user must see.
+        return DbError(format!("out-of-memory error of several lines: {text}"));
+    }
+    DbError(text)
 }
 
 fn column_type(dt: &DataType) -> DefaultColumnType {
@@ -218,10 +229,20 @@ fn float(v: f64) -> String {
     s.to_string()
 }
 
-async fn make_db(root: PathBuf, mode: Mode, scratch: PathBuf) -> Result<StrataDb, DbError> {
-    let builder = Engine::builder()
+async fn make_db(
+    root: PathBuf,
+    mode: Mode,
+    scratch: PathBuf,
+    memory: Option<usize>,
+) -> Result<StrataDb, DbError> {
+    let mut builder = Engine::builder()
         .catalog(root.join("strata.toml"))
         .store_timeout(std::time::Duration::from_secs(5));
+    if let Some(bytes) = memory {
+        let spill = scratch.join(".spill");
+        std::fs::create_dir_all(&spill).map_err(|e| DbError(e.to_string()))?;
+        builder = builder.memory_limit(bytes).spill_dir(spill);
+    }
     let builder = match mode {
         Mode::Local(n) => builder.target_partitions(n),
         Mode::Cluster => builder
@@ -246,11 +267,14 @@ fn cluster_skips(root: &std::path::Path) -> Vec<(String, Option<u32>)> {
         .collect()
 }
 
-/// Run `file` record by record, leaving out the records `skips` lists for it.
-async fn run_skipping<D, M>(
+/// Run `file` record by record, leaving out the records `skips` lists for it. With
+/// `out_of_memory`, a record that fails with the out-of-memory error is counted there (the
+/// operator it names) instead of failing the file.
+async fn run_records<D, M>(
     runner: &mut sqllogictest::Runner<D, M>,
     file: &std::path::Path,
     skips: &[(String, Option<u32>)],
+    mut out_of_memory: Option<&mut Vec<String>>,
 ) -> Result<(), String>
 where
     D: sqllogictest::AsyncDB<ColumnType = DefaultColumnType>,
@@ -275,10 +299,16 @@ where
         if line.is_some_and(|l| listed.contains(&Some(l))) {
             continue;
         }
-        runner
-            .run_async(record)
-            .await
-            .map_err(|e| e.display(true).to_string())?;
+        if let Err(e) = runner.run_async(record).await {
+            let text = e.display(false).to_string();
+            match (&mut out_of_memory, text.find(OUT_OF_MEMORY)) {
+                (Some(seen), Some(at)) => {
+                    let message = text[at..].lines().next().unwrap_or_default();
+                    seen.push(format!("{name}:{}: {message}", line.unwrap_or(0)));
+                }
+                _ => return Err(e.display(true).to_string()),
+            }
+        }
     }
     Ok(())
 }
@@ -286,7 +316,17 @@ where
 fn main() -> std::process::ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let complete = args.iter().any(|a| a == "--complete");
-    let filters: Vec<&String> = args.iter().filter(|a| !a.starts_with("--")).collect();
+    let memory = args.iter().position(|a| a == "--memory-limit").map(|i| {
+        let text = args.get(i + 1).map(String::as_str).unwrap_or_default();
+        strata::engine::parse_size(text)
+            .unwrap_or_else(|| panic!("--memory-limit wants a size such as 16M, not {text:?}"))
+    });
+    let filters: Vec<&String> = args
+        .iter()
+        .enumerate()
+        .filter(|(i, a)| !(a.starts_with("--") || (*i > 0 && args[i - 1] == "--memory-limit")))
+        .map(|(_, a)| a)
+        .collect();
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     std::env::set_current_dir(&root).expect("repository root");
 
@@ -309,9 +349,16 @@ fn main() -> std::process::ExitCode {
 
     let skips = cluster_skips(&root);
     let (mut passed, mut failed) = (0usize, 0usize);
+    let mut out_of_memory: Vec<String> = Vec::new();
     for file in &files {
         let name = file.file_name().unwrap().to_string_lossy().to_string();
-        let runs: &[Mode] = if complete { &MODES[..1] } else { &MODES };
+        let runs: &[Mode] = if complete {
+            &MODES[..1]
+        } else if memory.is_some() {
+            &MODES[..2]
+        } else {
+            &MODES
+        };
         for &mode in runs {
             // A runtime per run, so a cluster started for it stops with it.
             let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -322,9 +369,10 @@ fn main() -> std::process::ExitCode {
             let scratch_path = scratch.path().to_path_buf();
             let root2 = root.clone();
             let started = Instant::now();
+            let mut file_out_of_memory = Vec::new();
             let outcome = runtime.block_on(async {
                 let mut runner = sqllogictest::Runner::new(move || {
-                    make_db(root2.clone(), mode, scratch_path.clone())
+                    make_db(root2.clone(), mode, scratch_path.clone(), memory)
                 });
                 runner.with_column_validator(sqllogictest::strict_column_validator);
                 if complete {
@@ -339,7 +387,9 @@ fn main() -> std::process::ExitCode {
                         .await
                         .map_err(|e| e.to_string())
                 } else if mode == Mode::Cluster {
-                    run_skipping(&mut runner, file, &skips).await
+                    run_records(&mut runner, file, &skips, None).await
+                } else if memory.is_some() {
+                    run_records(&mut runner, file, &[], Some(&mut file_out_of_memory)).await
                 } else {
                     runner
                         .run_file_async(file)
@@ -350,10 +400,18 @@ fn main() -> std::process::ExitCode {
             match outcome {
                 Ok(()) => {
                     passed += 1;
+                    let oom = match file_out_of_memory.len() {
+                        0 => String::new(),
+                        n => format!(" ({n} out of memory)"),
+                    };
                     println!(
-                        "PASS {name} [{mode}] in {:.2}s",
+                        "PASS {name} [{mode}] in {:.2}s{oom}",
                         started.elapsed().as_secs_f64()
                     );
+                    for m in &file_out_of_memory {
+                        println!("  {m} [{mode}]");
+                    }
+                    out_of_memory.append(&mut file_out_of_memory);
                 }
                 Err(e) => {
                     failed += 1;
@@ -363,6 +421,13 @@ fn main() -> std::process::ExitCode {
         }
     }
     println!("\nsql-tests: {passed} passed, {failed} failed");
+    if let Some(bytes) = memory {
+        println!(
+            "under a {} MiB memory limit: {} records failed with the out-of-memory error, none otherwise",
+            bytes >> 20,
+            out_of_memory.len()
+        );
+    }
     if failed > 0 {
         std::process::ExitCode::FAILURE
     } else {

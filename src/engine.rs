@@ -205,6 +205,14 @@ impl EngineBuilder {
             o.optimizer.hash_join_single_partition_threshold_rows = 4_000_000;
             config = config.with_option_extension(StrataOptions::default());
         }
+        if let Some(limit) = self.memory_limit {
+            // Each sort that may spill reserves room for merging its runs up front (10 MB
+            // by default, per partition): under a small limit that reservation alone failed
+            // sorts of a few rows. It takes a quarter of each partition's share instead.
+            let n = config.options().execution.target_partitions.max(1);
+            config.options_mut().execution.sort_spill_reservation_bytes =
+                (limit / (4 * n)).clamp(64 << 10, 10 << 20);
+        }
         for (k, v) in &self.settings {
             config.options_mut().set(k, v).map_err(|e| {
                 Error::Config(format!(
