@@ -306,6 +306,51 @@ fn ctrl_c_at_the_client_cancels_the_job_on_the_cluster() {
     assert!(!jobs.contains("\"status\":\"Completed\""), "{jobs}");
 }
 
+#[test]
+fn a_cancelled_job_stops_burning_the_executors_cpu() {
+    // A cross join over a nested loop join: hours of work that makes its batches from memory.
+    let sql = "SELECT count(*), sum(length(a.street_name || b.street_name)) FROM violations a, \
+               violations b, people c WHERE a.plate_id <> b.plate_id";
+    let (scheduler, executors) = processes::cluster(1);
+    let busy = || -> u64 {
+        executors
+            .iter()
+            .map(|e| processes::cpu_ticks(e.pid()))
+            .sum()
+    };
+    let before = busy();
+    let mut client = client_once(&scheduler.addr, sql, |job| job["status"] == "Running");
+    // Once the executor has worked for a second, interrupt the client.
+    let started = Instant::now();
+    while busy() < before + 100 && started.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // SAFETY: signalling a child process we started and still own.
+    unsafe { libc::kill(client.id() as i32, libc::SIGINT) };
+    assert_eq!(client.wait().unwrap().code(), Some(130));
+    // The executor goes quiet: its CPU time stops growing (it kept both cores busy for as
+    // long as the job would have run).
+    let interrupted = Instant::now();
+    let mut last = busy();
+    loop {
+        std::thread::sleep(Duration::from_millis(500));
+        let now = busy();
+        if now.saturating_sub(last) <= 5 {
+            break;
+        }
+        last = now;
+        assert!(
+            interrupted.elapsed() < Duration::from_secs(10),
+            "the executor still works {:?} after the interrupt",
+            interrupted.elapsed()
+        );
+    }
+    eprintln!(
+        "executor quiet {:?} after the interrupt",
+        interrupted.elapsed()
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_cluster_query_reports_its_stages_and_tasks_while_it_runs() {
     let sql = long_query();

@@ -15,6 +15,33 @@ pub struct Server {
     _work_dir: Option<tempfile::TempDir>,
 }
 
+impl Server {
+    /// The process id.
+    #[allow(dead_code)]
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+/// CPU time (user and system) a process has used, in clock ticks (0 once it is gone).
+#[allow(dead_code)]
+pub fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    let field = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    field(11) + field(12)
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
