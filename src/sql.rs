@@ -741,12 +741,18 @@ const OUTER_AGGREGATES: [&str; 10] = [
 /// The prefix of the columns [`hoist_outer_aggregates`] adds.
 const OUTER_AGGREGATE_PREFIX: &str = "__strata_outer_agg_";
 
+/// The name of the grouped copy of a FROM clause of several tables that
+/// [`hoist_outer_aggregates`] reads outer aggregates from.
+const OUTER_AGGREGATE_SOURCE: &str = "__strata_outer";
+
 /// An aggregate of the outer query's columns inside a subquery (`SELECT g, (SELECT count(*)
 /// FROM u WHERE u.x < min(t.a)) FROM t GROUP BY g`) is, as in PostgreSQL, the outer query's
-/// aggregate over each group. For a query over one table, grouped, whose subqueries name such
-/// aggregates with the table's qualifier, each is computed beside the rows as a window over
-/// the groups (`min(t.a) OVER (PARTITION BY g)`, the WHERE clause applied first) and the
-/// subquery reads it as a column of the group. Returns whether anything was rewritten.
+/// aggregate over each group. For a grouped query whose subqueries name such aggregates with
+/// the qualifiers of its FROM clause's tables, each is computed beside the rows and the
+/// subquery reads it as a column of the group: over one table as a window over the groups
+/// (`min(t.a) OVER (PARTITION BY g)`, the WHERE clause applied first); over several, from a
+/// grouped copy of the FROM and WHERE clauses joined on the groups. Returns whether anything
+/// was rewritten.
 pub fn hoist_outer_aggregates(stmt: &mut DfStatement) -> bool {
     use datafusion::sql::sqlparser::ast::{Query, SetExpr};
     let DfStatement::Statement(s) = stmt else {
@@ -777,24 +783,36 @@ fn hoist_in_select(select: &mut datafusion::sql::sqlparser::ast::Select) -> bool
     let GroupByExpr::Expressions(groups, modifiers) = &select.group_by else {
         return false;
     };
-    if groups.is_empty() || !modifiers.is_empty() || select.from.len() != 1 {
+    if groups.is_empty() || !modifiers.is_empty() || select.from.is_empty() {
         return false;
     }
-    let from = &select.from[0];
-    if !from.joins.is_empty() {
-        return false;
+    // The names the FROM clause's tables go by.
+    let mut qualifiers = Vec::new();
+    for relation in select
+        .from
+        .iter()
+        .flat_map(|f| std::iter::once(&f.relation).chain(f.joins.iter().map(|j| &j.relation)))
+    {
+        let name = match relation {
+            TableFactor::Table { alias: Some(a), .. }
+            | TableFactor::Derived { alias: Some(a), .. } => a.name.value.clone(),
+            TableFactor::Table {
+                name, alias: None, ..
+            } => match name.0.last() {
+                Some(part) => part.to_string(),
+                None => return false,
+            },
+            _ => return false,
+        };
+        qualifiers.push(name);
     }
-    let qualifier = match &from.relation {
-        TableFactor::Table { alias: Some(a), .. } | TableFactor::Derived { alias: Some(a), .. } => {
-            a.name.value.clone()
-        }
-        TableFactor::Table {
-            name, alias: None, ..
-        } => match name.0.last() {
-            Some(part) => part.to_string(),
-            None => return false,
-        },
-        _ => return false,
+    // One table: the aggregates become windows over its rows, under its own name. Several:
+    // they come from a grouped copy of the FROM clause, joined on the groups.
+    let single = qualifiers.len() == 1;
+    let target = if single {
+        qualifiers[0].clone()
+    } else {
+        OUTER_AGGREGATE_SOURCE.to_string()
     };
     // The groups as expressions (an ordinal or a SELECT alias stands for its item).
     let mut partition = Vec::with_capacity(groups.len());
@@ -827,14 +845,17 @@ fn hoist_in_select(select: &mut datafusion::sql::sqlparser::ast::Select) -> bool
     }
 
     struct Hoist {
-        qualifier: String,
+        qualifiers: Vec<String>,
+        /// The name the hoisted columns are read under.
+        target: String,
         /// For each enclosing subquery, whether it names the table itself (binding the
         /// qualifier to its own rows, where nothing is hoisted).
         scopes: Vec<bool>,
         found: Vec<String>,
     }
     impl Hoist {
-        /// Whether `e` refers only to `qualifier.column` columns, at least one.
+        /// Whether `e` refers only to `qualifier.column` columns of the FROM clause, at
+        /// least one.
         fn outer_only(&self, e: &Expr) -> bool {
             let mut outer = 0;
             let mut other = false;
@@ -842,7 +863,10 @@ fn hoist_in_select(select: &mut datafusion::sql::sqlparser::ast::Select) -> bool
                 match x {
                     Expr::CompoundIdentifier(parts)
                         if parts.len() == 2
-                            && parts[0].value.eq_ignore_ascii_case(&self.qualifier) =>
+                            && self
+                                .qualifiers
+                                .iter()
+                                .any(|q| parts[0].value.eq_ignore_ascii_case(q)) =>
                     {
                         outer += 1
                     }
@@ -865,8 +889,8 @@ fn hoist_in_select(select: &mut datafusion::sql::sqlparser::ast::Select) -> bool
             q: &mut datafusion::sql::sqlparser::ast::Query,
         ) -> ControlFlow<()> {
             let rebinds = q.to_string().split_whitespace().any(|w| {
-                w.trim_end_matches([',', ')'])
-                    .eq_ignore_ascii_case(&self.qualifier)
+                let w = w.trim_end_matches([',', ')']);
+                self.qualifiers.iter().any(|q| w.eq_ignore_ascii_case(q))
             });
             self.scopes.push(rebinds);
             ControlFlow::Continue(())
@@ -904,12 +928,13 @@ fn hoist_in_select(select: &mut datafusion::sql::sqlparser::ast::Select) -> bool
             }
             let column = format!("{OUTER_AGGREGATE_PREFIX}{}", self.found.len());
             self.found.push(f.to_string());
-            *e = Expr::CompoundIdentifier(vec![Ident::new(&self.qualifier), Ident::new(column)]);
+            *e = Expr::CompoundIdentifier(vec![Ident::new(&self.target), Ident::new(column)]);
             ControlFlow::Continue(())
         }
     }
     let mut hoist = Hoist {
-        qualifier: qualifier.clone(),
+        qualifiers,
+        target: target.clone(),
         scopes: Vec::new(),
         found: Vec::new(),
     };
@@ -923,49 +948,99 @@ fn hoist_in_select(select: &mut datafusion::sql::sqlparser::ast::Select) -> bool
     if hoist.found.is_empty() {
         return false;
     }
-    let windows: Vec<String> = hoist
-        .found
-        .iter()
-        .enumerate()
-        .map(|(i, call)| {
-            format!(
-                "{call} OVER (PARTITION BY {}) AS {OUTER_AGGREGATE_PREFIX}{i}",
-                partition.join(", ")
-            )
-        })
-        .collect();
-    let filter = select
-        .selection
-        .take()
-        .map(|w| format!(" WHERE {w}"))
-        .unwrap_or_default();
-    let text = format!(
-        "SELECT 1 FROM (SELECT *, {} FROM {}{filter}) AS {}",
-        windows.join(", "),
-        select.from[0].relation,
-        Ident::new(&qualifier)
-    );
     let dialect = datafusion::sql::sqlparser::dialect::GenericDialect {};
-    let Ok(mut parsed) = datafusion::sql::sqlparser::parser::Parser::parse_sql(&dialect, &text)
-    else {
-        return false;
+    let parse_select = |text: &str| -> Option<Box<datafusion::sql::sqlparser::ast::Select>> {
+        let mut parsed =
+            datafusion::sql::sqlparser::parser::Parser::parse_sql(&dialect, text).ok()?;
+        let Some(Statement::Query(q)) = parsed.pop() else {
+            return None;
+        };
+        match *q.body {
+            SetExpr::Select(s) => Some(s),
+            _ => None,
+        }
     };
-    let Some(Statement::Query(mut q)) = parsed.pop() else {
-        return false;
-    };
-    let SetExpr::Select(derived) = q.body.as_mut() else {
-        return false;
-    };
-    select.from = std::mem::take(&mut derived.from);
+    let added = (0..hoist.found.len()).map(|i| {
+        Expr::CompoundIdentifier(vec![
+            Ident::new(&target),
+            Ident::new(format!("{OUTER_AGGREGATE_PREFIX}{i}")),
+        ])
+    });
+    if single {
+        let windows: Vec<String> = hoist
+            .found
+            .iter()
+            .enumerate()
+            .map(|(i, call)| {
+                format!(
+                    "{call} OVER (PARTITION BY {}) AS {OUTER_AGGREGATE_PREFIX}{i}",
+                    partition.join(", ")
+                )
+            })
+            .collect();
+        let filter = select
+            .selection
+            .take()
+            .map(|w| format!(" WHERE {w}"))
+            .unwrap_or_default();
+        let text = format!(
+            "SELECT 1 FROM (SELECT *, {} FROM {}{filter}) AS {}",
+            windows.join(", "),
+            select.from[0].relation,
+            Ident::new(&target)
+        );
+        let Some(mut derived) = parse_select(&text) else {
+            return false;
+        };
+        select.from = std::mem::take(&mut derived.from);
+    } else {
+        // SELECT ... FROM a JOIN b ... WHERE w GROUP BY g becomes SELECT ... FROM a JOIN b ...,
+        // (SELECT g AS k0, agg AS a0 FROM a JOIN b ... WHERE w GROUP BY g) AS src
+        // WHERE w AND src.k0 IS NOT DISTINCT FROM g GROUP BY g, src.a0.
+        let from: Vec<String> = select.from.iter().map(|f| f.to_string()).collect();
+        let keys: Vec<String> = partition
+            .iter()
+            .enumerate()
+            .map(|(i, g)| format!("{g} AS {OUTER_AGGREGATE_PREFIX}k{i}"))
+            .chain(
+                hoist
+                    .found
+                    .iter()
+                    .enumerate()
+                    .map(|(i, call)| format!("{call} AS {OUTER_AGGREGATE_PREFIX}{i}")),
+            )
+            .collect();
+        let filter = select
+            .selection
+            .as_ref()
+            .map(|w| format!(" WHERE {w}"))
+            .unwrap_or_default();
+        let matches: Vec<String> = partition
+            .iter()
+            .enumerate()
+            .map(|(i, g)| format!("{target}.{OUTER_AGGREGATE_PREFIX}k{i} IS NOT DISTINCT FROM {g}"))
+            .collect();
+        let outer_filter = match &select.selection {
+            Some(w) => format!("({w}) AND {}", matches.join(" AND ")),
+            None => matches.join(" AND "),
+        };
+        let text = format!(
+            "SELECT 1 FROM {}, (SELECT {} FROM {}{filter} GROUP BY {}) AS {target} WHERE {outer_filter}",
+            from.join(", "),
+            keys.join(", "),
+            from.join(", "),
+            partition.join(", "),
+        );
+        let Some(mut rewritten) = parse_select(&text) else {
+            return false;
+        };
+        select.from = std::mem::take(&mut rewritten.from);
+        select.selection = rewritten.selection.take();
+    }
     let GroupByExpr::Expressions(groups, _) = &mut select.group_by else {
         return false;
     };
-    for i in 0..hoist.found.len() {
-        groups.push(Expr::CompoundIdentifier(vec![
-            Ident::new(&qualifier),
-            Ident::new(format!("{OUTER_AGGREGATE_PREFIX}{i}")),
-        ]));
-    }
+    groups.extend(added);
     true
 }
 
@@ -1375,10 +1450,21 @@ mod tests {
             stmts[0].to_string(),
             "SELECT sum(c) FROM (SELECT g, (SELECT count(*) FROM u WHERE u.x < t.__strata_outer_agg_0) AS c FROM (SELECT *, min(t.a) OVER (PARTITION BY g) AS __strata_outer_agg_0 FROM t) AS t GROUP BY g, t.__strata_outer_agg_0) AS q"
         );
-        // A subquery over the same table keeps its own aggregate; joins are left alone.
+        // Over a join: from a grouped copy of the FROM and WHERE clauses.
+        let mut stmts = parse_statements(
+            "SELECT t.g, (SELECT count(*) FROM u WHERE u.x < min(v.b)) FROM t JOIN v ON t.a = v.a WHERE v.b > 0 GROUP BY t.g",
+            "generic",
+        )
+        .unwrap();
+        assert!(hoist_outer_aggregates(&mut stmts[0]));
+        assert_eq!(
+            stmts[0].to_string(),
+            "SELECT t.g, (SELECT count(*) FROM u WHERE u.x < __strata_outer.__strata_outer_agg_0) FROM t JOIN v ON t.a = v.a, (SELECT t.g AS __strata_outer_agg_k0, min(v.b) AS __strata_outer_agg_0 FROM t JOIN v ON t.a = v.a WHERE v.b > 0 GROUP BY t.g) AS __strata_outer WHERE (v.b > 0) AND __strata_outer.__strata_outer_agg_k0 IS NOT DISTINCT FROM t.g GROUP BY t.g, __strata_outer.__strata_outer_agg_0"
+        );
+        // A subquery over the same table keeps its own aggregate.
         for sql in [
             "SELECT g, (SELECT max(t.a) FROM t) FROM t GROUP BY g",
-            "SELECT g, (SELECT count(*) FROM u WHERE u.x < min(t.a)) FROM t JOIN v ON t.a = v.a GROUP BY g",
+            "SELECT t.g, (SELECT max(v.a) FROM v) FROM t JOIN v ON t.a = v.a GROUP BY t.g",
         ] {
             let mut stmts = parse_statements(sql, "generic").unwrap();
             assert!(!hoist_outer_aggregates(&mut stmts[0]), "{sql}");
