@@ -11,10 +11,13 @@ and outer joins inside them, LATERAL, set operations) and checks each three ways
    ALLOWED, each with its reason);
 2. by query partitioning: `count(*)` of a query equals the sum of the counts with `WHERE p`,
    `WHERE NOT p` and `WHERE p IS NULL`;
-3. at 1 and 8 partitions (the answers must be identical).
+3. at 1 and 8 partitions, and in the other modes --modes names (the answers must be
+   identical): a number of threads and partitions, or `local:N`, a cluster of N executors
+   started in the process.
 
     pip install duckdb
     python3 benches/differential.py --queries 10000 --seed 7 [--strata PATH] [--show 5]
+        [--modes 1,2,8,local:2]
 
 Exit status 1 when any query differs without an allowance; every difference is printed with
 its seed and number, so `--seed S --only N` replays it.
@@ -239,9 +242,16 @@ def norm(v):
     return str(v)
 
 
-def strata_answers(strata, setup, queries, threads):
-    """Run every query in one Strata process; the answer of each is a sorted list of rows, or
-    None when it failed."""
+def mode_args(mode):
+    """The command line options of a mode: `N` threads and partitions, or `local:N`."""
+    if mode.startswith("local:"):
+        return ["--cluster", mode]
+    return ["--threads", mode]
+
+
+def strata_answers(strata, setup, queries, mode):
+    """Run every query in one Strata process in `mode`; the answer of each is a sorted list of
+    rows, or None when it failed."""
     lines = [s + ";" for s in setup]
     for i, q in enumerate(queries):
         lines.append(f"SELECT {i} AS __strata_query;")
@@ -253,7 +263,7 @@ def strata_answers(strata, setup, queries, threads):
         path = f.name
     try:
         p = subprocess.run([strata, "-q", "--format", "ndjson", "--continue-on-error",
-                            "--threads", str(threads), "-f", path],
+                            *mode_args(mode), "-f", path],
                            capture_output=True, text=True, cwd=ROOT, timeout=3600)
     finally:
         os.unlink(path)
@@ -313,6 +323,8 @@ def main():
     ap.add_argument("--strata", default=None, help="the strata binary (default: target/debug)")
     ap.add_argument("--only", type=int, default=None, help="run only query number N")
     ap.add_argument("--show", type=int, default=10, help="print at most this many differences")
+    ap.add_argument("--modes", default="1,8",
+                    help="modes whose answers must agree: N threads, or local:N executors")
     a = ap.parse_args()
     target = pathlib.Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
     strata = a.strata or str(target / "debug" / "strata")
@@ -337,8 +349,9 @@ def main():
     flat = []
     for n, kind, q in checks:
         flat.extend(q if isinstance(q, list) else [q])
-    one = strata_answers(strata, setup, flat, 1)
-    eight = strata_answers(strata, setup, flat, 8)
+    modes = a.modes.split(",")
+    answers = {m: strata_answers(strata, setup, flat, m) for m in modes}
+    one = answers[modes[0]]
 
     con = duckdb.connect()
     for s in setup:
@@ -348,13 +361,15 @@ def main():
     at = 0
     for n, kind, q in checks:
         if kind == "duckdb":
-            mine, again = one[at], eight[at]
-            at += 1
+            mine = one[at]
             ran += 1
             theirs = duck_answer(con, q)
             problems = []
-            if mine != again and not close(mine, again):
-                problems.append(f"1 vs 8 partitions: {str(mine)[:200]} / {str(again)[:200]}")
+            for m in modes[1:]:
+                again = answers[m][at]
+                if mine != again and not close(mine, again):
+                    problems.append(f"{modes[0]} vs {m}: {str(mine)[:200]} / {str(again)[:200]}")
+            at += 1
             if mine is None and theirs is None:
                 failed_both += 1
             elif not close(mine, theirs):
