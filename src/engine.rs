@@ -325,6 +325,7 @@ pub(crate) fn plan_functions() -> Vec<Arc<datafusion::logical_expr::ScalarUDF>> 
     let mut all = crate::arithmetic::functions();
     all.extend(crate::subquery::functions());
     all.push(crate::inlists::same());
+    all.push(crate::casts::named_cast());
     all
 }
 
@@ -532,6 +533,7 @@ impl Engine {
                     .await;
             }
         }
+        let unnamed = renamed.clone();
         // A SELECT list that repeats a name runs with names of its own, shown as written.
         if let Err(Error::Plan { message, .. }) = &result
             && (message.contains("unique expression names")
@@ -539,9 +541,26 @@ impl Engine {
             && let Some(names) = sql::alias_duplicate_names(&mut renamed)
         {
             result = self
-                .run_statement(renamed, calls, complete_commands)
+                .run_statement(renamed, calls.clone(), complete_commands)
                 .await
                 .map(|r| r.with_column_names(&names));
+        }
+        // Two casts named alike inside aggregates' arguments (`sum(d)`, `sum(CAST(d AS
+        // BIGINT))`) get names of their own; the items show their SQL text.
+        if let Err(Error::Plan { message, .. }) = &result
+            && message.contains("duplicate unqualified field name")
+        {
+            let mut named = unnamed;
+            let names = sql::alias_duplicate_names(&mut named);
+            if crate::casts::name_casts_in_arguments(&mut named) {
+                result = self
+                    .run_statement(named, calls, complete_commands)
+                    .await
+                    .map(|r| match &names {
+                        Some(names) => r.with_column_names(names),
+                        None => r,
+                    });
+            }
         }
         self.prepared.remove(&keys);
         result.map_err(|e| self.explain_error(e))

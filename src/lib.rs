@@ -21,6 +21,7 @@
 #![warn(missing_docs)]
 
 pub mod arithmetic;
+pub mod casts;
 /// The catalog file: datasets and stores declared in TOML.
 pub mod catalog;
 pub mod cluster;
