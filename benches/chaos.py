@@ -97,7 +97,10 @@ def main():
             took = time.monotonic() - t0
             if state == "ok" and not same_rows(got, expected[n]):
                 wrong.append(n)
-                print(f"q{n:02} WRONG in {took:.1f} s", flush=True)
+                print(f"q{n:02} WRONG in {took:.1f} s: {len(got)} rows, expected "
+                      f"{len(expected[n])}; first differing row: "
+                      f"{next((g, e) for g, e in zip(got + [None] * len(expected[n]), expected[n] + [None] * len(got)) if g != e)}",
+                      flush=True)
             elif state == "failed":
                 got = got.splitlines()[-1]
                 failures.setdefault(cause(got), []).append(n)
@@ -111,8 +114,8 @@ def main():
     missing = [i for i, e in enumerate(executors) if e.proc.poll() is not None]
     for i in missing:
         executors[i] = executor(args.strata, sched.addr)
-    state, got = run_strata(args.strata, cat, 1, args.timeout, cluster=sched.addr)
-    serving = state == "ok" and same_rows(got, expected[1])
+    state, got = run_strata(args.strata, cat, queries[0], args.timeout, cluster=sched.addr)
+    serving = state == "ok" and same_rows(got, expected[queries[0]])
     for e in executors:
         e.stop()
     sched.stop()
