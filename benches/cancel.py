@@ -81,6 +81,17 @@ QUERIES = [
 PROGRESS_ROWS = re.compile(r"([0-9,]+) rows(?: processed)?")
 
 
+def read_ready(fd, wait):
+    """What `fd` has to read within `wait` seconds (b"" when nothing, or once it is closed)."""
+    ready, _, _ = select.select([fd], [], [], wait)
+    if not ready:
+        return b""
+    try:
+        return os.read(fd, 65536)
+    except OSError:
+        return b""
+
+
 def interrupt(exe, sql, busy, cluster=None, executors=()):
     """Run `sql`, interrupt it once busy, and return what happened."""
     args = [exe, "-c", sql]
@@ -97,12 +108,7 @@ def interrupt(exe, sql, busy, cluster=None, executors=()):
     started = time.monotonic()
     finished_early = False
     while True:
-        ready, _, _ = select.select([master], [], [], 0.05)
-        if ready:
-            try:
-                err += os.read(master, 65536)
-            except OSError:
-                pass
+        err += read_ready(master, 0.05)
         if proc.poll() is not None:
             finished_early = True
             break
@@ -116,12 +122,7 @@ def interrupt(exe, sql, busy, cluster=None, executors=()):
     if not finished_early:
         proc.send_signal(signal.SIGINT)
     while proc.poll() is None:
-        ready, _, _ = select.select([master], [], [], 0.01)
-        if ready:
-            try:
-                err += os.read(master, 65536)
-            except OSError:
-                pass
+        err += read_ready(master, 0.01)
     exited = time.monotonic() - sent
     # The executors have stopped when their CPU time stops growing for 0.3 s.
     idle = None
@@ -138,17 +139,8 @@ def interrupt(exe, sql, busy, cluster=None, executors=()):
                 still, t = 0.0, time.monotonic()
             last = now
             time.sleep(0.1)
-    try:
-        while True:
-            ready, _, _ = select.select([master], [], [], 0.05)
-            if not ready:
-                break
-            chunk = os.read(master, 65536)
-            if not chunk:
-                break
-            err += chunk
-    except OSError:
-        pass
+    while chunk := read_ready(master, 0.05):
+        err += chunk
     os.close(master)
     proc.stdout.read()
     text = re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", err.decode(errors="replace"))

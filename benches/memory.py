@@ -21,7 +21,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from processes import ROOT, release_binary  # noqa: E402
-from tpch_files import catalog, duckdb_answers, generate, query_path, same_rows  # noqa: E402
+from tpch_files import catalog, csv_rows, duckdb_answers, generate, query_path, same_rows  # noqa: E402
 
 
 def run(exe, cat, n, limit, timeout):
@@ -59,10 +59,6 @@ def main():
     args = ap.parse_args()
     queries = [int(q) for q in args.queries.split(",")] if args.queries else list(range(1, 23))
 
-    import csv
-    import io
-    from crosscheck import normalize
-
     with tempfile.TemporaryDirectory(prefix="strata-memory-") as tmp:
         data = args.data or tmp
         if not args.data:
@@ -77,9 +73,7 @@ def main():
         for n in queries:
             state, detail, took, peak = run(args.strata, cat, n, args.memory_limit, args.timeout)
             if state == "ok":
-                header, *rows = list(csv.reader(io.StringIO(detail)))
-                cells = [[c if c != "" else "NULL" for c in (r or [""] * len(header))] for r in rows]
-                got = [normalize(" ".join(r)) for r in cells]
+                got = csv_rows(detail)
                 verdict = "right" if same_rows(got, expected[n]) else "wrong"
                 note = ""
             elif state == "error" and detail.startswith("Error: out of memory: ") and "\n" not in detail:

@@ -533,28 +533,31 @@ impl Engine {
                     .await;
             }
         }
-        let unnamed = renamed.clone();
         // A SELECT list that repeats a name runs with names of its own, shown as written.
+        let mut names = None;
         if let Err(Error::Plan { message, .. }) = &result
             && (message.contains("unique expression names")
                 || message.contains("would be ambiguous"))
-            && let Some(names) = sql::alias_duplicate_names(&mut renamed)
         {
-            result = self
-                .run_statement(renamed, calls.clone(), complete_commands)
-                .await
-                .map(|r| r.with_column_names(&names));
+            names = sql::alias_duplicate_names(&mut renamed);
+            if let Some(names) = &names {
+                result = self
+                    .run_statement(renamed.clone(), calls.clone(), complete_commands)
+                    .await
+                    .map(|r| r.with_column_names(names));
+            }
         }
         // Two casts named alike inside aggregates' arguments (`sum(d)`, `sum(CAST(d AS
         // BIGINT))`) get names of their own; the items show their SQL text.
         if let Err(Error::Plan { message, .. }) = &result
             && message.contains("duplicate unqualified field name")
         {
-            let mut named = unnamed;
-            let names = sql::alias_duplicate_names(&mut named);
-            if crate::casts::name_casts_in_arguments(&mut named) {
+            if names.is_none() {
+                names = sql::alias_duplicate_names(&mut renamed);
+            }
+            if crate::casts::name_casts_in_arguments(&mut renamed) {
                 result = self
-                    .run_statement(named, calls, complete_commands)
+                    .run_statement(renamed, calls, complete_commands)
                     .await
                     .map(|r| match &names {
                         Some(names) => r.with_column_names(names),

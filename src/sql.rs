@@ -1427,47 +1427,49 @@ mod tests {
         assert!(matches!(e, Expr::IsDistinctFrom(..)), "{e}");
     }
 
+    /// `sql` with its outer aggregates hoisted, or `None` when nothing was.
+    fn hoisted(sql: &str) -> Option<String> {
+        let mut stmts = parse_statements(sql, "generic").unwrap();
+        hoist_outer_aggregates(&mut stmts[0]).then(|| stmts[0].to_string())
+    }
+
     #[test]
     fn outer_aggregates_in_subqueries_become_windows_over_the_groups() {
-        let mut stmts = parse_statements(
-            "SELECT g, (SELECT count(*) FROM u WHERE u.x < min(t.a)) FROM t WHERE t.b > 0 GROUP BY 1",
-            "generic",
-        )
-        .unwrap();
-        assert!(hoist_outer_aggregates(&mut stmts[0]));
         assert_eq!(
-            stmts[0].to_string(),
-            "SELECT g, (SELECT count(*) FROM u WHERE u.x < t.__strata_outer_agg_0) FROM (SELECT *, min(t.a) OVER (PARTITION BY g) AS __strata_outer_agg_0 FROM t WHERE t.b > 0) AS t GROUP BY 1, t.__strata_outer_agg_0"
+            hoisted(
+                "SELECT g, (SELECT count(*) FROM u WHERE u.x < min(t.a)) FROM t WHERE t.b > 0 GROUP BY 1"
+            )
+            .as_deref(),
+            Some(
+                "SELECT g, (SELECT count(*) FROM u WHERE u.x < t.__strata_outer_agg_0) FROM (SELECT *, min(t.a) OVER (PARTITION BY g) AS __strata_outer_agg_0 FROM t WHERE t.b > 0) AS t GROUP BY 1, t.__strata_outer_agg_0"
+            )
         );
         // The same inside a derived table.
-        let mut stmts = parse_statements(
-            "SELECT sum(c) FROM (SELECT g, (SELECT count(*) FROM u WHERE u.x < min(t.a)) AS c FROM t GROUP BY g) AS q",
-            "generic",
-        )
-        .unwrap();
-        assert!(hoist_outer_aggregates(&mut stmts[0]));
         assert_eq!(
-            stmts[0].to_string(),
-            "SELECT sum(c) FROM (SELECT g, (SELECT count(*) FROM u WHERE u.x < t.__strata_outer_agg_0) AS c FROM (SELECT *, min(t.a) OVER (PARTITION BY g) AS __strata_outer_agg_0 FROM t) AS t GROUP BY g, t.__strata_outer_agg_0) AS q"
+            hoisted(
+                "SELECT sum(c) FROM (SELECT g, (SELECT count(*) FROM u WHERE u.x < min(t.a)) AS c FROM t GROUP BY g) AS q"
+            )
+            .as_deref(),
+            Some(
+                "SELECT sum(c) FROM (SELECT g, (SELECT count(*) FROM u WHERE u.x < t.__strata_outer_agg_0) AS c FROM (SELECT *, min(t.a) OVER (PARTITION BY g) AS __strata_outer_agg_0 FROM t) AS t GROUP BY g, t.__strata_outer_agg_0) AS q"
+            )
         );
         // Over a join: from a grouped copy of the FROM and WHERE clauses.
-        let mut stmts = parse_statements(
-            "SELECT t.g, (SELECT count(*) FROM u WHERE u.x < min(v.b)) FROM t JOIN v ON t.a = v.a WHERE v.b > 0 GROUP BY t.g",
-            "generic",
-        )
-        .unwrap();
-        assert!(hoist_outer_aggregates(&mut stmts[0]));
         assert_eq!(
-            stmts[0].to_string(),
-            "SELECT t.g, (SELECT count(*) FROM u WHERE u.x < __strata_outer.__strata_outer_agg_0) FROM t JOIN v ON t.a = v.a, (SELECT t.g AS __strata_outer_agg_k0, min(v.b) AS __strata_outer_agg_0 FROM t JOIN v ON t.a = v.a WHERE v.b > 0 GROUP BY t.g) AS __strata_outer WHERE (v.b > 0) AND __strata_outer.__strata_outer_agg_k0 IS NOT DISTINCT FROM t.g GROUP BY t.g, __strata_outer.__strata_outer_agg_0"
+            hoisted(
+                "SELECT t.g, (SELECT count(*) FROM u WHERE u.x < min(v.b)) FROM t JOIN v ON t.a = v.a WHERE v.b > 0 GROUP BY t.g"
+            )
+            .as_deref(),
+            Some(
+                "SELECT t.g, (SELECT count(*) FROM u WHERE u.x < __strata_outer.__strata_outer_agg_0) FROM t JOIN v ON t.a = v.a, (SELECT t.g AS __strata_outer_agg_k0, min(v.b) AS __strata_outer_agg_0 FROM t JOIN v ON t.a = v.a WHERE v.b > 0 GROUP BY t.g) AS __strata_outer WHERE (v.b > 0) AND __strata_outer.__strata_outer_agg_k0 IS NOT DISTINCT FROM t.g GROUP BY t.g, __strata_outer.__strata_outer_agg_0"
+            )
         );
         // A subquery over the same table keeps its own aggregate.
         for sql in [
             "SELECT g, (SELECT max(t.a) FROM t) FROM t GROUP BY g",
             "SELECT t.g, (SELECT max(v.a) FROM v) FROM t JOIN v ON t.a = v.a GROUP BY t.g",
         ] {
-            let mut stmts = parse_statements(sql, "generic").unwrap();
-            assert!(!hoist_outer_aggregates(&mut stmts[0]), "{sql}");
+            assert_eq!(hoisted(sql), None, "{sql}");
         }
     }
 

@@ -28,9 +28,6 @@ use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::{RecordBatchStream, SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::PhysicalExpr;
-use datafusion::physical_plan::joins::{
-    CrossJoinExec, HashJoinExec, NestedLoopJoinExec, SortMergeJoinExec, SymmetricHashJoinExec,
-};
 use datafusion::physical_plan::metrics::MetricsSet;
 use datafusion::physical_plan::sorts::sort::SortExec;
 use datafusion::physical_plan::unnest::UnnestExec;
@@ -104,11 +101,7 @@ fn makes_batches(plan: &Arc<dyn ExecutionPlan>) -> bool {
         return false;
     }
     plan.children().is_empty()
-        || plan.downcast_ref::<HashJoinExec>().is_some()
-        || plan.downcast_ref::<NestedLoopJoinExec>().is_some()
-        || plan.downcast_ref::<CrossJoinExec>().is_some()
-        || plan.downcast_ref::<SortMergeJoinExec>().is_some()
-        || plan.downcast_ref::<SymmetricHashJoinExec>().is_some()
+        || crate::optimizer::is_join(plan)
         || plan.downcast_ref::<SortExec>().is_some()
         || plan.downcast_ref::<UnnestExec>().is_some()
 }
