@@ -133,17 +133,21 @@ fn processes_answer_like_local_execution(scheduling: &str) {
     assert!(text.contains(",violations_csv ("), "{text}");
 }
 
-/// TPC-H at scale factor 0.1 (generated once into the scratch folder) and a join + group by
-/// over it that runs for seconds on a cluster of debug builds.
-/// The data is generated once per test process: the tests using it run in parallel.
-fn long_query() -> String {
+/// TPC-H at scale factor 0.1, generated once per test process into the scratch folder (the
+/// tests using it run in parallel).
+fn tpch_folder() -> &'static PathBuf {
     static DATA: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    let dir = DATA.get_or_init(|| {
+    DATA.get_or_init(|| {
         let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("sql-tests/scratch/tpch-sf0.1");
         tpch_data::generate(&dir, 0.1, 4, false).expect("TPC-H data");
         dir
-    });
-    let d = dir.display();
+    })
+}
+
+/// A join + group by over TPC-H at scale factor 0.1 that runs for seconds on a cluster of
+/// debug builds.
+fn long_query() -> String {
+    let d = tpch_folder().display();
     format!(
         "SELECT o_orderpriority, count(*) AS n, sum(l_extendedprice) AS revenue, \
          count(DISTINCT l_partkey) AS parts \
@@ -236,6 +240,83 @@ fn a_query_survives_losing_one_of_two_executors() {
             let executors = processes::http_get(&scheduler.addr, "/api/executors");
             (executors.matches("\"vcores\"").count() == 1).then_some(())
         },
+    );
+}
+
+/// Losing an executor while a stage that reads shuffled data is half done makes the scheduler
+/// run that stage again from the start. Its finished tasks' output used to stay registered
+/// with the next stage, which read those partitions twice: 2,249,945 orders out of 1,500,000
+/// at scale factor 1. And the slots of the surviving executor's tasks in that stage were
+/// never given back, so with one slot per executor the query waited forever. The answer must
+/// come, and be the right one.
+#[test]
+fn losing_an_executor_halfway_through_a_stage_does_not_count_rows_twice() {
+    let d = tpch_folder();
+    let sql = format!(
+        "SET datafusion.execution.target_partitions = 8; \
+         SELECT count(*) AS orders, sum(c) AS lines FROM (SELECT l_orderkey, count(*) AS c \
+         FROM '{}/parquet/lineitem/' GROUP BY l_orderkey) t",
+        d.display()
+    );
+    let local = processes::strata(&["-q", "--format", "csv", "-c", &sql]);
+    assert!(
+        local.status.success(),
+        "{}",
+        String::from_utf8_lossy(&local.stderr)
+    );
+    // One slot each: the grouping stage's 32 tasks run two at a time.
+    let (scheduler, mut executors) = processes::cluster_with(2, "push", 1);
+    let mut client = client_once(&scheduler.addr, &sql, |job| job["status"] == "Running");
+    // Kill an executor once a stage after the scan has finished some tasks but not all.
+    let halfway = eventually(
+        Duration::from_secs(120),
+        "no stage after the scan was ever half done",
+        || {
+            let jobs: serde_json::Value =
+                serde_json::from_str(&processes::http_get(&scheduler.addr, "/api/jobs")).ok()?;
+            let job = jobs.as_array()?.first()?;
+            if job["status"] != "Running" {
+                return Some(Err(format!("the job ended first: {job}")));
+            }
+            let id = job["job_id"].as_str()?.to_string();
+            let stages: serde_json::Value = serde_json::from_str(&processes::http_get(
+                &scheduler.addr,
+                &format!("/api/job/{id}/stages"),
+            ))
+            .ok()?;
+            stages["stages"].as_array()?.iter().find_map(|stage| {
+                let tasks = stage["tasks"].as_array()?;
+                let done = tasks.iter().filter(|t| t["status"] == "Successful").count();
+                (stage["stage_id"] != "1"
+                    && stage["stage_status"] == "Running"
+                    && done > 0
+                    && done < tasks.len())
+                .then(|| {
+                    Ok(format!(
+                        "stage {} with {done} of {} tasks done",
+                        stage["stage_id"],
+                        tasks.len()
+                    ))
+                })
+            })
+        },
+    )
+    .unwrap();
+    drop(executors.remove(0));
+    // The stage's tasks on the surviving executor used to keep its only slot for good.
+    eventually(Duration::from_secs(120), "the query never finished", || {
+        client.try_wait().unwrap()
+    });
+    let out = client.wait_with_output().unwrap();
+    eprintln!("executor killed at {halfway}");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&local.stdout)
     );
 }
 

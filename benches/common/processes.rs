@@ -84,6 +84,12 @@ pub fn cluster(n: usize) -> (Server, Vec<Server>) {
 /// A scheduler and `n` executors with two slots each, getting tasks by `scheduling`
 /// (`push` or `pull`).
 pub fn cluster_scheduling(n: usize, scheduling: &str) -> (Server, Vec<Server>) {
+    cluster_with(n, scheduling, 2)
+}
+
+/// A scheduler and `n` executors with `slots` slots each, getting tasks by `scheduling`.
+pub fn cluster_with(n: usize, scheduling: &str, slots: usize) -> (Server, Vec<Server>) {
+    let slots = slots.to_string();
     let scheduler = start(
         &[
             "scheduler",
@@ -105,7 +111,7 @@ pub fn cluster_scheduling(n: usize, scheduling: &str) -> (Server, Vec<Server>) {
                     "--bind",
                     "127.0.0.1:0",
                     "--slots",
-                    "2",
+                    &slots,
                     "--scheduling",
                     scheduling,
                     "--work-dir",

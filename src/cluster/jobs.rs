@@ -141,11 +141,20 @@ impl ClusterJob {
         }
     }
 
-    /// The scheduler's entry for the job, found by its name (unique per query).
+    /// The scheduler's entry for the job, found by its name (unique per query; a query
+    /// that ran again has several, and the one still running is the one that counts).
     fn find(&self) -> Result<Option<Job>> {
-        Ok(jobs(&self.scheduler)?
+        let mut named: Vec<Job> = jobs(&self.scheduler)?
             .into_iter()
-            .find(|j| j.job_name == self.name))
+            .filter(|j| j.job_name == self.name)
+            .collect();
+        let live = named
+            .iter()
+            .position(|j| j.status == "Running" || j.status == "Queued");
+        Ok(match live {
+            Some(i) => Some(named.swap_remove(i)),
+            None => named.pop(),
+        })
     }
 
     /// Cancel the job if it is queued or running. Blocking.

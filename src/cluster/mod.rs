@@ -5,7 +5,9 @@
 mod codec;
 mod compressed;
 mod jobs;
+mod restarts;
 mod server;
+mod slots;
 mod stop;
 
 use std::sync::Arc;
@@ -13,14 +15,17 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use async_trait::async_trait;
 use ballista_core::extension::SessionStateExt;
+use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::tree_node::{Transformed, TreeNodeRecursion};
 use datafusion::datasource::{DefaultTableSource, MemTable, source_as_provider};
 use datafusion::error::DataFusionError;
 use datafusion::execution::context::SessionState;
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::{LogicalPlan, TableScan, TableScanBuilder};
+use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{collect, execute_stream};
-use futures::StreamExt;
+use futures::{Stream, StreamExt};
 
 pub use codec::{StrataLogicalCodec, StrataPhysicalCodec};
 pub use jobs::{ClusterJob, JobStats, recent_jobs};
@@ -145,6 +150,7 @@ impl Runner for ClusterRunner {
             .map_err(|e| self.unreachable(&e.to_string()).unwrap_or_else(|| e.into()))?;
         let stream = execute_stream(physical.clone(), cluster.task_ctx())?;
         let schema = stream.schema();
+        let stream = rerun_restarted_jobs(physical.clone(), cluster.task_ctx(), stream);
         let handle = Arc::new(ClusterJob::new(&self.scheduler, &name));
         let job = Arc::new(Job {
             state: state.clone(),
@@ -181,6 +187,39 @@ impl Runner for ClusterRunner {
 
 static NEXT_JOB: AtomicU64 = AtomicU64::new(1);
 
+/// How many more times a query runs when its job failed because a stage had to start over.
+const RERUNS: usize = 2;
+
+/// `stream`, except that a job that fails because one of its stages had to start over
+/// ([`restarts`]) before any row arrived runs again, up to [`RERUNS`] times.
+fn rerun_restarted_jobs(
+    plan: Arc<dyn ExecutionPlan>,
+    ctx: Arc<TaskContext>,
+    stream: SendableRecordBatchStream,
+) -> impl Stream<Item = datafusion::error::Result<RecordBatch>> + Send {
+    futures::stream::unfold(Some((stream, RERUNS)), move |state| {
+        let (plan, ctx) = (plan.clone(), ctx.clone());
+        async move {
+            let (mut stream, mut reruns) = state?;
+            loop {
+                match stream.next().await {
+                    None => return None,
+                    // After the first batch the job has succeeded: nothing runs again.
+                    Some(Ok(batch)) => return Some((Ok(batch), Some((stream, 0)))),
+                    Some(Err(e)) if reruns > 0 && restarts::is_restart_failure(&e.to_string()) => {
+                        reruns -= 1;
+                        match execute_stream(plan.clone(), ctx.clone()) {
+                            Ok(next) => stream = next,
+                            Err(e) => return Some((Err(e), None)),
+                        }
+                    }
+                    Some(Err(e)) => return Some((Err(e), None)),
+                }
+            }
+        }
+    })
+}
+
 /// A query running on the cluster. Its errors read as the task's own; dropped before its end
 /// (Ctrl-C, a reader that stops early), it cancels its job, which would otherwise keep the
 /// executors busy.
@@ -212,6 +251,13 @@ impl Job {
             return e;
         }
         let message = task_message(&text);
+        if restarts::is_restart_failure(&message) {
+            return Error::Execution(format!(
+                "executors were lost while the query ran and a stage had to start over after \
+                 its output was read, {} times in a row; run the query again",
+                RERUNS + 1
+            ));
+        }
         if text.contains("ResourcesExhausted(") {
             return Error::ResourcesExhausted(crate::error::out_of_memory(&message));
         }

@@ -19,7 +19,7 @@ use ballista_core::{ConfigProducer, RuntimeProducer};
 use ballista_executor::shutdown::ShutdownNotifier;
 use ballista_scheduler::cluster::BallistaCluster;
 use ballista_scheduler::config::SchedulerConfig;
-use ballista_scheduler::scheduler_server::SessionBuilder;
+use ballista_scheduler::scheduler_server::{SchedulerServer, SessionBuilder};
 use datafusion::execution::context::SessionState;
 use datafusion::execution::object_store::ObjectStoreRegistry;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
@@ -32,6 +32,8 @@ use tokio::net::TcpListener;
 
 use super::codec::{StrataLogicalCodec, StrataPhysicalCodec};
 use super::compressed::MarkCompressedScans;
+use super::restarts::RestartGuard;
+use super::slots::{SlotLedger, reclaim_lost_slots};
 use crate::error::{Error, Result};
 
 fn cluster_error(what: &str) -> impl Fn(ballista_core::error::BallistaError) -> Error + '_ {
@@ -147,12 +149,27 @@ pub async fn serve_scheduler(
     let cluster = BallistaCluster::new_from_config(&config)
         .await
         .map_err(cluster_error("cannot start the scheduler"))?;
-    let scheduler = ballista_scheduler::scheduler_process::create_scheduler::<
-        LogicalPlanNode,
-        PhysicalPlanNode,
-    >(cluster, Arc::new(config))
-    .await
-    .map_err(cluster_error("cannot start the scheduler"))?;
+    let ledger = Arc::new(SlotLedger::new(cluster.cluster_state()));
+    let cluster = BallistaCluster::new(ledger.clone(), cluster.job_state());
+    // Ballista's own scheduler, with the task launcher that fails a job rather than let a
+    // stage that starts over answer twice.
+    let config = Arc::new(config);
+    let metrics = ballista_scheduler::metrics::default_metrics_collector()
+        .map_err(cluster_error("cannot start the scheduler"))?;
+    let mut scheduler =
+        SchedulerServer::<LogicalPlanNode, PhysicalPlanNode>::new_with_task_launcher(
+            config.scheduler_endpoint(),
+            cluster,
+            codec(),
+            config.clone(),
+            metrics,
+            Arc::new(RestartGuard::new(config.scheduler_endpoint())),
+        );
+    scheduler
+        .init()
+        .await
+        .map_err(cluster_error("cannot start the scheduler"))?;
+    tokio::spawn(reclaim_lost_slots(scheduler.clone(), ledger));
     ballista_scheduler::scheduler_process::start_grpc_service_with_listener(listener, scheduler)
         .await
         .map_err(cluster_error("scheduler stopped"))
