@@ -190,8 +190,14 @@ static NEXT_JOB: AtomicU64 = AtomicU64::new(1);
 /// How many more times a query runs when its job failed because a stage had to start over.
 const RERUNS: usize = 2;
 
-/// `stream`, except that a job that fails because one of its stages had to start over
-/// ([`restarts`]) before any row arrived runs again, up to [`RERUNS`] times.
+/// Whether a query whose job failed with `text` is worth running again: a stage of its
+/// job had to start over ([`restarts`]), or the executor holding its result was lost.
+fn runs_again(text: &str) -> bool {
+    restarts::is_restart_failure(text) || text.contains("FetchFailed")
+}
+
+/// `stream`, except that a query whose job fails in a way [`runs_again`] accepts before any
+/// row arrived runs again, up to [`RERUNS`] times.
 fn rerun_restarted_jobs(
     plan: Arc<dyn ExecutionPlan>,
     ctx: Arc<TaskContext>,
@@ -206,7 +212,7 @@ fn rerun_restarted_jobs(
                     None => return None,
                     // After the first batch the job has succeeded: nothing runs again.
                     Some(Ok(batch)) => return Some((Ok(batch), Some((stream, 0)))),
-                    Some(Err(e)) if reruns > 0 && restarts::is_restart_failure(&e.to_string()) => {
+                    Some(Err(e)) if reruns > 0 && runs_again(&e.to_string()) => {
                         reruns -= 1;
                         match execute_stream(plan.clone(), ctx.clone()) {
                             Ok(next) => stream = next,
@@ -247,8 +253,20 @@ impl Job {
     /// job, stage and task wrapping; a file that fails to decode is named, as in local runs.
     async fn error(&self, err: DataFusionError) -> Error {
         let text = err.strip_backtrace();
-        if let Some(e) = self.runner.unreachable(&text) {
+        // A job that failed, or a result that could not be fetched from an executor, was
+        // reported by a scheduler that answered: only other errors are about reaching it.
+        let from_scheduler = text.contains("Job ") && text.contains(" failed: ");
+        if !from_scheduler
+            && !text.contains("FetchFailed")
+            && let Some(e) = self.runner.unreachable(&text)
+        {
             return e;
+        }
+        if text.contains("FetchFailed") {
+            return Error::Execution(format!(
+                "an executor holding part of the result was lost before the result was read: {}",
+                task_message(&text)
+            ));
         }
         let message = task_message(&text);
         if restarts::is_restart_failure(&message) {
@@ -463,7 +481,20 @@ fn unescape_literal(s: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::task_message;
+    use super::{runs_again, task_message};
+
+    #[test]
+    fn lost_executors_make_a_query_run_again_and_other_failures_do_not() {
+        assert!(runs_again(
+            "Execution error: Job 1 failed: task could not be prepared or was rejected by executor"
+        ));
+        assert!(runs_again(
+            "Execution error: FetchFailed(\"e1\", 2, 0, \"transport error\")"
+        ));
+        assert!(!runs_again(
+            "Execution error: Job 1 failed: Job failed due to stage 2 failed: Divide by zero error"
+        ));
+    }
 
     #[test]
     fn job_failures_read_as_the_task_error() {
