@@ -1,11 +1,13 @@
 #!/usr/bin/env python3
 """Differential SQL testing: random queries, Strata's answers against DuckDB's and its own.
 
-Makes two tables of seeded random rows (NULLs, negative numbers, decimals, dates, empty and
-repeated strings), generates random SELECTs over them (joins, filters, CASE, casts, COALESCE,
-aggregates with GROUP BY and HAVING, window functions, correlated and uncorrelated
-subqueries in SELECT, WHERE and GROUP BY, nested two levels, with UNION, windows, LIMIT
-and outer joins inside them, LATERAL, set operations) and checks each three ways:
+Makes two tables t1 and t2 — seeded random rows (NULLs, negative numbers, decimals, dates,
+empty and repeated strings), or views over files: TPC-H Parquet (`--data tpch:DIR`), or the
+hive-partitioned Parquet and CSV of data/ (`--data sample`) — generates random SELECTs over
+them (joins, filters, CASE, casts, COALESCE, aggregates with GROUP BY and HAVING, window
+functions, correlated and uncorrelated subqueries in SELECT, WHERE and GROUP BY, nested two
+levels, with UNION, windows, LIMIT and outer joins inside them, LATERAL, set operations) and
+checks each three ways:
 
 1. against DuckDB, an independent engine (differences that are deliberate semantics are in
    ALLOWED, each with its reason);
@@ -17,7 +19,7 @@ and outer joins inside them, LATERAL, set operations) and checks each three ways
 
     pip install duckdb
     python3 benches/differential.py --queries 10000 --seed 7 [--strata PATH] [--show 5]
-        [--modes 1,2,8,local:2]
+        [--modes 1,2,8,local:2] [--data synthetic|sample|tpch:DIR]
 
 Exit status 1 when any query differs without an allowance; every difference is printed with
 its seed and number, so `--seed S --only N` replays it.
@@ -84,6 +86,79 @@ def make_tables(rng):
 
 
 COLUMNS = {"k": "int", "a": "int", "b": "int", "d": "dec", "s": "str", "dt": "date", "f": "bool"}
+
+# The columns of t1 and t2 made from files, as (column, expression): the same expressions in
+# both engines over the same files, so the generated queries read real files (Parquet with
+# row groups and hive partitions, CSV) through each engine's own reader, with its pruning.
+TPCH = {
+    "t1": ("lineitem", "l_orderkey <= 200", [
+        ("k", "CAST(l_suppkey % 30 + 1 AS BIGINT)"),
+        ("a", "CAST(NULLIF(l_linenumber, 7) AS BIGINT) - 2"),
+        ("b", "CAST(l_quantity AS BIGINT) - 25"),
+        ("d", "CAST(l_extendedprice AS DECIMAL(10, 2))"),
+        ("s", "CASE WHEN l_partkey % 9 = 0 THEN NULL ELSE l_shipmode END"),
+        ("dt", "l_shipdate"),
+        ("f", "l_returnflag = 'R'"),
+    ]),
+    "t2": ("orders", "o_orderkey <= 240", [
+        ("k", "CAST(o_custkey % 30 + 1 AS BIGINT)"),
+        ("a", "CAST(o_orderkey % 50 AS BIGINT) - 10"),
+        ("b", "CAST(NULLIF(o_custkey % 40, 3) AS BIGINT) - 10"),
+        ("d", "CAST(o_totalprice AS DECIMAL(10, 2))"),
+        ("s", "o_orderpriority"),
+        ("dt", "o_orderdate"),
+        ("f", "o_orderstatus = 'F'"),
+    ]),
+}
+SAMPLE = {
+    "t1": ("violations", "year = 2024 AND month = 1", [
+        ("k", "CAST(violation_code % 30 + 1 AS BIGINT)"),
+        ("a", "violation_precinct % 60 - 20"),
+        ("b", "CAST(summons_number % 41 AS BIGINT) - 20"),
+        ("d", "CAST(summons_number % 20000 - 10000 AS DECIMAL(10, 2))"),
+        ("s", "vehicle_make"),
+        ("dt", "issue_date"),
+        ("f", "registration_state = 'NY'"),
+    ]),
+    "t2": ("people", "person_id <= 60", [
+        ("k", "CAST(person_id % 30 + 1 AS BIGINT)"),
+        ("a", "CAST(length(last_name) AS BIGINT) - 5"),
+        ("b", "CAST(NULLIF(person_id % 7, 3) AS BIGINT)"),
+        ("d", "CAST(person_id * 37 % 1000 AS DECIMAL(10, 2))"),
+        ("s", "first_name"),
+        ("dt", "date_of_birth"),
+        ("f", "person_id % 2 = 0"),
+    ]),
+}
+
+
+def file_tables(layout, strata_source, duck_source):
+    """CREATE VIEW statements for t1 and t2 from `layout`, for Strata and for DuckDB; the
+    source functions name a table's files in each engine."""
+    def views(source):
+        out = []
+        for name, (table, where, cols) in layout.items():
+            select = ", ".join(f"{e} AS {c}" for c, e in cols)
+            out.append(f"CREATE VIEW {name} AS SELECT {select} FROM {source(table)} WHERE {where}")
+        return out
+    return views(strata_source), views(duck_source)
+
+
+def tables(data, rng):
+    """The setup statements for Strata and for DuckDB: `synthetic` (random rows), `sample`
+    (data/: hive-partitioned Parquet and CSV) or `tpch:DIR` (TPC-H Parquet files)."""
+    if data == "synthetic":
+        setup = make_tables(rng)
+        return setup, setup
+    if data == "sample":
+        duck = {"violations": f"read_parquet('{ROOT}/data/violations/**/*.parquet', hive_partitioning = true)",
+                "people": f"read_csv('{ROOT}/data/people/*.csv')"}
+        return file_tables(SAMPLE, lambda t: t, duck.get)
+    if data.startswith("tpch:"):
+        d = os.path.abspath(data[len("tpch:"):])
+        return file_tables(TPCH, lambda t: f"'{d}/{t}/'",
+                           lambda t: f"read_parquet('{d}/{t}/*.parquet')")
+    raise SystemExit(f"--data: synthetic, sample or tpch:DIR, not {data!r}")
 
 
 class Gen:
@@ -325,12 +400,15 @@ def main():
     ap.add_argument("--show", type=int, default=10, help="print at most this many differences")
     ap.add_argument("--modes", default="1,8",
                     help="modes whose answers must agree: N threads, or local:N executors")
+    ap.add_argument("--data", default="synthetic",
+                    help="the tables: synthetic (random rows), sample (data/), or tpch:DIR "
+                         "(TPC-H Parquet files in DIR/TABLE/)")
     a = ap.parse_args()
     target = pathlib.Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
     strata = a.strata or str(target / "debug" / "strata")
 
     rng = random.Random(a.seed)
-    setup = make_tables(rng)
+    setup, duck_setup = tables(a.data, rng)
     gen = Gen(rng)
     generated = [gen.query() for _ in range(a.queries)]
     numbered = list(enumerate(generated))
@@ -354,7 +432,7 @@ def main():
     one = answers[modes[0]]
 
     con = duckdb.connect()
-    for s in setup:
+    for s in duck_setup:
         con.execute(s)
     ran = differ = allowed = failed_both = 0
     shown = 0
@@ -394,7 +472,8 @@ def main():
                 print(f"DIFFERS seed {a.seed} query {n}:\n  {generated[n][0]}")
                 for pr in problems:
                     print("    " + pr)
-    print(f"differential: {ran} queries (seed {a.seed}), {differ} differ, {allowed} allowed, "
+    print(f"differential: {ran} queries (seed {a.seed}, {a.data} tables), {differ} differ, "
+          f"{allowed} allowed, "
           f"{failed_both} rejected by both engines")
     sys.exit(1 if differ else 0)
 
