@@ -155,6 +155,10 @@ pub fn main() -> Result<ExitCode, CliError> {
     quiet_panics();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        // Planning, and encoding and decoding plans for a cluster, recurse once per plan
+        // node: a query with nested subqueries over views overflowed the default 2 MiB of a
+        // debug build's worker. The memory is reserved, and used only as deep as it goes.
+        .thread_stack_size(16 << 20)
         .worker_threads(
             args.engine
                 .threads

@@ -41,8 +41,8 @@ fn cluster_error(what: &str) -> impl Fn(ballista_core::error::BallistaError) -> 
 }
 
 /// The session a scheduler plans a job in: the job's settings, Strata's stores, the rule
-/// that keeps compressed scans compressed on executors, and joins that yield (so executors
-/// can stop a cancelled job's tasks).
+/// that keeps compressed scans compressed on executors, joins that yield (so executors can
+/// stop a cancelled job's tasks), and window sorts that hold in every stage.
 fn session_builder(stores: Arc<dyn ObjectStoreRegistry>) -> SessionBuilder {
     Arc::new(move |config: SessionConfig| {
         let runtime = RuntimeEnvBuilder::new()
@@ -52,6 +52,7 @@ fn session_builder(stores: Arc<dyn ObjectStoreRegistry>) -> SessionBuilder {
         rules.insert(0, Arc::new(crate::optimizer::FilteredOuterJoinsByHash));
         rules.push(Arc::new(MarkCompressedScans));
         rules.push(Arc::new(crate::optimizer::CooperativeJoins));
+        rules.push(Arc::new(crate::optimizer::ExplicitWindowSorts));
         Ok(SessionStateBuilder::new()
             .with_default_features()
             .with_config(config)

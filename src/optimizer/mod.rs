@@ -4,6 +4,7 @@ mod cooperative;
 mod outer_joins;
 mod runtime_filter;
 mod shared;
+mod window_sorts;
 
 use std::sync::Arc;
 
@@ -23,6 +24,7 @@ pub use cooperative::CooperativeJoins;
 pub use outer_joins::FilteredOuterJoinsByHash;
 pub use runtime_filter::{JoinFiltersAtScan, RuntimeFilterExec};
 pub use shared::{ShareSubplans, SharedExec};
+pub use window_sorts::ExplicitWindowSorts;
 
 extensions_options! {
     /// Strata's own settings, under `strata.` (e.g. `SET strata.join_filters_at_scan = false`).
