@@ -802,5 +802,30 @@ async fn arrow_ipc_streams_are_read_and_corrupt_ones_refused() {
         err.contains("bad.arrow") && err.contains("corrupt Arrow IPC stream"),
         "{err}"
     );
+
+    // A file whose opening magic is damaged but whose end is intact: the reader reads it as
+    // a stream, and took the magic's bytes for a message length (1.3 GB allocated).
+    let file = dir.join("f.arrow");
+    let mut writer = strata::datafusion::arrow::ipc::writer::FileWriter::try_new(
+        std::fs::File::create(&file).unwrap(),
+        &schema,
+    )
+    .unwrap();
+    writer.write(&batch).unwrap();
+    writer.finish().unwrap();
+    let mut damaged = std::fs::read(&file).unwrap();
+    assert_eq!(&damaged[..6], b"ARROW1");
+    damaged[3] = b'M';
+    let bad = dir.join("magic.arrow");
+    std::fs::write(&bad, damaged).unwrap();
+    let err = engine
+        .sql(&format!("SELECT count(*) FROM '{}'", bad.display()))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("magic.arrow") && err.contains("corrupt Arrow IPC stream"),
+        "{err}"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -490,9 +490,8 @@ async fn malformed_parquet(
     None
 }
 
-/// The first local Arrow IPC file whose footer the reader would choke on (a type it does not
-/// know, a block past the end of the file), and why. Streams (no footer) are left to the
-/// reader.
+/// The first Arrow IPC file the reader would choke on (a type it does not know, a block or a
+/// message past the end of the file), and why.
 async fn malformed_arrow(
     store: &Arc<dyn object_store::ObjectStore>,
     base: &str,
@@ -511,16 +510,17 @@ async fn malformed_arrow(
         ) else {
             continue;
         };
-        if size < 16 || &tail[4..] != b"ARROW1" {
-            if head.starts_with(b"ARROW1") {
-                return Some((name, "truncated Arrow IPC file: it has no footer".into()));
-            }
-            // A stream: each message's length must fit in the file (the reader allocates
-            // what a length says before reading it).
+        // The reader reads a file that does not start with the magic as a stream, whatever
+        // its end says: each message's length must fit in the file (the reader allocates
+        // what a length says before reading it).
+        if !head.starts_with(b"ARROW1") {
             match check_ipc_stream(store, &meta.location, size).await {
                 Ok(()) => continue,
                 Err(why) => return Some((name, why)),
             }
+        }
+        if size < 16 || &tail[4..] != b"ARROW1" {
+            return Some((name, "truncated Arrow IPC file: it has no footer".into()));
         }
         let footer_len = i32::from_le_bytes([tail[0], tail[1], tail[2], tail[3]]);
         if footer_len <= 0 || footer_len as u64 > size - 10 {
