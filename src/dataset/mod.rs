@@ -2,6 +2,7 @@
 //! one format, with hive-style `key=value/` partitions discovered, typed and pruned. Builds
 //! DataFusion `ListingTable`s; knows nothing of SQL text, the CLI or the catalog file.
 
+mod avro_blocks;
 mod location;
 mod options;
 mod partitions;
@@ -321,13 +322,15 @@ impl Dataset {
                 })?
         } else {
             // Footers the Parquet and Arrow readers would panic on (or allocate without
-            // bound for) are checked first in local files: a few small reads each.
+            // bound for), and Avro blocks the reader would loop on, are checked first in
+            // local files: a few small reads each.
             let base = listed[0].0.url.object_store();
             let malformed = match format {
                 Format::Parquet if !remote => {
                     malformed_parquet(&store, base.as_str(), &objects).await
                 }
                 Format::Arrow if !remote => malformed_arrow(&store, base.as_str(), &objects).await,
+                Format::Avro if !remote => malformed_avro(&store, base.as_str(), &objects).await,
                 _ => None,
             };
             if let Some((file, why)) = malformed {
@@ -485,6 +488,21 @@ async fn malformed_parquet(
                     "corrupt Parquet footer: it gives a metadata length of {length} bytes, but the file has {size}"
                 ),
             ));
+        }
+    }
+    None
+}
+
+/// The first Avro container file whose blocks the reader would loop on or read past its
+/// end, and why.
+async fn malformed_avro(
+    store: &Arc<dyn object_store::ObjectStore>,
+    base: &str,
+    objects: &[ObjectMeta],
+) -> Option<(String, String)> {
+    for meta in objects {
+        if let Err(why) = avro_blocks::check(store, &meta.location, meta.size).await {
+            return Some((object_name(base, meta), why));
         }
     }
     None
