@@ -200,15 +200,31 @@ fn client_once(
     client
 }
 
-#[test]
-fn a_query_survives_losing_one_of_two_executors() {
-    let sql = long_query();
-    let local = processes::strata(&["-q", "--format", "csv", "-c", &sql]);
+/// `sql`'s answer as CSV, run locally.
+fn local_answer(sql: &str) -> String {
+    let local = processes::strata(&["-q", "--format", "csv", "-c", sql]);
     assert!(
         local.status.success(),
         "{}",
         String::from_utf8_lossy(&local.stderr)
     );
+    String::from_utf8_lossy(&local.stdout).into_owned()
+}
+
+/// A cluster client's output: it succeeded and printed `expected`.
+fn assert_answered(out: &std::process::Output, expected: &str) {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), expected);
+}
+
+#[test]
+fn a_query_survives_losing_one_of_two_executors() {
+    let sql = long_query();
+    let local = local_answer(&sql);
     let (scheduler, mut executors) = processes::cluster(2);
     let started = Instant::now();
     // Kill an executor (SIGKILL: no goodbye) once the first stage's output exists.
@@ -223,15 +239,7 @@ fn a_query_survives_losing_one_of_two_executors() {
         killed_at.as_secs_f64(),
         started.elapsed().as_secs_f64()
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&local.stdout)
-    );
+    assert_answered(&out, &local);
     // The dead executor's slots are reclaimed: the scheduler lists one executor.
     eventually(
         Duration::from_secs(60),
@@ -258,13 +266,8 @@ fn losing_an_executor_halfway_through_a_stage_does_not_count_rows_twice() {
          FROM '{}/parquet/lineitem/' GROUP BY l_orderkey) t",
         d.display()
     );
-    let local = processes::strata(&["-q", "--format", "csv", "-c", &sql]);
-    assert!(
-        local.status.success(),
-        "{}",
-        String::from_utf8_lossy(&local.stderr)
-    );
-    // One slot each: the grouping stage's 32 tasks run two at a time.
+    let local = local_answer(&sql);
+    // One slot each: the grouping stage's eight tasks run two at a time.
     let (scheduler, mut executors) = processes::cluster_with(2, "push", 1);
     let mut client = client_once(&scheduler.addr, &sql, |job| job["status"] == "Running");
     // Kill an executor once a stage after the scan has finished some tasks but not all.
@@ -309,15 +312,7 @@ fn losing_an_executor_halfway_through_a_stage_does_not_count_rows_twice() {
     });
     let out = client.wait_with_output().unwrap();
     eprintln!("executor killed at {halfway}");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&local.stdout)
-    );
+    assert_answered(&out, &local);
 }
 
 #[test]

@@ -190,10 +190,15 @@ static NEXT_JOB: AtomicU64 = AtomicU64::new(1);
 /// How many more times a query runs when its job failed because a stage had to start over.
 const RERUNS: usize = 2;
 
+/// Whether `text` says a result could not be fetched from the executor holding it.
+fn result_lost(text: &str) -> bool {
+    text.contains("FetchFailed")
+}
+
 /// Whether a query whose job failed with `text` is worth running again: a stage of its
 /// job had to start over ([`restarts`]), or the executor holding its result was lost.
 fn runs_again(text: &str) -> bool {
-    restarts::is_restart_failure(text) || text.contains("FetchFailed")
+    restarts::is_restart_failure(text) || result_lost(text)
 }
 
 /// `stream`, except that a query whose job fails in a way [`runs_again`] accepts before any
@@ -253,20 +258,17 @@ impl Job {
     /// job, stage and task wrapping; a file that fails to decode is named, as in local runs.
     async fn error(&self, err: DataFusionError) -> Error {
         let text = err.strip_backtrace();
-        // A job that failed, or a result that could not be fetched from an executor, was
-        // reported by a scheduler that answered: only other errors are about reaching it.
-        let from_scheduler = text.contains("Job ") && text.contains(" failed: ");
-        if !from_scheduler
-            && !text.contains("FetchFailed")
-            && let Some(e) = self.runner.unreachable(&text)
-        {
-            return e;
-        }
-        if text.contains("FetchFailed") {
+        if result_lost(&text) {
             return Error::Execution(format!(
                 "an executor holding part of the result was lost before the result was read: {}",
                 task_message(&text)
             ));
+        }
+        // A job that failed was reported by a scheduler that answered: only other errors
+        // are about reaching it.
+        let job_failed = text.contains("Job ") && text.contains(" failed: ");
+        if !job_failed && let Some(e) = self.runner.unreachable(&text) {
+            return e;
         }
         let message = task_message(&text);
         if restarts::is_restart_failure(&message) {
