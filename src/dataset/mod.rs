@@ -3,6 +3,7 @@
 //! DataFusion `ListingTable`s; knows nothing of SQL text, the CLI or the catalog file.
 
 mod avro_blocks;
+mod avro_records;
 mod location;
 mod options;
 mod partitions;
