@@ -829,3 +829,87 @@ async fn arrow_ipc_streams_are_read_and_corrupt_ones_refused() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[tokio::test]
+async fn arrow_ipc_batches_are_checked_against_their_columns() {
+    use strata::datafusion::arrow::array::{
+        Array, DictionaryArray, Int32Array, Int64Array, ListArray, StringArray, StructArray,
+    };
+    use strata::datafusion::arrow::datatypes::{DataType, Field, Int32Type, Schema};
+    use strata::datafusion::arrow::ipc::writer::{FileWriter, StreamWriter};
+    let dir = std::env::temp_dir().join(format!("strata-ipc-rows-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // Nested and dictionary columns have nodes of their own: the top-level ones are found
+    // among them.
+    let point = StructArray::from(vec![
+        (
+            Arc::new(Field::new("a", DataType::Int64, false)),
+            Arc::new(Int64Array::from(vec![1, 2, 3])) as _,
+        ),
+        (
+            Arc::new(Field::new("b", DataType::Utf8, true)),
+            Arc::new(StringArray::from(vec![Some("x"), None, Some("z")])) as _,
+        ),
+    ]);
+    let list = ListArray::from_iter_primitive::<Int32Type, _, _>(vec![
+        Some(vec![Some(1), Some(2)]),
+        None,
+        Some(vec![]),
+    ]);
+    let dict: DictionaryArray<Int32Type> = vec!["p", "q", "p"].into_iter().collect();
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("point", point.data_type().clone(), false),
+        Field::new("list", list.data_type().clone(), true),
+        Field::new("tag", dict.data_type().clone(), false),
+        Field::new("n", DataType::Int32, false),
+    ]));
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            Arc::new(point),
+            Arc::new(list),
+            Arc::new(dict),
+            Arc::new(Int32Array::from(vec![7, 8, 9])),
+        ],
+    )
+    .unwrap();
+    let file = dir.join("nested.arrow");
+    let mut writer = FileWriter::try_new(std::fs::File::create(&file).unwrap(), &schema).unwrap();
+    writer.write(&batch).unwrap();
+    writer.write(&batch).unwrap();
+    writer.finish().unwrap();
+    let stream = dir.join("nested-stream.arrow");
+    let mut writer =
+        StreamWriter::try_new(std::fs::File::create(&stream).unwrap(), &schema).unwrap();
+    writer.write(&batch).unwrap();
+    writer.finish().unwrap();
+    let engine = Engine::new().await.unwrap();
+    for (path, rows) in [(&file, 6), (&stream, 3)] {
+        let sql = format!("SELECT count(*), sum(n) FROM '{}'", path.display());
+        let batches = engine.sql(&sql).await.unwrap().collect().await.unwrap();
+        assert_eq!(
+            batches[0].column(0).as_primitive::<Int64Type>().value(0),
+            rows
+        );
+    }
+
+    // A 17 KB file whose record batch claims 271,579,372,060,848 rows for columns of 176:
+    // `count(*)` reads no column and trusted the claim (minutes of counting, a wrong count).
+    let bad = dir.join("claims.arrow");
+    std::fs::copy(
+        root().join("fuzz/regressions/ipc/batch-claiming-more-rows-than-its-columns.arrow"),
+        &bad,
+    )
+    .unwrap();
+    let err = engine
+        .sql(&format!("SELECT count(*) FROM '{}'", bad.display()))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("claims.arrow")
+            && err.contains("a record batch says it has 271579372060848 rows but its column 'summons_number' has 176"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -4,6 +4,7 @@
 
 mod avro_blocks;
 mod avro_records;
+mod ipc_checks;
 mod location;
 mod options;
 mod partitions;
@@ -330,7 +331,9 @@ impl Dataset {
                 Format::Parquet if !remote => {
                     malformed_parquet(&store, base.as_str(), &objects).await
                 }
-                Format::Arrow if !remote => malformed_arrow(&store, base.as_str(), &objects).await,
+                Format::Arrow if !remote => {
+                    ipc_checks::malformed_arrow(&store, base.as_str(), &objects).await
+                }
                 Format::Avro if !remote => malformed_avro(&store, base.as_str(), &objects).await,
                 _ => None,
             };
@@ -450,7 +453,7 @@ impl Dataset {
 }
 
 /// An object's name as a user wrote it: a path for local files, a URL otherwise.
-fn object_name(base: &str, meta: &ObjectMeta) -> String {
+pub(super) fn object_name(base: &str, meta: &ObjectMeta) -> String {
     match base.strip_prefix("file://") {
         Some(_) => format!("/{}", meta.location),
         None => format!("{base}{}", meta.location),
@@ -509,262 +512,6 @@ async fn malformed_avro(
     None
 }
 
-/// The first Arrow IPC file the reader would choke on (a type it does not know, a block or a
-/// message past the end of the file), and why.
-async fn malformed_arrow(
-    store: &Arc<dyn object_store::ObjectStore>,
-    base: &str,
-    objects: &[ObjectMeta],
-) -> Option<(String, String)> {
-    use datafusion::arrow::ipc;
-    use object_store::ObjectStoreExt;
-    for meta in objects {
-        let name = object_name(base, meta);
-        let size = meta.size;
-        let (Ok(head), Ok(tail)) = (
-            store.get_range(&meta.location, 0..size.min(8)).await,
-            store
-                .get_range(&meta.location, size.saturating_sub(10)..size)
-                .await,
-        ) else {
-            continue;
-        };
-        // The reader reads a file that does not start with the magic as a stream, whatever
-        // its end says: each message's length must fit in the file (the reader allocates
-        // what a length says before reading it).
-        if !head.starts_with(b"ARROW1") {
-            match check_ipc_stream(store, &meta.location, size).await {
-                Ok(()) => continue,
-                Err(why) => return Some((name, why)),
-            }
-        }
-        if size < 16 || &tail[4..] != b"ARROW1" {
-            return Some((name, "truncated Arrow IPC file: it has no footer".into()));
-        }
-        let footer_len = i32::from_le_bytes([tail[0], tail[1], tail[2], tail[3]]);
-        if footer_len <= 0 || footer_len as u64 > size - 10 {
-            return Some((
-                name,
-                "corrupt Arrow IPC footer: its length is past the file".into(),
-            ));
-        }
-        let Ok(footer) = store
-            .get_range(&meta.location, size - 10 - footer_len as u64..size - 10)
-            .await
-        else {
-            continue;
-        };
-        let problem = match ipc::root_as_footer(&footer) {
-            Err(e) => Some(format!("corrupt Arrow IPC footer: {e}")),
-            Ok(fb) => check_ipc_footer(&fb, size).err(),
-        };
-        if let Some(why) = problem {
-            return Some((name, why));
-        }
-    }
-    None
-}
-
-/// The messages of an Arrow IPC stream, walked by their lengths: each must lie within the
-/// file.
-async fn check_ipc_stream(
-    store: &Arc<dyn object_store::ObjectStore>,
-    location: &object_store::path::Path,
-    size: u64,
-) -> Result<(), String> {
-    use datafusion::arrow::ipc;
-    use object_store::ObjectStoreExt;
-    let mut at = 0u64;
-    // Enough messages for any real stream of a local file's size; the walk stops there.
-    for _ in 0..100_000 {
-        if at + 4 > size {
-            return Ok(());
-        }
-        let prefix = store
-            .get_range(location, at..(at + 8).min(size))
-            .await
-            .map_err(|e| e.to_string())?;
-        let word = |i: usize| {
-            prefix
-                .get(i..i + 4)
-                .map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        };
-        // The continuation marker, then the length (or, in old streams, the length alone).
-        let (length, header) = match word(0) {
-            Some(-1) => (word(4).unwrap_or(0), 8),
-            Some(n) => (n, 4),
-            None => return Ok(()),
-        };
-        if length == 0 {
-            return Ok(());
-        }
-        let start = at + header;
-        if length < 0 || start + length as u64 > size {
-            return Err(format!(
-                "corrupt Arrow IPC stream: a message of {length} bytes at offset {at} in a file of {size}"
-            ));
-        }
-        let metadata = store
-            .get_range(location, start..start + length as u64)
-            .await
-            .map_err(|e| e.to_string())?;
-        let message = ipc::root_as_message(&metadata)
-            .map_err(|e| format!("corrupt Arrow IPC stream: {e}"))?;
-        let body = message.bodyLength();
-        let end = start + length as u64;
-        if body < 0 || end + body as u64 > size {
-            return Err(format!(
-                "corrupt Arrow IPC stream: a message body of {body} bytes at offset {end} in a file of {size}"
-            ));
-        }
-        if let Some(schema) = message.header_as_schema() {
-            check_ipc_schema(&schema)?;
-        }
-        at = end + body as u64;
-    }
-    Ok(())
-}
-
-/// What the Arrow IPC reader would panic on or allocate without bound: a schema without
-/// fields, a type it does not support, a block that reaches past the file's end.
-fn check_ipc_footer(footer: &datafusion::arrow::ipc::Footer<'_>, size: u64) -> Result<(), String> {
-    let schema = footer
-        .schema()
-        .ok_or("corrupt Arrow IPC footer: no schema")?;
-    check_ipc_schema(&schema)?;
-    let blocks = footer
-        .recordBatches()
-        .into_iter()
-        .flatten()
-        .chain(footer.dictionaries().into_iter().flatten());
-    for block in blocks {
-        let (offset, meta, body) = (block.offset(), block.metaDataLength(), block.bodyLength());
-        let end = (offset as i128) + (meta as i128) + (body as i128);
-        if offset < 0 || meta < 0 || body < 0 || end > size as i128 {
-            return Err(format!(
-                "corrupt Arrow IPC file: a block of {} bytes at offset {offset} is past its end ({size} bytes)",
-                meta as i128 + body as i128
-            ));
-        }
-    }
-    Ok(())
-}
-
-fn check_ipc_schema(schema: &datafusion::arrow::ipc::Schema<'_>) -> Result<(), String> {
-    let fields = schema
-        .fields()
-        .ok_or("corrupt Arrow IPC schema: no fields")?;
-    for kv in schema.custom_metadata().into_iter().flatten() {
-        if kv.key().is_none() || kv.value().is_none() {
-            return Err("corrupt Arrow IPC schema: metadata without a key or value".into());
-        }
-    }
-    for field in fields {
-        check_ipc_field(field, 0)?;
-    }
-    Ok(())
-}
-
-fn check_ipc_field(field: datafusion::arrow::ipc::Field<'_>, depth: usize) -> Result<(), String> {
-    use datafusion::arrow::ipc::{DateUnit, IntervalUnit, Precision, TimeUnit, Type, UnionMode};
-    let name = field.name().unwrap_or("?");
-    let bad = |what: &str| {
-        Err(format!(
-            "corrupt Arrow IPC schema: column '{name}' has {what}"
-        ))
-    };
-    if depth > 64 {
-        return bad("types nested too deep");
-    }
-    let children = field.children().map_or(0, |c| c.len());
-    let int_width = |w: i32| matches!(w, 8 | 16 | 32 | 64);
-    let known = match field.type_type() {
-        Type::Int => field.type_as_int().is_some_and(|i| int_width(i.bitWidth())),
-        Type::FloatingPoint => field.type_as_floating_point().is_some_and(|f| {
-            matches!(
-                f.precision(),
-                Precision::HALF | Precision::SINGLE | Precision::DOUBLE
-            )
-        }),
-        Type::Date => field
-            .type_as_date()
-            .is_some_and(|d| matches!(d.unit(), DateUnit::DAY | DateUnit::MILLISECOND)),
-        Type::Time => field.type_as_time().is_some_and(|t| {
-            matches!(
-                (t.unit(), t.bitWidth()),
-                (TimeUnit::SECOND | TimeUnit::MILLISECOND, 32)
-                    | (TimeUnit::MICROSECOND | TimeUnit::NANOSECOND, 64)
-            )
-        }),
-        Type::Timestamp => field.type_as_timestamp().is_some_and(|t| {
-            matches!(
-                t.unit(),
-                TimeUnit::SECOND
-                    | TimeUnit::MILLISECOND
-                    | TimeUnit::MICROSECOND
-                    | TimeUnit::NANOSECOND
-            )
-        }),
-        Type::Duration => field.type_as_duration().is_some_and(|t| {
-            matches!(
-                t.unit(),
-                TimeUnit::SECOND
-                    | TimeUnit::MILLISECOND
-                    | TimeUnit::MICROSECOND
-                    | TimeUnit::NANOSECOND
-            )
-        }),
-        Type::Interval => field.type_as_interval().is_some_and(|i| {
-            matches!(
-                i.unit(),
-                IntervalUnit::YEAR_MONTH | IntervalUnit::DAY_TIME | IntervalUnit::MONTH_DAY_NANO
-            )
-        }),
-        Type::List | Type::LargeList | Type::ListView | Type::LargeListView => children == 1,
-        Type::FixedSizeList => children == 1 && field.type_as_fixed_size_list().is_some(),
-        Type::Map => children == 1 && field.type_as_map().is_some(),
-        Type::FixedSizeBinary => field.type_as_fixed_size_binary().is_some(),
-        Type::Decimal => field.type_as_decimal().is_some_and(|d| {
-            u8::try_from(d.precision()).is_ok()
-                && i8::try_from(d.scale()).is_ok()
-                && matches!(d.bitWidth(), 32 | 64 | 128 | 256)
-        }),
-        Type::Union => field
-            .type_as_union()
-            .is_some_and(|u| matches!(u.mode(), UnionMode::Sparse | UnionMode::Dense)),
-        Type::Null
-        | Type::Bool
-        | Type::Binary
-        | Type::BinaryView
-        | Type::LargeBinary
-        | Type::Utf8
-        | Type::Utf8View
-        | Type::LargeUtf8
-        | Type::Struct_
-        | Type::RunEndEncoded => true,
-        _ => false,
-    };
-    if !known {
-        return bad("a type the Arrow reader does not support");
-    }
-    if let Some(dictionary) = field.dictionary()
-        && !dictionary
-            .indexType()
-            .is_some_and(|i| int_width(i.bitWidth()))
-    {
-        return bad("a dictionary index of an unsupported type");
-    }
-    for kv in field.custom_metadata().into_iter().flatten() {
-        if kv.key().is_none() || kv.value().is_none() {
-            return bad("metadata without a key or value");
-        }
-    }
-    for child in field.children().into_iter().flatten() {
-        check_ipc_field(child, depth + 1)?;
-    }
-    Ok(())
-}
-
 /// The schema of Arrow IPC files in an object store, read from their footers. (DataFusion's
 /// inference reads the start of the object as a stream and fails on files from other stores.)
 async fn arrow_file_schema(
@@ -803,7 +550,7 @@ async fn arrow_file_schema(
         let schema = fb
             .schema()
             .ok_or_else(|| format!("{name}: Arrow IPC footer has no schema"))?;
-        check_ipc_footer(&fb, size).map_err(|e| format!("{name}: {e}"))?;
+        ipc_checks::check_ipc_footer(&fb, size).map_err(|e| format!("{name}: {e}"))?;
         schemas.push(ipc::convert::fb_to_schema(schema));
     }
     Schema::try_merge(schemas)
