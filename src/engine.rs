@@ -27,6 +27,7 @@ use datafusion::logical_expr::{CreateExternalTable, LogicalPlan};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::metrics::MetricValue;
 use datafusion::prelude::SessionConfig;
+use datafusion::scalar::ScalarValue;
 use futures::{FutureExt, Stream, StreamExt};
 
 use crate::catalog::Catalog;
@@ -467,17 +468,44 @@ impl Engine {
     /// such as `CREATE`, `COPY` or `INSERT` run to completion before the result is returned
     /// (their result is a row count, or nothing).
     pub async fn sql(&self, text: &str) -> Result<QueryResult> {
-        self.run_sql(text, true).await
+        self.run_sql(text, true, &[]).await
+    }
+
+    /// Like [`Engine::sql`], with values for the statement's parameters: `$1`, `$2`, … or
+    /// `?` (numbered in the order they appear). A value is converted to the type its place
+    /// in the statement asks for, as a literal would be.
+    ///
+    /// ```no_run
+    /// # async fn demo(engine: &strata::Engine) -> strata::Result<()> {
+    /// use datafusion::scalar::ScalarValue;
+    /// let params = vec![ScalarValue::from("NY"), ScalarValue::from(100i64)];
+    /// let mut result = engine
+    ///     .sql_with_params("SELECT * FROM violations WHERE registration_state = ? LIMIT ?", params)
+    ///     .await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn sql_with_params(
+        &self,
+        text: &str,
+        params: Vec<ScalarValue>,
+    ) -> Result<QueryResult> {
+        self.run_sql(text, true, &params).await
     }
 
     /// Like [`Engine::sql`], but statements such as `COPY` and `INSERT` do their work as the
     /// result is read rather than before it is returned, so a caller can watch their progress
     /// ([`QueryResult::progress`]) and cancel them. Read the result to the end to complete them.
     pub async fn execute(&self, text: &str) -> Result<QueryResult> {
-        self.run_sql(text, false).await
+        self.run_sql(text, false, &[]).await
     }
 
-    async fn run_sql(&self, text: &str, complete_commands: bool) -> Result<QueryResult> {
+    async fn run_sql(
+        &self,
+        text: &str,
+        complete_commands: bool,
+        params: &[ScalarValue],
+    ) -> Result<QueryResult> {
         let text = sql::rewrite_copy_options(&sql::rewrite_describe_path(text))?;
         let dialect = self
             .ctx
@@ -517,10 +545,11 @@ impl Engine {
         sql::exponent_literals_as_double(&mut stmt);
         sql::distinct_from_precedence(&mut stmt);
         sql::expand_row_in_subqueries(&mut stmt)?;
+        sql::number_placeholders(&mut stmt);
         let keys: Vec<String> = calls.iter().map(|(k, _)| k.clone()).collect();
         let mut renamed = stmt.clone();
         let mut result = self
-            .run_statement(stmt, calls.clone(), complete_commands)
+            .run_statement(stmt, calls.clone(), complete_commands, params)
             .await;
         // An aggregate of the outer query's columns inside a subquery is the outer query's.
         if let Err(Error::Plan { message, .. }) = &result
@@ -529,7 +558,7 @@ impl Engine {
             let mut hoisted = renamed.clone();
             if sql::hoist_outer_aggregates(&mut hoisted) {
                 result = self
-                    .run_statement(hoisted, calls.clone(), complete_commands)
+                    .run_statement(hoisted, calls.clone(), complete_commands, params)
                     .await;
             }
         }
@@ -542,7 +571,7 @@ impl Engine {
             names = sql::alias_duplicate_names(&mut renamed);
             if let Some(names) = &names {
                 result = self
-                    .run_statement(renamed.clone(), calls.clone(), complete_commands)
+                    .run_statement(renamed.clone(), calls.clone(), complete_commands, params)
                     .await
                     .map(|r| r.with_column_names(names));
             }
@@ -557,7 +586,7 @@ impl Engine {
             }
             if crate::casts::name_casts_in_arguments(&mut renamed) {
                 result = self
-                    .run_statement(renamed, calls, complete_commands)
+                    .run_statement(renamed, calls, complete_commands, params)
                     .await
                     .map(|r| match &names {
                         Some(names) => r.with_column_names(names),
@@ -576,6 +605,7 @@ impl Engine {
         stmt: datafusion::sql::parser::Statement,
         calls: Vec<(String, sql::TableFunctionCall)>,
         complete_commands: bool,
+        params: &[ScalarValue],
     ) -> Result<QueryResult> {
         let mut isolated = stmt.clone();
         let fallback = sql::isolate_quantified_subqueries(&mut isolated).then_some(stmt);
@@ -584,6 +614,7 @@ impl Engine {
             fallback,
             calls,
             complete_commands,
+            params,
         ))
         .catch_unwind()
         .await
@@ -600,6 +631,7 @@ impl Engine {
         fallback: Option<datafusion::sql::parser::Statement>,
         calls: Vec<(String, sql::TableFunctionCall)>,
         complete_commands: bool,
+        params: &[ScalarValue],
     ) -> Result<QueryResult> {
         let state = self.ctx.state();
         let lookup = |name: &str| {
@@ -621,6 +653,7 @@ impl Engine {
                 _ => state.statement_to_plan(original).await?,
             },
         };
+        let plan = bind_parameters(plan, params)?;
         let is_query = !matches!(
             plan,
             LogicalPlan::Ddl(_)
@@ -668,6 +701,34 @@ impl Engine {
             other => other,
         }
     }
+}
+
+/// `plan` with `params` in place of its parameters; a parameter without a value, or a value
+/// without a parameter, is an error.
+fn bind_parameters(plan: LogicalPlan, params: &[ScalarValue]) -> Result<LogicalPlan> {
+    let wanted = plan.get_parameter_fields()?;
+    if wanted.is_empty() && params.is_empty() {
+        return Ok(plan);
+    }
+    let highest = wanted
+        .keys()
+        .filter_map(|id| id.strip_prefix('$')?.parse::<usize>().ok())
+        .max()
+        .unwrap_or(0);
+    if highest != params.len() || wanted.len() != highest {
+        return Err(Error::plan(format!(
+            "the statement has {} parameter{} and {} {} given",
+            wanted.len(),
+            if wanted.len() == 1 { "" } else { "s" },
+            params.len(),
+            if params.len() == 1 {
+                "value was"
+            } else {
+                "values were"
+            },
+        )));
+    }
+    Ok(plan.with_param_values(params.to_vec())?)
 }
 
 fn not_found_table(message: &str) -> Option<String> {

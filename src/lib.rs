@@ -42,6 +42,7 @@ pub mod output;
 /// The execution seam: local and (later) distributed runners.
 pub mod runner;
 mod schema;
+pub mod server;
 /// SQL text handling before planning.
 pub mod sql;
 /// Object stores built on demand from URLs and settings.

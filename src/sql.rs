@@ -1258,6 +1258,28 @@ fn wrap_subquery(
     Some(outer)
 }
 
+/// Number `?` parameters `$1`, `$2`, … in the order they appear, as drivers that send `?`
+/// (JDBC, ODBC, ADBC) mean them.
+pub fn number_placeholders(stmt: &mut DfStatement) {
+    struct Numbering(usize);
+    impl VisitorMut for Numbering {
+        type Break = ();
+        fn post_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
+            if let Expr::Value(ValueWithSpan {
+                value: Value::Placeholder(p),
+                ..
+            }) = expr
+                && p == "?"
+            {
+                self.0 += 1;
+                *p = format!("${}", self.0);
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    visit_statement(stmt, &mut Numbering(0));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -831,6 +831,61 @@ async fn arrow_ipc_streams_are_read_and_corrupt_ones_refused() {
 }
 
 #[tokio::test]
+async fn parameters_are_bound_by_number_or_in_order() {
+    use strata::datafusion::scalar::ScalarValue;
+    let engine = engine().await;
+    let expected = count(
+        &engine,
+        "SELECT count(*) FROM violations WHERE registration_state = 'NJ' AND issue_date >= DATE '2023-06-01'",
+    )
+    .await;
+    assert!(expected > 0);
+    let run = |sql: &'static str, params: Vec<ScalarValue>| {
+        let engine = &engine;
+        async move {
+            let batches = engine.sql_with_params(sql, params).await?.collect().await?;
+            Ok::<i64, Error>(single_i64(&batches))
+        }
+    };
+    let params = || {
+        vec![
+            ScalarValue::from("NJ"),
+            ScalarValue::Date32(Some(19509)), // 2023-06-01
+        ]
+    };
+    let numbered = run(
+        "SELECT count(*) FROM violations WHERE registration_state = $1 AND issue_date >= $2",
+        params(),
+    );
+    assert_eq!(numbered.await.unwrap(), expected);
+    let ordered = run(
+        "SELECT count(*) FROM violations WHERE registration_state = ? AND issue_date >= ?",
+        params(),
+    );
+    assert_eq!(ordered.await.unwrap(), expected);
+    // A value of another type is converted as a literal would be.
+    let text = run(
+        "SELECT count(*) FROM violations WHERE registration_state = ? AND issue_date >= ?",
+        vec![ScalarValue::from("NJ"), ScalarValue::from("2023-06-01")],
+    );
+    assert_eq!(text.await.unwrap(), expected);
+    let err = run("SELECT count(*) FROM violations WHERE year = ?", vec![])
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "the statement has 1 parameter and 0 values were given"
+    );
+    let err = run("SELECT 1", vec![ScalarValue::from(1i64)])
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "the statement has 0 parameters and 1 value was given"
+    );
+}
+
+#[tokio::test]
 async fn arrow_ipc_batches_are_checked_against_their_columns() {
     use strata::datafusion::arrow::array::{
         Array, DictionaryArray, Int32Array, Int64Array, ListArray, StringArray, StructArray,

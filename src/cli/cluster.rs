@@ -51,7 +51,7 @@ pub struct ExecutorArgs {
     work_dir: Option<PathBuf>,
 }
 
-fn resolve(addr: &str) -> Result<SocketAddr, CliError> {
+pub(crate) fn resolve(addr: &str) -> Result<SocketAddr, CliError> {
     addr.to_socket_addrs()
         .ok()
         .and_then(|mut a| a.next())
@@ -73,7 +73,7 @@ fn stores(engine: &EngineArgs) -> Result<Arc<StoreRegistry>, CliError> {
 
 /// The server's log on standard error, when `STRATA_LOG` asks for one (`info`, `debug`, or
 /// filters such as `ballista_executor=debug`); nothing is logged otherwise.
-fn server_log() {
+pub(crate) fn server_log() {
     if let Ok(filter) = std::env::var("STRATA_LOG") {
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
@@ -156,7 +156,7 @@ pub async fn executor(args: &ExecutorArgs, engine: &EngineArgs) -> Result<ExitCo
     Ok(ExitCode::SUCCESS)
 }
 
-async fn shutdown() {
+pub(crate) async fn shutdown() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};

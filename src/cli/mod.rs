@@ -7,6 +7,7 @@ mod convert;
 mod meta;
 mod progress;
 mod repl;
+mod serve;
 mod shell;
 
 use std::io::{IsTerminal, Read, Write};
@@ -141,6 +142,13 @@ enum Command {
   strata executor --scheduler 10.0.0.5:50050
   strata executor --scheduler localhost:50050 --bind 127.0.0.1:0 --slots 4 --memory-limit 8G")]
     Executor(cluster::ExecutorArgs),
+    /// Serve the catalog's datasets to other programs over Arrow Flight SQL (ADBC, pyarrow,
+    /// JDBC and ODBC drivers). Queries run with this command's engine options (`--cluster`,
+    /// `--memory-limit`, `--threads`).
+    #[command(after_help = "Examples:
+  strata serve
+  strata serve --flight 127.0.0.1:0 --catalog strata.toml")]
+    Serve(serve::ServeArgs),
 }
 
 /// Parse `512M`, `2G`, `1024` into bytes.
@@ -218,6 +226,7 @@ async fn run(args: Args) -> Result<ExitCode, CliError> {
     match &args.command {
         Some(Command::Scheduler(s)) => return cluster::scheduler(s, &args.engine).await,
         Some(Command::Executor(e)) => return cluster::executor(e, &args.engine).await,
+        Some(Command::Serve(s)) => return serve::run(s, &args.engine).await,
         _ => {}
     }
     if let Some(Command::Convert(c)) = &args.command {

@@ -1,0 +1,55 @@
+//! `strata serve`: the catalog's datasets over Arrow Flight SQL until Ctrl-C or SIGTERM.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use strata::server::{Expiry, serve_flight};
+
+use super::cluster::{resolve, server_log, shutdown};
+use super::{CliError, EngineArgs, build_engine};
+
+/// Options of `strata serve`.
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// Address to serve Arrow Flight SQL on (port 0 picks a free one, printed at start).
+    #[arg(
+        long,
+        env = "STRATA_FLIGHT",
+        default_value = "127.0.0.1:50051",
+        value_name = "HOST:PORT"
+    )]
+    flight: String,
+    /// Serve on an address other machines can reach although clients are not authenticated
+    /// and the connection is not encrypted.
+    #[arg(long)]
+    insecure: bool,
+}
+
+/// Serve until Ctrl-C or SIGTERM; requests under way finish first.
+pub async fn run(args: &ServeArgs, engine: &EngineArgs) -> Result<ExitCode, CliError> {
+    server_log();
+    let address = resolve(&args.flight)?;
+    if !address.ip().is_loopback() && !args.insecure {
+        return Err(CliError::Usage(format!(
+            "{address} can be reached from other machines, and this server has no \
+             authentication or TLS; serve on 127.0.0.1, or pass --insecure"
+        )));
+    }
+    let engine = Arc::new(build_engine(engine).await?);
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .map_err(|e| CliError::Usage(format!("cannot listen on {address}: {e}")))?;
+    let bound = listener
+        .local_addr()
+        .map_err(|e| CliError::Usage(e.to_string()))?;
+    eprintln!(
+        "strata serving {} tables over Flight SQL on grpc://{bound} ({} runner)",
+        engine.table_names().len(),
+        engine.runner().name()
+    );
+    serve_flight(listener, engine, Expiry::default(), shutdown())
+        .await
+        .map_err(|e| CliError::Usage(e.to_string()))?;
+    eprintln!("strata serve stopped");
+    Ok(ExitCode::SUCCESS)
+}

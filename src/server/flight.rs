@@ -1,0 +1,546 @@
+//! The Arrow Flight SQL service: statements, prepared statements with bound parameters,
+//! and the catalog's metadata. A query starts when its `FlightInfo` is asked for, so the
+//! schema announced is the schema streamed; `DoGet` then streams its batches as they come.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use arrow_flight::decode::FlightRecordBatchStream;
+use arrow_flight::encode::FlightDataEncoderBuilder;
+use arrow_flight::error::FlightError;
+use arrow_flight::flight_service_server::FlightService;
+use arrow_flight::sql::metadata::{SqlInfoData, SqlInfoDataBuilder};
+use arrow_flight::sql::server::{FlightSqlService, PeekableFlightDataStream};
+use arrow_flight::sql::{
+    ActionClosePreparedStatementRequest, ActionCreatePreparedStatementRequest,
+    ActionCreatePreparedStatementResult, Any, CommandGetCatalogs, CommandGetDbSchemas,
+    CommandGetSqlInfo, CommandGetTableTypes, CommandGetTables, CommandPreparedStatementQuery,
+    CommandPreparedStatementUpdate, CommandStatementQuery, CommandStatementUpdate,
+    DoPutPreparedStatementResult, ProstMessageExt, SqlInfo, TicketStatementQuery,
+};
+use arrow_flight::{Action, FlightDescriptor, FlightEndpoint, FlightInfo, Ticket};
+use datafusion::arrow::array::{Array, Int64Array, RecordBatch};
+use datafusion::arrow::datatypes::{Schema, SchemaRef};
+use datafusion::scalar::ScalarValue;
+use futures::{Stream, TryStreamExt};
+use prost::Message;
+use tonic::{Request, Response, Status};
+
+use super::Expiry;
+use crate::{Engine, Error, QueryResult};
+
+/// Table types a catalog lists.
+const TABLE_TYPES: [&str; 2] = ["TABLE", "VIEW"];
+
+type FlightStream = Pin<Box<dyn Stream<Item = Result<arrow_flight::FlightData, Status>> + Send>>;
+
+/// A query started for a `FlightInfo`, waiting for its `DoGet`.
+struct Pending {
+    result: QueryResult,
+    since: Instant,
+}
+
+/// A prepared statement: its SQL and the values last bound to its parameters.
+struct Prepared {
+    sql: String,
+    params: Vec<ScalarValue>,
+    used: Instant,
+}
+
+/// The Flight SQL service over one engine.
+#[derive(Clone)]
+pub struct FlightSqlServer {
+    engine: Arc<Engine>,
+    pending: Arc<Mutex<HashMap<Vec<u8>, Pending>>>,
+    prepared: Arc<Mutex<HashMap<Vec<u8>, Prepared>>>,
+    expiry: Expiry,
+    info: Arc<SqlInfoData>,
+}
+
+impl std::fmt::Debug for FlightSqlServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FlightSqlServer").finish_non_exhaustive()
+    }
+}
+
+/// A fresh, unguessable handle for a result or a prepared statement.
+fn handle() -> Vec<u8> {
+    uuid::Uuid::new_v4().as_bytes().to_vec()
+}
+
+/// The gRPC status for an engine error: the client's mistakes are invalid arguments.
+fn status(error: Error) -> Status {
+    let message = error.to_string();
+    match error {
+        Error::Syntax { .. } | Error::Plan { .. } | Error::Config(_) => {
+            Status::invalid_argument(message)
+        }
+        Error::Dataset(_) | Error::Catalog(_) => Status::failed_precondition(message),
+        Error::Cancelled => Status::cancelled(message),
+        Error::ResourcesExhausted(_) => Status::resource_exhausted(message),
+        Error::Execution(_) => Status::internal(message),
+    }
+}
+
+fn internal(e: impl std::fmt::Display) -> Status {
+    Status::internal(e.to_string())
+}
+
+/// A stream of Flight data for `batches` of `schema`, announced first.
+fn encode(
+    schema: SchemaRef,
+    batches: impl Stream<Item = Result<RecordBatch, FlightError>> + Send + 'static,
+) -> Response<FlightStream> {
+    let stream = FlightDataEncoderBuilder::new()
+        .with_schema(schema)
+        .build(batches)
+        .map_err(Status::from);
+    Response::new(Box::pin(stream))
+}
+
+/// One batch, as a stream of Flight data.
+fn encode_batch(batch: RecordBatch) -> Response<FlightStream> {
+    encode(batch.schema(), futures::stream::once(async { Ok(batch) }))
+}
+
+/// A `FlightInfo` whose one endpoint's ticket is `ticket`.
+fn flight_info(schema: &Schema, ticket: impl ProstMessageExt) -> Result<FlightInfo, Status> {
+    let endpoint = FlightEndpoint::new().with_ticket(Ticket::new(ticket.as_any().encode_to_vec()));
+    Ok(FlightInfo::new()
+        .try_with_schema(schema)
+        .map_err(internal)?
+        .with_endpoint(endpoint)
+        .with_total_records(-1)
+        .with_total_bytes(-1))
+}
+
+impl FlightSqlServer {
+    /// The service for `engine`, forgetting what clients leave behind after `expiry`.
+    pub fn new(engine: Arc<Engine>, expiry: Expiry) -> Self {
+        let mut info = SqlInfoDataBuilder::new();
+        info.append(SqlInfo::FlightSqlServerName, "Strata");
+        info.append(SqlInfo::FlightSqlServerVersion, env!("CARGO_PKG_VERSION"));
+        info.append(SqlInfo::FlightSqlServerArrowVersion, "59.3.2");
+        info.append(SqlInfo::FlightSqlServerReadOnly, false);
+        info.append(SqlInfo::FlightSqlServerTransaction, 0i32);
+        info.append(SqlInfo::SqlIdentifierQuoteChar, "\"");
+        FlightSqlServer {
+            engine,
+            pending: Arc::default(),
+            prepared: Arc::default(),
+            expiry,
+            info: Arc::new(info.build().expect("the server's SQL info is well formed")),
+        }
+    }
+
+    /// Forget results and prepared statements left behind, every `period`.
+    pub(super) async fn expire_every(self, period: Duration) {
+        let mut ticks = tokio::time::interval(period);
+        loop {
+            ticks.tick().await;
+            self.expire(Instant::now());
+        }
+    }
+
+    fn expire(&self, now: Instant) {
+        let results = self.expiry.results;
+        lock(&self.pending).retain(|_, p| now.duration_since(p.since) < results);
+        let prepared = self.expiry.prepared;
+        lock(&self.prepared).retain(|_, p| now.duration_since(p.used) < prepared);
+    }
+
+    /// Start `sql` with `params` and keep its result for the `DoGet` that `FlightInfo` names.
+    async fn start(
+        &self,
+        sql: &str,
+        params: Vec<ScalarValue>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let result = self
+            .engine
+            .sql_with_params(sql, params)
+            .await
+            .map_err(status)?;
+        let schema = result.schema();
+        let statement_handle = handle();
+        let info = flight_info(
+            &schema,
+            TicketStatementQuery {
+                statement_handle: statement_handle.clone().into(),
+            },
+        )?;
+        lock(&self.pending).insert(
+            statement_handle,
+            Pending {
+                result,
+                since: Instant::now(),
+            },
+        );
+        Ok(Response::new(info))
+    }
+
+    fn prepared(&self, handle: &[u8]) -> Result<(String, Vec<ScalarValue>), Status> {
+        let mut prepared = lock(&self.prepared);
+        let p = prepared
+            .get_mut(handle)
+            .ok_or_else(|| Status::not_found("no such prepared statement (closed or expired)"))?;
+        p.used = Instant::now();
+        Ok((p.sql.clone(), p.params.clone()))
+    }
+
+    /// Run a statement that changes something, to its end; the rows it changed, when it
+    /// says (`INSERT` and `COPY` do), else 0.
+    async fn update(&self, sql: &str, params: Vec<ScalarValue>) -> Result<i64, Status> {
+        let mut result = self
+            .engine
+            .sql_with_params(sql, params)
+            .await
+            .map_err(status)?;
+        let batches = result.collect().await.map_err(status)?;
+        let count = batches
+            .iter()
+            .filter(|b| b.num_columns() == 1 && b.schema().field(0).name() == "count")
+            .filter_map(|b| b.column(0).as_any().downcast_ref::<Int64Array>().cloned())
+            .flat_map(|a| a.iter().flatten().collect::<Vec<_>>())
+            .sum();
+        Ok(count)
+    }
+
+    /// The catalog's tables as `(catalog, schema, table, type)`, with their schemas when asked.
+    async fn tables(&self) -> Vec<(String, String, String, &'static str, SchemaRef)> {
+        let ctx = self.engine.session();
+        let mut out = Vec::new();
+        for catalog_name in ctx.catalog_names() {
+            let Some(catalog) = ctx.catalog(&catalog_name) else {
+                continue;
+            };
+            for schema_name in catalog.schema_names() {
+                let Some(schema) = catalog.schema(&schema_name) else {
+                    continue;
+                };
+                let mut names = schema.table_names();
+                names.sort();
+                for name in names {
+                    // A dataset that cannot be read right now is still listed, without columns.
+                    let (kind, columns) = match schema.table(&name).await {
+                        Ok(Some(t)) => {
+                            let kind = match t.table_type() {
+                                datafusion::datasource::TableType::View => "VIEW",
+                                _ => "TABLE",
+                            };
+                            (kind, t.schema())
+                        }
+                        _ => ("TABLE", Arc::new(Schema::empty())),
+                    };
+                    out.push((
+                        catalog_name.clone(),
+                        schema_name.clone(),
+                        name,
+                        kind,
+                        columns,
+                    ));
+                }
+            }
+        }
+        out
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The one row of parameter values a client bound, as scalars in column order.
+async fn bound_values(stream: PeekableFlightDataStream) -> Result<Vec<ScalarValue>, Status> {
+    let batches: Vec<RecordBatch> =
+        FlightRecordBatchStream::new_from_flight_data(stream.map_err(FlightError::from))
+            .try_collect()
+            .await
+            .map_err(|e| {
+                Status::invalid_argument(format!("cannot read the bound parameters: {e}"))
+            })?;
+    let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+    let Some(batch) = batches.iter().find(|b| b.num_rows() > 0) else {
+        return Ok(Vec::new());
+    };
+    if rows > 1 {
+        return Err(Status::invalid_argument(format!(
+            "{rows} rows of parameters were bound; a query takes one row"
+        )));
+    }
+    batch
+        .columns()
+        .iter()
+        .map(|c| ScalarValue::try_from_array(c, 0))
+        .collect::<Result<_, _>>()
+        .map_err(|e| Status::invalid_argument(format!("unsupported parameter value: {e}")))
+}
+
+#[tonic::async_trait]
+impl FlightSqlService for FlightSqlServer {
+    type FlightService = FlightSqlServer;
+
+    async fn get_flight_info_statement(
+        &self,
+        query: CommandStatementQuery,
+        _request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.start(&query.query, Vec::new()).await
+    }
+
+    async fn get_flight_info_prepared_statement(
+        &self,
+        query: CommandPreparedStatementQuery,
+        _request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let (sql, params) = self.prepared(&query.prepared_statement_handle)?;
+        self.start(&sql, params).await
+    }
+
+    async fn do_get_statement(
+        &self,
+        ticket: TicketStatementQuery,
+        _request: Request<Ticket>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        let pending = lock(&self.pending)
+            .remove(ticket.statement_handle.as_ref())
+            .ok_or_else(|| Status::not_found("no such result (already read or expired)"))?;
+        let schema = pending.result.schema();
+        let batches = pending
+            .result
+            .into_stream()
+            .map_err(|e| FlightError::Tonic(Box::new(status(e))));
+        Ok(encode(schema, batches))
+    }
+
+    async fn do_get_fallback(
+        &self,
+        _request: Request<Ticket>,
+        message: Any,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        Err(Status::invalid_argument(format!(
+            "unknown ticket type {}",
+            message.type_url
+        )))
+    }
+
+    async fn do_put_statement_update(
+        &self,
+        command: CommandStatementUpdate,
+        _request: Request<PeekableFlightDataStream>,
+    ) -> Result<i64, Status> {
+        self.update(&command.query, Vec::new()).await
+    }
+
+    async fn do_action_create_prepared_statement(
+        &self,
+        query: ActionCreatePreparedStatementRequest,
+        _request: Request<Action>,
+    ) -> Result<ActionCreatePreparedStatementResult, Status> {
+        // The statement must at least parse; its schema comes with its FlightInfo.
+        crate::Engine::split_statements(&query.query).map_err(status)?;
+        let prepared_statement_handle = handle();
+        lock(&self.prepared).insert(
+            prepared_statement_handle.clone(),
+            Prepared {
+                sql: query.query,
+                params: Vec::new(),
+                used: Instant::now(),
+            },
+        );
+        Ok(ActionCreatePreparedStatementResult {
+            prepared_statement_handle: prepared_statement_handle.into(),
+            dataset_schema: bytes::Bytes::new(),
+            parameter_schema: bytes::Bytes::new(),
+        })
+    }
+
+    async fn do_put_prepared_statement_query(
+        &self,
+        query: CommandPreparedStatementQuery,
+        request: Request<PeekableFlightDataStream>,
+    ) -> Result<DoPutPreparedStatementResult, Status> {
+        let values = bound_values(request.into_inner()).await?;
+        let handle = query.prepared_statement_handle;
+        let mut prepared = lock(&self.prepared);
+        let p = prepared
+            .get_mut(handle.as_ref())
+            .ok_or_else(|| Status::not_found("no such prepared statement (closed or expired)"))?;
+        p.params = values;
+        p.used = Instant::now();
+        Ok(DoPutPreparedStatementResult {
+            prepared_statement_handle: Some(handle),
+        })
+    }
+
+    async fn do_put_prepared_statement_update(
+        &self,
+        query: CommandPreparedStatementUpdate,
+        request: Request<PeekableFlightDataStream>,
+    ) -> Result<i64, Status> {
+        let (sql, mut params) = self.prepared(&query.prepared_statement_handle)?;
+        let values = bound_values(request.into_inner()).await?;
+        if !values.is_empty() {
+            params = values;
+        }
+        self.update(&sql, params).await
+    }
+
+    async fn do_action_close_prepared_statement(
+        &self,
+        query: ActionClosePreparedStatementRequest,
+        _request: Request<Action>,
+    ) -> Result<(), Status> {
+        lock(&self.prepared).remove(query.prepared_statement_handle.as_ref());
+        Ok(())
+    }
+
+    async fn get_flight_info_catalogs(
+        &self,
+        query: CommandGetCatalogs,
+        _request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let schema = query.into_builder().schema();
+        Ok(Response::new(flight_info(&schema, query)?))
+    }
+
+    async fn do_get_catalogs(
+        &self,
+        query: CommandGetCatalogs,
+        _request: Request<Ticket>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        let mut builder = query.into_builder();
+        for name in self.engine.session().catalog_names() {
+            builder.append(name);
+        }
+        Ok(encode_batch(builder.build().map_err(internal)?))
+    }
+
+    async fn get_flight_info_schemas(
+        &self,
+        query: CommandGetDbSchemas,
+        _request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let schema = query.clone().into_builder().schema();
+        Ok(Response::new(flight_info(&schema, query)?))
+    }
+
+    async fn do_get_schemas(
+        &self,
+        query: CommandGetDbSchemas,
+        _request: Request<Ticket>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        let mut builder = query.into_builder();
+        let ctx = self.engine.session();
+        for catalog_name in ctx.catalog_names() {
+            if let Some(catalog) = ctx.catalog(&catalog_name) {
+                for schema_name in catalog.schema_names() {
+                    builder.append(&catalog_name, schema_name);
+                }
+            }
+        }
+        Ok(encode_batch(builder.build().map_err(internal)?))
+    }
+
+    async fn get_flight_info_tables(
+        &self,
+        query: CommandGetTables,
+        _request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let schema = query.clone().into_builder().schema();
+        Ok(Response::new(flight_info(&schema, query)?))
+    }
+
+    async fn do_get_tables(
+        &self,
+        query: CommandGetTables,
+        _request: Request<Ticket>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        let mut builder = query.into_builder();
+        for (catalog, schema, table, kind, columns) in self.tables().await {
+            builder
+                .append(catalog, schema, table, kind, &columns)
+                .map_err(internal)?;
+        }
+        Ok(encode_batch(builder.build().map_err(internal)?))
+    }
+
+    async fn get_flight_info_table_types(
+        &self,
+        query: CommandGetTableTypes,
+        _request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let schema = query.into_builder().schema();
+        Ok(Response::new(flight_info(&schema, query)?))
+    }
+
+    async fn do_get_table_types(
+        &self,
+        query: CommandGetTableTypes,
+        _request: Request<Ticket>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        let mut builder = query.into_builder();
+        for kind in TABLE_TYPES {
+            builder.append(kind);
+        }
+        Ok(encode_batch(builder.build().map_err(internal)?))
+    }
+
+    async fn get_flight_info_sql_info(
+        &self,
+        query: CommandGetSqlInfo,
+        _request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let schema = query.clone().into_builder(&self.info).schema();
+        Ok(Response::new(flight_info(&schema, query)?))
+    }
+
+    async fn do_get_sql_info(
+        &self,
+        query: CommandGetSqlInfo,
+        _request: Request<Ticket>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        let batch = query.into_builder(&self.info).build().map_err(internal)?;
+        Ok(encode_batch(batch))
+    }
+
+    async fn register_sql_info(&self, _id: i32, _result: &SqlInfo) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn results_and_statements_left_behind_expire() {
+        let engine = Arc::new(Engine::new().await.unwrap());
+        let expiry = Expiry {
+            results: Duration::from_secs(60),
+            prepared: Duration::from_secs(600),
+        };
+        let server = FlightSqlServer::new(engine, expiry);
+        server.start("SELECT 1", Vec::new()).await.unwrap();
+        lock(&server.prepared).insert(
+            vec![1],
+            Prepared {
+                sql: "SELECT 1".into(),
+                params: Vec::new(),
+                used: Instant::now(),
+            },
+        );
+        let now = Instant::now();
+        server.expire(now + Duration::from_secs(59));
+        assert_eq!(
+            (lock(&server.pending).len(), lock(&server.prepared).len()),
+            (1, 1)
+        );
+        server.expire(now + Duration::from_secs(61));
+        assert_eq!(
+            (lock(&server.pending).len(), lock(&server.prepared).len()),
+            (0, 1)
+        );
+        server.expire(now + Duration::from_secs(601));
+        assert_eq!(lock(&server.prepared).len(), 0);
+    }
+}

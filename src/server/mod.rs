@@ -1,0 +1,81 @@
+//! `strata serve`: the engine's datasets served to other programs over Arrow Flight SQL
+//! (notebooks through ADBC or pyarrow, JDBC and ODBC drivers, other services). Queries run
+//! through the engine's runner, locally or on a cluster, and stream back batch by batch.
+
+mod flight;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow_flight::flight_service_server::FlightServiceServer;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::Engine;
+
+pub use flight::FlightSqlServer;
+
+/// Errors of the server itself (a client's failing query is that client's error).
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The listening socket could not be used.
+    #[error("cannot serve on {address}: {message}")]
+    Listen {
+        /// The address asked for.
+        address: String,
+        /// Why not.
+        message: String,
+    },
+    /// The gRPC server stopped with an error.
+    #[error("the Flight SQL server stopped: {0}")]
+    Stopped(String),
+}
+
+/// How long results and prepared statements nobody came back for are kept.
+#[derive(Debug, Clone, Copy)]
+pub struct Expiry {
+    /// A query's result that was announced (`GetFlightInfo`) but never fetched (`DoGet`).
+    pub results: Duration,
+    /// A prepared statement not used for this long.
+    pub prepared: Duration,
+}
+
+impl Default for Expiry {
+    fn default() -> Self {
+        Expiry {
+            results: Duration::from_secs(600),
+            prepared: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// Serve Flight SQL on `listener` until `shutdown` completes. Connections are taken as they
+/// come; each request runs on the runtime's threads.
+pub async fn serve_flight(
+    listener: TcpListener,
+    engine: Arc<Engine>,
+    expiry: Expiry,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> Result<(), ServerError> {
+    let address = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    socket2::SockRef::from(&listener)
+        .set_tcp_nodelay(true)
+        .map_err(|e| ServerError::Listen {
+            address: address.clone(),
+            message: e.to_string(),
+        })?;
+    let service = FlightSqlServer::new(engine, expiry);
+    tokio::spawn(service.clone().expire_every(Duration::from_secs(10)));
+    tonic::transport::Server::builder()
+        .add_service(
+            FlightServiceServer::new(service)
+                .max_decoding_message_size(64 << 20)
+                .max_encoding_message_size(64 << 20),
+        )
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await
+        .map_err(|e| ServerError::Stopped(e.to_string()))
+}

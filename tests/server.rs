@@ -1,0 +1,375 @@
+//! `strata serve` through a real Flight SQL client on a real socket: statements, prepared
+//! statements with parameters, updates, the catalog's metadata, and errors.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use arrow_flight::sql::client::FlightSqlServiceClient;
+use arrow_flight::sql::{CommandGetDbSchemas, CommandGetTables, SqlInfo};
+use arrow_flight::{FlightInfo, IpcMessage};
+use futures::TryStreamExt;
+use strata::Engine;
+use strata::datafusion::arrow::array::{Array, AsArray, Int64Array, RecordBatch, StringArray};
+use strata::datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema};
+use strata::server::{Expiry, serve_flight};
+use tonic::transport::Channel;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+async fn engine() -> Arc<Engine> {
+    let engine = Engine::builder()
+        .target_partitions(2)
+        .catalog(root().join("strata.toml"))
+        .build()
+        .await
+        .expect("engine with the sample catalog");
+    Arc::new(engine)
+}
+
+/// A server on a free port of the loopback address, and a client connected to it. The server
+/// stops when the test's runtime ends.
+async fn serve() -> (FlightSqlServiceClient<Channel>, Arc<Engine>) {
+    let engine = engine().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(serve_flight(
+        listener,
+        engine.clone(),
+        Expiry::default(),
+        std::future::pending(),
+    ));
+    // The listener is bound: connecting waits for nothing but the handshake.
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
+        .unwrap()
+        .connect()
+        .await
+        .expect("connect to the server");
+    (FlightSqlServiceClient::new(channel), engine)
+}
+
+/// Every batch of every endpoint of `info`, and the schema the stream announced.
+async fn fetch(
+    client: &mut FlightSqlServiceClient<Channel>,
+    info: FlightInfo,
+) -> (Vec<RecordBatch>, Option<Arc<Schema>>) {
+    let mut batches = Vec::new();
+    let mut streamed = None;
+    for endpoint in info.endpoint {
+        let ticket = endpoint.ticket.expect("a ticket");
+        let mut stream = client.do_get(ticket).await.expect("do_get");
+        while let Some(batch) = stream.try_next().await.expect("a batch") {
+            batches.push(batch);
+        }
+        streamed = stream.schema().cloned();
+    }
+    (batches, streamed)
+}
+
+fn announced(info: &FlightInfo) -> Schema {
+    Schema::try_from(IpcMessage(info.schema.clone())).expect("the FlightInfo's schema")
+}
+
+async fn local(engine: &Engine, sql: &str) -> Vec<RecordBatch> {
+    engine.sql(sql).await.unwrap().collect().await.unwrap()
+}
+
+fn rows(batches: &[RecordBatch]) -> usize {
+    batches.iter().map(RecordBatch::num_rows).sum()
+}
+
+#[tokio::test]
+async fn statements_stream_what_the_engine_answers_with_the_schema_announced() {
+    let (mut client, engine) = serve().await;
+    let sql = "SELECT registration_state, count(*) AS n FROM violations \
+               GROUP BY 1 ORDER BY n DESC, 1 LIMIT 5";
+    let info = client.execute(sql.to_string(), None).await.unwrap();
+    let schema = announced(&info);
+    let (batches, streamed) = fetch(&mut client, info).await;
+    assert_eq!(streamed.as_deref(), Some(&schema));
+    let expected = local(&engine, sql).await;
+    assert_eq!(
+        datafusion_text(&batches),
+        datafusion_text(&expected),
+        "the server's answer differs from the engine's"
+    );
+    assert_eq!(rows(&batches), 5);
+
+    // Large results arrive in many messages, and empty ones still carry their schema.
+    let info = client
+        .execute("SELECT value FROM generate_series(1, 300000)".into(), None)
+        .await
+        .unwrap();
+    let (batches, _) = fetch(&mut client, info).await;
+    assert_eq!(rows(&batches), 300_000);
+    assert!(batches.len() > 1);
+    let info = client
+        .execute("SELECT plate_id FROM violations WHERE false".into(), None)
+        .await
+        .unwrap();
+    let schema = announced(&info);
+    let (batches, streamed) = fetch(&mut client, info).await;
+    assert_eq!(rows(&batches), 0);
+    assert_eq!(streamed.as_deref(), Some(&schema));
+    assert_eq!(schema.field(0).name(), "plate_id");
+}
+
+fn datafusion_text(batches: &[RecordBatch]) -> String {
+    strata::datafusion::arrow::util::pretty::pretty_format_batches(batches)
+        .unwrap()
+        .to_string()
+}
+
+#[tokio::test]
+async fn prepared_statements_take_parameters() {
+    let (mut client, engine) = serve().await;
+    let sql =
+        "SELECT count(*) FROM violations WHERE registration_state = ? AND violation_precinct > ?";
+    let mut prepared = client.prepare(sql.to_string(), None).await.unwrap();
+    let params = RecordBatch::try_new(
+        Arc::new(Schema::new(vec![
+            Field::new("state", DataType::Utf8, false),
+            Field::new("precinct", DataType::Int64, false),
+        ])),
+        vec![
+            Arc::new(StringArray::from(vec!["NY"])),
+            Arc::new(Int64Array::from(vec![50])),
+        ],
+    )
+    .unwrap();
+    prepared.set_parameters(params).unwrap();
+    let info = prepared.execute().await.unwrap();
+    let (batches, _) = fetch(&mut client, info).await;
+    let served = batches[0].column(0).as_primitive::<Int64Type>().value(0);
+    let expected = local(
+        &engine,
+        "SELECT count(*) FROM violations WHERE registration_state = 'NY' AND violation_precinct > 50",
+    )
+    .await;
+    let expected = expected[0].column(0).as_primitive::<Int64Type>().value(0);
+    assert_eq!(served, expected);
+    assert!(served > 0);
+
+    // The same statement again with other values.
+    let params = RecordBatch::try_new(
+        Arc::new(Schema::new(vec![
+            Field::new("state", DataType::Utf8, false),
+            Field::new("precinct", DataType::Int64, false),
+        ])),
+        vec![
+            Arc::new(StringArray::from(vec!["no such state"])),
+            Arc::new(Int64Array::from(vec![0])),
+        ],
+    )
+    .unwrap();
+    prepared.set_parameters(params).unwrap();
+    let info = prepared.execute().await.unwrap();
+    let (batches, _) = fetch(&mut client, info).await;
+    assert_eq!(batches[0].column(0).as_primitive::<Int64Type>().value(0), 0);
+    prepared.close().await.unwrap();
+
+    // Too few values is the client's error, in one line.
+    let mut prepared = client.prepare(sql.to_string(), None).await.unwrap();
+    let err = prepared.execute().await.unwrap_err().to_string();
+    assert!(
+        err.contains("the statement has 2 parameters and 0 values were given"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn updates_change_what_later_statements_see() {
+    let (mut client, _engine) = serve().await;
+    let changed = client
+        .execute_update(
+            "CREATE VIEW ny AS SELECT * FROM violations WHERE registration_state = 'NY'".into(),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(changed, 0);
+    let info = client
+        .execute("SELECT count(*) FROM ny".into(), None)
+        .await
+        .unwrap();
+    let (batches, _) = fetch(&mut client, info).await;
+    assert!(batches[0].column(0).as_primitive::<Int64Type>().value(0) > 0);
+}
+
+#[tokio::test]
+async fn the_catalog_is_discoverable() {
+    let (mut client, engine) = serve().await;
+    let info = client.get_catalogs().await.unwrap();
+    let (batches, _) = fetch(&mut client, info).await;
+    let catalogs = batches[0].column(0).as_string::<i32>();
+    assert!(catalogs.iter().flatten().any(|c| c == "datafusion"));
+
+    let info = client
+        .get_db_schemas(CommandGetDbSchemas {
+            catalog: Some("datafusion".into()),
+            db_schema_filter_pattern: None,
+        })
+        .await
+        .unwrap();
+    let (batches, _) = fetch(&mut client, info).await;
+    assert!(rows(&batches) >= 1);
+
+    let info = client
+        .get_tables(CommandGetTables {
+            catalog: None,
+            db_schema_filter_pattern: None,
+            table_name_filter_pattern: Some("viol%".into()),
+            table_types: vec![],
+            include_schema: true,
+        })
+        .await
+        .unwrap();
+    let (batches, _) = fetch(&mut client, info).await;
+    let batch = &batches[0];
+    let names: Vec<&str> = batch
+        .column_by_name("table_name")
+        .unwrap()
+        .as_string::<i32>()
+        .iter()
+        .flatten()
+        .collect();
+    let mut expected: Vec<String> = engine
+        .table_names()
+        .into_iter()
+        .filter(|n| n.starts_with("viol"))
+        .collect();
+    expected.sort();
+    let mut listed: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+    listed.sort();
+    assert_eq!(listed, expected);
+    // Each table comes with its columns.
+    let schemas = batch
+        .column_by_name("table_schema")
+        .unwrap()
+        .as_binary::<i32>();
+    let at = names.iter().position(|n| *n == "violations").unwrap();
+    let columns = Schema::try_from(IpcMessage(schemas.value(at).to_vec().into())).unwrap();
+    assert!(columns.field_with_name("plate_id").is_ok());
+
+    let info = client.get_table_types().await.unwrap();
+    let (batches, _) = fetch(&mut client, info).await;
+    assert_eq!(rows(&batches), 2);
+
+    let info = client
+        .get_sql_info(vec![SqlInfo::FlightSqlServerName])
+        .await
+        .unwrap();
+    let (batches, _) = fetch(&mut client, info).await;
+    assert_eq!(rows(&batches), 1);
+    assert!(batches[0].column(1).is_valid(0));
+}
+
+#[tokio::test]
+async fn errors_reach_the_client_in_one_line() {
+    let (mut client, _engine) = serve().await;
+    let err = client
+        .execute("SELECT count(*)\nFROM violations WHERE".into(), None)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("syntax error at 2:"), "{err}");
+    let err = client
+        .execute("SELECT * FROM violation".into(), None)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("did you mean 'violations'"), "{err}");
+    // The server goes on serving.
+    let info = client.execute("SELECT 1".into(), None).await.unwrap();
+    let (batches, _) = fetch(&mut client, info).await;
+    assert_eq!(rows(&batches), 1);
+}
+
+/// A Python client library the test needs, or why it cannot run: on CI (`CI` set) a missing
+/// client is a failure, elsewhere the test says it skipped.
+fn python_with(module: &str) -> Option<()> {
+    let found = std::process::Command::new("python3")
+        .args(["-c", &format!("import {module}")])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if found {
+        return Some(());
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "python3 cannot import {module}, which CI installs"
+    );
+    println!("skipped: python3 cannot import {module} (pip install {module})");
+    None
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_adbc_notebook_session_gets_the_engines_answers() {
+    if python_with("adbc_driver_flightsql").is_none() {
+        return;
+    }
+    let engine = engine().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(serve_flight(
+        listener,
+        engine.clone(),
+        Expiry::default(),
+        std::future::pending(),
+    ));
+    let script = root().join("tests/clients/flight_adbc.py");
+    let output = tokio::process::Command::new("python3")
+        .arg(&script)
+        .arg(port.to_string())
+        .output()
+        .await
+        .expect("run the ADBC client");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "the ADBC client failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let steps: std::collections::HashMap<String, serde_json::Value> = stdout
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).expect("a JSON line");
+            (v["step"].as_str().unwrap().to_string(), v)
+        })
+        .collect();
+
+    let top = local(
+        &engine,
+        "SELECT registration_state, count(*) AS n FROM violations GROUP BY 1 ORDER BY n DESC, 1 LIMIT 3",
+    )
+    .await;
+    let states = top[0].column(0).as_string_view();
+    let counts = top[0].column(1).as_primitive::<Int64Type>();
+    let expected: Vec<serde_json::Value> = (0..3)
+        .map(|i| serde_json::json!([states.value(i), counts.value(i)]))
+        .collect();
+    assert_eq!(steps["top"]["rows"], serde_json::Value::from(expected));
+
+    let ny = local(
+        &engine,
+        "SELECT count(*) FROM violations WHERE registration_state = 'NY' AND violation_precinct > 50",
+    )
+    .await;
+    let ny = ny[0].column(0).as_primitive::<Int64Type>().value(0);
+    assert_eq!(steps["params"]["rows"], serde_json::json!([[ny]]));
+
+    assert_eq!(steps["large"]["rows"], 1_000_000);
+    assert_eq!(steps["large"]["total"], 500_000_500_000i64);
+
+    let mut tables = engine.table_names();
+    tables.sort();
+    assert_eq!(steps["objects"]["tables"], serde_json::json!(tables));
+    assert_eq!(steps["schema"]["columns"][1], "plate_id");
+
+    let error = steps["error"]["error"]
+        .as_str()
+        .expect("the bad query failed");
+    assert!(error.contains("column 'nope' not found"), "{error}");
+    assert_eq!(steps["after-error"]["rows"], serde_json::json!([[1]]));
+}
