@@ -11,7 +11,7 @@ use futures::TryStreamExt;
 use strata::Engine;
 use strata::datafusion::arrow::array::{Array, AsArray, Int64Array, RecordBatch, StringArray};
 use strata::datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema};
-use strata::server::{Expiry, serve_flight};
+use strata::server::{Limits, serve_flight};
 use tonic::transport::Channel;
 
 fn root() -> PathBuf {
@@ -31,13 +31,17 @@ async fn engine() -> Arc<Engine> {
 /// A server on a free port of the loopback address, and a client connected to it. The server
 /// stops when the test's runtime ends.
 async fn serve() -> (FlightSqlServiceClient<Channel>, Arc<Engine>) {
+    serve_with(Limits::default()).await
+}
+
+async fn serve_with(limits: Limits) -> (FlightSqlServiceClient<Channel>, Arc<Engine>) {
     let engine = engine().await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     tokio::spawn(serve_flight(
         listener,
         engine.clone(),
-        Expiry::default(),
+        limits,
         std::future::pending(),
     ));
     // The listener is bound: connecting waits for nothing but the handshake.
@@ -315,7 +319,7 @@ async fn an_adbc_notebook_session_gets_the_engines_answers() {
     tokio::spawn(serve_flight(
         listener,
         engine.clone(),
-        Expiry::default(),
+        Limits::default(),
         std::future::pending(),
     ));
     let script = root().join("tests/clients/flight_adbc.py");
@@ -372,4 +376,132 @@ async fn an_adbc_notebook_session_gets_the_engines_answers() {
         .expect("the bad query failed");
     assert!(error.contains("column 'nope' not found"), "{error}");
     assert_eq!(steps["after-error"]["rows"], serde_json::json!([[1]]));
+}
+
+/// A query with no end in sight: rows from a series of ten billion.
+const ENDLESS: &str = "SELECT value FROM generate_series(1, 10000000000)";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_flight_info_stops_a_query_being_read() {
+    use arrow_flight::{Action, CancelFlightInfoRequest, CancelFlightInfoResult, CancelStatus};
+    use prost::Message;
+    let (mut client, _engine) = serve().await;
+    let info = client.execute(ENDLESS.into(), None).await.unwrap();
+    let ticket = info.endpoint[0].ticket.clone().unwrap();
+    let mut stream = client.do_get(ticket).await.unwrap();
+    let first = stream.try_next().await.unwrap().expect("a first batch");
+    assert!(first.num_rows() > 0);
+    let action = Action {
+        r#type: "CancelFlightInfo".into(),
+        body: CancelFlightInfoRequest {
+            info: Some(info.clone()),
+        }
+        .encode_to_vec()
+        .into(),
+    };
+    let mut answers = client
+        .inner_mut()
+        .clone()
+        .do_action(action)
+        .await
+        .unwrap()
+        .into_inner();
+    let answer = answers.message().await.unwrap().expect("a cancel result");
+    let result = CancelFlightInfoResult::decode(answer.body.as_ref()).unwrap();
+    assert_eq!(result.status, CancelStatus::Cancelled as i32);
+    // What was under way drains, then the stream ends with the cancellation.
+    let mut rows = first.num_rows();
+    let error = loop {
+        match stream.try_next().await {
+            Ok(Some(batch)) => rows += batch.num_rows(),
+            Ok(None) => panic!("the stream ended without an error after {rows} rows"),
+            Err(e) => break e.to_string(),
+        }
+    };
+    assert!(error.contains("query cancelled"), "{error}");
+    assert!(rows < 1_000_000_000, "{rows} rows");
+    // Nothing is left to cancel.
+    let action = Action {
+        r#type: "CancelFlightInfo".into(),
+        body: CancelFlightInfoRequest { info: Some(info) }
+            .encode_to_vec()
+            .into(),
+    };
+    let mut answers = client
+        .inner_mut()
+        .clone()
+        .do_action(action)
+        .await
+        .unwrap()
+        .into_inner();
+    let answer = answers.message().await.unwrap().unwrap();
+    let result = CancelFlightInfoResult::decode(answer.body.as_ref()).unwrap();
+    assert_eq!(result.status, CancelStatus::NotCancellable as i32);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queries_over_the_time_limit_are_cancelled() {
+    let limits = Limits {
+        query_time: Some(std::time::Duration::from_millis(500)),
+        ..Limits::default()
+    };
+    let (mut client, _engine) = serve_with(limits).await;
+    let info = client
+        .execute(format!("SELECT count(*) FROM ({ENDLESS})"), None)
+        .await
+        .unwrap();
+    let ticket = info.endpoint[0].ticket.clone().unwrap();
+    let started = std::time::Instant::now();
+    let mut stream = client.do_get(ticket).await.unwrap();
+    let error = loop {
+        match stream.try_next().await {
+            Ok(Some(_)) => {}
+            Ok(None) => panic!("the endless count finished"),
+            Err(e) => break e.to_string(),
+        }
+    };
+    assert!(
+        error.contains("it ran longer than the server's limit of 0.5 s"),
+        "{error}"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(30));
+    // Short queries still run.
+    let info = client.execute("SELECT 1".into(), None).await.unwrap();
+    let (batches, _) = fetch(&mut client, info).await;
+    assert_eq!(rows(&batches), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_over_a_cluster_streams_the_executors_answers() {
+    let engine = Engine::builder()
+        .target_partitions(2)
+        .catalog(root().join("strata.toml"))
+        .cluster("local:2")
+        .build()
+        .await
+        .expect("engine on a local cluster");
+    assert_eq!(engine.runner().name(), "cluster");
+    let engine = Arc::new(engine);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(serve_flight(
+        listener,
+        engine.clone(),
+        Limits::default(),
+        std::future::pending(),
+    ));
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = FlightSqlServiceClient::new(channel);
+    let sql = "SELECT year, month, count(*) AS n FROM violations GROUP BY 1, 2 ORDER BY 1, 2";
+    let info = client.execute(sql.into(), None).await.unwrap();
+    let schema = announced(&info);
+    let (batches, streamed) = fetch(&mut client, info).await;
+    assert_eq!(streamed.as_deref(), Some(&schema));
+    let local_engine = self::engine().await;
+    let expected = local(&local_engine, sql).await;
+    assert_eq!(datafusion_text(&batches), datafusion_text(&expected));
 }

@@ -2,8 +2,9 @@
 
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
-use strata::server::{Expiry, serve_flight};
+use strata::server::{Limits, serve_flight};
 
 use super::cluster::{resolve, server_log, shutdown};
 use super::{CliError, EngineArgs, build_engine};
@@ -23,6 +24,14 @@ pub struct ServeArgs {
     /// and the connection is not encrypted.
     #[arg(long)]
     insecure: bool,
+    /// Cancel a query that runs longer than this many seconds (0: no limit).
+    #[arg(
+        long,
+        env = "STRATA_QUERY_TIMEOUT",
+        default_value_t = 0,
+        value_name = "SECONDS"
+    )]
+    query_timeout: u64,
 }
 
 /// Serve until Ctrl-C or SIGTERM; requests under way finish first.
@@ -47,7 +56,11 @@ pub async fn run(args: &ServeArgs, engine: &EngineArgs) -> Result<ExitCode, CliE
         engine.table_names().len(),
         engine.runner().name()
     );
-    serve_flight(listener, engine, Expiry::default(), shutdown())
+    let limits = Limits {
+        query_time: (args.query_timeout > 0).then(|| Duration::from_secs(args.query_timeout)),
+        ..Limits::default()
+    };
+    serve_flight(listener, engine, limits, shutdown())
         .await
         .map_err(|e| CliError::Usage(e.to_string()))?;
     eprintln!("strata serve stopped");

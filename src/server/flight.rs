@@ -20,26 +20,39 @@ use arrow_flight::sql::{
     CommandPreparedStatementUpdate, CommandStatementQuery, CommandStatementUpdate,
     DoPutPreparedStatementResult, ProstMessageExt, SqlInfo, TicketStatementQuery,
 };
-use arrow_flight::{Action, FlightDescriptor, FlightEndpoint, FlightInfo, Ticket};
+use arrow_flight::{
+    Action, CancelFlightInfoRequest, CancelFlightInfoResult, CancelStatus, FlightDescriptor,
+    FlightEndpoint, FlightInfo, Ticket,
+};
 use datafusion::arrow::array::{Array, Int64Array, RecordBatch};
 use datafusion::arrow::datatypes::{Schema, SchemaRef};
 use datafusion::scalar::ScalarValue;
-use futures::{Stream, TryStreamExt};
+use std::sync::atomic::Ordering;
+
+use futures::{Stream, StreamExt, TryStreamExt};
 use prost::Message;
 use tonic::{Request, Response, Status};
 
-use super::Expiry;
-use crate::{Engine, Error, QueryResult};
+use super::Limits;
+use crate::{CancelHandle, Engine, Error, QueryResult};
 
 /// Table types a catalog lists.
 const TABLE_TYPES: [&str; 2] = ["TABLE", "VIEW"];
 
 type FlightStream = Pin<Box<dyn Stream<Item = Result<arrow_flight::FlightData, Status>> + Send>>;
 
-/// A query started for a `FlightInfo`, waiting for its `DoGet`.
-struct Pending {
-    result: QueryResult,
+/// A query started for a `FlightInfo`: its result until a `DoGet` takes it, and what stops
+/// it. It is forgotten when its `DoGet` stream ends, or when nobody came for its result.
+struct Query {
+    result: Option<QueryResult>,
+    control: Arc<Control>,
     since: Instant,
+}
+
+/// Stops a query, and remembers why.
+struct Control {
+    cancel: CancelHandle,
+    timed_out: std::sync::atomic::AtomicBool,
 }
 
 /// A prepared statement: its SQL and the values last bound to its parameters.
@@ -53,9 +66,9 @@ struct Prepared {
 #[derive(Clone)]
 pub struct FlightSqlServer {
     engine: Arc<Engine>,
-    pending: Arc<Mutex<HashMap<Vec<u8>, Pending>>>,
+    queries: Arc<Mutex<HashMap<Vec<u8>, Query>>>,
     prepared: Arc<Mutex<HashMap<Vec<u8>, Prepared>>>,
-    expiry: Expiry,
+    limits: Limits,
     info: Arc<SqlInfoData>,
 }
 
@@ -117,8 +130,8 @@ fn flight_info(schema: &Schema, ticket: impl ProstMessageExt) -> Result<FlightIn
 }
 
 impl FlightSqlServer {
-    /// The service for `engine`, forgetting what clients leave behind after `expiry`.
-    pub fn new(engine: Arc<Engine>, expiry: Expiry) -> Self {
+    /// The service for `engine`, within `limits`.
+    pub fn new(engine: Arc<Engine>, limits: Limits) -> Self {
         let mut info = SqlInfoDataBuilder::new();
         info.append(SqlInfo::FlightSqlServerName, "Strata");
         info.append(SqlInfo::FlightSqlServerVersion, env!("CARGO_PKG_VERSION"));
@@ -128,9 +141,9 @@ impl FlightSqlServer {
         info.append(SqlInfo::SqlIdentifierQuoteChar, "\"");
         FlightSqlServer {
             engine,
-            pending: Arc::default(),
+            queries: Arc::default(),
             prepared: Arc::default(),
-            expiry,
+            limits,
             info: Arc::new(info.build().expect("the server's SQL info is well formed")),
         }
     }
@@ -145,10 +158,36 @@ impl FlightSqlServer {
     }
 
     fn expire(&self, now: Instant) {
-        let results = self.expiry.results;
-        lock(&self.pending).retain(|_, p| now.duration_since(p.since) < results);
-        let prepared = self.expiry.prepared;
-        lock(&self.prepared).retain(|_, p| now.duration_since(p.used) < prepared);
+        let unread = self.limits.unread_result;
+        lock(&self.queries)
+            .retain(|_, q| q.result.is_none() || now.duration_since(q.since) < unread);
+        let unused = self.limits.unused_prepared;
+        lock(&self.prepared).retain(|_, p| now.duration_since(p.used) < unused);
+    }
+
+    /// Cancel the query a `FlightInfo` announced; whether it was still there to cancel.
+    fn cancel(&self, info: &FlightInfo) -> bool {
+        let handles: Vec<Vec<u8>> = info
+            .endpoint
+            .iter()
+            .filter_map(|e| e.ticket.as_ref())
+            .filter_map(|t| Any::decode(t.ticket.as_ref()).ok())
+            .filter_map(|any| any.unpack::<TicketStatementQuery>().ok().flatten())
+            .map(|t| t.statement_handle.to_vec())
+            .collect();
+        let mut queries = lock(&self.queries);
+        let mut found = false;
+        for handle in handles {
+            if let Some(query) = queries.get(&handle) {
+                found = true;
+                query.control.cancel.cancel();
+                // A result nobody reads yet is dropped, which stops its work.
+                if query.result.is_some() {
+                    queries.remove(&handle);
+                }
+            }
+        }
+        found
     }
 
     /// Start `sql` with `params` and keep its result for the `DoGet` that `FlightInfo` names.
@@ -170,10 +209,25 @@ impl FlightSqlServer {
                 statement_handle: statement_handle.clone().into(),
             },
         )?;
-        lock(&self.pending).insert(
+        let control = Arc::new(Control {
+            cancel: result.cancel_handle(),
+            timed_out: Default::default(),
+        });
+        if let Some(limit) = self.limits.query_time {
+            let control = Arc::downgrade(&control);
+            tokio::spawn(async move {
+                tokio::time::sleep(limit).await;
+                if let Some(control) = control.upgrade() {
+                    control.timed_out.store(true, Ordering::SeqCst);
+                    control.cancel.cancel();
+                }
+            });
+        }
+        lock(&self.queries).insert(
             statement_handle,
-            Pending {
-                result,
+            Query {
+                result: Some(result),
+                control,
                 since: Instant::now(),
             },
         );
@@ -247,6 +301,19 @@ impl FlightSqlServer {
     }
 }
 
+/// Forgets a query when its `DoGet` stream ends, or is dropped because the client left
+/// (which also stops the query's work).
+struct Forget {
+    queries: Arc<Mutex<HashMap<Vec<u8>, Query>>>,
+    handle: Vec<u8>,
+}
+
+impl Drop for Forget {
+    fn drop(&mut self) {
+        lock(&self.queries).remove(&self.handle);
+    }
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -303,14 +370,38 @@ impl FlightSqlService for FlightSqlServer {
         ticket: TicketStatementQuery,
         _request: Request<Ticket>,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
-        let pending = lock(&self.pending)
-            .remove(ticket.statement_handle.as_ref())
-            .ok_or_else(|| Status::not_found("no such result (already read or expired)"))?;
-        let schema = pending.result.schema();
-        let batches = pending
-            .result
-            .into_stream()
-            .map_err(|e| FlightError::Tonic(Box::new(status(e))));
+        let handle = ticket.statement_handle.to_vec();
+        let (result, control) = {
+            let mut queries = lock(&self.queries);
+            let query = queries
+                .get_mut(&handle)
+                .filter(|q| q.result.is_some())
+                .ok_or_else(|| {
+                    Status::not_found("no such result (already read, cancelled or expired)")
+                })?;
+            (query.result.take().expect("checked"), query.control.clone())
+        };
+        let schema = result.schema();
+        let done = Forget {
+            queries: self.queries.clone(),
+            handle,
+        };
+        let limit = self.limits.query_time;
+        let batches = result.into_stream().map(move |batch| {
+            let _running = &done;
+            batch.map_err(|e| {
+                let status = match (&e, limit) {
+                    (Error::Cancelled, Some(limit)) if control.timed_out.load(Ordering::SeqCst) => {
+                        Status::deadline_exceeded(format!(
+                            "query cancelled: it ran longer than the server's limit of {} s",
+                            limit.as_secs_f64()
+                        ))
+                    }
+                    _ => status(e),
+                };
+                FlightError::Tonic(Box::new(status))
+            })
+        });
         Ok(encode(schema, batches))
     }
 
@@ -385,6 +476,38 @@ impl FlightSqlService for FlightSqlServer {
             params = values;
         }
         self.update(&sql, params).await
+    }
+
+    async fn do_action_fallback(
+        &self,
+        request: Request<Action>,
+    ) -> Result<Response<<Self as FlightService>::DoActionStream>, Status> {
+        let action = request.into_inner();
+        if action.r#type != "CancelFlightInfo" {
+            return Err(Status::invalid_argument(format!(
+                "unknown action {:?}",
+                action.r#type
+            )));
+        }
+        let request = CancelFlightInfoRequest::decode(action.body.as_ref())
+            .map_err(|e| Status::invalid_argument(format!("invalid CancelFlightInfo: {e}")))?;
+        let info = request
+            .info
+            .ok_or_else(|| Status::invalid_argument("CancelFlightInfo without a FlightInfo"))?;
+        let status = if self.cancel(&info) {
+            CancelStatus::Cancelled
+        } else {
+            CancelStatus::NotCancellable
+        };
+        let result = CancelFlightInfoResult {
+            status: status as i32,
+        };
+        let body = arrow_flight::Result {
+            body: result.encode_to_vec().into(),
+        };
+        Ok(Response::new(Box::pin(futures::stream::once(async {
+            Ok(body)
+        }))))
     }
 
     async fn do_action_close_prepared_statement(
@@ -515,11 +638,12 @@ mod tests {
     #[tokio::test]
     async fn results_and_statements_left_behind_expire() {
         let engine = Arc::new(Engine::new().await.unwrap());
-        let expiry = Expiry {
-            results: Duration::from_secs(60),
-            prepared: Duration::from_secs(600),
+        let limits = Limits {
+            query_time: None,
+            unread_result: Duration::from_secs(60),
+            unused_prepared: Duration::from_secs(600),
         };
-        let server = FlightSqlServer::new(engine, expiry);
+        let server = FlightSqlServer::new(engine, limits);
         server.start("SELECT 1", Vec::new()).await.unwrap();
         lock(&server.prepared).insert(
             vec![1],
@@ -532,15 +656,48 @@ mod tests {
         let now = Instant::now();
         server.expire(now + Duration::from_secs(59));
         assert_eq!(
-            (lock(&server.pending).len(), lock(&server.prepared).len()),
+            (lock(&server.queries).len(), lock(&server.prepared).len()),
             (1, 1)
         );
         server.expire(now + Duration::from_secs(61));
         assert_eq!(
-            (lock(&server.pending).len(), lock(&server.prepared).len()),
+            (lock(&server.queries).len(), lock(&server.prepared).len()),
             (0, 1)
         );
         server.expire(now + Duration::from_secs(601));
         assert_eq!(lock(&server.prepared).len(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_query_is_forgotten_once_its_stream_is_dropped() {
+        let engine = Arc::new(Engine::new().await.unwrap());
+        let server = FlightSqlServer::new(engine, Limits::default());
+        let info = server
+            .start(
+                "SELECT value FROM generate_series(1, 10000000000)",
+                Vec::new(),
+            )
+            .await
+            .unwrap()
+            .into_inner();
+        let ticket = info.endpoint[0].ticket.clone().unwrap();
+        let any = Any::decode(ticket.ticket.as_ref()).unwrap();
+        let query: TicketStatementQuery = any.unpack().unwrap().unwrap();
+        let stream = server
+            .do_get_statement(query.clone(), Request::new(ticket.clone()))
+            .await
+            .unwrap()
+            .into_inner();
+        // Read but not finished: the query is still known (and cancellable).
+        assert_eq!(lock(&server.queries).len(), 1);
+        let err = server
+            .do_get_statement(query, Request::new(ticket))
+            .await
+            .map(|_| ())
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::NotFound, "a result is read once");
+        // The client goes away: its stream is dropped, and the query with it.
+        drop(stream);
+        assert_eq!(lock(&server.queries).len(), 0);
     }
 }

@@ -31,20 +31,23 @@ pub enum ServerError {
     Stopped(String),
 }
 
-/// How long results and prepared statements nobody came back for are kept.
+/// How long queries may run, and how long what clients leave behind is kept.
 #[derive(Debug, Clone, Copy)]
-pub struct Expiry {
+pub struct Limits {
+    /// A query running longer (from its `GetFlightInfo`) is cancelled; `None`: no limit.
+    pub query_time: Option<Duration>,
     /// A query's result that was announced (`GetFlightInfo`) but never fetched (`DoGet`).
-    pub results: Duration,
+    pub unread_result: Duration,
     /// A prepared statement not used for this long.
-    pub prepared: Duration,
+    pub unused_prepared: Duration,
 }
 
-impl Default for Expiry {
+impl Default for Limits {
     fn default() -> Self {
-        Expiry {
-            results: Duration::from_secs(600),
-            prepared: Duration::from_secs(3600),
+        Limits {
+            query_time: None,
+            unread_result: Duration::from_secs(600),
+            unused_prepared: Duration::from_secs(3600),
         }
     }
 }
@@ -54,7 +57,7 @@ impl Default for Expiry {
 pub async fn serve_flight(
     listener: TcpListener,
     engine: Arc<Engine>,
-    expiry: Expiry,
+    limits: Limits,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), ServerError> {
     let address = listener
@@ -67,7 +70,7 @@ pub async fn serve_flight(
             address: address.clone(),
             message: e.to_string(),
         })?;
-    let service = FlightSqlServer::new(engine, expiry);
+    let service = FlightSqlServer::new(engine, limits);
     tokio::spawn(service.clone().expire_every(Duration::from_secs(10)));
     tonic::transport::Server::builder()
         .add_service(
