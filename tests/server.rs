@@ -5,7 +5,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use arrow_flight::sql::client::FlightSqlServiceClient;
-use arrow_flight::sql::{CommandGetDbSchemas, CommandGetTables, SqlInfo};
+use arrow_flight::sql::{
+    CommandGetDbSchemas, CommandGetPrimaryKeys, CommandGetTables, CommandGetXdbcTypeInfo, SqlInfo,
+};
 use arrow_flight::{FlightInfo, IpcMessage};
 use futures::TryStreamExt;
 use strata::Engine;
@@ -259,6 +261,36 @@ async fn the_catalog_is_discoverable() {
     let info = client.get_table_types().await.unwrap();
     let (batches, _) = fetch(&mut client, info).await;
     assert_eq!(rows(&batches), 2);
+
+    // The SQL types, as JDBC's getTypeInfo lists them; datasets have no keys.
+    let info = client
+        .get_xdbc_type_info(CommandGetXdbcTypeInfo { data_type: None })
+        .await
+        .unwrap();
+    let (batches, _) = fetch(&mut client, info).await;
+    let types: Vec<&str> = batches[0]
+        .column_by_name("type_name")
+        .unwrap()
+        .as_string::<i32>()
+        .iter()
+        .flatten()
+        .collect();
+    for wanted in ["BIGINT", "VARCHAR", "DECIMAL", "DATE", "TIMESTAMP"] {
+        assert!(types.contains(&wanted), "{types:?}");
+    }
+    let info = client
+        .get_primary_keys(CommandGetPrimaryKeys {
+            catalog: None,
+            db_schema: None,
+            table: "violations".into(),
+        })
+        .await
+        .unwrap();
+    let schema = announced(&info);
+    let (batches, streamed) = fetch(&mut client, info).await;
+    assert_eq!(rows(&batches), 0);
+    assert_eq!(streamed.as_deref(), Some(&schema));
+    assert_eq!(schema.field(5).name(), "key_sequence");
 
     let info = client
         .get_sql_info(vec![SqlInfo::FlightSqlServerName])

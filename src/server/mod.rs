@@ -3,6 +3,7 @@
 //! through the engine's runner, locally or on a cluster, and stream back batch by batch.
 
 mod flight;
+mod metadata;
 
 use std::sync::Arc;
 use std::time::Duration;
