@@ -537,3 +537,114 @@ async fn a_server_over_a_cluster_streams_the_executors_answers() {
     let expected = local(&local_engine, sql).await;
     assert_eq!(datafusion_text(&batches), datafusion_text(&expected));
 }
+
+/// `strata serve` as a process: it prints where it listens, serves, and on SIGTERM stops
+/// taking requests, lets a running query finish within the grace period, and exits 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_serve_command_serves_until_sigterm() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .args(["serve", "--flight", "127.0.0.1:0", "--grace", "2"])
+        .current_dir(root())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start strata serve");
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    stderr.read_line(&mut line).unwrap();
+    let address = line
+        .split("grpc://")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+        .to_string();
+    assert!(line.contains("tables over Flight SQL"), "{line}");
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = FlightSqlServiceClient::new(channel);
+    let info = client
+        .execute("SELECT count(*) FROM violations".into(), None)
+        .await
+        .unwrap();
+    let (batches, _) = fetch(&mut client, info).await;
+    assert_eq!(
+        batches[0].column(0).as_primitive::<Int64Type>().value(0),
+        7123
+    );
+
+    // An endless query is being read when the signal comes: it is cut after the grace period.
+    let info = client.execute(ENDLESS.into(), None).await.unwrap();
+    let mut stream = client
+        .do_get(info.endpoint[0].ticket.clone().unwrap())
+        .await
+        .unwrap();
+    assert!(stream.try_next().await.unwrap().is_some());
+    let signalled = std::time::Instant::now();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+    let waited = signalled.elapsed();
+    assert!(
+        waited >= std::time::Duration::from_secs(2) && waited < std::time::Duration::from_secs(20),
+        "{waited:?}"
+    );
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
+    assert!(rest.contains("cut off"), "{rest}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_clients_each_get_their_own_answers() {
+    let (client, engine) = serve().await;
+    let mut expected = Vec::new();
+    for year in [2023, 2024] {
+        let batches = local(
+            &engine,
+            &format!("SELECT count(*) FROM violations WHERE year = {year}"),
+        )
+        .await;
+        expected.push(batches[0].column(0).as_primitive::<Int64Type>().value(0));
+    }
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let mut client = client.clone();
+        let expected = expected.clone();
+        tasks.push(tokio::spawn(async move {
+            for j in 0..5 {
+                let k = (i + j) % 2;
+                let year = 2023 + k;
+                let mut prepared = client
+                    .prepare(
+                        "SELECT count(*) FROM violations WHERE year = $1".into(),
+                        None,
+                    )
+                    .await
+                    .unwrap();
+                let params = RecordBatch::try_new(
+                    Arc::new(Schema::new(vec![Field::new("y", DataType::Int64, false)])),
+                    vec![Arc::new(Int64Array::from(vec![year as i64]))],
+                )
+                .unwrap();
+                prepared.set_parameters(params).unwrap();
+                let info = prepared.execute().await.unwrap();
+                let (batches, _) = fetch(&mut client, info).await;
+                let got = batches[0].column(0).as_primitive::<Int64Type>().value(0);
+                assert_eq!(got, expected[k], "client {i}, query {j}");
+                prepared.close().await.unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+}

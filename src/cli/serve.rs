@@ -24,6 +24,9 @@ pub struct ServeArgs {
     /// and the connection is not encrypted.
     #[arg(long)]
     insecure: bool,
+    /// On Ctrl-C or SIGTERM, let running queries finish for at most this many seconds.
+    #[arg(long, default_value_t = 30, value_name = "SECONDS")]
+    grace: u64,
     /// Cancel a query that runs longer than this many seconds (0: no limit).
     #[arg(
         long,
@@ -60,9 +63,24 @@ pub async fn run(args: &ServeArgs, engine: &EngineArgs) -> Result<ExitCode, CliE
         query_time: (args.query_timeout > 0).then(|| Duration::from_secs(args.query_timeout)),
         ..Limits::default()
     };
-    serve_flight(listener, engine, limits, shutdown())
-        .await
-        .map_err(|e| CliError::Usage(e.to_string()))?;
+    // A signal stops new requests; those under way get the grace period, then are cut.
+    let (stopping, stopped) = tokio::sync::oneshot::channel();
+    let signal = async {
+        shutdown().await;
+        eprintln!(
+            "strata serve: stopping; running queries get {} s",
+            args.grace
+        );
+        let _ = stopping.send(());
+    };
+    let server = serve_flight(listener, engine, limits, signal);
+    let grace = Duration::from_secs(args.grace);
+    tokio::select! {
+        served = server => served.map_err(|e| CliError::Usage(e.to_string()))?,
+        _ = async { if stopped.await.is_ok() { tokio::time::sleep(grace).await } else { std::future::pending().await } } => {
+            eprintln!("strata serve: queries still running after {} s were cut off", args.grace);
+        }
+    }
     eprintln!("strata serve stopped");
     Ok(ExitCode::SUCCESS)
 }
