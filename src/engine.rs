@@ -11,7 +11,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::{Session, TableProvider, TableProviderFactory};
 use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig};
@@ -500,12 +500,16 @@ impl Engine {
         self.run_sql(text, false, &[]).await
     }
 
-    async fn run_sql(
+    /// One statement of `text`, parsed and rewritten as Strata plans it, with the table
+    /// function calls taken out of it.
+    #[allow(clippy::type_complexity)]
+    fn parse_one(
         &self,
         text: &str,
-        complete_commands: bool,
-        params: &[ScalarValue],
-    ) -> Result<QueryResult> {
+    ) -> Result<(
+        datafusion::sql::parser::Statement,
+        Vec<(String, sql::TableFunctionCall)>,
+    )> {
         let text = sql::rewrite_copy_options(&sql::rewrite_describe_path(text))?;
         let dialect = self
             .ctx
@@ -546,6 +550,54 @@ impl Engine {
         sql::distinct_from_precedence(&mut stmt);
         sql::expand_row_in_subqueries(&mut stmt)?;
         sql::number_placeholders(&mut stmt);
+        Ok((stmt, calls))
+    }
+
+    /// What one statement returns (its columns) and the types of its parameters (`$1` first;
+    /// `None` where the statement does not say), planned but not run.
+    pub async fn describe(&self, text: &str) -> Result<Description> {
+        let (stmt, calls) = self.parse_one(text)?;
+        let keys: Vec<String> = calls.iter().map(|(k, _)| k.clone()).collect();
+        let planned = async {
+            let state = self.ctx.state();
+            let lookup = |name: &str| {
+                self.datasets
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get(name)
+                    .cloned()
+            };
+            for (key, call) in &calls {
+                let table = resolve_call(call, &state, &lookup).await?;
+                self.prepared.insert(key.clone(), table);
+            }
+            Ok::<_, Error>(state.statement_to_plan(stmt).await?)
+        }
+        .await;
+        self.prepared.remove(&keys);
+        let plan = planned.map_err(|e| self.explain_error(e))?;
+        let mut parameters: Vec<(usize, Option<DataType>)> = plan
+            .get_parameter_fields()?
+            .into_iter()
+            .filter_map(|(id, field)| {
+                let n = id.strip_prefix('$')?.parse::<usize>().ok()?;
+                Some((n, field.map(|f| f.data_type().clone())))
+            })
+            .collect();
+        parameters.sort_by_key(|(n, _)| *n);
+        Ok(Description {
+            schema: Arc::new(plan.schema().as_arrow().clone()),
+            parameters: parameters.into_iter().map(|(_, t)| t).collect(),
+        })
+    }
+
+    async fn run_sql(
+        &self,
+        text: &str,
+        complete_commands: bool,
+        params: &[ScalarValue],
+    ) -> Result<QueryResult> {
+        let (stmt, calls) = self.parse_one(text)?;
         let keys: Vec<String> = calls.iter().map(|(k, _)| k.clone()).collect();
         let mut renamed = stmt.clone();
         let mut result = self
@@ -701,6 +753,15 @@ impl Engine {
             other => other,
         }
     }
+}
+
+/// What a statement returns and takes, from [`Engine::describe`].
+#[derive(Debug, Clone)]
+pub struct Description {
+    /// The columns of its result.
+    pub schema: SchemaRef,
+    /// The type of each parameter, `$1` first; `None` where the statement does not say.
+    pub parameters: Vec<Option<DataType>>,
 }
 
 /// `plan` with `params` in place of its parameters; a parameter without a value, or a value

@@ -52,7 +52,9 @@ pub mod write;
 
 pub use catalog::Catalog;
 pub use dataset::{DatasetOptions, DatasetSpec, Format};
-pub use engine::{CancelHandle, Engine, EngineBuilder, Progress, QueryResult, ScanStats};
+pub use engine::{
+    CancelHandle, Description, Engine, EngineBuilder, Progress, QueryResult, ScanStats,
+};
 pub use error::{Error, Result};
 pub use runner::{LocalRunner, Runner};
 

@@ -1259,9 +1259,12 @@ fn wrap_subquery(
 }
 
 /// Number `?` parameters `$1`, `$2`, … in the order they appear, as drivers that send `?`
-/// (JDBC, ODBC, ADBC) mean them.
+/// (JDBC, ODBC, ADBC) mean them; after the highest `$n` when a statement has both.
 pub fn number_placeholders(stmt: &mut DfStatement) {
-    struct Numbering(usize);
+    struct Numbering {
+        last: usize,
+        assign: bool,
+    }
     impl VisitorMut for Numbering {
         type Break = ();
         fn post_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
@@ -1269,15 +1272,24 @@ pub fn number_placeholders(stmt: &mut DfStatement) {
                 value: Value::Placeholder(p),
                 ..
             }) = expr
-                && p == "?"
             {
-                self.0 += 1;
-                *p = format!("${}", self.0);
+                if p == "?" && self.assign {
+                    self.last += 1;
+                    *p = format!("${}", self.last);
+                } else if let Some(n) = p.strip_prefix('$').and_then(|n| n.parse().ok()) {
+                    self.last = self.last.max(n);
+                }
             }
             ControlFlow::Continue(())
         }
     }
-    visit_statement(stmt, &mut Numbering(0));
+    let mut numbering = Numbering {
+        last: 0,
+        assign: false,
+    };
+    visit_statement(stmt, &mut numbering);
+    numbering.assign = true;
+    visit_statement(stmt, &mut numbering);
 }
 
 #[cfg(test)]

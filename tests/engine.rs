@@ -968,3 +968,44 @@ async fn arrow_ipc_batches_are_checked_against_their_columns() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[tokio::test]
+async fn statements_are_described_without_running() {
+    use strata::datafusion::arrow::datatypes::DataType;
+    let engine = engine().await;
+    let d = engine
+        .describe("SELECT plate_id, count(*) AS n FROM violations WHERE year = $1 AND registration_state = ? GROUP BY 1")
+        .await
+        .unwrap();
+    let names: Vec<&str> = d
+        .schema
+        .fields()
+        .iter()
+        .map(|f| f.name().as_str())
+        .collect();
+    assert_eq!(names, ["plate_id", "n"]);
+    assert_eq!(
+        d.parameters,
+        [Some(DataType::Int64), Some(DataType::Utf8View)]
+    );
+    // Table functions are resolved for their columns, and a statement that writes is planned,
+    // not run.
+    let d = engine
+        .describe("SELECT * FROM read_csv('data/people/*.csv', header = true)")
+        .await
+        .unwrap();
+    assert!(!d.schema.fields().is_empty());
+    engine
+        .describe("CREATE VIEW described AS SELECT 1")
+        .await
+        .unwrap();
+    assert!(!engine.table_names().contains(&"described".to_string()));
+    let err = engine
+        .describe("SELECT * FROM violation")
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("did you mean 'violations'"),
+        "{err}"
+    );
+}

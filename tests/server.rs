@@ -133,6 +133,19 @@ async fn prepared_statements_take_parameters() {
     let sql =
         "SELECT count(*) FROM violations WHERE registration_state = ? AND violation_precinct > ?";
     let mut prepared = client.prepare(sql.to_string(), None).await.unwrap();
+    // Preparing tells the result's columns and the parameters' types.
+    assert_eq!(
+        prepared.dataset_schema().unwrap().field(0).name(),
+        "count(*)"
+    );
+    let types: Vec<DataType> = prepared
+        .parameter_schema()
+        .unwrap()
+        .fields()
+        .iter()
+        .map(|f| f.data_type().clone())
+        .collect();
+    assert_eq!(types, [DataType::Utf8View, DataType::Int64]);
     let params = RecordBatch::try_new(
         Arc::new(Schema::new(vec![
             Field::new("state", DataType::Utf8, false),
@@ -174,6 +187,15 @@ async fn prepared_statements_take_parameters() {
     let (batches, _) = fetch(&mut client, info).await;
     assert_eq!(batches[0].column(0).as_primitive::<Int64Type>().value(0), 0);
     prepared.close().await.unwrap();
+
+    // A statement that does not parse fails at once.
+    let err = client
+        .prepare("SELEC 1".into(), None)
+        .await
+        .map(|_| ())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("syntax error at 1:1"), "{err}");
 
     // Too few values is the client's error, in one line.
     let mut prepared = client.prepare(sql.to_string(), None).await.unwrap();

@@ -24,10 +24,11 @@ use arrow_flight::sql::{
 };
 use arrow_flight::{
     Action, CancelFlightInfoRequest, CancelFlightInfoResult, CancelStatus, FlightDescriptor,
-    FlightEndpoint, FlightInfo, Ticket,
+    FlightEndpoint, FlightInfo, IpcMessage, SchemaAsIpc, Ticket,
 };
 use datafusion::arrow::array::{Array, Int64Array, RecordBatch};
-use datafusion::arrow::datatypes::{Schema, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::ipc::writer::IpcWriteOptions;
 use datafusion::scalar::ScalarValue;
 use std::sync::atomic::Ordering;
 
@@ -130,6 +131,14 @@ fn flight_info(schema: &Schema, ticket: impl ProstMessageExt) -> Result<FlightIn
         .with_endpoint(endpoint)
         .with_total_records(-1)
         .with_total_bytes(-1))
+}
+
+/// A schema in the IPC form Flight SQL messages carry.
+fn schema_bytes(schema: &Schema) -> Result<bytes::Bytes, Status> {
+    let IpcMessage(bytes) = SchemaAsIpc::new(schema, &IpcWriteOptions::default())
+        .try_into()
+        .map_err(internal)?;
+    Ok(bytes)
 }
 
 impl FlightSqlServer {
@@ -433,8 +442,28 @@ impl FlightSqlService for FlightSqlServer {
         query: ActionCreatePreparedStatementRequest,
         _request: Request<Action>,
     ) -> Result<ActionCreatePreparedStatementResult, Status> {
-        // The statement must at least parse; its schema comes with its FlightInfo.
-        crate::Engine::split_statements(&query.query).map_err(status)?;
+        // A statement that does not parse fails now; one that plans tells its result's
+        // columns and its parameters' types (the FlightInfo announces the schema streamed).
+        let (dataset_schema, parameter_schema) = match self.engine.describe(&query.query).await {
+            Ok(d) => {
+                let parameters = Schema::new(
+                    d.parameters
+                        .iter()
+                        .enumerate()
+                        .map(|(i, t)| {
+                            Field::new(
+                                format!("${}", i + 1),
+                                t.clone().unwrap_or(DataType::Null),
+                                true,
+                            )
+                        })
+                        .collect::<Vec<_>>(),
+                );
+                (schema_bytes(&d.schema)?, schema_bytes(&parameters)?)
+            }
+            Err(e @ Error::Syntax { .. }) => return Err(status(e)),
+            Err(_) => (bytes::Bytes::new(), bytes::Bytes::new()),
+        };
         let prepared_statement_handle = handle();
         lock(&self.prepared).insert(
             prepared_statement_handle.clone(),
@@ -446,8 +475,8 @@ impl FlightSqlService for FlightSqlServer {
         );
         Ok(ActionCreatePreparedStatementResult {
             prepared_statement_handle: prepared_statement_handle.into(),
-            dataset_schema: bytes::Bytes::new(),
-            parameter_schema: bytes::Bytes::new(),
+            dataset_schema,
+            parameter_schema,
         })
     }
 
