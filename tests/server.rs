@@ -623,6 +623,13 @@ async fn the_serve_command_serves_until_sigterm() {
     let mut rest = String::new();
     std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
     assert!(rest.contains("cut off"), "{rest}");
+    // Each query is logged when it starts and when it ends.
+    assert!(
+        rest.contains("query 1 started: SELECT count(*) FROM violations"),
+        "{rest}"
+    );
+    assert!(rest.contains("query 1 finished after"), "{rest}");
+    assert!(rest.contains("s, 1 rows"), "{rest}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

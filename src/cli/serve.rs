@@ -39,6 +39,14 @@ pub struct ServeArgs {
 
 /// Serve until Ctrl-C or SIGTERM; requests under way finish first.
 pub async fn run(args: &ServeArgs, engine: &EngineArgs) -> Result<ExitCode, CliError> {
+    // Each query's start and end go to standard error, unless STRATA_LOG says otherwise.
+    if std::env::var_os("STRATA_LOG").is_none() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new("strata::queries=info"))
+            .with_writer(std::io::stderr)
+            .with_target(false)
+            .try_init();
+    }
     server_log();
     let address = resolve(&args.flight)?;
     if !address.ip().is_loopback() && !args.insecure {

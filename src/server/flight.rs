@@ -50,6 +50,7 @@ struct Query {
     result: Option<QueryResult>,
     control: Arc<Control>,
     since: Instant,
+    id: u64,
 }
 
 /// Stops a query, and remembers why.
@@ -74,6 +75,7 @@ pub struct FlightSqlServer {
     limits: Limits,
     info: Arc<SqlInfoData>,
     types: Arc<XdbcTypeInfoData>,
+    next_id: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl std::fmt::Debug for FlightSqlServer {
@@ -158,6 +160,7 @@ impl FlightSqlServer {
             limits,
             info: Arc::new(info.build().expect("the server's SQL info is well formed")),
             types: Arc::new(metadata::xdbc_types()),
+            next_id: Arc::new(1.into()),
         }
     }
 
@@ -209,11 +212,15 @@ impl FlightSqlServer {
         sql: &str,
         params: Vec<ScalarValue>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let result = self
-            .engine
-            .sql_with_params(sql, params)
-            .await
-            .map_err(status)?;
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        log::info!(target: "strata::queries", "query {id} started: {}", one_line(sql));
+        let result = match self.engine.sql_with_params(sql, params).await {
+            Ok(result) => result,
+            Err(e) => {
+                log::info!(target: "strata::queries", "query {id} failed: {e}");
+                return Err(status(e));
+            }
+        };
         let schema = result.schema();
         let statement_handle = handle();
         let info = flight_info(
@@ -242,6 +249,7 @@ impl FlightSqlServer {
                 result: Some(result),
                 control,
                 since: Instant::now(),
+                id,
             },
         );
         Ok(Response::new(info))
@@ -315,16 +323,36 @@ impl FlightSqlServer {
 }
 
 /// Forgets a query when its `DoGet` stream ends, or is dropped because the client left
-/// (which also stops the query's work).
+/// (which also stops the query's work), and logs how it ended.
 struct Forget {
     queries: Arc<Mutex<HashMap<Vec<u8>, Query>>>,
     handle: Vec<u8>,
+    id: u64,
+    since: Instant,
+    rows: std::sync::atomic::AtomicU64,
+    /// "finished", or the error the client was sent; `None` while the client reads.
+    outcome: Mutex<Option<String>>,
 }
 
 impl Drop for Forget {
     fn drop(&mut self) {
         lock(&self.queries).remove(&self.handle);
+        let outcome = lock(&self.outcome)
+            .take()
+            .unwrap_or_else(|| "cancelled: the client stopped reading".to_string());
+        log::info!(
+            target: "strata::queries",
+            "query {} {outcome} after {:.3} s, {} rows",
+            self.id,
+            self.since.elapsed().as_secs_f64(),
+            self.rows.load(Ordering::Relaxed)
+        );
     }
+}
+
+/// SQL on one line, for the log.
+fn one_line(sql: &str) -> String {
+    sql.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -384,7 +412,7 @@ impl FlightSqlService for FlightSqlServer {
         _request: Request<Ticket>,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
         let handle = ticket.statement_handle.to_vec();
-        let (result, control) = {
+        let (result, control, id, since) = {
             let mut queries = lock(&self.queries);
             let query = queries
                 .get_mut(&handle)
@@ -392,16 +420,26 @@ impl FlightSqlService for FlightSqlServer {
                 .ok_or_else(|| {
                     Status::not_found("no such result (already read, cancelled or expired)")
                 })?;
-            (query.result.take().expect("checked"), query.control.clone())
+            let result = query.result.take().expect("checked");
+            (result, query.control.clone(), query.id, query.since)
         };
         let schema = result.schema();
         let done = Forget {
             queries: self.queries.clone(),
             handle,
+            id,
+            since,
+            rows: Default::default(),
+            outcome: Default::default(),
         };
         let limit = self.limits.query_time;
+        let done = Arc::new(done);
+        let end = done.clone();
         let batches = result.into_stream().map(move |batch| {
-            let _running = &done;
+            if let Ok(batch) = &batch {
+                done.rows
+                    .fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
+            }
             batch.map_err(|e| {
                 let status = match (&e, limit) {
                     (Error::Cancelled, Some(limit)) if control.timed_out.load(Ordering::SeqCst) => {
@@ -412,10 +450,17 @@ impl FlightSqlService for FlightSqlServer {
                     }
                     _ => status(e),
                 };
+                *lock(&done.outcome) = Some(status.message().to_string());
                 FlightError::Tonic(Box::new(status))
             })
         });
-        Ok(encode(schema, batches))
+        // Once every batch was sent, the query finished (unless it failed on the way).
+        let finished = futures::stream::once(async move {
+            lock(&end.outcome).get_or_insert_with(|| "finished".to_string());
+            None
+        })
+        .filter_map(futures::future::ready);
+        Ok(encode(schema, batches.chain(finished)))
     }
 
     async fn do_get_fallback(
