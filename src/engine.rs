@@ -468,7 +468,7 @@ impl Engine {
     /// such as `CREATE`, `COPY` or `INSERT` run to completion before the result is returned
     /// (their result is a row count, or nothing).
     pub async fn sql(&self, text: &str) -> Result<QueryResult> {
-        self.run_sql(text, true, &[]).await
+        self.run_sql(text, true, None).await
     }
 
     /// Like [`Engine::sql`], with values for the statement's parameters: `$1`, `$2`, … or
@@ -490,14 +490,14 @@ impl Engine {
         text: &str,
         params: Vec<ScalarValue>,
     ) -> Result<QueryResult> {
-        self.run_sql(text, true, &params).await
+        self.run_sql(text, true, Some(&params)).await
     }
 
     /// Like [`Engine::sql`], but statements such as `COPY` and `INSERT` do their work as the
     /// result is read rather than before it is returned, so a caller can watch their progress
     /// ([`QueryResult::progress`]) and cancel them. Read the result to the end to complete them.
     pub async fn execute(&self, text: &str) -> Result<QueryResult> {
-        self.run_sql(text, false, &[]).await
+        self.run_sql(text, false, None).await
     }
 
     /// One statement of `text`, parsed and rewritten as Strata plans it, with the table
@@ -595,7 +595,7 @@ impl Engine {
         &self,
         text: &str,
         complete_commands: bool,
-        params: &[ScalarValue],
+        params: Option<&[ScalarValue]>,
     ) -> Result<QueryResult> {
         let (stmt, calls) = self.parse_one(text)?;
         let keys: Vec<String> = calls.iter().map(|(k, _)| k.clone()).collect();
@@ -657,7 +657,7 @@ impl Engine {
         stmt: datafusion::sql::parser::Statement,
         calls: Vec<(String, sql::TableFunctionCall)>,
         complete_commands: bool,
-        params: &[ScalarValue],
+        params: Option<&[ScalarValue]>,
     ) -> Result<QueryResult> {
         let mut isolated = stmt.clone();
         let fallback = sql::isolate_quantified_subqueries(&mut isolated).then_some(stmt);
@@ -683,7 +683,7 @@ impl Engine {
         fallback: Option<datafusion::sql::parser::Statement>,
         calls: Vec<(String, sql::TableFunctionCall)>,
         complete_commands: bool,
-        params: &[ScalarValue],
+        params: Option<&[ScalarValue]>,
     ) -> Result<QueryResult> {
         let state = self.ctx.state();
         let lookup = |name: &str| {
@@ -765,8 +765,23 @@ pub struct Description {
 }
 
 /// `plan` with `params` in place of its parameters; a parameter without a value, or a value
-/// without a parameter, is an error.
-fn bind_parameters(plan: LogicalPlan, params: &[ScalarValue]) -> Result<LogicalPlan> {
+/// without a parameter, is an error. Without `params` (plain SQL text), and for `PREPARE`
+/// without values (`EXECUTE` binds its parameters), the plan is left as it is.
+fn bind_parameters(plan: LogicalPlan, params: Option<&[ScalarValue]>) -> Result<LogicalPlan> {
+    let Some(params) = params else {
+        return Ok(plan);
+    };
+    if matches!(
+        plan,
+        LogicalPlan::Statement(datafusion::logical_expr::Statement::Prepare(_))
+    ) {
+        if params.is_empty() {
+            return Ok(plan);
+        }
+        return Err(Error::plan(
+            "PREPARE takes no parameter values; bind them with EXECUTE",
+        ));
+    }
     let wanted = plan.get_parameter_fields()?;
     if wanted.is_empty() && params.is_empty() {
         return Ok(plan);
