@@ -553,6 +553,13 @@ impl Engine {
         Ok((stmt, calls))
     }
 
+    /// Whether `text`, one statement, only reads (a query, `EXPLAIN` of one, `SHOW`,
+    /// `DESCRIBE`): a server that is read-only runs nothing else.
+    pub fn only_reads(&self, text: &str) -> Result<bool> {
+        let (stmt, _) = self.parse_one(text)?;
+        Ok(sql::only_reads(&stmt))
+    }
+
     /// What one statement returns (its columns) and the types of its parameters (`$1` first;
     /// `None` where the statement does not say), planned but not run.
     pub async fn describe(&self, text: &str) -> Result<Description> {

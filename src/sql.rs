@@ -1292,6 +1292,32 @@ pub fn number_placeholders(stmt: &mut DfStatement) {
     visit_statement(stmt, &mut numbering);
 }
 
+/// Whether a statement only reads: queries, `EXPLAIN` of one, `SHOW`, `DESCRIBE`. Anything
+/// else writes files, changes tables or changes settings.
+pub fn only_reads(stmt: &DfStatement) -> bool {
+    use datafusion::sql::sqlparser::ast::Statement as S;
+    match stmt {
+        DfStatement::Statement(s) => matches!(
+            s.as_ref(),
+            S::Query(_)
+                | S::ShowTables { .. }
+                | S::ShowColumns { .. }
+                | S::ShowVariable { .. }
+                | S::ShowVariables { .. }
+                | S::ShowFunctions { .. }
+                | S::ShowCreate { .. }
+                | S::ShowSchemas { .. }
+                | S::ShowDatabases { .. }
+                | S::ExplainTable { .. }
+        ),
+        // EXPLAIN ANALYZE runs what it explains.
+        DfStatement::Explain(e) => only_reads(&e.statement),
+        DfStatement::CreateExternalTable(_) | DfStatement::CopyTo(_) | DfStatement::Reset(_) => {
+            false
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

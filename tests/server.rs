@@ -13,7 +13,7 @@ use futures::TryStreamExt;
 use strata::Engine;
 use strata::datafusion::arrow::array::{Array, AsArray, Int64Array, RecordBatch, StringArray};
 use strata::datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema};
-use strata::server::{Limits, serve_flight};
+use strata::server::{Options, serve_flight};
 use tonic::transport::Channel;
 
 fn root() -> PathBuf {
@@ -33,17 +33,17 @@ async fn engine() -> Arc<Engine> {
 /// A server on a free port of the loopback address, and a client connected to it. The server
 /// stops when the test's runtime ends.
 async fn serve() -> (FlightSqlServiceClient<Channel>, Arc<Engine>) {
-    serve_with(Limits::default()).await
+    serve_with(Options::default()).await
 }
 
-async fn serve_with(limits: Limits) -> (FlightSqlServiceClient<Channel>, Arc<Engine>) {
+async fn serve_with(options: Options) -> (FlightSqlServiceClient<Channel>, Arc<Engine>) {
     let engine = engine().await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     tokio::spawn(serve_flight(
         listener,
         engine.clone(),
-        limits,
+        options,
         std::future::pending(),
     ));
     // The listener is bound: connecting waits for nothing but the handshake.
@@ -208,7 +208,11 @@ async fn prepared_statements_take_parameters() {
 
 #[tokio::test]
 async fn updates_change_what_later_statements_see() {
-    let (mut client, _engine) = serve().await;
+    let (mut client, _engine) = serve_with(Options {
+        read_only: false,
+        ..Options::default()
+    })
+    .await;
     let changed = client
         .execute_update(
             "CREATE VIEW ny AS SELECT * FROM violations WHERE registration_state = 'NY'".into(),
@@ -373,7 +377,7 @@ async fn an_adbc_notebook_session_gets_the_engines_answers() {
     tokio::spawn(serve_flight(
         listener,
         engine.clone(),
-        Limits::default(),
+        Options::default(),
         std::future::pending(),
     ));
     let script = root().join("tests/clients/flight_adbc.py");
@@ -495,11 +499,11 @@ async fn cancel_flight_info_stops_a_query_being_read() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queries_over_the_time_limit_are_cancelled() {
-    let limits = Limits {
+    let options = Options {
         query_time: Some(std::time::Duration::from_millis(500)),
-        ..Limits::default()
+        ..Options::default()
     };
-    let (mut client, _engine) = serve_with(limits).await;
+    let (mut client, _engine) = serve_with(options).await;
     let info = client
         .execute(format!("SELECT count(*) FROM ({ENDLESS})"), None)
         .await
@@ -541,7 +545,7 @@ async fn a_server_over_a_cluster_streams_the_executors_answers() {
     tokio::spawn(serve_flight(
         listener,
         engine.clone(),
-        Limits::default(),
+        Options::default(),
         std::future::pending(),
     ));
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
@@ -675,5 +679,63 @@ async fn concurrent_clients_each_get_their_own_answers() {
     }
     for t in tasks {
         t.await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_read_only_server_runs_only_statements_that_read() {
+    let (mut client, _engine) = serve().await;
+    let dir = std::env::temp_dir().join(format!("strata-read-only-{}", std::process::id()));
+    let copy = format!("COPY (SELECT 1) TO '{}/out.csv'", dir.display());
+    let explain_copy = format!("EXPLAIN ANALYZE {copy}");
+    let create = format!(
+        "CREATE EXTERNAL TABLE e STORED AS CSV LOCATION '{}/'",
+        dir.display()
+    );
+    for sql in [
+        "CREATE VIEW v AS SELECT 1",
+        "CREATE TABLE t AS SELECT 1",
+        "DROP TABLE violations",
+        "INSERT INTO violations SELECT * FROM violations",
+        "SET datafusion.execution.target_partitions = 1",
+        "RESET datafusion.execution.target_partitions",
+        copy.as_str(),
+        explain_copy.as_str(),
+        create.as_str(),
+    ] {
+        let err = client
+            .execute(sql.into(), None)
+            .await
+            .map(|_| ())
+            .unwrap_err();
+        let message = err.to_string();
+        assert!(
+            message.contains("this server is read-only"),
+            "{sql}: {message}"
+        );
+        let err = client
+            .execute_update(sql.into(), None)
+            .await
+            .map(|_| ())
+            .unwrap_err();
+        assert!(err.to_string().contains("read-only"), "{sql}: {err}");
+        let err = client
+            .prepare(sql.into(), None)
+            .await
+            .map(|_| ())
+            .unwrap_err();
+        assert!(err.to_string().contains("read-only"), "{sql}: {err}");
+    }
+    assert!(!dir.exists(), "nothing was written");
+    for sql in [
+        "SELECT count(*) FROM violations",
+        "EXPLAIN SELECT count(*) FROM violations",
+        "SHOW TABLES",
+        "DESCRIBE violations",
+        "SHOW COLUMNS FROM violations",
+    ] {
+        let info = client.execute(sql.into(), None).await.unwrap();
+        let (batches, _) = fetch(&mut client, info).await;
+        assert!(rows(&batches) > 0, "{sql}");
     }
 }

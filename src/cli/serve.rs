@@ -4,7 +4,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use strata::server::{Limits, serve_flight};
+use strata::server::{Options, serve_flight};
 
 use super::cluster::{resolve, server_log, shutdown};
 use super::{CliError, EngineArgs, build_engine};
@@ -24,6 +24,10 @@ pub struct ServeArgs {
     /// and the connection is not encrypted.
     #[arg(long)]
     insecure: bool,
+    /// Also run statements that write or change what clients share (`COPY`, `INSERT`,
+    /// `CREATE`, `DROP`, `SET`); by default the server runs only statements that read.
+    #[arg(long)]
+    allow_writes: bool,
     /// On Ctrl-C or SIGTERM, let running queries finish for at most this many seconds.
     #[arg(long, default_value_t = 30, value_name = "SECONDS")]
     grace: u64,
@@ -67,9 +71,10 @@ pub async fn run(args: &ServeArgs, engine: &EngineArgs) -> Result<ExitCode, CliE
         engine.table_names().len(),
         engine.runner().name()
     );
-    let limits = Limits {
+    let options = Options {
+        read_only: !args.allow_writes,
         query_time: (args.query_timeout > 0).then(|| Duration::from_secs(args.query_timeout)),
-        ..Limits::default()
+        ..Options::default()
     };
     // A signal stops new requests; those under way get the grace period, then are cut.
     let (stopping, stopped) = tokio::sync::oneshot::channel();
@@ -81,7 +86,7 @@ pub async fn run(args: &ServeArgs, engine: &EngineArgs) -> Result<ExitCode, CliE
         );
         let _ = stopping.send(());
     };
-    let server = serve_flight(listener, engine, limits, signal);
+    let server = serve_flight(listener, engine, options, signal);
     let grace = Duration::from_secs(args.grace);
     tokio::select! {
         served = server => served.map_err(|e| CliError::Usage(e.to_string()))?,

@@ -36,7 +36,7 @@ use futures::{Stream, StreamExt, TryStreamExt};
 use prost::Message;
 use tonic::{Request, Response, Status};
 
-use super::{Limits, metadata};
+use super::{Options, metadata};
 use crate::{CancelHandle, Engine, Error, QueryResult};
 
 /// Table types a catalog lists.
@@ -72,7 +72,7 @@ pub struct FlightSqlServer {
     engine: Arc<Engine>,
     queries: Arc<Mutex<HashMap<Vec<u8>, Query>>>,
     prepared: Arc<Mutex<HashMap<Vec<u8>, Prepared>>>,
-    limits: Limits,
+    options: Options,
     info: Arc<SqlInfoData>,
     types: Arc<XdbcTypeInfoData>,
     next_id: Arc<std::sync::atomic::AtomicU64>,
@@ -144,8 +144,8 @@ fn schema_bytes(schema: &Schema) -> Result<bytes::Bytes, Status> {
 }
 
 impl FlightSqlServer {
-    /// The service for `engine`, within `limits`.
-    pub fn new(engine: Arc<Engine>, limits: Limits) -> Self {
+    /// The service for `engine`, with `options`.
+    pub fn new(engine: Arc<Engine>, options: Options) -> Self {
         let mut info = SqlInfoDataBuilder::new();
         info.append(SqlInfo::FlightSqlServerName, "Strata");
         info.append(SqlInfo::FlightSqlServerVersion, env!("CARGO_PKG_VERSION"));
@@ -157,7 +157,7 @@ impl FlightSqlServer {
             engine,
             queries: Arc::default(),
             prepared: Arc::default(),
-            limits,
+            options,
             info: Arc::new(info.build().expect("the server's SQL info is well formed")),
             types: Arc::new(metadata::xdbc_types()),
             next_id: Arc::new(1.into()),
@@ -174,10 +174,10 @@ impl FlightSqlServer {
     }
 
     fn expire(&self, now: Instant) {
-        let unread = self.limits.unread_result;
+        let unread = self.options.unread_result;
         lock(&self.queries)
             .retain(|_, q| q.result.is_none() || now.duration_since(q.since) < unread);
-        let unused = self.limits.unused_prepared;
+        let unused = self.options.unused_prepared;
         lock(&self.prepared).retain(|_, p| now.duration_since(p.used) < unused);
     }
 
@@ -206,12 +206,25 @@ impl FlightSqlServer {
         found
     }
 
+    /// Refuse a statement that writes when the server is read-only.
+    fn allowed(&self, sql: &str) -> Result<(), Status> {
+        if !self.options.read_only || self.engine.only_reads(sql).map_err(status)? {
+            return Ok(());
+        }
+        let what: Vec<&str> = sql.split_whitespace().take(2).collect();
+        Err(Status::permission_denied(format!(
+            "this server is read-only: it runs queries, EXPLAIN, SHOW and DESCRIBE, not {}",
+            what.join(" ").to_uppercase()
+        )))
+    }
+
     /// Start `sql` with `params` and keep its result for the `DoGet` that `FlightInfo` names.
     async fn start(
         &self,
         sql: &str,
         params: Vec<ScalarValue>,
     ) -> Result<Response<FlightInfo>, Status> {
+        self.allowed(sql)?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         log::info!(target: "strata::queries", "query {id} started: {}", one_line(sql));
         let result = match self.engine.sql_with_params(sql, params).await {
@@ -233,7 +246,7 @@ impl FlightSqlServer {
             cancel: result.cancel_handle(),
             timed_out: Default::default(),
         });
-        if let Some(limit) = self.limits.query_time {
+        if let Some(limit) = self.options.query_time {
             let control = Arc::downgrade(&control);
             tokio::spawn(async move {
                 tokio::time::sleep(limit).await;
@@ -267,6 +280,7 @@ impl FlightSqlServer {
     /// Run a statement that changes something, to its end; the rows it changed, when it
     /// says (`INSERT` and `COPY` do), else 0.
     async fn update(&self, sql: &str, params: Vec<ScalarValue>) -> Result<i64, Status> {
+        self.allowed(sql)?;
         let mut result = self
             .engine
             .sql_with_params(sql, params)
@@ -432,7 +446,7 @@ impl FlightSqlService for FlightSqlServer {
             rows: Default::default(),
             outcome: Default::default(),
         };
-        let limit = self.limits.query_time;
+        let limit = self.options.query_time;
         let done = Arc::new(done);
         let end = done.clone();
         let batches = result.into_stream().map(move |batch| {
@@ -487,6 +501,7 @@ impl FlightSqlService for FlightSqlServer {
         query: ActionCreatePreparedStatementRequest,
         _request: Request<Action>,
     ) -> Result<ActionCreatePreparedStatementResult, Status> {
+        self.allowed(&query.query)?;
         // A statement that does not parse fails now; one that plans tells its result's
         // columns and its parameters' types (the FlightInfo announces the schema streamed).
         let (dataset_schema, parameter_schema) = match self.engine.describe(&query.query).await {
@@ -818,12 +833,12 @@ mod tests {
     #[tokio::test]
     async fn results_and_statements_left_behind_expire() {
         let engine = Arc::new(Engine::new().await.unwrap());
-        let limits = Limits {
-            query_time: None,
+        let options = Options {
             unread_result: Duration::from_secs(60),
             unused_prepared: Duration::from_secs(600),
+            ..Options::default()
         };
-        let server = FlightSqlServer::new(engine, limits);
+        let server = FlightSqlServer::new(engine, options);
         server.start("SELECT 1", Vec::new()).await.unwrap();
         lock(&server.prepared).insert(
             vec![1],
@@ -851,7 +866,7 @@ mod tests {
     #[tokio::test]
     async fn a_query_is_forgotten_once_its_stream_is_dropped() {
         let engine = Arc::new(Engine::new().await.unwrap());
-        let server = FlightSqlServer::new(engine, Limits::default());
+        let server = FlightSqlServer::new(engine, Options::default());
         let info = server
             .start(
                 "SELECT value FROM generate_series(1, 10000000000)",

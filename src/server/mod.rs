@@ -32,9 +32,12 @@ pub enum ServerError {
     Stopped(String),
 }
 
-/// How long queries may run, and how long what clients leave behind is kept.
+/// What clients may do, how long queries may run, and how long what clients leave behind
+/// is kept.
 #[derive(Debug, Clone, Copy)]
-pub struct Limits {
+pub struct Options {
+    /// Run only statements that read (queries, `EXPLAIN`, `SHOW`, `DESCRIBE`); the default.
+    pub read_only: bool,
     /// A query running longer (from its `GetFlightInfo`) is cancelled; `None`: no limit.
     pub query_time: Option<Duration>,
     /// A query's result that was announced (`GetFlightInfo`) but never fetched (`DoGet`).
@@ -43,9 +46,10 @@ pub struct Limits {
     pub unused_prepared: Duration,
 }
 
-impl Default for Limits {
+impl Default for Options {
     fn default() -> Self {
-        Limits {
+        Options {
+            read_only: true,
             query_time: None,
             unread_result: Duration::from_secs(600),
             unused_prepared: Duration::from_secs(3600),
@@ -58,7 +62,7 @@ impl Default for Limits {
 pub async fn serve_flight(
     listener: TcpListener,
     engine: Arc<Engine>,
-    limits: Limits,
+    options: Options,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), ServerError> {
     let address = listener
@@ -71,7 +75,7 @@ pub async fn serve_flight(
             address: address.clone(),
             message: e.to_string(),
         })?;
-    let service = FlightSqlServer::new(engine, limits);
+    let service = FlightSqlServer::new(engine, options);
     tokio::spawn(service.clone().expire_every(Duration::from_secs(10)));
     tonic::transport::Server::builder()
         .add_service(
