@@ -150,7 +150,7 @@ impl FlightSqlServer {
         info.append(SqlInfo::FlightSqlServerName, "Strata");
         info.append(SqlInfo::FlightSqlServerVersion, env!("CARGO_PKG_VERSION"));
         info.append(SqlInfo::FlightSqlServerArrowVersion, "59.3.2");
-        info.append(SqlInfo::FlightSqlServerReadOnly, false);
+        info.append(SqlInfo::FlightSqlServerReadOnly, options.read_only);
         info.append(SqlInfo::FlightSqlServerTransaction, 0i32);
         info.append(SqlInfo::SqlIdentifierQuoteChar, "\"");
         FlightSqlServer {
@@ -296,8 +296,16 @@ impl FlightSqlServer {
         Ok(count)
     }
 
-    /// The catalog's tables as `(catalog, schema, table, type)`, with their schemas when asked.
-    async fn tables(&self) -> Vec<(String, String, String, &'static str, SchemaRef)> {
+    /// The catalog's tables as `(catalog, schema, table, type, columns)`; the columns only
+    /// `with_columns` (finding them reads each dataset's files or footers).
+    async fn tables(
+        &self,
+        with_columns: bool,
+    ) -> Vec<(String, String, String, &'static str, SchemaRef)> {
+        let kind_of = |t: Option<datafusion::datasource::TableType>| match t {
+            Some(datafusion::datasource::TableType::View) => "VIEW",
+            _ => "TABLE",
+        };
         let ctx = self.engine.session();
         let mut out = Vec::new();
         for catalog_name in ctx.catalog_names() {
@@ -312,15 +320,14 @@ impl FlightSqlServer {
                 names.sort();
                 for name in names {
                     // A dataset that cannot be read right now is still listed, without columns.
-                    let (kind, columns) = match schema.table(&name).await {
-                        Ok(Some(t)) => {
-                            let kind = match t.table_type() {
-                                datafusion::datasource::TableType::View => "VIEW",
-                                _ => "TABLE",
-                            };
-                            (kind, t.schema())
+                    let (kind, columns) = if with_columns {
+                        match schema.table(&name).await {
+                            Ok(Some(t)) => (kind_of(Some(t.table_type())), t.schema()),
+                            _ => ("TABLE", Arc::new(Schema::empty())),
                         }
-                        _ => ("TABLE", Arc::new(Schema::empty())),
+                    } else {
+                        let kind = kind_of(schema.table_type(&name).await.ok().flatten());
+                        (kind, Arc::new(Schema::empty()))
                     };
                     out.push((
                         catalog_name.clone(),
@@ -673,8 +680,9 @@ impl FlightSqlService for FlightSqlServer {
         query: CommandGetTables,
         _request: Request<Ticket>,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        let with_columns = query.include_schema;
         let mut builder = query.into_builder();
-        for (catalog, schema, table, kind, columns) in self.tables().await {
+        for (catalog, schema, table, kind, columns) in self.tables(with_columns).await {
             builder
                 .append(catalog, schema, table, kind, &columns)
                 .map_err(internal)?;
