@@ -567,17 +567,7 @@ impl Engine {
         let keys: Vec<String> = calls.iter().map(|(k, _)| k.clone()).collect();
         let planned = async {
             let state = self.ctx.state();
-            let lookup = |name: &str| {
-                self.datasets
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .get(name)
-                    .cloned()
-            };
-            for (key, call) in &calls {
-                let table = resolve_call(call, &state, &lookup).await?;
-                self.prepared.insert(key.clone(), table);
-            }
+            self.resolve_calls(&state, &calls).await?;
             Ok::<_, Error>(state.statement_to_plan(stmt).await?)
         }
         .await;
@@ -684,6 +674,26 @@ impl Engine {
         })
     }
 
+    /// Resolve a statement's table function calls into the tables its keys stand for.
+    async fn resolve_calls(
+        &self,
+        state: &datafusion::execution::session_state::SessionState,
+        calls: &[(String, sql::TableFunctionCall)],
+    ) -> Result<()> {
+        let lookup = |name: &str| {
+            self.datasets
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(name)
+                .cloned()
+        };
+        for (key, call) in calls {
+            let table = resolve_call(call, state, &lookup).await?;
+            self.prepared.insert(key.clone(), table);
+        }
+        Ok(())
+    }
+
     async fn plan_and_run(
         &self,
         stmt: datafusion::sql::parser::Statement,
@@ -693,17 +703,7 @@ impl Engine {
         params: Option<&[ScalarValue]>,
     ) -> Result<QueryResult> {
         let state = self.ctx.state();
-        let lookup = |name: &str| {
-            self.datasets
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .get(name)
-                .cloned()
-        };
-        for (key, call) in &calls {
-            let table = resolve_call(call, &state, &lookup).await?;
-            self.prepared.insert(key.clone(), table);
-        }
+        self.resolve_calls(&state, &calls).await?;
         let plan = match fallback {
             None => state.statement_to_plan(stmt).await?,
             // The rewritten statement must plan and optimize, or the original is used.

@@ -252,23 +252,10 @@ impl Bytes<'_> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::avro_records::tests::long;
     use super::*;
     use object_store::PutPayload;
     use object_store::memory::InMemory;
-
-    fn long(v: i64) -> Vec<u8> {
-        let mut z = ((v << 1) ^ (v >> 63)) as u64;
-        let mut out = Vec::new();
-        loop {
-            let b = (z & 0x7f) as u8;
-            z >>= 7;
-            if z == 0 {
-                out.push(b);
-                return out;
-            }
-            out.push(b | 0x80);
-        }
-    }
 
     /// A container of records of one `long` and the given blocks (count, data): each byte
     /// below 0x80 is one record.

@@ -355,10 +355,11 @@ fn full_name(object: &serde_json::Map<String, Value>, enclosing: &str) -> Option
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    fn long(v: i64) -> Vec<u8> {
+    /// An Avro `long` as written: zigzag, then seven bits a byte.
+    pub(in crate::dataset) fn long(v: i64) -> Vec<u8> {
         let mut z = ((v << 1) ^ (v >> 63)) as u64;
         let mut out = Vec::new();
         loop {

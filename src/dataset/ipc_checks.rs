@@ -93,21 +93,13 @@ async fn check_ipc_stream(
             .get_range(location, at..(at + 8).min(size))
             .await
             .map_err(|e| e.to_string())?;
-        let word = |i: usize| {
-            prefix
-                .get(i..i + 4)
-                .map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        };
-        // The continuation marker, then the length (or, in old streams, the length alone).
-        let (length, header) = match word(0) {
-            Some(-1) => (word(4).unwrap_or(0), 8),
-            Some(n) => (n, 4),
-            None => return Ok(()),
+        let Some((length, header)) = message_prefix(&prefix) else {
+            return Ok(());
         };
         if length == 0 {
             return Ok(());
         }
-        let start = at + header;
+        let start = at + header as u64;
         if length < 0 || start + length as u64 > size {
             return Err(format!(
                 "corrupt Arrow IPC stream: a message of {length} bytes at offset {at} in a file of {size}"
@@ -356,17 +348,7 @@ async fn check_file_batches(
             .get_range(location, start..start + block.metaDataLength() as u64)
             .await
             .map_err(|e| e.to_string())?;
-        let word = |i: usize| {
-            metadata
-                .get(i..i + 4)
-                .map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        };
-        // The continuation marker, then the length (or, in old files, the length alone).
-        let (length, header) = match word(0) {
-            Some(-1) => (word(4).unwrap_or(0), 8),
-            Some(n) => (n, 4),
-            None => (0, 0),
-        };
+        let (length, header) = message_prefix(&metadata).unwrap_or((0, 0));
         let message = usize::try_from(length)
             .ok()
             .and_then(|n| metadata.get(header..header + n))
@@ -379,4 +361,19 @@ async fn check_file_batches(
         check_batch_length(&message, &columns, "file")?;
     }
     Ok(())
+}
+
+/// An encapsulated message's metadata length and where its flatbuffer starts: after the
+/// continuation marker and the length, or (in old streams and files) the length alone.
+/// `None` when fewer than four bytes are left.
+fn message_prefix(bytes: &[u8]) -> Option<(i32, usize)> {
+    let word = |i: usize| {
+        bytes
+            .get(i..i + 4)
+            .map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    };
+    match word(0)? {
+        -1 => Some((word(4).unwrap_or(0), 8)),
+        n => Some((n, 4)),
+    }
 }
