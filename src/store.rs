@@ -127,6 +127,15 @@ impl StoreRegistry {
                     .with_bucket_name(&host)
                     .with_client_options(client)
                     .with_retry(self.retry());
+                // Our client options replace those read from the environment: keep its
+                // permission to use plain HTTP (AWS_ALLOW_HTTP, or an http:// endpoint).
+                let env = |k: &str| std::env::var(k).unwrap_or_default();
+                if env("AWS_ALLOW_HTTP").eq_ignore_ascii_case("true")
+                    || env("AWS_ENDPOINT").starts_with("http://")
+                    || env("AWS_ENDPOINT_URL").starts_with("http://")
+                {
+                    b = b.with_allow_http(true);
+                }
                 let mut has_region = std::env::var("AWS_REGION").is_ok()
                     || std::env::var("AWS_DEFAULT_REGION").is_ok();
                 for (k, v) in &opts {
