@@ -239,17 +239,41 @@ fn tab_completes_a_table_and_a_column() {
 #[test]
 fn a_statement_spans_lines_until_the_semicolon() {
     let dir = tempfile::tempdir().unwrap();
-    let mut s = Session::start(dir.path(), &[]);
+    // `\e` hands the editor a file; this editor keeps a copy and changes nothing.
+    let seen = dir.path().join("seen.sql");
+    let editor = format!("tee {} >/dev/null <", seen.display());
+    let mut s = Session::start(dir.path(), &[("EDITOR", editor.as_str())]);
+    // Each line of an open statement gets a continuation prompt, aligned under the first.
     s.type_keys("SELECT\r");
+    s.expect("\n   ...> ");
     s.more("  41 + 1");
+    s.expect("\n   ...> ");
     s.more("  AS answer;");
     let out = s.expect("row in");
     assert!(out.contains("| answer |") && out.contains("42"), "{out}");
+    // The statement goes to the editor and the history as typed, without prompts.
+    s.line("\\e");
+    s.expect("row in");
+    let typed = "SELECT\n  41 + 1\n  AS answer;";
+    assert_eq!(std::fs::read_to_string(&seen).unwrap().trim(), typed);
+    // Ctrl-C in an open statement drops it; the next one starts afresh.
+    s.type_keys("SELECT 'dropped'\r");
+    s.expect("   ...> ");
+    s.send("\x03");
+    s.line("SELECT 'kept' AS k;");
+    let out = s.expect("row in");
+    assert!(
+        out.contains("| kept |") && !out.contains("dropped"),
+        "{out}"
+    );
     // Two statements on one line run one after the other.
     s.line("SELECT 'one' AS a; SELECT 'two' AS b;");
     s.expect("one");
     s.expect("two");
     s.quit();
+    let history = std::fs::read_to_string(dir.path().join("strata/history")).unwrap();
+    assert!(history.contains("41 + 1"), "{history}");
+    assert!(!history.contains("...>"), "{history}");
 }
 
 #[test]

@@ -1,10 +1,10 @@
-//! The interactive prompt: multi-line statements ending at `;`, history in the XDG state
-//! folder, completion of keywords, functions, tables, columns and quoted paths, syntax
+//! The interactive prompt: statements ending at `;` over as many lines as they take (each
+//! further line behind a `...>` prompt), history in the XDG state folder, completion of keywords, functions, tables, columns and quoted paths, syntax
 //! colours, and meta commands.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 
@@ -12,7 +12,7 @@ use rustyline::completion::{Completer, FilenameCompleter, Pair};
 use rustyline::error::ReadlineError;
 use rustyline::highlight::{CmdKind, Highlighter};
 use rustyline::history::DefaultHistory;
-use rustyline::validate::{ValidationContext, ValidationResult, Validator};
+use rustyline::validate::Validator;
 use rustyline::{CompletionType, Config, Context, Editor, Helper, Hinter};
 use strata::Engine;
 
@@ -125,7 +125,11 @@ const TABLE_FUNCTIONS: &[&str] = &[
     "parquet_metadata",
 ];
 
-/// Completion, colours and multi-line input for the prompt.
+/// The prompt of a statement's first line, and of each line that continues it, aligned.
+const PROMPT: &str = "strata> ";
+const CONTINUATION: &str = "   ...> ";
+
+/// Completion and colours for the prompt.
 #[derive(Helper, Hinter)]
 struct StrataHelper {
     /// Keywords, function names and table names.
@@ -135,6 +139,9 @@ struct StrataHelper {
     columns: Arc<Mutex<HashMap<String, Vec<String>>>>,
     files: FilenameCompleter,
     color: bool,
+    /// The earlier lines of the statement being typed: the tables they name complete
+    /// columns on the line being typed.
+    pending: String,
 }
 
 impl Completer for StrataHelper {
@@ -167,7 +174,8 @@ impl Completer for StrataHelper {
         // Columns of the tables the statement names come first.
         let named: Vec<String> = {
             let columns = self.columns.lock().unwrap_or_else(|p| p.into_inner());
-            words_of(line)
+            words_of(&self.pending)
+                .chain(words_of(line))
                 .filter_map(|w| columns.get(&w.to_ascii_lowercase()))
                 .flatten()
                 .cloned()
@@ -297,18 +305,9 @@ fn highlight_sql(line: &str) -> String {
     out
 }
 
-impl Validator for StrataHelper {
-    fn validate(&self, ctx: &mut ValidationContext) -> rustyline::Result<ValidationResult> {
-        let input = ctx.input().trim();
-        Ok(
-            if input.is_empty() || input.starts_with('\\') || ends_statement(input) {
-                ValidationResult::Valid(None)
-            } else {
-                ValidationResult::Incomplete
-            },
-        )
-    }
-}
+/// Enter always ends a line: a statement that is not complete goes on at a continuation
+/// prompt, line by line, as in psql.
+impl Validator for StrataHelper {}
 
 fn history_path() -> Option<PathBuf> {
     let base = std::env::var_os("XDG_STATE_HOME")
@@ -363,6 +362,17 @@ async fn load_columns(
     }
 }
 
+/// Add a statement or command to the history, and save the history.
+fn remember(editor: &mut Editor<StrataHelper, DefaultHistory>, history: Option<&Path>, text: &str) {
+    let _ = editor.add_history_entry(text);
+    if let Some(h) = history {
+        if let Some(dir) = h.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        let _ = editor.save_history(h);
+    }
+}
+
 /// Run the prompt until `\q` or Ctrl-D.
 pub async fn run(shell: &mut Shell) -> Result<ExitCode, CliError> {
     let config = Config::builder()
@@ -381,6 +391,7 @@ pub async fn run(shell: &mut Shell) -> Result<ExitCode, CliError> {
         columns: columns.clone(),
         files: FilenameCompleter::new(),
         color: shell.color,
+        pending: String::new(),
     }));
     // Load the catalog's tables in the background so their columns complete, without making
     // the prompt wait for them.
@@ -396,9 +407,24 @@ pub async fn run(shell: &mut Shell) -> Result<ExitCode, CliError> {
         );
     }
     let mut last = String::new();
+    // The lines typed so far of a statement that has not ended.
+    let mut statement = String::new();
     loop {
-        let line = match editor.readline("strata> ") {
+        if let Some(h) = editor.helper_mut() {
+            h.pending.clone_from(&statement);
+        }
+        let prompt = if statement.is_empty() {
+            PROMPT
+        } else {
+            CONTINUATION
+        };
+        let line = match editor.readline(prompt) {
             Ok(l) => l,
+            Err(ReadlineError::Interrupted) if !statement.is_empty() => {
+                // Ctrl-C in a statement drops it, as in psql.
+                statement.clear();
+                continue;
+            }
             Err(ReadlineError::Interrupted) => {
                 println!("(To quit, type \\q or press Ctrl-D.)");
                 continue;
@@ -407,22 +433,17 @@ pub async fn run(shell: &mut Shell) -> Result<ExitCode, CliError> {
             Err(e) => return Err(CliError::Usage(format!("prompt: {e}"))),
         };
         let text = line.trim();
-        if text.is_empty() {
+        if statement.is_empty() && text.is_empty() {
             continue;
         }
-        let _ = editor.add_history_entry(text);
-        if let Some(h) = &history {
-            if let Some(dir) = h.parent() {
-                let _ = std::fs::create_dir_all(dir);
-            }
-            let _ = editor.save_history(h);
-        }
-        if text.starts_with('\\') {
+        // A meta command runs on a line of its own, between statements.
+        if statement.is_empty() && text.starts_with('\\') {
+            remember(&mut editor, history.as_deref(), text);
             match meta(shell, text, &mut last).await {
                 Ok(Meta::Quit) => break,
                 Ok(Meta::Done) => {}
                 Ok(Meta::Run(sql)) => {
-                    let _ = editor.add_history_entry(sql.trim());
+                    remember(&mut editor, history.as_deref(), sql.trim());
                     if run_script(shell, &sql, false).await == Flow::Quit {
                         break;
                     }
@@ -431,8 +452,18 @@ pub async fn run(shell: &mut Shell) -> Result<ExitCode, CliError> {
                 Err(e) => super::report(&mut std::io::stderr(), &e, "", shell.color),
             }
         } else {
-            last = text.to_string();
-            if run_script(shell, text, false).await == Flow::Quit {
+            if !statement.is_empty() {
+                statement.push('\n');
+            }
+            statement.push_str(line.trim_end());
+            if !ends_statement(statement.trim()) {
+                continue;
+            }
+            let sql = std::mem::take(&mut statement);
+            let sql = sql.trim();
+            remember(&mut editor, history.as_deref(), sql);
+            last = sql.to_string();
+            if run_script(shell, sql, false).await == Flow::Quit {
                 break;
             }
         }
@@ -482,6 +513,7 @@ mod tests {
             )]))),
             files: FilenameCompleter::new(),
             color: true,
+            pending: String::new(),
         };
         let history = DefaultHistory::new();
         let ctx = Context::new(&history);
