@@ -2,119 +2,25 @@
 //! HTTP (a small server in this file). Each server binds port 0 and reports the port it got;
 //! a test whose server cannot be started is skipped and says why.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::Duration;
 
 use strata::datafusion::arrow::array::{AsArray, RecordBatch};
 use strata::datafusion::arrow::datatypes::Int64Type;
 use strata::{Engine, EngineBuilder};
 
+#[path = "common/skip.rs"]
+mod skip;
+use skip::skip;
+#[path = "common/test_servers.rs"]
+mod test_servers;
+use test_servers::{http, start_azurite, start_moto};
 #[path = "common/file_server.rs"]
 mod file_server;
 use file_server::{Fault, serve_files};
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// A child process killed when dropped.
-struct Server {
-    child: Child,
-    port: u16,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Start `cmd` and wait (up to 60 s) for a line containing `marker` followed by the port.
-fn start(mut cmd: Command, marker: &str, from_stderr: bool) -> Result<Server, String> {
-    cmd.stdin(Stdio::null());
-    if from_stderr {
-        cmd.stderr(Stdio::piped()).stdout(Stdio::null());
-    } else {
-        cmd.stdout(Stdio::piped()).stderr(Stdio::null());
-    }
-    let mut child = cmd.spawn().map_err(|e| format!("cannot start: {e}"))?;
-    let out: Box<dyn Read + Send> = if from_stderr {
-        Box::new(child.stderr.take().expect("piped"))
-    } else {
-        Box::new(child.stdout.take().expect("piped"))
-    };
-    let (tx, rx) = mpsc::channel();
-    let marker = marker.to_string();
-    std::thread::spawn(move || {
-        let mut sent = false;
-        for line in BufReader::new(out).lines().map_while(Result::ok) {
-            if !sent && let Some(rest) = line.split(&marker).nth(1) {
-                let port: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
-                let _ = tx.send(port.parse::<u16>().ok());
-                sent = true;
-            }
-            // Keep draining so the child never blocks on a full pipe.
-        }
-        if !sent {
-            let _ = tx.send(None);
-        }
-    });
-    match rx.recv_timeout(Duration::from_secs(60)) {
-        Ok(Some(port)) => Ok(Server { child, port }),
-        _ => {
-            let _ = child.kill();
-            Err("server did not report its port".into())
-        }
-    }
-}
-
-fn start_moto() -> Result<Server, String> {
-    let mut cmd = Command::new("python3");
-    cmd.args(["-m", "moto.server", "-H", "127.0.0.1", "-p", "0"]);
-    start(cmd, "Running on http://127.0.0.1:", true)
-}
-
-fn start_azurite(dir: &std::path::Path) -> Result<Server, String> {
-    let mut cmd = Command::new("azurite-blob");
-    cmd.args([
-        "--blobHost",
-        "127.0.0.1",
-        "--blobPort",
-        "0",
-        "--inMemoryPersistence",
-        "--skipApiVersionCheck",
-        "--loose",
-        "--disableTelemetry",
-        "--location",
-    ])
-    .arg(dir);
-    start(cmd, "successfully listens on http://127.0.0.1:", false)
-}
-
-/// One HTTP/1.1 request over a fresh connection; returns the status code.
-fn http(port: u16, method: &str, path: &str, headers: &[(&str, String)], body: &[u8]) -> u16 {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    let mut req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    s.write_all(req.as_bytes()).unwrap();
-    s.write_all(body).unwrap();
-    let mut resp = String::new();
-    let _ = BufReader::new(s).read_line(&mut resp);
-    resp.split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0)
 }
 
 async fn rows(engine: &Engine, sql: &str) -> Vec<RecordBatch> {
@@ -147,7 +53,10 @@ async fn s3_every_format_globs_partitions_and_catalog() {
     let moto = match start_moto() {
         Ok(s) => s,
         Err(e) => {
-            println!("skipped: S3 test server (python3 -m moto.server) unavailable: {e}");
+            skip(
+                "s3_every_format_globs_partitions_and_catalog",
+                &format!("the S3 test server (python3 -m moto.server) is unavailable: {e}"),
+            );
             return;
         }
     };
@@ -402,7 +311,10 @@ async fn azure_blob_round_trip() {
     let azurite = match start_azurite(dir.path()) {
         Ok(s) => s,
         Err(e) => {
-            println!("skipped: Azure test server (azurite-blob, from npm) unavailable: {e}");
+            skip(
+                "azure_blob_round_trip",
+                &format!("the Azure test server (azurite-blob, from npm) is unavailable: {e}"),
+            );
             return;
         }
     };
