@@ -244,6 +244,7 @@ impl EngineBuilder {
             .with_config(config)
             .with_runtime_env(runtime)
             .with_default_features()
+            .with_type_planner(Arc::new(crate::types::StrataTypes))
             .with_analyzer_rule(Arc::new(crate::arithmetic::PostgresArithmetic))
             .with_analyzer_rule(Arc::new(crate::inlists::KeepInListsApart))
             .with_analyzer_rule(Arc::new(crate::subquery::DecorrelateSubqueries))
@@ -475,13 +476,17 @@ impl Engine {
     /// `?` (numbered in the order they appear). A value is converted to the type its place
     /// in the statement asks for, as a literal would be.
     ///
-    /// ```no_run
-    /// # async fn demo(engine: &strata::Engine) -> strata::Result<()> {
-    /// use datafusion::scalar::ScalarValue;
+    /// ```
+    /// # #[tokio::main]
+    /// # async fn main() -> strata::Result<()> {
+    /// # let engine = strata::Engine::builder().catalog("strata.toml").build().await?;
+    /// use strata::datafusion::scalar::ScalarValue;
     /// let params = vec![ScalarValue::from("NY"), ScalarValue::from(100i64)];
     /// let mut result = engine
     ///     .sql_with_params("SELECT * FROM violations WHERE registration_state = ? LIMIT ?", params)
     ///     .await?;
+    /// let rows: usize = result.collect().await?.iter().map(|b| b.num_rows()).sum();
+    /// assert!(rows > 0 && rows <= 100);
     /// # Ok(())
     /// # }
     /// ```
@@ -511,6 +516,7 @@ impl Engine {
         Vec<(String, sql::TableFunctionCall)>,
     )> {
         let text = sql::rewrite_copy_options(&sql::rewrite_describe_path(text))?;
+        let text = crate::types::struct_types_in_angle_brackets(&text);
         let dialect = self
             .ctx
             .state()
@@ -568,7 +574,8 @@ impl Engine {
         let planned = async {
             let state = self.ctx.state();
             self.resolve_calls(&state, &calls).await?;
-            Ok::<_, Error>(state.statement_to_plan(stmt).await?)
+            let plan = state.statement_to_plan(stmt).await?;
+            Ok::<_, Error>(crate::types::with_sql_type_names(plan)?)
         }
         .await;
         self.prepared.remove(&keys);
@@ -712,7 +719,7 @@ impl Engine {
                 _ => state.statement_to_plan(original).await?,
             },
         };
-        let plan = bind_parameters(plan, params)?;
+        let plan = crate::types::with_sql_type_names(bind_parameters(plan, params)?)?;
         let is_query = !matches!(
             plan,
             LogicalPlan::Ddl(_)

@@ -134,7 +134,16 @@ impl Error {
 
 impl From<DataFusionError> for Error {
     fn from(err: DataFusionError) -> Self {
-        classify(err)
+        match classify(err) {
+            Error::Plan { message, position } => Error::Plan {
+                message: crate::types::sql_names_in_message(&message).into_owned(),
+                position,
+            },
+            Error::Execution(message) => {
+                Error::Execution(crate::types::sql_names_in_message(&message).into_owned())
+            }
+            other => other,
+        }
     }
 }
 

@@ -3,15 +3,17 @@
 //! Register datasets — files, directories, globs or URLs in Parquet, CSV, JSON, Arrow IPC
 //! or Avro, with hive-style partitions — and query them with SQL:
 //!
-//! ```no_run
-//! # async fn demo() -> strata::Result<()> {
+//! ```
+//! # #[tokio::main]
+//! # async fn main() -> strata::Result<()> {
 //! use strata::{DatasetSpec, Engine};
 //!
 //! let engine = Engine::builder().threads(4).catalog("strata.toml").build().await?;
+//! // A file, directory, glob or URL (`s3://bucket/trips/**/*.parquet`) is a dataset.
 //! engine
-//!     .register("trips", DatasetSpec::new("s3://bucket/trips/**/*.parquet"))
+//!     .register("tickets", DatasetSpec::new("data/violations/**/*.parquet"))
 //!     .await?;
-//! let mut result = engine.sql("SELECT count(*) FROM trips WHERE year = 2024").await?;
+//! let mut result = engine.sql("SELECT count(*) FROM tickets WHERE year = 2024").await?;
 //! while let Some(batch) = result.next_batch().await {
 //!     println!("{} rows", batch?.num_rows());
 //! }
@@ -48,6 +50,7 @@ pub mod sql;
 /// Object stores built on demand from URLs and settings.
 pub mod store;
 pub mod subquery;
+pub mod types;
 pub mod write;
 
 pub use catalog::Catalog;
@@ -64,3 +67,8 @@ pub struct ReadmeDoctests;
 
 /// Re-exported so embedders use the same Arrow and DataFusion versions.
 pub use datafusion;
+
+/// The README's Rust examples, run as doc tests so they stay true to the library.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeExamples;

@@ -16,7 +16,12 @@ use super::{CliError, EngineArgs, catalog_path, parse_size};
 #[derive(Debug, clap::Args)]
 pub struct SchedulerArgs {
     /// Address to serve on (gRPC for clients and executors, and the REST API under /api).
-    #[arg(long, default_value = "0.0.0.0:50050", value_name = "HOST:PORT")]
+    #[arg(
+        long,
+        env = "STRATA_BIND",
+        default_value = "0.0.0.0:50050",
+        value_name = "HOST:PORT"
+    )]
     bind: String,
     /// How executors get tasks: pushed by the scheduler (it must reach their task port), or
     /// pulled by executors it cannot reach. Executors must say the same.
@@ -31,7 +36,12 @@ pub struct ExecutorArgs {
     #[arg(long, env = "STRATA_SCHEDULER", value_name = "HOST:PORT")]
     scheduler: String,
     /// Address to serve shuffle data on (port 0 picks a free one).
-    #[arg(long, default_value = "0.0.0.0:50051", value_name = "HOST:PORT")]
+    #[arg(
+        long,
+        env = "STRATA_BIND",
+        default_value = "0.0.0.0:50051",
+        value_name = "HOST:PORT"
+    )]
     bind: String,
     /// Port the scheduler sends tasks to, on the bind host (default: the shuffle port + 1, or a
     /// free one when that is 0).

@@ -51,7 +51,7 @@ Examples:
   strata -c \"SELECT count(*) FROM 'data/violations'\"
   strata -q --format csv -c \"SELECT * FROM people\" > people.csv
   strata -f report.sql --output report.md --format markdown
-  strata -o top.parquet -c \"SELECT * FROM violations ORDER BY fine_amount DESC LIMIT 100\"
+  strata -o top.parquet -c \"SELECT * FROM violations ORDER BY issue_date DESC LIMIT 100\"
   echo \"SELECT 1;\" | strata --format json
   strata convert 'data/violations_csv' s3://bucket/violations/ --partition-by year,month
   strata --memory-limit 2G --threads 8 -f heavy.sql

@@ -86,7 +86,7 @@ pub enum DatasetError {
         message: String,
     },
     /// A file could not be read.
-    #[error("{}", match file { Some(f) => format!("{f}: {message}"), None => format!("{location}: {message}") })]
+    #[error("{}: {}", file.as_ref().unwrap_or(location), crate::types::sql_names_in_message(message))]
     Read {
         /// The dataset location as written.
         location: String,

@@ -240,7 +240,7 @@ impl DatasetOptions {
         let dt = parse_type_name(type_name).ok_or_else(|| DatasetError::Option {
             key: column.into(),
             message: format!(
-                "unknown partition column type '{type_name}'; valid types are int, bigint, string, date, boolean, double"
+                "unknown partition column type '{type_name}'; use a SQL type such as BIGINT, INTEGER, VARCHAR, DATE, BOOLEAN, DOUBLE or DECIMAL(10,2)"
             ),
         })?;
         self.partition_types.retain(|(c, _)| c != column);
@@ -249,18 +249,10 @@ impl DatasetOptions {
     }
 }
 
-/// A SQL-ish type name to an Arrow type, for declared partition columns.
+/// A SQL type name to an Arrow type, for declared partition columns: the names `CAST`
+/// takes (`BIGINT`, `VARCHAR`, `DATE`, `DECIMAL(10,2)`, ...), plus `string` and `long`.
 pub fn parse_type_name(name: &str) -> Option<DataType> {
-    Some(match name.to_ascii_lowercase().as_str() {
-        "int" | "integer" | "int32" => DataType::Int32,
-        "bigint" | "int64" | "long" => DataType::Int64,
-        "smallint" | "int16" => DataType::Int16,
-        "string" | "varchar" | "text" | "utf8" => DataType::Utf8,
-        "date" => DataType::Date32,
-        "bool" | "boolean" => DataType::Boolean,
-        "double" | "float64" | "float" => DataType::Float64,
-        _ => return None,
-    })
+    crate::types::parse_sql_type(name)
 }
 
 fn parse_bool(key: &str, value: &str) -> Result<bool, DatasetError> {
