@@ -72,6 +72,8 @@ pub fn start_moto() -> Result<Server, String> {
 /// The Azure Blob test server (Azurite) on a free loopback port, keeping its data in `dir`.
 pub fn start_azurite(dir: &std::path::Path) -> Result<Server, String> {
     let mut cmd = Command::new("azurite-blob");
+    // In memory: recent Azurite refuses --inMemoryPersistence next to --location, so the
+    // folder is only its working directory.
     cmd.args([
         "--blobHost",
         "127.0.0.1",
@@ -81,9 +83,8 @@ pub fn start_azurite(dir: &std::path::Path) -> Result<Server, String> {
         "--skipApiVersionCheck",
         "--loose",
         "--disableTelemetry",
-        "--location",
     ])
-    .arg(dir);
+    .current_dir(dir);
     start(cmd, "successfully listens on http://127.0.0.1:", false)
 }
 
