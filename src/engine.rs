@@ -32,6 +32,7 @@ use futures::{FutureExt, Stream, StreamExt};
 
 use crate::catalog::Catalog;
 use crate::cluster::{ClusterJob, ClusterRunner, JobStats};
+use crate::confine::Confinement;
 use crate::dataset::{Dataset, DatasetError, DatasetOptions, DatasetSpec, Format};
 use crate::error::{Error, Result};
 use crate::functions::{PreparedFunction, PreparedTables, resolve_call};
@@ -54,6 +55,7 @@ pub struct EngineBuilder {
     settings: Vec<(String, String)>,
     runner: Option<Arc<dyn Runner>>,
     cluster: Option<String>,
+    confinement: Option<Confinement>,
 }
 
 impl Default for EngineBuilder {
@@ -69,6 +71,7 @@ impl Default for EngineBuilder {
             settings: Vec::new(),
             runner: None,
             cluster: None,
+            confinement: None,
         }
     }
 }
@@ -148,6 +151,14 @@ impl EngineBuilder {
         self
     }
 
+    /// Confine statements to the catalog's datasets and what `confinement` allows (as
+    /// `strata serve` does): anything else a statement would read or write is refused before
+    /// it runs, and the local file store checks every path again.
+    pub fn confine(mut self, confinement: Confinement) -> Self {
+        self.confinement = Some(confinement);
+        self
+    }
+
     /// Execute through `runner` instead of the local threads.
     pub fn runner(mut self, runner: Arc<dyn Runner>) -> Self {
         self.runner = Some(runner);
@@ -223,7 +234,28 @@ impl EngineBuilder {
             })?;
         }
 
-        let registry = Arc::new(StoreRegistry::new(stores, self.store_timeout));
+        let confinement = self.confinement.clone().map(|mut c| {
+            for (_, spec) in catalog.iter().flat_map(|c| c.tables.iter()) {
+                for location in &spec.locations {
+                    let local = !location.contains("://");
+                    match &spec.base_dir {
+                        Some(base) if local => {
+                            c.allow_dataset(&base.join(location).display().to_string())
+                        }
+                        _ => c.allow_dataset(location),
+                    }
+                }
+            }
+            for store in &stores {
+                c = c.store(store.prefix.clone());
+            }
+            Arc::new(c)
+        });
+        let mut registry = StoreRegistry::new(stores, self.store_timeout);
+        if let Some(c) = &confinement {
+            registry = registry.confined(c.clone());
+        }
+        let registry = Arc::new(registry);
         let mut runtime = RuntimeEnvBuilder::new().with_object_store_registry(registry);
         if let Some(limit) = self.memory_limit {
             runtime = runtime.with_memory_limit(limit, 1.0);
@@ -290,6 +322,7 @@ impl EngineBuilder {
             datasets,
             next_key: AtomicU64::new(0),
             catalog_path: self.catalog.clone(),
+            confinement,
         };
         // Catalog tables are resolved when first used (see `schema.rs`).
         if let Some(default) = engine.ctx.catalog("datafusion")
@@ -370,6 +403,7 @@ pub struct Engine {
     datasets: Arc<Mutex<HashMap<String, DatasetSpec>>>,
     next_key: AtomicU64,
     catalog_path: Option<PathBuf>,
+    confinement: Option<Arc<Confinement>>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -556,6 +590,11 @@ impl Engine {
         sql::distinct_from_precedence(&mut stmt);
         sql::expand_row_in_subqueries(&mut stmt)?;
         sql::number_placeholders(&mut stmt);
+        if let Some(confinement) = &self.confinement {
+            let names = self.table_names();
+            let is_dataset = |n: &str| names.iter().any(|t| t.eq_ignore_ascii_case(n));
+            confinement.check_statement(&stmt, &calls, &is_dataset)?;
+        }
         Ok((stmt, calls))
     }
 

@@ -74,6 +74,15 @@ pub enum Error {
     /// The query ran out of memory under the configured limit.
     #[error("out of memory: {0}")]
     ResourcesExhausted(String),
+    /// The statement reaches a file or store outside the engine's confinement.
+    #[error("not allowed: {0}")]
+    NotAllowed(String),
+}
+
+impl From<crate::confine::Refused> for Error {
+    fn from(refused: crate::confine::Refused) -> Self {
+        Error::NotAllowed(refused.0)
+    }
 }
 
 /// The text a panic carried, for an error that replaces it.
@@ -226,6 +235,7 @@ fn clone_shallow(err: &Error) -> Error {
         Error::Dataset(e) => Error::Dataset(e.clone()),
         Error::Cancelled => Error::Cancelled,
         Error::ResourcesExhausted(m) => Error::ResourcesExhausted(m.clone()),
+        Error::NotAllowed(m) => Error::NotAllowed(m.clone()),
         other => Error::Execution(other.to_string()),
     }
 }

@@ -27,6 +27,8 @@ pub mod casts;
 /// The catalog file: datasets and stores declared in TOML.
 pub mod catalog;
 pub mod cluster;
+/// Confinement: the files and stores a confined engine may read and write.
+pub mod confine;
 /// Datasets: locations, formats, options, hive partitions, listing tables.
 pub mod dataset;
 /// The embeddable engine and query results.

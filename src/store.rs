@@ -10,9 +10,12 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use futures::StreamExt;
 use futures::stream::BoxStream;
 
 use datafusion::error::{DataFusionError, Result as DfResult};
+
+use crate::confine::Confinement;
 use datafusion::execution::object_store::ObjectStoreRegistry;
 use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
@@ -53,6 +56,7 @@ pub struct StoreRegistry {
     settings: Vec<StoreSettings>,
     timeout: Duration,
     stores: RwLock<HashMap<String, Arc<dyn ObjectStore>>>,
+    confinement: Option<Arc<Confinement>>,
 }
 
 impl StoreRegistry {
@@ -64,7 +68,23 @@ impl StoreRegistry {
             settings,
             timeout,
             stores: RwLock::new(stores),
+            confinement: None,
         }
+    }
+
+    /// Serve only what `confinement` allows: local paths outside it and stores its catalog
+    /// does not name fail at the store, whatever asked for them.
+    pub fn confined(mut self, confinement: Arc<Confinement>) -> Self {
+        let local = LocalFiles {
+            inner: LocalFileSystem::new(),
+            confinement: Some(confinement.clone()),
+        };
+        self.stores
+            .get_mut()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert("file://".into(), Arc::new(local));
+        self.confinement = Some(confinement);
+        self
     }
 
     fn key(url: &Url) -> String {
@@ -200,7 +220,10 @@ impl StoreRegistry {
                         .map_err(|e| err(e.to_string()))?,
                 )
             }
-            "file" => Arc::new(LocalFiles::default()),
+            "file" => Arc::new(LocalFiles {
+                inner: LocalFileSystem::new(),
+                confinement: self.confinement.clone(),
+            }),
             other => return Err(err(format!("unsupported scheme '{other}'"))),
         };
         Ok(store)
@@ -228,6 +251,10 @@ impl ObjectStoreRegistry for StoreRegistry {
     }
 
     fn get_store(&self, url: &Url) -> DfResult<Arc<dyn ObjectStore>> {
+        if let Some(c) = &self.confinement {
+            c.check_store(url)
+                .map_err(|e| DataFusionError::External(Box::new(crate::Error::from(e))))?;
+        }
         let key = Self::key(url);
         if let Some(s) = self
             .stores
@@ -248,9 +275,26 @@ impl ObjectStoreRegistry for StoreRegistry {
 /// The local file system, refusing byte ranges that end past the end of a file before
 /// reading them: `LocalFileSystem` allocates the whole requested range first, so a corrupt
 /// Parquet footer asking for terabytes would abort the process instead of failing the query.
+/// Confined, it also refuses paths outside the confinement's folders.
 #[derive(Debug, Default)]
 pub struct LocalFiles {
     inner: LocalFileSystem,
+    confinement: Option<Arc<Confinement>>,
+}
+
+impl LocalFiles {
+    /// Refuse `location` unless the confinement (if any) allows reading or writing it.
+    fn check(&self, location: &Path, write: bool) -> object_store::Result<()> {
+        let Some(c) = &self.confinement else {
+            return Ok(());
+        };
+        let path = self.inner.path_to_filesystem(location)?;
+        c.check_local(&path, write)
+            .map_err(|e| object_store::Error::PermissionDenied {
+                path: path.display().to_string(),
+                source: e.0.into(),
+            })
+    }
 }
 
 impl fmt::Display for LocalFiles {
@@ -267,6 +311,7 @@ impl ObjectStore for LocalFiles {
         payload: PutPayload,
         opts: PutOptions,
     ) -> object_store::Result<PutResult> {
+        self.check(location, true)?;
         self.inner.put_opts(location, payload, opts).await
     }
 
@@ -275,6 +320,7 @@ impl ObjectStore for LocalFiles {
         location: &Path,
         opts: PutMultipartOptions,
     ) -> object_store::Result<Box<dyn MultipartUpload>> {
+        self.check(location, true)?;
         self.inner.put_multipart_opts(location, opts).await
     }
 
@@ -283,6 +329,7 @@ impl ObjectStore for LocalFiles {
         location: &Path,
         options: GetOptions,
     ) -> object_store::Result<GetResult> {
+        self.check(location, false)?;
         // Ranges here are clamped to the file's size before anything is read.
         self.inner.get_opts(location, options).await
     }
@@ -292,6 +339,7 @@ impl ObjectStore for LocalFiles {
         location: &Path,
         ranges: &[Range<u64>],
     ) -> object_store::Result<Vec<Bytes>> {
+        self.check(location, false)?;
         let size = self.inner.head(location).await?.size;
         if let Some(r) = ranges.iter().find(|r| r.end > size || r.start > r.end) {
             return Err(object_store::Error::Generic {
@@ -311,11 +359,28 @@ impl ObjectStore for LocalFiles {
         &self,
         locations: BoxStream<'static, object_store::Result<Path>>,
     ) -> BoxStream<'static, object_store::Result<Path>> {
-        self.inner.delete_stream(locations)
+        let Some(c) = self.confinement.clone() else {
+            return self.inner.delete_stream(locations);
+        };
+        let fs = LocalFileSystem::new();
+        let checked = locations.map(move |p| {
+            let p = p?;
+            let path = fs.path_to_filesystem(&p)?;
+            c.check_local(&path, true)
+                .map_err(|e| object_store::Error::PermissionDenied {
+                    path: p.to_string(),
+                    source: e.0.into(),
+                })?;
+            Ok(p)
+        });
+        self.inner.delete_stream(checked.boxed())
     }
 
     fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
-        self.inner.list(prefix)
+        match self.check(prefix.unwrap_or(&Path::default()), false) {
+            Ok(()) => self.inner.list(prefix),
+            Err(e) => futures::stream::once(async { Err(e) }).boxed(),
+        }
     }
 
     fn list_with_offset(
@@ -323,10 +388,14 @@ impl ObjectStore for LocalFiles {
         prefix: Option<&Path>,
         offset: &Path,
     ) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
-        self.inner.list_with_offset(prefix, offset)
+        match self.check(prefix.unwrap_or(&Path::default()), false) {
+            Ok(()) => self.inner.list_with_offset(prefix, offset),
+            Err(e) => futures::stream::once(async { Err(e) }).boxed(),
+        }
     }
 
     async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
+        self.check(prefix.unwrap_or(&Path::default()), false)?;
         self.inner.list_with_delimiter(prefix).await
     }
 
@@ -336,6 +405,8 @@ impl ObjectStore for LocalFiles {
         to: &Path,
         options: CopyOptions,
     ) -> object_store::Result<()> {
+        self.check(from, false)?;
+        self.check(to, true)?;
         self.inner.copy_opts(from, to, options).await
     }
 
@@ -345,6 +416,8 @@ impl ObjectStore for LocalFiles {
         to: &Path,
         options: RenameOptions,
     ) -> object_store::Result<()> {
+        self.check(from, true)?;
+        self.check(to, true)?;
         self.inner.rename_opts(from, to, options).await
     }
 }

@@ -11,6 +11,7 @@ use arrow_flight::sql::{
 use arrow_flight::{FlightInfo, IpcMessage};
 use futures::TryStreamExt;
 use strata::Engine;
+use strata::confine::Confinement;
 use strata::datafusion::arrow::array::{Array, AsArray, Int64Array, RecordBatch, StringArray};
 use strata::datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema};
 use strata::server::{Options, serve_flight};
@@ -746,4 +747,128 @@ async fn a_read_only_server_runs_only_statements_that_read() {
         let (batches, _) = fetch(&mut client, info).await;
         assert!(rows(&batches) > 0, "{sql}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_confined_server_reaches_only_its_datasets_and_roots() {
+    let dir = tempfile::tempdir().unwrap();
+    let (readable, writable, outside) = (
+        dir.path().join("readable"),
+        dir.path().join("writable"),
+        dir.path().join("outside"),
+    );
+    for d in [&readable, &writable, &outside, &readable.join("dir")] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    std::fs::write(readable.join("a.csv"), "x\n1\n2\n").unwrap();
+    std::fs::write(readable.join("dir/a.csv"), "x\n1\n").unwrap();
+    std::fs::write(outside.join("secret.csv"), "x\n42\n").unwrap();
+    std::os::unix::fs::symlink(&outside, readable.join("link")).unwrap();
+    let confinement = Confinement::new()
+        .read_root(&readable)
+        .unwrap()
+        .write_root(&writable)
+        .unwrap();
+    let engine = Engine::builder()
+        .target_partitions(2)
+        .catalog(root().join("strata.toml"))
+        .confine(confinement)
+        .build()
+        .await
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let options = Options {
+        read_only: false,
+        ..Options::default()
+    };
+    tokio::spawn(serve_flight(
+        listener,
+        Arc::new(engine),
+        options,
+        std::future::pending(),
+    ));
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = FlightSqlServiceClient::new(channel);
+
+    let (r, o) = (readable.display(), outside.display());
+    let refused = [
+        "SELECT * FROM '/etc/passwd'".to_string(),
+        "SELECT * FROM read_csv('/etc/passwd')".into(),
+        format!("SELECT * FROM read_csv('{o}/secret.csv')"),
+        format!("SELECT * FROM '{r}/link/secret.csv'"),
+        format!("SELECT * FROM '{r}/../outside/secret.csv'"),
+        format!("SELECT * FROM read_csv(['{r}/a.csv', '{o}/secret.csv'])"),
+        "CREATE EXTERNAL TABLE e STORED AS CSV LOCATION '/etc/'".into(),
+        format!("COPY (SELECT 1 AS x) TO '{o}/out.csv'"),
+        format!("COPY (SELECT 1 AS x) TO '{r}/out.csv'"),
+        format!("EXPLAIN ANALYZE COPY (SELECT 1 AS x) TO '{o}/out.csv'"),
+        "SELECT * FROM 's3://elsewhere/x.parquet'".into(),
+        "SELECT * FROM list_files('/etc')".into(),
+        "SELECT * FROM parquet_metadata('/etc/passwd')".into(),
+        "SET datafusion.runtime.temp_directory = '/tmp'".into(),
+        "SET datafusion.catalog.location = '/etc'".into(),
+    ];
+    for sql in &refused {
+        let err = client
+            .execute(sql.clone(), None)
+            .await
+            .map(|_| ())
+            .unwrap_err();
+        let arrow_flight::error::FlightError::Tonic(status) = &err else {
+            panic!("{sql}: {err}");
+        };
+        assert_eq!(status.code(), tonic::Code::PermissionDenied, "{sql}: {err}");
+        assert!(
+            status.message().starts_with("not allowed: "),
+            "{sql}: {err}"
+        );
+    }
+    assert!(!outside.join("out.csv").exists() && !readable.join("out.csv").exists());
+
+    // The catalog's datasets, the read root, and writes under the write root.
+    let w = writable.display();
+    for (sql, expected) in [
+        ("SELECT count(*) FROM violations".to_string(), 1),
+        ("SELECT * FROM list_files('violations') LIMIT 1".into(), 1),
+        (format!("SELECT * FROM '{r}/a.csv'"), 2),
+        (format!("SELECT * FROM read_csv('{r}/a*.csv')"), 2),
+        (format!("COPY (SELECT 1 AS x) TO '{w}/out.csv'"), 1),
+        (format!("SELECT * FROM '{w}/out.csv'"), 1),
+        (
+            format!(
+                "CREATE EXTERNAL TABLE t STORED AS CSV LOCATION '{r}/dir/' OPTIONS ('format.has_header' 'true')"
+            ),
+            0,
+        ),
+        ("SELECT * FROM t".into(), 1),
+    ] {
+        let info = client.execute(sql.clone(), None).await.unwrap();
+        let (batches, _) = fetch(&mut client, info).await;
+        assert_eq!(rows(&batches), expected, "{sql}");
+    }
+
+    // A file swapped for a symlink after the table was made is refused by the file store.
+    std::fs::remove_file(readable.join("dir/a.csv")).unwrap();
+    std::os::unix::fs::symlink(outside.join("secret.csv"), readable.join("dir/a.csv")).unwrap();
+    let mut message = String::new();
+    match client.execute("SELECT * FROM t".into(), None).await {
+        Err(e) => message = e.to_string(),
+        Ok(info) => {
+            for endpoint in info.endpoint {
+                let mut stream = client.do_get(endpoint.ticket.unwrap()).await.unwrap();
+                while let Some(batch) = stream.try_next().await.transpose() {
+                    if let Err(e) = batch {
+                        message = e.to_string();
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    assert!(message.contains("outside the folders"), "{message}");
 }

@@ -147,7 +147,8 @@ enum Command {
     /// `--memory-limit`, `--threads`).
     #[command(after_help = "Examples:
   strata serve
-  strata serve --flight 127.0.0.1:0 --catalog strata.toml")]
+  strata serve --flight 127.0.0.1:0 --catalog strata.toml
+  strata serve --root data --allow-writes --write-root /tmp")]
     Serve(serve::ServeArgs),
 }
 
@@ -200,6 +201,11 @@ fn catalog_path(args: &EngineArgs) -> Option<PathBuf> {
 }
 
 async fn build_engine(args: &EngineArgs) -> Result<Engine, CliError> {
+    Ok(engine_builder(args)?.build().await?)
+}
+
+/// The engine the options describe, to be built.
+fn engine_builder(args: &EngineArgs) -> Result<strata::EngineBuilder, CliError> {
     let mut builder = Engine::builder();
     if let Some(n) = args.threads {
         builder = builder.threads(n);
@@ -213,7 +219,7 @@ async fn build_engine(args: &EngineArgs) -> Result<Engine, CliError> {
     if let Some(url) = &args.cluster {
         builder = builder.cluster(url);
     }
-    Ok(builder.build().await?)
+    Ok(builder)
 }
 
 /// Colours are on unless `--no-color` or `NO_COLOR` (any non-empty value) says otherwise.

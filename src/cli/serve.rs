@@ -4,10 +4,11 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+use strata::confine::Confinement;
 use strata::server::{Options, serve_flight};
 
 use super::cluster::{resolve, server_log, shutdown};
-use super::{CliError, EngineArgs, build_engine};
+use super::{CliError, EngineArgs, engine_builder};
 
 /// Options of `strata serve`.
 #[derive(Debug, clap::Args)]
@@ -28,6 +29,13 @@ pub struct ServeArgs {
     /// `CREATE`, `DROP`, `SET`); by default the server runs only statements that read.
     #[arg(long)]
     allow_writes: bool,
+    /// Let clients read files under this folder too (repeatable); by default they reach only
+    /// the catalog's datasets and the stores its catalog names.
+    #[arg(long = "root", value_name = "DIR")]
+    roots: Vec<std::path::PathBuf>,
+    /// Let clients write under this folder (with --allow-writes; repeatable).
+    #[arg(long = "write-root", value_name = "DIR")]
+    write_roots: Vec<std::path::PathBuf>,
     /// On Ctrl-C or SIGTERM, let running queries finish for at most this many seconds.
     #[arg(long, default_value_t = 30, value_name = "SECONDS")]
     grace: u64,
@@ -59,7 +67,19 @@ pub async fn run(args: &ServeArgs, engine: &EngineArgs) -> Result<ExitCode, CliE
              authentication or TLS; serve on 127.0.0.1, or pass --insecure"
         )));
     }
-    let engine = Arc::new(build_engine(engine).await?);
+    let mut confinement = Confinement::new();
+    for root in &args.roots {
+        confinement = confinement
+            .read_root(root)
+            .map_err(|e| CliError::Usage(e.to_string()))?;
+    }
+    for root in &args.write_roots {
+        confinement = confinement
+            .write_root(root)
+            .map_err(|e| CliError::Usage(e.to_string()))?;
+    }
+    let engine = engine_builder(engine)?.confine(confinement).build().await?;
+    let engine = Arc::new(engine);
     let listener = tokio::net::TcpListener::bind(address)
         .await
         .map_err(|e| CliError::Usage(format!("cannot listen on {address}: {e}")))?;

@@ -97,6 +97,7 @@ fn status(error: Error) -> Status {
             Status::invalid_argument(message)
         }
         Error::Dataset(_) | Error::Catalog(_) => Status::failed_precondition(message),
+        Error::NotAllowed(_) => Status::permission_denied(message),
         Error::Cancelled => Status::cancelled(message),
         Error::ResourcesExhausted(_) => Status::resource_exhausted(message),
         Error::Execution(_) => Status::internal(message),
