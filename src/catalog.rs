@@ -287,6 +287,7 @@ impl Catalog {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use datafusion::arrow::datatypes::DataType;
 
     fn parse(text: &str) -> Result<Catalog, CatalogError> {
         Catalog::parse(text, "strata.toml", Path::new("/base"), &|v| {
@@ -316,6 +317,39 @@ secret_access_key = "${KEY}"
         assert_eq!(spec.base_dir.as_deref(), Some(Path::new("/base")));
         assert_eq!(spec.options.header, Some(true));
         assert_eq!(c.stores[0].options["secret_access_key"], "from-env");
+    }
+
+    #[test]
+    fn partition_types_are_sql_type_names() {
+        let c = parse(
+            "[tables.t]\nlocation = \"x/\"\npartition_columns = { year = \"SMALLINT\", day = \"DATE\", \
+             price = \"DECIMAL(10,2)\", id = \"UBIGINT\" }\n",
+        )
+        .unwrap();
+        let types: Vec<(String, DataType)> = c.tables[0].1.options.partition_types.clone();
+        assert!(
+            types.contains(&("year".into(), DataType::Int16)),
+            "{types:?}"
+        );
+        assert!(
+            types.contains(&("day".into(), DataType::Date32)),
+            "{types:?}"
+        );
+        assert!(
+            types.contains(&("price".into(), DataType::Decimal128(10, 2))),
+            "{types:?}"
+        );
+        assert!(
+            types.contains(&("id".into(), DataType::UInt64)),
+            "{types:?}"
+        );
+        let e =
+            parse("[tables.t]\nlocation = \"x/\"\npartition_columns = { year = \"nonsense\" }\n")
+                .unwrap_err();
+        assert!(
+            e.to_string().contains("use a SQL type such as BIGINT"),
+            "{e}"
+        );
     }
 
     #[test]
