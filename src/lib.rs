@@ -69,8 +69,3 @@ pub struct ReadmeDoctests;
 
 /// Re-exported so embedders use the same Arrow and DataFusion versions.
 pub use datafusion;
-
-/// The README's Rust examples, run as doc tests so they stay true to the library.
-#[cfg(doctest)]
-#[doc = include_str!("../README.md")]
-pub struct ReadmeExamples;

@@ -45,6 +45,8 @@ pub struct Location {
     pub has_glob: bool,
     /// Whether the location names a collection (a directory, a prefix or a glob).
     pub is_collection: bool,
+    /// The glob's matcher, where `*` stays within a folder (see [`Location::names`]).
+    matcher: Option<globset::GlobMatcher>,
 }
 
 impl Location {
@@ -113,6 +115,16 @@ impl Location {
         };
 
         let has_glob = glob.is_some();
+        let matcher = match glob {
+            Some(g) => Some(
+                globset::GlobBuilder::new(g)
+                    .literal_separator(true)
+                    .build()
+                    .map_err(|e| invalid(format!("invalid glob '{g}': {e}")))?
+                    .compile_matcher(),
+            ),
+            None => None,
+        };
         let listing = ListingTableUrl::try_new(url, None).map_err(|e| invalid(e.to_string()))?;
         let listing = match &glob {
             Some(g) => listing
@@ -125,7 +137,23 @@ impl Location {
             is_collection: has_glob || listing.is_collection(),
             url: listing,
             has_glob,
+            matcher,
         })
+    }
+
+    /// Whether a listed file is one this location names. In a glob, `*`, `?` and `[...]`
+    /// stay within one folder and `**` crosses folders, as in DuckDB and the shell
+    /// (DataFusion's own matching lets `*` cross folders); `key=value` folders are passed
+    /// over, so `data/v/*.parquet` reaches the files of a hive-partitioned folder.
+    pub fn names(&self, file: &object_store::path::Path) -> bool {
+        let Some(matcher) = &self.matcher else {
+            return true;
+        };
+        let Some(parts) = self.url.strip_prefix(file) else {
+            return false;
+        };
+        let relative: Vec<&str> = parts.filter(|s| !s.contains('=')).collect();
+        matcher.is_match(relative.join("/"))
     }
 }
 
@@ -151,6 +179,7 @@ impl Location {
             is_collection: is_dir,
             url: listing,
             has_glob: false,
+            matcher: None,
         })
     }
 }

@@ -591,7 +591,9 @@ async fn list_files(loc: &Location, state: &dyn Session) -> Result<Vec<ObjectMet
         .try_collect()
         .await
         .map_err(|e| DatasetError::read(&loc.original, e))?;
-    files.retain(|m| !is_hidden(m.location.as_ref(), loc.url.prefix().as_ref()));
+    files.retain(|m| {
+        !is_hidden(m.location.as_ref(), loc.url.prefix().as_ref()) && loc.names(&m.location)
+    });
     files.sort_by(|a, b| a.location.cmp(&b.location));
     if files.is_empty() {
         if !loc.has_glob && !loc.is_collection {

@@ -10,9 +10,12 @@ use async_trait::async_trait;
 use datafusion::arrow::datatypes::{Schema, SchemaRef};
 use datafusion::catalog::{ScanArgs, ScanResult, Session, TableProvider};
 use datafusion::common::config::TableOptions;
+use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::{Constraints, Statistics};
 use datafusion::datasource::TableType;
 use datafusion::datasource::listing::ListingTable;
+use datafusion::datasource::physical_plan::{FileGroup, FileScanConfig, FileScanConfigBuilder};
+use datafusion::datasource::source::DataSourceExec;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::logical_expr::dml::InsertOp;
 use datafusion::logical_expr::{Expr, LogicalPlan, TableProviderFilterPushDown};
@@ -49,6 +52,50 @@ impl DatasetTable {
     /// The listing table it wraps.
     pub fn listing(&self) -> &ListingTable {
         &self.inner
+    }
+
+    /// `plan` reading only the files the table's globs name: DataFusion's listing lets a
+    /// glob's `*` cross folders, Strata's does not (see [`Location::names`]).
+    fn only_named_files(&self, plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
+        let base = self
+            .recipe
+            .base_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("."));
+        let locations: Vec<Location> = self
+            .recipe
+            .locations
+            .iter()
+            .filter_map(|l| Location::parse(l, &base).ok())
+            .collect();
+        if !locations.iter().any(|l| l.has_glob) {
+            return Ok(plan);
+        }
+        plan.transform_down(|node| {
+            let Some(config) = node
+                .downcast_ref::<DataSourceExec>()
+                .and_then(|exec| exec.data_source().downcast_ref::<FileScanConfig>())
+            else {
+                return Ok(Transformed::no(node));
+            };
+            let groups: Vec<FileGroup> = config
+                .file_groups
+                .iter()
+                .map(|group| {
+                    let named = group
+                        .files()
+                        .iter()
+                        .filter(|f| locations.iter().any(|l| l.names(&f.object_meta.location)));
+                    FileGroup::new(named.cloned().collect())
+                })
+                .collect();
+            let config = FileScanConfigBuilder::from(config.clone())
+                .with_file_groups(groups)
+                .build();
+            let exec: Arc<dyn ExecutionPlan> = DataSourceExec::from_data_source(config);
+            Ok(Transformed::yes(exec))
+        })
+        .map(|t| t.data)
     }
 
     /// The table's description as bytes, for [`DatasetTable::decode`] in another process.
@@ -136,7 +183,8 @@ impl TableProvider for DatasetTable {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        self.inner.scan(state, projection, filters, limit).await
+        let plan = self.inner.scan(state, projection, filters, limit).await?;
+        self.only_named_files(plan)
     }
 
     async fn scan_with_args<'a>(
@@ -144,7 +192,10 @@ impl TableProvider for DatasetTable {
         state: &dyn Session,
         args: ScanArgs<'a>,
     ) -> Result<ScanResult> {
-        self.inner.scan_with_args(state, args).await
+        let scanned = self.inner.scan_with_args(state, args).await?;
+        Ok(ScanResult::new(
+            self.only_named_files(scanned.into_inner())?,
+        ))
     }
 
     fn supports_filters_pushdown(
