@@ -450,7 +450,14 @@ impl Stage {
 /// The help texts and their origin: `strata --help` and each subcommand's.
 fn help_texts() -> Vec<(String, String)> {
     let mut out = Vec::new();
-    for sub in ["", "convert", "scheduler", "executor", "serve"] {
+    for sub in [
+        "",
+        "convert",
+        "scheduler",
+        "executor",
+        "serve",
+        "hash-secret",
+    ] {
         let mut cmd = Command::new(STRATA);
         if !sub.is_empty() {
             cmd.arg(sub);

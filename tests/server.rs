@@ -14,7 +14,7 @@ use strata::Engine;
 use strata::confine::Confinement;
 use strata::datafusion::arrow::array::{Array, AsArray, Int64Array, RecordBatch, StringArray};
 use strata::datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema};
-use strata::server::{Options, serve_flight};
+use strata::server::{Auth, Options, hash_secret, serve_flight, serve_flight_with};
 
 #[path = "common/skip.rs"]
 mod skip;
@@ -380,19 +380,32 @@ async fn an_adbc_notebook_session_gets_the_engines_answers() {
     {
         return;
     }
+    // The notebook signs in with a user name and password.
+    let dir = tempfile::tempdir().unwrap();
+    let users = dir.path().join("users.toml");
+    std::fs::write(
+        &users,
+        format!(
+            "[users.ana]\npassword = \"{}\"\n",
+            hash_secret("notebook-pw")
+        ),
+    )
+    .unwrap();
+    let auth = Arc::new(Auth::load(&users, std::time::Duration::from_secs(600)).unwrap());
     let engine = engine().await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
-    tokio::spawn(serve_flight(
+    tokio::spawn(serve_flight_with(
         listener,
         engine.clone(),
         Options::default(),
+        Some(auth),
         std::future::pending(),
     ));
     let script = root().join("tests/clients/flight_adbc.py");
     let output = tokio::process::Command::new("python3")
         .arg(&script)
-        .arg(port.to_string())
+        .args([port.to_string().as_str(), "ana", "notebook-pw"])
         .output()
         .await
         .expect("run the ADBC client");
@@ -420,6 +433,8 @@ async fn an_adbc_notebook_session_gets_the_engines_answers() {
     let expected: Vec<serde_json::Value> = (0..3)
         .map(|i| serde_json::json!([states.value(i), counts.value(i)]))
         .collect();
+    let refused = steps["wrong_password"]["error"].as_str().unwrap_or("");
+    assert!(refused.contains("wrong user name or password"), "{refused}");
     assert_eq!(steps["top"]["rows"], serde_json::Value::from(expected));
 
     let ny = local(
@@ -871,4 +886,76 @@ async fn a_confined_server_reaches_only_its_datasets_and_roots() {
         }
     }
     assert!(message.contains("outside the folders"), "{message}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_sign_in_and_every_call_needs_their_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let users = dir.path().join("users.toml");
+    std::fs::write(
+        &users,
+        format!(
+            "[users.alice]\npassword = \"{}\"\napi_tokens = [\"{}\"]\n",
+            hash_secret("s3cret"),
+            hash_secret("service-token-1")
+        ),
+    )
+    .unwrap();
+    let auth = Arc::new(Auth::load(&users, std::time::Duration::from_secs(600)).unwrap());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(serve_flight_with(
+        listener,
+        engine().await,
+        Options::default(),
+        Some(auth),
+        std::future::pending(),
+    ));
+    let connect = || async {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        FlightSqlServiceClient::new(channel)
+    };
+    let code = |e: &arrow_flight::error::FlightError| match e {
+        arrow_flight::error::FlightError::Tonic(status) => status.code(),
+        other => panic!("{other}"),
+    };
+    let query = "SELECT count(*) FROM violations";
+
+    // Without signing in, nothing runs; metadata is refused too.
+    let mut anonymous = connect().await;
+    let err = anonymous.execute(query.into(), None).await.unwrap_err();
+    assert_eq!(code(&err), tonic::Code::Unauthenticated, "{err}");
+    let err = anonymous.get_catalogs().await.unwrap_err();
+    assert_eq!(code(&err), tonic::Code::Unauthenticated, "{err}");
+
+    // A wrong password, an unknown user and a forged token are refused.
+    let mut client = connect().await;
+    let err = client.handshake("alice", "nope").await.unwrap_err();
+    assert!(
+        err.to_string().contains("wrong user name or password"),
+        "{err}"
+    );
+    assert!(client.handshake("mallory", "s3cret").await.is_err());
+    client.set_token("forged".into());
+    let err = client.execute(query.into(), None).await.unwrap_err();
+    assert_eq!(code(&err), tonic::Code::Unauthenticated, "{err}");
+
+    // Signed in, the token carries every call, fetching the result included. (This client
+    // sends a token it holds in place of the credentials, so it drops the forged one.)
+    client.clear_token();
+    client.handshake("alice", "s3cret").await.unwrap();
+    let info = client.execute(query.into(), None).await.unwrap();
+    let (batches, _) = fetch(&mut client, info).await;
+    assert_eq!(rows(&batches), 1);
+
+    // An API token works without a handshake.
+    let mut service = connect().await;
+    service.set_token("service-token-1".into());
+    let info = service.execute(query.into(), None).await.unwrap();
+    let (batches, _) = fetch(&mut service, info).await;
+    assert_eq!(rows(&batches), 1);
 }

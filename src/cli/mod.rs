@@ -150,6 +150,11 @@ enum Command {
   strata serve --flight 127.0.0.1:0 --catalog strata.toml
   strata serve --root data --allow-writes --write-root /tmp")]
     Serve(serve::ServeArgs),
+    /// Read a password or API token on standard input and print its hash, for the users
+    /// file of `strata serve --users`.
+    #[command(after_help = "Examples:
+  echo 'a long passphrase' | strata hash-secret")]
+    HashSecret,
 }
 
 /// Parse `512M`, `2G`, `1024` into bytes.
@@ -233,6 +238,7 @@ async fn run(args: Args) -> Result<ExitCode, CliError> {
         Some(Command::Scheduler(s)) => return cluster::scheduler(s, &args.engine).await,
         Some(Command::Executor(e)) => return cluster::executor(e, &args.engine).await,
         Some(Command::Serve(s)) => return serve::run(s, &args.engine).await,
+        Some(Command::HashSecret) => return serve::hash_secret(),
         _ => {}
     }
     if let Some(Command::Convert(c)) = &args.command {

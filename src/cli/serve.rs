@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use strata::confine::Confinement;
-use strata::server::{Options, serve_flight};
+use strata::server::{Auth, Options, serve_flight_with};
 
 use super::cluster::{resolve, server_log, shutdown};
 use super::{CliError, EngineArgs, engine_builder};
@@ -29,6 +29,13 @@ pub struct ServeArgs {
     /// `CREATE`, `DROP`, `SET`); by default the server runs only statements that read.
     #[arg(long)]
     allow_writes: bool,
+    /// Users who may sign in: a TOML file of users with hashed passwords and API tokens
+    /// (`strata hash-secret` makes the hashes), read again whenever it changes.
+    #[arg(long, env = "STRATA_USERS", value_name = "FILE")]
+    users: Option<std::path::PathBuf>,
+    /// How long a token from signing in stays valid.
+    #[arg(long, default_value_t = 3600, value_name = "SECONDS")]
+    token_ttl: u64,
     /// Let clients read files under this folder too (repeatable); by default they reach only
     /// the catalog's datasets and the stores its catalog names.
     #[arg(long = "root", value_name = "DIR")]
@@ -62,9 +69,14 @@ pub async fn run(args: &ServeArgs, engine: &EngineArgs) -> Result<ExitCode, CliE
     server_log();
     let address = resolve(&args.flight)?;
     if !address.ip().is_loopback() && !args.insecure {
+        let missing = if args.users.is_some() {
+            "TLS"
+        } else {
+            "authentication (--users) or TLS"
+        };
         return Err(CliError::Usage(format!(
             "{address} can be reached from other machines, and this server has no \
-             authentication or TLS; serve on 127.0.0.1, or pass --insecure"
+             {missing}; serve on 127.0.0.1, or pass --insecure"
         )));
     }
     let mut confinement = Confinement::new();
@@ -78,6 +90,13 @@ pub async fn run(args: &ServeArgs, engine: &EngineArgs) -> Result<ExitCode, CliE
             .write_root(root)
             .map_err(|e| CliError::Usage(e.to_string()))?;
     }
+    let auth = match &args.users {
+        Some(path) => Some(Arc::new(
+            Auth::load(path, Duration::from_secs(args.token_ttl))
+                .map_err(|e| CliError::Usage(e.to_string()))?,
+        )),
+        None => None,
+    };
     let engine = engine_builder(engine)?.confine(confinement).build().await?;
     let engine = Arc::new(engine);
     let listener = tokio::net::TcpListener::bind(address)
@@ -87,9 +106,14 @@ pub async fn run(args: &ServeArgs, engine: &EngineArgs) -> Result<ExitCode, CliE
         .local_addr()
         .map_err(|e| CliError::Usage(e.to_string()))?;
     eprintln!(
-        "strata serving {} tables over Flight SQL on grpc://{bound} ({} runner)",
+        "strata serving {} tables over Flight SQL on grpc://{bound} ({} runner{})",
         engine.table_names().len(),
-        engine.runner().name()
+        engine.runner().name(),
+        if auth.is_some() {
+            ", users sign in"
+        } else {
+            ""
+        }
     );
     let options = Options {
         read_only: !args.allow_writes,
@@ -106,7 +130,7 @@ pub async fn run(args: &ServeArgs, engine: &EngineArgs) -> Result<ExitCode, CliE
         );
         let _ = stopping.send(());
     };
-    let server = serve_flight(listener, engine, options, signal);
+    let server = serve_flight_with(listener, engine, options, auth, signal);
     let grace = Duration::from_secs(args.grace);
     tokio::select! {
         served = server => served.map_err(|e| CliError::Usage(e.to_string()))?,
@@ -115,5 +139,21 @@ pub async fn run(args: &ServeArgs, engine: &EngineArgs) -> Result<ExitCode, CliE
         }
     }
     eprintln!("strata serve stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `strata hash-secret`: the hash of the first line of standard input.
+pub fn hash_secret() -> Result<ExitCode, CliError> {
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .map_err(|e| CliError::Usage(format!("cannot read standard input: {e}")))?;
+    let secret = line.trim_end_matches(['\n', '\r']);
+    if secret.is_empty() {
+        return Err(CliError::Usage(
+            "give the password or token on standard input".into(),
+        ));
+    }
+    println!("{}", strata::server::hash_secret(secret));
     Ok(ExitCode::SUCCESS)
 }

@@ -224,10 +224,12 @@ impl FlightSqlServer {
         &self,
         sql: &str,
         params: Vec<ScalarValue>,
+        user: Option<&super::User>,
     ) -> Result<Response<FlightInfo>, Status> {
         self.allowed(sql)?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        log::info!(target: "strata::queries", "query {id} started: {}", one_line(sql));
+        let by = user.map(|u| format!(" by {}", u.0)).unwrap_or_default();
+        log::info!(target: "strata::queries", "query {id} started{by}: {}", one_line(sql));
         let result = match self.engine.sql_with_params(sql, params).await {
             Ok(result) => result,
             Err(e) => {
@@ -414,18 +416,20 @@ impl FlightSqlService for FlightSqlServer {
     async fn get_flight_info_statement(
         &self,
         query: CommandStatementQuery,
-        _request: Request<FlightDescriptor>,
+        request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.start(&query.query, Vec::new()).await
+        let user = request.extensions().get::<super::User>();
+        self.start(&query.query, Vec::new(), user).await
     }
 
     async fn get_flight_info_prepared_statement(
         &self,
         query: CommandPreparedStatementQuery,
-        _request: Request<FlightDescriptor>,
+        request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         let (sql, params) = self.prepared(&query.prepared_statement_handle)?;
-        self.start(&sql, params).await
+        let user = request.extensions().get::<super::User>();
+        self.start(&sql, params, user).await
     }
 
     async fn do_get_statement(
@@ -848,7 +852,7 @@ mod tests {
             ..Options::default()
         };
         let server = FlightSqlServer::new(engine, options);
-        server.start("SELECT 1", Vec::new()).await.unwrap();
+        server.start("SELECT 1", Vec::new(), None).await.unwrap();
         lock(&server.prepared).insert(
             vec![1],
             Prepared {
@@ -880,6 +884,7 @@ mod tests {
             .start(
                 "SELECT value FROM generate_series(1, 10000000000)",
                 Vec::new(),
+                None,
             )
             .await
             .unwrap()

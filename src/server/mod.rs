@@ -2,18 +2,20 @@
 //! (notebooks through ADBC or pyarrow, JDBC and ODBC drivers, other services). Queries run
 //! through the engine's runner, locally or on a cluster, and stream back batch by batch.
 
+pub mod auth;
 mod flight;
 mod metadata;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use arrow_flight::flight_service_server::FlightServiceServer;
+use arrow_flight::flight_service_server::{FlightService, FlightServiceServer};
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::Engine;
 
+pub use auth::{Auth, AuthError, Authenticated, User, hash_secret};
 pub use flight::FlightSqlServer;
 
 /// Errors of the server itself (a client's failing query is that client's error).
@@ -65,6 +67,18 @@ pub async fn serve_flight(
     options: Options,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), ServerError> {
+    serve_flight_with(listener, engine, options, None, shutdown).await
+}
+
+/// [`serve_flight`], with users who must sign in when `auth` is given: the handshake takes
+/// Basic credentials and answers with a bearer token, which every other call must carry.
+pub async fn serve_flight_with(
+    listener: TcpListener,
+    engine: Arc<Engine>,
+    options: Options,
+    auth: Option<Arc<Auth>>,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> Result<(), ServerError> {
     let address = listener
         .local_addr()
         .map(|a| a.to_string())
@@ -77,6 +91,17 @@ pub async fn serve_flight(
         })?;
     let service = FlightSqlServer::new(engine, options);
     tokio::spawn(service.clone().expire_every(Duration::from_secs(10)));
+    match auth {
+        Some(auth) => run(Authenticated::new(service, auth), listener, shutdown).await,
+        None => run(service, listener, shutdown).await,
+    }
+}
+
+async fn run<S: FlightService>(
+    service: S,
+    listener: TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> Result<(), ServerError> {
     tonic::transport::Server::builder()
         .add_service(
             FlightServiceServer::new(service)

@@ -1,6 +1,7 @@
 """A notebook user's session against `strata serve`, through ADBC's Flight SQL driver.
 
-Usage: flight_adbc.py PORT. Prints one JSON object per line for the Rust test to check.
+Usage: flight_adbc.py PORT [USER PASSWORD]. Prints one JSON object per line for the Rust
+test to check.
 """
 import json
 import sys
@@ -9,12 +10,29 @@ import warnings
 import adbc_driver_flightsql.dbapi as flightsql
 
 warnings.simplefilter("ignore")
-conn = flightsql.connect(f"grpc://127.0.0.1:{sys.argv[1]}")
-cur = conn.cursor()
+uri = f"grpc://127.0.0.1:{sys.argv[1]}"
 
 
 def say(**kw):
     print(json.dumps(kw, default=str), flush=True)
+
+
+def sign_in(user, password):
+    return flightsql.connect(uri, db_kwargs={"username": user, "password": password})
+
+
+if len(sys.argv) > 3:
+    user, password = sys.argv[2], sys.argv[3]
+    try:
+        bad = sign_in(user, password + "-wrong")
+        bad.cursor().execute("SELECT 1")
+        say(step="wrong_password", error=None)
+    except Exception as e:  # the driver's error for a refused sign-in
+        say(step="wrong_password", error=str(e))
+    conn = sign_in(user, password)
+else:
+    conn = flightsql.connect(uri)
+cur = conn.cursor()
 
 
 cur.execute("SELECT registration_state, count(*) AS n FROM violations GROUP BY 1 ORDER BY n DESC, 1 LIMIT 3")
