@@ -959,3 +959,58 @@ async fn users_sign_in_and_every_call_needs_their_token() {
     let (batches, _) = fetch(&mut service, info).await;
     assert_eq!(rows(&batches), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queries_wait_their_turn_and_oversized_results_are_refused() {
+    let (mut client, _engine) = serve_with(Options {
+        max_queries: Some(1),
+        queue_timeout: std::time::Duration::from_secs(1),
+        max_result_bytes: Some(1 << 20),
+        ..Options::default()
+    })
+    .await;
+    let code = |e: &arrow_flight::error::FlightError| match e {
+        arrow_flight::error::FlightError::Tonic(status) => status.code(),
+        other => panic!("{other}"),
+    };
+    // A query whose result nobody has read yet holds the only place; the next one waits
+    // for the queue timeout, then fails naming the limit.
+    let first = client
+        .execute("SELECT count(*) FROM violations".into(), None)
+        .await
+        .unwrap();
+    let err = client.execute("SELECT 1".into(), None).await.unwrap_err();
+    assert_eq!(code(&err), tonic::Code::ResourceExhausted, "{err}");
+    assert!(err.to_string().contains("already runs 1 queries"), "{err}");
+    // Reading the first result gives its place back.
+    let (batches, _) = fetch(&mut client, first).await;
+    assert_eq!(rows(&batches), 1);
+    let info = client.execute("SELECT 1".into(), None).await.unwrap();
+    assert_eq!(rows(&fetch(&mut client, info).await.0), 1);
+
+    // A result past the size limit fails and stops its query; the server goes on.
+    let info = client
+        .execute(
+            "SELECT value FROM generate_series(1, 100000000)".into(),
+            None,
+        )
+        .await
+        .unwrap();
+    let ticket = info.endpoint[0].ticket.clone().unwrap();
+    let mut stream = client.do_get(ticket).await.unwrap();
+    let mut refused = None;
+    while let Some(item) = stream.try_next().await.transpose() {
+        if let Err(e) = item {
+            refused = Some(e);
+            break;
+        }
+    }
+    let err = refused.expect("the oversized result fails");
+    assert!(
+        err.to_string().contains("larger than this server's limit"),
+        "{err}"
+    );
+    drop(stream);
+    let info = client.execute("SELECT 1".into(), None).await.unwrap();
+    assert_eq!(rows(&fetch(&mut client, info).await.0), 1);
+}

@@ -36,6 +36,19 @@ pub struct ServeArgs {
     /// How long a token from signing in stays valid.
     #[arg(long, default_value_t = 3600, value_name = "SECONDS")]
     token_ttl: u64,
+    /// Queries running at once; more wait in line (see --queue-timeout). A query holds its
+    /// place until its result is read.
+    #[arg(long, env = "STRATA_MAX_QUERIES", value_name = "N")]
+    max_queries: Option<usize>,
+    /// Queries running at once per signed-in user.
+    #[arg(long, value_name = "N")]
+    max_queries_per_user: Option<usize>,
+    /// How long a query waits in line before it fails.
+    #[arg(long, default_value_t = 60, value_name = "SECONDS")]
+    queue_timeout: u64,
+    /// The largest result a query may send, e.g. 512M or 2G (in Arrow's memory).
+    #[arg(long, value_name = "SIZE")]
+    max_result_size: Option<String>,
     /// Let clients read files under this folder too (repeatable); by default they reach only
     /// the catalog's datasets and the stores its catalog names.
     #[arg(long = "root", value_name = "DIR")]
@@ -118,6 +131,13 @@ pub async fn run(args: &ServeArgs, engine: &EngineArgs) -> Result<ExitCode, CliE
     let options = Options {
         read_only: !args.allow_writes,
         query_time: (args.query_timeout > 0).then(|| Duration::from_secs(args.query_timeout)),
+        max_queries: args.max_queries,
+        max_queries_per_user: args.max_queries_per_user,
+        queue_timeout: Duration::from_secs(args.queue_timeout),
+        max_result_bytes: match &args.max_result_size {
+            Some(size) => Some(super::parse_size(size)? as u64),
+            None => None,
+        },
         ..Options::default()
     };
     // A signal stops new requests; those under way get the grace period, then are cut.

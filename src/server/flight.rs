@@ -51,7 +51,12 @@ struct Query {
     control: Arc<Control>,
     since: Instant,
     id: u64,
+    /// Its places under the server's limits, given back when it is forgotten.
+    _places: Places,
 }
+
+/// Places held under the limits on queries running at once.
+type Places = Vec<tokio::sync::OwnedSemaphorePermit>;
 
 /// Stops a query, and remembers why.
 struct Control {
@@ -76,6 +81,9 @@ pub struct FlightSqlServer {
     info: Arc<SqlInfoData>,
     types: Arc<XdbcTypeInfoData>,
     next_id: Arc<std::sync::atomic::AtomicU64>,
+    /// Places for queries in all, and per user.
+    places: Option<Arc<tokio::sync::Semaphore>>,
+    user_places: Arc<Mutex<HashMap<String, Arc<tokio::sync::Semaphore>>>>,
 }
 
 impl std::fmt::Debug for FlightSqlServer {
@@ -162,7 +170,31 @@ impl FlightSqlServer {
             info: Arc::new(info.build().expect("the server's SQL info is well formed")),
             types: Arc::new(metadata::xdbc_types()),
             next_id: Arc::new(1.into()),
+            places: options
+                .max_queries
+                .map(|n| Arc::new(tokio::sync::Semaphore::new(n))),
+            user_places: Arc::default(),
         }
+    }
+
+    /// Wait for a place under the limits on queries running at once (per user, then in
+    /// all), for at most the queue timeout.
+    async fn take_places(&self, user: Option<&super::User>) -> Result<Places, Status> {
+        let mut places = Vec::new();
+        let wait = self.options.queue_timeout;
+        if let (Some(n), Some(user)) = (self.options.max_queries_per_user, user) {
+            let semaphore = lock(&self.user_places)
+                .entry(user.0.clone())
+                .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(n)))
+                .clone();
+            let what = format!("{} already runs {n} queries", user.0);
+            places.push(take_place(semaphore, wait, what).await?);
+        }
+        if let (Some(semaphore), Some(n)) = (&self.places, self.options.max_queries) {
+            let what = format!("the server already runs {n} queries");
+            places.push(take_place(semaphore.clone(), wait, what).await?);
+        }
+        Ok(places)
     }
 
     /// Forget results and prepared statements left behind, every `period`.
@@ -227,6 +259,7 @@ impl FlightSqlServer {
         user: Option<&super::User>,
     ) -> Result<Response<FlightInfo>, Status> {
         self.allowed(sql)?;
+        let places = self.take_places(user).await?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let by = user.map(|u| format!(" by {}", u.0)).unwrap_or_default();
         log::info!(target: "strata::queries", "query {id} started{by}: {}", one_line(sql));
@@ -266,6 +299,7 @@ impl FlightSqlServer {
                 control,
                 since: Instant::now(),
                 id,
+                _places: places,
             },
         );
         Ok(Response::new(info))
@@ -282,8 +316,14 @@ impl FlightSqlServer {
 
     /// Run a statement that changes something, to its end; the rows it changed, when it
     /// says (`INSERT` and `COPY` do), else 0.
-    async fn update(&self, sql: &str, params: Vec<ScalarValue>) -> Result<i64, Status> {
+    async fn update(
+        &self,
+        sql: &str,
+        params: Vec<ScalarValue>,
+        user: Option<&super::User>,
+    ) -> Result<i64, Status> {
         self.allowed(sql)?;
+        let _places = self.take_places(user).await?;
         let mut result = self
             .engine
             .sql_with_params(sql, params)
@@ -374,6 +414,21 @@ impl Drop for Forget {
     }
 }
 
+/// A place from `semaphore`, waiting at most `wait`.
+async fn take_place(
+    semaphore: Arc<tokio::sync::Semaphore>,
+    wait: Duration,
+    what: String,
+) -> Result<tokio::sync::OwnedSemaphorePermit, Status> {
+    match tokio::time::timeout(wait, semaphore.acquire_owned()).await {
+        Ok(Ok(place)) => Ok(place),
+        _ => Err(Status::resource_exhausted(format!(
+            "{what}; this one waited {} s for one to finish",
+            wait.as_secs_f64()
+        ))),
+    }
+}
+
 /// SQL on one line, for the log.
 fn one_line(sql: &str) -> String {
     sql.split_whitespace().collect::<Vec<_>>().join(" ")
@@ -459,12 +514,24 @@ impl FlightSqlService for FlightSqlServer {
             outcome: Default::default(),
         };
         let limit = self.options.query_time;
+        let max_bytes = self.options.max_result_bytes;
         let done = Arc::new(done);
         let end = done.clone();
+        let mut bytes = 0u64;
         let batches = result.into_stream().map(move |batch| {
             if let Ok(batch) = &batch {
                 done.rows
                     .fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
+                bytes += batch.get_array_memory_size() as u64;
+                if let Some(max) = max_bytes.filter(|max| bytes > *max) {
+                    control.cancel.cancel();
+                    let status = Status::resource_exhausted(format!(
+                        "the result is larger than this server's limit of {max} bytes; \
+                         ask for fewer rows or columns"
+                    ));
+                    *lock(&done.outcome) = Some(status.message().to_string());
+                    return Err(FlightError::Tonic(Box::new(status)));
+                }
             }
             batch.map_err(|e| {
                 let status = match (&e, limit) {
@@ -503,9 +570,10 @@ impl FlightSqlService for FlightSqlServer {
     async fn do_put_statement_update(
         &self,
         command: CommandStatementUpdate,
-        _request: Request<PeekableFlightDataStream>,
+        request: Request<PeekableFlightDataStream>,
     ) -> Result<i64, Status> {
-        self.update(&command.query, Vec::new()).await
+        let user = request.extensions().get::<super::User>();
+        self.update(&command.query, Vec::new(), user).await
     }
 
     async fn do_action_create_prepared_statement(
@@ -576,11 +644,12 @@ impl FlightSqlService for FlightSqlServer {
         request: Request<PeekableFlightDataStream>,
     ) -> Result<i64, Status> {
         let (sql, mut params) = self.prepared(&query.prepared_statement_handle)?;
+        let user = request.extensions().get::<super::User>().cloned();
         let values = bound_values(request.into_inner()).await?;
         if !values.is_empty() {
             params = values;
         }
-        self.update(&sql, params).await
+        self.update(&sql, params, user.as_ref()).await
     }
 
     async fn do_action_fallback(

@@ -46,6 +46,15 @@ pub struct Options {
     pub unread_result: Duration,
     /// A prepared statement not used for this long.
     pub unused_prepared: Duration,
+    /// Queries running at once, in all; more wait their turn. A query holds its place from
+    /// its `GetFlightInfo` until its result is read (or dropped).
+    pub max_queries: Option<usize>,
+    /// Queries running at once per signed-in user.
+    pub max_queries_per_user: Option<usize>,
+    /// How long a query waits for a place before it fails.
+    pub queue_timeout: Duration,
+    /// Bytes of Arrow data one result may hold; a larger one fails and stops its query.
+    pub max_result_bytes: Option<u64>,
 }
 
 impl Default for Options {
@@ -55,6 +64,10 @@ impl Default for Options {
             query_time: None,
             unread_result: Duration::from_secs(600),
             unused_prepared: Duration::from_secs(3600),
+            max_queries: None,
+            max_queries_per_user: None,
+            queue_timeout: Duration::from_secs(60),
+            max_result_bytes: None,
         }
     }
 }
