@@ -448,7 +448,9 @@ async fn an_adbc_notebook_session_gets_the_engines_answers() {
     assert_eq!(steps["large"]["rows"], 1_000_000);
     assert_eq!(steps["large"]["total"], 500_000_500_000i64);
 
+    // Every table: the catalog's, and the server's own `strata.queries`.
     let mut tables = engine.table_names();
+    tables.push("queries".into());
     tables.sort();
     assert_eq!(steps["objects"]["tables"], serde_json::json!(tables));
     assert_eq!(steps["schema"]["columns"][1], "plate_id");
@@ -1013,4 +1015,47 @@ async fn queries_wait_their_turn_and_oversized_results_are_refused() {
     drop(stream);
     let info = client.execute("SELECT 1".into(), None).await.unwrap();
     assert_eq!(rows(&fetch(&mut client, info).await.0), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strata_queries_lists_running_and_recent_queries() {
+    let (mut client, _engine) = serve().await;
+    let info = client
+        .execute("SELECT count(*) FROM violations".into(), None)
+        .await
+        .unwrap();
+    fetch(&mut client, info).await;
+    let _ = client
+        .execute("SELECT nosuch FROM violations".into(), None)
+        .await;
+    let info = client
+        .execute(
+            "SELECT state || ':' || rows_sent || ':' || sql || ':' || coalesce(error, '') \
+             FROM strata.queries WHERE seconds >= 0 ORDER BY id"
+                .into(),
+            None,
+        )
+        .await
+        .unwrap();
+    let (batches, _) = fetch(&mut client, info).await;
+    let lines: Vec<String> = batches
+        .iter()
+        .flat_map(|b| {
+            let column =
+                strata::datafusion::arrow::compute::cast(b.column(0), &DataType::Utf8).unwrap();
+            let strings = column.as_string::<i32>().clone();
+            (0..strings.len())
+                .map(|i| strings.value(i).to_string())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    assert_eq!(lines[0], "finished:1:SELECT count(*) FROM violations:");
+    assert!(
+        lines[1].starts_with("failed:0:SELECT nosuch FROM violations:"),
+        "{lines:?}"
+    );
+    assert!(lines[1].contains("nosuch"), "{lines:?}");
+    // The query reading the table is itself running.
+    assert!(lines[2].starts_with("running:0:SELECT state"), "{lines:?}");
 }

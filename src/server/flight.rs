@@ -36,6 +36,7 @@ use futures::{Stream, StreamExt, TryStreamExt};
 use prost::Message;
 use tonic::{Request, Response, Status};
 
+use super::history::{QueryLog, State};
 use super::{Options, metadata};
 use crate::{CancelHandle, Engine, Error, QueryResult};
 
@@ -53,6 +54,17 @@ struct Query {
     id: u64,
     /// Its places under the server's limits, given back when it is forgotten.
     _places: Places,
+    log: Arc<QueryLog>,
+}
+
+impl Drop for Query {
+    /// A result nobody read (cancelled, expired) ends the query's entry in the log; one that
+    /// was read is ended by its stream.
+    fn drop(&mut self) {
+        if self.result.is_some() {
+            self.log.ended(self.id, State::Cancelled, 0, 0, None);
+        }
+    }
 }
 
 /// Places held under the limits on queries running at once.
@@ -84,6 +96,8 @@ pub struct FlightSqlServer {
     /// Places for queries in all, and per user.
     places: Option<Arc<tokio::sync::Semaphore>>,
     user_places: Arc<Mutex<HashMap<String, Arc<tokio::sync::Semaphore>>>>,
+    /// Running and recent queries, also the `strata.queries` table.
+    log: Arc<QueryLog>,
 }
 
 impl std::fmt::Debug for FlightSqlServer {
@@ -162,7 +176,12 @@ impl FlightSqlServer {
         info.append(SqlInfo::FlightSqlServerReadOnly, options.read_only);
         info.append(SqlInfo::FlightSqlServerTransaction, 0i32);
         info.append(SqlInfo::SqlIdentifierQuoteChar, "\"");
+        let log = Arc::new(QueryLog::new(1000));
+        if let Err(e) = log.register(&engine) {
+            log::warn!(target: "strata::queries", "strata.queries is not available: {e}");
+        }
         FlightSqlServer {
+            log,
             engine,
             queries: Arc::default(),
             prepared: Arc::default(),
@@ -263,10 +282,12 @@ impl FlightSqlServer {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let by = user.map(|u| format!(" by {}", u.0)).unwrap_or_default();
         log::info!(target: "strata::queries", "query {id} started{by}: {}", one_line(sql));
+        self.log.started(id, user.map(|u| u.0.as_str()), sql);
         let result = match self.engine.sql_with_params(sql, params).await {
             Ok(result) => result,
             Err(e) => {
                 log::info!(target: "strata::queries", "query {id} failed: {e}");
+                self.log.ended(id, State::Failed, 0, 0, Some(e.to_string()));
                 return Err(status(e));
             }
         };
@@ -300,6 +321,7 @@ impl FlightSqlServer {
                 since: Instant::now(),
                 id,
                 _places: places,
+                log: self.log.clone(),
             },
         );
         Ok(Response::new(info))
@@ -390,10 +412,12 @@ impl FlightSqlServer {
 /// (which also stops the query's work), and logs how it ended.
 struct Forget {
     queries: Arc<Mutex<HashMap<Vec<u8>, Query>>>,
+    log: Arc<QueryLog>,
     handle: Vec<u8>,
     id: u64,
     since: Instant,
     rows: std::sync::atomic::AtomicU64,
+    bytes: std::sync::atomic::AtomicU64,
     /// "finished", or the error the client was sent; `None` while the client reads.
     outcome: Mutex<Option<String>>,
 }
@@ -404,6 +428,18 @@ impl Drop for Forget {
         let outcome = lock(&self.outcome)
             .take()
             .unwrap_or_else(|| "cancelled: the client stopped reading".to_string());
+        let (state, error) = match outcome.as_str() {
+            "finished" => (State::Finished, None),
+            o if o.contains("cancelled") => (State::Cancelled, Some(outcome.clone())),
+            _ => (State::Failed, Some(outcome.clone())),
+        };
+        self.log.ended(
+            self.id,
+            state,
+            self.rows.load(Ordering::Relaxed),
+            self.bytes.load(Ordering::Relaxed),
+            error,
+        );
         log::info!(
             target: "strata::queries",
             "query {} {outcome} after {:.3} s, {} rows",
@@ -507,6 +543,8 @@ impl FlightSqlService for FlightSqlServer {
         let schema = result.schema();
         let done = Forget {
             queries: self.queries.clone(),
+            log: self.log.clone(),
+            bytes: Default::default(),
             handle,
             id,
             since,
@@ -523,6 +561,7 @@ impl FlightSqlService for FlightSqlServer {
                 done.rows
                     .fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
                 bytes += batch.get_array_memory_size() as u64;
+                done.bytes.store(bytes, Ordering::Relaxed);
                 if let Some(max) = max_bytes.filter(|max| bytes > *max) {
                     control.cancel.cancel();
                     let status = Status::resource_exhausted(format!(

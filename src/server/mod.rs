@@ -4,6 +4,7 @@
 
 pub mod auth;
 mod flight;
+pub mod history;
 mod metadata;
 
 use std::sync::Arc;
