@@ -51,13 +51,26 @@ async fn serve_with(options: Options) -> (FlightSqlServiceClient<Channel>, Arc<E
         options,
         std::future::pending(),
     ));
-    // The listener is bound: connecting waits for nothing but the handshake.
+    (connect(address).await, engine)
+}
+
+/// A client of the server at `address`. The listener is bound: connecting waits for nothing
+/// but the handshake.
+async fn connect(address: impl std::fmt::Display) -> FlightSqlServiceClient<Channel> {
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
         .unwrap()
         .connect()
         .await
         .expect("connect to the server");
-    (FlightSqlServiceClient::new(channel), engine)
+    FlightSqlServiceClient::new(channel)
+}
+
+/// The gRPC status code of a client's error.
+fn code(e: &arrow_flight::error::FlightError) -> tonic::Code {
+    match e {
+        arrow_flight::error::FlightError::Tonic(status) => status.code(),
+        other => panic!("{other}"),
+    }
 }
 
 /// Every batch of every endpoint of `info`, and the schema the stream announced.
@@ -574,12 +587,7 @@ async fn a_server_over_a_cluster_streams_the_executors_answers() {
         Options::default(),
         std::future::pending(),
     ));
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let mut client = FlightSqlServiceClient::new(channel);
+    let mut client = connect(address).await;
     let sql = "SELECT year, month, count(*) AS n FROM violations GROUP BY 1, 2 ORDER BY 1, 2";
     let info = client.execute(sql.into(), None).await.unwrap();
     let schema = announced(&info);
@@ -612,12 +620,7 @@ async fn the_serve_command_serves_until_sigterm() {
         .unwrap_or_else(|| panic!("no address in {line:?}"))
         .to_string();
     assert!(line.contains("tables over Flight SQL"), "{line}");
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let mut client = FlightSqlServiceClient::new(channel);
+    let mut client = connect(address).await;
     let info = client
         .execute("SELECT count(*) FROM violations".into(), None)
         .await
@@ -805,12 +808,7 @@ async fn a_confined_server_reaches_only_its_datasets_and_roots() {
         options,
         std::future::pending(),
     ));
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let mut client = FlightSqlServiceClient::new(channel);
+    let mut client = connect(address).await;
 
     let (r, o) = (readable.display(), outside.display());
     let refused = [
@@ -913,29 +911,17 @@ async fn users_sign_in_and_every_call_needs_their_token() {
         Some(auth),
         std::future::pending(),
     ));
-    let connect = || async {
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
-        FlightSqlServiceClient::new(channel)
-    };
-    let code = |e: &arrow_flight::error::FlightError| match e {
-        arrow_flight::error::FlightError::Tonic(status) => status.code(),
-        other => panic!("{other}"),
-    };
     let query = "SELECT count(*) FROM violations";
 
     // Without signing in, nothing runs; metadata is refused too.
-    let mut anonymous = connect().await;
+    let mut anonymous = connect(address).await;
     let err = anonymous.execute(query.into(), None).await.unwrap_err();
     assert_eq!(code(&err), tonic::Code::Unauthenticated, "{err}");
     let err = anonymous.get_catalogs().await.unwrap_err();
     assert_eq!(code(&err), tonic::Code::Unauthenticated, "{err}");
 
     // A wrong password, an unknown user and a forged token are refused.
-    let mut client = connect().await;
+    let mut client = connect(address).await;
     let err = client.handshake("alice", "nope").await.unwrap_err();
     assert!(
         err.to_string().contains("wrong user name or password"),
@@ -955,7 +941,7 @@ async fn users_sign_in_and_every_call_needs_their_token() {
     assert_eq!(rows(&batches), 1);
 
     // An API token works without a handshake.
-    let mut service = connect().await;
+    let mut service = connect(address).await;
     service.set_token("service-token-1".into());
     let info = service.execute(query.into(), None).await.unwrap();
     let (batches, _) = fetch(&mut service, info).await;
@@ -971,10 +957,6 @@ async fn queries_wait_their_turn_and_oversized_results_are_refused() {
         ..Options::default()
     })
     .await;
-    let code = |e: &arrow_flight::error::FlightError| match e {
-        arrow_flight::error::FlightError::Tonic(status) => status.code(),
-        other => panic!("{other}"),
-    };
     // A query whose result nobody has read yet holds the only place; the next one waits
     // for the queue timeout, then fails naming the limit.
     let first = client
