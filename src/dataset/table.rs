@@ -42,11 +42,29 @@ pub(crate) struct Recipe {
 pub struct DatasetTable {
     inner: Arc<ListingTable>,
     recipe: Recipe,
+    /// The recipe's locations when one is a glob (whose files scans filter); else empty.
+    globs: Vec<Location>,
 }
 
 impl DatasetTable {
     pub(crate) fn new(inner: Arc<ListingTable>, recipe: Recipe) -> Self {
-        DatasetTable { inner, recipe }
+        let base = recipe
+            .base_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("."));
+        let mut globs: Vec<Location> = recipe
+            .locations
+            .iter()
+            .filter_map(|l| Location::parse(l, &base).ok())
+            .collect();
+        if !globs.iter().any(|l| l.has_glob) {
+            globs.clear();
+        }
+        DatasetTable {
+            inner,
+            recipe,
+            globs,
+        }
     }
 
     /// The listing table it wraps.
@@ -57,18 +75,8 @@ impl DatasetTable {
     /// `plan` reading only the files the table's globs name: DataFusion's listing lets a
     /// glob's `*` cross folders, Strata's does not (see [`Location::names`]).
     fn only_named_files(&self, plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
-        let base = self
-            .recipe
-            .base_dir
-            .clone()
-            .unwrap_or_else(|| PathBuf::from("."));
-        let locations: Vec<Location> = self
-            .recipe
-            .locations
-            .iter()
-            .filter_map(|l| Location::parse(l, &base).ok())
-            .collect();
-        if !locations.iter().any(|l| l.has_glob) {
+        let locations = &self.globs;
+        if locations.is_empty() {
             return Ok(plan);
         }
         plan.transform_down(|node| {
