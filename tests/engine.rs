@@ -1009,3 +1009,109 @@ async fn statements_are_described_without_running() {
         "{err}"
     );
 }
+
+/// What a join's rows add up to: how many, how many with each column NULL, and each
+/// integer column's sum. Duplicated or dropped rows change it.
+#[derive(Debug, PartialEq)]
+struct Rows {
+    rows: usize,
+    nulls: Vec<usize>,
+    sums: Vec<i64>,
+}
+
+/// Runs `sql` over the tables in `dir` at four partitions, under `limit` bytes of memory if
+/// given: what its rows add up to, or the error.
+async fn rows_under(dir: &Path, limit: Option<usize>, sql: &str) -> Result<Rows, Error> {
+    let spill = tempfile::tempdir().unwrap();
+    let mut builder = Engine::builder()
+        .target_partitions(4)
+        .spill_dir(spill.path());
+    if let Some(limit) = limit {
+        builder = builder.memory_limit(limit);
+    }
+    let engine = builder.build().await.unwrap();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let file = entry.unwrap().path();
+        let table = file.file_stem().unwrap().to_string_lossy().into_owned();
+        let spec = DatasetSpec::new(file.display().to_string());
+        engine.register(&table, spec).await.unwrap();
+    }
+    let mut r = engine.sql(sql).await?;
+    let mut out: Option<Rows> = None;
+    while let Some(batch) = r.next_batch().await {
+        let batch = batch?;
+        let out = out.get_or_insert_with(|| Rows {
+            rows: 0,
+            nulls: vec![0; batch.num_columns()],
+            sums: vec![0; batch.num_columns()],
+        });
+        out.rows += batch.num_rows();
+        for (i, column) in batch.columns().iter().enumerate() {
+            out.nulls[i] += column.null_count();
+            if let Some(values) = column.as_primitive_opt::<Int64Type>() {
+                out.sums[i] += values.iter().flatten().sum::<i64>();
+            }
+        }
+    }
+    Ok(out.expect("a result"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nested_loop_joins_under_a_memory_limit_answer_right_or_run_out_of_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    write_tables(
+        dir.path(),
+        &[
+            // About 30 MB in memory: the build side of every join below.
+            (
+                "l",
+                "SELECT value AS x, repeat('a', 200) || value AS pad FROM generate_series(1, 100000)",
+            ),
+        ],
+    )
+    .await;
+    // A CSV file has no statistics, so the planner keeps the Parquet file as the build side.
+    let r = dir.path().join("r.csv");
+    let engine = Engine::builder().build().await.unwrap();
+    let copy = format!(
+        "COPY (SELECT value AS y FROM generate_series(1, 1000)) TO '{}'",
+        r.display()
+    );
+    engine.sql(&copy).await.unwrap().collect().await.unwrap();
+    let on = "l.x * 7 % 50000 < r.y AND length(l.pad) > 0";
+    let queries = [
+        format!("SELECT l.x, r.y FROM l LEFT JOIN r ON {on}"),
+        format!("SELECT x FROM l WHERE NOT EXISTS (SELECT 1 FROM r WHERE {on})"),
+        format!("SELECT x FROM l WHERE EXISTS (SELECT 1 FROM r WHERE {on})"),
+        format!("SELECT l.x, r.y FROM l FULL JOIN r ON {on}"),
+        format!("SELECT l.x, r.y FROM r LEFT JOIN l ON {on}"),
+        // The build side runs behind a repartition, which runs once only.
+        format!(
+            "WITH l AS (SELECT value AS x, repeat('a', 200) || value AS pad \
+             FROM generate_series(1, 100000)) SELECT l.x, r.y FROM l LEFT JOIN r ON {on}"
+        ),
+    ];
+    let (mut right, mut out_of_memory) = (0, 0);
+    for sql in &queries {
+        let expected = rows_under(dir.path(), None, sql).await.unwrap();
+        // A limit the build side fits under, and one it does not.
+        for limit in [512 << 20, 12 << 20] {
+            match rows_under(dir.path(), Some(limit), sql).await {
+                Ok(rows) => {
+                    assert_eq!(rows, expected, "{sql} under {} MiB", limit >> 20);
+                    right += 1;
+                }
+                Err(Error::ResourcesExhausted(message)) => {
+                    assert!(limit < 512 << 20, "{sql}: {message}");
+                    assert!(message.contains("NestedLoopJoin"), "{sql}: {message}");
+                    out_of_memory += 1;
+                }
+                Err(e) => panic!("{sql} under {} MiB: {e}", limit >> 20),
+            }
+        }
+    }
+    assert!(
+        right >= queries.len() && out_of_memory > 0,
+        "{right} right, {out_of_memory} out of memory"
+    );
+}

@@ -70,7 +70,10 @@ impl ExecutionEngine for StoppableEngine {
         let children = plan
             .children()
             .into_iter()
-            .map(|child| with_stop_checks(Arc::clone(child), &stop))
+            .map(|child| {
+                let child = crate::optimizer::InMemoryNestedLoops::guard(Arc::clone(child))?;
+                with_stop_checks(child, &stop)
+            })
             .collect::<Result<Vec<_>>>()?;
         let plan = if children.is_empty() {
             plan

@@ -1,6 +1,7 @@
 //! Physical plan rules Strata adds to DataFusion's, and the settings that turn them off.
 
 mod cooperative;
+mod nested_loops;
 mod outer_joins;
 mod runtime_filter;
 mod shared;
@@ -21,6 +22,7 @@ use datafusion::physical_plan::joins::{
 use datafusion::physical_plan::recursive_query::RecursiveQueryExec;
 
 pub use cooperative::CooperativeJoins;
+pub use nested_loops::{InMemoryNestedLoopJoinExec, InMemoryNestedLoops};
 pub use outer_joins::FilteredOuterJoinsByHash;
 pub use runtime_filter::{JoinFiltersAtScan, RuntimeFilterExec};
 pub use shared::{ShareSubplans, SharedExec};
@@ -62,6 +64,7 @@ pub(crate) fn is_join(plan: &Arc<dyn ExecutionPlan>) -> bool {
     plan.downcast_ref::<HashJoinExec>().is_some()
         || plan.downcast_ref::<SortMergeJoinExec>().is_some()
         || plan.downcast_ref::<NestedLoopJoinExec>().is_some()
+        || plan.downcast_ref::<InMemoryNestedLoopJoinExec>().is_some()
         || plan.downcast_ref::<CrossJoinExec>().is_some()
         || plan.downcast_ref::<SymmetricHashJoinExec>().is_some()
 }
@@ -76,7 +79,7 @@ pub(crate) fn is_recursive(plan: &Arc<dyn ExecutionPlan>) -> bool {
 /// DataFusion's physical rules with Strata's among them: filtered outer sort-merge joins
 /// become hash joins first, subplan sharing comes before runtime filters are pushed down
 /// (the last rewrite that must see the plan whole), runtime filters at scans after
-/// everything else; joins made to yield last.
+/// everything else, then nested loop joins kept in memory; joins made to yield last.
 pub fn physical_rules() -> Vec<Arc<dyn PhysicalOptimizerRule + Send + Sync>> {
     let mut rules = PhysicalOptimizer::new().rules;
     let at = rules
@@ -86,6 +89,7 @@ pub fn physical_rules() -> Vec<Arc<dyn PhysicalOptimizerRule + Send + Sync>> {
     rules.insert(at, Arc::new(ShareSubplans));
     rules.push(Arc::new(JoinFiltersAtScan));
     rules.insert(0, Arc::new(FilteredOuterJoinsByHash));
+    rules.push(Arc::new(InMemoryNestedLoops));
     rules.push(Arc::new(CooperativeJoins));
     rules
 }
