@@ -14,12 +14,13 @@ checks each three ways:
 2. by query partitioning: `count(*)` of a query equals the sum of the counts with `WHERE p`,
    `WHERE NOT p` and `WHERE p IS NULL`;
 3. at 1 and 8 partitions, and in the other modes --modes names (the answers must be
-   identical): a number of threads and partitions, or `local:N`, a cluster of N executors
-   started in the process.
+   identical): a number of threads and partitions, `local:N`, a cluster of N executors
+   started in the process, or `mem:SIZE`, four threads under a memory limit (where failing
+   with the out-of-memory error is the one other outcome allowed).
 
     pip install duckdb
     python3 benches/differential.py --queries 10000 --seed 7 [--strata PATH] [--show 5]
-        [--modes 1,2,8,local:2] [--data synthetic|sample|tpch:DIR]
+        [--modes 1,2,8,local:2,mem:1M] [--data synthetic|sample|tpch:DIR]
 
 Exit status 1 when any query differs without an allowance; every difference is printed with
 its seed and number, so `--seed S --only N` replays it.
@@ -317,10 +318,17 @@ def norm(v):
     return str(v)
 
 
+# Errors other than running out of memory in the runs under a memory limit.
+MEMORY_FAILURES = []
+
+
 def mode_args(mode):
-    """The command line options of a mode: `N` threads and partitions, or `local:N`."""
+    """The command line options of a mode: `N` threads and partitions, `local:N`, or
+    `mem:SIZE` (4 threads under a memory limit of SIZE)."""
     if mode.startswith("local:"):
         return ["--cluster", mode]
+    if mode.startswith("mem:"):
+        return ["--threads", "4", "--memory-limit", mode[4:]]
     return ["--threads", mode]
 
 
@@ -342,6 +350,12 @@ def strata_answers(strata, setup, queries, mode):
                            capture_output=True, text=True, cwd=ROOT, timeout=3600)
     finally:
         os.unlink(path)
+    if mode.startswith("mem:"):
+        # Under a memory limit, failing is allowed only with the out-of-memory error.
+        for line in p.stderr.splitlines():
+            if line.startswith("Error") and "out of memory" not in line:
+                print(f"FAILS in {mode} (not for want of memory): {line[:300]}")
+                MEMORY_FAILURES.append(line)
     answers = [None] * len(queries)
     current, rows = None, []
     for line in p.stdout.splitlines():
@@ -399,7 +413,9 @@ def main():
     ap.add_argument("--only", type=int, default=None, help="run only query number N")
     ap.add_argument("--show", type=int, default=10, help="print at most this many differences")
     ap.add_argument("--modes", default="1,8",
-                    help="modes whose answers must agree: N threads, or local:N executors")
+                    help="modes whose answers must agree: N threads, local:N executors, or "
+                         "mem:SIZE (4 threads under a memory limit; failing with the "
+                         "out-of-memory error is allowed)")
     ap.add_argument("--data", default="synthetic",
                     help="the tables: synthetic (random rows), sample (data/), or tpch:DIR "
                          "(TPC-H Parquet files in DIR/TABLE/)")
@@ -435,6 +451,7 @@ def main():
     for s in duck_setup:
         con.execute(s)
     ran = differ = allowed = failed_both = 0
+    out_of_memory = {}
     shown = 0
     at = 0
     for n, kind, q in checks:
@@ -445,6 +462,11 @@ def main():
             problems = []
             for m in modes[1:]:
                 again = answers[m][at]
+                if again is None and mine is not None and m.startswith("mem:"):
+                    # Under a memory limit a query (or the count of its rows) may fail with
+                    # the out-of-memory error; any other error of that run is reported above.
+                    out_of_memory[m] = out_of_memory.get(m, 0) + 1
+                    continue
                 if mine != again and not close(mine, again):
                     problems.append(f"{modes[0]} vs {m}: {str(mine)[:200]} / {str(again)[:200]}")
             at += 1
@@ -475,7 +497,14 @@ def main():
     print(f"differential: {ran} queries (seed {a.seed}, {a.data} tables), {differ} differ, "
           f"{allowed} allowed, "
           f"{failed_both} rejected by both engines")
-    sys.exit(1 if differ else 0)
+    for m in modes:
+        if m.startswith("mem:"):
+            print(f"differential: under {m[4:]}, {ran - out_of_memory.get(m, 0)} of {ran} "
+                  f"queries answered, {out_of_memory.get(m, 0)} ran out of memory")
+    if MEMORY_FAILURES:
+        print(f"differential: {len(MEMORY_FAILURES)} errors under a memory limit other than "
+              "running out of memory")
+    sys.exit(1 if differ or MEMORY_FAILURES else 0)
 
 
 if __name__ == "__main__":
