@@ -141,6 +141,7 @@ fn free_port() -> u16 {
 struct Ports {
     scheduler: u16,
     flight: u16,
+    postgres: u16,
 }
 
 impl Ports {
@@ -148,12 +149,15 @@ impl Ports {
         Ports {
             scheduler: free_port(),
             flight: free_port(),
+            postgres: free_port(),
         }
     }
 
     fn apply(&self, text: &str) -> String {
         text.replace("50050", &self.scheduler.to_string())
             .replace("50051", &self.flight.to_string())
+            .replace(":5432", &format!(":{}", self.postgres))
+            .replace("-p 5432", &format!("-p {}", self.postgres))
             .replace("10.0.0.5", "127.0.0.1")
             .replace("localhost", "127.0.0.1")
             .replace("sched.example", "127.0.0.1")
@@ -358,8 +362,12 @@ impl Stage {
             }
         }
         let names_flight = text.contains("grpc://");
-        if names_flight && !starts("serve") {
-            let serve = format!("strata serve --flight 127.0.0.1:{}", self.ports.flight);
+        let names_postgres = text.contains("psql ") || text.contains("postgres://");
+        if (names_flight || names_postgres) && !starts("serve") {
+            let serve = format!(
+                "strata serve --flight 127.0.0.1:{} --postgres 127.0.0.1:{}",
+                self.ports.flight, self.ports.postgres
+            );
             self.servers
                 .push(start_server(example, &serve, self.dir(), &self.env));
         }

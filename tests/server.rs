@@ -1,5 +1,5 @@
-//! `strata serve` through a real Flight SQL client on a real socket: statements, prepared
-//! statements with parameters, updates, the catalog's metadata, and errors.
+//! `strata serve` through real Flight SQL and PostgreSQL clients on real sockets: statements,
+//! prepared statements with parameters, updates, the catalog's metadata, and errors.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -14,7 +14,7 @@ use strata::Engine;
 use strata::confine::Confinement;
 use strata::datafusion::arrow::array::{Array, AsArray, Int64Array, RecordBatch, StringArray};
 use strata::datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema};
-use strata::server::{Auth, Options, hash_secret, serve_flight, serve_flight_with};
+use strata::server::{Auth, Listeners, Options, hash_secret, serve_flight, serve_flight_with};
 
 #[path = "common/skip.rs"]
 mod skip;
@@ -1040,4 +1040,192 @@ async fn strata_queries_lists_running_and_recent_queries() {
     assert!(lines[1].contains("nosuch"), "{lines:?}");
     // The query reading the table is itself running.
     assert!(lines[2].starts_with("running:0:SELECT state"), "{lines:?}");
+}
+
+/// A server with the sample catalog for Flight SQL and PostgreSQL clients, users from
+/// `users` if given: the PostgreSQL port.
+async fn serve_postgres(users: Option<&std::path::Path>) -> (u16, Arc<Engine>) {
+    let auth = users.map(|u| Arc::new(Auth::load(u, std::time::Duration::from_secs(600)).unwrap()));
+    let engine = engine().await;
+    let flight = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let postgres = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = postgres.local_addr().unwrap().port();
+    let listeners = Listeners {
+        flight,
+        postgres: Some(postgres),
+    };
+    tokio::spawn(strata::server::serve(
+        listeners,
+        engine.clone(),
+        Options::default(),
+        auth,
+        std::future::pending(),
+    ));
+    (port, engine)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_clients_sign_in_and_get_the_engines_answers() {
+    let test = "postgres_clients_sign_in_and_get_the_engines_answers";
+    if python_with(test, "psycopg").is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let users = dir.path().join("users.toml");
+    std::fs::write(
+        &users,
+        format!(
+            "[users.ana]\npassword = \"{}\"\napi_tokens = [\"{}\"]\n",
+            hash_secret("app-pw"),
+            hash_secret("app-token")
+        ),
+    )
+    .unwrap();
+    let (port, engine) = serve_postgres(Some(&users)).await;
+    let script = root().join("tests/clients/postgres_psycopg.py");
+    let output = tokio::process::Command::new("python3")
+        .arg(&script)
+        .args([port.to_string().as_str(), "ana", "app-pw", "app-token"])
+        .output()
+        .await
+        .expect("run the psycopg client");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "the psycopg client failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let steps: std::collections::HashMap<String, serde_json::Value> = stdout
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).expect("a JSON line");
+            (v["step"].as_str().unwrap().to_string(), v)
+        })
+        .collect();
+
+    let refused = steps["wrong_password"]["error"].as_str().unwrap_or("");
+    assert!(
+        refused.contains("password authentication failed"),
+        "{refused}"
+    );
+    assert_eq!(steps["token"]["rows"], serde_json::json!([[1]]));
+
+    let top = local(
+        &engine,
+        "SELECT registration_state, count(*) AS n FROM violations GROUP BY 1 ORDER BY n DESC, 1 LIMIT 3",
+    )
+    .await;
+    let states = top[0].column(0).as_string_view();
+    let counts = top[0].column(1).as_primitive::<Int64Type>();
+    let expected: Vec<serde_json::Value> = (0..3)
+        .map(|i| serde_json::json!([states.value(i), counts.value(i)]))
+        .collect();
+    assert_eq!(steps["top"]["rows"], serde_json::Value::from(expected));
+    assert_eq!(
+        steps["top"]["columns"],
+        serde_json::json!(["registration_state", "n"])
+    );
+    let ny = local(
+        &engine,
+        "SELECT count(*) FROM violations WHERE registration_state = 'NY' AND violation_precinct > 50",
+    )
+    .await;
+    let ny = ny[0].column(0).as_primitive::<Int64Type>().value(0);
+    assert_eq!(steps["params"]["rows"], serde_json::json!([[ny]]));
+
+    for format in ["text", "binary"] {
+        assert_eq!(steps[format]["same"], true, "{}", steps[format]);
+    }
+    assert_eq!(steps["error"]["sqlstate"], "42703", "{}", steps["error"]);
+    let error = steps["error"]["error"].as_str().unwrap();
+    assert!(error.contains("column 'nope' not found"), "{error}");
+    assert_eq!(steps["write"]["sqlstate"], "42501", "{}", steps["write"]);
+    assert_eq!(steps["after-error"]["rows"], serde_json::json!([[1]]));
+    // The query log names the user who ran each query, whichever protocol it came by.
+    assert_eq!(
+        steps["log"]["rows"],
+        serde_json::json!([["ana", "finished"]])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psql_runs_queries_and_reports_errors() {
+    let test = "psql_runs_queries_and_reports_errors";
+    if std::process::Command::new("psql")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        skip(test, "psql is not installed (Debian: postgresql-client)");
+        return;
+    }
+    let (port, engine) = serve_postgres(None).await;
+    let psql = |sql: &str| {
+        let port = port.to_string();
+        let sql = sql.to_string();
+        async move {
+            tokio::process::Command::new("psql")
+                .args([
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    &port,
+                    "-U",
+                    "someone",
+                    "-d",
+                    "strata",
+                ])
+                .args([
+                    "-X",
+                    "-A",
+                    "-t",
+                    "-F",
+                    ",",
+                    "-v",
+                    "ON_ERROR_STOP=1",
+                    "-c",
+                    &sql,
+                ])
+                .output()
+                .await
+                .expect("run psql")
+        }
+    };
+    let sql = "SELECT registration_state, count(*) AS n FROM violations \
+               GROUP BY 1 ORDER BY n DESC, 1 LIMIT 5";
+    let out = psql(sql).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let batches = local(&engine, sql).await;
+    let states = batches[0].column(0).as_string_view();
+    let counts = batches[0].column(1).as_primitive::<Int64Type>();
+    let expected: String = (0..5)
+        .map(|i| format!("{},{}\n", states.value(i), counts.value(i)))
+        .collect();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), expected);
+
+    // Two statements in one message: both run, in order.
+    let out = psql("SELECT 1 AS a; SELECT 'two' AS b").await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "1\ntwo\n");
+
+    let out = psql("SELEC 1").await;
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("ERROR:  syntax error"), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+
+    let out = psql("SELECT * FROM no_such_table").await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("table 'no_such_table' not found"),
+        "{stderr}"
+    );
 }

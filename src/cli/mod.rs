@@ -143,12 +143,14 @@ enum Command {
   strata executor --scheduler localhost:50050 --bind 127.0.0.1:0 --slots 4 --memory-limit 8G")]
     Executor(cluster::ExecutorArgs),
     /// Serve the catalog's datasets to other programs over Arrow Flight SQL (ADBC, pyarrow,
-    /// JDBC and ODBC drivers). Queries run with this command's engine options (`--cluster`,
+    /// JDBC and ODBC drivers), and over the PostgreSQL protocol with --postgres (psql,
+    /// psycopg, BI tools). Queries run with this command's engine options (`--cluster`,
     /// `--memory-limit`, `--threads`).
     #[command(after_help = "Examples:
   strata serve
   strata serve --flight 127.0.0.1:0 --catalog strata.toml
-  strata serve --root data --allow-writes --write-root /tmp")]
+  strata serve --root data --allow-writes --write-root /tmp
+  strata serve --postgres 127.0.0.1:5432")]
     Serve(serve::ServeArgs),
     /// Read a password or API token on standard input and print its hash, for the users
     /// file of `strata serve --users`.

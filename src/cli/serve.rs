@@ -1,11 +1,12 @@
-//! `strata serve`: the catalog's datasets over Arrow Flight SQL until Ctrl-C or SIGTERM.
+//! `strata serve`: the catalog's datasets over Arrow Flight SQL, and over the PostgreSQL
+//! protocol with `--postgres`, until Ctrl-C or SIGTERM.
 
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
 use strata::confine::Confinement;
-use strata::server::{Auth, Options, serve_flight_with};
+use strata::server::{Auth, Listeners, Options, serve};
 
 use super::cluster::{resolve, server_log, shutdown};
 use super::{CliError, EngineArgs, engine_builder};
@@ -21,6 +22,10 @@ pub struct ServeArgs {
         value_name = "HOST:PORT"
     )]
     flight: String,
+    /// Also serve the PostgreSQL protocol here, for `psql`, psycopg, JDBC and BI tools
+    /// (port 0 picks a free one, printed at start).
+    #[arg(long, env = "STRATA_POSTGRES", value_name = "HOST:PORT")]
+    postgres: Option<String>,
     /// Serve on an address other machines can reach although clients are not authenticated
     /// and the connection is not encrypted.
     #[arg(long)]
@@ -81,16 +86,19 @@ pub async fn run(args: &ServeArgs, engine: &EngineArgs) -> Result<ExitCode, CliE
     }
     server_log();
     let address = resolve(&args.flight)?;
-    if !address.ip().is_loopback() && !args.insecure {
-        let missing = if args.users.is_some() {
-            "TLS"
-        } else {
-            "authentication (--users) or TLS"
-        };
-        return Err(CliError::Usage(format!(
-            "{address} can be reached from other machines, and this server has no \
-             {missing}; serve on 127.0.0.1, or pass --insecure"
-        )));
+    let pg_address = args.postgres.as_deref().map(resolve).transpose()?;
+    for address in std::iter::once(address).chain(pg_address) {
+        if !address.ip().is_loopback() && !args.insecure {
+            let missing = if args.users.is_some() {
+                "TLS"
+            } else {
+                "authentication (--users) or TLS"
+            };
+            return Err(CliError::Usage(format!(
+                "{address} can be reached from other machines, and this server has no \
+                 {missing}; serve on 127.0.0.1, or pass --insecure"
+            )));
+        }
     }
     let mut confinement = Confinement::new();
     for root in &args.roots {
@@ -118,8 +126,23 @@ pub async fn run(args: &ServeArgs, engine: &EngineArgs) -> Result<ExitCode, CliE
     let bound = listener
         .local_addr()
         .map_err(|e| CliError::Usage(e.to_string()))?;
+    let pg_listener = match pg_address {
+        Some(address) => Some(
+            tokio::net::TcpListener::bind(address)
+                .await
+                .map_err(|e| CliError::Usage(format!("cannot listen on {address}: {e}")))?,
+        ),
+        None => None,
+    };
+    let postgres = match &pg_listener {
+        Some(l) => {
+            let a = l.local_addr().map_err(|e| CliError::Usage(e.to_string()))?;
+            format!(" and PostgreSQL on postgres://{a}")
+        }
+        None => String::new(),
+    };
     eprintln!(
-        "strata serving {} tables over Flight SQL on grpc://{bound} ({} runner{})",
+        "strata serving {} tables over Flight SQL on grpc://{bound}{postgres} ({} runner{})",
         engine.table_names().len(),
         engine.runner().name(),
         if auth.is_some() {
@@ -150,7 +173,11 @@ pub async fn run(args: &ServeArgs, engine: &EngineArgs) -> Result<ExitCode, CliE
         );
         let _ = stopping.send(());
     };
-    let server = serve_flight_with(listener, engine, options, auth, signal);
+    let listeners = Listeners {
+        flight: listener,
+        postgres: pg_listener,
+    };
+    let server = serve(listeners, engine, options, auth, signal);
     let grace = Duration::from_secs(args.grace);
     tokio::select! {
         served = server => served.map_err(|e| CliError::Usage(e.to_string()))?,

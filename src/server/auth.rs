@@ -131,6 +131,22 @@ impl Auth {
         verify(password, hash).then(|| user.to_string())
     }
 
+    /// A user's name and password, or an API token of that user given as the password (as
+    /// PostgreSQL clients, which have nowhere else to put one, do): the name if either
+    /// matches.
+    pub(crate) fn sign_in(&self, user: &str, secret: &str) -> Option<String> {
+        if let Some(name) = self.login(user, secret) {
+            return Some(name);
+        }
+        let users = self.users();
+        let entry = users.users.get(user)?;
+        entry
+            .api_tokens
+            .iter()
+            .any(|hash| verify(secret, hash))
+            .then(|| user.to_string())
+    }
+
     /// Exchange Basic credentials for a bearer token.
     fn handshake(&self, metadata: &MetadataMap) -> Result<(String, String), Status> {
         // A client may send a stale bearer token beside its credentials.

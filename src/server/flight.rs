@@ -45,6 +45,9 @@ const TABLE_TYPES: [&str; 2] = ["TABLE", "VIEW"];
 
 type FlightStream = Pin<Box<dyn Stream<Item = Result<arrow_flight::FlightData, Status>> + Send>>;
 
+/// A query's batches as they come, or the status it failed with.
+pub(super) type Batches = Pin<Box<dyn Stream<Item = Result<RecordBatch, Status>> + Send>>;
+
 /// A query started for a `FlightInfo`: its result until a `DoGet` takes it, and what stops
 /// it. It is forgotten when its `DoGet` stream ends, or when nobody came for its result.
 struct Query {
@@ -196,6 +199,11 @@ impl FlightSqlServer {
         }
     }
 
+    /// The engine queries run on.
+    pub(super) fn engine(&self) -> &Arc<Engine> {
+        &self.engine
+    }
+
     /// Wait for a place under the limits on queries running at once (per user, then in
     /// all), for at most the queue timeout.
     async fn take_places(&self, user: Option<&super::User>) -> Result<Places, Status> {
@@ -259,7 +267,7 @@ impl FlightSqlServer {
     }
 
     /// Refuse a statement that writes when the server is read-only.
-    fn allowed(&self, sql: &str) -> Result<(), Status> {
+    pub(super) fn allowed(&self, sql: &str) -> Result<(), Status> {
         if !self.options.read_only || self.engine.only_reads(sql).map_err(status)? {
             return Ok(());
         }
@@ -277,6 +285,36 @@ impl FlightSqlServer {
         params: Vec<ScalarValue>,
         user: Option<&super::User>,
     ) -> Result<Response<FlightInfo>, Status> {
+        let (statement_handle, schema) = self.begin(sql, params, user).await?;
+        let info = flight_info(
+            &schema,
+            TicketStatementQuery {
+                statement_handle: statement_handle.into(),
+            },
+        )?;
+        Ok(Response::new(info))
+    }
+
+    /// Run `sql` for a client of another protocol, with the checks, limits and log of a
+    /// Flight SQL query: its columns, and its batches as they come.
+    pub(super) async fn run(
+        &self,
+        sql: &str,
+        params: Vec<ScalarValue>,
+        user: Option<&super::User>,
+    ) -> Result<(SchemaRef, Batches), Status> {
+        let (handle, _) = self.begin(sql, params, user).await?;
+        self.take(handle)
+    }
+
+    /// Start `sql` with `params` (once it is allowed and has its places) and keep its result
+    /// under a new handle, which is returned with the result's schema.
+    async fn begin(
+        &self,
+        sql: &str,
+        params: Vec<ScalarValue>,
+        user: Option<&super::User>,
+    ) -> Result<(Vec<u8>, SchemaRef), Status> {
         self.allowed(sql)?;
         let places = self.take_places(user).await?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
@@ -293,12 +331,6 @@ impl FlightSqlServer {
         };
         let schema = result.schema();
         let statement_handle = handle();
-        let info = flight_info(
-            &schema,
-            TicketStatementQuery {
-                statement_handle: statement_handle.clone().into(),
-            },
-        )?;
         let control = Arc::new(Control {
             cancel: result.cancel_handle(),
             timed_out: Default::default(),
@@ -314,7 +346,7 @@ impl FlightSqlServer {
             });
         }
         lock(&self.queries).insert(
-            statement_handle,
+            statement_handle.clone(),
             Query {
                 result: Some(result),
                 control,
@@ -324,7 +356,77 @@ impl FlightSqlServer {
                 log: self.log.clone(),
             },
         );
-        Ok(Response::new(info))
+        Ok((statement_handle, schema))
+    }
+
+    /// Take the result kept under `handle`: its schema and its batches, each counted and
+    /// checked against the result size limit; the query is forgotten once they end or are
+    /// dropped.
+    fn take(&self, handle: Vec<u8>) -> Result<(SchemaRef, Batches), Status> {
+        let (result, control, id, since) = {
+            let mut queries = lock(&self.queries);
+            let query = queries
+                .get_mut(&handle)
+                .filter(|q| q.result.is_some())
+                .ok_or_else(|| {
+                    Status::not_found("no such result (already read, cancelled or expired)")
+                })?;
+            let result = query.result.take().expect("checked");
+            (result, query.control.clone(), query.id, query.since)
+        };
+        let schema = result.schema();
+        let done = Forget {
+            queries: self.queries.clone(),
+            log: self.log.clone(),
+            bytes: Default::default(),
+            handle,
+            id,
+            since,
+            rows: Default::default(),
+            outcome: Default::default(),
+        };
+        let limit = self.options.query_time;
+        let max_bytes = self.options.max_result_bytes;
+        let done = Arc::new(done);
+        let end = done.clone();
+        let mut bytes = 0u64;
+        let batches = result.into_stream().map(move |batch| {
+            if let Ok(batch) = &batch {
+                done.rows
+                    .fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
+                bytes += batch.get_array_memory_size() as u64;
+                done.bytes.store(bytes, Ordering::Relaxed);
+                if let Some(max) = max_bytes.filter(|max| bytes > *max) {
+                    control.cancel.cancel();
+                    let status = Status::resource_exhausted(format!(
+                        "the result is larger than this server's limit of {max} bytes; \
+                         ask for fewer rows or columns"
+                    ));
+                    *lock(&done.outcome) = Some(status.message().to_string());
+                    return Err(status);
+                }
+            }
+            batch.map_err(|e| {
+                let status = match (&e, limit) {
+                    (Error::Cancelled, Some(limit)) if control.timed_out.load(Ordering::SeqCst) => {
+                        Status::deadline_exceeded(format!(
+                            "query cancelled: it ran longer than the server's limit of {} s",
+                            limit.as_secs_f64()
+                        ))
+                    }
+                    _ => status(e),
+                };
+                *lock(&done.outcome) = Some(status.message().to_string());
+                status
+            })
+        });
+        // Once every batch was sent, the query finished (unless it failed on the way).
+        let finished = futures::stream::once(async move {
+            lock(&end.outcome).get_or_insert_with(|| "finished".to_string());
+            None
+        })
+        .filter_map(futures::future::ready);
+        Ok((schema, Box::pin(batches.chain(finished))))
     }
 
     fn prepared(&self, handle: &[u8]) -> Result<(String, Vec<ScalarValue>), Status> {
@@ -338,7 +440,7 @@ impl FlightSqlServer {
 
     /// Run a statement that changes something, to its end; the rows it changed, when it
     /// says (`INSERT` and `COPY` do), else 0.
-    async fn update(
+    pub(super) async fn update(
         &self,
         sql: &str,
         params: Vec<ScalarValue>,
@@ -528,71 +630,11 @@ impl FlightSqlService for FlightSqlServer {
         ticket: TicketStatementQuery,
         _request: Request<Ticket>,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
-        let handle = ticket.statement_handle.to_vec();
-        let (result, control, id, since) = {
-            let mut queries = lock(&self.queries);
-            let query = queries
-                .get_mut(&handle)
-                .filter(|q| q.result.is_some())
-                .ok_or_else(|| {
-                    Status::not_found("no such result (already read, cancelled or expired)")
-                })?;
-            let result = query.result.take().expect("checked");
-            (result, query.control.clone(), query.id, query.since)
-        };
-        let schema = result.schema();
-        let done = Forget {
-            queries: self.queries.clone(),
-            log: self.log.clone(),
-            bytes: Default::default(),
-            handle,
-            id,
-            since,
-            rows: Default::default(),
-            outcome: Default::default(),
-        };
-        let limit = self.options.query_time;
-        let max_bytes = self.options.max_result_bytes;
-        let done = Arc::new(done);
-        let end = done.clone();
-        let mut bytes = 0u64;
-        let batches = result.into_stream().map(move |batch| {
-            if let Ok(batch) = &batch {
-                done.rows
-                    .fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
-                bytes += batch.get_array_memory_size() as u64;
-                done.bytes.store(bytes, Ordering::Relaxed);
-                if let Some(max) = max_bytes.filter(|max| bytes > *max) {
-                    control.cancel.cancel();
-                    let status = Status::resource_exhausted(format!(
-                        "the result is larger than this server's limit of {max} bytes; \
-                         ask for fewer rows or columns"
-                    ));
-                    *lock(&done.outcome) = Some(status.message().to_string());
-                    return Err(FlightError::Tonic(Box::new(status)));
-                }
-            }
-            batch.map_err(|e| {
-                let status = match (&e, limit) {
-                    (Error::Cancelled, Some(limit)) if control.timed_out.load(Ordering::SeqCst) => {
-                        Status::deadline_exceeded(format!(
-                            "query cancelled: it ran longer than the server's limit of {} s",
-                            limit.as_secs_f64()
-                        ))
-                    }
-                    _ => status(e),
-                };
-                *lock(&done.outcome) = Some(status.message().to_string());
-                FlightError::Tonic(Box::new(status))
-            })
-        });
-        // Once every batch was sent, the query finished (unless it failed on the way).
-        let finished = futures::stream::once(async move {
-            lock(&end.outcome).get_or_insert_with(|| "finished".to_string());
-            None
-        })
-        .filter_map(futures::future::ready);
-        Ok(encode(schema, batches.chain(finished)))
+        let (schema, batches) = self.take(ticket.statement_handle.to_vec())?;
+        Ok(encode(
+            schema,
+            batches.map_err(|status| FlightError::Tonic(Box::new(status))),
+        ))
     }
 
     async fn do_get_fallback(

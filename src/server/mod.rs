@@ -1,11 +1,13 @@
 //! `strata serve`: the engine's datasets served to other programs over Arrow Flight SQL
-//! (notebooks through ADBC or pyarrow, JDBC and ODBC drivers, other services). Queries run
-//! through the engine's runner, locally or on a cluster, and stream back batch by batch.
+//! (notebooks through ADBC or pyarrow, JDBC and ODBC drivers, other services) and over the
+//! PostgreSQL protocol (`psql`, psycopg, BI tools). Queries run through the engine's runner,
+//! locally or on a cluster, and stream back batch by batch.
 
 pub mod auth;
 mod flight;
 pub mod history;
 mod metadata;
+mod postgres;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -93,6 +95,38 @@ pub async fn serve_flight_with(
     auth: Option<Arc<Auth>>,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), ServerError> {
+    let listeners = Listeners {
+        flight: listener,
+        postgres: None,
+    };
+    serve(listeners, engine, options, auth, shutdown).await
+}
+
+/// Where a server listens: for Flight SQL, and for the PostgreSQL protocol if given.
+#[derive(Debug)]
+pub struct Listeners {
+    /// Flight SQL clients connect here.
+    pub flight: TcpListener,
+    /// PostgreSQL clients connect here.
+    pub postgres: Option<TcpListener>,
+}
+
+/// Serve Flight SQL, and the PostgreSQL protocol when it has a listener, until `shutdown`
+/// completes. Both run queries through one service: the same limits, log and users (a
+/// PostgreSQL client signs in with the password, or an API token as the password).
+pub async fn serve(
+    listeners: Listeners,
+    engine: Arc<Engine>,
+    options: Options,
+    auth: Option<Arc<Auth>>,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> Result<(), ServerError> {
+    use futures::FutureExt;
+    let Listeners {
+        flight: listener,
+        postgres: pg_listener,
+    } = listeners;
+    let shutdown = shutdown.boxed().shared();
     let address = listener
         .local_addr()
         .map(|a| a.to_string())
@@ -105,10 +139,28 @@ pub async fn serve_flight_with(
         })?;
     let service = FlightSqlServer::new(engine, options);
     tokio::spawn(service.clone().expire_every(Duration::from_secs(10)));
-    match auth {
-        Some(auth) => run(Authenticated::new(service, auth), listener, shutdown).await,
-        None => run(service, listener, shutdown).await,
-    }
+    let pg_shutdown = shutdown.clone();
+    let postgres = async {
+        match pg_listener {
+            Some(l) => postgres::serve(l, service.clone(), auth.clone(), pg_shutdown).await,
+            None => Ok(()),
+        }
+    };
+    let flight = async {
+        match auth.clone() {
+            Some(auth) => {
+                run(
+                    Authenticated::new(service.clone(), auth),
+                    listener,
+                    shutdown,
+                )
+                .await
+            }
+            None => run(service.clone(), listener, shutdown).await,
+        }
+    };
+    let (flight, postgres) = tokio::join!(flight, postgres);
+    flight.and(postgres)
 }
 
 async fn run<S: FlightService>(

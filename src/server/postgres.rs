@@ -1,0 +1,563 @@
+//! The PostgreSQL wire protocol (`strata serve --postgres`): `psql`, psycopg, JDBC and BI
+//! tools query the same datasets as Flight SQL clients, through the same service, so the same
+//! read-only rule, limits, query log and users apply. Simple and extended queries (with `$1`
+//! parameters, in text or binary) are answered; users sign in with their password, or with an
+//! API token as the password. Transaction statements are accepted and do nothing (every
+//! statement stands alone), as are the session settings drivers send on connecting.
+
+use std::fmt::Debug;
+use std::sync::Arc;
+
+use arrow_pg::datatypes::df::deserialize_parameters;
+use arrow_pg::datatypes::{arrow_schema_to_pg_fields, encode_recordbatch, into_pg_type};
+use async_trait::async_trait;
+use datafusion::arrow::datatypes::DataType;
+use datafusion::common::ParamValues;
+use datafusion::scalar::ScalarValue;
+use futures::{Sink, SinkExt, StreamExt};
+use pgwire::api::auth::{
+    DefaultServerParameterProvider, StartupHandler, finish_authentication, protocol_negotiation,
+    save_startup_parameters_to_metadata,
+};
+use pgwire::api::portal::{Format, Portal};
+use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
+use pgwire::api::results::{
+    DescribePortalResponse, DescribeStatementResponse, FieldInfo, QueryResponse, Response, Tag,
+};
+use pgwire::api::stmt::{QueryParser, StoredStatement};
+use pgwire::api::store::PortalStore;
+use pgwire::api::{
+    ClientInfo, ClientPortalStore, PgWireConnectionState, PgWireServerHandlers, Type,
+};
+use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use pgwire::messages::startup::Authentication;
+use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
+use tokio::net::TcpListener;
+use tonic::{Code, Status};
+
+use super::auth::Auth;
+use super::flight::FlightSqlServer;
+use super::{ServerError, User};
+use crate::Error;
+
+/// Where a connection keeps the name of the user who signed in.
+const SIGNED_IN: &str = "strata.user";
+
+/// Serve the PostgreSQL protocol on `listener` until `shutdown` completes, running queries
+/// through `service`. With `auth`, clients sign in with a user's password or API token.
+pub(super) async fn serve(
+    listener: TcpListener,
+    service: FlightSqlServer,
+    auth: Option<Arc<Auth>>,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> Result<(), ServerError> {
+    let handlers = Arc::new(Postgres {
+        service,
+        auth,
+        parser: Arc::new(Sql),
+    });
+    tokio::pin!(shutdown);
+    loop {
+        let (socket, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    log::warn!(target: "strata::server", "postgres: cannot accept: {e}");
+                    continue;
+                }
+            },
+            _ = &mut shutdown => return Ok(()),
+        };
+        let _ = socket.set_nodelay(true);
+        let handlers = handlers.clone();
+        tokio::spawn(async move {
+            if let Err(e) = pgwire::tokio::process_socket(socket, None, handlers).await {
+                log::debug!(target: "strata::server", "postgres connection: {e}");
+            }
+        });
+    }
+}
+
+/// The handlers of every connection.
+struct Postgres {
+    service: FlightSqlServer,
+    auth: Option<Arc<Auth>>,
+    parser: Arc<Sql>,
+}
+
+impl PgWireServerHandlers for Postgres {
+    fn simple_query_handler(&self) -> Arc<impl SimpleQueryHandler> {
+        Arc::new(self.clone_handler())
+    }
+
+    fn extended_query_handler(&self) -> Arc<impl ExtendedQueryHandler> {
+        Arc::new(self.clone_handler())
+    }
+
+    fn startup_handler(&self) -> Arc<impl StartupHandler> {
+        Arc::new(self.clone_handler())
+    }
+}
+
+impl Postgres {
+    fn clone_handler(&self) -> Postgres {
+        Postgres {
+            service: self.service.clone(),
+            auth: self.auth.clone(),
+            parser: self.parser.clone(),
+        }
+    }
+
+    /// Answer one statement: `params` bound, rows in `format`.
+    async fn answer<C: ClientInfo>(
+        &self,
+        client: &C,
+        sql: &str,
+        params: Vec<ScalarValue>,
+        format: &Format,
+    ) -> PgWireResult<Response> {
+        if let Some(response) = session_statement(sql) {
+            return Ok(response);
+        }
+        let user = client.metadata().get(SIGNED_IN).cloned().map(User);
+        let engine = self.service.engine();
+        if !engine.only_reads(sql).map_err(engine_error)? {
+            self.service.allowed(sql).map_err(status_error)?;
+            let rows = self
+                .service
+                .update(sql, params, user.as_ref())
+                .await
+                .map_err(status_error)?;
+            return Ok(Response::Execution(
+                Tag::new(&command(sql)).with_rows(rows.max(0) as usize),
+            ));
+        }
+        let (schema, batches) = self
+            .service
+            .run(sql, params, user.as_ref())
+            .await
+            .map_err(status_error)?;
+        let fields = Arc::new(arrow_schema_to_pg_fields(&schema, format, None)?);
+        let rows_of = fields.clone();
+        let rows = batches.flat_map(move |batch| {
+            let rows: Vec<PgWireResult<_>> = match batch {
+                Ok(batch) => encode_recordbatch(rows_of.clone(), batch).collect(),
+                Err(status) => vec![Err(status_error(status))],
+            };
+            futures::stream::iter(rows)
+        });
+        Ok(Response::Query(QueryResponse::new(fields, rows)))
+    }
+}
+
+/// Answers for the statements of a session that Strata has no use for: transactions (every
+/// statement stands alone) and the settings drivers send when they connect.
+fn session_statement(sql: &str) -> Option<Response> {
+    let words: Vec<String> = sql
+        .split(|c: char| c.is_whitespace() || c == ';' || c == '=')
+        .filter(|w| !w.is_empty())
+        .take(3)
+        .map(|w| w.to_ascii_lowercase())
+        .collect();
+    let first = words.first()?.as_str();
+    match first {
+        "begin" | "start" => Some(Response::TransactionStart(Tag::new("BEGIN"))),
+        "commit" | "end" => Some(Response::TransactionEnd(Tag::new("COMMIT"))),
+        "rollback" | "abort" => Some(Response::TransactionEnd(Tag::new("ROLLBACK"))),
+        "set" => {
+            let name = match words.get(1).map(String::as_str) {
+                Some("session") | Some("local") => words.get(2),
+                _ => words.get(1),
+            }?;
+            let client_setting = matches!(
+                name.trim_matches('"'),
+                "application_name"
+                    | "extra_float_digits"
+                    | "client_encoding"
+                    | "datestyle"
+                    | "intervalstyle"
+                    | "search_path"
+                    | "statement_timeout"
+                    | "lock_timeout"
+                    | "idle_in_transaction_session_timeout"
+                    | "client_min_messages"
+                    | "standard_conforming_strings"
+                    | "bytea_output"
+            );
+            client_setting.then(|| Response::Execution(Tag::new("SET")))
+        }
+        _ => None,
+    }
+}
+
+/// The command tag of a statement that changes something: its first word.
+fn command(sql: &str) -> String {
+    sql.split_whitespace()
+        .next()
+        .unwrap_or("OK")
+        .to_ascii_uppercase()
+}
+
+/// The SQLSTATE of a planning error: an unknown column or table has its own.
+fn plan_code(message: &str) -> &'static str {
+    if message.contains("not found") && message.starts_with("column") {
+        "42703"
+    } else if message.contains("not found") && message.starts_with("table") {
+        "42P01"
+    } else {
+        "42000"
+    }
+}
+
+/// A PostgreSQL error for an error of the engine, with the SQLSTATE of its kind.
+fn engine_error(error: Error) -> PgWireError {
+    let message = error.to_string();
+    let code = match &error {
+        Error::Syntax { .. } => "42601",
+        Error::Plan { .. } => plan_code(&message),
+        Error::Config(_) => "22023",
+        Error::Dataset(_) | Error::Catalog(_) => "58030",
+        Error::NotAllowed(_) => "42501",
+        Error::Cancelled => "57014",
+        Error::ResourcesExhausted(_) => "53200",
+        Error::Execution(_) => "XX000",
+    };
+    user_error(code, message)
+}
+
+/// A PostgreSQL error for the status the service answered with.
+fn status_error(status: Status) -> PgWireError {
+    let code = match status.code() {
+        Code::InvalidArgument if status.message().starts_with("syntax error") => "42601",
+        Code::InvalidArgument => plan_code(status.message()),
+        Code::FailedPrecondition => "58030",
+        Code::NotFound => "42704",
+        Code::PermissionDenied => "42501",
+        Code::Unauthenticated => "28000",
+        Code::Cancelled | Code::DeadlineExceeded => "57014",
+        Code::ResourceExhausted => "53000",
+        _ => "XX000",
+    };
+    user_error(code, status.message().to_string())
+}
+
+fn user_error(code: &str, message: String) -> PgWireError {
+    PgWireError::UserError(Box::new(ErrorInfo::new(
+        "ERROR".to_string(),
+        code.to_string(),
+        message,
+    )))
+}
+
+#[async_trait]
+impl StartupHandler for Postgres {
+    async fn on_startup<C>(
+        &self,
+        client: &mut C,
+        message: PgWireFrontendMessage,
+    ) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let parameters = DefaultServerParameterProvider::default();
+        match message {
+            PgWireFrontendMessage::Startup(ref startup) => {
+                protocol_negotiation(client, startup).await?;
+                save_startup_parameters_to_metadata(client, startup);
+                if self.auth.is_some() {
+                    client.set_state(PgWireConnectionState::AuthenticationInProgress);
+                    client
+                        .send(PgWireBackendMessage::Authentication(
+                            Authentication::CleartextPassword,
+                        ))
+                        .await?;
+                } else {
+                    finish_authentication(client, &parameters).await?;
+                }
+            }
+            PgWireFrontendMessage::PasswordMessageFamily(password) => {
+                let Some(auth) = &self.auth else {
+                    return Ok(());
+                };
+                let password = password.into_password()?;
+                let user = client.metadata().get("user").cloned().unwrap_or_default();
+                let signed_in = {
+                    let auth = auth.clone();
+                    let (user, password) = (user.clone(), password.password.clone());
+                    // Checking a hash takes a while; not on the connection's task.
+                    tokio::task::spawn_blocking(move || auth.sign_in(&user, &password))
+                        .await
+                        .ok()
+                        .flatten()
+                };
+                match signed_in {
+                    Some(name) => {
+                        log::info!(target: "strata::auth", "{name} signed in (postgres)");
+                        client.metadata_mut().insert(SIGNED_IN.to_string(), name);
+                        finish_authentication(client, &parameters).await?;
+                    }
+                    None => {
+                        let error = ErrorInfo::new(
+                            "FATAL".to_string(),
+                            "28P01".to_string(),
+                            format!("password authentication failed for user \"{user}\""),
+                        );
+                        client
+                            .send(PgWireBackendMessage::ErrorResponse(error.into()))
+                            .await?;
+                        client.close().await?;
+                    }
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl SimpleQueryHandler for Postgres {
+    async fn do_query<C>(&self, client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let statements = crate::Engine::split_statements(query).map_err(engine_error)?;
+        let mut responses = Vec::with_capacity(statements.len());
+        for sql in statements {
+            // A failing statement ends the batch, as in PostgreSQL.
+            responses.push(
+                self.answer(client, &sql, Vec::new(), &Format::UnifiedText)
+                    .await?,
+            );
+        }
+        if responses.is_empty() {
+            responses.push(Response::EmptyQuery);
+        }
+        Ok(responses)
+    }
+}
+
+/// Statements of the extended protocol are kept as their SQL; the engine plans them when
+/// they are described or run.
+#[derive(Debug)]
+struct Sql;
+
+#[async_trait]
+impl QueryParser for Sql {
+    type Statement = String;
+
+    async fn parse_sql<C>(
+        &self,
+        _client: &C,
+        sql: &str,
+        _types: &[Option<Type>],
+    ) -> PgWireResult<Option<String>>
+    where
+        C: ClientInfo + Unpin + Send + Sync,
+    {
+        Ok(Some(sql.to_string()))
+    }
+
+    fn get_parameter_types(&self, _stmt: &String) -> PgWireResult<Vec<Type>> {
+        Ok(Vec::new())
+    }
+
+    fn get_result_schema(
+        &self,
+        _stmt: &String,
+        _column_format: Option<&Format>,
+    ) -> PgWireResult<Vec<FieldInfo>> {
+        Ok(Vec::new())
+    }
+}
+
+impl Postgres {
+    /// What `sql` returns and takes, planned but not run; `None` for a statement that
+    /// returns no rows.
+    async fn describe(
+        &self,
+        sql: &str,
+        format: &Format,
+    ) -> PgWireResult<Option<(Vec<FieldInfo>, Vec<Option<DataType>>)>> {
+        if session_statement(sql).is_some() {
+            return Ok(None);
+        }
+        let engine = self.service.engine();
+        let description = engine.describe(sql).await.map_err(engine_error)?;
+        if !engine.only_reads(sql).map_err(engine_error)? {
+            return Ok(Some((Vec::new(), description.parameters)));
+        }
+        let fields = arrow_schema_to_pg_fields(&description.schema, format, None)?;
+        Ok(Some((fields, description.parameters)))
+    }
+}
+
+/// The values bound to a portal's parameters, read as the types the statement gives them
+/// (or the client says).
+fn bound<S: Clone>(
+    portal: &Portal<S>,
+    types: &[Option<DataType>],
+) -> PgWireResult<Vec<ScalarValue>> {
+    if portal.parameters.is_empty() {
+        return Ok(Vec::new());
+    }
+    let types: Vec<Option<&DataType>> = types.iter().map(Option::as_ref).collect();
+    match deserialize_parameters(portal, &types)? {
+        ParamValues::List(values) => Ok(values.into_iter().map(|v| v.value).collect()),
+        ParamValues::Map(_) => Err(user_error(
+            "42P02",
+            "parameters are numbered ($1, $2, ...)".to_string(),
+        )),
+    }
+}
+
+#[async_trait]
+impl ExtendedQueryHandler for Postgres {
+    type Statement = String;
+    type QueryParser = Sql;
+
+    fn query_parser(&self) -> Arc<Sql> {
+        self.parser.clone()
+    }
+
+    async fn do_describe_statement<C>(
+        &self,
+        _client: &mut C,
+        target: &StoredStatement<String>,
+    ) -> PgWireResult<DescribeStatementResponse>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = String>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let Some((fields, parameters)) = self
+            .describe(&target.statement, &Format::UnifiedBinary)
+            .await?
+        else {
+            return Ok(DescribeStatementResponse::new(Vec::new(), Vec::new()));
+        };
+        let parameters = parameters
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                let given = target.parameter_types.get(i).cloned().flatten();
+                match (given, t) {
+                    (Some(given), _) => Ok(given),
+                    (None, Some(t)) => into_pg_type(t),
+                    (None, None) => Ok(Type::UNKNOWN),
+                }
+            })
+            .collect::<PgWireResult<Vec<_>>>()?;
+        Ok(DescribeStatementResponse::new(parameters, fields))
+    }
+
+    async fn do_describe_portal<C>(
+        &self,
+        _client: &mut C,
+        target: &Portal<String>,
+    ) -> PgWireResult<DescribePortalResponse>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = String>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let fields = self
+            .describe(&target.statement.statement, &target.result_column_format)
+            .await?
+            .map(|(fields, _)| fields)
+            .unwrap_or_default();
+        Ok(DescribePortalResponse::new(fields))
+    }
+
+    async fn do_query<C>(
+        &self,
+        client: &mut C,
+        portal: &Portal<String>,
+        _max_rows: usize,
+    ) -> PgWireResult<Response>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = String>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let sql = &portal.statement.statement;
+        if crate::Engine::split_statements(sql)
+            .map_err(engine_error)?
+            .is_empty()
+        {
+            return Ok(Response::EmptyQuery);
+        }
+        let params = if portal.parameters.is_empty() {
+            Vec::new()
+        } else {
+            let description = self
+                .service
+                .engine()
+                .describe(sql)
+                .await
+                .map_err(engine_error)?;
+            bound(portal, &description.parameters)?
+        };
+        self.answer(client, sql, params, &portal.result_column_format)
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::datatypes::Schema;
+
+    #[test]
+    fn sessions_statements_are_answered_without_the_engine() {
+        for sql in ["BEGIN", "begin transaction", "START TRANSACTION READ ONLY"] {
+            assert!(matches!(
+                session_statement(sql),
+                Some(Response::TransactionStart(_))
+            ));
+        }
+        for sql in ["COMMIT", "rollback;", "END"] {
+            assert!(matches!(
+                session_statement(sql),
+                Some(Response::TransactionEnd(_))
+            ));
+        }
+        for sql in [
+            "SET extra_float_digits = 3",
+            "SET application_name = 'x'",
+            "set SESSION DateStyle TO ISO",
+        ] {
+            assert!(
+                matches!(session_statement(sql), Some(Response::Execution(_))),
+                "{sql}"
+            );
+        }
+        for sql in [
+            "SET datafusion.execution.batch_size = 1",
+            "SELECT 1",
+            "settle",
+        ] {
+            assert!(session_statement(sql).is_none(), "{sql}");
+        }
+    }
+
+    #[test]
+    fn schemas_map_to_postgres_types() {
+        let schema = Schema::new(vec![datafusion::arrow::datatypes::Field::new(
+            "n",
+            DataType::Int64,
+            true,
+        )]);
+        let fields = arrow_schema_to_pg_fields(&schema, &Format::UnifiedText, None).unwrap();
+        assert_eq!(fields[0].datatype(), &Type::INT8);
+        assert_eq!(fields[0].name(), "n");
+    }
+}
