@@ -1228,4 +1228,42 @@ async fn psql_runs_queries_and_reports_errors() {
         stderr.contains("table 'no_such_table' not found"),
         "{stderr}"
     );
+
+    // psql's own commands read PostgreSQL's catalog: the tables, and a table's columns.
+    let out = psql("\\dt").await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut expected: Vec<String> = engine
+        .table_names()
+        .iter()
+        .map(|t| format!("public,{t},table,postgres"))
+        .collect();
+    expected.sort();
+    let listed: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(listed, expected);
+    let out = psql("\\d people").await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let columns: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.split(',').take(2).collect::<Vec<_>>().join(" "))
+        .collect();
+    assert_eq!(
+        columns,
+        [
+            "person_id bigint",
+            "last_name text",
+            "first_name text",
+            "date_of_birth date"
+        ]
+    );
 }

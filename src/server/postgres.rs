@@ -3,7 +3,10 @@
 //! read-only rule, limits, query log and users apply. Simple and extended queries (with `$1`
 //! parameters, in text or binary) are answered; users sign in with their password, or with an
 //! API token as the password. Transaction statements are accepted and do nothing (every
-//! statement stands alone), as are the session settings drivers send on connecting.
+//! statement stands alone), as are the session settings drivers send on connecting. The
+//! server's engine gets PostgreSQL's catalog (`pg_catalog`), and statements that read it
+//! (`psql`'s `\dt` and `\d`, BI tools' schema browsers) are rewritten into SQL the engine
+//! plans; other statements reach the engine as they were sent.
 
 use std::fmt::Debug;
 use std::sync::Arc;
@@ -51,6 +54,21 @@ pub(super) async fn serve(
     auth: Option<Arc<Auth>>,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), ServerError> {
+    let session = service.engine().session().clone();
+    let catalog = session
+        .state()
+        .config()
+        .options()
+        .catalog
+        .default_catalog
+        .clone();
+    if let Err(e) = datafusion_pg_catalog::setup_pg_catalog(
+        &session,
+        &catalog,
+        datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider,
+    ) {
+        log::warn!(target: "strata::server", "postgres: no pg_catalog: {e}");
+    }
     let handlers = Arc::new(Postgres {
         service,
         auth,
@@ -148,6 +166,20 @@ impl Postgres {
         });
         Ok(Response::Query(QueryResponse::new(fields, rows)))
     }
+}
+
+/// The statements of `text`: as sent, or, where they read PostgreSQL's catalog, rewritten
+/// into SQL the engine plans (operators, casts to `regclass` and collations as `psql`
+/// writes them).
+fn statements(text: &str) -> PgWireResult<Vec<String>> {
+    if !text.to_ascii_lowercase().contains("pg_catalog") {
+        return crate::Engine::split_statements(text).map_err(engine_error);
+    }
+    let parser = datafusion_pg_catalog::sql::PostgresCompatibilityParser::new();
+    let parsed = parser
+        .parse(text)
+        .map_err(|e| user_error("42601", format!("syntax error: {e}")))?;
+    Ok(parsed.into_iter().map(|s| s.to_string()).collect())
 }
 
 /// Answers for the statements of a session that Strata has no use for: transactions (every
@@ -326,7 +358,7 @@ impl SimpleQueryHandler for Postgres {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        let statements = crate::Engine::split_statements(query).map_err(engine_error)?;
+        let statements = statements(query)?;
         let mut responses = Vec::with_capacity(statements.len());
         for sql in statements {
             // A failing statement ends the batch, as in PostgreSQL.
@@ -360,7 +392,14 @@ impl QueryParser for Sql {
     where
         C: ClientInfo + Unpin + Send + Sync,
     {
-        Ok(Some(sql.to_string()))
+        match statements(sql)?.as_slice() {
+            [] => Ok(None),
+            [one] => Ok(Some(one.clone())),
+            _ => Err(user_error(
+                "42601",
+                "cannot insert multiple commands into a prepared statement".to_string(),
+            )),
+        }
     }
 
     fn get_parameter_types(&self, _stmt: &String) -> PgWireResult<Vec<Type>> {
