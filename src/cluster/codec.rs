@@ -23,6 +23,7 @@ use datafusion_proto::logical_plan::LogicalExtensionCodec;
 use datafusion_proto::physical_plan::{PhysicalExtensionCodec, PhysicalProtoConverterExtension};
 
 use super::compressed::{self, CompressedScanExec};
+use crate::optimizer::NullableSideExec;
 
 use crate::dataset::DatasetTable;
 
@@ -153,6 +154,7 @@ impl LogicalExtensionCodec for StrataLogicalCodec {
 /// Marks Strata's own plan nodes among Ballista's protobuf messages (no protobuf message
 /// starts with the byte 0xFF).
 const COMPRESSED_SCAN: &[u8] = b"\xFFstrata-compressed-scan:";
+const NULLABLE_SIDE: &[u8] = b"\xFFstrata-nullable-side";
 
 /// The physical codec of Strata's schedulers and executors.
 #[derive(Debug, Default)]
@@ -168,6 +170,12 @@ impl PhysicalExtensionCodec for StrataPhysicalCodec {
         ctx: &TaskContext,
         proto_converter: &dyn PhysicalProtoConverterExtension,
     ) -> Result<Arc<dyn ExecutionPlan>> {
+        if buf == NULLABLE_SIDE {
+            let input = inputs
+                .first()
+                .ok_or_else(|| internal("nullable side", "without its input"))?;
+            return Ok(Arc::new(NullableSideExec::new(Arc::clone(input))));
+        }
         match buf.strip_prefix(COMPRESSED_SCAN) {
             Some(rest) => {
                 let compression = std::str::from_utf8(rest).map_err(|e| internal("scan", e))?;
@@ -186,6 +194,10 @@ impl PhysicalExtensionCodec for StrataPhysicalCodec {
         buf: &mut Vec<u8>,
         proto_converter: &dyn PhysicalProtoConverterExtension,
     ) -> Result<()> {
+        if node.downcast_ref::<NullableSideExec>().is_some() {
+            buf.extend(NULLABLE_SIDE);
+            return Ok(());
+        }
         if let Some(scan) = node.downcast_ref::<CompressedScanExec>() {
             buf.extend(COMPRESSED_SCAN);
             buf.extend(scan.compression().as_bytes());

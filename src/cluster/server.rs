@@ -40,9 +40,10 @@ fn cluster_error(what: &str) -> impl Fn(ballista_core::error::BallistaError) -> 
     move |e| Error::Execution(format!("{what}: {e}"))
 }
 
-/// The session a scheduler plans a job in: the job's settings, Strata's stores, the rule
-/// that keeps compressed scans compressed on executors, joins that yield (so executors can
-/// stop a cancelled job's tasks), and window sorts that hold in every stage.
+/// The session a scheduler plans a job in: the job's settings, Strata's stores, outer joins'
+/// padded sides without their constants, the rule that keeps compressed scans compressed on
+/// executors, joins that yield (so executors can stop a cancelled job's tasks), and window
+/// sorts that hold in every stage.
 fn session_builder(stores: Arc<dyn ObjectStoreRegistry>) -> SessionBuilder {
     Arc::new(move |config: SessionConfig| {
         let runtime = RuntimeEnvBuilder::new()
@@ -50,6 +51,7 @@ fn session_builder(stores: Arc<dyn ObjectStoreRegistry>) -> SessionBuilder {
             .build_arc()?;
         let mut rules = PhysicalOptimizer::new().rules;
         rules.insert(0, Arc::new(crate::optimizer::FilteredOuterJoinsByHash));
+        rules.insert(1, Arc::new(crate::optimizer::NullableSides));
         rules.push(Arc::new(MarkCompressedScans));
         rules.push(Arc::new(crate::optimizer::CooperativeJoins));
         rules.push(Arc::new(crate::optimizer::ExplicitWindowSorts));

@@ -2,6 +2,7 @@
 
 mod cooperative;
 mod nested_loops;
+mod nullable_sides;
 mod outer_joins;
 mod runtime_filter;
 mod shared;
@@ -23,6 +24,7 @@ use datafusion::physical_plan::recursive_query::RecursiveQueryExec;
 
 pub use cooperative::CooperativeJoins;
 pub use nested_loops::{InMemoryNestedLoopJoinExec, InMemoryNestedLoops};
+pub use nullable_sides::{NullableSideExec, NullableSides};
 pub use outer_joins::FilteredOuterJoinsByHash;
 pub use runtime_filter::{JoinFiltersAtScan, RuntimeFilterExec};
 pub use shared::{ShareSubplans, SharedExec};
@@ -77,7 +79,8 @@ pub(crate) fn is_recursive(plan: &Arc<dyn ExecutionPlan>) -> bool {
 }
 
 /// DataFusion's physical rules with Strata's among them: filtered outer sort-merge joins
-/// become hash joins first, subplan sharing comes before runtime filters are pushed down
+/// become hash joins first, outer joins' padded sides lose their constants next, subplan
+/// sharing comes before runtime filters are pushed down
 /// (the last rewrite that must see the plan whole), runtime filters at scans after
 /// everything else, then nested loop joins kept in memory; joins made to yield last.
 pub fn physical_rules() -> Vec<Arc<dyn PhysicalOptimizerRule + Send + Sync>> {
@@ -89,6 +92,7 @@ pub fn physical_rules() -> Vec<Arc<dyn PhysicalOptimizerRule + Send + Sync>> {
     rules.insert(at, Arc::new(ShareSubplans));
     rules.push(Arc::new(JoinFiltersAtScan));
     rules.insert(0, Arc::new(FilteredOuterJoinsByHash));
+    rules.insert(1, Arc::new(NullableSides));
     rules.push(Arc::new(InMemoryNestedLoops));
     rules.push(Arc::new(CooperativeJoins));
     rules

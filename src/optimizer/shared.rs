@@ -166,6 +166,7 @@ const KNOWN: &[&str] = &[
     "InterleaveExec",
     "LocalLimitExec",
     "NestedLoopJoinExec",
+    "NullableSideExec",
     "PlaceholderRowExec",
     "ProjectionExec",
     "RepartitionExec",
