@@ -1043,11 +1043,18 @@ async fn strata_queries_lists_running_and_recent_queries() {
 }
 
 /// A server with the sample catalog for Flight SQL and PostgreSQL clients, users from
-/// `users` if given: the PostgreSQL port.
+/// `users` if given: the PostgreSQL port, and the engine.
 async fn serve_postgres(users: Option<&std::path::Path>) -> (u16, Arc<Engine>) {
+    let (port, _, engine) = serve_both(users).await;
+    (port, engine)
+}
+
+/// [`serve_postgres`], with the Flight SQL address too.
+async fn serve_both(users: Option<&std::path::Path>) -> (u16, std::net::SocketAddr, Arc<Engine>) {
     let auth = users.map(|u| Arc::new(Auth::load(u, std::time::Duration::from_secs(600)).unwrap()));
     let engine = engine().await;
     let flight = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let flight_address = flight.local_addr().unwrap();
     let postgres = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = postgres.local_addr().unwrap().port();
     let listeners = Listeners {
@@ -1061,7 +1068,7 @@ async fn serve_postgres(users: Option<&std::path::Path>) -> (u16, Arc<Engine>) {
         auth,
         std::future::pending(),
     ));
-    (port, engine)
+    (port, flight_address, engine)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1159,7 +1166,25 @@ async fn psql_runs_queries_and_reports_errors() {
         skip(test, "psql is not installed (Debian: postgresql-client)");
         return;
     }
-    let (port, engine) = serve_postgres(None).await;
+    let (port, flight, engine) = serve_both(None).await;
+    // PostgreSQL's catalog is for PostgreSQL clients: Flight SQL's metadata does not list it.
+    let mut client = connect(flight).await;
+    let info = client
+        .get_db_schemas(CommandGetDbSchemas::default())
+        .await
+        .unwrap();
+    let (batches, _) = fetch(&mut client, info).await;
+    let schemas: Vec<String> = batches
+        .iter()
+        .flat_map(|b| {
+            let names = b.column(1).as_string::<i32>();
+            (0..names.len())
+                .map(|i| names.value(i).to_string())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert!(schemas.contains(&"public".to_string()), "{schemas:?}");
+    assert!(!schemas.contains(&"pg_catalog".to_string()), "{schemas:?}");
     let psql = |sql: &str| {
         let port = port.to_string();
         let sql = sql.to_string();

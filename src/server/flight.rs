@@ -40,6 +40,9 @@ use super::history::{QueryLog, State};
 use super::{Options, metadata};
 use crate::{CancelHandle, Engine, Error, QueryResult};
 
+/// The schema PostgreSQL clients read their catalog from (`--postgres`): not Flight SQL's.
+const POSTGRES_CATALOG: &str = "pg_catalog";
+
 /// Table types a catalog lists.
 const TABLE_TYPES: [&str; 2] = ["TABLE", "VIEW"];
 
@@ -480,6 +483,9 @@ impl FlightSqlServer {
                 continue;
             };
             for schema_name in catalog.schema_names() {
+                if schema_name == POSTGRES_CATALOG {
+                    continue;
+                }
                 let Some(schema) = catalog.schema(&schema_name) else {
                     continue;
                 };
@@ -814,7 +820,9 @@ impl FlightSqlService for FlightSqlServer {
         for catalog_name in ctx.catalog_names() {
             if let Some(catalog) = ctx.catalog(&catalog_name) {
                 for schema_name in catalog.schema_names() {
-                    builder.append(&catalog_name, schema_name);
+                    if schema_name != POSTGRES_CATALOG {
+                        builder.append(&catalog_name, schema_name);
+                    }
                 }
             }
         }
