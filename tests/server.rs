@@ -383,6 +383,17 @@ fn python_with(test: &str, module: &str) -> Option<()> {
     None
 }
 
+/// A client script's JSON lines, by their `step`.
+fn steps(stdout: &str) -> std::collections::HashMap<String, serde_json::Value> {
+    stdout
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).expect("a JSON line");
+            (v["step"].as_str().unwrap().to_string(), v)
+        })
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_adbc_notebook_session_gets_the_engines_answers() {
     if python_with(
@@ -428,13 +439,7 @@ async fn an_adbc_notebook_session_gets_the_engines_answers() {
         "the ADBC client failed:\n{stdout}\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let steps: std::collections::HashMap<String, serde_json::Value> = stdout
-        .lines()
-        .map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).expect("a JSON line");
-            (v["step"].as_str().unwrap().to_string(), v)
-        })
-        .collect();
+    let steps = steps(&stdout);
 
     let top = local(
         &engine,
@@ -1102,13 +1107,7 @@ async fn postgres_clients_sign_in_and_get_the_engines_answers() {
         "the psycopg client failed:\n{stdout}\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let steps: std::collections::HashMap<String, serde_json::Value> = stdout
-        .lines()
-        .map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).expect("a JSON line");
-            (v["step"].as_str().unwrap().to_string(), v)
-        })
-        .collect();
+    let steps = steps(&stdout);
 
     let refused = steps["wrong_password"]["error"].as_str().unwrap_or("");
     assert!(

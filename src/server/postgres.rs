@@ -97,6 +97,7 @@ pub(super) async fn serve(
 }
 
 /// The handlers of every connection.
+#[derive(Clone)]
 struct Postgres {
     service: FlightSqlServer,
     auth: Option<Arc<Auth>>,
@@ -105,27 +106,19 @@ struct Postgres {
 
 impl PgWireServerHandlers for Postgres {
     fn simple_query_handler(&self) -> Arc<impl SimpleQueryHandler> {
-        Arc::new(self.clone_handler())
+        Arc::new(self.clone())
     }
 
     fn extended_query_handler(&self) -> Arc<impl ExtendedQueryHandler> {
-        Arc::new(self.clone_handler())
+        Arc::new(self.clone())
     }
 
     fn startup_handler(&self) -> Arc<impl StartupHandler> {
-        Arc::new(self.clone_handler())
+        Arc::new(self.clone())
     }
 }
 
 impl Postgres {
-    fn clone_handler(&self) -> Postgres {
-        Postgres {
-            service: self.service.clone(),
-            auth: self.auth.clone(),
-            parser: self.parser.clone(),
-        }
-    }
-
     /// Answer one statement: `params` bound, rows in `format`.
     async fn answer<C: ClientInfo>(
         &self,
