@@ -16,6 +16,12 @@
 //! location = "data/people/*.csv"              # relative to this file's folder
 //! header = true
 //! delimiter = ","
+//!
+//! [server]                                    # `strata serve`'s settings (optional)
+//! flight = "0.0.0.0:50051"
+//! users = "users.toml"                        # paths relative to this file's folder
+//! tls_cert = "server.pem"
+//! tls_key = "server.key"
 //! ```
 
 use std::collections::{BTreeMap, HashMap};
@@ -80,6 +86,56 @@ pub struct Catalog {
     pub tables: Vec<(String, DatasetSpec)>,
     /// Store settings by URL prefix.
     pub stores: Vec<StoreSettings>,
+    /// The `[server]` section: settings of `strata serve`, below its command line and
+    /// `STRATA_*` variables.
+    pub server: ServerSettings,
+}
+
+/// The `[server]` section of a catalog file; paths in it are resolved against the file's
+/// folder. Each key has the name of a `strata serve` option, with `_` for `-`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSettings {
+    /// Address of the Flight SQL listener.
+    pub flight: Option<String>,
+    /// Address of the PostgreSQL listener.
+    pub postgres: Option<String>,
+    /// Users file.
+    pub users: Option<PathBuf>,
+    /// Certificate chain (PEM).
+    pub tls_cert: Option<PathBuf>,
+    /// Private key (PEM).
+    pub tls_key: Option<PathBuf>,
+    /// Authority that signs client certificates (PEM).
+    pub tls_client_ca: Option<PathBuf>,
+    /// Seconds a sign-in token stays valid.
+    pub token_ttl: Option<u64>,
+    /// Queries running at once.
+    pub max_queries: Option<usize>,
+    /// Queries running at once per user.
+    pub max_queries_per_user: Option<usize>,
+    /// Seconds a query waits in line.
+    pub queue_timeout: Option<u64>,
+    /// Largest result, e.g. `512M`.
+    pub max_result_size: Option<String>,
+    /// Memory one query may use, e.g. `1G`.
+    pub query_memory: Option<String>,
+    /// Connections open at once, per protocol.
+    pub max_connections: Option<usize>,
+    /// Seconds a connection may stay idle.
+    pub idle_timeout: Option<u64>,
+    /// Folders clients may read.
+    #[serde(default)]
+    pub roots: Vec<PathBuf>,
+    /// Folders clients may write (with `allow_writes`).
+    #[serde(default)]
+    pub write_roots: Vec<PathBuf>,
+    /// Run statements that write.
+    pub allow_writes: Option<bool>,
+    /// Seconds running queries get at shutdown.
+    pub grace: Option<u64>,
+    /// Seconds a query may run.
+    pub query_timeout: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -89,6 +145,8 @@ struct RawCatalog {
     tables: BTreeMap<String, RawTable>,
     #[serde(default)]
     stores: BTreeMap<String, BTreeMap<String, toml::Value>>,
+    #[serde(default)]
+    server: ServerSettings,
 }
 
 #[derive(Deserialize)]
@@ -276,10 +334,31 @@ impl Catalog {
             stores.push(StoreSettings { prefix, options });
         }
 
+        let mut server = raw.server;
+        let resolve = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base_dir.join(&*p);
+            }
+        };
+        for path in [
+            &mut server.users,
+            &mut server.tls_cert,
+            &mut server.tls_key,
+            &mut server.tls_client_ca,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            resolve(path);
+        }
+        server.roots.iter_mut().for_each(resolve);
+        server.write_roots.iter_mut().for_each(resolve);
+
         Ok(Catalog {
             path: None,
             tables,
             stores,
+            server,
         })
     }
 }
@@ -374,5 +453,26 @@ secret_access_key = "${KEY}"
         assert!(e.to_string().contains("needs a location"), "{e}");
         let e = parse("[tables.t]\nlocation = \"x\"\nformat = \"xls\"\n").unwrap_err();
         assert!(e.to_string().contains("table 't'"), "{e}");
+    }
+
+    #[test]
+    fn the_server_section_holds_serve_settings_with_paths_from_the_files_folder() {
+        let c = parse(
+            "[server]\nflight = \"0.0.0.0:1\"\nusers = \"users.toml\"\n\
+             tls_cert = \"/etc/strata/cert.pem\"\nroots = [\"data\"]\nmax_queries = 4\n",
+        )
+        .unwrap();
+        assert_eq!(c.server.flight.as_deref(), Some("0.0.0.0:1"));
+        assert_eq!(c.server.users, Some(PathBuf::from("/base/users.toml")));
+        assert_eq!(
+            c.server.tls_cert,
+            Some(PathBuf::from("/etc/strata/cert.pem"))
+        );
+        assert_eq!(c.server.roots, vec![PathBuf::from("/base/data")]);
+        assert_eq!(c.server.max_queries, Some(4));
+        assert_eq!(c.server.postgres, None);
+        let e = parse("[server]\nflihgt = \"x\"\n").unwrap_err();
+        assert!(e.to_string().starts_with("strata.toml:2:"), "{e}");
+        assert!(e.to_string().contains("flihgt"), "{e}");
     }
 }

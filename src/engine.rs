@@ -48,6 +48,7 @@ pub struct EngineBuilder {
     target_partitions: Option<usize>,
     batch_size: Option<usize>,
     memory_limit: Option<usize>,
+    query_memory_limit: Option<usize>,
     spill_dir: Option<PathBuf>,
     catalog: Option<PathBuf>,
     stores: Vec<StoreSettings>,
@@ -64,6 +65,7 @@ impl Default for EngineBuilder {
             target_partitions: None,
             batch_size: None,
             memory_limit: None,
+            query_memory_limit: None,
             spill_dir: None,
             catalog: None,
             stores: Vec::new(),
@@ -100,6 +102,14 @@ impl EngineBuilder {
     /// beyond it.
     pub fn memory_limit(mut self, bytes: usize) -> Self {
         self.memory_limit = Some(bytes);
+        self
+    }
+
+    /// Cap the memory each query may use, in bytes, within [`EngineBuilder::memory_limit`]
+    /// (which all queries share): a query over it spills or fails, and the others go on.
+    /// Applies to queries run on this process's threads.
+    pub fn query_memory_limit(mut self, bytes: usize) -> Self {
+        self.query_memory_limit = Some(bytes);
         self
     }
 
@@ -323,6 +333,7 @@ impl EngineBuilder {
             next_key: AtomicU64::new(0),
             catalog_path: self.catalog.clone(),
             confinement,
+            query_memory_limit: self.query_memory_limit,
         };
         // Catalog tables are resolved when first used (see `schema.rs`).
         if let Some(default) = engine.ctx.catalog("datafusion")
@@ -404,6 +415,7 @@ pub struct Engine {
     next_key: AtomicU64,
     catalog_path: Option<PathBuf>,
     confinement: Option<Arc<Confinement>>,
+    query_memory_limit: Option<usize>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -769,7 +781,13 @@ impl Engine {
         // COPY to a local path writes under a temporary name until it completes.
         let (plan, staged) = crate::write::stage(plan);
         let df = self.ctx.execute_logical_plan(plan).await?;
-        let (state, plan) = df.into_parts();
+        let (mut state, plan) = df.into_parts();
+        if let Some(limit) = self.query_memory_limit {
+            let runtime = crate::query_memory::QueryPool::runtime(state.runtime_env(), limit)?;
+            state = SessionStateBuilder::new_from_existing(state)
+                .with_runtime_env(runtime)
+                .build();
+        }
         let optimized = state.optimize(&plan)?;
         let execution = self.runner.execute(&state, optimized).await?;
         let mut result = QueryResult::new(execution, state.task_ctx());

@@ -43,6 +43,7 @@ pub mod inlists;
 pub mod optimizer;
 /// Result formats written to any `Write`.
 pub mod output;
+pub mod query_memory;
 /// The execution seam: local and (later) distributed runners.
 pub mod runner;
 mod schema;

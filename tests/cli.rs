@@ -627,3 +627,52 @@ fn a_select_list_may_repeat_a_name() {
         "person_id,person_id,x,x\n1,76,1,2\n"
     );
 }
+
+#[test]
+fn serve_refuses_other_machines_without_users_and_tls_and_reads_its_catalog_section() {
+    let dir = tempfile::tempdir().unwrap();
+    let users = dir.path().join("users.toml");
+    std::fs::write(&users, "").unwrap();
+    let users = users.to_str().unwrap();
+    for (args, missing) in [
+        (
+            vec!["serve", "--flight", "0.0.0.0:0"],
+            "authentication (--users) or TLS",
+        ),
+        (
+            vec!["serve", "--flight", "0.0.0.0:0", "--users", users],
+            "has no TLS",
+        ),
+        (
+            vec!["serve", "--postgres", "0.0.0.0:0", "--users", users],
+            "has no TLS",
+        ),
+    ] {
+        let out = strata(&args, None);
+        assert!(!out.status.success());
+        let err = text(&out.stderr);
+        assert!(err.contains("can be reached from other machines"), "{err}");
+        assert!(err.contains(missing), "{err}");
+        assert!(err.contains("--insecure"), "{err}");
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+    }
+    // A certificate without its key is refused, from the command line or the catalog file.
+    let out = strata(&["serve", "--tls-cert", "cert.pem"], None);
+    assert!(text(&out.stderr).contains("TLS needs both --tls-cert and --tls-key"));
+    let catalog = dir.path().join("strata.toml");
+    std::fs::write(
+        &catalog,
+        "[server]\nflight = \"0.0.0.0:0\"\ntls_cert = \"missing.pem\"\ntls_key = \"missing.key\"\n",
+    )
+    .unwrap();
+    let out = strata(&["serve", "--catalog", catalog.to_str().unwrap()], None);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    // The section's paths are the catalog folder's.
+    let expected = dir.path().canonicalize().unwrap().join("missing.pem");
+    assert!(
+        err.contains(&format!("TLS: {}", expected.display())),
+        "{err}"
+    );
+    assert!(err.contains("cannot read it"), "{err}");
+}

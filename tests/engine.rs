@@ -1115,3 +1115,50 @@ async fn nested_loop_joins_under_a_memory_limit_answer_right_or_run_out_of_memor
         "{right} right, {out_of_memory} out of memory"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_query_keeps_to_its_own_memory_limit_within_the_shared_one() {
+    // `string_agg` keeps its input in memory and cannot spill: about 20 MB here.
+    let big = "SELECT length(string_agg(repeat('x', 200) || value, ',')) AS n \
+               FROM generate_series(1, 100000)";
+    let small = "SELECT count(*) AS n FROM generate_series(1, 1000)";
+    let answer = |engine: Arc<Engine>, sql: &'static str| async move {
+        engine.sql(sql).await?.collect().await
+    };
+    let unlimited = Arc::new(Engine::builder().build().await.unwrap());
+    let expected = answer(unlimited.clone(), big).await.unwrap();
+    let limited = Arc::new(
+        Engine::builder()
+            .memory_limit(1 << 30)
+            .query_memory_limit(8 << 20)
+            .build()
+            .await
+            .unwrap(),
+    );
+    // Over its own limit the big query fails alone, with a one-line error that says so.
+    let (big_result, small_result) =
+        tokio::join!(answer(limited.clone(), big), answer(limited.clone(), small));
+    let e = big_result.unwrap_err().to_string();
+    assert!(
+        e.contains("remain available for this query of 8.0 MB"),
+        "{e}"
+    );
+    assert!(!e.contains('\n'), "{e}");
+    assert_eq!(
+        small_result.unwrap()[0]
+            .column(0)
+            .as_primitive::<Int64Type>()
+            .value(0),
+        1000
+    );
+    // Under a larger limit of its own it gets the unlimited answer.
+    let roomy = Arc::new(
+        Engine::builder()
+            .memory_limit(1 << 30)
+            .query_memory_limit(256 << 20)
+            .build()
+            .await
+            .unwrap(),
+    );
+    assert_eq!(answer(roomy, big).await.unwrap(), expected);
+}

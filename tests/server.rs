@@ -1065,6 +1065,7 @@ async fn serve_both(users: Option<&std::path::Path>) -> (u16, std::net::SocketAd
     let listeners = Listeners {
         flight,
         postgres: Some(postgres),
+        tls: None,
     };
     tokio::spawn(strata::server::serve(
         listeners,
@@ -1151,6 +1152,19 @@ async fn postgres_clients_sign_in_and_get_the_engines_answers() {
     assert_eq!(
         steps["log"]["rows"],
         serde_json::json!([["ana", "finished"]])
+    );
+    // A cancel request stops a query under way, with PostgreSQL's SQLSTATE and words.
+    let cancel = &steps["cancel"];
+    assert_eq!(cancel["sqlstate"], "57014", "{cancel}");
+    let error = cancel["error"].as_str().unwrap();
+    assert!(
+        error.contains("canceling statement due to user request"),
+        "{error}"
+    );
+    assert_eq!(steps["after-cancel"]["rows"], serde_json::json!([[2]]));
+    assert_eq!(
+        steps["cancel-log"]["rows"],
+        serde_json::json!([["cancelled"]])
     );
 }
 
@@ -1290,4 +1304,362 @@ async fn psql_runs_queries_and_reports_errors() {
             "date_of_birth date"
         ]
     );
+}
+
+/// A certificate authority, and PEM files it signed for a server (`localhost`, 127.0.0.1) and
+/// for a client, in `dir`: `ca.pem`, `server.pem`, `server.key`, `client.pem`, `client.key`.
+fn certificates(dir: &std::path::Path) {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    };
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(DnType::CommonName, "test authority");
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca, ca_key);
+    std::fs::write(dir.join("ca.pem"), ca_cert.pem()).unwrap();
+    for (name, names, purpose) in [
+        (
+            "server",
+            vec!["localhost".to_string(), "127.0.0.1".to_string()],
+            ExtendedKeyUsagePurpose::ServerAuth,
+        ),
+        (
+            "client",
+            vec!["someone".to_string()],
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ),
+    ] {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(names).unwrap();
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.extended_key_usages = vec![purpose];
+        let cert = params.signed_by(&key, &issuer).unwrap();
+        std::fs::write(dir.join(format!("{name}.pem")), cert.pem()).unwrap();
+        let key_file = dir.join(format!("{name}.key"));
+        std::fs::write(&key_file, key.serialize_pem()).unwrap();
+        // libpq reads a key only when others cannot.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+}
+
+/// A server with both protocols on loopback, with `tls` and `options`: the Flight SQL address
+/// and the PostgreSQL port.
+async fn serve_tls(
+    tls: Option<strata::server::Tls>,
+    options: Options,
+) -> (std::net::SocketAddr, u16, Arc<Engine>) {
+    let engine = engine().await;
+    let flight = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let flight_address = flight.local_addr().unwrap();
+    let postgres = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = postgres.local_addr().unwrap().port();
+    let listeners = Listeners {
+        flight,
+        postgres: Some(postgres),
+        tls,
+    };
+    tokio::spawn(strata::server::serve(
+        listeners,
+        engine.clone(),
+        options,
+        None,
+        std::future::pending(),
+    ));
+    (flight_address, port, engine)
+}
+
+/// A Flight SQL client over TLS that trusts `dir`'s authority, with the client certificate
+/// when `identify`.
+async fn connect_tls(
+    address: std::net::SocketAddr,
+    dir: &std::path::Path,
+    identify: bool,
+) -> Result<FlightSqlServiceClient<Channel>, tonic::transport::Error> {
+    use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+    let ca = std::fs::read(dir.join("ca.pem")).unwrap();
+    let mut tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(ca))
+        .domain_name("localhost");
+    if identify {
+        let cert = std::fs::read(dir.join("client.pem")).unwrap();
+        let key = std::fs::read(dir.join("client.key")).unwrap();
+        tls = tls.identity(Identity::from_pem(cert, key));
+    }
+    let channel = tonic::transport::Endpoint::from_shared(format!("https://{address}"))
+        .unwrap()
+        .tls_config(tls)?
+        .connect()
+        .await?;
+    Ok(FlightSqlServiceClient::new(channel))
+}
+
+/// `SELECT count(*) FROM people` through `client`.
+async fn count_people(client: &mut FlightSqlServiceClient<Channel>) -> Result<i64, String> {
+    let info = client
+        .execute("SELECT count(*) FROM people".into(), None)
+        .await
+        .map_err(|e| e.to_string())?;
+    let (batches, _) = fetch(client, info).await;
+    Ok(batches[0].column(0).as_primitive::<Int64Type>().value(0))
+}
+
+/// `psql` running `sql` with the connection options `conninfo`.
+async fn psql_with(conninfo: &str, sql: &str) -> std::process::Output {
+    tokio::process::Command::new("psql")
+        .args([conninfo, "-X", "-A", "-t", "-c", sql])
+        .env("PGCONNECT_TIMEOUT", "20")
+        .output()
+        .await
+        .expect("run psql")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_encrypts_both_protocols_and_can_require_client_certificates() {
+    let dir = tempfile::tempdir().unwrap();
+    certificates(dir.path());
+    let file = |name: &str| dir.path().join(name);
+
+    // Files that do not make a TLS identity are refused with the file's name.
+    let e = strata::server::Tls::load(&file("server.pem"), &file("client.key"), None)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("client.key") && e.contains("does not fit"),
+        "{e}"
+    );
+    let e = strata::server::Tls::load(&file("server.key"), &file("server.key"), None)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("server.key") && e.contains("no PEM certificate"),
+        "{e}"
+    );
+    let e = strata::server::Tls::load(&file("nope.pem"), &file("server.key"), None)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("nope.pem") && e.contains("cannot read"), "{e}");
+
+    let tls = strata::server::Tls::load(&file("server.pem"), &file("server.key"), None).unwrap();
+    let (flight, pg_port, engine) = serve_tls(Some(tls), Options::default()).await;
+    let expected = local(&engine, "SELECT count(*) FROM people").await[0]
+        .column(0)
+        .as_primitive::<Int64Type>()
+        .value(0);
+    let mut client = connect_tls(flight, dir.path(), false).await.unwrap();
+    assert_eq!(count_people(&mut client).await, Ok(expected));
+    // A client without TLS gets no answer.
+    let plain = tonic::transport::Endpoint::from_shared(format!("http://{flight}"))
+        .unwrap()
+        .connect()
+        .await;
+    if let Ok(channel) = plain {
+        let mut client = FlightSqlServiceClient::new(channel);
+        assert!(count_people(&mut client).await.is_err());
+    }
+
+    let psql_installed = std::process::Command::new("psql")
+        .arg("--version")
+        .output()
+        .is_ok();
+    if psql_installed {
+        let ca = file("ca.pem");
+        let conninfo = format!(
+            "host=localhost hostaddr=127.0.0.1 port={pg_port} user=someone dbname=strata \
+             sslmode=verify-full sslrootcert={}",
+            ca.display()
+        );
+        let out = psql_with(&conninfo, "SELECT count(*) FROM people").await;
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            expected.to_string()
+        );
+        let plain =
+            format!("host=127.0.0.1 port={pg_port} user=someone dbname=strata sslmode=disable");
+        let out = psql_with(&plain, "SELECT 1").await;
+        assert!(!out.status.success());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("only encrypted connections"), "{stderr}");
+    } else {
+        skip(
+            "tls_encrypts_both_protocols_and_can_require_client_certificates",
+            "psql is not installed (Debian: postgresql-client)",
+        );
+    }
+
+    // With an authority for clients, only clients with a certificate it signed get in.
+    let tls = strata::server::Tls::load(
+        &file("server.pem"),
+        &file("server.key"),
+        Some(&file("ca.pem")),
+    )
+    .unwrap();
+    assert!(tls.requires_client_certificates());
+    let (flight, pg_port, _) = serve_tls(Some(tls), Options::default()).await;
+    let mut client = connect_tls(flight, dir.path(), true).await.unwrap();
+    assert_eq!(count_people(&mut client).await, Ok(expected));
+    match connect_tls(flight, dir.path(), false).await {
+        Err(_) => {}
+        Ok(mut anonymous) => assert!(count_people(&mut anonymous).await.is_err()),
+    }
+    if psql_installed {
+        let base = format!(
+            "host=localhost hostaddr=127.0.0.1 port={pg_port} user=someone dbname=strata \
+             sslmode=verify-full sslrootcert={}",
+            file("ca.pem").display()
+        );
+        let with_cert = format!(
+            "{base} sslcert={} sslkey={}",
+            file("client.pem").display(),
+            file("client.key").display()
+        );
+        let out = psql_with(&with_cert, "SELECT count(*) FROM people").await;
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            expected.to_string()
+        );
+        let out = psql_with(&base, "SELECT 1").await;
+        assert!(
+            !out.status.success(),
+            "a client without a certificate got in"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thousands_of_idle_connections_are_refused_or_closed_and_clients_still_get_answers() {
+    use tokio::io::AsyncReadExt;
+    let options = Options {
+        max_connections: Some(100),
+        idle_time: Some(std::time::Duration::from_millis(500)),
+        ..Options::default()
+    };
+    let (flight, pg_port, engine) = serve_tls(None, options).await;
+    let pg = std::net::SocketAddr::from(([127, 0, 0, 1], pg_port));
+    // 1,500 connections to each port that never send a byte.
+    let mut idle = Vec::new();
+    for address in [flight, pg] {
+        for _ in 0..1500 {
+            idle.push(tokio::net::TcpStream::connect(address).await.unwrap());
+        }
+    }
+    // Each is refused (closed at once) or closed once idle: every read ends.
+    let ends = futures::future::join_all(idle.iter_mut().map(|socket| async move {
+        let mut buf = [0u8; 512];
+        loop {
+            match tokio::time::timeout(std::time::Duration::from_secs(60), socket.read(&mut buf))
+                .await
+            {
+                Ok(Ok(0)) | Ok(Err(_)) => return true,
+                Ok(Ok(_)) => continue,
+                Err(_) => return false,
+            }
+        }
+    }))
+    .await;
+    let open = ends.iter().filter(|closed| !**closed).count();
+    assert_eq!(
+        open, 0,
+        "{open} idle connections were still open after 60 s"
+    );
+    drop(idle);
+    // The server still answers, on both protocols.
+    let mut client = connect(flight).await;
+    let expected = local(&engine, "SELECT count(*) FROM people").await[0]
+        .column(0)
+        .as_primitive::<Int64Type>()
+        .value(0);
+    assert_eq!(count_people(&mut client).await, Ok(expected));
+    if std::process::Command::new("psql")
+        .arg("--version")
+        .output()
+        .is_ok()
+    {
+        let conninfo = format!("host=127.0.0.1 port={pg_port} user=someone dbname=strata");
+        let out = psql_with(&conninfo, "SELECT count(*) FROM people").await;
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            expected.to_string()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_over_the_limit_are_refused_with_a_clear_error() {
+    let options = Options {
+        max_connections: Some(2),
+        ..Options::default()
+    };
+    let (flight, pg_port, _) = serve_tls(None, options).await;
+    // Two Flight SQL connections are in; a third is closed before it can ask anything.
+    let mut first = connect(flight).await;
+    let mut second = connect(flight).await;
+    assert!(count_people(&mut first).await.is_ok());
+    assert!(count_people(&mut second).await.is_ok());
+    let third = tonic::transport::Endpoint::from_shared(format!("http://{flight}"))
+        .unwrap()
+        .connect()
+        .await;
+    if let Ok(channel) = third {
+        let mut third = FlightSqlServiceClient::new(channel);
+        assert!(count_people(&mut third).await.is_err());
+    }
+    drop((first, second));
+    if std::process::Command::new("psql")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        return;
+    }
+    // Two idle PostgreSQL sessions fill the places; psql is told why it cannot connect.
+    let mut sessions = Vec::new();
+    for _ in 0..2 {
+        let conninfo = format!("host=127.0.0.1 port={pg_port} user=someone dbname=strata");
+        let child = tokio::process::Command::new("psql")
+            .args([conninfo.as_str(), "-X", "-A", "-t"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        sessions.push(child);
+    }
+    // Each session answers a query, so both are connected.
+    for session in &mut sessions {
+        use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+        let stdin = session.stdin.as_mut().unwrap();
+        stdin.write_all(b"SELECT 41 + 1;\n").await.unwrap();
+        stdin.flush().await.unwrap();
+        let stdout = session.stdout.as_mut().unwrap();
+        let mut line = String::new();
+        tokio::io::BufReader::new(stdout)
+            .read_line(&mut line)
+            .await
+            .unwrap();
+        assert_eq!(line.trim(), "42");
+    }
+    let conninfo = format!("host=127.0.0.1 port={pg_port} user=someone dbname=strata");
+    let out = psql_with(&conninfo, "SELECT 1").await;
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("too many connections"), "{stderr}");
 }

@@ -145,13 +145,15 @@ enum Command {
     /// Serve the catalog's datasets to other programs over Arrow Flight SQL (ADBC, pyarrow,
     /// JDBC and ODBC drivers), and over the PostgreSQL protocol with --postgres (psql,
     /// psycopg, BI tools). Queries run with this command's engine options (`--cluster`,
-    /// `--memory-limit`, `--threads`).
+    /// `--memory-limit`, `--threads`). Off the loopback address it needs --users and TLS
+    /// (--tls-cert, --tls-key).
     #[command(after_help = "Examples:
   strata serve
   strata serve --flight 127.0.0.1:0 --catalog strata.toml
   strata serve --root data --allow-writes --write-root /tmp
-  strata serve --postgres 127.0.0.1:5432")]
-    Serve(serve::ServeArgs),
+  strata serve --postgres 127.0.0.1:5432
+  strata serve --max-connections 64 --idle-timeout 300 --query-memory 1G")]
+    Serve(Box<serve::ServeArgs>),
     /// Read a password or API token on standard input and print its hash, for the users
     /// file of `strata serve --users`.
     #[command(after_help = "Examples:

@@ -4,22 +4,25 @@
 //! locally or on a cluster, and stream back batch by batch.
 
 pub mod auth;
+mod connections;
 mod flight;
 pub mod history;
 mod metadata;
 mod postgres;
+mod tls;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use arrow_flight::flight_service_server::{FlightService, FlightServiceServer};
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::Engine;
+use connections::{Gate, Tracked};
 
 pub use auth::{Auth, AuthError, Authenticated, User, hash_secret};
 pub use flight::FlightSqlServer;
+pub use tls::Tls;
 
 /// Errors of the server itself (a client's failing query is that client's error).
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +33,14 @@ pub enum ServerError {
         /// The address asked for.
         address: String,
         /// Why not.
+        message: String,
+    },
+    /// A TLS file could not be used.
+    #[error("TLS: {file} {message}")]
+    Tls {
+        /// The certificate, key or authority file.
+        file: String,
+        /// What is wrong with it.
         message: String,
     },
     /// The gRPC server stopped with an error.
@@ -58,6 +69,10 @@ pub struct Options {
     pub queue_timeout: Duration,
     /// Bytes of Arrow data one result may hold; a larger one fails and stops its query.
     pub max_result_bytes: Option<u64>,
+    /// Connections open at once, per protocol; more are refused as they come.
+    pub max_connections: Option<usize>,
+    /// A connection with no request under way for this long is closed.
+    pub idle_time: Option<Duration>,
 }
 
 impl Default for Options {
@@ -71,6 +86,8 @@ impl Default for Options {
             max_queries_per_user: None,
             queue_timeout: Duration::from_secs(60),
             max_result_bytes: None,
+            max_connections: None,
+            idle_time: None,
         }
     }
 }
@@ -98,17 +115,21 @@ pub async fn serve_flight_with(
     let listeners = Listeners {
         flight: listener,
         postgres: None,
+        tls: None,
     };
     serve(listeners, engine, options, auth, shutdown).await
 }
 
-/// Where a server listens: for Flight SQL, and for the PostgreSQL protocol if given.
+/// Where a server listens: for Flight SQL, and for the PostgreSQL protocol if given; with
+/// `tls`, both take only encrypted connections.
 #[derive(Debug)]
 pub struct Listeners {
     /// Flight SQL clients connect here.
     pub flight: TcpListener,
     /// PostgreSQL clients connect here.
     pub postgres: Option<TcpListener>,
+    /// The server's certificate and key, for both listeners.
+    pub tls: Option<Tls>,
 }
 
 /// Serve Flight SQL, and the PostgreSQL protocol when it has a listener, until `shutdown`
@@ -125,6 +146,7 @@ pub async fn serve(
     let Listeners {
         flight: listener,
         postgres: pg_listener,
+        tls,
     } = listeners;
     let shutdown = shutdown.boxed().shared();
     let address = listener
@@ -137,12 +159,17 @@ pub async fn serve(
             address: address.clone(),
             message: e.to_string(),
         })?;
+    let gate = |protocol| Gate::new(protocol, options.max_connections, options.idle_time);
+    let (flight_gate, pg_gate) = (gate("Flight SQL"), gate("PostgreSQL"));
     let service = FlightSqlServer::new(engine, options);
     tokio::spawn(service.clone().expire_every(Duration::from_secs(10)));
     let pg_shutdown = shutdown.clone();
     let postgres = async {
         match pg_listener {
-            Some(l) => postgres::serve(l, service.clone(), auth.clone(), pg_shutdown).await,
+            Some(l) => {
+                let auth = auth.clone();
+                postgres::serve(l, pg_gate, service.clone(), auth, tls.as_ref(), pg_shutdown).await
+            }
             None => Ok(()),
         }
     };
@@ -151,12 +178,16 @@ pub async fn serve(
             Some(auth) => {
                 run(
                     Authenticated::new(service.clone(), auth),
-                    listener,
+                    flight_gate.incoming(listener),
+                    tls.as_ref(),
                     shutdown,
                 )
                 .await
             }
-            None => run(service.clone(), listener, shutdown).await,
+            None => {
+                let incoming = flight_gate.incoming(listener);
+                run(service.clone(), incoming, tls.as_ref(), shutdown).await
+            }
         }
     };
     let (flight, postgres) = tokio::join!(flight, postgres);
@@ -165,16 +196,23 @@ pub async fn serve(
 
 async fn run<S: FlightService>(
     service: S,
-    listener: TcpListener,
+    incoming: impl futures::Stream<Item = std::io::Result<connections::Connection>> + Send + 'static,
+    tls: Option<&Tls>,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), ServerError> {
-    tonic::transport::Server::builder()
-        .add_service(
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        builder = builder
+            .tls_config(tls.flight())
+            .map_err(|e| ServerError::Stopped(e.to_string()))?;
+    }
+    builder
+        .add_service(Tracked(
             FlightServiceServer::new(service)
                 .max_decoding_message_size(64 << 20)
                 .max_encoding_message_size(64 << 20),
-        )
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        ))
+        .serve_with_incoming_shutdown(incoming, shutdown)
         .await
         .map_err(|e| ServerError::Stopped(e.to_string()))
 }

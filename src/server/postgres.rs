@@ -22,6 +22,7 @@ use pgwire::api::auth::{
     DefaultServerParameterProvider, StartupHandler, finish_authentication, protocol_negotiation,
     save_startup_parameters_to_metadata,
 };
+use pgwire::api::cancel::{CancelHandler, DefaultCancelHandler};
 use pgwire::api::portal::{Format, Portal};
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
 use pgwire::api::results::{
@@ -30,7 +31,9 @@ use pgwire::api::results::{
 use pgwire::api::stmt::{QueryParser, StoredStatement};
 use pgwire::api::store::PortalStore;
 use pgwire::api::{
-    ClientInfo, ClientPortalStore, PgWireConnectionState, PgWireServerHandlers, Type,
+    ClientInfo, ClientPortalStore, ConnectionGuard, ConnectionHandle, ConnectionManager,
+    PgWireConnectionState, PgWireServerHandlers, PidSecretKeyGenerator,
+    RandomPidSecretKeyGenerator, Type,
 };
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::startup::Authentication;
@@ -39,9 +42,14 @@ use tokio::net::TcpListener;
 use tonic::{Code, Status};
 
 use super::auth::Auth;
+use super::connections::{Activity, Gate};
 use super::flight::FlightSqlServer;
+use super::tls::Tls;
 use super::{ServerError, User};
 use crate::Error;
+
+/// How long a refused connection is kept open for its client to be told why.
+const REFUSAL_TIME: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Where a connection keeps the name of the user who signed in.
 const SIGNED_IN: &str = "strata.user";
@@ -50,8 +58,10 @@ const SIGNED_IN: &str = "strata.user";
 /// through `service`. With `auth`, clients sign in with a user's password or API token.
 pub(super) async fn serve(
     listener: TcpListener,
+    gate: Gate,
     service: FlightSqlServer,
     auth: Option<Arc<Auth>>,
+    tls: Option<&Tls>,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), ServerError> {
     let session = service.engine().session().clone();
@@ -73,10 +83,14 @@ pub(super) async fn serve(
         service,
         auth,
         parser: Arc::new(Sql),
+        encrypted_only: tls.is_some(),
+        connection: Connection::default(),
+        cancels: Arc::new(Cancels::default()),
     });
+    let acceptor = tls.map(Tls::postgres);
     tokio::pin!(shutdown);
     loop {
-        let (socket, _) = tokio::select! {
+        let (socket, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(e) => {
@@ -87,11 +101,36 @@ pub(super) async fn serve(
             _ = &mut shutdown => return Ok(()),
         };
         let _ = socket.set_nodelay(true);
-        let handlers = handlers.clone();
+        let admitted = gate.admit(Some(peer));
+        let mut handlers = (*handlers).clone();
+        handlers.connection = Connection {
+            activity: admitted.as_ref().map(|a| a.activity.clone()),
+            refused: admitted.is_none().then_some(gate.max()),
+            ..Connection::default()
+        };
+        let handlers = Arc::new(handlers);
+        let acceptor = acceptor.clone();
+        let idle = gate.idle;
         tokio::spawn(async move {
-            if let Err(e) = pgwire::tokio::process_socket(socket, None, handlers).await {
-                log::debug!(target: "strata::server", "postgres connection: {e}");
+            let connection = pgwire::tokio::process_socket(socket, acceptor, handlers);
+            let idle = async {
+                match (&admitted, idle) {
+                    (Some(admitted), Some(idle)) => admitted.activity.idle_for(idle).await,
+                    // A refused client is told why as soon as it has said who it is.
+                    (None, _) => tokio::time::sleep(REFUSAL_TIME).await,
+                    _ => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                done = connection => if let Err(e) = done {
+                    log::debug!(target: "strata::server", "postgres connection: {e}");
+                },
+                _ = idle => log::info!(
+                    target: "strata::server",
+                    "closing an idle PostgreSQL connection from {peer}"
+                ),
             }
+            drop(admitted);
         });
     }
 }
@@ -102,6 +141,71 @@ struct Postgres {
     service: FlightSqlServer,
     auth: Option<Arc<Auth>>,
     parser: Arc<Sql>,
+    /// With TLS configured, connections that did not ask for it are refused.
+    encrypted_only: bool,
+    /// The connection these handlers serve.
+    connection: Connection,
+    /// Every started connection, by the process number and key its cancel requests name.
+    cancels: Arc<Cancels>,
+}
+
+/// The connections cancel requests can reach, and the numbers and keys they are given.
+#[derive(Default)]
+struct Cancels {
+    connections: Arc<ConnectionManager>,
+    keys: RandomPidSecretKeyGenerator,
+}
+
+/// What the handlers of one connection know of it.
+#[derive(Clone, Default)]
+struct Connection {
+    /// Its requests, for closing it once idle.
+    activity: Option<Arc<Activity>>,
+    /// With as many connections open as allowed (this number), it is refused at startup.
+    refused: Option<usize>,
+    /// Where a cancel request for it arrives, once it has started (it is registered under
+    /// the process number and secret key it was given until it closes).
+    cancel: Arc<parking_lot::Mutex<Option<Registered>>>,
+}
+
+/// A connection's handle for cancel requests, and its place among the connections they reach.
+type Registered = (Arc<ConnectionHandle>, ConnectionGuard);
+
+impl Connection {
+    /// Give the client its process number and secret key for cancel requests, and register
+    /// the connection under them.
+    fn register<C: ClientInfo>(&self, client: &mut C, cancels: &Cancels) {
+        let (pid, key) = cancels.keys.generate(&*client);
+        client.set_pid_and_secret_key(pid, key.clone());
+        *self.cancel.lock() = Some(cancels.connections.register(pid, key));
+    }
+
+    /// Completes when a cancel request for the statement starting now arrives.
+    async fn cancelled(&self) -> futures::future::BoxFuture<'static, ()> {
+        let handle = self.cancel.lock().as_ref().map(|(h, _)| h.clone());
+        let receiver = match handle {
+            Some(handle) => Some(handle.start_query().await),
+            None => None,
+        };
+        Box::pin(async move {
+            // The sender is dropped, not fired, when the next statement starts.
+            let fired = match receiver {
+                Some(receiver) => receiver.await.is_ok(),
+                None => false,
+            };
+            if !fired {
+                std::future::pending::<()>().await
+            }
+        })
+    }
+}
+
+/// The error of a statement a cancel request stopped, as PostgreSQL words it.
+fn cancelled_error() -> PgWireError {
+    user_error(
+        "57014",
+        "canceling statement due to user request".to_string(),
+    )
 }
 
 impl PgWireServerHandlers for Postgres {
@@ -115,6 +219,10 @@ impl PgWireServerHandlers for Postgres {
 
     fn startup_handler(&self) -> Arc<impl StartupHandler> {
         Arc::new(self.clone())
+    }
+
+    fn cancel_handler(&self) -> Arc<impl CancelHandler> {
+        Arc::new(DefaultCancelHandler::new(self.cancels.connections.clone()))
     }
 }
 
@@ -130,30 +238,42 @@ impl Postgres {
         if let Some(response) = session_statement(sql) {
             return Ok(response);
         }
+        let busy = self.connection.activity.as_ref().map(|a| a.begin());
+        let mut cancelled = self.connection.cancelled().await;
         let user = client.metadata().get(SIGNED_IN).cloned().map(User);
         let engine = self.service.engine();
         if !engine.only_reads(sql).map_err(engine_error)? {
             self.service.allowed(sql).map_err(status_error)?;
-            let rows = self
-                .service
-                .update(sql, params, user.as_ref())
-                .await
-                .map_err(status_error)?;
+            let rows = tokio::select! {
+                rows = self.service.update(sql, params, user.as_ref()) => rows.map_err(status_error)?,
+                _ = &mut cancelled => return Err(cancelled_error()),
+            };
             return Ok(Response::Execution(
                 Tag::new(&command(sql)).with_rows(rows.max(0) as usize),
             ));
         }
-        let (schema, batches) = self
-            .service
-            .run(sql, params, user.as_ref())
-            .await
-            .map_err(status_error)?;
+        let (schema, batches) = tokio::select! {
+            run = self.service.run(sql, params, user.as_ref()) => run.map_err(status_error)?,
+            _ = &mut cancelled => return Err(cancelled_error()),
+        };
+        // A cancel request ends the rows with PostgreSQL's error; dropping the batches stops
+        // the query.
+        let batches = futures::stream::unfold(Some((batches, cancelled)), |state| async move {
+            let (mut batches, mut cancelled) = state?;
+            tokio::select! {
+                batch = batches.next() => batch.map(|b| (Ok(b), Some((batches, cancelled)))),
+                _ = &mut cancelled => Some((Err(()), None)),
+            }
+        });
         let fields = Arc::new(arrow_schema_to_pg_fields(&schema, format, None)?);
         let rows_of = fields.clone();
         let rows = batches.flat_map(move |batch| {
+            // The connection is busy until its rows are sent.
+            let _busy = &busy;
             let rows: Vec<PgWireResult<_>> = match batch {
-                Ok(batch) => encode_recordbatch(rows_of.clone(), batch).collect(),
-                Err(status) => vec![Err(status_error(status))],
+                Ok(Ok(batch)) => encode_recordbatch(rows_of.clone(), batch).collect(),
+                Ok(Err(status)) => vec![Err(status_error(status))],
+                Err(()) => vec![Err(cancelled_error())],
             };
             futures::stream::iter(rows)
         });
@@ -289,6 +409,30 @@ impl StartupHandler for Postgres {
         let parameters = DefaultServerParameterProvider::default();
         match message {
             PgWireFrontendMessage::Startup(ref startup) => {
+                if let Some(max) = self.connection.refused {
+                    let error = ErrorInfo::new(
+                        "FATAL".to_string(),
+                        "53300".to_string(),
+                        format!("too many connections: this server takes {max} at once"),
+                    );
+                    client
+                        .send(PgWireBackendMessage::ErrorResponse(error.into()))
+                        .await?;
+                    return client.close().await.map_err(Into::into);
+                }
+                if self.encrypted_only && !client.is_secure() {
+                    let error = ErrorInfo::new(
+                        "FATAL".to_string(),
+                        "28000".to_string(),
+                        "this server takes only encrypted connections; connect with \
+                         sslmode=require (or verify-full)"
+                            .to_string(),
+                    );
+                    client
+                        .send(PgWireBackendMessage::ErrorResponse(error.into()))
+                        .await?;
+                    return client.close().await.map_err(Into::into);
+                }
                 protocol_negotiation(client, startup).await?;
                 save_startup_parameters_to_metadata(client, startup);
                 if self.auth.is_some() {
@@ -299,6 +443,7 @@ impl StartupHandler for Postgres {
                         ))
                         .await?;
                 } else {
+                    self.connection.register(client, &self.cancels);
                     finish_authentication(client, &parameters).await?;
                 }
             }
@@ -321,6 +466,7 @@ impl StartupHandler for Postgres {
                     Some(name) => {
                         log::info!(target: "strata::auth", "{name} signed in (postgres)");
                         client.metadata_mut().insert(SIGNED_IN.to_string(), name);
+                        self.connection.register(client, &self.cancels);
                         finish_authentication(client, &parameters).await?;
                     }
                     None => {

@@ -7,6 +7,7 @@ import datetime
 import decimal
 import json
 import sys
+import threading
 
 import psycopg
 
@@ -70,3 +71,29 @@ with connect(password) as conn:
     cur.execute("SELECT user_name, state FROM strata.queries "
                 "WHERE sql LIKE '%violation_precinct >%' AND state = 'finished'")
     say(step="log", rows=cur.fetchall())
+
+# A cancel request (sent on a connection of its own) stops the statement under way; the
+# session goes on. Cancel requests go out until the statement ends: one that comes before it
+# starts finds nothing to cancel.
+with connect(password) as conn:
+    conn.autocommit = True
+    done = threading.Event()
+
+    def cancel():
+        while not done.is_set():
+            conn.cancel_safe()
+            done.wait(0.2)
+
+    canceller = threading.Thread(target=cancel)
+    canceller.start()
+    try:
+        rows = conn.execute("SELECT count(*) FROM generate_series(1, 10000000000)").fetchall()
+        say(step="cancel", rows=rows, error=None)
+    except psycopg.Error as e:
+        say(step="cancel", sqlstate=e.sqlstate, error=str(e))
+    done.set()
+    canceller.join()
+    say(step="after-cancel", rows=conn.execute("SELECT 2").fetchall())
+    say(step="cancel-log", rows=conn.execute(
+        "SELECT state FROM strata.queries WHERE sql LIKE '%10000000000%' "
+        "AND sql NOT LIKE '%strata.queries%'").fetchall())
