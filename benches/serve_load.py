@@ -9,7 +9,11 @@ latency per kind of query, and the server's peak resident memory.
     cargo build --release
     pip install duckdb adbc-driver-flightsql pyarrow tpchgen-cli
     python3 benches/serve_load.py [--clients 64] [--queries 100] [--scale 0.1] [--seed 1]
-        [--data DIR] [--binary PATH]
+        [--data DIR] [--binary PATH] [--hog]
+
+With --hog the server gives each query a memory pool (--query-memory 128M), and one more
+client runs, for as long as the others do, a query that needs more than that pool: it must
+fail with the out-of-memory error each time, and the others must get every answer right.
 
 Without --data, the tables are generated with tpchgen-cli into a temporary folder.
 """
@@ -34,6 +38,8 @@ GROUPED = (
     "JOIN nation ON c_nationkey = n_nationkey WHERE c_acctbal > ? GROUP BY n_name ORDER BY n_name"
 )
 TPCH = [1, 3, 6, 10]
+# Keeps every comment of lineitem, 16 times over, in memory: several hundred MB at SF0.1.
+HOG = "SELECT length(string_agg(repeat(l_comment, 16), ',')) FROM lineitem"
 
 
 def rows_text(rows):
@@ -71,6 +77,8 @@ def main():
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--data")
     p.add_argument("--binary", default=release_binary())
+    p.add_argument("--hog", action="store_true",
+                   help="one more client runs a query larger than its memory pool")
     args = p.parse_args()
     warnings.simplefilter("ignore")
 
@@ -96,7 +104,10 @@ def main():
             if (sql, params) not in expected:
                 expected[(sql, params)] = rows_text(con.execute(sql, list(params)).fetchall())
 
-    server = Server(args.binary, ["serve", "--flight", "127.0.0.1:0", "--catalog", cat], "Flight SQL on grpc://")
+    serve = ["serve", "--flight", "127.0.0.1:0", "--catalog", cat]
+    if args.hog:
+        serve += ["--query-memory", "128M"]
+    server = Server(args.binary, serve, "Flight SQL on grpc://")
     results = []  # (kind, seconds, outcome)
     lock = threading.Lock()
 
@@ -115,13 +126,38 @@ def main():
                 results.append((kind, time.perf_counter() - start, outcome))
         conn.close()
 
+    hogging = threading.Event()
+    hog_outcomes = []
+
+    def hog():
+        conn = flightsql.connect(f"grpc://{server.addr}")
+        cur = conn.cursor()
+        while hogging.is_set():
+            try:
+                cur.execute(HOG)
+                cur.fetchall()
+                hog_outcomes.append("answered")
+            except Exception as e:  # the driver's own error types
+                message = str(e)
+                hog_outcomes.append("out of memory" if "out of memory" in message
+                                    else f"error: {message.splitlines()[0][:160]}")
+        conn.close()
+
     threads = [threading.Thread(target=client, args=(q,)) for q in plans]
     began = time.perf_counter()
+    hogger = None
+    if args.hog:
+        hogging.set()
+        hogger = threading.Thread(target=hog)
+        hogger.start()
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     took = time.perf_counter() - began
+    hogging.clear()
+    if hogger:
+        hogger.join()
     rss = peak_rss_mb(server.pid)
     server.stop()
 
@@ -137,7 +173,11 @@ def main():
               f"  p99 {p99 * 1000:8.1f} ms")
     for r in (wrong + errors)[:10]:
         print(f"  {r[0]}: {r[2]}")
-    return 1 if wrong or errors else 0
+    hog_failed = [o for o in hog_outcomes if o != "out of memory"]
+    if args.hog:
+        print(f"  hog: {len(hog_outcomes)} runs of a query larger than its 128 MB pool, "
+              f"{len(hog_outcomes) - len(hog_failed)} out of memory, others: {hog_failed[:3]}")
+    return 1 if wrong or errors or hog_failed else 0
 
 
 if __name__ == "__main__":

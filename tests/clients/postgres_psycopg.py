@@ -94,6 +94,17 @@ with connect(password) as conn:
     done.set()
     canceller.join()
     say(step="after-cancel", rows=conn.execute("SELECT 2").fetchall())
+
+    # The extended protocol streams rows: the first ones of an endless query arrive.
+    rows = 0
+    try:
+        for _ in conn.cursor().stream("SELECT value FROM generate_series(1, 10000000000)"):
+            rows += 1
+            if rows == 3:
+                conn.cancel_safe()
+        say(step="stream", rows=rows, error=None)
+    except psycopg.Error as e:
+        say(step="stream", rows=rows, sqlstate=e.sqlstate)
     say(step="cancel-log", rows=conn.execute(
         "SELECT state FROM strata.queries WHERE sql LIKE '%10000000000%' "
         "AND sql NOT LIKE '%strata.queries%'").fetchall())
