@@ -1174,11 +1174,7 @@ async fn postgres_clients_sign_in_and_get_the_engines_answers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn psql_runs_queries_and_reports_errors() {
     let test = "psql_runs_queries_and_reports_errors";
-    if std::process::Command::new("psql")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
+    if !psql_installed() {
         skip(test, "psql is not installed (Debian: postgresql-client)");
         return;
     }
@@ -1410,6 +1406,22 @@ async fn count_people(client: &mut FlightSqlServiceClient<Channel>) -> Result<i6
     Ok(batches[0].column(0).as_primitive::<Int64Type>().value(0))
 }
 
+/// Whether `psql` can be run (Debian: postgresql-client).
+fn psql_installed() -> bool {
+    std::process::Command::new("psql")
+        .arg("--version")
+        .output()
+        .is_ok()
+}
+
+/// The number of rows of `people`, as the engine answers.
+async fn people(engine: &Engine) -> i64 {
+    local(engine, "SELECT count(*) FROM people").await[0]
+        .column(0)
+        .as_primitive::<Int64Type>()
+        .value(0)
+}
+
 /// `psql` running `sql` with the connection options `conninfo`.
 async fn psql_with(conninfo: &str, sql: &str) -> std::process::Output {
     tokio::process::Command::new("psql")
@@ -1427,31 +1439,25 @@ async fn tls_encrypts_both_protocols_and_can_require_client_certificates() {
     let file = |name: &str| dir.path().join(name);
 
     // Files that do not make a TLS identity are refused with the file's name.
-    let e = strata::server::Tls::load(&file("server.pem"), &file("client.key"), None)
-        .unwrap_err()
-        .to_string();
-    assert!(
-        e.contains("client.key") && e.contains("does not fit"),
-        "{e}"
-    );
-    let e = strata::server::Tls::load(&file("server.key"), &file("server.key"), None)
-        .unwrap_err()
-        .to_string();
-    assert!(
-        e.contains("server.key") && e.contains("no PEM certificate"),
-        "{e}"
-    );
-    let e = strata::server::Tls::load(&file("nope.pem"), &file("server.key"), None)
-        .unwrap_err()
-        .to_string();
-    assert!(e.contains("nope.pem") && e.contains("cannot read"), "{e}");
+    for (cert, key, named, why) in [
+        ("server.pem", "client.key", "client.key", "does not fit"),
+        (
+            "server.key",
+            "server.key",
+            "server.key",
+            "no PEM certificate",
+        ),
+        ("nope.pem", "server.key", "nope.pem", "cannot read"),
+    ] {
+        let e = strata::server::Tls::load(&file(cert), &file(key), None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(named) && e.contains(why), "{e}");
+    }
 
     let tls = strata::server::Tls::load(&file("server.pem"), &file("server.key"), None).unwrap();
     let (flight, pg_port, engine) = serve_tls(Some(tls), Options::default()).await;
-    let expected = local(&engine, "SELECT count(*) FROM people").await[0]
-        .column(0)
-        .as_primitive::<Int64Type>()
-        .value(0);
+    let expected = people(&engine).await;
     let mut client = connect_tls(flight, dir.path(), false).await.unwrap();
     assert_eq!(count_people(&mut client).await, Ok(expected));
     // A client without TLS gets no answer.
@@ -1464,10 +1470,7 @@ async fn tls_encrypts_both_protocols_and_can_require_client_certificates() {
         assert!(count_people(&mut client).await.is_err());
     }
 
-    let psql_installed = std::process::Command::new("psql")
-        .arg("--version")
-        .output()
-        .is_ok();
+    let psql_installed = psql_installed();
     if psql_installed {
         let ca = file("ca.pem");
         let conninfo = format!(
@@ -1581,16 +1584,9 @@ async fn thousands_of_idle_connections_are_refused_or_closed_and_clients_still_g
     drop(idle);
     // The server still answers, on both protocols.
     let mut client = connect(flight).await;
-    let expected = local(&engine, "SELECT count(*) FROM people").await[0]
-        .column(0)
-        .as_primitive::<Int64Type>()
-        .value(0);
+    let expected = people(&engine).await;
     assert_eq!(count_people(&mut client).await, Ok(expected));
-    if std::process::Command::new("psql")
-        .arg("--version")
-        .output()
-        .is_ok()
-    {
+    if psql_installed() {
         let conninfo = format!("host=127.0.0.1 port={pg_port} user=someone dbname=strata");
         let out = psql_with(&conninfo, "SELECT count(*) FROM people").await;
         assert!(
@@ -1626,11 +1622,7 @@ async fn connections_over_the_limit_are_refused_with_a_clear_error() {
         assert!(count_people(&mut third).await.is_err());
     }
     drop((first, second));
-    if std::process::Command::new("psql")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
+    if !psql_installed() {
         return;
     }
     // Two idle PostgreSQL sessions fill the places; psql is told why it cannot connect.

@@ -390,6 +390,20 @@ fn status_error(status: Status) -> PgWireError {
     user_error(code, status.message().to_string())
 }
 
+/// End a connection at startup with a FATAL error: its SQLSTATE `code` and `message`.
+async fn refuse<C>(client: &mut C, code: &str, message: String) -> PgWireResult<()>
+where
+    C: Sink<PgWireBackendMessage> + Unpin,
+    PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+{
+    let error = ErrorInfo::new("FATAL".to_string(), code.to_string(), message);
+    client
+        .send(PgWireBackendMessage::ErrorResponse(error.into()))
+        .await?;
+    client.close().await?;
+    Ok(())
+}
+
 fn user_error(code: &str, message: String) -> PgWireError {
     PgWireError::UserError(Box::new(ErrorInfo::new(
         "ERROR".to_string(),
@@ -414,28 +428,13 @@ impl StartupHandler for Postgres {
         match message {
             PgWireFrontendMessage::Startup(ref startup) => {
                 if let Some(max) = self.connection.refused {
-                    let error = ErrorInfo::new(
-                        "FATAL".to_string(),
-                        "53300".to_string(),
-                        format!("too many connections: this server takes {max} at once"),
-                    );
-                    client
-                        .send(PgWireBackendMessage::ErrorResponse(error.into()))
-                        .await?;
-                    return client.close().await.map_err(Into::into);
+                    let message = format!("too many connections: this server takes {max} at once");
+                    return refuse(client, "53300", message).await;
                 }
                 if self.encrypted_only && !client.is_secure() {
-                    let error = ErrorInfo::new(
-                        "FATAL".to_string(),
-                        "28000".to_string(),
-                        "this server takes only encrypted connections; connect with \
-                         sslmode=require (or verify-full)"
-                            .to_string(),
-                    );
-                    client
-                        .send(PgWireBackendMessage::ErrorResponse(error.into()))
-                        .await?;
-                    return client.close().await.map_err(Into::into);
+                    let message = "this server takes only encrypted connections; connect with \
+                                   sslmode=require (or verify-full)";
+                    return refuse(client, "28000", message.to_string()).await;
                 }
                 protocol_negotiation(client, startup).await?;
                 save_startup_parameters_to_metadata(client, startup);
@@ -474,15 +473,8 @@ impl StartupHandler for Postgres {
                         finish_authentication(client, &parameters).await?;
                     }
                     None => {
-                        let error = ErrorInfo::new(
-                            "FATAL".to_string(),
-                            "28P01".to_string(),
-                            format!("password authentication failed for user \"{user}\""),
-                        );
-                        client
-                            .send(PgWireBackendMessage::ErrorResponse(error.into()))
-                            .await?;
-                        client.close().await?;
+                        let message = format!("password authentication failed for user \"{user}\"");
+                        refuse(client, "28P01", message).await?;
                     }
                 }
             }
