@@ -235,19 +235,6 @@ impl CheckedArithmetic {
             signature: Signature::any(arity, Volatility::Immutable),
         }
     }
-
-    /// The expression this call stands for.
-    fn original(&self, args: &[Expr]) -> Option<Expr> {
-        match (self.kind.operator(), args) {
-            (Some(op), [l, r]) => Some(Expr::BinaryExpr(BinaryExpr::new(
-                Box::new(l.clone()),
-                op,
-                Box::new(r.clone()),
-            ))),
-            (None, [a]) => Some(Expr::Negative(Box::new(a.clone()))),
-            _ => None,
-        }
-    }
 }
 
 impl ScalarUDFImpl for CheckedArithmetic {
@@ -255,10 +242,13 @@ impl ScalarUDFImpl for CheckedArithmetic {
         self.name
     }
 
+    /// The name of the expression this call stands for, written without copying it (each
+    /// level of a chain `a + b + c + ...` would copy all below it).
     fn schema_name(&self, args: &[Expr]) -> Result<String> {
-        match self.original(args) {
-            Some(e) => Ok(e.schema_name().to_string()),
-            None => internal_err!("{} takes {} arguments", self.name, args.len()),
+        match (self.kind.operator(), args) {
+            (Some(op), [l, r]) => Ok(format!("{} {op} {}", l.schema_name(), r.schema_name())),
+            (None, [a]) => Ok(format!("(- {})", a.schema_name())),
+            _ => internal_err!("{} takes {} arguments", self.name, args.len()),
         }
     }
 

@@ -7,7 +7,6 @@
 use std::path::{Component, Path, PathBuf};
 
 use datafusion::sql::parser::Statement as DfStatement;
-use datafusion::sql::sqlparser::ast;
 use url::Url;
 
 use crate::sql::{ArgValue, TableFunctionCall};
@@ -92,22 +91,12 @@ impl Confinement {
             }
             DfStatement::CopyTo(c) => self.check_write(&c.target),
             DfStatement::Explain(e) => self.check_statement(&e.statement, &[], is_dataset),
-            DfStatement::Statement(s) => match s.as_ref() {
-                ast::Statement::Set(_) => {
-                    let text = s.to_string().to_ascii_lowercase();
-                    match ["datafusion.catalog.", "datafusion.runtime."]
-                        .iter()
-                        .find(|p| text.contains(*p))
-                    {
-                        Some(p) => Err(Refused(format!(
-                            "{p}* settings cannot be changed on this server"
-                        ))),
-                        None => Ok(()),
-                    }
+            DfStatement::Statement(_) | DfStatement::Reset(_) => {
+                match crate::sql::changed_setting(stmt) {
+                    Some(name) => check_setting(&name),
+                    None => Ok(()),
                 }
-                _ => Ok(()),
-            },
-            DfStatement::Reset(_) => Ok(()),
+            }
         }
     }
 
@@ -220,6 +209,30 @@ fn listed(open: &str, roots: &[PathBuf], close: &str) -> String {
     }
     let names: Vec<String> = roots.iter().map(|r| r.display().to_string()).collect();
     format!("{open}{}{close}", names.join(", "))
+}
+
+/// Whether a client of a confined engine may change setting `name`: not the settings that
+/// widen what the engine reaches or uses (`datafusion.catalog.*`, `datafusion.runtime.*`),
+/// except the default catalog and schema that names are looked up in.
+pub fn check_setting(name: &str) -> Result<(), Refused> {
+    let name = name.trim().replace(['"', '`'], "").to_ascii_lowercase();
+    if [
+        "datafusion.catalog.default_catalog",
+        "datafusion.catalog.default_schema",
+    ]
+    .contains(&name.as_str())
+    {
+        return Ok(());
+    }
+    match ["datafusion.catalog.", "datafusion.runtime."]
+        .iter()
+        .find(|p| name.contains(*p))
+    {
+        Some(p) => Err(Refused(format!(
+            "{p}* settings cannot be changed on this server"
+        ))),
+        None => Ok(()),
+    }
 }
 
 fn canonical_root(dir: &Path) -> Result<PathBuf, Refused> {

@@ -330,7 +330,7 @@ impl EngineBuilder {
             runner,
             prepared,
             datasets,
-            next_key: AtomicU64::new(0),
+            next_key: Arc::new(AtomicU64::new(0)),
             catalog_path: self.catalog.clone(),
             confinement,
             query_memory_limit: self.query_memory_limit,
@@ -412,7 +412,7 @@ pub struct Engine {
     runner: Arc<dyn Runner>,
     prepared: Arc<PreparedTables>,
     datasets: Arc<Mutex<HashMap<String, DatasetSpec>>>,
-    next_key: AtomicU64,
+    next_key: Arc<AtomicU64>,
     catalog_path: Option<PathBuf>,
     confinement: Option<Arc<Confinement>>,
     query_memory_limit: Option<usize>,
@@ -441,6 +441,44 @@ impl Engine {
     /// The underlying DataFusion session, for what Strata does not wrap.
     pub fn session(&self) -> &SessionContext {
         &self.ctx
+    }
+
+    /// A session of its own over this engine's datasets, runner and memory: the settings one
+    /// changes (`SET`, `RESET`) are not seen by the other, while a table registered in either
+    /// is seen by both. Servers give each client one.
+    pub fn new_session(&self) -> Engine {
+        let state = SessionStateBuilder::new_from_existing(self.ctx.state())
+            .with_session_id(uuid::Uuid::new_v4().to_string())
+            .build();
+        Engine {
+            ctx: SessionContext::new_with_state(state),
+            runner: self.runner.clone(),
+            prepared: self.prepared.clone(),
+            datasets: self.datasets.clone(),
+            next_key: self.next_key.clone(),
+            catalog_path: self.catalog_path.clone(),
+            confinement: self.confinement.clone(),
+            query_memory_limit: self.query_memory_limit,
+        }
+    }
+
+    /// The settings of this engine's session (`SET`), by full name; `None` for a setting
+    /// that has no value.
+    pub fn settings(&self) -> Vec<(String, Option<String>)> {
+        self.ctx
+            .copied_config()
+            .options()
+            .entries()
+            .into_iter()
+            .map(|e| (e.key, e.value))
+            .collect()
+    }
+
+    /// The setting `text`, one statement, changes in the session (`SET`, `RESET`), if any
+    /// (see [`sql::changed_setting`]).
+    pub fn changed_setting(&self, text: &str) -> Result<Option<String>> {
+        let (stmt, _) = self.parse_one(text)?;
+        Ok(sql::changed_setting(&stmt))
     }
 
     /// The cluster's recent jobs, newest first (see [`crate::cluster::recent_jobs`]).

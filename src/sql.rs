@@ -65,9 +65,127 @@ pub struct TableFunctionCall {
 pub fn parse_statements(sql: &str, dialect: &str) -> Result<Vec<DfStatement>> {
     let dialect = dialect_from_str(dialect)
         .ok_or_else(|| Error::Config(format!("unknown SQL dialect '{dialect}'")))?;
+    check_expression_depth(sql)?;
     let statements =
         DFParser::parse_sql_with_dialect(sql, dialect.as_ref()).map_err(Error::from)?;
     Ok(statements.into_iter().collect())
+}
+
+/// How deep expressions may nest (DuckDB's `max_expression_depth` is 1000): what walks a
+/// deeper one (copying, rewriting, planning, naming, dropping it) could overflow its thread's
+/// stack, and planning takes time that grows faster than the depth. The deepest allowed takes
+/// about 2 MiB of stack in a debug build; the `strata` command's threads have 16 MiB.
+pub const MAX_EXPRESSION_DEPTH: usize = 256;
+
+/// Refuse SQL whose expressions nest deeper than [`MAX_EXPRESSION_DEPTH`], judged from its
+/// tokens before anything is parsed. The parser limits nesting by brackets itself, but builds
+/// a chain of operators (`1 + 1 + ...`, `a = 1 OR a = 2 OR ...`) one level deeper per
+/// operator. The depth at a token is bounded by the operators before it in each open
+/// bracket (parentheses, `[ ]`, `CASE ... END`); a comma or a keyword that starts another
+/// part of the statement (`WHERE`, `AS`, `WHEN`, ...) ends a chain.
+pub fn check_expression_depth(sql: &str) -> Result<()> {
+    use datafusion::sql::sqlparser::dialect::GenericDialect;
+    use datafusion::sql::sqlparser::keywords::Keyword as K;
+    use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
+    // Shallow text cannot nest that deep.
+    if sql.len() < MAX_EXPRESSION_DEPTH {
+        return Ok(());
+    }
+    // Text that does not tokenize gets the parser's error.
+    let Ok(tokens) = Tokenizer::new(&GenericDialect {}, sql).tokenize_with_location() else {
+        return Ok(());
+    };
+    // Operators so far in the chain of each open bracket, and their sum.
+    let mut chains: Vec<usize> = vec![0];
+    let mut depth = 0usize;
+    for token in &tokens {
+        let last = chains.len() - 1;
+        match &token.token {
+            Token::Whitespace(_)
+            | Token::Number(..)
+            | Token::SingleQuotedString(_)
+            | Token::DoubleQuotedString(_)
+            | Token::Period
+            | Token::Placeholder(_) => {}
+            Token::LParen | Token::LBracket | Token::LBrace => chains.push(0),
+            Token::Word(w) if w.keyword == K::CASE => chains.push(0),
+            Token::RParen | Token::RBracket | Token::RBrace if chains.len() > 1 => {
+                depth -= chains.pop().unwrap_or(0);
+            }
+            Token::Word(w) if w.keyword == K::END && chains.len() > 1 => {
+                depth -= chains.pop().unwrap_or(0);
+            }
+            Token::Comma | Token::SemiColon => {
+                depth -= std::mem::take(&mut chains[last]);
+            }
+            Token::Word(w) => match w.keyword {
+                K::AND
+                | K::OR
+                | K::XOR
+                | K::NOT
+                | K::IS
+                | K::IN
+                | K::LIKE
+                | K::ILIKE
+                | K::SIMILAR
+                | K::REGEXP
+                | K::RLIKE
+                | K::BETWEEN
+                | K::COLLATE
+                | K::AT
+                | K::DIV
+                | K::OVERLAPS => {
+                    chains[last] += 1;
+                    depth += 1;
+                }
+                K::SELECT
+                | K::FROM
+                | K::WHERE
+                | K::GROUP
+                | K::HAVING
+                | K::ORDER
+                | K::LIMIT
+                | K::OFFSET
+                | K::UNION
+                | K::EXCEPT
+                | K::INTERSECT
+                | K::JOIN
+                | K::ON
+                | K::USING
+                | K::WINDOW
+                | K::QUALIFY
+                | K::VALUES
+                | K::WITH
+                | K::AS
+                | K::WHEN
+                | K::THEN
+                | K::ELSE
+                | K::RETURNING => {
+                    depth -= std::mem::take(&mut chains[last]);
+                }
+                _ => {}
+            },
+            // Every other symbol may be an operator.
+            _ => {
+                chains[last] += 1;
+                depth += 1;
+            }
+        }
+        if depth + chains.len() > MAX_EXPRESSION_DEPTH {
+            let at = token.span.start;
+            return Err(Error::Syntax {
+                message: format!(
+                    "expressions nest more than {MAX_EXPRESSION_DEPTH} deep here; split the \
+                     expression up (a long chain of OR'ed equalities is an IN list)"
+                ),
+                position: Some(crate::error::Position {
+                    line: at.line as usize,
+                    column: at.column as usize,
+                }),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Find the table-function calls in `stmt`, replace each call's arguments by a single string
@@ -1318,9 +1436,64 @@ pub fn only_reads(stmt: &DfStatement) -> bool {
     }
 }
 
+/// The setting a statement changes (`SET name = ...`, `RESET name`), if it changes one; for
+/// the other forms of `SET` (`SET TIME ZONE ...`), the statement's text.
+pub fn changed_setting(stmt: &DfStatement) -> Option<String> {
+    use datafusion::sql::parser::ResetStatement;
+    use datafusion::sql::sqlparser::ast::{Set, Statement as S};
+    match stmt {
+        DfStatement::Statement(s) => match s.as_ref() {
+            S::Set(Set::SingleAssignment { variable, .. }) => Some(variable.to_string()),
+            S::Set(_) => Some(s.to_string()),
+            _ => None,
+        },
+        DfStatement::Reset(ResetStatement::Variable(name)) => Some(name.to_string()),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn deep_expressions_are_refused_before_they_are_parsed() {
+        let chain = |n: usize, op: &str| format!("SELECT 1{}", format!(" {op} 1").repeat(n));
+        assert!(check_expression_depth(&chain(250, "+")).is_ok());
+        for op in ["+", "||", "OR", "AND", "::", "="] {
+            let err = check_expression_depth(&chain(20_000, op))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("nest more than 256 deep"), "{op}: {err}");
+        }
+        // Chains under each other add up: brackets and CASE do not start over.
+        let nested = format!("SELECT {}1{}", "1 + 1 + 1 + (".repeat(100), ")".repeat(100));
+        assert!(check_expression_depth(&nested).is_err());
+        let cases = format!(
+            "SELECT {}1{}",
+            "1 + 1 + CASE WHEN true THEN ".repeat(100),
+            " END".repeat(100)
+        );
+        assert!(check_expression_depth(&cases).is_err());
+        // Long flat lists are not deep: columns, IN lists, VALUES rows, CASE arms, clauses.
+        let many: Vec<String> = (0..5000).map(|i| format!("a + {i}")).collect();
+        assert!(check_expression_depth(&format!("SELECT {}", many.join(", "))).is_ok());
+        let rows: Vec<String> = (0..5000).map(|i| format!("({i}, 'x' || {i})")).collect();
+        assert!(check_expression_depth(&format!("VALUES {}", rows.join(", "))).is_ok());
+        let arms: Vec<String> = (0..2000)
+            .map(|i| format!("WHEN a = {i} THEN {i}"))
+            .collect();
+        let case = format!("SELECT CASE {} END FROM t", arms.join(" "));
+        assert!(check_expression_depth(&case).is_ok());
+        let list: Vec<String> = (0..5000).map(|i| i.to_string()).collect();
+        let sql = format!("SELECT * FROM t WHERE a IN ({}) AND b = 1", list.join(", "));
+        assert!(check_expression_depth(&sql).is_ok());
+        // The error points at where the limit is passed.
+        let err = parse_statements(&format!("SELECT\n{}", chain(500, "+")), "generic")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("at 2:"), "{err}");
+    }
 
     fn extract(sql: &str) -> (Vec<TableFunctionCall>, String) {
         let mut stmts = parse_statements(sql, "generic").unwrap();

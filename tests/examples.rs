@@ -90,12 +90,18 @@ fn code_blocks(markdown: &str, origin: &str) -> Vec<(Example, Option<String>)> {
         let Some(language) = line.trim().strip_prefix("```") else {
             continue;
         };
+        // A block inside a list item is indented as its fence is.
+        let indent = line.len() - line.trim_start().len();
         let mut text = String::new();
         for (_, l) in lines.by_ref() {
             if l.trim() == "```" {
                 break;
             }
-            text.push_str(l);
+            let unindented = match l.get(..indent) {
+                Some(lead) if lead.trim().is_empty() => &l[indent..],
+                _ => l.trim_start(),
+            };
+            text.push_str(unindented);
             text.push('\n');
         }
         out.push((

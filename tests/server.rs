@@ -366,6 +366,74 @@ async fn errors_reach_the_client_in_one_line() {
     assert_eq!(rows(&batches), 1);
 }
 
+#[test]
+fn huge_and_deeply_nested_statements_fail_alone() {
+    // The runtime `strata serve` runs on: its threads have 16 MiB of stack (the deepest
+    // statement allowed needs more than the 2 MiB of a test's threads in a debug build).
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_stack_size(16 << 20)
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(huge_and_deeply_nested_statements());
+}
+
+async fn huge_and_deeply_nested_statements() {
+    let (mut client, _engine) = serve().await;
+    // Larger than the largest message the server reads.
+    let huge = format!("SELECT '{}' AS x", "x".repeat(70 << 20));
+    let err = client.execute(huge, None).await.unwrap_err();
+    assert_eq!(code(&err), tonic::Code::OutOfRange, "{err}");
+    // Nested deeper than the parser goes.
+    let nested = |n| format!("SELECT {}1{}", "(".repeat(n), ")".repeat(n));
+    let err = client
+        .execute(nested(100_000), None)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("nest more than 256 deep"), "{err}");
+    let err = client
+        .execute(nested(200), None)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("recursion limit"), "{err}");
+    // A chain of operators deeper than anything could walk without overflowing its stack.
+    let chain = |n: usize| format!("SELECT 1{} AS n", " + 1".repeat(n));
+    let err = client
+        .execute(chain(20_000), None)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("nest more than 256 deep"), "{err}");
+    // The longest chain allowed, and a long list of values, are answered.
+    let info = client.execute(chain(250), None).await.expect("a chain");
+    let (batches, _) = fetch(&mut client, info).await;
+    assert_eq!(
+        batches[0].column(0).as_primitive::<Int64Type>().value(0),
+        251
+    );
+    let list: Vec<String> = (0..20_000).map(|i| i.to_string()).collect();
+    let values = format!(
+        "SELECT count(*) FROM (VALUES ({})) AS t(v)",
+        list.join("), (")
+    );
+    let info = client
+        .execute(values, None)
+        .await
+        .expect("a long VALUES list");
+    let (batches, _) = fetch(&mut client, info).await;
+    assert_eq!(
+        batches[0].column(0).as_primitive::<Int64Type>().value(0),
+        20_000
+    );
+    // The server goes on serving.
+    let info = client.execute("SELECT 1".into(), None).await.unwrap();
+    let (batches, _) = fetch(&mut client, info).await;
+    assert_eq!(rows(&batches), 1);
+}
+
 /// A Python client library the test needs, or why it cannot run: on CI (`CI` set) a missing
 /// client is a failure, elsewhere the test says it skipped.
 fn python_with(test: &str, module: &str) -> Option<()> {
@@ -478,6 +546,37 @@ async fn an_adbc_notebook_session_gets_the_engines_answers() {
         .expect("the bad query failed");
     assert!(error.contains("column 'nope' not found"), "{error}");
     assert_eq!(steps["after-error"]["rows"], serde_json::json!([[1]]));
+
+    // The connection's session options and SET are its own; the other connection and the
+    // server keep theirs.
+    let setting = |name: &str| {
+        engine
+            .settings()
+            .into_iter()
+            .find(|(k, _)| k == name)
+            .and_then(|(_, v)| v)
+    };
+    const BATCH: &str = "datafusion.execution.batch_size";
+    const ZONE: &str = "datafusion.execution.time_zone";
+    let session = &steps["session"];
+    assert_eq!(session["options"][BATCH], "99", "{session}");
+    assert_eq!(session["options"]["catalog"], "datafusion", "{session}");
+    assert_eq!(session["catalog"], "datafusion", "{session}");
+    assert_eq!(session["schema"], "public", "{session}");
+    assert_eq!(session["mine"], serde_json::json!([[BATCH, "99"]]));
+    assert_eq!(
+        session["theirs"],
+        serde_json::json!([[BATCH, setting(BATCH)]])
+    );
+    assert_eq!(session["my_zone"], serde_json::json!([[ZONE, "+05:00"]]));
+    assert_eq!(
+        session["their_zone"],
+        serde_json::json!([[ZONE, setting(ZONE)]])
+    );
+    let refused = session["refused"]
+        .as_str()
+        .expect("the runtime setting was refused");
+    assert!(refused.contains("memory_limit"), "{refused}");
 }
 
 /// A query with no end in sight: rows from a series of ten billion.
@@ -731,8 +830,6 @@ async fn a_read_only_server_runs_only_statements_that_read() {
         "CREATE TABLE t AS SELECT 1",
         "DROP TABLE violations",
         "INSERT INTO violations SELECT * FROM violations",
-        "SET datafusion.execution.target_partitions = 1",
-        "RESET datafusion.execution.target_partitions",
         copy.as_str(),
         explain_copy.as_str(),
         create.as_str(),
@@ -771,6 +868,15 @@ async fn a_read_only_server_runs_only_statements_that_read() {
         let info = client.execute(sql.into(), None).await.unwrap();
         let (batches, _) = fetch(&mut client, info).await;
         assert!(rows(&batches) > 0, "{sql}");
+    }
+    // A client's own settings (see each_client_changes_settings_in_a_session_of_its_own).
+    for sql in [
+        "SET datafusion.execution.target_partitions = 1",
+        "RESET datafusion.execution.target_partitions",
+    ] {
+        let info = client.execute(sql.into(), None).await.expect(sql);
+        fetch(&mut client, info).await;
+        client.execute_update(sql.into(), None).await.expect(sql);
     }
 }
 
@@ -951,6 +1057,23 @@ async fn users_sign_in_and_every_call_needs_their_token() {
     let info = service.execute(query.into(), None).await.unwrap();
     let (batches, _) = fetch(&mut service, info).await;
     assert_eq!(rows(&batches), 1);
+
+    // A token past its time is refused: here, tokens expire as they are given.
+    let auth = Arc::new(Auth::load(&users, std::time::Duration::ZERO).unwrap());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(serve_flight_with(
+        listener,
+        engine().await,
+        Options::default(),
+        Some(auth),
+        std::future::pending(),
+    ));
+    let mut late = connect(address).await;
+    late.handshake("alice", "s3cret").await.unwrap();
+    let err = late.execute(query.into(), None).await.unwrap_err();
+    assert_eq!(code(&err), tonic::Code::Unauthenticated, "{err}");
+    assert!(err.to_string().contains("expired"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1657,4 +1780,212 @@ async fn connections_over_the_limit_are_refused_with_a_clear_error() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("too many connections"), "{stderr}");
+}
+
+/// The value `SHOW name` answers a client with.
+async fn show(client: &mut FlightSqlServiceClient<Channel>, name: &str) -> String {
+    let info = client
+        .execute(format!("SHOW {name}"), None)
+        .await
+        .expect("SHOW");
+    let (batches, _) = fetch(client, info).await;
+    let value = batches[0].column_by_name("value").expect("a value column");
+    let value = strata::datafusion::arrow::compute::cast(value, &DataType::Utf8).unwrap();
+    value.as_string::<i32>().value(0).to_string()
+}
+
+/// One of Flight's session actions on `client`, carrying `cookie`: its result's body, and
+/// the cookie the server set.
+async fn session_action(
+    client: &mut arrow_flight::flight_service_client::FlightServiceClient<Channel>,
+    kind: &str,
+    body: Vec<u8>,
+    cookie: Option<&str>,
+) -> (Vec<u8>, Option<String>) {
+    let mut request = tonic::Request::new(arrow_flight::Action {
+        r#type: kind.into(),
+        body: body.into(),
+    });
+    if let Some(cookie) = cookie {
+        request
+            .metadata_mut()
+            .insert("cookie", cookie.parse().unwrap());
+    }
+    let response = client.do_action(request).await.expect(kind);
+    let set_cookie = response
+        .metadata()
+        .get("set-cookie")
+        .map(|v| v.to_str().unwrap().to_string());
+    let result = response.into_inner().message().await.unwrap();
+    (result.expect("a result").body.to_vec(), set_cookie)
+}
+
+/// The session options a `GetSessionOptions` on `client` answers with, as text.
+async fn session_options(
+    client: &mut arrow_flight::flight_service_client::FlightServiceClient<Channel>,
+) -> std::collections::HashMap<String, String> {
+    use prost::Message;
+    use strata::server::session_messages::{GetSessionOptionsResult, OptionValue};
+    let (body, _) = session_action(client, "GetSessionOptions", Vec::new(), None).await;
+    GetSessionOptionsResult::decode(body.as_slice())
+        .unwrap()
+        .session_options
+        .into_iter()
+        .map(|(name, value)| match value.option_value {
+            Some(OptionValue::StringValue(s)) => (name, s),
+            other => panic!("{name}: {other:?}"),
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_client_changes_settings_in_a_session_of_its_own() {
+    use arrow_flight::flight_service_client::FlightServiceClient;
+    use prost::Message;
+    use strata::server::session_messages::{
+        CloseSessionResult, OptionValue, SessionOptionValue, SetSessionOptionsRequest,
+        SetSessionOptionsResult, StringList,
+    };
+    const BATCH: &str = "datafusion.execution.batch_size";
+    // A read-only server: a client's own settings are not the server's to protect.
+    let (port, address, engine) = serve_both(None).await;
+    let server_batch = engine
+        .settings()
+        .into_iter()
+        .find(|(k, _)| k == BATCH)
+        .and_then(|(_, v)| v)
+        .unwrap();
+
+    // SET on one connection is that connection's.
+    let mut first = connect(address).await;
+    let mut second = connect(address).await;
+    let info = first
+        .execute(format!("SET {BATCH} = 123"), None)
+        .await
+        .expect("SET on a read-only server");
+    fetch(&mut first, info).await;
+    assert_eq!(show(&mut first, BATCH).await, "123");
+    assert_eq!(show(&mut second, BATCH).await, server_batch);
+    let refused = first
+        .execute("SET datafusion.runtime.memory_limit = '100G'".into(), None)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        refused.contains("cannot be changed on this server"),
+        "{refused}"
+    );
+
+    // Session options: set, read back, carried to another connection in the cookie, closed.
+    let channel = |a| async move {
+        tonic::transport::Endpoint::from_shared(format!("http://{a}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap()
+    };
+    let mut raw = FlightServiceClient::new(channel(address).await);
+    let text = |s: &str| SessionOptionValue {
+        option_value: Some(OptionValue::StringValue(s.into())),
+    };
+    let request = SetSessionOptionsRequest {
+        session_options: [
+            ("batch_size".to_string(), text("77")),
+            ("no_such_setting".to_string(), text("1")),
+            ("datafusion.runtime.memory_limit".to_string(), text("1T")),
+            ("catalog".to_string(), text("nowhere")),
+            (
+                "datafusion.execution.time_zone".to_string(),
+                SessionOptionValue {
+                    option_value: Some(OptionValue::StringListValue(StringList {
+                        values: vec!["UTC".into()],
+                    })),
+                },
+            ),
+        ]
+        .into(),
+    };
+    let (body, cookie) =
+        session_action(&mut raw, "SetSessionOptions", request.encode_to_vec(), None).await;
+    let mut errors: Vec<(String, i32)> = SetSessionOptionsResult::decode(body.as_slice())
+        .unwrap()
+        .errors
+        .into_iter()
+        .map(|(name, e)| (name, e.value))
+        .collect();
+    errors.sort();
+    // 1: invalid name, 2: invalid value, 3: cannot be set.
+    assert_eq!(
+        errors,
+        [
+            ("catalog".to_string(), 2),
+            ("datafusion.execution.time_zone".to_string(), 2),
+            ("datafusion.runtime.memory_limit".to_string(), 3),
+            ("no_such_setting".to_string(), 1),
+        ]
+    );
+    let cookie = cookie.expect("a session cookie");
+    assert!(cookie.starts_with("arrow_flight_session_id="), "{cookie}");
+    let options = session_options(&mut raw).await;
+    assert_eq!(options.get(BATCH).map(String::as_str), Some("77"));
+    assert_eq!(
+        options.get("catalog").map(String::as_str),
+        Some("datafusion")
+    );
+    assert_eq!(options.get("schema").map(String::as_str), Some("public"));
+
+    let mut carried = connect(address).await;
+    carried.set_header("cookie", &cookie);
+    assert_eq!(show(&mut carried, BATCH).await, "77");
+    assert_eq!(show(&mut second, BATCH).await, server_batch);
+
+    let (body, _) = session_action(&mut raw, "CloseSession", Vec::new(), None).await;
+    assert_eq!(
+        CloseSessionResult::decode(body.as_slice()).unwrap().status,
+        1
+    );
+    assert_eq!(show(&mut carried, BATCH).await, server_batch);
+    assert!(!session_options(&mut raw).await.contains_key(BATCH));
+    // The server's own settings never changed.
+    assert_eq!(show(&mut first, BATCH).await, "123");
+    assert!(
+        engine
+            .settings()
+            .contains(&(BATCH.to_string(), Some(server_batch.clone())))
+    );
+
+    // A PostgreSQL connection's SET is its own too.
+    if !psql_installed() {
+        skip(
+            "each_client_changes_settings_in_a_session_of_its_own",
+            "psql is not installed (Debian: postgresql-client)",
+        );
+        return;
+    }
+    let conninfo = format!("host=127.0.0.1 port={port} user=strata sslmode=disable");
+    let out = tokio::process::Command::new("psql")
+        .args([conninfo.as_str(), "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1"])
+        .args([
+            "-c",
+            &format!("SET {BATCH} = 5"),
+            "-c",
+            &format!("SHOW {BATCH}"),
+        ])
+        .env("PGCONNECT_TIMEOUT", "20")
+        .output()
+        .await
+        .expect("run psql");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains(&format!("{BATCH}|5")), "{stdout}");
+    let out = psql_with(&conninfo, &format!("SHOW {BATCH}")).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(&format!("{BATCH}|{server_batch}")),
+        "{stdout}"
+    );
 }

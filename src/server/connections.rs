@@ -149,7 +149,11 @@ pub(super) struct Connection {
     admitted: Admitted,
     idle: Option<Duration>,
     timer: Pin<Box<Sleep>>,
+    session: SessionSlot,
 }
+
+/// A connection's session, once it has one.
+pub(super) type SessionSlot = Arc<parking_lot::Mutex<Option<Arc<super::sessions::Session>>>>;
 
 impl Connection {
     fn new(io: TcpStream, admitted: Admitted, idle: Option<Duration>) -> Connection {
@@ -159,6 +163,7 @@ impl Connection {
             admitted,
             idle,
             timer: Box::pin(tokio::time::sleep_until(start)),
+            session: SessionSlot::default(),
         }
     }
 
@@ -182,6 +187,8 @@ impl Connection {
 #[derive(Debug, Clone)]
 pub(super) struct ConnectionInfo {
     activity: Arc<Activity>,
+    /// Its session, which lasts as long as the connection (or another that uses it).
+    pub(super) session: SessionSlot,
 }
 
 impl Connected for Connection {
@@ -190,6 +197,7 @@ impl Connected for Connection {
     fn connect_info(&self) -> ConnectionInfo {
         ConnectionInfo {
             activity: self.admitted.activity.clone(),
+            session: self.session.clone(),
         }
     }
 }
@@ -251,16 +259,17 @@ impl<S: NamedService> NamedService for Tracked<S> {
     const NAME: &'static str = S::NAME;
 }
 
+/// What a request's extensions know of its connection (with or without TLS).
+pub(super) fn connection_info(extensions: &http::Extensions) -> Option<&ConnectionInfo> {
+    extensions.get::<ConnectionInfo>().or_else(|| {
+        extensions
+            .get::<TlsConnectInfo<ConnectionInfo>>()
+            .map(|tls| tls.get_ref())
+    })
+}
+
 fn activity<B>(request: &http::Request<B>) -> Option<Arc<Activity>> {
-    let extensions = request.extensions();
-    extensions
-        .get::<ConnectionInfo>()
-        .or_else(|| {
-            extensions
-                .get::<TlsConnectInfo<ConnectionInfo>>()
-                .map(|tls| tls.get_ref())
-        })
-        .map(|info| info.activity.clone())
+    connection_info(request.extensions()).map(|info| info.activity.clone())
 }
 
 impl<S> Service<http::Request<tonic::body::Body>> for Tracked<S>

@@ -36,7 +36,9 @@ use futures::{Stream, StreamExt, TryStreamExt};
 use prost::Message;
 use tonic::{Request, Response, Status};
 
+use super::connections::connection_info;
 use super::history::{QueryLog, State};
+use super::sessions::{self, Session, Sessions, messages};
 use super::{Options, metadata};
 use crate::{CancelHandle, Engine, Error, QueryResult};
 
@@ -104,6 +106,8 @@ pub struct FlightSqlServer {
     user_places: Arc<Mutex<HashMap<String, Arc<tokio::sync::Semaphore>>>>,
     /// Running and recent queries, also the `strata.queries` table.
     log: Arc<QueryLog>,
+    /// Sessions clients name in their cookie.
+    sessions: Arc<Sessions>,
 }
 
 impl std::fmt::Debug for FlightSqlServer {
@@ -199,6 +203,55 @@ impl FlightSqlServer {
                 .max_queries
                 .map(|n| Arc::new(tokio::sync::Semaphore::new(n))),
             user_places: Arc::default(),
+            sessions: Arc::default(),
+        }
+    }
+
+    /// A request's session: the one its cookie names (if it is the user's and still open),
+    /// else its connection's; with `start`, one is started when there is none.
+    fn session_of<T>(&self, request: &Request<T>, start: bool) -> Option<Arc<Session>> {
+        let user = request
+            .extensions()
+            .get::<super::User>()
+            .map(|u| u.0.as_str());
+        let slot = connection_info(request.extensions()).map(|c| c.session.clone());
+        let cookie = request
+            .metadata()
+            .get("cookie")
+            .and_then(|v| v.to_str().ok());
+        if let Some(session) = cookie.and_then(|c| self.sessions.find(c, user)) {
+            if let Some(slot) = &slot {
+                *slot.lock() = Some(session.clone());
+            }
+            return Some(session);
+        }
+        if let Some(slot) = &slot {
+            let mut slot = slot.lock();
+            match slot.as_ref() {
+                Some(session) if session.is_closed() => *slot = None,
+                Some(session) => return Some(session.clone()),
+                None => {}
+            }
+        }
+        if !start {
+            return None;
+        }
+        let session = Session::new(self.engine.clone(), user.map(str::to_string));
+        self.sessions.add(&session);
+        if let Some(slot) = &slot {
+            *slot.lock() = Some(session.clone());
+        }
+        Some(session)
+    }
+
+    /// The engine a request's statement `sql` runs on: its session's, or the server's when
+    /// it has none (a statement that changes a setting starts one).
+    fn engine_for<T>(&self, request: &Request<T>, sql: &str) -> Arc<Engine> {
+        let changes = matches!(self.engine.changed_setting(sql), Ok(Some(_)));
+        match self.session_of(request, changes) {
+            Some(session) if changes => session.own_engine(),
+            Some(session) => session.engine(),
+            None => self.engine.clone(),
         }
     }
 
@@ -270,8 +323,15 @@ impl FlightSqlServer {
     }
 
     /// Refuse a statement that writes when the server is read-only.
-    pub(super) fn allowed(&self, sql: &str) -> Result<(), Status> {
-        if !self.options.read_only || self.engine.only_reads(sql).map_err(status)? {
+    /// A session's own settings (`SET`, `RESET`) may change on a read-only server too, but
+    /// never those that widen what the server reaches or uses (see
+    /// [`crate::confine::check_setting`]).
+    pub(super) fn allowed(&self, engine: &Engine, sql: &str) -> Result<(), Status> {
+        if let Some(name) = engine.changed_setting(sql).map_err(status)? {
+            return crate::confine::check_setting(&name)
+                .map_err(|e| Status::permission_denied(format!("not allowed: {e}")));
+        }
+        if !self.options.read_only || engine.only_reads(sql).map_err(status)? {
             return Ok(());
         }
         let what: Vec<&str> = sql.split_whitespace().take(2).collect();
@@ -284,11 +344,12 @@ impl FlightSqlServer {
     /// Start `sql` with `params` and keep its result for the `DoGet` that `FlightInfo` names.
     async fn start(
         &self,
+        engine: &Engine,
         sql: &str,
         params: Vec<ScalarValue>,
         user: Option<&super::User>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let (statement_handle, schema) = self.begin(sql, params, user).await?;
+        let (statement_handle, schema) = self.begin(engine, sql, params, user).await?;
         let info = flight_info(
             &schema,
             TicketStatementQuery {
@@ -302,11 +363,12 @@ impl FlightSqlServer {
     /// Flight SQL query: its columns, and its batches as they come.
     pub(super) async fn run(
         &self,
+        engine: &Engine,
         sql: &str,
         params: Vec<ScalarValue>,
         user: Option<&super::User>,
     ) -> Result<(SchemaRef, Batches), Status> {
-        let (handle, _) = self.begin(sql, params, user).await?;
+        let (handle, _) = self.begin(engine, sql, params, user).await?;
         self.take(handle)
     }
 
@@ -314,17 +376,18 @@ impl FlightSqlServer {
     /// under a new handle, which is returned with the result's schema.
     async fn begin(
         &self,
+        engine: &Engine,
         sql: &str,
         params: Vec<ScalarValue>,
         user: Option<&super::User>,
     ) -> Result<(Vec<u8>, SchemaRef), Status> {
-        self.allowed(sql)?;
+        self.allowed(engine, sql)?;
         let places = self.take_places(user).await?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let by = user.map(|u| format!(" by {}", u.0)).unwrap_or_default();
         log::info!(target: "strata::queries", "query {id} started{by}: {}", one_line(sql));
         self.log.started(id, user.map(|u| u.0.as_str()), sql);
-        let result = match self.engine.sql_with_params(sql, params).await {
+        let result = match engine.sql_with_params(sql, params).await {
             Ok(result) => result,
             Err(e) => {
                 log::info!(target: "strata::queries", "query {id} failed: {e}");
@@ -432,6 +495,24 @@ impl FlightSqlServer {
         Ok((schema, Box::pin(batches.chain(finished))))
     }
 
+    /// Answer a `CancelFlightInfo` action.
+    fn cancel_flight_info(&self, action: &Action) -> Result<Vec<u8>, Status> {
+        let request = CancelFlightInfoRequest::decode(action.body.as_ref())
+            .map_err(|e| Status::invalid_argument(format!("invalid CancelFlightInfo: {e}")))?;
+        let info = request
+            .info
+            .ok_or_else(|| Status::invalid_argument("CancelFlightInfo without a FlightInfo"))?;
+        let status = if self.cancel(&info) {
+            CancelStatus::Cancelled
+        } else {
+            CancelStatus::NotCancellable
+        };
+        let result = CancelFlightInfoResult {
+            status: status as i32,
+        };
+        Ok(result.encode_to_vec())
+    }
+
     fn prepared(&self, handle: &[u8]) -> Result<(String, Vec<ScalarValue>), Status> {
         let mut prepared = lock(&self.prepared);
         let p = prepared
@@ -445,17 +526,14 @@ impl FlightSqlServer {
     /// says (`INSERT` and `COPY` do), else 0.
     pub(super) async fn update(
         &self,
+        engine: &Engine,
         sql: &str,
         params: Vec<ScalarValue>,
         user: Option<&super::User>,
     ) -> Result<i64, Status> {
-        self.allowed(sql)?;
+        self.allowed(engine, sql)?;
         let _places = self.take_places(user).await?;
-        let mut result = self
-            .engine
-            .sql_with_params(sql, params)
-            .await
-            .map_err(status)?;
+        let mut result = engine.sql_with_params(sql, params).await.map_err(status)?;
         let batches = result.collect().await.map_err(status)?;
         let count = batches
             .iter()
@@ -583,6 +661,36 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// The one row of parameter values a client bound, as scalars in column order.
+/// Answer a `SetSessionOptions` action for `session`: each option is set, or named in the
+/// result's errors (the reason is logged; the protocol has no place for it).
+async fn set_session_options(session: &Session, action: &Action) -> Result<Vec<u8>, Status> {
+    use messages::ErrorValue;
+    let request = messages::SetSessionOptionsRequest::decode(action.body.as_ref())
+        .map_err(|e| Status::invalid_argument(format!("invalid SetSessionOptions: {e}")))?;
+    let mut errors = HashMap::new();
+    for (name, value) in request.session_options {
+        let outcome = match sessions::option_text(&value) {
+            Ok(text) => session.set_option(&name, text).await,
+            Err(message) => Err(sessions::OptionError::Value(message)),
+        };
+        if let Err(error) = outcome {
+            log::info!(target: "strata::server", "session option {name} not set: {error}");
+            let value = match error {
+                sessions::OptionError::Name(_) => ErrorValue::InvalidName,
+                sessions::OptionError::Value(_) => ErrorValue::InvalidValue,
+                sessions::OptionError::Refused(_) => ErrorValue::Error,
+            };
+            errors.insert(
+                name,
+                messages::SetError {
+                    value: value as i32,
+                },
+            );
+        }
+    }
+    Ok(messages::SetSessionOptionsResult { errors }.encode_to_vec())
+}
+
 async fn bound_values(stream: PeekableFlightDataStream) -> Result<Vec<ScalarValue>, Status> {
     let batches: Vec<RecordBatch> =
         FlightRecordBatchStream::new_from_flight_data(stream.map_err(FlightError::from))
@@ -617,8 +725,9 @@ impl FlightSqlService for FlightSqlServer {
         query: CommandStatementQuery,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
+        let engine = self.engine_for(&request, &query.query);
         let user = request.extensions().get::<super::User>();
-        self.start(&query.query, Vec::new(), user).await
+        self.start(&engine, &query.query, Vec::new(), user).await
     }
 
     async fn get_flight_info_prepared_statement(
@@ -627,8 +736,9 @@ impl FlightSqlService for FlightSqlServer {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         let (sql, params) = self.prepared(&query.prepared_statement_handle)?;
+        let engine = self.engine_for(&request, &sql);
         let user = request.extensions().get::<super::User>();
-        self.start(&sql, params, user).await
+        self.start(&engine, &sql, params, user).await
     }
 
     async fn do_get_statement(
@@ -659,19 +769,21 @@ impl FlightSqlService for FlightSqlServer {
         command: CommandStatementUpdate,
         request: Request<PeekableFlightDataStream>,
     ) -> Result<i64, Status> {
+        let engine = self.engine_for(&request, &command.query);
         let user = request.extensions().get::<super::User>();
-        self.update(&command.query, Vec::new(), user).await
+        self.update(&engine, &command.query, Vec::new(), user).await
     }
 
     async fn do_action_create_prepared_statement(
         &self,
         query: ActionCreatePreparedStatementRequest,
-        _request: Request<Action>,
+        request: Request<Action>,
     ) -> Result<ActionCreatePreparedStatementResult, Status> {
-        self.allowed(&query.query)?;
+        let engine = self.engine_for(&request, &query.query);
+        self.allowed(&engine, &query.query)?;
         // A statement that does not parse fails now; one that plans tells its result's
         // columns and its parameters' types (the FlightInfo announces the schema streamed).
-        let (dataset_schema, parameter_schema) = match self.engine.describe(&query.query).await {
+        let (dataset_schema, parameter_schema) = match engine.describe(&query.query).await {
             Ok(d) => {
                 let parameters = Schema::new(
                     d.parameters
@@ -731,44 +843,71 @@ impl FlightSqlService for FlightSqlServer {
         request: Request<PeekableFlightDataStream>,
     ) -> Result<i64, Status> {
         let (sql, mut params) = self.prepared(&query.prepared_statement_handle)?;
+        let engine = self.engine_for(&request, &sql);
         let user = request.extensions().get::<super::User>().cloned();
         let values = bound_values(request.into_inner()).await?;
         if !values.is_empty() {
             params = values;
         }
-        self.update(&sql, params, user.as_ref()).await
+        self.update(&engine, &sql, params, user.as_ref()).await
     }
 
     async fn do_action_fallback(
         &self,
         request: Request<Action>,
     ) -> Result<Response<<Self as FlightService>::DoActionStream>, Status> {
-        let action = request.into_inner();
-        if action.r#type != "CancelFlightInfo" {
-            return Err(Status::invalid_argument(format!(
-                "unknown action {:?}",
-                action.r#type
-            )));
+        let kind = request.get_ref().r#type.clone();
+        let (body, cookie) = match kind.as_str() {
+            "CancelFlightInfo" => (self.cancel_flight_info(request.get_ref())?, None),
+            "SetSessionOptions" => {
+                let session = self.session_of(&request, true).expect("started");
+                let body = set_session_options(&session, request.get_ref()).await?;
+                (body, Some(session.id().to_string()))
+            }
+            "GetSessionOptions" => {
+                let options = match self.session_of(&request, false) {
+                    Some(session) => session.options(),
+                    None => Session::new(self.engine.clone(), None).options(),
+                };
+                let session_options = options
+                    .into_iter()
+                    .map(|(name, value)| {
+                        let value = messages::OptionValue::StringValue(value);
+                        let value = messages::SessionOptionValue {
+                            option_value: Some(value),
+                        };
+                        (name, value)
+                    })
+                    .collect();
+                let result = messages::GetSessionOptionsResult { session_options };
+                (result.encode_to_vec(), None)
+            }
+            "CloseSession" => {
+                // The connection goes back to the server's settings; the cookie names nothing.
+                if let Some(session) = self.session_of(&request, false) {
+                    self.sessions.close(&session);
+                }
+                let result = messages::CloseSessionResult {
+                    status: messages::CloseStatus::Closed as i32,
+                };
+                (result.encode_to_vec(), None)
+            }
+            other => {
+                return Err(Status::invalid_argument(format!(
+                    "unknown action {other:?}"
+                )));
+            }
+        };
+        let body = arrow_flight::Result { body: body.into() };
+        let mut response: Response<<Self as FlightService>::DoActionStream> =
+            Response::new(Box::pin(futures::stream::once(async { Ok(body) })));
+        if let Some(id) = cookie {
+            let value = format!("{}={id}", sessions::COOKIE);
+            if let Ok(value) = value.parse() {
+                response.metadata_mut().insert("set-cookie", value);
+            }
         }
-        let request = CancelFlightInfoRequest::decode(action.body.as_ref())
-            .map_err(|e| Status::invalid_argument(format!("invalid CancelFlightInfo: {e}")))?;
-        let info = request
-            .info
-            .ok_or_else(|| Status::invalid_argument("CancelFlightInfo without a FlightInfo"))?;
-        let status = if self.cancel(&info) {
-            CancelStatus::Cancelled
-        } else {
-            CancelStatus::NotCancellable
-        };
-        let result = CancelFlightInfoResult {
-            status: status as i32,
-        };
-        let body = arrow_flight::Result {
-            body: result.encode_to_vec().into(),
-        };
-        Ok(Response::new(Box::pin(futures::stream::once(async {
-            Ok(body)
-        }))))
+        Ok(response)
     }
 
     async fn do_action_close_prepared_statement(
@@ -1009,8 +1148,11 @@ mod tests {
             unused_prepared: Duration::from_secs(600),
             ..Options::default()
         };
-        let server = FlightSqlServer::new(engine, options);
-        server.start("SELECT 1", Vec::new(), None).await.unwrap();
+        let server = FlightSqlServer::new(engine.clone(), options);
+        server
+            .start(&engine, "SELECT 1", Vec::new(), None)
+            .await
+            .unwrap();
         lock(&server.prepared).insert(
             vec![1],
             Prepared {
@@ -1037,9 +1179,10 @@ mod tests {
     #[tokio::test]
     async fn a_query_is_forgotten_once_its_stream_is_dropped() {
         let engine = Arc::new(Engine::new().await.unwrap());
-        let server = FlightSqlServer::new(engine, Options::default());
+        let server = FlightSqlServer::new(engine.clone(), Options::default());
         let info = server
             .start(
+                &engine,
                 "SELECT value FROM generate_series(1, 10000000000)",
                 Vec::new(),
                 None,

@@ -9,6 +9,7 @@ mod flight;
 pub mod history;
 mod metadata;
 mod postgres;
+mod sessions;
 mod tls;
 
 use std::sync::Arc;
@@ -22,6 +23,7 @@ use connections::{Gate, Tracked};
 
 pub use auth::{Auth, AuthError, Authenticated, User, hash_secret};
 pub use flight::FlightSqlServer;
+pub use sessions::messages as session_messages;
 pub use tls::Tls;
 
 /// Errors of the server itself (a client's failing query is that client's error).

@@ -48,6 +48,7 @@ use tonic::{Code, Status};
 use super::auth::Auth;
 use super::connections::{Activity, Gate};
 use super::flight::FlightSqlServer;
+use super::sessions::Session;
 use super::tls::Tls;
 use super::{ServerError, User};
 use crate::Error;
@@ -110,6 +111,7 @@ pub(super) async fn serve(
         handlers.connection = Connection {
             activity: admitted.as_ref().map(|a| a.activity.clone()),
             refused: admitted.is_none().then_some(gate.max()),
+            session: Some(Session::new(handlers.service.engine().clone(), None)),
             ..Connection::default()
         };
         let handlers = Arc::new(handlers);
@@ -170,6 +172,8 @@ struct Connection {
     /// Where a cancel request for it arrives, once it has started (it is registered under
     /// the process number and secret key it was given until it closes).
     cancel: Arc<parking_lot::Mutex<Option<Registered>>>,
+    /// Its session: the settings its client changes are its own.
+    session: Option<Arc<Session>>,
 }
 
 /// A connection's handle for cancel requests, and its place among the connections they reach.
@@ -231,6 +235,14 @@ impl PgWireServerHandlers for Postgres {
 }
 
 impl Postgres {
+    /// The engine `sql` runs on: the connection's session's.
+    fn engine_for(&self, sql: &str) -> Arc<crate::Engine> {
+        match &self.connection.session {
+            Some(session) => session.engine_for(sql),
+            None => self.service.engine().clone(),
+        }
+    }
+
     /// Answer one statement: `params` bound, rows in `format`.
     async fn answer<C: ClientInfo>(
         &self,
@@ -245,11 +257,11 @@ impl Postgres {
         let busy = self.connection.activity.as_ref().map(|a| a.begin());
         let mut cancelled = self.connection.cancelled().await;
         let user = client.metadata().get(SIGNED_IN).cloned().map(User);
-        let engine = self.service.engine();
+        let engine = self.engine_for(sql);
         if !engine.only_reads(sql).map_err(engine_error)? {
-            self.service.allowed(sql).map_err(status_error)?;
+            self.service.allowed(&engine, sql).map_err(status_error)?;
             let rows = tokio::select! {
-                rows = self.service.update(sql, params, user.as_ref()) => rows.map_err(status_error)?,
+                rows = self.service.update(&engine, sql, params, user.as_ref()) => rows.map_err(status_error)?,
                 _ = &mut cancelled => return Err(cancelled_error()),
             };
             return Ok(Response::Execution(
@@ -257,7 +269,7 @@ impl Postgres {
             ));
         }
         let (schema, batches) = tokio::select! {
-            run = self.service.run(sql, params, user.as_ref()) => run.map_err(status_error)?,
+            run = self.service.run(&engine, sql, params, user.as_ref()) => run.map_err(status_error)?,
             _ = &mut cancelled => return Err(cancelled_error()),
         };
         // A cancel request ends the rows with PostgreSQL's error; dropping the batches stops
@@ -289,6 +301,7 @@ impl Postgres {
 /// into SQL the engine plans (operators, casts to `regclass` and collations as `psql`
 /// writes them).
 fn statements(text: &str) -> PgWireResult<Vec<String>> {
+    crate::sql::check_expression_depth(text).map_err(engine_error)?;
     if !text.to_ascii_lowercase().contains("pg_catalog") {
         return crate::Engine::split_statements(text).map_err(engine_error);
     }
@@ -561,7 +574,7 @@ impl Postgres {
         if session_statement(sql).is_some() {
             return Ok(None);
         }
-        let engine = self.service.engine();
+        let engine = self.engine_for(sql);
         let description = engine.describe(sql).await.map_err(engine_error)?;
         if !engine.only_reads(sql).map_err(engine_error)? {
             return Ok(Some((Vec::new(), description.parameters)));
@@ -673,8 +686,7 @@ impl ExtendedQueryHandler for Postgres {
             Vec::new()
         } else {
             let description = self
-                .service
-                .engine()
+                .engine_for(sql)
                 .describe(sql)
                 .await
                 .map_err(engine_error)?;

@@ -29,9 +29,12 @@ if len(sys.argv) > 3:
         say(step="wrong_password", error=None)
     except Exception as e:  # the driver's error for a refused sign-in
         say(step="wrong_password", error=str(e))
-    conn = sign_in(user, password)
+    def connect():
+        return sign_in(user, password)
 else:
-    conn = flightsql.connect(uri)
+    def connect():
+        return flightsql.connect(uri)
+conn = connect()
 cur = conn.cursor()
 
 
@@ -65,4 +68,37 @@ except Exception as e:  # the driver's own error type
     say(step="error", error=str(e).splitlines()[0])
 cur.execute("SELECT 1 AS one")
 say(step="after-error", rows=[list(r) for r in cur.fetchall()])
+
+# Session options and SET: this connection's own settings, not another's.
+SESSION = "adbc.flight.sql.session.option."
+conn.adbc_connection.set_options(**{SESSION + "batch_size": "99"})
+options = json.loads(conn.adbc_connection.get_option("adbc.flight.sql.session.options"))
+cur.execute("SET datafusion.execution.time_zone = '+05:00'")
+cur.execute("SHOW datafusion.execution.batch_size")
+mine = [list(r) for r in cur.fetchall()]
+other = connect()
+other_cur = other.cursor()
+other_cur.execute("SHOW datafusion.execution.batch_size")
+theirs = [list(r) for r in other_cur.fetchall()]
+other_cur.execute("SHOW datafusion.execution.time_zone")
+their_zone = [list(r) for r in other_cur.fetchall()]
+other.close()
+cur.execute("SHOW datafusion.execution.time_zone")
+my_zone = [list(r) for r in cur.fetchall()]
+try:
+    conn.adbc_connection.set_options(**{SESSION + "datafusion.runtime.memory_limit": "1T"})
+    refused = None
+except Exception as e:  # the driver's error naming the option
+    refused = str(e).splitlines()[0]
+say(
+    step="session",
+    options=options,
+    mine=mine,
+    theirs=theirs,
+    my_zone=my_zone,
+    their_zone=their_zone,
+    catalog=conn.adbc_current_catalog,
+    schema=conn.adbc_current_db_schema,
+    refused=refused,
+)
 conn.close()
