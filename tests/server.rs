@@ -541,6 +541,12 @@ async fn an_adbc_notebook_session_gets_the_engines_answers() {
     assert_eq!(steps["objects"]["tables"], serde_json::json!(tables));
     assert_eq!(steps["schema"]["columns"][1], "plate_id");
 
+    // Cancelled while its rows were read: the reader stops with the driver's error.
+    let cancel = &steps["cancel"];
+    assert!(cancel["first"].as_u64().unwrap_or(0) > 0, "{cancel}");
+    let error = cancel["error"].as_str().unwrap_or("").to_lowercase();
+    assert!(error.contains("cancel"), "{cancel}");
+
     let error = steps["error"]["error"]
         .as_str()
         .expect("the bad query failed");

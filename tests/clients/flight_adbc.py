@@ -61,6 +61,21 @@ tables = sorted(
 say(step="objects", tables=tables)
 say(step="schema", columns=conn.adbc_get_table_schema("violations").names)
 
+# Cancel a query while its rows are being read.
+endless = conn.cursor()
+endless.execute("SELECT value FROM generate_series(1, 10000000000)")
+reader = endless.fetch_record_batch()
+first = reader.read_next_batch().num_rows
+endless.adbc_cancel()
+try:
+    while True:
+        reader.read_next_batch()
+except StopIteration:
+    say(step="cancel", first=first, error=None)
+except Exception as e:  # the driver's error for a cancelled query
+    say(step="cancel", first=first, error=str(e).splitlines()[0])
+endless.close()
+
 try:
     cur.execute("SELECT nope FROM violations")
     say(step="error", error=None)
