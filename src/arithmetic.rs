@@ -61,7 +61,7 @@ fn rewrite_node(plan: LogicalPlan) -> Result<Transformed<LogicalPlan>> {
 }
 
 fn rewrite_expr(expr: Expr, schema: &DFSchema) -> Result<Transformed<Expr>> {
-    let type_of = |e: &Expr| e.get_type(schema).ok();
+    let type_of = |e: &Expr| type_of(e, schema);
     match expr {
         Expr::BinaryExpr(BinaryExpr { left, op, right })
             if matches!(op, Operator::Plus | Operator::Minus | Operator::Multiply)
@@ -98,6 +98,21 @@ fn rewrite_expr(expr: Expr, schema: &DFSchema) -> Result<Transformed<Expr>> {
             ))))
         }
         other => Ok(Transformed::no(other)),
+    }
+}
+
+/// The type of `e`. A checked call has its first argument's type, found by following first
+/// arguments down a chain (`a + b + c + ...`): DataFusion's type of a function call names the
+/// call, and so the whole chain below it, which made a chain's rewrite cubic in its length.
+fn type_of(e: &Expr, schema: &DFSchema) -> Option<DataType> {
+    let mut e = e;
+    loop {
+        match e {
+            Expr::ScalarFunction(f) if f.func.inner().is::<CheckedArithmetic>() => {
+                e = f.args.first()?;
+            }
+            _ => return e.get_type(schema).ok(),
+        }
     }
 }
 
