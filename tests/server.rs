@@ -1005,6 +1005,25 @@ async fn a_confined_server_reaches_only_its_datasets_and_roots() {
     assert!(message.contains("outside the folders"), "{message}");
 }
 
+/// A Flight SQL server whose clients sign in as the users of `users`, their tokens living
+/// `ttl`; its address.
+async fn serve_signed_in(
+    users: &std::path::Path,
+    ttl: std::time::Duration,
+) -> std::net::SocketAddr {
+    let auth = Arc::new(Auth::load(users, ttl).unwrap());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(serve_flight_with(
+        listener,
+        engine().await,
+        Options::default(),
+        Some(auth),
+        std::future::pending(),
+    ));
+    address
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn users_sign_in_and_every_call_needs_their_token() {
     let dir = tempfile::tempdir().unwrap();
@@ -1018,16 +1037,7 @@ async fn users_sign_in_and_every_call_needs_their_token() {
         ),
     )
     .unwrap();
-    let auth = Arc::new(Auth::load(&users, std::time::Duration::from_secs(600)).unwrap());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    tokio::spawn(serve_flight_with(
-        listener,
-        engine().await,
-        Options::default(),
-        Some(auth),
-        std::future::pending(),
-    ));
+    let address = serve_signed_in(&users, std::time::Duration::from_secs(600)).await;
     let query = "SELECT count(*) FROM violations";
 
     // Without signing in, nothing runs; metadata is refused too.
@@ -1065,16 +1075,7 @@ async fn users_sign_in_and_every_call_needs_their_token() {
     assert_eq!(rows(&batches), 1);
 
     // A token past its time is refused: here, tokens expire as they are given.
-    let auth = Arc::new(Auth::load(&users, std::time::Duration::ZERO).unwrap());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    tokio::spawn(serve_flight_with(
-        listener,
-        engine().await,
-        Options::default(),
-        Some(auth),
-        std::future::pending(),
-    ));
+    let address = serve_signed_in(&users, std::time::Duration::ZERO).await;
     let mut late = connect(address).await;
     late.handshake("alice", "s3cret").await.unwrap();
     let err = late.execute(query.into(), None).await.unwrap_err();
