@@ -36,13 +36,17 @@ impl AnalyzerRule for PostgresArithmetic {
         "strata_postgres_arithmetic"
     }
 
-    fn analyze(&self, plan: LogicalPlan, _config: &ConfigOptions) -> Result<LogicalPlan> {
-        plan.transform_up_with_subqueries(rewrite_node)
+    fn analyze(&self, plan: LogicalPlan, config: &ConfigOptions) -> Result<LogicalPlan> {
+        let at_scale = config
+            .extensions
+            .get::<crate::optimizer::StrataOptions>()
+            .is_none_or(|o| o.decimal_literals_at_scale);
+        plan.transform_up_with_subqueries(|p| rewrite_node(p, at_scale))
             .map(|t| t.data)
     }
 }
 
-fn rewrite_node(plan: LogicalPlan) -> Result<Transformed<LogicalPlan>> {
+fn rewrite_node(plan: LogicalPlan, at_scale: bool) -> Result<Transformed<LogicalPlan>> {
     if matches!(plan, LogicalPlan::TableScan(_)) {
         return Ok(Transformed::no(plan));
     }
@@ -50,7 +54,7 @@ fn rewrite_node(plan: LogicalPlan) -> Result<Transformed<LogicalPlan>> {
     let names = NamePreserver::new(&plan);
     let rewritten = plan.map_expressions(|expr| {
         let name = names.save(&expr);
-        expr.transform_up(|e| rewrite_expr(e, &schema))
+        expr.transform_up(|e| rewrite_expr(e, &schema, at_scale))
             .map(|t| t.update_data(|e| name.restore(e)))
     })?;
     if rewritten.transformed {
@@ -60,8 +64,19 @@ fn rewrite_node(plan: LogicalPlan) -> Result<Transformed<LogicalPlan>> {
     }
 }
 
-fn rewrite_expr(expr: Expr, schema: &DFSchema) -> Result<Transformed<Expr>> {
+fn rewrite_expr(expr: Expr, schema: &DFSchema, at_scale: bool) -> Result<Transformed<Expr>> {
     let type_of = |e: &Expr| type_of(e, schema);
+    let expr = match expr {
+        Expr::BinaryExpr(b) if at_scale && matches!(b.op, Operator::Plus | Operator::Minus) => {
+            match literal_at_scale(b, schema) {
+                done @ Transformed {
+                    transformed: true, ..
+                } => return Ok(done),
+                other => other.data,
+            }
+        }
+        other => other,
+    };
     match expr {
         Expr::BinaryExpr(BinaryExpr { left, op, right })
             if matches!(op, Operator::Plus | Operator::Minus | Operator::Multiply)
@@ -98,6 +113,78 @@ fn rewrite_expr(expr: Expr, schema: &DFSchema) -> Result<Transformed<Expr>> {
             ))))
         }
         other => Ok(Transformed::no(other)),
+    }
+}
+
+/// `1 - d` with `d` a `DECIMAL(15,2)`: DataFusion types the literal `DECIMAL(20,0)`, and arrow
+/// then brings it to scale 2 on every row, with two checked 128-bit multiplications per row.
+/// Written at the other side's scale (`1.00`) the literal needs none. A cast to the
+/// expression's own type keeps its type; it costs nothing (same scale, no less precision).
+fn literal_at_scale(b: BinaryExpr, schema: &DFSchema) -> Transformed<Expr> {
+    let rescaled = |lit: &Expr, other: &Expr| -> Option<Expr> {
+        let (value, scale) = decimal_literal(lit)?;
+        let DataType::Decimal128(_, to) = other.get_type(schema).ok()? else {
+            return None;
+        };
+        if to <= scale || !(0..=38).contains(&to) {
+            return None;
+        }
+        let value = value.checked_mul(10i128.checked_pow((to - scale) as u32)?)?;
+        let digits = value
+            .unsigned_abs()
+            .checked_ilog10()
+            .map_or(1, |d| d as u8 + 1);
+        let precision = digits.max(to as u8);
+        (precision <= 38)
+            .then(|| Expr::Literal(ScalarValue::Decimal128(Some(value), precision, to), None))
+    };
+    // Types are asked for only when a side is a literal: asking for a chain's type names it.
+    let has_literal = decimal_literal(&b.left).is_some() || decimal_literal(&b.right).is_some();
+    let original = Expr::BinaryExpr(b);
+    if !has_literal {
+        return Transformed::no(original);
+    }
+    let Ok(DataType::Decimal128(p, s)) = original.get_type(schema) else {
+        return Transformed::no(original);
+    };
+    let Expr::BinaryExpr(BinaryExpr { left, op, right }) = &original else {
+        return Transformed::no(original);
+    };
+    let (left, right) = match (rescaled(left, right), rescaled(right, left)) {
+        (Some(l), _) => (l, (**right).clone()),
+        (None, Some(r)) => ((**left).clone(), r),
+        (None, None) => return Transformed::no(original),
+    };
+    let rewritten = Expr::BinaryExpr(BinaryExpr::new(Box::new(left), *op, Box::new(right)));
+    match rewritten.get_type(schema) {
+        Ok(DataType::Decimal128(p2, s2)) if s2 == s && p2 <= p => Transformed::yes(Expr::Cast(
+            Cast::new(Box::new(rewritten), DataType::Decimal128(p, s)),
+        )),
+        _ => Transformed::no(original),
+    }
+}
+
+/// A decimal or integer literal (as type coercion leaves it: cast to a decimal of scale 0),
+/// as its unscaled value and scale.
+fn decimal_literal(e: &Expr) -> Option<(i128, i8)> {
+    match e {
+        Expr::Literal(ScalarValue::Decimal128(Some(v), _, s), _) => Some((*v, *s)),
+        Expr::Cast(Cast { expr, field })
+            if matches!(field.data_type(), DataType::Decimal128(..)) =>
+        {
+            match expr.as_ref() {
+                Expr::Literal(v, _) if v.data_type().is_integer() && !v.is_null() => {
+                    let ScalarValue::Decimal128(Some(v), _, s) =
+                        v.cast_to(&DataType::Decimal128(38, 0)).ok()?
+                    else {
+                        return None;
+                    };
+                    Some((v, s))
+                }
+                _ => decimal_literal(expr),
+            }
+        }
+        _ => None,
     }
 }
 

@@ -659,6 +659,10 @@ impl Engine {
     /// `None` where the statement does not say), planned but not run.
     pub async fn describe(&self, text: &str) -> Result<Description> {
         let (stmt, calls) = self.parse_one(text)?;
+        let (stmt, calls) = match crate::optimizer::reset_as_set(&stmt) {
+            Some(set) => self.parse_one(&set)?,
+            None => (stmt, calls),
+        };
         let keys: Vec<String> = calls.iter().map(|(k, _)| k.clone()).collect();
         let planned = async {
             let state = self.ctx.state();
@@ -691,6 +695,10 @@ impl Engine {
         params: Option<&[ScalarValue]>,
     ) -> Result<QueryResult> {
         let (stmt, calls) = self.parse_one(text)?;
+        let (stmt, calls) = match crate::optimizer::reset_as_set(&stmt) {
+            Some(set) => self.parse_one(&set)?,
+            None => (stmt, calls),
+        };
         let keys: Vec<String> = calls.iter().map(|(k, _)| k.clone()).collect();
         let mut renamed = stmt.clone();
         let mut result = self

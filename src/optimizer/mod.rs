@@ -42,11 +42,36 @@ extensions_options! {
         /// Compute a subplan that a query uses more than once (a common table expression
         /// named twice) once, and replay its rows to each use.
         pub share_subplans: bool, default = true
+        /// Write an integer or decimal literal added to or subtracted from a decimal at the
+        /// decimal's scale (`1 - d` as `1.00 - d`), so that arrow need not rescale it on
+        /// every row.
+        pub decimal_literals_at_scale: bool, default = true
     }
 }
 
 impl ConfigExtension for StrataOptions {
     const PREFIX: &'static str = "strata";
+}
+
+/// `RESET strata.name` as the `SET` of its default: DataFusion resets its own settings only,
+/// and answered "Could not find config namespace" for Strata's.
+pub(crate) fn reset_as_set(stmt: &datafusion::sql::parser::Statement) -> Option<String> {
+    use datafusion::config::ExtensionOptions;
+    use datafusion::sql::parser::{ResetStatement, Statement};
+    let Statement::Reset(ResetStatement::Variable(name)) = stmt else {
+        return None;
+    };
+    let name = name.to_string();
+    let (prefix, key) = name.split_once('.')?;
+    if !prefix.eq_ignore_ascii_case(StrataOptions::PREFIX) {
+        return None;
+    }
+    let default = StrataOptions::default()
+        .entries()
+        .into_iter()
+        .find(|e| e.key.trim_start_matches('.').eq_ignore_ascii_case(key))?
+        .value?;
+    Some(format!("SET {}.{key} = {default}", StrataOptions::PREFIX))
 }
 
 /// The one child a pass-through node (`name`) is rebuilt with.
