@@ -9,6 +9,10 @@ use std::time::{Duration, Instant};
 use strata::Engine;
 use strata::output::{OutputFormat, WriteOptions, write_batches};
 
+/// The allocator the `strata` binary uses (see src/main.rs), so figures match it.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Run `sql` to its last batch, writing the result as CSV to `csv` when given (after the
 /// clock stops); the time and the rows returned.
 pub async fn time_query(engine: &Engine, sql: &str, csv: Option<&Path>) -> (Duration, usize) {
