@@ -10,7 +10,14 @@ noise hits them alike. Every engine's answer is checked against DuckDB's before 
         [--strata-set key=value ...] [--json out.json]
 
 `--engines` may also name `strata-stock`: Strata with DataFusion's defaults in place of the
-ones Strata sets for speed (see STOCK_SETTINGS), as a before/after in the same run.
+ones Strata sets for speed (see STOCK_SETTINGS), as a before/after in the same run; and
+`strata-cli`: the `strata` command as a user runs it, one process per run
+(`strata --catalog tpch.toml -f qNN.sql`, table output), timed by the `N rows in X s` line it
+prints, so table registration, footers read by a fresh process and printing all count.
+
+`--data tpchgen` runs on the Parquet that `tpchgen-cli` writes with its defaults (snappy, row
+groups of about 7 MiB, here 4 files per table), generated into bench-data/tpchgen-sf<scale> on
+first use (`pip install tpchgen-cli`), instead of the bench's own zstd files.
 
 Prints per query the median warm time of each engine and Strata's ratio to it, then the
 geometric mean of the ratios per peer (below 1 means Strata is faster).
@@ -22,6 +29,7 @@ import json
 import math
 import os
 import pathlib
+import re
 import statistics
 import subprocess
 import sys
@@ -130,6 +138,49 @@ class Strata:
         return report["seconds"], [normalize(" ".join(r)) for r in cells]
 
 
+class StrataCli:
+    """The `strata` command, one process per run, tables from a catalog file."""
+
+    name = "strata-cli"
+
+    def __init__(self, data, settings, profile):
+        self.exe = build_strata_cli(profile)
+        self.version = "main"
+        self.tmp = pathlib.Path(tempfile.mkdtemp(prefix="strata-cli-"))
+        catalog = "".join(
+            f'[tables.{t}]\nlocation = "{data}/parquet/{t}/"\n\n' for t in TABLES
+        )
+        (self.tmp / "tpch.toml").write_text(catalog)
+        self.settings = "".join(f"SET {s.replace('=', ' = ', 1)};\n" for s in settings)
+        self.runs = 0
+
+    def run(self, n):
+        query = self.tmp / f"q{n:02}.sql"
+        query.write_text(self.settings + query_sql(n))
+        # The first run of each query prints CSV for the answer check; the timed ones print
+        # the table a user sees.
+        first = not (self.tmp / f"q{n:02}.done").exists()
+        fmt_args = ["--format", "csv", "-o", str(self.tmp / "out.csv")] if first else []
+        out = subprocess.run(
+            [self.exe, "--catalog", str(self.tmp / "tpch.toml"), "--no-progress", "-f",
+             str(query), *fmt_args],
+            capture_output=True, text=True,
+        )
+        if out.returncode != 0:
+            raise RuntimeError(out.stderr.strip() or "strata failed")
+        timings = re.findall(r"^\d+ rows? in ([0-9.]+) s", out.stdout, re.M)
+        if not timings:
+            raise RuntimeError("no timing line in strata's output")
+        rows = None
+        if first:
+            (self.tmp / f"q{n:02}.done").touch()
+            with open(self.tmp / "out.csv", newline="") as f:
+                header, *lines = list(csv.reader(f))
+            cells = [[c if c != "" else "NULL" for c in (r or [""] * len(header))] for r in lines]
+            rows = [normalize(" ".join(r)) for r in cells]
+        return float(timings[-1]), rows
+
+
 # Strata with DataFusion's own defaults where Strata sets its own for speed: the engine as it
 # ran before those defaults (`--engines strata,strata-stock,...` runs both).
 STOCK_SETTINGS = [
@@ -158,10 +209,39 @@ def build_strata_bench(profile):
     raise RuntimeError("could not find the tpch bench executable")
 
 
+def build_strata_cli(profile):
+    out = subprocess.run(
+        ["cargo", "build", "--profile", profile, "--bin", "strata", "--message-format=json"],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    for line in out.splitlines():
+        msg = json.loads(line)
+        if msg.get("reason") == "compiler-artifact" and msg["target"]["name"] == "strata":
+            if msg.get("executable"):
+                return msg["executable"]
+    raise RuntimeError("could not find the strata executable")
+
+
+def tpchgen_data(scale):
+    """The Parquet tpchgen-cli writes by default, 4 files per table, made once."""
+    data = ROOT / "bench-data" / f"tpchgen-sf{scale:g}"
+    if not (data / "parquet" / "lineitem").is_dir():
+        subprocess.run(
+            ["tpchgen-cli", "parquet", "-s", f"{scale:g}", "--parts", "4",
+             "--output-dir", str(data / "parquet")],
+            check=True,
+        )
+    return data
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--scale", default="1")
     p.add_argument("--dir")
+    p.add_argument("--data", choices=["bench", "tpchgen"], default="bench")
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--queries", default="")
     p.add_argument("--engines", default="strata,duckdb,datafusion,polars")
@@ -170,7 +250,12 @@ def main():
     p.add_argument("--cargo-profile", default="bench", help="dev for a quick check")
     a = p.parse_args()
     scale = float(a.scale)
-    data = pathlib.Path(a.dir or ROOT / "bench-data" / f"tpch-sf{scale:g}")
+    if a.dir:
+        data = pathlib.Path(a.dir)
+    elif a.data == "tpchgen":
+        data = tpchgen_data(scale)
+    else:
+        data = ROOT / "bench-data" / f"tpch-sf{scale:g}"
     if not (data / "parquet").is_dir():
         sys.exit(f"no data in {data}: cargo bench --bench tpch -- gen --scale {a.scale}")
     queries = [int(q) for q in a.queries.split(",") if q] or list(range(1, 23))
@@ -179,6 +264,7 @@ def main():
         "strata-stock": lambda: Strata(
             data, a.scale, STOCK_SETTINGS + a.strata_set, a.cargo_profile, "strata-stock"
         ),
+        "strata-cli": lambda: StrataCli(data, a.strata_set, a.cargo_profile),
         "duckdb": lambda: DuckDB(data),
         "datafusion": lambda: DataFusion(data),
         "polars": lambda: Polars(data),
