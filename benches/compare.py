@@ -186,6 +186,7 @@ class StrataCli:
 STOCK_SETTINGS = [
     "strata.share_subplans=false",
     "strata.join_filters_at_scan=false",
+    "strata.decimal_literals_at_scale=false",
     "datafusion.optimizer.hash_join_single_partition_threshold=1048576",
     "datafusion.optimizer.hash_join_single_partition_threshold_rows=131072",
     f"datafusion.execution.target_partitions={os.cpu_count()}",
