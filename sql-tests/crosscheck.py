@@ -99,8 +99,9 @@ def fmt(v):
         if math.isfinite(v) and v == int(v) and abs(v) < 1e15:
             return str(int(v))
         digits = 12 - (int(math.floor(math.log10(abs(v)))) + 1) if v else 0
-        s = f"{v:.{max(0, min(15, digits))}f}".rstrip("0").rstrip(".")
-        return s
+        s = f"{v:.{max(0, min(15, digits))}f}"
+        # Trailing zeros go only after a decimal point (1e17 is not "1").
+        return s.rstrip("0").rstrip(".") if "." in s else s
     if isinstance(v, decimal.Decimal):
         return fmt(float(v))
     if isinstance(v, datetime.datetime):

@@ -225,8 +225,12 @@ fn float(v: f64) -> String {
     }
     let digits = 12 - (v.abs().log10().floor() as i32 + 1);
     let s = format!("{:.*}", digits.clamp(0, 15) as usize, v);
-    let s = s.trim_end_matches('0').trim_end_matches('.');
-    s.to_string()
+    // Trailing zeros go only after a decimal point (1e17 is not "1").
+    if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        s
+    }
 }
 
 async fn make_db(
