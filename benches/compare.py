@@ -112,7 +112,7 @@ class Strata:
 
     def __init__(self, data, scale, settings, profile, name="strata"):
         self.name = name
-        exe = build_strata_bench(profile)
+        exe = cargo_executable(["bench", "--bench", "tpch", "--no-run"], "tpch", profile)
         self.version = "main"
         args = [exe, "serve", "--scale", str(scale), "--dir", str(data)]
         for s in settings:
@@ -130,12 +130,17 @@ class Strata:
         if not line:
             raise RuntimeError("strata serve ended")
         report = json.loads(line)
-        with open(out, newline="") as f:
-            header, *rows = list(csv.reader(f))
-        # An empty field is taken as NULL (TPC-H answers hold no empty strings); a row that is
-        # a lone NULL is an empty line.
-        cells = [[c if c != "" else "NULL" for c in (r or [""] * len(header))] for r in rows]
-        return report["seconds"], [normalize(" ".join(r)) for r in cells]
+        return report["seconds"], csv_answer(out)
+
+
+def csv_answer(path):
+    """The rows of a CSV answer Strata wrote, as compared with DuckDB's."""
+    with open(path, newline="") as f:
+        header, *rows = list(csv.reader(f))
+    # An empty field is taken as NULL (TPC-H answers hold no empty strings); a row that is
+    # a lone NULL is an empty line.
+    cells = [[c if c != "" else "NULL" for c in (r or [""] * len(header))] for r in rows]
+    return [normalize(" ".join(r)) for r in cells]
 
 
 class StrataCli:
@@ -144,7 +149,7 @@ class StrataCli:
     name = "strata-cli"
 
     def __init__(self, data, settings, profile):
-        self.exe = build_strata_cli(profile)
+        self.exe = cargo_executable(["build", "--bin", "strata"], "strata", profile)
         self.version = "main"
         self.tmp = pathlib.Path(tempfile.mkdtemp(prefix="strata-cli-"))
         catalog = "".join(
@@ -152,15 +157,16 @@ class StrataCli:
         )
         (self.tmp / "tpch.toml").write_text(catalog)
         self.settings = "".join(f"SET {s.replace('=', ' = ', 1)};\n" for s in settings)
-        self.runs = 0
+        self.checked = set()
 
     def run(self, n):
         query = self.tmp / f"q{n:02}.sql"
         query.write_text(self.settings + query_sql(n))
         # The first run of each query prints CSV for the answer check; the timed ones print
         # the table a user sees.
-        first = not (self.tmp / f"q{n:02}.done").exists()
-        fmt_args = ["--format", "csv", "-o", str(self.tmp / "out.csv")] if first else []
+        first = n not in self.checked
+        answer = self.tmp / "out.csv"
+        fmt_args = ["--format", "csv", "-o", str(answer)] if first else []
         out = subprocess.run(
             [self.exe, "--catalog", str(self.tmp / "tpch.toml"), "--no-progress", "-f",
              str(query), *fmt_args],
@@ -171,14 +177,8 @@ class StrataCli:
         timings = re.findall(r"^\d+ rows? in ([0-9.]+) s", out.stdout, re.M)
         if not timings:
             raise RuntimeError("no timing line in strata's output")
-        rows = None
-        if first:
-            (self.tmp / f"q{n:02}.done").touch()
-            with open(self.tmp / "out.csv", newline="") as f:
-                header, *lines = list(csv.reader(f))
-            cells = [[c if c != "" else "NULL" for c in (r or [""] * len(header))] for r in lines]
-            rows = [normalize(" ".join(r)) for r in cells]
-        return float(timings[-1]), rows
+        self.checked.add(n)
+        return float(timings[-1]), csv_answer(answer) if first else None
 
 
 # Strata with DataFusion's own defaults where Strata sets its own for speed: the engine as it
@@ -193,10 +193,10 @@ STOCK_SETTINGS = [
 ]
 
 
-def build_strata_bench(profile):
+def cargo_executable(command, name, profile):
+    """Build with `cargo COMMAND` and return the executable of target `name`."""
     out = subprocess.run(
-        ["cargo", "bench", "--profile", profile, "--bench", "tpch", "--no-run",
-         "--message-format=json"],
+        ["cargo", *command, "--profile", profile, "--message-format=json"],
         cwd=ROOT,
         check=True,
         capture_output=True,
@@ -204,26 +204,10 @@ def build_strata_bench(profile):
     ).stdout
     for line in out.splitlines():
         msg = json.loads(line)
-        if msg.get("reason") == "compiler-artifact" and msg["target"]["name"] == "tpch":
+        if msg.get("reason") == "compiler-artifact" and msg["target"]["name"] == name:
             if msg.get("executable"):
                 return msg["executable"]
-    raise RuntimeError("could not find the tpch bench executable")
-
-
-def build_strata_cli(profile):
-    out = subprocess.run(
-        ["cargo", "build", "--profile", profile, "--bin", "strata", "--message-format=json"],
-        cwd=ROOT,
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-    for line in out.splitlines():
-        msg = json.loads(line)
-        if msg.get("reason") == "compiler-artifact" and msg["target"]["name"] == "strata":
-            if msg.get("executable"):
-                return msg["executable"]
-    raise RuntimeError("could not find the strata executable")
+    raise RuntimeError(f"could not find the {name} executable")
 
 
 def tpchgen_data(scale):

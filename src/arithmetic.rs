@@ -66,17 +66,9 @@ fn rewrite_node(plan: LogicalPlan, at_scale: bool) -> Result<Transformed<Logical
 
 fn rewrite_expr(expr: Expr, schema: &DFSchema, at_scale: bool) -> Result<Transformed<Expr>> {
     let type_of = |e: &Expr| type_of(e, schema);
-    let expr = match expr {
-        Expr::BinaryExpr(b) if at_scale && matches!(b.op, Operator::Plus | Operator::Minus) => {
-            match literal_at_scale(b, schema) {
-                done @ Transformed {
-                    transformed: true, ..
-                } => return Ok(done),
-                other => other.data,
-            }
-        }
-        other => other,
-    };
+    if at_scale && let Some(rewritten) = literal_at_scale(&expr, schema) {
+        return Ok(Transformed::yes(rewritten));
+    }
     match expr {
         Expr::BinaryExpr(BinaryExpr { left, op, right })
             if matches!(op, Operator::Plus | Operator::Minus | Operator::Multiply)
@@ -120,7 +112,15 @@ fn rewrite_expr(expr: Expr, schema: &DFSchema, at_scale: bool) -> Result<Transfo
 /// then brings it to scale 2 on every row, with two checked 128-bit multiplications per row.
 /// Written at the other side's scale (`1.00`) the literal needs none. A cast to the
 /// expression's own type keeps its type; it costs nothing (same scale, no less precision).
-fn literal_at_scale(b: BinaryExpr, schema: &DFSchema) -> Transformed<Expr> {
+fn literal_at_scale(e: &Expr, schema: &DFSchema) -> Option<Expr> {
+    let Expr::BinaryExpr(BinaryExpr { left, op, right }) = e else {
+        return None;
+    };
+    if !matches!(op, Operator::Plus | Operator::Minus) {
+        return None;
+    }
+    // A side's type is asked for only when the other is a literal: asking for the type of a
+    // chain of checked calls names the chain.
     let rescaled = |lit: &Expr, other: &Expr| -> Option<Expr> {
         let (value, scale) = decimal_literal(lit)?;
         let DataType::Decimal128(_, to) = other.get_type(schema).ok()? else {
@@ -138,29 +138,23 @@ fn literal_at_scale(b: BinaryExpr, schema: &DFSchema) -> Transformed<Expr> {
         (precision <= 38)
             .then(|| Expr::Literal(ScalarValue::Decimal128(Some(value), precision, to), None))
     };
-    // Types are asked for only when a side is a literal: asking for a chain's type names it.
-    let has_literal = decimal_literal(&b.left).is_some() || decimal_literal(&b.right).is_some();
-    let original = Expr::BinaryExpr(b);
-    if !has_literal {
-        return Transformed::no(original);
-    }
-    let Ok(DataType::Decimal128(p, s)) = original.get_type(schema) else {
-        return Transformed::no(original);
+    let (left, right) = match rescaled(left, right) {
+        Some(l) => (l, (**right).clone()),
+        None => {
+            let r = rescaled(right, left)?;
+            ((**left).clone(), r)
+        }
     };
-    let Expr::BinaryExpr(BinaryExpr { left, op, right }) = &original else {
-        return Transformed::no(original);
-    };
-    let (left, right) = match (rescaled(left, right), rescaled(right, left)) {
-        (Some(l), _) => (l, (**right).clone()),
-        (None, Some(r)) => ((**left).clone(), r),
-        (None, None) => return Transformed::no(original),
+    let DataType::Decimal128(p, s) = e.get_type(schema).ok()? else {
+        return None;
     };
     let rewritten = Expr::BinaryExpr(BinaryExpr::new(Box::new(left), *op, Box::new(right)));
-    match rewritten.get_type(schema) {
-        Ok(DataType::Decimal128(p2, s2)) if s2 == s && p2 <= p => Transformed::yes(Expr::Cast(
-            Cast::new(Box::new(rewritten), DataType::Decimal128(p, s)),
-        )),
-        _ => Transformed::no(original),
+    match rewritten.get_type(schema).ok()? {
+        DataType::Decimal128(p2, s2) if s2 == s && p2 <= p => Some(Expr::Cast(Cast::new(
+            Box::new(rewritten),
+            DataType::Decimal128(p, s),
+        ))),
+        _ => None,
     }
 }
 

@@ -636,6 +636,9 @@ impl Engine {
             format!("__strata_{}", self.next_key.fetch_add(1, Ordering::Relaxed))
         })?;
         sql::expand_setting_alias(&mut stmt);
+        if let Some(set) = crate::optimizer::reset_as_set(&stmt) {
+            return self.parse_one(&set);
+        }
         sql::exponent_literals_as_double(&mut stmt);
         sql::distinct_from_precedence(&mut stmt);
         sql::expand_row_in_subqueries(&mut stmt)?;
@@ -659,10 +662,6 @@ impl Engine {
     /// `None` where the statement does not say), planned but not run.
     pub async fn describe(&self, text: &str) -> Result<Description> {
         let (stmt, calls) = self.parse_one(text)?;
-        let (stmt, calls) = match crate::optimizer::reset_as_set(&stmt) {
-            Some(set) => self.parse_one(&set)?,
-            None => (stmt, calls),
-        };
         let keys: Vec<String> = calls.iter().map(|(k, _)| k.clone()).collect();
         let planned = async {
             let state = self.ctx.state();
@@ -695,10 +694,6 @@ impl Engine {
         params: Option<&[ScalarValue]>,
     ) -> Result<QueryResult> {
         let (stmt, calls) = self.parse_one(text)?;
-        let (stmt, calls) = match crate::optimizer::reset_as_set(&stmt) {
-            Some(set) => self.parse_one(&set)?,
-            None => (stmt, calls),
-        };
         let keys: Vec<String> = calls.iter().map(|(k, _)| k.clone()).collect();
         let mut renamed = stmt.clone();
         let mut result = self
