@@ -217,6 +217,10 @@ impl EngineBuilder {
             o.execution.parquet.pruning = true;
         }
         if self.cluster.is_some() {
+            // Strata's settings are registered there too (the scheduler and executors take
+            // them with the job's other settings). A join's build side is broadcast to
+            // every task of the probe side under Ballista's own limit
+            // (`ballista.optimizer.broadcast_join_threshold_bytes`, 128 MiB).
             config = crate::cluster::cluster_config(config);
         } else {
             let o = config.options_mut();

@@ -360,6 +360,35 @@ fn explain_analyze_on_a_cluster_shows_each_stage_with_its_shuffle_metrics() {
     assert!(text.contains("write_time="), "{text}");
 }
 
+/// The stages of a cluster EXPLAIN (what follows the local plan).
+fn stages(sql: &str) -> String {
+    let out = processes::strata(&["--cluster", "local:2", "-c", sql]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let at = text.find("Stage[stage_id=").expect("the stages");
+    text[at..].to_string()
+}
+
+#[test]
+fn a_cluster_joins_by_hash_as_local_mode_does_and_takes_the_settings_of_the_session() {
+    let join = "EXPLAIN SELECT count(*) FROM violations a JOIN violations_csv b \
+                ON a.summons_number = b.summons_number";
+    let plan = stages(join);
+    assert!(plan.contains("HashJoinExec"), "{plan}");
+    assert!(!plan.contains("SortMergeJoinExec"), "{plan}");
+    // Strata's and DataFusion's settings reach the scheduler with the job.
+    let plan = stages(&format!(
+        "SET strata.decimal_literals_at_scale = false; \
+         SET datafusion.optimizer.prefer_hash_join = false; {join}"
+    ));
+    assert!(plan.contains("SortMergeJoinExec"), "{plan}");
+    assert!(!plan.contains("HashJoinExec"), "{plan}");
+}
+
 #[test]
 fn ctrl_c_at_the_client_cancels_the_job_on_the_cluster() {
     let sql = long_query();

@@ -109,7 +109,8 @@ pub struct JobStats {
     pub tasks_running: usize,
     /// Tasks finished.
     pub tasks_done: usize,
-    /// Rows read by the stages that scan datasets (those that read no shuffle).
+    /// Rows read from datasets: the input rows of the stages that scan one, less what they
+    /// read from other stages (a broadcast join's build side, once per task).
     pub rows_scanned: u64,
 }
 
@@ -120,7 +121,11 @@ struct Stages {
 
 #[derive(Debug, Deserialize)]
 struct Stage {
+    #[serde(default)]
+    stage_id: String,
     input_rows: u64,
+    #[serde(default)]
+    output_rows: u64,
     #[serde(default)]
     stage_plan: Option<String>,
     #[serde(default)]
@@ -205,12 +210,26 @@ fn summarize(job: &Job, stages: &Stages) -> JobStats {
             }
         }
         // Only stages that have started have a plan.
-        let scans = stage
-            .stage_plan
-            .as_deref()
-            .is_some_and(|plan| !plan.contains("ShuffleReaderExec"));
-        if scans {
-            stats.rows_scanned += stage.input_rows;
+        if let Some(plan) = stage.stage_plan.as_deref()
+            && plan.contains("DataSourceExec")
+        {
+            let tasks = stage.tasks.len().max(1) as u64;
+            let from_stages: u64 = plan
+                .lines()
+                .filter_map(|line| {
+                    let rest = line.split("ShuffleReaderExec: upstream_stage: ").nth(1)?;
+                    let id = rest.split(',').next()?.trim();
+                    let upstream = stages.stages.iter().find(|s| s.stage_id == id)?;
+                    // A broadcast is read whole by every task; a shuffle once in all.
+                    let reads = if rest.contains("broadcast: true") {
+                        tasks
+                    } else {
+                        1
+                    };
+                    Some(upstream.output_rows * reads)
+                })
+                .sum();
+            stats.rows_scanned += stage.input_rows.saturating_sub(from_stages);
         }
     }
     stats
@@ -307,7 +326,10 @@ mod tests {
                "stage_plan":"ShuffleWriterExec\n  DataSourceExec: file_groups={2 groups}",
                "tasks":[{"id":2,"status":"Running"},
                         {"id":3,"status":{"Failed":{"reason":"x","error":"y"}}}]},
-              {"stage_id":"3","stage_status":"Unresolved","input_rows":0,"output_rows":0,
+              {"stage_id":"3","stage_status":"Running","input_rows":750,"output_rows":0,
+               "stage_plan":"ShuffleWriterExec\n  HashJoinExec\n    ShuffleReaderExec: upstream_stage: 1, broadcast: true, upstream_partitions: 2\n    DataSourceExec: file_groups={1 group}",
+               "tasks":[{"id":4,"status":"Running"},{"id":5,"status":"Running"}]},
+              {"stage_id":"4","stage_status":"Unresolved","input_rows":0,"output_rows":0,
                "tasks":[]}]}"#,
         )
         .unwrap();
@@ -315,11 +337,12 @@ mod tests {
             summarize(&job, &stages),
             JobStats {
                 status: "Running".into(),
-                stages: 3,
+                stages: 4,
                 stages_done: 1,
-                tasks_running: 1,
+                tasks_running: 3,
                 tasks_done: 2,
-                rows_scanned: 1300,
+                // Stage 3 read stage 1's 40 rows in each of its 2 tasks.
+                rows_scanned: 1000 + 300 + 750 - 80,
             }
         );
     }

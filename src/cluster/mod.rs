@@ -5,6 +5,7 @@
 mod codec;
 mod compressed;
 mod jobs;
+mod joins;
 mod restarts;
 mod server;
 mod slots;
