@@ -15,6 +15,12 @@ ones Strata sets for speed (see STOCK_SETTINGS), as a before/after in the same r
 (`strata --catalog tpch.toml -f qNN.sql`, table output), timed by the `N rows in X s` line it
 prints, so table registration, footers read by a fresh process and printing all count.
 
+`cluster`: the same engine as `strata`, its queries run on a scheduler and two executors
+started as processes on loopback (`strata scheduler`, `strata executor`).
+
+`--format csv` reads the bench's CSV files instead (`gen --csv`), each engine inferring
+their types as it does for any CSV file.
+
 `--data tpchgen` runs on the Parquet that `tpchgen-cli` writes with its defaults (snappy, row
 groups of about 7 MiB, here 4 files per table), generated into bench-data/tpchgen-sf<scale> on
 first use (`pip install tpchgen-cli`), instead of the bench's own zstd files.
@@ -24,6 +30,7 @@ geometric mean of the ratios per peer (below 1 means Strata is faster).
 """
 
 import argparse
+import atexit
 import csv
 import json
 import math
@@ -35,6 +42,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "sql-tests"))
@@ -50,14 +58,14 @@ def query_sql(n):
 class DuckDB:
     name = "duckdb"
 
-    def __init__(self, data):
+    def __init__(self, data, fmt):
         import duckdb
 
         self.version = duckdb.__version__
         self.con = duckdb.connect()
         for t in TABLES:
             self.con.execute(
-                f"CREATE VIEW {t} AS SELECT * FROM read_parquet('{data}/parquet/{t}/*.parquet')"
+                f"CREATE VIEW {t} AS SELECT * FROM read_{fmt}('{data}/{fmt}/{t}/*.{fmt}')"
             )
 
     def run(self, n):
@@ -69,13 +77,14 @@ class DuckDB:
 class DataFusion:
     name = "datafusion"
 
-    def __init__(self, data):
+    def __init__(self, data, fmt):
         import datafusion
 
         self.version = datafusion.__version__
         self.ctx = datafusion.SessionContext()
         for t in TABLES:
-            self.ctx.register_parquet(t, f"{data}/parquet/{t}/")
+            register = self.ctx.register_csv if fmt == "csv" else self.ctx.register_parquet
+            register(t, f"{data}/{fmt}/{t}/")
 
     def run(self, n):
         start = time.perf_counter()
@@ -91,13 +100,12 @@ class DataFusion:
 class Polars:
     name = "polars"
 
-    def __init__(self, data):
+    def __init__(self, data, fmt):
         import polars as pl
 
         self.version = pl.__version__
-        self.ctx = pl.SQLContext(
-            {t: pl.scan_parquet(f"{data}/parquet/{t}/*.parquet") for t in TABLES}
-        )
+        scan = pl.scan_csv if fmt == "csv" else pl.scan_parquet
+        self.ctx = pl.SQLContext({t: scan(f"{data}/{fmt}/{t}/*.{fmt}") for t in TABLES})
 
     def run(self, n):
         start = time.perf_counter()
@@ -110,13 +118,14 @@ class Strata:
     """The `tpch` bench binary in `serve` mode: one engine for the whole comparison."""
 
 
-    def __init__(self, data, scale, settings, profile, name="strata"):
+    def __init__(self, data, fmt, scale, settings, profile, name="strata", extra=()):
         self.name = name
         exe = cargo_executable(["bench", "--bench", "tpch", "--no-run"], "tpch", profile)
         self.version = "main"
-        args = [exe, "serve", "--scale", str(scale), "--dir", str(data)]
+        args = [exe, "serve", "--scale", str(scale), "--dir", str(data), "--format", fmt]
         for s in settings:
             args += ["--set", s]
+        args += extra
         self.proc = subprocess.Popen(
             args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT
         )
@@ -131,6 +140,51 @@ class Strata:
             raise RuntimeError("strata serve ended")
         report = json.loads(line)
         return report["seconds"], csv_answer(out)
+
+
+class Cluster(Strata):
+    """The `tpch` bench's `serve` on a cluster: a `strata scheduler` and two `strata executor`
+    processes on loopback (slots: one per core each), started here and stopped at exit; their
+    logs go to files in a temporary folder."""
+
+    def __init__(self, data, fmt, scale, settings, profile):
+        exe = cargo_executable(["build", "--bin", "strata"], "strata", profile)
+        self.logs = pathlib.Path(tempfile.mkdtemp(prefix="strata-cluster-"))
+        log = self.start([exe, "scheduler", "--bind", "127.0.0.1:0"], "scheduler")
+        addr = None
+        deadline = time.monotonic() + 60
+        while addr is None:
+            found = re.search(r"listening on df://(\S+)", log.read_text())
+            addr = found and found.group(1)
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the scheduler did not start: {log.read_text()}")
+            time.sleep(0.05)
+        for i in range(2):
+            self.start([exe, "executor", "--scheduler", addr, "--bind", "127.0.0.1:0"],
+                       f"executor{i}")
+        while executors(addr) < 2:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the executors did not register with the scheduler")
+            time.sleep(0.1)
+        super().__init__(
+            data, fmt, scale, settings, profile, "cluster", ["--cluster", f"df://{addr}"]
+        )
+
+    def start(self, args, name):
+        log = self.logs / f"{name}.log"
+        with open(log, "w") as f:
+            proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=f)
+        atexit.register(proc.terminate)
+        return log
+
+
+def executors(addr):
+    """How many executors the scheduler at `addr` knows."""
+    try:
+        with urllib.request.urlopen(f"http://{addr}/api/executors", timeout=5) as r:
+            return len(json.load(r))
+    except OSError:
+        return 0
 
 
 def csv_answer(path):
@@ -148,12 +202,12 @@ class StrataCli:
 
     name = "strata-cli"
 
-    def __init__(self, data, settings, profile):
+    def __init__(self, data, fmt, settings, profile):
         self.exe = cargo_executable(["build", "--bin", "strata"], "strata", profile)
         self.version = "main"
         self.tmp = pathlib.Path(tempfile.mkdtemp(prefix="strata-cli-"))
         catalog = "".join(
-            f'[tables.{t}]\nlocation = "{data}/parquet/{t}/"\n\n' for t in TABLES
+            f'[tables.{t}]\nlocation = "{data}/{fmt}/{t}/"\nformat = "{fmt}"\n\n' for t in TABLES
         )
         (self.tmp / "tpch.toml").write_text(catalog)
         self.settings = "".join(f"SET {s.replace('=', ' = ', 1)};\n" for s in settings)
@@ -227,6 +281,7 @@ def main():
     p.add_argument("--scale", default="1")
     p.add_argument("--dir")
     p.add_argument("--data", choices=["bench", "tpchgen"], default="bench")
+    p.add_argument("--format", choices=["parquet", "csv"], default="parquet")
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--queries", default="")
     p.add_argument("--engines", default="strata,duckdb,datafusion,polars")
@@ -241,18 +296,21 @@ def main():
         data = tpchgen_data(scale)
     else:
         data = ROOT / "bench-data" / f"tpch-sf{scale:g}"
-    if not (data / "parquet").is_dir():
-        sys.exit(f"no data in {data}: cargo bench --bench tpch -- gen --scale {a.scale}")
+    if not (data / a.format).is_dir():
+        csv = " --csv" if a.format == "csv" else ""
+        sys.exit(f"no data in {data}: cargo bench --bench tpch -- gen --scale {a.scale}{csv}")
     queries = [int(q) for q in a.queries.split(",") if q] or list(range(1, 23))
+    f = a.format
     makers = {
-        "strata": lambda: Strata(data, a.scale, a.strata_set, a.cargo_profile),
+        "strata": lambda: Strata(data, f, a.scale, a.strata_set, a.cargo_profile),
         "strata-stock": lambda: Strata(
-            data, a.scale, STOCK_SETTINGS + a.strata_set, a.cargo_profile, "strata-stock"
+            data, f, a.scale, STOCK_SETTINGS + a.strata_set, a.cargo_profile, "strata-stock"
         ),
-        "strata-cli": lambda: StrataCli(data, a.strata_set, a.cargo_profile),
-        "duckdb": lambda: DuckDB(data),
-        "datafusion": lambda: DataFusion(data),
-        "polars": lambda: Polars(data),
+        "strata-cli": lambda: StrataCli(data, f, a.strata_set, a.cargo_profile),
+        "cluster": lambda: Cluster(data, f, a.scale, a.strata_set, a.cargo_profile),
+        "duckdb": lambda: DuckDB(data, f),
+        "datafusion": lambda: DataFusion(data, f),
+        "polars": lambda: Polars(data, f),
     }
     names = [e for e in a.engines.split(",") if e]
     if "duckdb" not in names:
@@ -294,10 +352,12 @@ def main():
 
     print()
     summary = {}
-    for s in (n for n in names if n.startswith("strata")):
+    # Strata's engines, each against the other engines and against the `strata` engine.
+    subjects = [n for n in names if n.startswith("strata") or n == "cluster"]
+    for s in subjects:
         print(f"geometric mean of {s} / peer (median warm times, queries both answered correctly):")
         for e in engines:
-            if e.name.startswith("strata"):
+            if e.name == s or (e.name in subjects and e.name != "strata"):
                 continue
             ratios = [
                 r[s]["median"] / r[e.name]["median"]
@@ -324,7 +384,7 @@ def main():
                 indent=1,
             )
         )
-    sys.exit(1 if any(n.startswith("strata") for _, n in wrong) else 0)
+    sys.exit(1 if any(n in subjects for _, n in wrong) else 0)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@
 //! ```text
 //! cargo bench --bench tpch -- gen --scale 1 --parts 4 [--csv]
 //! cargo bench --bench tpch -- run --scale 1 [--format csv] [--runs 5] [--queries 1,6]
-//!     [--threads N] [--memory-limit 512M] [--set key=value]... [--json out.json]
+//!     [--threads N] [--memory-limit 512M] [--set key=value]... [--cluster df://HOST:PORT]
+//!     [--json out.json]
 //! cargo bench --bench tpch -- serve --scale 1      (for benches/compare.py)
 //! ```
 //!
@@ -62,6 +63,9 @@ struct EngineArgs {
     /// Any engine setting, `key=value` (repeatable).
     #[arg(long = "set")]
     settings: Vec<String>,
+    /// Run the queries on this cluster (`df://HOST:PORT` or `local:N`).
+    #[arg(long)]
+    cluster: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -114,6 +118,9 @@ async fn engine(data: &DataArgs, args: &EngineArgs) -> Engine {
     for s in &args.settings {
         let (k, v) = s.split_once('=').expect("--set key=value");
         b = b.setting(k, v);
+    }
+    if let Some(url) = &args.cluster {
+        b = b.cluster(url.as_str());
     }
     let engine = b.build().await.expect("engine");
     for table in data::TABLES {
