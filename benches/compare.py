@@ -47,6 +47,7 @@ import urllib.request
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "sql-tests"))
 from crosscheck import fmt, normalize, same_rows  # noqa: E402
+from tpch_files import tpchgen_data  # noqa: E402
 
 TABLES = ["region", "nation", "supplier", "customer", "part", "partsupp", "orders", "lineitem"]
 
@@ -262,18 +263,6 @@ def cargo_executable(command, name, profile):
             if msg.get("executable"):
                 return msg["executable"]
     raise RuntimeError(f"could not find the {name} executable")
-
-
-def tpchgen_data(scale):
-    """The Parquet tpchgen-cli writes by default, 4 files per table, made once."""
-    data = ROOT / "bench-data" / f"tpchgen-sf{scale:g}"
-    if not (data / "parquet" / "lineitem").is_dir():
-        subprocess.run(
-            ["tpchgen-cli", "parquet", "-s", f"{scale:g}", "--parts", "4",
-             "--output-dir", str(data / "parquet")],
-            check=True,
-        )
-    return data
 
 
 def main():

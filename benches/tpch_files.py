@@ -32,6 +32,19 @@ def generate(dir, scale):
     )
 
 
+def tpchgen_data(scale):
+    """bench-data/tpchgen-sf<scale>: the Parquet tpchgen-cli writes by default (snappy, row
+    groups of about 7 MiB), 4 files per table in `parquet/<table>/`, made on first use."""
+    data = ROOT / "bench-data" / f"tpchgen-sf{float(scale):g}"
+    if not (data / "parquet" / "lineitem").is_dir():
+        subprocess.run(
+            ["tpchgen-cli", "parquet", "-s", f"{float(scale):g}", "--parts", "4",
+             "--output-dir", str(data / "parquet")],
+            check=True,
+        )
+    return data
+
+
 def catalog(data, folder):
     """A catalog file in `folder` naming the tables in `data`."""
     path = os.path.join(folder, "strata.toml")

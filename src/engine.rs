@@ -987,6 +987,9 @@ pub struct ScanStats {
     /// Rows the operators above the scans (joins, aggregates, sorts, ...) have produced so
     /// far, added up over the operators: it keeps moving after the scans are done.
     pub operator_rows: u64,
+    /// Bytes the operators wrote to spill files so far (sorts, aggregations and joins that
+    /// ran out of memory), added up over the operators.
+    pub spilled_bytes: u64,
 }
 
 /// Reads a running query's [`ScanStats`]; see [`QueryResult::progress`].
@@ -1056,24 +1059,26 @@ impl Progress {
                     .count();
             }
         }
-        stats.operator_rows = operator_rows(plan.as_ref());
+        (stats.operator_rows, stats.spilled_bytes) = operator_totals(plan.as_ref());
         stats
     }
 }
 
-/// Output rows of every operator of `plan` but its scans, added up.
-fn operator_rows(plan: &dyn ExecutionPlan) -> u64 {
-    let mut rows = 0;
+/// Output rows of every operator of `plan` but its scans, and bytes spilled by all of them,
+/// added up.
+fn operator_totals(plan: &dyn ExecutionPlan) -> (u64, u64) {
+    let (mut rows, mut spilled) = (0, 0);
     let mut stack = vec![plan];
     while let Some(node) = stack.pop() {
-        if node.downcast_ref::<DataSourceExec>().is_none()
-            && let Some(m) = node.metrics()
-        {
-            rows += m.output_rows().unwrap_or(0) as u64;
+        if let Some(m) = node.metrics() {
+            if node.downcast_ref::<DataSourceExec>().is_none() {
+                rows += m.output_rows().unwrap_or(0) as u64;
+            }
+            spilled += m.spilled_bytes().unwrap_or(0) as u64;
         }
         stack.extend(node.children().into_iter().map(|c| c.as_ref()));
     }
-    rows
+    (rows, spilled)
 }
 
 /// A running (or finished) query. Stream it with [`QueryResult::next_batch`] or

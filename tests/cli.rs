@@ -369,6 +369,53 @@ fn explain_renders_in_every_format() {
 }
 
 #[test]
+fn the_timing_line_says_what_a_query_spilled() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("sorted.csv");
+    let file = file.to_str().unwrap();
+    let sort = "SELECT value FROM generate_series(1, 2000000) ORDER BY value DESC";
+    let run = |limit: &str| {
+        let out = strata(
+            &[
+                "--memory-limit",
+                limit,
+                "--format",
+                "csv",
+                "-o",
+                file,
+                "-c",
+                sort,
+            ],
+            None,
+        );
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        assert_eq!(
+            std::fs::read_to_string(file).unwrap().lines().count(),
+            2_000_001
+        );
+        text(&out.stdout)
+    };
+    let said = run("20M");
+    let (head, spilled) = said
+        .trim_end()
+        .split_once(", ")
+        .unwrap_or_else(|| panic!("no spill in {said}"));
+    assert!(head.starts_with("2000000 rows in "), "{said}");
+    let (size, unit) = spilled
+        .strip_suffix(" spilled to disk")
+        .and_then(|s| s.split_once(' '))
+        .unwrap_or_else(|| panic!("{said}"));
+    assert!(
+        size.parse::<f64>().unwrap() > 0.0 && unit.ends_with("iB"),
+        "{said}"
+    );
+    // Nothing spilled, nothing said.
+    let said = run("1G");
+    assert!(said.trim_end().ends_with(" s"), "{said}");
+    assert!(!said.contains("spilled"), "{said}");
+}
+
+#[test]
 fn set_changes_session_settings() {
     let out = quiet(&[
         "--format",

@@ -124,6 +124,9 @@ pub fn render(s: &ScanStats, elapsed: Duration, tick: usize) -> String {
     if s.partitions > 0 {
         parts.push(format!("{}/{} partitions", s.partitions_done, s.partitions));
     }
+    if s.spilled_bytes > 0 {
+        parts.push(format!("{} spilled", bytes(s.spilled_bytes)));
+    }
     let secs = elapsed.as_secs_f64();
     parts.push(format!("{secs:.1} s"));
     if let Some(f) = frac.filter(|f| *f >= 0.05 && *f < 1.0) {
@@ -172,7 +175,8 @@ fn bar(f: f64) -> String {
     )
 }
 
-fn bytes(n: u64) -> String {
+/// `n` bytes in the largest unit that keeps a whole part, e.g. `3.1 MiB`.
+pub(crate) fn bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut v = n as f64;
     let mut u = 0;
@@ -215,6 +219,7 @@ mod tests {
             partitions: 8,
             partitions_done: 2,
             operator_rows: 0,
+            spilled_bytes: 0,
         };
         let line = render(&s, Duration::from_millis(2400), 2);
         assert_eq!(
@@ -233,6 +238,17 @@ mod tests {
                 .contains("1,204,332 rows 50,730,004 rows processed 8/8 partitions 5.0 s"),
             "{}",
             render(&joining, Duration::from_secs(5), 0)
+        );
+        // A sort or aggregation past its memory says how much it wrote to disk.
+        let spilling = ScanStats {
+            spilled_bytes: 3 << 30,
+            ..joining
+        };
+        assert!(
+            render(&spilling, Duration::from_secs(5), 0)
+                .contains("8/8 partitions 3.0 GiB spilled 5.0 s"),
+            "{}",
+            render(&spilling, Duration::from_secs(5), 0)
         );
         let none = render(&ScanStats::default(), Duration::from_secs(3), 0);
         assert_eq!(none, "⠋ 0 rows 3.0 s");

@@ -13,7 +13,7 @@ use strata::{Engine, Error, QueryResult};
 
 use super::CliError;
 
-use super::progress::ProgressBar;
+use super::progress::{self, ProgressBar};
 
 /// Waits for Ctrl-C (SIGINT) without missing one that arrives between two waits.
 pub struct Interrupts {
@@ -241,11 +241,14 @@ impl Shell {
         let elapsed = started.elapsed().as_secs_f64();
         let cut = shown < rows && limit.is_some();
         let plural = if rows == 1 { "" } else { "s" };
-        let note = if cut {
-            format!(" ({shown} shown; \\set max_rows 0 shows all)")
-        } else {
-            String::new()
-        };
+        let spilled = result.scan_stats().spilled_bytes;
+        let mut note = String::new();
+        if spilled > 0 {
+            note += &format!(", {} spilled to disk", progress::bytes(spilled));
+        }
+        if cut {
+            note += &format!(" ({shown} shown; \\set max_rows 0 shows all)");
+        }
         let status_format = matches!(
             format,
             OutputFormat::Table | OutputFormat::Markdown | OutputFormat::Line
