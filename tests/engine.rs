@@ -200,6 +200,62 @@ async fn sorts_spill_under_a_memory_limit() {
     assert!(spilled > 0, "no spill under a 32 MiB limit");
 }
 
+#[tokio::test]
+async fn a_limit_of_millions_of_rows_sorts_with_spilling_under_a_memory_limit() {
+    let spill = tempfile::tempdir().unwrap();
+    let engine = Engine::builder()
+        .memory_limit(20 << 20)
+        .spill_dir(spill.path())
+        .build()
+        .await
+        .unwrap();
+    // The 2,000,000 best rows do not fit in 20 MiB: kept in memory as a TopK they ran out
+    // of it; sorted with spilling, the last three come back.
+    let query = "SELECT v FROM (SELECT (value * 7919) % 2000003 AS v FROM generate_series(1, 2000000)) \
+                 ORDER BY v LIMIT 3 OFFSET 1999997";
+    let mut r = engine.sql(query).await.unwrap();
+    let mut got = Vec::new();
+    while let Some(b) = r.next_batch().await {
+        let b = b.unwrap();
+        got.extend(
+            b.column(0)
+                .as_primitive::<Int64Type>()
+                .values()
+                .iter()
+                .copied(),
+        );
+    }
+    // 2000003 is prime, so the values are 2,000,000 distinct residues between 1 and 2000002.
+    let mut expected: Vec<i64> = (1..=2_000_000i64).map(|i| (i * 7919) % 2_000_003).collect();
+    expected.sort_unstable();
+    assert_eq!(got, expected[1_999_997..].to_vec());
+    let plan = r.physical_plan().unwrap().clone();
+    assert!(
+        spill_count(plan.as_ref()) > 0,
+        "no spill under a 20 MiB limit"
+    );
+
+    // With the threshold raised, the same query is a TopK again and fails in one line.
+    let engine = Engine::builder()
+        .memory_limit(20 << 20)
+        .spill_dir(spill.path())
+        .setting("strata.topk_max_rows", "100000000")
+        .build()
+        .await
+        .unwrap();
+    let failed = match engine.sql(query).await {
+        Err(e) => e.to_string(),
+        Ok(mut r) => loop {
+            match r.next_batch().await {
+                Some(Err(e)) => break e.to_string(),
+                Some(Ok(_)) => continue,
+                None => panic!("a TopK of 2,000,000 rows fitted in 20 MiB"),
+            }
+        },
+    };
+    assert!(failed.contains("TopK"), "{failed}");
+}
+
 fn spill_count(plan: &dyn strata::datafusion::physical_plan::ExecutionPlan) -> usize {
     let own = plan
         .metrics()

@@ -1,6 +1,8 @@
 //! Physical plan rules Strata adds to DataFusion's, and the settings that turn them off.
 
 mod cooperative;
+mod join_sides;
+mod large_topk;
 mod nested_loops;
 mod nullable_sides;
 mod outer_joins;
@@ -23,6 +25,8 @@ use datafusion::physical_plan::joins::{
 use datafusion::physical_plan::recursive_query::RecursiveQueryExec;
 
 pub use cooperative::CooperativeJoins;
+pub use join_sides::JoinSidesByRows;
+pub use large_topk::LargeTopKAsSort;
 pub use nested_loops::{InMemoryNestedLoopJoinExec, InMemoryNestedLoops};
 pub use nullable_sides::{NullableSideExec, NullableSides};
 pub use outer_joins::FilteredOuterJoinsByHash;
@@ -46,6 +50,14 @@ extensions_options! {
         /// decimal's scale (`1 - d` as `1.00 - d`), so that arrow need not rescale it on
         /// every row.
         pub decimal_literals_at_scale: bool, default = true
+        /// After DataFusion picks each hash join's build side, swap the join where that
+        /// side's estimated rows, times a row width read off its schema, are more than four
+        /// times the other side's.
+        pub join_sides_by_rows: bool, default = true
+        /// An `ORDER BY … LIMIT n` with `n` above this many rows sorts all its input (a
+        /// sort that can spill to disk) and then takes `n` rows, instead of keeping the
+        /// best `n` rows in memory as it reads.
+        pub topk_max_rows: usize, default = 1_000_000
     }
 }
 
@@ -87,6 +99,15 @@ pub(crate) fn only_child(
     }
 }
 
+/// The statistics of a node that passes its one input's rows on, at most all of them: its
+/// input's, as estimates. Without them DataFusion sees nothing above the node and cannot
+/// weigh the sides of the joins above it.
+pub(crate) fn input_statistics_as_estimates(
+    input_stats: &[Arc<datafusion::common::Statistics>],
+) -> Arc<datafusion::common::Statistics> {
+    Arc::new(input_stats[0].as_ref().clone().to_inexact())
+}
+
 pub(crate) fn is_join(plan: &Arc<dyn ExecutionPlan>) -> bool {
     plan.downcast_ref::<HashJoinExec>().is_some()
         || plan.downcast_ref::<SortMergeJoinExec>().is_some()
@@ -104,10 +125,11 @@ pub(crate) fn is_recursive(plan: &Arc<dyn ExecutionPlan>) -> bool {
 }
 
 /// DataFusion's physical rules with Strata's among them: filtered outer sort-merge joins
-/// become hash joins first, outer joins' padded sides lose their constants next, subplan
-/// sharing comes before runtime filters are pushed down
-/// (the last rewrite that must see the plan whole), runtime filters at scans after
-/// everything else, then nested loop joins kept in memory; joins made to yield last.
+/// become hash joins first, outer joins' padded sides lose their constants next, build
+/// sides corrected right after DataFusion picks them, subplan sharing before runtime
+/// filters are pushed down (the last rewrite that must see the plan whole), runtime filters
+/// at scans after everything else, then nested loop joins kept in memory and large TopKs
+/// made sorts; joins made to yield last.
 pub fn physical_rules() -> Vec<Arc<dyn PhysicalOptimizerRule + Send + Sync>> {
     let mut rules = PhysicalOptimizer::new().rules;
     let at = rules
@@ -115,10 +137,16 @@ pub fn physical_rules() -> Vec<Arc<dyn PhysicalOptimizerRule + Send + Sync>> {
         .position(|r| r.name() == "FilterPushdown(Post)")
         .unwrap_or(rules.len());
     rules.insert(at, Arc::new(ShareSubplans));
+    let at = rules
+        .iter()
+        .position(|r| r.name() == "join_selection")
+        .map_or(rules.len(), |i| i + 1);
+    rules.insert(at, Arc::new(JoinSidesByRows));
     rules.push(Arc::new(JoinFiltersAtScan));
     rules.insert(0, Arc::new(FilteredOuterJoinsByHash));
     rules.insert(1, Arc::new(NullableSides));
     rules.push(Arc::new(InMemoryNestedLoops));
+    rules.push(Arc::new(LargeTopKAsSort));
     rules.push(Arc::new(CooperativeJoins));
     rules
 }
