@@ -659,6 +659,48 @@ async fn a_join_further_up_filters_a_scan_once_its_hash_table_is_built() {
 }
 
 #[tokio::test]
+async fn a_build_side_waits_for_the_filter_of_a_small_join_further_up() {
+    let dir = tempfile::tempdir().unwrap();
+    write_tables(
+        dir.path(),
+        &[
+            (
+                "nat",
+                "SELECT value AS nk, 'n' || value AS name FROM generate_series(0, 24)",
+            ),
+            (
+                "sup",
+                "SELECT value AS sk, value % 25 AS nk FROM generate_series(1, 10000)",
+            ),
+            (
+                "fact",
+                "SELECT value AS id, value % 10000 + 1 AS sk FROM generate_series(1, 200000)",
+            ),
+        ],
+    )
+    .await;
+    // As in TPC-H q07: the suppliers are the build side of their join with the facts, and
+    // the nation join above keeps those of one nation only.
+    let query = "SELECT count(*), sum(id) FROM fact JOIN sup ON fact.sk = sup.sk \
+                 JOIN nat ON sup.nk = nat.nk WHERE nat.name = 'n7'";
+    let run = |on: bool| {
+        let dir = dir.path();
+        async move {
+            let (answer, plan) = run_with(dir, "strata.build_side_join_filters", on, query).await;
+            let dropped = node_metric(plan.as_ref(), "RuntimeFilterExec", "rows_dropped");
+            (answer, dropped)
+        }
+    };
+    let (with, dropped) = run(true).await;
+    let (without, none) = run(false).await;
+    assert_eq!(with, without);
+    assert!(with.contains("| 8000 "), "{with}");
+    assert_eq!(none, None, "the setting turns the filter off");
+    // 400 of the 10,000 suppliers are of nation 7: the others never reach a hash table.
+    assert_eq!(dropped, Some(10_000 - 400));
+}
+
+#[tokio::test]
 async fn a_subplan_used_twice_runs_once() {
     let dir = tempfile::tempdir().unwrap();
     write_tables(

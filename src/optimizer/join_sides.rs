@@ -148,8 +148,10 @@ mod tests {
 
     fn optimized(plan: Arc<dyn ExecutionPlan>, enabled: bool) -> String {
         let mut config = ConfigOptions::new();
-        let mut options = StrataOptions::default();
-        options.join_sides_by_rows = enabled;
+        let options = StrataOptions {
+            join_sides_by_rows: enabled,
+            ..StrataOptions::default()
+        };
         config.extensions.insert(options);
         let plan = JoinSidesByRows.optimize(plan, &config).unwrap();
         datafusion::physical_plan::displayable(plan.as_ref())

@@ -99,8 +99,10 @@ mod tests {
 
     fn rewritten(plan: Arc<dyn ExecutionPlan>, max: usize) -> String {
         let mut config = ConfigOptions::new();
-        let mut options = StrataOptions::default();
-        options.topk_max_rows = max;
+        let options = StrataOptions {
+            topk_max_rows: max,
+            ..StrataOptions::default()
+        };
         config.extensions.insert(options);
         let plan = LargeTopKAsSort.optimize(plan, &config).unwrap();
         displayable(plan.as_ref()).indent(false).to_string()

@@ -43,6 +43,10 @@ extensions_options! {
         /// With `join_filters_at_scan`, also drop at a scan the rows that a join further
         /// up than the nearest one rules out, waiting for that join's hash table first.
         pub early_join_filters: bool, default = true
+        /// With `early_join_filters`, also drop at a scan on a join's build side the rows a
+        /// join further up rules out, when that join builds its table from a tenth of the
+        /// scan's estimated rows or fewer.
+        pub build_side_join_filters: bool, default = true
         /// Compute a subplan that a query uses more than once (a common table expression
         /// named twice) once, and replay its rows to each use.
         pub share_subplans: bool, default = true

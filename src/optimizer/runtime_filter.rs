@@ -35,6 +35,7 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::aggregates::AggregateExec;
 use datafusion::physical_plan::filter::FilterExec;
 use datafusion::physical_plan::joins::HashJoinExec;
+use datafusion::physical_plan::statistics::{StatisticsArgs, StatisticsContext};
 
 use super::{SharedExec, StrataOptions, is_join, is_recursive, only_child};
 
@@ -69,6 +70,7 @@ impl PhysicalOptimizerRule for JoinFiltersAtScan {
         }
         let above = Above {
             early: options.early_join_filters && waits_are_safe(config),
+            build_sides: options.build_side_join_filters,
             ..Above::default()
         };
         filter_scans(plan, &above).map(|t| t.data)
@@ -99,10 +101,14 @@ struct Above {
     nearest_join: Option<u64>,
     /// The runtime filters of the hash joins further up.
     far_joins: Vec<u64>,
+    /// The estimated rows of the build side of each hash join above, by its filter.
+    build_rows: Vec<(u64, usize)>,
     /// On the probe side of the nearest join (a hash join's right input).
     probe_side: bool,
     /// Whether filters from the far joins may be applied (waiting for them).
     early: bool,
+    /// Whether they may be on a build side too, from joins with a small build side.
+    build_sides: bool,
 }
 
 /// Puts a [`RuntimeFilterExec`] over the Parquet scans that carry a runtime filter worth
@@ -115,9 +121,12 @@ struct Above {
 ///   of the `IN` subquery would be joined to their customers and lineitems before being
 ///   kept). The operator waits for these filters to be complete, which is safe because a
 ///   join builds its hash table from its other side, and costs little because the nearest
-///   join reads its probe side only once its own hash table is built. On a build side the
-///   wait would instead hold back a hash table that is otherwise built at the same time as
-///   the others (q08 measured slower).
+///   join reads its probe side only once its own hash table is built.
+/// - on the build side of the nearest hash join, the filters of the hash joins above whose
+///   own build side is estimated at a tenth of the scan's rows or fewer (see
+///   [`small_next_to`]). Waiting there holds back a hash table that is otherwise built at
+///   the same time as the others (q08 measured slower when every build side waited), so
+///   only for a filter that comes soon and keeps the table small.
 ///
 /// The nearest join's own filter is not applied between the scan and that join: it would
 /// repeat the join's lookup, which measured slower on TPC-H (q03, q05, q08, q21). Scans in a
@@ -148,6 +157,11 @@ fn filter_scans(
         .and_then(|filter| filter.expression_id());
     // A hash join builds its table from its left input and probes it with its right one.
     let hash_join = plan.downcast_ref::<HashJoinExec>().is_some();
+    if let (true, Some(id)) = (hash_join, below.nearest_join)
+        && let Some(rows) = estimated_rows(plan.children()[0])
+    {
+        below.build_rows.push((id, rows));
+    }
     let mut index = 0;
     plan.map_children(|child| {
         below.probe_side = hash_join && index == 1;
@@ -175,8 +189,9 @@ fn runtime_filter(
             continue;
         }
         let id = part.expression_id();
-        let far =
-            above.early && above.probe_side && id.is_some_and(|id| above.far_joins.contains(&id));
+        let far = above.early
+            && id.is_some_and(|id| above.far_joins.contains(&id))
+            && (above.probe_side || (above.build_sides && small_next_to(id, plan, above)));
         let is_nearest = !above.under_aggregate && id.is_some() && id == above.nearest_join;
         if !far && !is_nearest && !above.under_aggregate {
             continue;
@@ -202,6 +217,32 @@ fn runtime_filter(
             .waiting_for(wait)
             .judged_after(nearest),
     )
+}
+
+/// How many times fewer rows a join's build side must be estimated to hold than a scan on
+/// the build side of a join below it, for that scan to wait for the join's filter.
+const SMALL_BUILD_RATIO: usize = 10;
+
+/// Whether the hash join that fills filter `id` builds its table from at most a tenth of
+/// the rows estimated for the scan `node`: a scan on a build side may then wait for that
+/// table, which is soon built, and keep only the rows it lets through in its own join's
+/// table (TPC-H q07: suppliers and customers of two nations, and their orders, instead of
+/// all of them).
+fn small_next_to(id: Option<u64>, node: &Arc<dyn ExecutionPlan>, above: &Above) -> bool {
+    let Some(build) = id.and_then(|id| above.build_rows.iter().find(|(b, _)| *b == id)) else {
+        return false;
+    };
+    estimated_rows(node).is_some_and(|rows| build.1.saturating_mul(SMALL_BUILD_RATIO) <= rows)
+}
+
+/// The estimated rows of `plan`, if DataFusion has an estimate.
+fn estimated_rows(plan: &Arc<dyn ExecutionPlan>) -> Option<usize> {
+    StatisticsContext::new()
+        .compute(plan.as_ref(), &StatisticsArgs::new())
+        .ok()?
+        .num_rows
+        .get_value()
+        .copied()
 }
 
 /// Rows a runtime filter sees (once it holds more than `true`) before it judges whether
