@@ -238,6 +238,11 @@ impl EngineBuilder {
             let n = config.options().execution.target_partitions.max(1);
             config.options_mut().execution.sort_spill_reservation_bytes =
                 (limit / (4 * n)).clamp(64 << 10, 10 << 20);
+            // A TopK cannot spill: one that may not fit in its partition's share becomes a
+            // sort that can.
+            if let Some(o) = config.options_mut().extensions.get_mut::<StrataOptions>() {
+                o.topk_max_bytes = Some(limit / (4 * n));
+            }
         }
         for (k, v) in &self.settings {
             config.options_mut().set(k, v).map_err(|e| {

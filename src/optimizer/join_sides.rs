@@ -9,7 +9,6 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::datatypes::{DataType, Schema};
 use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::config::ConfigOptions;
 use datafusion::error::Result;
@@ -18,7 +17,7 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::joins::{HashJoinExec, PartitionMode};
 use datafusion::physical_plan::statistics::{StatisticsArgs, StatisticsContext};
 
-use super::StrataOptions;
+use super::{StrataOptions, row_width};
 
 /// How much larger the build side's estimate must be before the join is swapped: the
 /// estimates are rough, and a near tie is left as DataFusion chose it.
@@ -88,25 +87,11 @@ fn estimated_bytes(plan: &Arc<dyn ExecutionPlan>) -> Result<Option<usize>> {
         .map(|rows| rows.saturating_mul(row_width(&plan.schema()))))
 }
 
-/// Bytes per row: the width of fixed-size types, and a typical 32 bytes for strings, binary
-/// and nested values.
-fn row_width(schema: &Schema) -> usize {
-    schema
-        .fields()
-        .iter()
-        .map(|f| match f.data_type() {
-            DataType::Boolean | DataType::Null => 1,
-            t => t.primitive_width().unwrap_or(32),
-        })
-        .sum::<usize>()
-        .max(1)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use datafusion::arrow::array::Int64Array;
-    use datafusion::arrow::datatypes::Field;
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
     use datafusion::arrow::record_batch::RecordBatch;
     use datafusion::common::{JoinType, NullEquality};
     use datafusion::datasource::memory::MemorySourceConfig;

@@ -1,8 +1,8 @@
 //! Large `ORDER BY … LIMIT` as a sort that can spill. DataFusion keeps the first `n` rows of
 //! a sort with a limit in a heap (TopK) that lives in memory whole; for a limit of millions
-//! of rows (`LIMIT 3 OFFSET 1999997`) that heap is as large as a full sort's input and,
-//! under a memory limit, fails where a full sort would have spilled to disk. Such sorts are
-//! planned as a full sort followed by the limit.
+//! of rows (`LIMIT 3 OFFSET 1999997`) that heap does not fit under a memory limit and the
+//! query failed where a full sort would have spilled to disk. Sorts whose `n` rows would
+//! take more than `strata.topk_max_bytes` are planned as a full sort followed by the limit.
 
 use std::sync::Arc;
 
@@ -14,10 +14,11 @@ use datafusion::physical_plan::limit::{GlobalLimitExec, LocalLimitExec};
 use datafusion::physical_plan::sorts::sort::SortExec;
 use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties};
 
-use super::StrataOptions;
+use super::{StrataOptions, row_width};
 
-/// Replaces each sort whose limit is above `strata.topk_max_rows` by a sort without one and
-/// a limit above it (per partition where the sort keeps its partitions).
+/// Replaces each sort whose limited rows would take more than `strata.topk_max_bytes` by a
+/// sort without a limit and a limit above it (per partition where the sort keeps its
+/// partitions).
 #[derive(Debug, Default)]
 pub struct LargeTopKAsSort;
 
@@ -34,7 +35,7 @@ impl PhysicalOptimizerRule for LargeTopKAsSort {
         let Some(max) = config
             .extensions
             .get::<StrataOptions>()
-            .map(|o| o.topk_max_rows)
+            .and_then(|o| o.topk_max_bytes)
         else {
             return Ok(plan);
         };
@@ -42,7 +43,8 @@ impl PhysicalOptimizerRule for LargeTopKAsSort {
             let Some(sort) = node.downcast_ref::<SortExec>() else {
                 return Ok(Transformed::no(node));
             };
-            let Some(fetch) = sort.fetch().filter(|f| *f > max) else {
+            let width = row_width(&sort.schema());
+            let Some(fetch) = sort.fetch().filter(|f| f.saturating_mul(width) > max) else {
                 return Ok(Transformed::no(node));
             };
             // A sort whose input already comes in order reads only `fetch` rows and keeps
@@ -100,7 +102,7 @@ mod tests {
     fn rewritten(plan: Arc<dyn ExecutionPlan>, max: usize) -> String {
         let mut config = ConfigOptions::new();
         let options = StrataOptions {
-            topk_max_rows: max,
+            topk_max_bytes: Some(max),
             ..StrataOptions::default()
         };
         config.extensions.insert(options);
@@ -110,7 +112,8 @@ mod tests {
 
     #[test]
     fn a_limit_above_the_threshold_becomes_a_full_sort_and_a_limit() {
-        let plan = rewritten(sort_with_fetch(2_000_000, false), 1_000_000);
+        // 2,000,000 rows of one BIGINT: 16 MB.
+        let plan = rewritten(sort_with_fetch(2_000_000, false), 8_000_000);
         assert!(
             plan.starts_with("GlobalLimitExec: skip=0, fetch=2000000"),
             "{plan}"
@@ -118,13 +121,13 @@ mod tests {
         assert!(plan.contains("SortExec: expr=[a@0 ASC], preserve_partitioning=[false]"));
         assert!(!plan.contains("TopK"), "{plan}");
 
-        let plan = rewritten(sort_with_fetch(2_000_000, true), 1_000_000);
+        let plan = rewritten(sort_with_fetch(2_000_000, true), 8_000_000);
         assert!(plan.starts_with("LocalLimitExec: fetch=2000000"), "{plan}");
     }
 
     #[test]
     fn a_limit_within_the_threshold_stays_a_topk() {
-        let plan = rewritten(sort_with_fetch(10, false), 1_000_000);
-        assert!(plan.starts_with("SortExec: TopK(fetch=10)"), "{plan}");
+        let plan = rewritten(sort_with_fetch(1_000_000, false), 8_000_000);
+        assert!(plan.starts_with("SortExec: TopK(fetch=1000000)"), "{plan}");
     }
 }

@@ -58,10 +58,12 @@ extensions_options! {
         /// side's estimated rows, times a row width read off its schema, are more than four
         /// times the other side's.
         pub join_sides_by_rows: bool, default = true
-        /// An `ORDER BY … LIMIT n` with `n` above this many rows sorts all its input (a
-        /// sort that can spill to disk) and then takes `n` rows, instead of keeping the
-        /// best `n` rows in memory as it reads.
-        pub topk_max_rows: usize, default = 1_000_000
+        /// An `ORDER BY … LIMIT n` whose `n` rows take more than this many bytes (by a
+        /// width read off the schema) sorts all its input, with spilling, and then takes
+        /// `n` rows, instead of keeping the best `n` rows in memory as it reads, which
+        /// cannot spill. Under a memory limit it is a quarter of each partition's share
+        /// of the limit; without one, unset (always the latter).
+        pub topk_max_bytes: Option<usize>, default = None
     }
 }
 
@@ -110,6 +112,21 @@ pub(crate) fn input_statistics_as_estimates(
     input_stats: &[Arc<datafusion::common::Statistics>],
 ) -> Arc<datafusion::common::Statistics> {
     Arc::new(input_stats[0].as_ref().clone().to_inexact())
+}
+
+/// Bytes per row of `schema`: the width of fixed-size types, and a typical 32 bytes for
+/// strings, binary and nested values.
+pub(crate) fn row_width(schema: &datafusion::arrow::datatypes::Schema) -> usize {
+    use datafusion::arrow::datatypes::DataType;
+    schema
+        .fields()
+        .iter()
+        .map(|f| match f.data_type() {
+            DataType::Boolean | DataType::Null => 1,
+            t => t.primitive_width().unwrap_or(32),
+        })
+        .sum::<usize>()
+        .max(1)
 }
 
 pub(crate) fn is_join(plan: &Arc<dyn ExecutionPlan>) -> bool {
