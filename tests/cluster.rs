@@ -390,6 +390,17 @@ fn a_cluster_joins_by_hash_as_local_mode_does_and_takes_the_settings_of_the_sess
 }
 
 #[test]
+fn strata_settings_reach_the_scheduler_by_their_full_names() {
+    // With the TopK threshold at one byte, the scheduler plans the sort and the limit apart.
+    let topk = "EXPLAIN SELECT * FROM violations ORDER BY summons_number LIMIT 10";
+    let plan = stages(topk);
+    assert!(plan.contains("TopK(fetch=10)"), "{plan}");
+    let plan = stages(&format!("SET strata.topk_max_bytes = 1; {topk}"));
+    assert!(!plan.contains("TopK"), "{plan}");
+    assert!(plan.contains("LocalLimitExec: fetch=10"), "{plan}");
+}
+
+#[test]
 fn ctrl_c_at_the_client_cancels_the_job_on_the_cluster() {
     let sql = long_query();
     let (scheduler, _executors) = processes::cluster(2);

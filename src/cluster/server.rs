@@ -41,10 +41,10 @@ fn cluster_error(what: &str) -> impl Fn(ballista_core::error::BallistaError) -> 
 }
 
 /// The session a scheduler plans a job in: the job's settings, Strata's stores, outer joins'
-/// padded sides without their constants, joins that emit their build side's unmatched rows
-/// partitioned, the rule that keeps compressed scans compressed on
-/// executors, joins that yield (so executors can stop a cancelled job's tasks), and window
-/// sorts that hold in every stage.
+/// padded sides without their constants, build sides by estimated rows, joins that emit
+/// their build side's unmatched rows partitioned, the rule that keeps compressed scans
+/// compressed on executors, large TopKs as sorts that spill, joins that yield (so executors
+/// can stop a cancelled job's tasks), and window sorts that hold in every stage.
 fn session_builder(stores: Arc<dyn ObjectStoreRegistry>) -> SessionBuilder {
     Arc::new(move |config: SessionConfig| {
         let runtime = RuntimeEnvBuilder::new()
@@ -55,10 +55,14 @@ fn session_builder(stores: Arc<dyn ObjectStoreRegistry>) -> SessionBuilder {
             .iter()
             .position(|r| r.name() == "join_selection")
             .map_or(0, |i| i + 1);
+        // Build sides are corrected before joins that emit their build side's unmatched
+        // rows are made partitioned, so that a swapped join is partitioned too.
         rules.insert(at, Arc::new(super::joins::PartitionedOuterBuilds));
+        rules.insert(at, Arc::new(crate::optimizer::JoinSidesByRows));
         rules.insert(0, Arc::new(crate::optimizer::FilteredOuterJoinsByHash));
         rules.insert(1, Arc::new(crate::optimizer::NullableSides));
         rules.push(Arc::new(MarkCompressedScans));
+        rules.push(Arc::new(crate::optimizer::LargeTopKAsSort));
         rules.push(Arc::new(crate::optimizer::CooperativeJoins));
         rules.push(Arc::new(crate::optimizer::ExplicitWindowSorts));
         Ok(SessionStateBuilder::new()

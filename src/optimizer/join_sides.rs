@@ -90,6 +90,7 @@ fn estimated_bytes(plan: &Arc<dyn ExecutionPlan>) -> Result<Option<usize>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::optimizer::StrataSettings;
     use datafusion::arrow::array::Int64Array;
     use datafusion::arrow::datatypes::{DataType, Field, Schema};
     use datafusion::arrow::record_batch::RecordBatch;
@@ -133,10 +134,10 @@ mod tests {
 
     fn optimized(plan: Arc<dyn ExecutionPlan>, enabled: bool) -> String {
         let mut config = ConfigOptions::new();
-        let options = StrataOptions {
+        let options = StrataOptions(StrataSettings {
             join_sides_by_rows: enabled,
-            ..StrataOptions::default()
-        };
+            ..StrataSettings::default()
+        });
         config.extensions.insert(options);
         let plan = JoinSidesByRows.optimize(plan, &config).unwrap();
         datafusion::physical_plan::displayable(plan.as_ref())

@@ -75,6 +75,7 @@ impl PhysicalOptimizerRule for LargeTopKAsSort {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::optimizer::StrataSettings;
     use datafusion::arrow::array::Int64Array;
     use datafusion::arrow::datatypes::{DataType, Field, Schema};
     use datafusion::arrow::record_batch::RecordBatch;
@@ -101,10 +102,10 @@ mod tests {
 
     fn rewritten(plan: Arc<dyn ExecutionPlan>, max: usize) -> String {
         let mut config = ConfigOptions::new();
-        let options = StrataOptions {
+        let options = StrataOptions(StrataSettings {
             topk_max_bytes: Some(max),
-            ..StrataOptions::default()
-        };
+            ..StrataSettings::default()
+        });
         config.extensions.insert(options);
         let plan = LargeTopKAsSort.optimize(plan, &config).unwrap();
         displayable(plan.as_ref()).indent(false).to_string()

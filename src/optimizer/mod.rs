@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use datafusion::common::extensions_options;
 use datafusion::common::tree_node::TreeNode;
-use datafusion::config::ConfigExtension;
+use datafusion::config::{ConfigEntry, ConfigExtension, ExtensionOptions};
 use datafusion::error::Result;
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_optimizer::optimizer::PhysicalOptimizer;
@@ -36,7 +36,7 @@ pub use window_sorts::ExplicitWindowSorts;
 
 extensions_options! {
     /// Strata's own settings, under `strata.` (e.g. `SET strata.join_filters_at_scan = false`).
-    pub struct StrataOptions {
+    pub struct StrataSettings {
         /// Drop the rows a join's runtime filter rules out right where a Parquet scan reads
         /// them, before aggregations and repartitions above the scan see them.
         pub join_filters_at_scan: bool, default = true
@@ -67,14 +67,62 @@ extensions_options! {
     }
 }
 
+/// [`StrataSettings`] as registered with DataFusion, their entries named in full: the
+/// generated entries are named without the `strata.` prefix, so that `SHOW strata.NAME`
+/// found nothing, `SHOW ALL` listed bare names, and a cluster client sent them under names
+/// the scheduler could not set.
+#[derive(Debug, Clone, Default)]
+pub struct StrataOptions(pub StrataSettings);
+
+impl std::ops::Deref for StrataOptions {
+    type Target = StrataSettings;
+    fn deref(&self) -> &StrataSettings {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for StrataOptions {
+    fn deref_mut(&mut self) -> &mut StrataSettings {
+        &mut self.0
+    }
+}
+
 impl ConfigExtension for StrataOptions {
     const PREFIX: &'static str = "strata";
+}
+
+impl ExtensionOptions for StrataOptions {
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+
+    fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
+        self
+    }
+
+    fn cloned(&self) -> Box<dyn ExtensionOptions> {
+        Box::new(self.clone())
+    }
+
+    fn set(&mut self, key: &str, value: &str) -> Result<()> {
+        self.0.set(key, value)
+    }
+
+    fn entries(&self) -> Vec<ConfigEntry> {
+        self.0
+            .entries()
+            .into_iter()
+            .map(|mut e| {
+                e.key = format!("{}.{}", Self::PREFIX, e.key.trim_start_matches('.'));
+                e
+            })
+            .collect()
+    }
 }
 
 /// `RESET strata.name` as the `SET` of its default: DataFusion resets its own settings only,
 /// and answered "Could not find config namespace" for Strata's.
 pub(crate) fn reset_as_set(stmt: &datafusion::sql::parser::Statement) -> Option<String> {
-    use datafusion::config::ExtensionOptions;
     use datafusion::sql::parser::{ResetStatement, Statement};
     let Statement::Reset(ResetStatement::Variable(name)) = stmt else {
         return None;
@@ -87,7 +135,11 @@ pub(crate) fn reset_as_set(stmt: &datafusion::sql::parser::Statement) -> Option<
     let default = StrataOptions::default()
         .entries()
         .into_iter()
-        .find(|e| e.key.trim_start_matches('.').eq_ignore_ascii_case(key))?
+        .find(|e| {
+            e.key
+                .strip_prefix("strata.")
+                .is_some_and(|k| k.eq_ignore_ascii_case(key))
+        })?
         .value?;
     Some(format!("SET {}.{key} = {default}", StrataOptions::PREFIX))
 }

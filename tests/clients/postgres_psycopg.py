@@ -8,6 +8,7 @@ import decimal
 import json
 import sys
 import threading
+import time
 
 import psycopg
 
@@ -105,6 +106,15 @@ with connect(password) as conn:
         say(step="stream", rows=rows, error=None)
     except psycopg.Error as e:
         say(step="stream", rows=rows, sqlstate=e.sqlstate)
-    say(step="cancel-log", rows=conn.execute(
-        "SELECT state FROM strata.queries WHERE sql LIKE '%10000000000%' "
-        "AND sql NOT LIKE '%strata.queries%'").fetchall())
+    # The stream's entry is ended when the server drops it, which may come just after the
+    # client sees the error: look again until both entries are there (5 s at most).
+    log = "SELECT state FROM strata.queries WHERE sql LIKE '%10000000000%' " \
+          "AND sql NOT LIKE '%strata.queries%'"
+    deadline = time.monotonic() + 5
+    while True:
+        states = conn.execute(log).fetchall()
+        if len(states) >= 2 and all(s == ("cancelled",) for s in states) \
+                or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    say(step="cancel-log", rows=states)
