@@ -236,12 +236,13 @@ impl EngineBuilder {
             // by default, per partition): under a small limit that reservation alone failed
             // sorts of a few rows. It takes a quarter of each partition's share instead.
             let n = config.options().execution.target_partitions.max(1);
+            let quarter_share = limit / (4 * n);
             config.options_mut().execution.sort_spill_reservation_bytes =
-                (limit / (4 * n)).clamp(64 << 10, 10 << 20);
-            // A TopK cannot spill: one that may not fit in its partition's share becomes a
-            // sort that can.
+                quarter_share.clamp(64 << 10, 10 << 20);
+            // A TopK cannot spill: one that may not fit in a quarter of its partition's
+            // share becomes a sort that can.
             if let Some(o) = config.options_mut().extensions.get_mut::<StrataOptions>() {
-                o.topk_max_bytes = Some(limit / (4 * n));
+                o.topk_max_bytes = Some(quarter_share);
             }
         }
         for (k, v) in &self.settings {

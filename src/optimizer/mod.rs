@@ -1,5 +1,30 @@
 //! Physical plan rules Strata adds to DataFusion's, and the settings that turn them off.
 
+/// The statistics of an operator that passes its one input's rows on, at most all of them:
+/// its input's, as estimates. Without them DataFusion sees nothing above the operator and
+/// cannot weigh the sides of the joins above it. Expands to the two `ExecutionPlan`
+/// methods.
+macro_rules! input_statistics_as_estimates {
+    () => {
+        fn child_stats_requests(
+            &self,
+            partition: Option<usize>,
+        ) -> Vec<datafusion::physical_plan::ChildStats> {
+            vec![datafusion::physical_plan::ChildStats::At(partition)]
+        }
+
+        fn statistics_from_inputs(
+            &self,
+            input_stats: &[std::sync::Arc<datafusion::common::Statistics>],
+            _args: &datafusion::physical_plan::StatisticsArgs,
+        ) -> datafusion::error::Result<std::sync::Arc<datafusion::common::Statistics>> {
+            Ok(std::sync::Arc::new(
+                input_stats[0].as_ref().clone().to_inexact(),
+            ))
+        }
+    };
+}
+
 mod cooperative;
 mod join_sides;
 mod large_topk;
@@ -137,7 +162,8 @@ pub(crate) fn reset_as_set(stmt: &datafusion::sql::parser::Statement) -> Option<
         .into_iter()
         .find(|e| {
             e.key
-                .strip_prefix("strata.")
+                .strip_prefix(StrataOptions::PREFIX)
+                .and_then(|k| k.strip_prefix('.'))
                 .is_some_and(|k| k.eq_ignore_ascii_case(key))
         })?
         .value?;
@@ -157,13 +183,11 @@ pub(crate) fn only_child(
     }
 }
 
-/// The statistics of a node that passes its one input's rows on, at most all of them: its
-/// input's, as estimates. Without them DataFusion sees nothing above the node and cannot
-/// weigh the sides of the joins above it.
-pub(crate) fn input_statistics_as_estimates(
-    input_stats: &[Arc<datafusion::common::Statistics>],
-) -> Arc<datafusion::common::Statistics> {
-    Arc::new(input_stats[0].as_ref().clone().to_inexact())
+/// The rows DataFusion estimates `plan` returns, if it has an estimate.
+pub(crate) fn estimated_rows(plan: &Arc<dyn ExecutionPlan>) -> Result<Option<usize>> {
+    use datafusion::physical_plan::statistics::{StatisticsArgs, StatisticsContext};
+    let stats = StatisticsContext::new().compute(plan.as_ref(), &StatisticsArgs::new())?;
+    Ok(stats.num_rows.get_value().copied())
 }
 
 /// Bytes per row of `schema`: the width of fixed-size types, and a typical 32 bytes for
@@ -222,4 +246,22 @@ pub fn physical_rules() -> Vec<Arc<dyn PhysicalOptimizerRule + Send + Sync>> {
     rules.push(Arc::new(LargeTopKAsSort));
     rules.push(Arc::new(CooperativeJoins));
     rules
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+
+    #[test]
+    fn widths_come_from_the_schema() {
+        let schema = Schema::new(vec![
+            Field::new("k", DataType::Int64, false),
+            Field::new("name", DataType::Utf8View, true),
+            Field::new("flag", DataType::Boolean, true),
+            Field::new("d", DataType::Date32, true),
+        ]);
+        assert_eq!(row_width(&schema), 8 + 32 + 1 + 4);
+        assert_eq!(row_width(&Schema::empty()), 1);
+    }
 }

@@ -35,9 +35,8 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::aggregates::AggregateExec;
 use datafusion::physical_plan::filter::FilterExec;
 use datafusion::physical_plan::joins::HashJoinExec;
-use datafusion::physical_plan::statistics::{StatisticsArgs, StatisticsContext};
 
-use super::{SharedExec, StrataOptions, is_join, is_recursive, only_child};
+use super::{SharedExec, StrataOptions, estimated_rows, is_join, is_recursive, only_child};
 
 /// Applies the runtime ("dynamic") filters that joins and top-k sorts push into Parquet
 /// scans to the rows those scans return.
@@ -157,8 +156,11 @@ fn filter_scans(
         .and_then(|filter| filter.expression_id());
     // A hash join builds its table from its left input and probes it with its right one.
     let hash_join = plan.downcast_ref::<HashJoinExec>().is_some();
-    if let (true, Some(id)) = (hash_join, below.nearest_join)
-        && let Some(rows) = estimated_rows(plan.children()[0])
+    // Only scans on build sides ask for these estimates.
+    if let (true, Some(id)) = (
+        hash_join && below.early && below.build_sides,
+        below.nearest_join,
+    ) && let Ok(Some(rows)) = estimated_rows(plan.children()[0])
     {
         below.build_rows.push((id, rows));
     }
@@ -232,17 +234,7 @@ fn small_next_to(id: Option<u64>, node: &Arc<dyn ExecutionPlan>, above: &Above) 
     let Some(build) = id.and_then(|id| above.build_rows.iter().find(|(b, _)| *b == id)) else {
         return false;
     };
-    estimated_rows(node).is_some_and(|rows| build.1.saturating_mul(SMALL_BUILD_RATIO) <= rows)
-}
-
-/// The estimated rows of `plan`, if DataFusion has an estimate.
-fn estimated_rows(plan: &Arc<dyn ExecutionPlan>) -> Option<usize> {
-    StatisticsContext::new()
-        .compute(plan.as_ref(), &StatisticsArgs::new())
-        .ok()?
-        .num_rows
-        .get_value()
-        .copied()
+    matches!(estimated_rows(node), Ok(Some(rows)) if build.1.saturating_mul(SMALL_BUILD_RATIO) <= rows)
 }
 
 /// Rows a runtime filter sees (once it holds more than `true`) before it judges whether
@@ -322,20 +314,7 @@ impl ExecutionPlan for RuntimeFilterExec {
         vec![&self.input]
     }
 
-    fn child_stats_requests(
-        &self,
-        partition: Option<usize>,
-    ) -> Vec<datafusion::physical_plan::ChildStats> {
-        vec![datafusion::physical_plan::ChildStats::At(partition)]
-    }
-
-    fn statistics_from_inputs(
-        &self,
-        input_stats: &[Arc<datafusion::common::Statistics>],
-        _args: &datafusion::physical_plan::StatisticsArgs,
-    ) -> Result<Arc<datafusion::common::Statistics>> {
-        Ok(super::input_statistics_as_estimates(input_stats))
-    }
+    input_statistics_as_estimates!();
 
     fn maintains_input_order(&self) -> Vec<bool> {
         vec![true]

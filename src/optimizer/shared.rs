@@ -334,20 +334,7 @@ impl ExecutionPlan for SharedExec {
         vec![&self.input]
     }
 
-    fn child_stats_requests(
-        &self,
-        partition: Option<usize>,
-    ) -> Vec<datafusion::physical_plan::ChildStats> {
-        vec![datafusion::physical_plan::ChildStats::At(partition)]
-    }
-
-    fn statistics_from_inputs(
-        &self,
-        input_stats: &[Arc<datafusion::common::Statistics>],
-        _args: &datafusion::physical_plan::StatisticsArgs,
-    ) -> Result<Arc<datafusion::common::Statistics>> {
-        Ok(super::input_statistics_as_estimates(input_stats))
-    }
+    input_statistics_as_estimates!();
 
     fn maintains_input_order(&self) -> Vec<bool> {
         vec![true]
