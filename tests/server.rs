@@ -1297,7 +1297,9 @@ async fn postgres_clients_sign_in_and_get_the_engines_answers() {
     assert!(stream["rows"].as_u64().unwrap() >= 3, "{stream}");
     assert_eq!(
         steps["cancel-log"]["rows"],
-        serde_json::json!([["cancelled"], ["cancelled"]])
+        serde_json::json!([["cancelled"], ["cancelled"]]),
+        "the log: {}",
+        steps["cancel-log"]["entries"]
     );
 }
 

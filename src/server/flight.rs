@@ -75,6 +75,26 @@ impl Drop for Query {
     }
 }
 
+/// A query being planned: dropped there (its client left, or a cancel request came), it is
+/// ended in the log as cancelled instead of being listed as running for ever.
+struct Planning<'a> {
+    log: &'a QueryLog,
+    id: u64,
+}
+
+impl Drop for Planning<'_> {
+    fn drop(&mut self) {
+        log::info!(target: "strata::queries", "query {} cancelled while planned", self.id);
+        self.log.ended(
+            self.id,
+            State::Cancelled,
+            0,
+            0,
+            Some("cancelled before it ran".to_string()),
+        );
+    }
+}
+
 /// Places held under the limits on queries running at once.
 type Places = Vec<tokio::sync::OwnedSemaphorePermit>;
 
@@ -387,7 +407,10 @@ impl FlightSqlServer {
         let by = user.map(|u| format!(" by {}", u.0)).unwrap_or_default();
         log::info!(target: "strata::queries", "query {id} started{by}: {}", one_line(sql));
         self.log.started(id, user.map(|u| u.0.as_str()), sql);
-        let result = match engine.sql_with_params(sql, params).await {
+        let planning = Planning { log: &self.log, id };
+        let planned = engine.sql_with_params(sql, params).await;
+        std::mem::forget(planning);
+        let result = match planned {
             Ok(result) => result,
             Err(e) => {
                 log::info!(target: "strata::queries", "query {id} failed: {e}");
@@ -1174,6 +1197,56 @@ mod tests {
         );
         server.expire(now + Duration::from_secs(601));
         assert_eq!(lock(&server.prepared).len(), 0);
+    }
+
+    /// A table whose scan never completes: a query over it stays in planning.
+    #[derive(Debug)]
+    struct Stalled;
+
+    #[async_trait::async_trait]
+    impl datafusion::catalog::TableProvider for Stalled {
+        fn schema(&self) -> SchemaRef {
+            Arc::new(datafusion::arrow::datatypes::Schema::new(vec![
+                datafusion::arrow::datatypes::Field::new("x", DataType::Int64, false),
+            ]))
+        }
+
+        fn table_type(&self) -> datafusion::datasource::TableType {
+            datafusion::datasource::TableType::Base
+        }
+
+        async fn scan(
+            &self,
+            _state: &dyn datafusion::catalog::Session,
+            _projection: Option<&Vec<usize>>,
+            _filters: &[datafusion::logical_expr::Expr],
+            _limit: Option<usize>,
+        ) -> datafusion::error::Result<Arc<dyn datafusion::physical_plan::ExecutionPlan>> {
+            std::future::pending().await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_query_dropped_while_planned_is_logged_as_cancelled() {
+        let engine = Arc::new(Engine::new().await.unwrap());
+        engine
+            .session()
+            .register_table("stalled", Arc::new(Stalled))
+            .unwrap();
+        let server = FlightSqlServer::new(engine.clone(), Options::default());
+        let states = || {
+            let batch = server.log.batch().unwrap();
+            let column = datafusion::arrow::array::AsArray::as_string::<i32>(batch.column(3));
+            column
+                .iter()
+                .map(|s| s.unwrap().to_string())
+                .collect::<Vec<_>>()
+        };
+        let mut run = Box::pin(server.run(&engine, "SELECT x FROM stalled", Vec::new(), None));
+        assert!(futures::poll!(&mut run).is_pending());
+        assert_eq!(states(), ["running"]);
+        drop(run);
+        assert_eq!(states(), ["cancelled"]);
     }
 
     #[tokio::test]

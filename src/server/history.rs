@@ -121,7 +121,7 @@ impl QueryLog {
         ]))
     }
 
-    fn batch(&self) -> Result<RecordBatch> {
+    pub(super) fn batch(&self) -> Result<RecordBatch> {
         let entries: Vec<Entry> = self.entries().iter().cloned().collect();
         let micros = |t: SystemTime| {
             t.duration_since(SystemTime::UNIX_EPOCH)

@@ -268,7 +268,10 @@ impl Postgres {
                 Tag::new(&command(sql)).with_rows(rows.max(0) as usize),
             ));
         }
+        // The statement starts even when a cancel request came first, so that the log lists
+        // it (as cancelled) like every statement a client sent.
         let (schema, batches) = tokio::select! {
+            biased;
             run = self.service.run(&engine, sql, params, user.as_ref()) => run.map_err(status_error)?,
             _ = &mut cancelled => return Err(cancelled_error()),
         };

@@ -117,4 +117,6 @@ with connect(password) as conn:
                 or time.monotonic() > deadline:
             break
         time.sleep(0.05)
-    say(step="cancel-log", rows=states)
+    entries = conn.execute("SELECT id, state, error, sql FROM strata.queries "
+                           "WHERE sql NOT LIKE '%strata.queries%' ORDER BY id").fetchall()
+    say(step="cancel-log", rows=states, entries=entries)
