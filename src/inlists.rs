@@ -18,7 +18,9 @@ use datafusion::optimizer::AnalyzerRule;
 
 /// Gives every `IN` list after the first over the same expression (anywhere in one
 /// expression: constant folding can bring two lists side by side) its expression through
-/// [`same`], which DataFusion does not see through.
+/// [`same`], which DataFusion does not see through. A list repeated exactly is left alone:
+/// merging it with itself is right, and the simplifier can then take it out of an `OR` of
+/// conditions that all hold it (as in TPC-H q19), so it is checked once per row.
 #[derive(Debug, Default)]
 pub struct KeepInListsApart;
 
@@ -34,24 +36,27 @@ impl AnalyzerRule for KeepInListsApart {
 }
 
 fn keep_apart(e: Expr) -> Result<Transformed<Expr>> {
-    let mut seen: Vec<Expr> = Vec::new();
+    // The first list seen over each expression, kept as it is.
+    let mut seen: Vec<InList> = Vec::new();
     e.transform_down(|x| {
-        let Expr::InList(InList {
+        let Expr::InList(in_list) = x else {
+            return Ok(Transformed::no(x));
+        };
+        match seen.iter().find(|s| s.expr == in_list.expr) {
+            None => {
+                seen.push(in_list.clone());
+                return Ok(Transformed::no(Expr::InList(in_list)));
+            }
+            Some(first) if *first == in_list => {
+                return Ok(Transformed::no(Expr::InList(in_list)));
+            }
+            Some(_) => {}
+        }
+        let InList {
             expr,
             list,
             negated,
-        }) = x
-        else {
-            return Ok(Transformed::no(x));
-        };
-        if !seen.contains(&expr) {
-            seen.push((*expr).clone());
-            return Ok(Transformed::no(Expr::InList(InList {
-                expr,
-                list,
-                negated,
-            })));
-        }
+        } = in_list;
         Ok(Transformed::yes(Expr::InList(InList {
             expr: Box::new(same().call(vec![*expr])),
             list,
@@ -119,5 +124,40 @@ impl ScalarUDFImpl for Same {
             Some(v) => Ok(v),
             None => internal_err!("strata_same takes one argument"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::logical_expr::{col, lit};
+
+    use super::*;
+
+    fn wrapped(e: Expr) -> usize {
+        let mut n = 0;
+        keep_apart(e)
+            .unwrap()
+            .data
+            .apply(|x| {
+                if matches!(x, Expr::ScalarFunction(f) if f.name() == "strata_same") {
+                    n += 1;
+                }
+                Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
+            })
+            .unwrap();
+        n
+    }
+
+    #[test]
+    fn only_lists_that_differ_are_kept_apart() {
+        let air = || col("mode").in_list(vec![lit("AIR"), lit("REG AIR")], false);
+        let q = |v: i64| col("q").gt(lit(v));
+        // The same list in each branch of an OR: left for the simplifier to take out.
+        assert_eq!(wrapped(air().and(q(1)).or(air().and(q(2)))), 0);
+        // Another list, or the same one negated, over the same column is kept apart.
+        let other = col("mode").in_list(vec![lit("MAIL")], false);
+        assert_eq!(wrapped(air().or(other)), 1);
+        let negated = col("mode").in_list(vec![lit("AIR"), lit("REG AIR")], true);
+        assert_eq!(wrapped(air().and(negated).or(air())), 1);
     }
 }
