@@ -705,6 +705,48 @@ async fn a_build_side_waits_for_the_filter_of_a_small_join_further_up() {
 }
 
 #[tokio::test]
+async fn a_filter_checks_a_narrow_range_before_strings_and_guards_stay_first() {
+    let dir = tempfile::tempdir().unwrap();
+    write_tables(
+        dir.path(),
+        &[(
+            "t",
+            "SELECT value AS d, CASE value % 3 WHEN 0 THEN 'MAIL' WHEN 1 THEN 'SHIP' \
+             ELSE 'AIR' END AS mode, value % 7 AS k FROM generate_series(1, 100000)",
+        )],
+    )
+    .await;
+    let filter = |plan: &Arc<dyn ExecutionPlan>| {
+        let text = strata::datafusion::physical_plan::displayable(plan.as_ref())
+            .indent(false)
+            .to_string();
+        let line = text.lines().find(|l| l.contains("FilterExec")).unwrap();
+        line.trim().to_string()
+    };
+    // As in TPC-H q12: a string condition written first, a range of 1% of the rows last.
+    let sql = "SELECT count(*) FROM t WHERE mode = 'MAIL' AND d >= 1000 AND d < 2000";
+    let (on, plan_on) = run_with(dir.path(), "strata.cheap_filters_first", true, sql).await;
+    let (off, plan_off) = run_with(dir.path(), "strata.cheap_filters_first", false, sql).await;
+    assert_eq!(on, off);
+    assert!(on.contains("| 333 "), "{on}");
+    let (on, off) = (filter(&plan_on), filter(&plan_off));
+    let range = on.find("d@0 >= 1000").expect(&on);
+    assert!(range < on.find("mode@1 = MAIL").unwrap(), "{on}");
+    assert!(
+        off.find("d@0 >= 1000").unwrap() > off.find("mode@1 = MAIL").unwrap(),
+        "{off}"
+    );
+    // A condition that can fail stays after the ones written before it that cannot: here
+    // `k <> 0` guards the division by `k`.
+    let sql = "SELECT count(*) FROM t WHERE k <> 0 AND 100 / k > 20 AND d < 500";
+    let (answer, plan) = run_with(dir.path(), "strata.cheap_filters_first", true, sql).await;
+    assert!(answer.contains("| 286 "), "{answer}");
+    let on = filter(&plan);
+    let guard = on.find(" != 0").expect(&on);
+    assert!(guard < on.find("100 / ").expect(&on), "{on}");
+}
+
+#[tokio::test]
 async fn a_subplan_used_twice_runs_once() {
     let dir = tempfile::tempdir().unwrap();
     write_tables(

@@ -26,6 +26,7 @@ macro_rules! input_statistics_as_estimates {
 }
 
 mod cooperative;
+mod filter_order;
 mod join_sides;
 mod large_topk;
 mod nested_loops;
@@ -50,6 +51,7 @@ use datafusion::physical_plan::joins::{
 use datafusion::physical_plan::recursive_query::RecursiveQueryExec;
 
 pub use cooperative::CooperativeJoins;
+pub use filter_order::CheapFiltersFirst;
 pub use join_sides::JoinSidesByRows;
 pub use large_topk::LargeTopKAsSort;
 pub use nested_loops::{InMemoryNestedLoopJoinExec, InMemoryNestedLoops};
@@ -89,6 +91,10 @@ extensions_options! {
         /// cannot spill. Under a memory limit it is a quarter of each partition's share
         /// of the limit; without one, unset (always the latter).
         pub topk_max_bytes: Option<usize>, default = None
+        /// Evaluate the conditions of a filter that cannot fail first, in the order that
+        /// drops rows soonest for the least work (a date range before a string comparison),
+        /// instead of the query's order.
+        pub cheap_filters_first: bool, default = true
     }
 }
 
@@ -225,8 +231,8 @@ pub(crate) fn is_recursive(plan: &Arc<dyn ExecutionPlan>) -> bool {
 /// become hash joins first, outer joins' padded sides lose their constants next, build
 /// sides corrected right after DataFusion picks them, subplan sharing before runtime
 /// filters are pushed down (the last rewrite that must see the plan whole), runtime filters
-/// at scans after everything else, then nested loop joins kept in memory and large TopKs
-/// made sorts; joins made to yield last.
+/// at scans after everything else, then nested loop joins kept in memory, large TopKs
+/// made sorts and filters' conditions ordered; joins made to yield last.
 pub fn physical_rules() -> Vec<Arc<dyn PhysicalOptimizerRule + Send + Sync>> {
     let mut rules = PhysicalOptimizer::new().rules;
     let at = rules
@@ -244,6 +250,7 @@ pub fn physical_rules() -> Vec<Arc<dyn PhysicalOptimizerRule + Send + Sync>> {
     rules.insert(1, Arc::new(NullableSides));
     rules.push(Arc::new(InMemoryNestedLoops));
     rules.push(Arc::new(LargeTopKAsSort));
+    rules.push(Arc::new(CheapFiltersFirst));
     rules.push(Arc::new(CooperativeJoins));
     rules
 }
