@@ -335,8 +335,10 @@ impl EngineBuilder {
             (None, Some(r)) => r,
             (None, None) => Arc::new(LocalRunner),
         };
+        let start = Arc::new(ctx.copied_config().options().as_ref().clone());
         let engine = Engine {
             ctx,
+            start,
             runner,
             prepared,
             datasets,
@@ -426,6 +428,8 @@ pub struct Engine {
     catalog_path: Option<PathBuf>,
     confinement: Option<Arc<Confinement>>,
     query_memory_limit: Option<usize>,
+    /// The settings the engine started with, which `RESET` returns to.
+    start: Arc<datafusion::config::ConfigOptions>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -469,6 +473,7 @@ impl Engine {
             catalog_path: self.catalog_path.clone(),
             confinement: self.confinement.clone(),
             query_memory_limit: self.query_memory_limit,
+            start: self.start.clone(),
         }
     }
 
@@ -646,7 +651,7 @@ impl Engine {
             format!("__strata_{}", self.next_key.fetch_add(1, Ordering::Relaxed))
         })?;
         sql::expand_setting_alias(&mut stmt);
-        if let Some(set) = crate::optimizer::reset_as_set(&stmt) {
+        if let Some(set) = crate::optimizer::reset_as_set(&stmt, &self.start) {
             return self.parse_one(&set);
         }
         sql::exponent_literals_as_double(&mut stmt);

@@ -135,7 +135,12 @@ impl ExtensionOptions for StrataOptions {
         Box::new(self.clone())
     }
 
+    /// An empty value unsets a setting that may be unset.
     fn set(&mut self, key: &str, value: &str) -> Result<()> {
+        if value.is_empty() && key.trim_start_matches('.') == "topk_max_bytes" {
+            self.0.topk_max_bytes = None;
+            return Ok(());
+        }
         self.0.set(key, value)
     }
 
@@ -151,29 +156,45 @@ impl ExtensionOptions for StrataOptions {
     }
 }
 
-/// `RESET strata.name` as the `SET` of its default: DataFusion resets its own settings only,
-/// and answered "Could not find config namespace" for Strata's.
-pub(crate) fn reset_as_set(stmt: &datafusion::sql::parser::Statement) -> Option<String> {
+/// `RESET name` as the `SET` of the value the session started with (`start`), as in
+/// PostgreSQL. DataFusion resets its own settings to its own defaults (a session that
+/// started with Strata's partitions and join thresholds lost them) and answered "Could not
+/// find config namespace" for Strata's. A Strata setting that started unset is unset again
+/// (`SET strata.name = ''`).
+pub(crate) fn reset_as_set(
+    stmt: &datafusion::sql::parser::Statement,
+    start: &datafusion::config::ConfigOptions,
+) -> Option<String> {
     use datafusion::sql::parser::{ResetStatement, Statement};
     let Statement::Reset(ResetStatement::Variable(name)) = stmt else {
         return None;
     };
     let name = name.to_string();
-    let (prefix, key) = name.split_once('.')?;
-    if !prefix.eq_ignore_ascii_case(StrataOptions::PREFIX) {
+    if name.to_ascii_lowercase().starts_with("datafusion.runtime.") {
         return None;
     }
-    let default = StrataOptions::default()
+    let strata = |key: &str| {
+        key.get(..StrataOptions::PREFIX.len() + 1)
+            .is_some_and(|p| p.eq_ignore_ascii_case(&format!("{}.", StrataOptions::PREFIX)))
+    };
+    let Some(entry) = start
         .entries()
         .into_iter()
-        .find(|e| {
-            e.key
-                .strip_prefix(StrataOptions::PREFIX)
-                .and_then(|k| k.strip_prefix('.'))
-                .is_some_and(|k| k.eq_ignore_ascii_case(key))
-        })?
-        .value?;
-    Some(format!("SET {}.{key} = {default}", StrataOptions::PREFIX))
+        .find(|e| e.key.eq_ignore_ascii_case(&name))
+    else {
+        // An unknown Strata setting: the SET names it in its error.
+        return strata(&name).then(|| format!("SET {name} = ''"));
+    };
+    let strata = strata(&entry.key);
+    match entry.value {
+        Some(value) => Some(format!(
+            "SET {} = '{}'",
+            entry.key,
+            value.replace('\'', "''")
+        )),
+        None if strata => Some(format!("SET {} = ''", entry.key)),
+        None => None,
+    }
 }
 
 /// The one child a pass-through node (`name`) is rebuilt with.
