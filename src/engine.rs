@@ -335,7 +335,8 @@ impl EngineBuilder {
             (None, Some(r)) => r,
             (None, None) => Arc::new(LocalRunner),
         };
-        let start = Arc::new(ctx.copied_config().options().as_ref().clone());
+        // Copied on write: a later SET leaves this one as it was.
+        let start = Arc::clone(ctx.copied_config().options());
         let engine = Engine {
             ctx,
             start,

@@ -43,8 +43,9 @@ fn cluster_error(what: &str) -> impl Fn(ballista_core::error::BallistaError) -> 
 /// The session a scheduler plans a job in: the job's settings, Strata's stores, outer joins'
 /// padded sides without their constants, build sides by estimated rows, joins that emit
 /// their build side's unmatched rows partitioned, the rule that keeps compressed scans
-/// compressed on executors, large TopKs as sorts that spill, filters' conditions ordered, joins that yield (so executors
-/// can stop a cancelled job's tasks), and window sorts that hold in every stage.
+/// compressed on executors, large TopKs as sorts that spill, filters' conditions ordered,
+/// joins that yield (so executors can stop a cancelled job's tasks), and window sorts that
+/// hold in every stage.
 fn session_builder(stores: Arc<dyn ObjectStoreRegistry>) -> SessionBuilder {
     Arc::new(move |config: SessionConfig| {
         let runtime = RuntimeEnvBuilder::new()

@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::{DataType, Schema};
-use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::config::ConfigOptions;
 use datafusion::error::Result;
 use datafusion::logical_expr::Operator;
@@ -46,11 +46,11 @@ impl PhysicalOptimizerRule for CheapFiltersFirst {
         plan: Arc<dyn ExecutionPlan>,
         config: &ConfigOptions,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let on = config
+        let enabled = config
             .extensions
             .get::<StrataOptions>()
-            .is_none_or(|o| o.cheap_filters_first);
-        if !on {
+            .is_some_and(|o| o.cheap_filters_first);
+        if !enabled {
             return Ok(plan);
         }
         plan.transform_up(|node| {
@@ -103,17 +103,9 @@ fn reordered(filter: &FilterExec) -> Result<Option<Arc<dyn PhysicalExpr>>> {
     let input_rows = estimated_rows(input)?.filter(|n| *n > 0);
     let mut ranked = Vec::with_capacity(groups.len());
     for (_, members) in groups {
-        let predicate = conjunction(members.iter().cloned());
         let kept = match input_rows {
-            Some(rows) if check_support(&predicate, &schema) => {
-                let filtered: Arc<dyn ExecutionPlan> = Arc::new(FilterExec::try_new(
-                    Arc::clone(&predicate),
-                    Arc::clone(input),
-                )?);
-                estimated_rows(&filtered)?
-                    .map_or(UNKNOWN_SELECTIVITY, |n| (n as f64 / rows as f64).min(1.0))
-            }
-            _ => UNKNOWN_SELECTIVITY,
+            Some(rows) => kept_share(&members, input, rows)?,
+            None => UNKNOWN_SELECTIVITY,
         };
         let work: f64 = members.iter().map(|m| cost(m, &schema)).sum();
         ranked.push(((1.0 - kept) / work.max(0.1), members));
@@ -132,49 +124,58 @@ fn reordered(filter: &FilterExec) -> Result<Option<Arc<dyn PhysicalExpr>>> {
     Ok((!unchanged).then(|| conjunction(order)))
 }
 
-/// Whether `expr` always evaluates, whatever the row: comparisons, `AND`, `OR`, `NOT`, `IN`
-/// lists and `IS [NOT] NULL` over columns and literals of types compared directly.
+/// The share of `input`'s `rows` that DataFusion estimates `conjuncts` keep together.
+fn kept_share(conjuncts: &Conjuncts, input: &Arc<dyn ExecutionPlan>, rows: usize) -> Result<f64> {
+    let predicate = conjunction(conjuncts.iter().cloned());
+    if !check_support(&predicate, &input.schema()) {
+        return Ok(UNKNOWN_SELECTIVITY);
+    }
+    let filtered: Arc<dyn ExecutionPlan> =
+        Arc::new(FilterExec::try_new(predicate, Arc::clone(input))?);
+    Ok(estimated_rows(&filtered)?
+        .map_or(UNKNOWN_SELECTIVITY, |n| (n as f64 / rows as f64).min(1.0)))
+}
+
+/// Whether `expr` always evaluates, whatever the row: every node of it evaluates alone.
 fn cannot_fail(expr: &Arc<dyn PhysicalExpr>, schema: &Schema) -> bool {
-    let mut ok = true;
-    let _ = expr.apply(|e| {
-        let fine = if let Some(b) = e.downcast_ref::<BinaryExpr>() {
-            match b.op() {
-                Operator::And | Operator::Or => true,
-                Operator::Eq
-                | Operator::NotEq
-                | Operator::Lt
-                | Operator::LtEq
-                | Operator::Gt
-                | Operator::GtEq
-                | Operator::IsDistinctFrom
-                | Operator::IsNotDistinctFrom => {
-                    let (l, r) = (b.left().data_type(schema), b.right().data_type(schema));
-                    matches!((l, r), (Ok(l), Ok(r)) if l == r && comparable(&l))
-                }
-                _ => false,
+    !expr
+        .exists(|e| Ok(!node_cannot_fail(e, schema)))
+        .unwrap_or(true)
+}
+
+/// Comparisons, `AND`, `OR`, `NOT`, `IN` lists of literals and `IS [NOT] NULL` over columns
+/// and literals of types compared directly.
+fn node_cannot_fail(e: &Arc<dyn PhysicalExpr>, schema: &Schema) -> bool {
+    if let Some(b) = e.downcast_ref::<BinaryExpr>() {
+        match b.op() {
+            Operator::And | Operator::Or => true,
+            Operator::Eq
+            | Operator::NotEq
+            | Operator::Lt
+            | Operator::LtEq
+            | Operator::Gt
+            | Operator::GtEq
+            | Operator::IsDistinctFrom
+            | Operator::IsNotDistinctFrom => {
+                let (l, r) = (b.left().data_type(schema), b.right().data_type(schema));
+                matches!((l, r), (Ok(l), Ok(r)) if l == r && comparable(&l))
             }
-        } else if let Some(list) = e.downcast_ref::<InListExpr>() {
-            list.list()
-                .iter()
-                .all(|i| i.downcast_ref::<Literal>().is_some())
-        } else if let Some(f) = e.downcast_ref::<ScalarFunctionExpr>() {
-            // Strata's identity function that keeps IN lists apart.
-            f.name() == "strata_same"
-        } else {
-            e.downcast_ref::<Column>().is_some()
-                || e.downcast_ref::<Literal>().is_some()
-                || e.downcast_ref::<IsNullExpr>().is_some()
-                || e.downcast_ref::<IsNotNullExpr>().is_some()
-                || e.downcast_ref::<NotExpr>().is_some()
-        };
-        if fine {
-            Ok(TreeNodeRecursion::Continue)
-        } else {
-            ok = false;
-            Ok(TreeNodeRecursion::Stop)
+            _ => false,
         }
-    });
-    ok
+    } else if let Some(list) = e.downcast_ref::<InListExpr>() {
+        list.list()
+            .iter()
+            .all(|i| i.downcast_ref::<Literal>().is_some())
+    } else if let Some(f) = e.downcast_ref::<ScalarFunctionExpr>() {
+        // Strata's identity function that keeps IN lists apart.
+        f.name() == "strata_same"
+    } else {
+        e.downcast_ref::<Column>().is_some()
+            || e.downcast_ref::<Literal>().is_some()
+            || e.downcast_ref::<IsNullExpr>().is_some()
+            || e.downcast_ref::<IsNotNullExpr>().is_some()
+            || e.downcast_ref::<NotExpr>().is_some()
+    }
 }
 
 /// Types whose values arrow compares without converting them.

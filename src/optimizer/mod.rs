@@ -173,26 +173,24 @@ pub(crate) fn reset_as_set(
     if name.to_ascii_lowercase().starts_with("datafusion.runtime.") {
         return None;
     }
-    let strata = |key: &str| {
-        key.get(..StrataOptions::PREFIX.len() + 1)
-            .is_some_and(|p| p.eq_ignore_ascii_case(&format!("{}.", StrataOptions::PREFIX)))
-    };
+    let is_strata = name
+        .split_once('.')
+        .is_some_and(|(prefix, _)| prefix.eq_ignore_ascii_case(StrataOptions::PREFIX));
     let Some(entry) = start
         .entries()
         .into_iter()
         .find(|e| e.key.eq_ignore_ascii_case(&name))
     else {
         // An unknown Strata setting: the SET names it in its error.
-        return strata(&name).then(|| format!("SET {name} = ''"));
+        return is_strata.then(|| format!("SET {name} = ''"));
     };
-    let strata = strata(&entry.key);
     match entry.value {
         Some(value) => Some(format!(
             "SET {} = '{}'",
             entry.key,
             value.replace('\'', "''")
         )),
-        None if strata => Some(format!("SET {} = ''", entry.key)),
+        None if is_strata => Some(format!("SET {} = ''", entry.key)),
         None => None,
     }
 }
