@@ -4,7 +4,7 @@
 Engines are interleaved per query (each run of a query goes round every engine), so machine
 noise hits them alike. Every engine's answer is checked against DuckDB's before its time counts.
 
-    pip install duckdb==2.0.0 datafusion==55.0.0 polars==2.1.0
+    pip install duckdb==2.0.1 datafusion==55.0.0 polars==2.1.0
     cargo bench --bench tpch -- gen --scale 1 --parts 4
     python3 benches/compare.py --scale 1 [--runs 3] [--queries 1,6] [--engines strata,duckdb]
         [--strata-set key=value ...] [--json out.json]
@@ -140,6 +140,8 @@ class Strata:
         if not line:
             raise RuntimeError("strata serve ended")
         report = json.loads(line)
+        if "error" in report:
+            raise RuntimeError(report["error"])
         return report["seconds"], csv_answer(out)
 
 

@@ -4,6 +4,7 @@
 //! ```text
 //! cargo bench --bench h2o -- gen [--rows 10000000]
 //! cargo bench --bench h2o -- run [--rows 10000000] [--runs 3] [--only groupby|join]
+//! cargo bench --bench h2o -- serve --only groupby|join   (for benches/side_by_side.py)
 //! ```
 //!
 //! Data follows the benchmark's generator in shape: for groupby, `id1`/`id2` strings with 100
@@ -30,7 +31,7 @@ use strata::{DatasetSpec, Engine};
 
 #[derive(Parser)]
 struct Args {
-    /// gen or run.
+    /// gen, run or serve (questions by number, see `common::serve`).
     command: String,
     /// Rows of the main table.
     #[arg(long, default_value_t = 10_000_000)]
@@ -41,7 +42,7 @@ struct Args {
     /// Timed runs after the first.
     #[arg(long, default_value_t = 3)]
     runs: usize,
-    /// Only `groupby` or `join`.
+    /// Only `groupby` or `join` (for serve: the suite served).
     #[arg(long)]
     only: Option<String>,
     #[arg(long)]
@@ -239,21 +240,42 @@ fn generate(dir: &Path, n: u64) {
     std::fs::write(stamp, format!("{n}\n")).expect("stamp");
 }
 
-async fn run_suite(dir: &Path, suite: &str, tables: &[&str], args: &Args) {
+/// The tables of a suite.
+fn tables(suite: &str) -> &'static [&'static str] {
+    match suite {
+        "groupby" => &["x"],
+        "join" => &["x", "small", "medium", "big"],
+        other => panic!("unknown suite {other}; use groupby or join"),
+    }
+}
+
+/// An engine with the tables of `suite` registered.
+async fn suite_engine(dir: &Path, suite: &str, args: &Args) -> Engine {
     let mut b = Engine::builder();
     if let Some(t) = args.threads {
         b = b.threads(t);
     }
     let engine = b.build().await.expect("engine");
-    for t in tables {
+    for t in tables(suite) {
         let loc = format!("{}/", dir.join(suite).join(t).display());
         engine
             .register(t, DatasetSpec::new(loc))
             .await
             .expect("table");
     }
-    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("benches/h2o/{suite}.sql"));
-    for (i, sql) in common::statements(&file).iter().enumerate() {
+    engine
+}
+
+/// The questions of a suite.
+fn questions(suite: &str) -> Vec<String> {
+    common::statements(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("benches/h2o/{suite}.sql")),
+    )
+}
+
+async fn run_suite(dir: &Path, suite: &str, args: &Args) {
+    let engine = suite_engine(dir, suite, args).await;
+    for (i, sql) in questions(suite).iter().enumerate() {
         common::reset_peak();
         let (first, rows) = common::time_query(&engine, sql, None).await;
         let mut times: Vec<Duration> = Vec::new();
@@ -283,26 +305,42 @@ fn main() {
     });
     match args.command.as_str() {
         "gen" => generate(&dir, args.rows),
-        "run" => {
+        "run" | "serve" => {
             assert!(
                 dir.join("GENERATED").exists(),
                 "no data in {}: run `cargo bench --bench h2o -- gen` first",
                 dir.display()
             );
             let rt = tokio::runtime::Runtime::new().expect("runtime");
+            if args.command == "serve" {
+                let suite = args
+                    .only
+                    .as_deref()
+                    .expect("serve needs --only groupby|join");
+                let questions = questions(suite);
+                rt.block_on(async {
+                    let engine = suite_engine(&dir, suite, &args).await;
+                    let sql = |name: &str| {
+                        let n = name.parse::<usize>().ok()?;
+                        questions.get(n.checked_sub(1)?).cloned()
+                    };
+                    common::serve(&engine, sql).await;
+                });
+                return;
+            }
             println!(
                 "{:>11} {:>10} {:>10} {:>10} {:>10} {:>9}",
                 "question", "first ms", "min ms", "median ms", "rows", "peak MiB"
             );
             rt.block_on(async {
                 if args.only.as_deref() != Some("join") {
-                    run_suite(&dir, "groupby", &["x"], &args).await;
+                    run_suite(&dir, "groupby", &args).await;
                 }
                 if args.only.as_deref() != Some("groupby") {
-                    run_suite(&dir, "join", &["x", "small", "medium", "big"], &args).await;
+                    run_suite(&dir, "join", &args).await;
                 }
             });
         }
-        other => panic!("unknown command {other}; use gen or run"),
+        other => panic!("unknown command {other}; use gen, run or serve"),
     }
 }

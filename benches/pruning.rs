@@ -3,10 +3,13 @@
 //!
 //! ```text
 //! cargo bench --bench pruning [-- --runs 5]
+//! cargo bench --bench pruning -- gen        (only write the data)
+//! cargo bench --bench pruning -- serve      (for benches/side_by_side.py)
 //! ```
 //!
-//! Prints, per query, the files the scan planned (after pruning), the median time, and the
-//! ratio to the full scan; all measured side by side in one run.
+//! The questions are in `benches/pruning/queries.sql`. Prints, per query, the files the scan
+//! planned (after pruning), the median time, and the ratio to the full scan; all measured side
+//! by side in one run.
 
 #[path = "common/mod.rs"]
 mod common;
@@ -25,21 +28,12 @@ use strata::{DatasetSpec, Engine};
 const DAYS: u64 = 1096;
 const ROWS_PER_FILE: usize = 2_000;
 
-const QUERIES: &[(&str, &str)] = &[
-    ("full scan", "SELECT count(*), sum(amount) FROM events"),
-    (
-        "one day",
-        "SELECT count(*), sum(amount) FROM events WHERE day = DATE '2024-07-01'",
-    ),
-    (
-        "one month",
-        "SELECT count(*), sum(amount) FROM events WHERE day >= DATE '2024-12-01'",
-    ),
-    (
-        "non-partition filter",
-        "SELECT count(*), sum(amount) FROM events WHERE user_id = 42",
-    ),
-];
+/// The questions, with their titles.
+fn queries() -> Vec<(String, String)> {
+    common::titled_statements(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/pruning/queries.sql"),
+    )
+}
 
 fn generate(dir: &Path) {
     let stamp = dir.with_extension("generated");
@@ -82,6 +76,10 @@ fn main() {
         .unwrap_or(5);
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("bench-data/pruning-days");
     generate(&dir);
+    if std::env::args().any(|a| a == "gen") {
+        return;
+    }
+    let queries = queries();
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(async {
         let engine = Engine::builder().build().await.expect("engine");
@@ -89,11 +87,19 @@ fn main() {
             .register("events", DatasetSpec::new(format!("{}/", dir.display())))
             .await
             .expect("table");
+        if std::env::args().any(|a| a == "serve") {
+            let sql = |name: &str| {
+                let n = name.parse::<usize>().ok()?;
+                queries.get(n.checked_sub(1)?).map(|(_, sql)| sql.clone())
+            };
+            common::serve(&engine, sql).await;
+            return;
+        }
         // Interleave the queries so machine noise hits them alike.
-        let mut times: Vec<Vec<Duration>> = vec![Vec::new(); QUERIES.len()];
-        let mut files = vec![0; QUERIES.len()];
+        let mut times: Vec<Vec<Duration>> = vec![Vec::new(); queries.len()];
+        let mut files = vec![0; queries.len()];
         for run in 0..=runs {
-            for (i, (_, sql)) in QUERIES.iter().enumerate() {
+            for (i, (_, sql)) in queries.iter().enumerate() {
                 let start = std::time::Instant::now();
                 let mut r = engine.sql(sql).await.expect("query");
                 r.collect().await.expect("rows");
@@ -105,7 +111,7 @@ fn main() {
         }
         let medians: Vec<Duration> = times.into_iter().map(|t| common::median_min(t).0).collect();
         println!("{DAYS} files, {ROWS_PER_FILE} rows each; median of {runs} runs");
-        for (i, (name, _)) in QUERIES.iter().enumerate() {
+        for (i, (name, _)) in queries.iter().enumerate() {
             println!(
                 "{name:>22}: {:>5} files planned, median {:>8.2} ms ({:.3}x the full scan)",
                 files[i],

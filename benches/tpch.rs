@@ -17,7 +17,6 @@ mod common;
 #[path = "tpch/data.rs"]
 mod data;
 
-use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -97,8 +96,8 @@ enum Command {
         #[arg(long)]
         json: Option<PathBuf>,
     },
-    /// Read `QUERY OUTPUT.csv` lines on stdin; run each query once, write its result as CSV
-    /// and print `{"query":..,"seconds":..,"rows":..}` (one engine for the whole session).
+    /// Read `qNN OUTPUT` lines on stdin; run each query once and write its answer (see
+    /// `common::serve`; one engine for the whole session).
     Serve {
         #[command(flatten)]
         data: DataArgs,
@@ -221,23 +220,8 @@ fn main() {
             engine: eargs,
         } => rt.block_on(async {
             let engine = engine(&data, &eargs).await;
-            let stdin = std::io::stdin();
-            let mut stdout = std::io::stdout();
-            for line in stdin.lock().lines() {
-                let line = line.expect("stdin");
-                let Some((name, out)) = line.trim().split_once(' ') else {
-                    continue;
-                };
-                let n: usize = name.trim_start_matches('q').parse().expect("query number");
-                let (elapsed, rows) = common::time_query(&engine, &query(n), Some(Path::new(out))).await;
-                writeln!(
-                    stdout,
-                    "{{\"query\":\"{name}\",\"seconds\":{:.6},\"rows\":{rows}}}",
-                    elapsed.as_secs_f64()
-                )
-                .expect("stdout");
-                stdout.flush().expect("stdout");
-            }
+            let number = |name: &str| name.strip_prefix('q')?.parse::<usize>().ok();
+            common::serve(&engine, |name| number(name).filter(|n| (1..=22).contains(n)).map(query)).await;
         }),
     }
 }

@@ -1,12 +1,16 @@
-//! What the benchmarks share: timing a statement to its last batch, peak memory, statement
-//! files, and a small deterministic random generator for data.
+//! What the benchmarks share: timing a statement to its last batch, answering statements
+//! for the side-by-side scripts (`serve`), peak memory, statement files, and a small
+//! deterministic random generator for data.
 
 #![allow(dead_code)]
 
+use std::io::{BufRead, Write};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use strata::Engine;
+use strata::datafusion::arrow::datatypes::SchemaRef;
+use strata::datafusion::arrow::record_batch::RecordBatch;
 use strata::output::{OutputFormat, WriteOptions, write_batches};
 
 /// The allocator the `strata` binary uses (see src/main.rs), so figures match it.
@@ -30,14 +34,97 @@ pub async fn time_query(engine: &Engine, sql: &str, csv: Option<&Path>) -> (Dura
     }
     let elapsed = start.elapsed();
     if let Some(path) = csv {
-        let mut file = std::fs::File::create(path).expect("output file");
-        let options = WriteOptions {
-            format: OutputFormat::Csv,
-            ..WriteOptions::default()
-        };
-        write_batches(&mut file, &schema, &kept, &options).expect("write");
+        write_answer(path, &schema, &kept).expect("write");
     }
     (elapsed, rows)
+}
+
+/// Write an answer to `path`: an Arrow IPC file when its name ends `.arrow`, CSV otherwise.
+fn write_answer(path: &Path, schema: &SchemaRef, batches: &[RecordBatch]) -> Result<(), String> {
+    let format = if path.extension().is_some_and(|e| e == "arrow") {
+        OutputFormat::Arrow
+    } else {
+        OutputFormat::Csv
+    };
+    let mut file = std::fs::File::create(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let options = WriteOptions {
+        format,
+        ..WriteOptions::default()
+    };
+    write_batches(&mut file, schema, batches, &options).map_err(|e| e.to_string())
+}
+
+/// Run `sql` and keep its whole answer in memory, as the engines it is compared with do; the
+/// time to the last batch, and the answer.
+async fn run_kept(
+    engine: &Engine,
+    sql: &str,
+) -> Result<(Duration, SchemaRef, Vec<RecordBatch>), String> {
+    let start = Instant::now();
+    let mut result = engine.sql(sql).await.map_err(|e| e.to_string())?;
+    let schema = result.schema();
+    let mut kept = Vec::new();
+    while let Some(b) = result.next_batch().await {
+        kept.push(b.map_err(|e| e.to_string())?);
+    }
+    Ok((start.elapsed(), schema, kept))
+}
+
+/// Answer `NAME OUTPUT` lines on stdin, for the side-by-side scripts (`benches/compare.py`,
+/// `benches/side_by_side.py`): run the statement `statement(NAME)` once with its answer kept
+/// in memory, stop the clock, write the answer to OUTPUT (see `write_answer`; `-` writes
+/// nothing), and print
+/// `{"query":NAME,"seconds":..,"rows":..}`, or `{"query":NAME,"error":..}` when it fails.
+pub async fn serve(engine: &Engine, statement: impl Fn(&str) -> Option<String>) {
+    let mut stdout = std::io::stdout();
+    for line in std::io::stdin().lock().lines() {
+        let line = line.expect("stdin");
+        let Some((name, out)) = line.trim().split_once(' ') else {
+            continue;
+        };
+        let answer = match statement(name) {
+            Some(sql) => run_kept(engine, &sql).await,
+            None => Err(format!("no statement named {name}")),
+        };
+        let report = answer.and_then(|(elapsed, schema, batches)| {
+            if out != "-" {
+                write_answer(Path::new(out), &schema, &batches)?;
+            }
+            let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+            Ok(format!(
+                "\"seconds\":{:.6},\"rows\":{rows}",
+                elapsed.as_secs_f64()
+            ))
+        });
+        let body = report.unwrap_or_else(|e| format!("\"error\":{}", serde_json::Value::String(e)));
+        writeln!(stdout, "{{\"query\":\"{name}\",{body}}}").expect("stdout");
+        stdout.flush().expect("stdout");
+    }
+}
+
+/// The statements of a `.sql` file with their titles: the text of the last `--` comment line
+/// before each (or its position, `1`, `2`, ..., where there is none).
+pub fn titled_statements(path: &Path) -> Vec<(String, String)> {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    Engine::split_statements(&text)
+        .expect("statements")
+        .into_iter()
+        .filter_map(|s| {
+            let title = s
+                .lines()
+                .filter_map(|l| l.trim_start().strip_prefix("--"))
+                .next_back()
+                .map(|t| t.trim().to_string());
+            let body: Vec<&str> = s
+                .lines()
+                .filter(|l| !l.trim_start().starts_with("--"))
+                .collect();
+            let body = body.join("\n");
+            (!body.trim().is_empty()).then_some((title, body))
+        })
+        .enumerate()
+        .map(|(i, (title, body))| (title.unwrap_or_else(|| (i + 1).to_string()), body))
+        .collect()
 }
 
 /// Reset the peak resident memory counter (Linux), so the next reading covers what follows.
@@ -56,17 +143,9 @@ pub fn peak_rss() -> Option<u64> {
 
 /// The statements of a `.sql` file, comments dropped.
 pub fn statements(path: &Path) -> Vec<String> {
-    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    Engine::split_statements(&text)
-        .expect("statements")
+    titled_statements(path)
         .into_iter()
-        .map(|s| {
-            s.lines()
-                .filter(|l| !l.trim_start().starts_with("--"))
-                .collect::<Vec<_>>()
-                .join("\n")
-        })
-        .filter(|s| !s.trim().is_empty())
+        .map(|(_, s)| s)
         .collect()
 }
 
