@@ -134,15 +134,21 @@ class Strata:
 
     def run(self, n):
         out = os.path.join(self.tmp, f"q{n:02}.csv")
-        self.proc.stdin.write(f"q{n:02} {out}\n")
-        self.proc.stdin.flush()
-        line = self.proc.stdout.readline()
-        if not line:
-            raise RuntimeError("strata serve ended")
-        report = json.loads(line)
-        if "error" in report:
-            raise RuntimeError(report["error"])
-        return report["seconds"], csv_answer(out)
+        return ask_serve(self.proc, f"q{n:02}", out), csv_answer(out)
+
+
+def ask_serve(proc, name, out):
+    """Ask a bench binary in `serve` mode (benches/common/mod.rs) to run statement `name` and
+    write its answer to `out` (`-`: nowhere); the seconds it took, or the engine's error."""
+    proc.stdin.write(f"{name} {out}\n")
+    proc.stdin.flush()
+    line = proc.stdout.readline()
+    if not line:
+        raise RuntimeError("strata serve ended")
+    report = json.loads(line)
+    if "error" in report:
+        raise RuntimeError(report["error"])
+    return report["seconds"]
 
 
 class Cluster(Strata):

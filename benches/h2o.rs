@@ -277,10 +277,10 @@ async fn run_suite(dir: &Path, suite: &str, args: &Args) {
     let engine = suite_engine(dir, suite, args).await;
     for (i, sql) in questions(suite).iter().enumerate() {
         common::reset_peak();
-        let (first, rows) = common::time_query(&engine, sql, None).await;
+        let (first, rows) = common::time_query(&engine, sql).await;
         let mut times: Vec<Duration> = Vec::new();
         for _ in 0..args.runs {
-            times.push(common::time_query(&engine, sql, None).await.0);
+            times.push(common::time_query(&engine, sql).await.0);
         }
         let (median, min) = common::median_min(if times.is_empty() { vec![first] } else { times });
         let ms = |d: Duration| d.as_secs_f64() * 1e3;
@@ -296,6 +296,18 @@ async fn run_suite(dir: &Path, suite: &str, args: &Args) {
     }
 }
 
+fn check_data(dir: &Path) {
+    assert!(
+        dir.join("GENERATED").exists(),
+        "no data in {}: run `cargo bench --bench h2o -- gen` first",
+        dir.display()
+    );
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Runtime::new().expect("runtime")
+}
+
 fn main() {
     let args = Args::parse_from(std::env::args().filter(|a| a != "--bench"));
     let dir = args.dir.clone().unwrap_or_else(|| {
@@ -305,40 +317,31 @@ fn main() {
     });
     match args.command.as_str() {
         "gen" => generate(&dir, args.rows),
-        "run" | "serve" => {
-            assert!(
-                dir.join("GENERATED").exists(),
-                "no data in {}: run `cargo bench --bench h2o -- gen` first",
-                dir.display()
-            );
-            let rt = tokio::runtime::Runtime::new().expect("runtime");
-            if args.command == "serve" {
-                let suite = args
-                    .only
-                    .as_deref()
-                    .expect("serve needs --only groupby|join");
-                let questions = questions(suite);
-                rt.block_on(async {
-                    let engine = suite_engine(&dir, suite, &args).await;
-                    let sql = |name: &str| {
-                        let n = name.parse::<usize>().ok()?;
-                        questions.get(n.checked_sub(1)?).cloned()
-                    };
-                    common::serve(&engine, sql).await;
-                });
-                return;
-            }
+        "run" => {
+            check_data(&dir);
             println!(
                 "{:>11} {:>10} {:>10} {:>10} {:>10} {:>9}",
                 "question", "first ms", "min ms", "median ms", "rows", "peak MiB"
             );
-            rt.block_on(async {
+            runtime().block_on(async {
                 if args.only.as_deref() != Some("join") {
                     run_suite(&dir, "groupby", &args).await;
                 }
                 if args.only.as_deref() != Some("groupby") {
                     run_suite(&dir, "join", &args).await;
                 }
+            });
+        }
+        "serve" => {
+            check_data(&dir);
+            let suite = args
+                .only
+                .as_deref()
+                .expect("serve needs --only groupby|join");
+            let questions = questions(suite);
+            runtime().block_on(async {
+                let engine = suite_engine(&dir, suite, &args).await;
+                common::serve(&engine, common::by_number(&questions)).await;
             });
         }
         other => panic!("unknown command {other}; use gen, run or serve"),

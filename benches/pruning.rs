@@ -88,11 +88,8 @@ fn main() {
             .await
             .expect("table");
         if std::env::args().any(|a| a == "serve") {
-            let sql = |name: &str| {
-                let n = name.parse::<usize>().ok()?;
-                queries.get(n.checked_sub(1)?).map(|(_, sql)| sql.clone())
-            };
-            common::serve(&engine, sql).await;
+            let sqls: Vec<String> = queries.iter().map(|(_, sql)| sql.clone()).collect();
+            common::serve(&engine, common::by_number(&sqls)).await;
             return;
         }
         // Interleave the queries so machine noise hits them alike.

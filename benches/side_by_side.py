@@ -35,7 +35,7 @@ import time
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benches"))
-from compare import cargo_executable  # noqa: E402
+from compare import ask_serve, cargo_executable  # noqa: E402
 
 # The tables of each suite: name -> (folder under the data folder, hive-partitioned).
 SUITES = {
@@ -97,15 +97,8 @@ class Strata:
         import pyarrow.ipc
 
         out = self.tmp / "answer.arrow"
-        self.proc.stdin.write(f"{number} {out if keep else '-'}\n")
-        self.proc.stdin.flush()
-        line = self.proc.stdout.readline()
-        if not line:
-            raise RuntimeError("strata serve ended")
-        report = json.loads(line)
-        if "error" in report:
-            raise RuntimeError(report["error"])
-        return report["seconds"], lambda: pyarrow.ipc.open_file(out).read_all()
+        seconds = ask_serve(self.proc, number, out if keep else "-")
+        return seconds, lambda: pyarrow.ipc.open_file(out).read_all()
 
     def close(self):
         self.proc.stdin.close()

@@ -179,10 +179,10 @@ fn main() {
             for q in queries {
                 let sql = query(q);
                 common::reset_peak();
-                let (first, rows) = common::time_query(&engine, &sql, None).await;
+                let (first, rows) = common::time_query(&engine, &sql).await;
                 let mut times = Vec::new();
                 for _ in 0..runs {
-                    times.push(common::time_query(&engine, &sql, None).await.0);
+                    times.push(common::time_query(&engine, &sql).await.0);
                 }
                 let peak = common::peak_rss().unwrap_or(0);
                 times.sort();

@@ -17,26 +17,16 @@ use strata::output::{OutputFormat, WriteOptions, write_batches};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// Run `sql` to its last batch, writing the result as CSV to `csv` when given (after the
-/// clock stops); the time and the rows returned.
-pub async fn time_query(engine: &Engine, sql: &str, csv: Option<&Path>) -> (Duration, usize) {
+/// Run `sql` to its last batch, dropping each batch as it comes; the time and the rows
+/// returned.
+pub async fn time_query(engine: &Engine, sql: &str) -> (Duration, usize) {
     let start = Instant::now();
     let mut result = engine.sql(sql).await.expect("query plans");
-    let schema = result.schema();
     let mut rows = 0;
-    let mut kept = Vec::new();
     while let Some(b) = result.next_batch().await {
-        let b = b.expect("query runs");
-        rows += b.num_rows();
-        if csv.is_some() {
-            kept.push(b);
-        }
+        rows += b.expect("query runs").num_rows();
     }
-    let elapsed = start.elapsed();
-    if let Some(path) = csv {
-        write_answer(path, &schema, &kept).expect("write");
-    }
-    (elapsed, rows)
+    (start.elapsed(), rows)
 }
 
 /// Write an answer to `path`: an Arrow IPC file when its name ends `.arrow`, CSV otherwise.
@@ -99,6 +89,14 @@ pub async fn serve(engine: &Engine, statement: impl Fn(&str) -> Option<String>) 
         let body = report.unwrap_or_else(|e| format!("\"error\":{}", serde_json::Value::String(e)));
         writeln!(stdout, "{{\"query\":\"{name}\",{body}}}").expect("stdout");
         stdout.flush().expect("stdout");
+    }
+}
+
+/// For `serve`: statements by their number, from 1.
+pub fn by_number(statements: &[String]) -> impl Fn(&str) -> Option<String> + '_ {
+    |name| {
+        let n = name.parse::<usize>().ok()?;
+        statements.get(n.checked_sub(1)?).cloned()
     }
 }
 
