@@ -250,6 +250,7 @@ STOCK_SETTINGS = [
     "strata.share_subplans=false",
     "strata.join_filters_at_scan=false",
     "strata.decimal_literals_at_scale=false",
+    "strata.decimal_products=false",
     "strata.join_sides_by_rows=false",
     "strata.build_side_join_filters=false",
     "strata.cheap_filters_first=false",

@@ -1,12 +1,14 @@
 //! Arithmetic with PostgreSQL's answers where DataFusion's defaults differ: integer `+`, `-`,
 //! `*` and negation fail on overflow instead of wrapping around (an analyzer rule), and `sum`
-//! of integers is computed exactly in a wider type instead of wrapping (Strata's `sum`).
+//! of integers is computed exactly in a wider type instead of wrapping (Strata's `sum`);
+//! the product of two decimals fails on overflow instead of wrapping, and is computed with
+//! one 64-bit multiplication per row where both operands fit in 64 bits.
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, Decimal128Array};
 use datafusion::arrow::compute::kernels::numeric;
-use datafusion::arrow::datatypes::{DataType, Field, FieldRef};
+use datafusion::arrow::datatypes::{DataType, Decimal128Type, Field, FieldRef};
 use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::{DFSchema, Result, ScalarValue, exec_err, internal_err, plan_err};
 use datafusion::config::ConfigOptions;
@@ -14,6 +16,7 @@ use datafusion::functions_aggregate::sum::Sum;
 use datafusion::logical_expr::expr_rewriter::NamePreserver;
 use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
 use datafusion::logical_expr::interval_arithmetic::Interval;
+use datafusion::logical_expr::type_coercion::binary::BinaryTypeCoercer;
 use datafusion::logical_expr::utils::AggregateOrderSensitivity;
 use datafusion::logical_expr::utils::merge_schema;
 use datafusion::logical_expr::{
@@ -37,16 +40,24 @@ impl AnalyzerRule for PostgresArithmetic {
     }
 
     fn analyze(&self, plan: LogicalPlan, config: &ConfigOptions) -> Result<LogicalPlan> {
-        let at_scale = config
-            .extensions
-            .get::<crate::optimizer::StrataOptions>()
-            .is_none_or(|o| o.decimal_literals_at_scale);
-        plan.transform_up_with_subqueries(|p| rewrite_node(p, at_scale))
+        let options = config.extensions.get::<crate::optimizer::StrataOptions>();
+        let rewrites = Rewrites {
+            literals_at_scale: options.is_none_or(|o| o.decimal_literals_at_scale),
+            decimal_products: options.is_none_or(|o| o.decimal_products),
+        };
+        plan.transform_up_with_subqueries(|p| rewrite_node(p, rewrites))
             .map(|t| t.data)
     }
 }
 
-fn rewrite_node(plan: LogicalPlan, at_scale: bool) -> Result<Transformed<LogicalPlan>> {
+/// The rewrites that settings can turn off.
+#[derive(Debug, Clone, Copy)]
+struct Rewrites {
+    literals_at_scale: bool,
+    decimal_products: bool,
+}
+
+fn rewrite_node(plan: LogicalPlan, rewrites: Rewrites) -> Result<Transformed<LogicalPlan>> {
     if matches!(plan, LogicalPlan::TableScan(_)) {
         return Ok(Transformed::no(plan));
     }
@@ -54,7 +65,7 @@ fn rewrite_node(plan: LogicalPlan, at_scale: bool) -> Result<Transformed<Logical
     let names = NamePreserver::new(&plan);
     let rewritten = plan.map_expressions(|expr| {
         let name = names.save(&expr);
-        expr.transform_up(|e| rewrite_expr(e, &schema, at_scale))
+        expr.transform_up(|e| rewrite_expr(e, &schema, rewrites))
             .map(|t| t.update_data(|e| name.restore(e)))
     })?;
     if rewritten.transformed {
@@ -64,12 +75,25 @@ fn rewrite_node(plan: LogicalPlan, at_scale: bool) -> Result<Transformed<Logical
     }
 }
 
-fn rewrite_expr(expr: Expr, schema: &DFSchema, at_scale: bool) -> Result<Transformed<Expr>> {
+fn rewrite_expr(expr: Expr, schema: &DFSchema, rewrites: Rewrites) -> Result<Transformed<Expr>> {
     let type_of = |e: &Expr| type_of(e, schema);
-    if at_scale && let Some(rewritten) = literal_at_scale(&expr, schema) {
+    if rewrites.literals_at_scale
+        && let Some(rewritten) = literal_at_scale(&expr, schema)
+    {
         return Ok(Transformed::yes(rewritten));
     }
     match expr {
+        Expr::BinaryExpr(BinaryExpr {
+            left,
+            op: Operator::Multiply,
+            right,
+        }) if rewrites.decimal_products
+            && product_type(type_of(&left).as_ref(), type_of(&right).as_ref()).is_some() =>
+        {
+            Ok(Transformed::yes(
+                decimal_product().call(vec![*left, *right]),
+            ))
+        }
         Expr::BinaryExpr(BinaryExpr { left, op, right })
             if matches!(op, Operator::Plus | Operator::Minus | Operator::Multiply)
                 && type_of(&left).is_some_and(|t| t.is_integer())
@@ -301,6 +325,7 @@ pub fn functions() -> Vec<Arc<ScalarUDF>> {
     ]
     .into_iter()
     .map(checked)
+    .chain([decimal_product()])
     .collect()
 }
 
@@ -419,6 +444,157 @@ impl ScalarUDFImpl for CheckedArithmetic {
         } else {
             Ok(ColumnarValue::Array(array))
         }
+    }
+}
+
+/// The type of `a * b` for decimals `a` and `b` as DataFusion types it, where that is the
+/// exact product (its scale is the sum of theirs); `None` for other operands.
+fn product_type(left: Option<&DataType>, right: Option<&DataType>) -> Option<DataType> {
+    let (Some(l @ DataType::Decimal128(_, ls)), Some(r @ DataType::Decimal128(_, rs))) =
+        (left, right)
+    else {
+        return None;
+    };
+    match BinaryTypeCoercer::new(l, &Operator::Multiply, r).get_result_type() {
+        Ok(t @ DataType::Decimal128(_, s)) if i16::from(s) == i16::from(*ls) + i16::from(*rs) => {
+            Some(t)
+        }
+        _ => None,
+    }
+}
+
+/// The function `a * b` of two decimals becomes: see [`DecimalProduct`].
+pub fn decimal_product() -> Arc<ScalarUDF> {
+    Arc::new(ScalarUDF::new_from_impl(DecimalProduct::default()))
+}
+
+/// The product of two `DECIMAL`s, of the type DataFusion gives `a * b`. Where every operand
+/// fits in 64 bits (`DECIMAL(15,2)` prices and discounts do), each row takes one 64-bit
+/// multiplication into a 128-bit result, which cannot overflow; otherwise arrow's checked
+/// 128-bit product. Either way an overflow is an error (DataFusion's `*` wrapped around into
+/// a wrong number), as is a product with more digits than its type's precision.
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct DecimalProduct {
+    signature: Signature,
+}
+
+impl Default for DecimalProduct {
+    fn default() -> Self {
+        DecimalProduct {
+            signature: Signature::any(2, Volatility::Immutable),
+        }
+    }
+}
+
+impl ScalarUDFImpl for DecimalProduct {
+    fn name(&self) -> &str {
+        "decimal_multiply"
+    }
+
+    fn schema_name(&self, args: &[Expr]) -> Result<String> {
+        match args {
+            [l, r] => Ok(format!("{} * {}", l.schema_name(), r.schema_name())),
+            _ => internal_err!("decimal_multiply takes 2 arguments"),
+        }
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, arg_types: &[DataType]) -> Result<DataType> {
+        match arg_types {
+            [l, r] => match product_type(Some(l), Some(r)) {
+                Some(t) => Ok(t),
+                None => plan_err!("decimal_multiply takes two decimals, not {l} and {r}"),
+            },
+            _ => internal_err!("decimal_multiply takes 2 arguments"),
+        }
+    }
+
+    fn evaluate_bounds(&self, input: &[&Interval]) -> Result<Interval> {
+        let types: Vec<DataType> = input.iter().map(|i| i.data_type()).collect();
+        Interval::make_unbounded(&self.return_type(&types)?)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let DataType::Decimal128(precision, scale) = *args.return_field.data_type() else {
+            return internal_err!("decimal_multiply returns a decimal");
+        };
+        let [l, r] = args.args.as_slice() else {
+            return internal_err!("decimal_multiply takes 2 arguments");
+        };
+        let as_decimals = |v: &ColumnarValue| -> Result<Decimal128Array> {
+            let array = v.to_array(if matches!(v, ColumnarValue::Scalar(_)) {
+                1
+            } else {
+                args.number_rows
+            })?;
+            Ok(array.as_primitive::<Decimal128Type>().clone())
+        };
+        let (la, ra) = (as_decimals(l)?, as_decimals(r)?);
+        let product = match (l, r) {
+            (ColumnarValue::Scalar(_), ColumnarValue::Scalar(_)) => {
+                let p = multiply_decimals(&la, &ra)?.with_precision_and_scale(precision, scale)?;
+                return Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(&p, 0)?));
+            }
+            (ColumnarValue::Scalar(_), _) => multiply_by_scalar(&ra, &la)?,
+            (_, ColumnarValue::Scalar(_)) => multiply_by_scalar(&la, &ra)?,
+            _ => multiply_decimals(&la, &ra)?,
+        };
+        let product = product.with_precision_and_scale(precision, scale)?;
+        if precision >= 38 && !(all_fit_in_64_bits(&la) && all_fit_in_64_bits(&ra)) {
+            // Two 64-bit operands give at most 38 digits; others may give more.
+            product.validate_decimal_precision(precision).or_else(|_| {
+                exec_err!("DECIMAL out of range: a product has more than {precision} digits")
+            })?;
+        }
+        Ok(ColumnarValue::Array(Arc::new(product)))
+    }
+}
+
+/// Whether every value (NULL slots included) fits in an `i64`; no branch per value.
+fn all_fit_in_64_bits(a: &Decimal128Array) -> bool {
+    a.values()
+        .iter()
+        .fold(true, |fits, &v| fits & (i128::from(v as i64) == v))
+}
+
+fn decimal_overflow<T>(e: datafusion::arrow::error::ArrowError) -> Result<T> {
+    exec_err!(
+        "DECIMAL out of range: {}",
+        e.to_string().trim_start_matches("Arithmetic overflow: ")
+    )
+}
+
+/// `a * b` row by row, arrays of equal length.
+fn multiply_decimals(a: &Decimal128Array, b: &Decimal128Array) -> Result<Decimal128Array> {
+    use datafusion::arrow::compute::binary;
+    if all_fit_in_64_bits(a) && all_fit_in_64_bits(b) {
+        Ok(binary(a, b, |x, y| {
+            i128::from(x as i64) * i128::from(y as i64)
+        })?)
+    } else {
+        let product = numeric::mul(a, b).or_else(decimal_overflow)?;
+        Ok(product.as_primitive::<Decimal128Type>().clone())
+    }
+}
+
+/// `a * k` for a one-value array `k`.
+fn multiply_by_scalar(a: &Decimal128Array, k: &Decimal128Array) -> Result<Decimal128Array> {
+    use datafusion::arrow::array::new_null_array;
+    if k.is_null(0) {
+        let nulls = new_null_array(a.data_type(), a.len());
+        return Ok(nulls.as_primitive::<Decimal128Type>().clone());
+    }
+    let factor = k.value(0);
+    if i128::from(factor as i64) == factor && all_fit_in_64_bits(a) {
+        let factor = i128::from(factor as i64);
+        Ok(a.unary(|x| i128::from(x as i64) * factor))
+    } else {
+        let k = datafusion::arrow::array::Scalar::new(k.clone());
+        let product = numeric::mul(a, &k).or_else(decimal_overflow)?;
+        Ok(product.as_primitive::<Decimal128Type>().clone())
     }
 }
 

@@ -81,6 +81,10 @@ extensions_options! {
         /// decimal's scale (`1 - d` as `1.00 - d`), so that arrow need not rescale it on
         /// every row.
         pub decimal_literals_at_scale: bool, default = true
+        /// Multiply two decimals with one 64-bit multiplication per row where both fit in
+        /// 64 bits, failing on overflow either way (off: DataFusion's 128-bit product, which
+        /// wraps around on overflow).
+        pub decimal_products: bool, default = true
         /// After DataFusion picks each hash join's build side, swap the join where that
         /// side's estimated rows, times a row width read off its schema, are more than four
         /// times the other side's.
