@@ -533,18 +533,20 @@ impl ScalarUDFImpl for DecimalProduct {
             Ok(array.as_primitive::<Decimal128Type>().clone())
         };
         let (la, ra) = (as_decimals(l)?, as_decimals(r)?);
+        // Two 64-bit operands make a product of at most 38 digits that cannot overflow.
+        let fits = all_fit_in_64_bits(&la) && all_fit_in_64_bits(&ra);
         let product = match (l, r) {
             (ColumnarValue::Scalar(_), ColumnarValue::Scalar(_)) => {
-                let p = multiply_decimals(&la, &ra)?.with_precision_and_scale(precision, scale)?;
+                let p = multiply_decimals(&la, &ra, fits)?
+                    .with_precision_and_scale(precision, scale)?;
                 return Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(&p, 0)?));
             }
-            (ColumnarValue::Scalar(_), _) => multiply_by_scalar(&ra, &la)?,
-            (_, ColumnarValue::Scalar(_)) => multiply_by_scalar(&la, &ra)?,
-            _ => multiply_decimals(&la, &ra)?,
+            (ColumnarValue::Scalar(_), _) => multiply_by_scalar(&ra, &la, fits)?,
+            (_, ColumnarValue::Scalar(_)) => multiply_by_scalar(&la, &ra, fits)?,
+            _ => multiply_decimals(&la, &ra, fits)?,
         };
         let product = product.with_precision_and_scale(precision, scale)?;
-        if precision >= 38 && !(all_fit_in_64_bits(&la) && all_fit_in_64_bits(&ra)) {
-            // Two 64-bit operands give at most 38 digits; others may give more.
+        if precision >= 38 && !fits {
             product.validate_decimal_precision(precision).or_else(|_| {
                 exec_err!("DECIMAL out of range: a product has more than {precision} digits")
             })?;
@@ -567,10 +569,14 @@ fn decimal_overflow<T>(e: datafusion::arrow::error::ArrowError) -> Result<T> {
     )
 }
 
-/// `a * b` row by row, arrays of equal length.
-fn multiply_decimals(a: &Decimal128Array, b: &Decimal128Array) -> Result<Decimal128Array> {
+/// `a * b` row by row, arrays of equal length; `fits`: every value of both fits in 64 bits.
+fn multiply_decimals(
+    a: &Decimal128Array,
+    b: &Decimal128Array,
+    fits: bool,
+) -> Result<Decimal128Array> {
     use datafusion::arrow::compute::binary;
-    if all_fit_in_64_bits(a) && all_fit_in_64_bits(b) {
+    if fits {
         Ok(binary(a, b, |x, y| {
             i128::from(x as i64) * i128::from(y as i64)
         })?)
@@ -580,16 +586,19 @@ fn multiply_decimals(a: &Decimal128Array, b: &Decimal128Array) -> Result<Decimal
     }
 }
 
-/// `a * k` for a one-value array `k`.
-fn multiply_by_scalar(a: &Decimal128Array, k: &Decimal128Array) -> Result<Decimal128Array> {
+/// `a * k` for a one-value array `k`; `fits`: every value of both fits in 64 bits.
+fn multiply_by_scalar(
+    a: &Decimal128Array,
+    k: &Decimal128Array,
+    fits: bool,
+) -> Result<Decimal128Array> {
     use datafusion::arrow::array::new_null_array;
     if k.is_null(0) {
         let nulls = new_null_array(a.data_type(), a.len());
         return Ok(nulls.as_primitive::<Decimal128Type>().clone());
     }
-    let factor = k.value(0);
-    if i128::from(factor as i64) == factor && all_fit_in_64_bits(a) {
-        let factor = i128::from(factor as i64);
+    if fits {
+        let factor = i128::from(k.value(0) as i64);
         Ok(a.unary(|x| i128::from(x as i64) * factor))
     } else {
         let k = datafusion::arrow::array::Scalar::new(k.clone());
