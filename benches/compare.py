@@ -32,6 +32,7 @@ geometric mean of the ratios per peer (below 1 means Strata is faster).
 import argparse
 import atexit
 import csv
+import functools
 import json
 import math
 import os
@@ -106,11 +107,11 @@ class Polars:
 
         self.version = pl.__version__
         # Dates in CSV are parsed as dates, as the other engines' CSV readers do.
-        if fmt == "csv":
-            def scan(path):
-                return pl.scan_csv(path, try_parse_dates=True)
-        else:
-            scan = pl.scan_parquet
+        scan = (
+            functools.partial(pl.scan_csv, try_parse_dates=True)
+            if fmt == "csv"
+            else pl.scan_parquet
+        )
         self.ctx = pl.SQLContext({t: scan(f"{data}/{fmt}/{t}/*.{fmt}") for t in TABLES})
 
     def run(self, n):

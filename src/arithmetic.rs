@@ -524,26 +524,36 @@ impl ScalarUDFImpl for DecimalProduct {
         let [l, r] = args.args.as_slice() else {
             return internal_err!("decimal_multiply takes 2 arguments");
         };
+        let null_factor = |v: &ColumnarValue| matches!(v, ColumnarValue::Scalar(s) if s.is_null());
+        if null_factor(l) || null_factor(r) {
+            let null = ScalarValue::Decimal128(None, precision, scale);
+            return Ok(ColumnarValue::Scalar(null));
+        }
+        // A scalar as a one-value array.
         let as_decimals = |v: &ColumnarValue| -> Result<Decimal128Array> {
-            let array = v.to_array(if matches!(v, ColumnarValue::Scalar(_)) {
-                1
-            } else {
-                args.number_rows
-            })?;
-            Ok(array.as_primitive::<Decimal128Type>().clone())
+            Ok(v.to_array(1)?.as_primitive::<Decimal128Type>().clone())
         };
         let (la, ra) = (as_decimals(l)?, as_decimals(r)?);
         // Two 64-bit operands make a product of at most 38 digits that cannot overflow.
         let fits = all_fit_in_64_bits(&la) && all_fit_in_64_bits(&ra);
-        let product = match (l, r) {
-            (ColumnarValue::Scalar(_), ColumnarValue::Scalar(_)) => {
-                let p = multiply_decimals(&la, &ra, fits)?
-                    .with_precision_and_scale(precision, scale)?;
-                return Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(&p, 0)?));
+        let product = if fits {
+            let wide = |x: i128| i128::from(x as i64);
+            match (l, r) {
+                (ColumnarValue::Scalar(_), ColumnarValue::Array(_)) => {
+                    let k = wide(la.value(0));
+                    ra.unary(|x| wide(x) * k)
+                }
+                (ColumnarValue::Array(_), ColumnarValue::Scalar(_)) => {
+                    let k = wide(ra.value(0));
+                    la.unary(|x| wide(x) * k)
+                }
+                _ => datafusion::arrow::compute::binary(&la, &ra, |x, y| wide(x) * wide(y))?,
             }
-            (ColumnarValue::Scalar(_), _) => multiply_by_scalar(&ra, &la, fits)?,
-            (_, ColumnarValue::Scalar(_)) => multiply_by_scalar(&la, &ra, fits)?,
-            _ => multiply_decimals(&la, &ra, fits)?,
+        } else {
+            match numeric::mul(datum(l)?.as_ref(), datum(r)?.as_ref()) {
+                Ok(p) => p.as_primitive::<Decimal128Type>().clone(),
+                Err(e) => return out_of_range(&args.return_field, &e.to_string()),
+            }
         };
         let product = product.with_precision_and_scale(precision, scale)?;
         if precision >= 38 && !fits {
@@ -551,7 +561,13 @@ impl ScalarUDFImpl for DecimalProduct {
                 exec_err!("DECIMAL out of range: a product has more than {precision} digits")
             })?;
         }
-        Ok(ColumnarValue::Array(Arc::new(product)))
+        if matches!((l, r), (ColumnarValue::Scalar(_), ColumnarValue::Scalar(_))) {
+            Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(
+                &product, 0,
+            )?))
+        } else {
+            Ok(ColumnarValue::Array(Arc::new(product)))
+        }
     }
 }
 
@@ -560,51 +576,6 @@ fn all_fit_in_64_bits(a: &Decimal128Array) -> bool {
     a.values()
         .iter()
         .fold(true, |fits, &v| fits & (i128::from(v as i64) == v))
-}
-
-fn decimal_overflow<T>(e: datafusion::arrow::error::ArrowError) -> Result<T> {
-    exec_err!(
-        "DECIMAL out of range: {}",
-        e.to_string().trim_start_matches("Arithmetic overflow: ")
-    )
-}
-
-/// `a * b` row by row, arrays of equal length; `fits`: every value of both fits in 64 bits.
-fn multiply_decimals(
-    a: &Decimal128Array,
-    b: &Decimal128Array,
-    fits: bool,
-) -> Result<Decimal128Array> {
-    use datafusion::arrow::compute::binary;
-    if fits {
-        Ok(binary(a, b, |x, y| {
-            i128::from(x as i64) * i128::from(y as i64)
-        })?)
-    } else {
-        let product = numeric::mul(a, b).or_else(decimal_overflow)?;
-        Ok(product.as_primitive::<Decimal128Type>().clone())
-    }
-}
-
-/// `a * k` for a one-value array `k`; `fits`: every value of both fits in 64 bits.
-fn multiply_by_scalar(
-    a: &Decimal128Array,
-    k: &Decimal128Array,
-    fits: bool,
-) -> Result<Decimal128Array> {
-    use datafusion::arrow::array::new_null_array;
-    if k.is_null(0) {
-        let nulls = new_null_array(a.data_type(), a.len());
-        return Ok(nulls.as_primitive::<Decimal128Type>().clone());
-    }
-    if fits {
-        let factor = i128::from(k.value(0) as i64);
-        Ok(a.unary(|x| i128::from(x as i64) * factor))
-    } else {
-        let k = datafusion::arrow::array::Scalar::new(k.clone());
-        let product = numeric::mul(a, &k).or_else(decimal_overflow)?;
-        Ok(product.as_primitive::<Decimal128Type>().clone())
-    }
 }
 
 /// Whether a float divisor holds a zero (NULLs aside).
@@ -641,6 +612,7 @@ fn out_of_range(field: &Field, arrow_message: &str) -> Result<ColumnarValue> {
         DataType::UInt8 => "TINYINT UNSIGNED",
         DataType::UInt16 => "SMALLINT UNSIGNED",
         DataType::UInt32 => "INTEGER UNSIGNED",
+        DataType::Decimal128(..) => "DECIMAL",
         _ => "BIGINT UNSIGNED",
     };
     exec_err!("{type_name} out of range: {detail}")
