@@ -7,7 +7,7 @@ noise hits them alike. Every engine's answer is checked against DuckDB's before 
     pip install duckdb==2.0.1 datafusion==55.0.0 polars==2.1.0
     cargo bench --bench tpch -- gen --scale 1 --parts 4
     python3 benches/compare.py --scale 1 [--runs 3] [--queries 1,6] [--engines strata,duckdb]
-        [--strata-set key=value ...] [--json out.json]
+        [--strata-set key=value ...] [--cluster-set key=value ...] [--json out.json]
 
 `--engines` may also name `strata-stock`: Strata with DataFusion's defaults in place of the
 ones Strata sets for speed (see STOCK_SETTINGS), as a before/after in the same run; and
@@ -293,6 +293,9 @@ def main():
     p.add_argument("--queries", default="")
     p.add_argument("--engines", default="strata,duckdb,datafusion,polars")
     p.add_argument("--strata-set", action="append", default=[])
+    p.add_argument(
+        "--cluster-set", action="append", default=[], help="for the cluster engine alone"
+    )
     p.add_argument("--json")
     p.add_argument("--cargo-profile", default="bench", help="dev for a quick check")
     a = p.parse_args()
@@ -314,7 +317,9 @@ def main():
             data, f, a.scale, STOCK_SETTINGS + a.strata_set, a.cargo_profile, "strata-stock"
         ),
         "strata-cli": lambda: StrataCli(data, f, a.strata_set, a.cargo_profile),
-        "cluster": lambda: Cluster(data, f, a.scale, a.strata_set, a.cargo_profile),
+        "cluster": lambda: Cluster(
+            data, f, a.scale, a.strata_set + a.cluster_set, a.cargo_profile
+        ),
         "duckdb": lambda: DuckDB(data, f),
         "datafusion": lambda: DataFusion(data, f),
         "polars": lambda: Polars(data, f),

@@ -390,6 +390,51 @@ fn a_cluster_joins_by_hash_as_local_mode_does_and_takes_the_settings_of_the_sess
 }
 
 #[test]
+fn a_join_ballista_broadcasts_reads_its_probe_side_where_it_lies() {
+    // DataFusion's thresholds at zero plan the join partitioned; its small side is under
+    // Ballista's broadcast threshold, so the scheduler broadcasts it.
+    let join = "SET datafusion.optimizer.hash_join_single_partition_threshold = 0; \
+                SET datafusion.optimizer.hash_join_single_partition_threshold_rows = 0; \
+                EXPLAIN SELECT count(*) FROM violations a \
+                JOIN (SELECT * FROM violations_csv LIMIT 10) b \
+                ON a.summons_number = b.summons_number";
+    let plan = stages(join);
+    assert!(plan.contains("broadcast=true"), "{plan}");
+    assert!(plan.contains("mode=CollectLeft"), "{plan}");
+    // Neither side is shuffled by the join key: the probe side is read by the join's own
+    // stage, the build side written once for the broadcast.
+    assert!(!plan.contains("Hash([summons_number"), "{plan}");
+    // Left to Ballista, the probe side was shuffled by the key first, for nothing.
+    let plan = stages(&join.replace("EXPLAIN", "SET strata.broadcast_joins = false; EXPLAIN"));
+    assert!(plan.contains("broadcast=true"), "{plan}");
+    assert!(plan.contains("Hash([summons_number"), "{plan}");
+}
+
+#[test]
+fn string_views_are_compacted_where_a_stage_writes_them_unless_turned_off() {
+    let query = "SELECT arrow_cast(registration_state, 'Utf8View') AS s, count(*) \
+                 FROM violations GROUP BY 1";
+    let plan = stages(&format!("EXPLAIN {query}"));
+    assert!(plan.contains("CompactViewsExec"), "{plan}");
+    let plan = stages(&format!(
+        "SET strata.compact_views = false; EXPLAIN {query}"
+    ));
+    assert!(!plan.contains("CompactViewsExec"), "{plan}");
+    // Compacted or not, the answer is local mode's.
+    let sorted = format!("{query} ORDER BY 1");
+    let out = processes::strata(&[
+        "--cluster",
+        "local:2",
+        "-q",
+        "--format",
+        "csv",
+        "-c",
+        &sorted,
+    ]);
+    assert_answered(&out, &local_answer(&sorted));
+}
+
+#[test]
 fn strata_settings_reach_the_scheduler_by_their_full_names() {
     // With the TopK threshold at one byte, the scheduler plans the sort and the limit apart.
     let topk = "EXPLAIN SELECT * FROM violations ORDER BY summons_number LIMIT 10";

@@ -23,6 +23,7 @@ use datafusion_proto::logical_plan::LogicalExtensionCodec;
 use datafusion_proto::physical_plan::{PhysicalExtensionCodec, PhysicalProtoConverterExtension};
 
 use super::compressed::{self, CompressedScanExec};
+use super::views::CompactViewsExec;
 use crate::optimizer::NullableSideExec;
 
 use crate::dataset::DatasetTable;
@@ -155,6 +156,7 @@ impl LogicalExtensionCodec for StrataLogicalCodec {
 /// starts with the byte 0xFF).
 const COMPRESSED_SCAN: &[u8] = b"\xFFstrata-compressed-scan:";
 const NULLABLE_SIDE: &[u8] = b"\xFFstrata-nullable-side";
+const COMPACT_VIEWS: &[u8] = b"\xFFstrata-compact-views";
 
 /// The physical codec of Strata's schedulers and executors.
 #[derive(Debug, Default)]
@@ -176,6 +178,12 @@ impl PhysicalExtensionCodec for StrataPhysicalCodec {
                 .ok_or_else(|| internal("nullable side", "without its input"))?;
             return Ok(Arc::new(NullableSideExec::new(Arc::clone(input))));
         }
+        if buf == COMPACT_VIEWS {
+            let input = inputs
+                .first()
+                .ok_or_else(|| internal("view compaction", "without its input"))?;
+            return Ok(Arc::new(CompactViewsExec::new(Arc::clone(input))));
+        }
         match buf.strip_prefix(COMPRESSED_SCAN) {
             Some(rest) => {
                 let compression = std::str::from_utf8(rest).map_err(|e| internal("scan", e))?;
@@ -196,6 +204,10 @@ impl PhysicalExtensionCodec for StrataPhysicalCodec {
     ) -> Result<()> {
         if node.downcast_ref::<NullableSideExec>().is_some() {
             buf.extend(NULLABLE_SIDE);
+            return Ok(());
+        }
+        if node.downcast_ref::<CompactViewsExec>().is_some() {
+            buf.extend(COMPACT_VIEWS);
             return Ok(());
         }
         if let Some(scan) = node.downcast_ref::<CompressedScanExec>() {

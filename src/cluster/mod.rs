@@ -10,6 +10,7 @@ mod restarts;
 mod server;
 mod slots;
 mod stop;
+mod views;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -42,10 +42,10 @@ fn cluster_error(what: &str) -> impl Fn(ballista_core::error::BallistaError) -> 
 
 /// The session a scheduler plans a job in: the job's settings, Strata's stores, outer joins'
 /// padded sides without their constants, build sides by estimated rows, joins that emit
-/// their build side's unmatched rows partitioned, the rule that keeps compressed scans
+/// their build side's unmatched rows partitioned, joins Ballista broadcasts planned as such, the rule that keeps compressed scans
 /// compressed on executors, large TopKs as sorts that spill, filters' conditions ordered,
-/// joins that yield (so executors can stop a cancelled job's tasks), and window sorts that
-/// hold in every stage.
+/// joins that yield (so executors can stop a cancelled job's tasks), window sorts that
+/// hold in every stage, and string views compacted where a stage writes its output.
 fn session_builder(stores: Arc<dyn ObjectStoreRegistry>) -> SessionBuilder {
     Arc::new(move |config: SessionConfig| {
         let runtime = RuntimeEnvBuilder::new()
@@ -58,6 +58,7 @@ fn session_builder(stores: Arc<dyn ObjectStoreRegistry>) -> SessionBuilder {
             .map_or(0, |i| i + 1);
         // Build sides are corrected before joins that emit their build side's unmatched
         // rows are made partitioned, so that a swapped join is partitioned too.
+        rules.insert(at, Arc::new(super::joins::BroadcastJoins));
         rules.insert(at, Arc::new(super::joins::PartitionedOuterBuilds));
         rules.insert(at, Arc::new(crate::optimizer::JoinSidesByRows));
         rules.insert(0, Arc::new(crate::optimizer::FilteredOuterJoinsByHash));
@@ -67,6 +68,7 @@ fn session_builder(stores: Arc<dyn ObjectStoreRegistry>) -> SessionBuilder {
         rules.push(Arc::new(crate::optimizer::CheapFiltersFirst));
         rules.push(Arc::new(crate::optimizer::CooperativeJoins));
         rules.push(Arc::new(crate::optimizer::ExplicitWindowSorts));
+        rules.push(Arc::new(super::views::CompactViewsAtStages));
         Ok(SessionStateBuilder::new()
             .with_default_features()
             .with_config(config)

@@ -99,6 +99,13 @@ extensions_options! {
         /// drops rows soonest for the least work (a date range before a string comparison),
         /// instead of the query's order.
         pub cheap_filters_first: bool, default = true
+        /// On a cluster, plan as broadcast joins from the start the joins Ballista's planner
+        /// would broadcast (`ballista.optimizer.broadcast_join_threshold_bytes`), so that
+        /// their probe side is not shuffled for nothing.
+        pub broadcast_joins: bool, default = true
+        /// On a cluster, copy the strings a batch of string or binary views still uses into
+        /// compact buffers before a stage writes it, where it holds more than twice as much.
+        pub compact_views: bool, default = true
     }
 }
 
