@@ -172,17 +172,17 @@ impl PhysicalExtensionCodec for StrataPhysicalCodec {
         ctx: &TaskContext,
         proto_converter: &dyn PhysicalProtoConverterExtension,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        if buf == NULLABLE_SIDE {
-            let input = inputs
+        let input = |what: &str| {
+            inputs
                 .first()
-                .ok_or_else(|| internal("nullable side", "without its input"))?;
-            return Ok(Arc::new(NullableSideExec::new(Arc::clone(input))));
+                .map(Arc::clone)
+                .ok_or_else(|| internal(what, "without its input"))
+        };
+        if buf == NULLABLE_SIDE {
+            return Ok(Arc::new(NullableSideExec::new(input("nullable side")?)));
         }
         if buf == COMPACT_VIEWS {
-            let input = inputs
-                .first()
-                .ok_or_else(|| internal("view compaction", "without its input"))?;
-            return Ok(Arc::new(CompactViewsExec::new(Arc::clone(input))));
+            return Ok(Arc::new(CompactViewsExec::new(input("view compaction")?)));
         }
         match buf.strip_prefix(COMPRESSED_SCAN) {
             Some(rest) => {

@@ -12,8 +12,8 @@
 use std::fmt;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray};
-use datafusion::arrow::datatypes::{DataType, Schema};
+use datafusion::arrow::array::{ArrayRef, AsArray, GenericByteViewArray};
+use datafusion::arrow::datatypes::{ByteViewType, DataType, Schema};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::Statistics;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
@@ -128,17 +128,9 @@ fn compact(batch: RecordBatch) -> datafusion::arrow::error::Result<RecordBatch> 
     let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
     let mut changed = false;
     for column in &mut columns {
-        let compacted: Option<ArrayRef> = match column.data_type() {
-            DataType::Utf8View => {
-                let a = column.as_string_view();
-                wasteful(a.total_buffer_bytes_used(), a.data_buffers())
-                    .then(|| Arc::new(a.gc()) as ArrayRef)
-            }
-            DataType::BinaryView => {
-                let a = column.as_binary_view();
-                wasteful(a.total_buffer_bytes_used(), a.data_buffers())
-                    .then(|| Arc::new(a.gc()) as ArrayRef)
-            }
+        let compacted = match column.data_type() {
+            DataType::Utf8View => compacted(column.as_string_view()),
+            DataType::BinaryView => compacted(column.as_binary_view()),
             _ => None,
         };
         if let Some(c) = compacted {
@@ -152,11 +144,12 @@ fn compact(batch: RecordBatch) -> datafusion::arrow::error::Result<RecordBatch> 
     RecordBatch::try_new(batch.schema(), columns)
 }
 
-/// Whether buffers of `held` bytes are more than twice the `used` ones, and by more than
-/// [`SLACK_BYTES`].
-fn wasteful(used: usize, held: &[datafusion::arrow::buffer::Buffer]) -> bool {
-    let held: usize = held.iter().map(|b| b.len()).sum();
-    held > 2 * used + SLACK_BYTES
+/// `views` copied into compact buffers when its buffers hold more than twice the bytes its
+/// strings use, and by more than [`SLACK_BYTES`].
+fn compacted<T: ByteViewType + ?Sized>(views: &GenericByteViewArray<T>) -> Option<ArrayRef> {
+    let held: usize = views.data_buffers().iter().map(|b| b.len()).sum();
+    (held > 2 * views.total_buffer_bytes_used() + SLACK_BYTES)
+        .then(|| Arc::new(views.gc()) as ArrayRef)
 }
 
 fn has_views(schema: &Schema) -> bool {
@@ -201,11 +194,11 @@ impl PhysicalOptimizerRule for CompactViewsAtStages {
                 } else {
                     return Ok(Transformed::no(node));
                 };
-                let children: Vec<Arc<dyn ExecutionPlan>> =
-                    node.children().into_iter().cloned().collect();
                 let mut changed = false;
-                let children = children
+                let children = node
+                    .children()
                     .into_iter()
+                    .cloned()
                     .zip(ends_stage)
                     .map(|(child, ends)| {
                         if ends && needs_compacting(&child) {
