@@ -100,6 +100,8 @@ pub struct ServerSettings {
     pub flight: Option<String>,
     /// Address of the PostgreSQL listener.
     pub postgres: Option<String>,
+    /// Address of the dashboard.
+    pub dashboard: Option<String>,
     /// Users file.
     pub users: Option<PathBuf>,
     /// Certificate chain (PEM).

@@ -20,7 +20,6 @@ use datafusion::datasource::source::DataSourceExec;
 use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::execution::context::SessionContext;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
-use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::{CreateExternalTable, LogicalPlan};
@@ -33,10 +32,12 @@ use futures::{FutureExt, Stream, StreamExt};
 use crate::catalog::Catalog;
 use crate::cluster::{ClusterJob, ClusterRunner, JobStats};
 use crate::confine::Confinement;
-use crate::dataset::{Dataset, DatasetError, DatasetOptions, DatasetSpec, Format};
+use crate::dataset::{Dataset, DatasetError, DatasetOptions, DatasetSpec, DatasetTable, Format};
 use crate::error::{Error, Result};
 use crate::functions::{PreparedFunction, PreparedTables, resolve_call};
+use crate::monitor::{Monitor, PlanNode, QueryState, Tracker};
 use crate::optimizer::StrataOptions;
+use crate::query_memory::QueryPool;
 use crate::runner::{Execution, LocalRunner, Runner};
 use crate::schema::{LazySchema, PendingTable};
 use crate::sql;
@@ -276,7 +277,7 @@ impl EngineBuilder {
             registry = registry.confined(c.clone());
         }
         let registry = Arc::new(registry);
-        let mut runtime = RuntimeEnvBuilder::new().with_object_store_registry(registry);
+        let mut runtime = crate::store::runtime_builder(registry);
         if let Some(limit) = self.memory_limit {
             runtime = runtime.with_memory_limit(limit, 1.0);
         }
@@ -347,7 +348,15 @@ impl EngineBuilder {
             catalog_path: self.catalog.clone(),
             confinement,
             query_memory_limit: self.query_memory_limit,
+            monitor: Arc::new(Monitor::default()),
+            user: None,
         };
+        if let Some(default) = engine.ctx.catalog("datafusion") {
+            use datafusion::catalog::SchemaProvider;
+            let own = Arc::new(datafusion::catalog::MemorySchemaProvider::new());
+            own.register_table("query_log".into(), engine.monitor.table())?;
+            default.register_schema("strata", own)?;
+        }
         // Catalog tables are resolved when first used (see `schema.rs`).
         if let Some(default) = engine.ctx.catalog("datafusion")
             && let Some(public) = default.schema("public")
@@ -431,6 +440,10 @@ pub struct Engine {
     query_memory_limit: Option<usize>,
     /// The settings the engine started with, which `RESET` returns to.
     start: Arc<datafusion::config::ConfigOptions>,
+    /// The running and recent queries of this engine and its sessions.
+    monitor: Arc<Monitor>,
+    /// Who runs this engine's queries, as the monitor lists them (a server's signed-in user).
+    user: Option<Arc<str>>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -465,8 +478,18 @@ impl Engine {
         let state = SessionStateBuilder::new_from_existing(self.ctx.state())
             .with_session_id(uuid::Uuid::new_v4().to_string())
             .build();
+        self.sharing(SessionContext::new_with_state(state), self.user.clone())
+    }
+
+    /// This engine, in the same session, with its queries listed as run by `user`.
+    pub fn for_user(&self, user: &str) -> Engine {
+        self.sharing(self.ctx.clone(), Some(user.into()))
+    }
+
+    /// An engine over `ctx` that shares everything else with this one.
+    fn sharing(&self, ctx: SessionContext, user: Option<Arc<str>>) -> Engine {
         Engine {
-            ctx: SessionContext::new_with_state(state),
+            ctx,
             runner: self.runner.clone(),
             prepared: self.prepared.clone(),
             datasets: self.datasets.clone(),
@@ -475,6 +498,8 @@ impl Engine {
             confinement: self.confinement.clone(),
             query_memory_limit: self.query_memory_limit,
             start: self.start.clone(),
+            monitor: self.monitor.clone(),
+            user,
         }
     }
 
@@ -509,6 +534,11 @@ impl Engine {
     /// The runner queries execute through.
     pub fn runner(&self) -> &Arc<dyn Runner> {
         &self.runner
+    }
+
+    /// The running and recent queries of this engine and of the sessions made from it.
+    pub fn monitor(&self) -> &Arc<Monitor> {
+        &self.monitor
     }
 
     /// The catalog file this engine was built with, if any.
@@ -558,6 +588,43 @@ impl Engine {
             .unwrap_or_default();
         names.sort();
         names
+    }
+
+    /// Every table of the default schema with what it holds: for datasets, their format,
+    /// locations, files, bytes, partitions and schema, listed from their stores now (so this
+    /// reads footers and lists folders); for tables made by SQL and views, their columns.
+    /// Sorted by name; a dataset that cannot be read carries its error.
+    pub async fn datasets(&self) -> Vec<crate::dataset::DatasetSummary> {
+        use crate::dataset::DatasetSummary;
+        use futures::StreamExt;
+        let state = self.ctx.state();
+        let schema = self
+            .ctx
+            .catalog("datafusion")
+            .and_then(|c| c.schema("public"));
+        // A catalog table no statement has used yet is resolved here, as a query would.
+        futures::stream::iter(self.table_names())
+            .map(|name| {
+                let (state, schema) = (&state, schema.clone());
+                async move {
+                    let table = match schema?.table(&name).await {
+                        Ok(table) => table?,
+                        Err(e) => return Some(DatasetSummary::unreadable(&name, e.to_string())),
+                    };
+                    if let Some(dataset) = table.downcast_ref::<DatasetTable>() {
+                        return Some(DatasetSummary::of_dataset(&name, dataset, state).await);
+                    }
+                    let kind = match table.table_type() {
+                        datafusion::datasource::TableType::View => "view",
+                        _ => "table",
+                    };
+                    Some(DatasetSummary::of_table(&name, kind, &table.schema()))
+                }
+            })
+            .buffered(4)
+            .filter_map(futures::future::ready)
+            .collect()
+            .await
     }
 
     /// Split SQL text into statements (on `;` outside quotes and comments).
@@ -670,6 +737,9 @@ impl Engine {
     /// Whether `text`, one statement, only reads (a query, `EXPLAIN` of one, `SHOW`,
     /// `DESCRIBE`): a server that is read-only runs nothing else.
     pub fn only_reads(&self, text: &str) -> Result<bool> {
+        if let Some(explain) = sql::picture_explain(text) {
+            return self.only_reads(&explain.query);
+        }
         let (stmt, _) = self.parse_one(text)?;
         Ok(sql::only_reads(&stmt))
     }
@@ -677,6 +747,12 @@ impl Engine {
     /// What one statement returns (its columns) and the types of its parameters (`$1` first;
     /// `None` where the statement does not say), planned but not run.
     pub async fn describe(&self, text: &str) -> Result<Description> {
+        if sql::picture_explain(text).is_some() {
+            return Ok(Description {
+                schema: picture_schema(),
+                parameters: Vec::new(),
+            });
+        }
         let (stmt, calls) = self.parse_one(text)?;
         let keys: Vec<String> = calls.iter().map(|(k, _)| k.clone()).collect();
         let planned = async {
@@ -709,6 +785,37 @@ impl Engine {
         complete_commands: bool,
         params: Option<&[ScalarValue]>,
     ) -> Result<QueryResult> {
+        let tracker =
+            self.monitor
+                .begin(self.ctx.session_id().as_str(), self.user.as_deref(), text);
+        match self.plan_sql(text, complete_commands, params).await {
+            Ok(mut result) => {
+                tracker.running(
+                    result.progress(),
+                    result.cancel_handle(),
+                    result.pool.clone(),
+                );
+                result.tracker = Some(tracker);
+                Ok(result)
+            }
+            Err(e) => {
+                tracker.end(QueryState::Failed, Some(e.to_string()));
+                Err(e)
+            }
+        }
+    }
+
+    /// Plan `text` and start it, trying again with the rewrites that let DataFusion plan
+    /// what it refused.
+    async fn plan_sql(
+        &self,
+        text: &str,
+        complete_commands: bool,
+        params: Option<&[ScalarValue]>,
+    ) -> Result<QueryResult> {
+        if let Some(explain) = sql::picture_explain(text) {
+            return self.draw_plan(explain).await;
+        }
         let (stmt, calls) = self.parse_one(text)?;
         let keys: Vec<String> = calls.iter().map(|(k, _)| k.clone()).collect();
         let mut renamed = stmt.clone();
@@ -760,6 +867,57 @@ impl Engine {
         }
         self.prepared.remove(&keys);
         result.map_err(|e| self.explain_error(e))
+    }
+
+    /// `EXPLAIN ... FORMAT svg|dot`: the query's physical plan drawn, one row of one column
+    /// `plan`. With ANALYZE the query runs to its end first, and each operator shows what it
+    /// did.
+    async fn draw_plan(&self, explain: sql::PictureExplain) -> Result<QueryResult> {
+        // Only a query: EXPLAIN ANALYZE of any other statement would do what it says.
+        let (stmt, _) = self.parse_one(&explain.query)?;
+        if !matches!(
+            stmt,
+            datafusion::sql::parser::Statement::Statement(ref s)
+                if matches!(**s, datafusion::sql::sqlparser::ast::Statement::Query(_))
+        ) {
+            return Err(Error::plan(
+                "only queries have plans to draw; this statement is not one",
+            ));
+        }
+        let plan = if explain.analyze {
+            let mut result = Box::pin(self.sql(&explain.query)).await?;
+            result.collect().await?;
+            result.physical_plan().cloned()
+        } else {
+            Some(self.physical_plan(&explain.query).await?)
+        };
+        let plan = plan.ok_or_else(|| Error::plan("the query ran without a plan to draw"))?;
+        let node = PlanNode::of(plan.as_ref());
+        let text = match explain.picture {
+            sql::PlanPicture::Svg => crate::plan_graph::svg(&node),
+            sql::PlanPicture::Dot => crate::plan_graph::dot(&node),
+        };
+        let schema = picture_schema();
+        let column = Arc::new(datafusion::arrow::array::StringArray::from(vec![text]));
+        let batch = RecordBatch::try_new(schema.clone(), vec![column])
+            .map_err(|e| Error::Execution(e.to_string()))?;
+        Ok(QueryResult::from_batches(schema, vec![batch]))
+    }
+
+    /// The physical plan of one query, as it would run here, without running it.
+    async fn physical_plan(&self, text: &str) -> Result<Arc<dyn ExecutionPlan>> {
+        let (stmt, calls) = self.parse_one(text)?;
+        let keys: Vec<String> = calls.iter().map(|(k, _)| k.clone()).collect();
+        let planned = async {
+            let state = self.ctx.state();
+            self.resolve_calls(&state, &calls).await?;
+            let plan = state.statement_to_plan(stmt).await?;
+            let plan = crate::types::with_sql_type_names(plan)?;
+            Ok::<_, Error>(state.create_physical_plan(&plan).await?)
+        }
+        .await;
+        self.prepared.remove(&keys);
+        planned.map_err(|e| self.explain_error(e))
     }
 
     /// Plan and run one statement; a panic while planning (in DataFusion's rules or a reader)
@@ -838,17 +996,21 @@ impl Engine {
         // COPY to a local path writes under a temporary name until it completes.
         let (plan, staged) = crate::write::stage(plan);
         let df = self.ctx.execute_logical_plan(plan).await?;
-        let (mut state, plan) = df.into_parts();
-        if let Some(limit) = self.query_memory_limit {
-            let runtime = crate::query_memory::QueryPool::runtime(state.runtime_env(), limit)?;
-            state = SessionStateBuilder::new_from_existing(state)
-                .with_runtime_env(runtime)
-                .build();
-        }
+        let (state, plan) = df.into_parts();
+        // The query's own pool: it holds the query to its limit, and tells its peak.
+        let (runtime, pool) =
+            crate::query_memory::QueryPool::runtime(state.runtime_env(), self.query_memory_limit)?;
+        // The session keeps its id (a cluster's scheduler knows the session by it).
+        let session_id = state.session_id().to_string();
+        let state = SessionStateBuilder::new_from_existing(state)
+            .with_session_id(session_id)
+            .with_runtime_env(runtime)
+            .build();
         let optimized = state.optimize(&plan)?;
         let execution = self.runner.execute(&state, optimized).await?;
         let mut result = QueryResult::new(execution, state.task_ctx());
         result.staged = staged;
+        result.pool = Some(pool);
         if !is_query && complete_commands {
             // Run commands to completion now, so errors surface here and effects are visible.
             let batches = result.collect().await?;
@@ -881,6 +1043,13 @@ impl Engine {
             other => other,
         }
     }
+}
+
+/// The result of `EXPLAIN ... FORMAT svg|dot`: the drawing, as one text value.
+fn picture_schema() -> SchemaRef {
+    Arc::new(datafusion::arrow::datatypes::Schema::new(vec![
+        datafusion::arrow::datatypes::Field::new("plan", DataType::Utf8, false),
+    ]))
 }
 
 /// What a statement returns and takes, from [`Engine::describe`].
@@ -1004,6 +1173,22 @@ pub struct ScanStats {
     pub spilled_bytes: u64,
 }
 
+impl ScanStats {
+    /// The share of the work done, when it can be told: file ranges read, or scan
+    /// partitions finished, whichever is further.
+    pub fn fraction(&self) -> Option<f64> {
+        let files =
+            (self.file_ranges > 0).then(|| self.files_done as f64 / self.file_ranges as f64);
+        let parts =
+            (self.partitions > 0).then(|| self.partitions_done as f64 / self.partitions as f64);
+        match (files, parts) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        }
+        .map(|f| f.clamp(0.0, 1.0))
+    }
+}
+
 /// Reads a running query's [`ScanStats`]; see [`QueryResult::progress`].
 #[derive(Clone)]
 pub struct Progress {
@@ -1018,10 +1203,24 @@ impl std::fmt::Debug for Progress {
 }
 
 impl Progress {
+    /// The plan whose metrics these figures are read from, for a local query.
+    pub fn plan(&self) -> Option<&Arc<dyn ExecutionPlan>> {
+        self.plan.as_ref()
+    }
+
     /// Whether the query runs as a job on a cluster, whose progress [`Progress::job_stats`]
     /// reads (its scans run on the executors, so [`Progress::scan_stats`] sees none).
     pub fn is_cluster_job(&self) -> bool {
         self.job.is_some()
+    }
+
+    /// The handle on its cluster job alone (none for a local query): what is worth keeping
+    /// once the query ended, as the scheduler still knows the job.
+    pub(crate) fn job_only(&self) -> Option<Progress> {
+        self.job.as_ref().map(|job| Progress {
+            plan: None,
+            job: Some(job.clone()),
+        })
     }
 
     /// The cluster job's stages and tasks at this moment, from the scheduler; `None` for a
@@ -1059,16 +1258,32 @@ impl Progress {
                 if let Some(v) = m.sum_by_name("bytes_scanned") {
                     stats.bytes_scanned += v.as_usize() as u64;
                 }
-                if let Some(v) = m.sum_by_name("files_processed") {
-                    stats.files_done += v.as_usize();
-                }
                 stats.rows += m.output_rows().unwrap_or(0) as u64;
-                stats.partitions_done += m
-                    .iter()
-                    .filter(|m| {
-                        matches!(m.value(), MetricValue::EndTimestamp(t) if t.value().is_some())
-                    })
-                    .count();
+                // A partition has ended when every end time it holds is set: the scan's
+                // own, and those of the file readers it ran (set as each file ends).
+                let mut ends: HashMap<Option<usize>, bool> = HashMap::new();
+                for metric in m.iter() {
+                    if let MetricValue::EndTimestamp(t) = metric.value() {
+                        *ends.entry(metric.partition()).or_insert(true) &= t.value().is_some();
+                    }
+                }
+                let ended: std::collections::HashSet<Option<usize>> = ends
+                    .into_iter()
+                    .filter(|(_, e)| *e)
+                    .map(|(p, _)| p)
+                    .collect();
+                stats.partitions_done += ended.len();
+                // A partition has read to the end every file it opened but the one it reads
+                // now. (`files_processed` cannot tell: DataFusion counts a file there both
+                // when its reader ends and when its planner has nothing left.)
+                for metric in m.iter() {
+                    if let MetricValue::Count { name, count } = metric.value()
+                        && name == "files_opened"
+                    {
+                        let reading = !ended.contains(&metric.partition());
+                        stats.files_done += count.value().saturating_sub(usize::from(reading));
+                    }
+                }
             }
         }
         (stats.operator_rows, stats.spilled_bytes) = operator_totals(plan.as_ref());
@@ -1106,6 +1321,10 @@ pub struct QueryResult {
     relabel: bool,
     /// Output to publish when the stream ends (see [`crate::write`]).
     staged: Option<crate::write::Staged>,
+    /// The query's memory pool.
+    pool: Option<Arc<QueryPool>>,
+    /// Its entry in the engine's monitor, ended with the stream.
+    tracker: Option<Tracker>,
 }
 
 impl std::fmt::Debug for QueryResult {
@@ -1126,6 +1345,8 @@ impl QueryResult {
             stream: CancellableStream::new(execution.stream),
             relabel: false,
             staged: None,
+            pool: None,
+            tracker: None,
         }
     }
 
@@ -1142,6 +1363,8 @@ impl QueryResult {
             stream: CancellableStream::new(stream),
             relabel: false,
             staged: None,
+            pool: None,
+            tracker: None,
         }
     }
 
@@ -1188,6 +1411,26 @@ impl QueryResult {
 
     /// The next batch, or `None` at the end. A failure to decode a file names the file.
     pub async fn next_batch(&mut self) -> Option<Result<RecordBatch>> {
+        let next = self.next_relabelled().await;
+        if let Some(tracker) = &self.tracker {
+            match &next {
+                Some(Ok(batch)) => tracker.rows(batch.num_rows()),
+                Some(Err(Error::Cancelled)) => {
+                    tracker.end(QueryState::Cancelled, Some(Error::Cancelled.to_string()))
+                }
+                Some(Err(e)) => tracker.end(QueryState::Failed, Some(e.to_string())),
+                None => tracker.end(QueryState::Finished, None),
+            }
+        }
+        next
+    }
+
+    /// The query's number in the engine's monitor ([`Engine::monitor`]), if it is listed.
+    pub fn query_id(&self) -> Option<u64> {
+        self.tracker.as_ref().map(Tracker::id)
+    }
+
+    async fn next_relabelled(&mut self) -> Option<Result<RecordBatch>> {
         let next = self.stream.next().await;
         match (&next, self.staged.as_mut()) {
             // The output is complete: it appears under its name now.

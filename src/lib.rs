@@ -29,6 +29,7 @@ pub mod catalog;
 pub mod cluster;
 /// Confinement: the files and stores a confined engine may read and write.
 pub mod confine;
+pub mod dashboard;
 /// Datasets: locations, formats, options, hive partitions, listing tables.
 pub mod dataset;
 /// The embeddable engine and query results.
@@ -40,9 +41,11 @@ pub mod functions;
 /// Entry points for fuzzing every input a user controls.
 pub mod fuzzing;
 pub mod inlists;
+pub mod monitor;
 pub mod optimizer;
-/// Result formats written to any `Write`.
+/// Result formats written to any `Write`, and sizes and counts as people read them.
 pub mod output;
+pub mod plan_graph;
 pub mod query_memory;
 /// The execution seam: local and (later) distributed runners.
 pub mod runner;

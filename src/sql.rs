@@ -524,6 +524,97 @@ pub fn end_position(text: &str) -> crate::error::Position {
     crate::error::Position::at(text, text.trim_end().len())
 }
 
+/// A plan drawn as a picture rather than as text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlanPicture {
+    /// An SVG drawing ([`crate::plan_graph::svg`]).
+    Svg,
+    /// A Graphviz graph ([`crate::plan_graph::dot`]).
+    Dot,
+}
+
+/// `EXPLAIN [ANALYZE] FORMAT svg|dot <query>`, or `EXPLAIN (ANALYZE, FORMAT svg) <query>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PictureExplain {
+    /// The picture asked for.
+    pub picture: PlanPicture,
+    /// Run the query, and draw the plan with what each operator did.
+    pub analyze: bool,
+    /// The query to draw.
+    pub query: String,
+}
+
+/// The picture an `EXPLAIN` asks for, if it asks for one (DataFusion's own formats are left
+/// to it).
+pub fn picture_explain(text: &str) -> Option<PictureExplain> {
+    use datafusion::sql::sqlparser::dialect::GenericDialect;
+    use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
+
+    let tokens = Tokenizer::new(&GenericDialect {}, text).tokenize().ok()?;
+    let sig: Vec<usize> = (0..tokens.len())
+        .filter(|&i| !matches!(tokens[i], Token::Whitespace(_)))
+        .collect();
+    let word = |n: usize| match sig.get(n).map(|&i| &tokens[i]) {
+        Some(Token::Word(w)) => Some(w.value.to_ascii_lowercase()),
+        Some(Token::SingleQuotedString(s)) | Some(Token::DoubleQuotedString(s)) => {
+            Some(s.to_ascii_lowercase())
+        }
+        _ => None,
+    };
+    if word(0)? != "explain" {
+        return None;
+    }
+    let (mut analyze, mut format) = (false, None);
+    let mut n = 1;
+    if sig.get(1).map(|&i| &tokens[i]) == Some(&Token::LParen) {
+        // `(ANALYZE [true|false], FORMAT name, ...)`
+        n = 2;
+        loop {
+            match sig.get(n).map(|&i| &tokens[i])? {
+                Token::RParen => break,
+                Token::Comma => n += 1,
+                _ => {
+                    let option = word(n)?;
+                    let value = word(n + 1)
+                        .filter(|_| !matches!(tokens[sig[n + 1]], Token::Comma | Token::RParen));
+                    match option.as_str() {
+                        "analyze" => {
+                            analyze = value
+                                .as_deref()
+                                .is_none_or(|v| matches!(v, "true" | "on" | "1"))
+                        }
+                        "format" => format = value.clone(),
+                        _ => {}
+                    }
+                    n += 1 + usize::from(value.is_some());
+                }
+            }
+        }
+        n += 1;
+    } else {
+        if word(n).as_deref() == Some("analyze") {
+            analyze = true;
+            n += 1;
+        }
+        if word(n).as_deref() == Some("format") {
+            format = word(n + 1);
+            n += 2;
+        }
+    }
+    let picture = match format?.as_str() {
+        "svg" => PlanPicture::Svg,
+        "dot" => PlanPicture::Dot,
+        _ => return None,
+    };
+    let from = *sig.get(n)?;
+    let query = tokens[from..].iter().map(|t| t.to_string()).collect();
+    Some(PictureExplain {
+        picture,
+        analyze,
+        query,
+    })
+}
+
 /// Accept DuckDB's `COPY ... TO 'target' (FORMAT parquet, PARTITION_BY (a, b), HEADER, ...)`
 /// by rewriting the option list into DataFusion's `STORED AS`, `PARTITIONED BY` and `OPTIONS`.
 /// Other statements are returned unchanged.
@@ -1727,5 +1818,28 @@ mod tests {
         let mut stmts = parse_statements("SELECT * FROM read_csv(a || 'b')", "generic").unwrap();
         let err = extract_table_functions(&mut stmts[0], || "k".into()).unwrap_err();
         assert!(err.to_string().contains("must be a constant"), "{err}");
+    }
+
+    #[test]
+    fn explain_asks_for_a_picture_in_either_form() {
+        let drawn =
+            picture_explain("EXPLAIN ANALYZE FORMAT svg SELECT a FROM t WHERE b = 'x y'").unwrap();
+        assert_eq!(drawn.picture, PlanPicture::Svg);
+        assert!(drawn.analyze);
+        assert_eq!(drawn.query, "SELECT a FROM t WHERE b = 'x y'");
+        let drawn = picture_explain("explain (format 'dot', analyze false)\n select 1").unwrap();
+        assert_eq!(drawn.picture, PlanPicture::Dot);
+        assert!(!drawn.analyze);
+        assert_eq!(drawn.query, "select 1");
+        assert!(
+            picture_explain("EXPLAIN (ANALYZE, FORMAT svg) SELECT 1")
+                .unwrap()
+                .analyze
+        );
+        // DataFusion's own formats, and statements that are not EXPLAIN, are not pictures.
+        assert_eq!(picture_explain("EXPLAIN FORMAT tree SELECT 1"), None);
+        assert_eq!(picture_explain("EXPLAIN SELECT 1"), None);
+        assert_eq!(picture_explain("SELECT 'EXPLAIN FORMAT svg'"), None);
+        assert_eq!(picture_explain("EXPLAIN FORMAT svg"), None);
     }
 }

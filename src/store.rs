@@ -422,6 +422,20 @@ impl ObjectStore for LocalFiles {
     }
 }
 
+/// The runtime every engine, scheduler and executor starts from: object stores from
+/// `stores`, and no cache of folder listings. DataFusion keeps each folder's listing for the
+/// life of the process by default, so a query would not see files written since the
+/// folder was first read (a `COPY` into it, another program's new files); every query lists
+/// its folders again, as DuckDB does.
+pub fn runtime_builder(
+    stores: Arc<dyn ObjectStoreRegistry>,
+) -> datafusion::execution::runtime_env::RuntimeEnvBuilder {
+    use datafusion::execution::cache::cache_manager::CacheManagerConfig;
+    datafusion::execution::runtime_env::RuntimeEnvBuilder::new()
+        .with_object_store_registry(stores)
+        .with_cache_manager(CacheManagerConfig::default().with_list_files_cache_limit(0))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -723,3 +723,47 @@ fn serve_refuses_other_machines_without_users_and_tls_and_reads_its_catalog_sect
     );
     assert!(err.contains("cannot read it"), "{err}");
 }
+
+#[test]
+fn plan_draws_the_last_querys_plan_to_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let svg = dir.path().join("plan.svg");
+    let dot = dir.path().join("plan.dot");
+    let out = strata(
+        &[
+            "-q",
+            "--format",
+            "csv",
+            "-c",
+            "SELECT count(*) AS n FROM 'data/people'",
+            "-c",
+            &format!("\\plan {}", svg.display()),
+            "-c",
+            &format!("\\plan {}", dot.display()),
+        ],
+        None,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "n\n80\n");
+    let svg = std::fs::read_to_string(svg).unwrap();
+    assert!(svg.starts_with("<svg "), "{svg}");
+    assert!(
+        svg.contains(">1 row · "),
+        "the root returned one row: {svg}"
+    );
+    assert!(svg.contains("DataSourceExec"), "{svg}");
+    let dot = std::fs::read_to_string(dot).unwrap();
+    assert_eq!(
+        dot.matches(" -> ").count() + 1,
+        svg.matches("<g class=\"operator\"").count(),
+        "{dot}"
+    );
+
+    let none = strata(&["-c", "\\plan x.svg"], None);
+    assert_eq!(none.status.code(), Some(1));
+    assert!(
+        text(&none.stderr).contains("no query has run yet"),
+        "{}",
+        text(&none.stderr)
+    );
+}

@@ -8,6 +8,9 @@ mod tpch_data;
 #[path = "../benches/common/processes.rs"]
 mod cluster_processes;
 
+#[path = "common/http_client.rs"]
+mod http_client;
+
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -646,4 +649,225 @@ fn a_nested_loop_join_under_an_executors_memory_limit_is_never_wrong() {
     } else {
         assert!(stderr.contains("out of memory"), "{stderr}");
     }
+}
+
+/// The dashboard of a session on a cluster: its Workers page lists the scheduler's executors
+/// and marks one that was killed dead; its queries show their job's stages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_shows_a_clusters_executors_and_marks_a_killed_one_dead() {
+    let (scheduler, mut executors) = processes::cluster(2);
+    let engine = Engine::builder()
+        .catalog(format!("{}/strata.toml", env!("CARGO_MANIFEST_DIR")))
+        .cluster(format!("df://{}", scheduler.addr))
+        .build()
+        .await
+        .unwrap();
+    let serving = strata::dashboard::Dashboard::new(engine.new_session())
+        .serve("127.0.0.1:0")
+        .await
+        .unwrap();
+    let port = serving.address().port();
+    let get = |path: &'static str| async move { http_client::http(port, "GET", path, &[]).await };
+
+    // Once both executors have registered with the scheduler.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let workers = loop {
+        let workers = get("/api/workers").await.json();
+        if workers["workers"].as_array().map(Vec::len) == Some(2) {
+            break workers;
+        }
+        assert!(Instant::now() < deadline, "executors not listed: {workers}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(workers["kind"], "cluster", "{workers}");
+    assert_eq!(workers["scheduler"], scheduler.addr.as_str());
+    let listed = workers["workers"].as_array().unwrap();
+    assert_eq!(listed.len(), 2, "{workers}");
+    assert!(
+        listed
+            .iter()
+            .all(|w| w["state"] == "alive" && w["slots"] == 2),
+        "{workers}"
+    );
+    assert!(
+        listed.iter().all(|w| w["last_seen_ms"].as_u64().is_some()),
+        "{workers}"
+    );
+
+    // A query run on the cluster is listed as such, with its job's stages.
+    let mut result = engine
+        .sql("SELECT count(*) FROM violations WHERE registration_state = 'NY'")
+        .await
+        .unwrap();
+    let id = result.query_id().unwrap();
+    result.collect().await.unwrap();
+    let detail = http_client::http(port, "GET", &format!("/api/queries/{id}"), &[])
+        .await
+        .json();
+    assert_eq!(detail["query"]["cluster"], true, "{detail}");
+    assert_eq!(detail["query"]["state"], "finished", "{detail}");
+    let job = &detail["job"];
+    assert_eq!(job["status"], "Completed", "{detail}");
+    assert!(job["stages"].as_u64().unwrap() >= 1, "{detail}");
+    assert_eq!(job["stages"], job["stages_done"], "{detail}");
+
+    // Kill one executor (no goodbye): once the scheduler gives up on it, it is marked dead.
+    let before: Vec<String> = listed
+        .iter()
+        .map(|w| w["id"].as_str().unwrap().into())
+        .collect();
+    drop(executors.remove(0));
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let workers = loop {
+        let workers = get("/api/workers").await.json();
+        let dead = workers["workers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|w| w["state"] == "dead")
+            .count();
+        if dead == 1 {
+            break workers;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no executor marked dead: {workers}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let listed = workers["workers"].as_array().unwrap();
+    assert_eq!(listed.len(), 2, "the dead one is still shown: {workers}");
+    let dead = listed.iter().find(|w| w["state"] == "dead").unwrap();
+    assert!(before.contains(&dead["id"].as_str().unwrap().to_string()));
+    assert!(dead["gone_ms"].as_u64().is_some(), "{workers}");
+    assert_eq!(listed.iter().filter(|w| w["state"] == "alive").count(), 1);
+}
+
+/// `strata scheduler` serves the dashboard on its own port, beside its gRPC service and REST
+/// API: the cluster's jobs with their stages and task stream, a Cancel that stops a job, and
+/// the executors.
+#[test]
+fn the_scheduler_serves_the_dashboard_of_its_jobs_and_executors_on_its_port() {
+    let (scheduler, _executors) = processes::cluster(2);
+    let addr = &scheduler.addr;
+    let page = processes::http_get(addr, "/");
+    assert!(page.contains("data-page=\"queries\""), "{page}");
+    assert!(processes::http_get(addr, "/jobs").contains("data-page=\"jobs\""));
+    // Ballista's REST API is still there (once both executors have registered).
+    eventually(Duration::from_secs(60), "executors not registered", || {
+        let listed = processes::http_get(addr, "/api/executors");
+        (listed.matches("\"vcores\":2").count() == 2).then_some(())
+    });
+    let json = |path: &str| -> serde_json::Value {
+        serde_json::from_str(&processes::http_get(addr, path)).unwrap()
+    };
+    let workers = json("/api/workers");
+    assert_eq!(workers["kind"], "cluster");
+    assert_eq!(workers["workers"].as_array().unwrap().len(), 2, "{workers}");
+
+    // A job that ran: its stages, each read stage named, and its tasks in the stream.
+    let sql =
+        "SELECT registration_state, count(*) FROM violations GROUP BY 1 ORDER BY 2 DESC LIMIT 3";
+    let done = processes::strata(&["-q", "--cluster", &format!("df://{addr}"), "-c", sql]);
+    assert!(
+        done.status.success(),
+        "{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    let jobs = json("/api/cluster/jobs");
+    let job = &jobs[0];
+    assert_eq!(job["status"], "Completed", "{jobs}");
+    let id = job["job_id"].as_str().unwrap();
+    let stats = json(&format!("/api/cluster/jobs/{id}"));
+    let stages = stats["stage_list"].as_array().unwrap();
+    assert!(stages.len() >= 2, "{stats}");
+    assert!(
+        stages.iter().all(|s| s["status"] == "Successful"),
+        "{stats}"
+    );
+    assert!(
+        stages
+            .iter()
+            .any(|s| !s["inputs"].as_array().unwrap().is_empty()),
+        "{stats}"
+    );
+    assert!(
+        stages
+            .iter()
+            .all(|s| s["shuffle_bytes_fetched"].as_u64().is_some()),
+        "{stats}"
+    );
+    let tasks = stats["task_stream"].as_array().unwrap();
+    let total: u64 = stages.iter().map(|s| s["tasks"].as_u64().unwrap()).sum();
+    assert_eq!(tasks.len() as u64, total, "{stats}");
+    assert!(
+        tasks
+            .iter()
+            .all(|t| t["state"] == "done" && t["end_ms"].as_u64() >= t["start_ms"].as_u64())
+    );
+
+    // Cancel from the dashboard stops a running job; its client gets the error.
+    let client = client_once(addr, &long_query(), |job| job["status"] == "Running");
+    let jobs = json("/api/cluster/jobs");
+    let running = jobs
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["status"] == "Running")
+        .unwrap_or_else(|| panic!("no running job: {jobs}"));
+    let id = running["job_id"].as_str().unwrap().to_string();
+    let cancel = format!("/api/cluster/jobs/{id}/cancel");
+    let refused = http_post(addr, &cancel, false);
+    assert!(refused.starts_with("HTTP/1.1 403"), "{refused}");
+    let cancelled = http_post(addr, &cancel, true);
+    assert!(cancelled.starts_with("HTTP/1.1 200"), "{cancelled}");
+    let out = client.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    eventually(Duration::from_secs(30), "the job still runs", || {
+        let stats = json(&format!("/api/cluster/jobs/{id}"));
+        (stats["status"] != "Running").then_some(())
+    });
+}
+
+/// `POST path` on `addr`, with the dashboard's action header or without; the whole answer.
+fn http_post(addr: &str, path: &str, action: bool) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    let header = if action {
+        "x-strata-dashboard: cancel\r\n"
+    } else {
+        ""
+    };
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\n{header}Content-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    text
+}
+
+/// A scheduler other machines can reach serves no dashboard unless users sign in, and says
+/// so when it starts.
+#[test]
+fn a_scheduler_off_loopback_serves_no_dashboard_without_users() {
+    use std::io::{BufRead, BufReader};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .args(["scheduler", "--bind", "0.0.0.0:0"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    let second = lines.next().unwrap().unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(first.contains("listening on df://0.0.0.0:"), "{first}");
+    assert!(
+        second.contains("no dashboard") && second.contains("--users FILE"),
+        "{second}"
+    );
 }

@@ -374,20 +374,22 @@ async fn files_that_cannot_be_read_are_named() {
         .register_location("t", &format!("{}/*.csv", dir.path().display()))
         .await
         .unwrap();
-    // Unreadable: without permission where that applies (not to root), else gone after listing.
+    // Unreadable once the query is planned (its files listed): without permission where that
+    // applies (not to root), else gone.
     let b = dir.path().join("b.csv");
     let is_root = std::process::Command::new("id")
         .arg("-u")
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
         .unwrap_or(true);
+    let planned = engine.sql("SELECT sum(x) FROM t").await;
     if is_root {
         std::fs::remove_file(&b).unwrap();
     } else {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&b, std::fs::Permissions::from_mode(0o000)).unwrap();
     }
-    let err = match engine.sql("SELECT sum(x) FROM t").await {
+    let err = match planned {
         Ok(mut r) => r.collect().await.unwrap_err(),
         Err(e) => e,
     };
@@ -1305,4 +1307,45 @@ async fn each_query_keeps_to_its_own_memory_limit_within_the_shared_one() {
             .unwrap(),
     );
     assert_eq!(answer(roomy, big).await.unwrap(), expected);
+}
+
+/// Every query lists its folders again: files written since a folder was first read (by a
+/// `COPY`, or by another program) are in the next answer, for a registered dataset, a
+/// `CREATE EXTERNAL TABLE` and a folder named in the query alike.
+#[tokio::test]
+async fn files_added_to_a_folder_are_seen_by_the_next_query() {
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().display().to_string();
+    std::fs::write(dir.path().join("a.csv"), "x\n1\n").unwrap();
+    let engine = Engine::new().await.unwrap();
+    engine.register_location("t", &folder).await.unwrap();
+    engine
+        .sql(&format!(
+            "CREATE EXTERNAL TABLE e STORED AS CSV LOCATION '{folder}/'"
+        ))
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    async fn counts(engine: &Engine, folder: &str) -> [i64; 3] {
+        [
+            count(engine, "SELECT count(*) FROM t").await,
+            count(engine, "SELECT count(*) FROM e").await,
+            count(engine, &format!("SELECT count(*) FROM '{folder}/'")).await,
+        ]
+    }
+    assert_eq!(counts(&engine, &folder).await, [1, 1, 1]);
+    engine
+        .sql(&format!(
+            "COPY (SELECT 2 AS x UNION ALL SELECT 3) TO '{folder}/b.csv'"
+        ))
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    assert_eq!(counts(&engine, &folder).await, [3, 3, 3]);
+    std::fs::write(dir.path().join("c.csv"), "x\n4\n").unwrap();
+    assert_eq!(counts(&engine, &folder).await, [4, 4, 4]);
 }

@@ -16,6 +16,8 @@ use strata::datafusion::arrow::array::{Array, AsArray, Int64Array, RecordBatch, 
 use strata::datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema};
 use strata::server::{Auth, Listeners, Options, hash_secret, serve_flight, serve_flight_with};
 
+#[path = "common/http_client.rs"]
+mod http_client;
 #[path = "common/skip.rs"]
 mod skip;
 use skip::skip;
@@ -534,9 +536,10 @@ async fn an_adbc_notebook_session_gets_the_engines_answers() {
     assert_eq!(steps["large"]["rows"], 1_000_000);
     assert_eq!(steps["large"]["total"], 500_000_500_000i64);
 
-    // Every table: the catalog's, and the server's own `strata.queries`.
+    // Every table: the catalog's, the server's own `strata.queries` and the engine's
+    // `strata.query_log`.
     let mut tables = engine.table_names();
-    tables.push("queries".into());
+    tables.extend(["queries".into(), "query_log".into()]);
     tables.sort();
     assert_eq!(steps["objects"]["tables"], serde_json::json!(tables));
     assert_eq!(steps["schema"]["columns"][1], "plate_id");
@@ -715,7 +718,15 @@ async fn the_serve_command_serves_until_sigterm() {
     use std::io::{BufRead, BufReader};
     use std::process::{Command, Stdio};
     let mut child = Command::new(env!("CARGO_BIN_EXE_strata"))
-        .args(["serve", "--flight", "127.0.0.1:0", "--grace", "2"])
+        .args([
+            "serve",
+            "--flight",
+            "127.0.0.1:0",
+            "--dashboard",
+            "127.0.0.1:0",
+            "--grace",
+            "2",
+        ])
         .current_dir(root())
         .stderr(Stdio::piped())
         .spawn()
@@ -730,6 +741,14 @@ async fn the_serve_command_serves_until_sigterm() {
         .unwrap_or_else(|| panic!("no address in {line:?}"))
         .to_string();
     assert!(line.contains("tables over Flight SQL"), "{line}");
+    let mut dashboard = String::new();
+    stderr.read_line(&mut dashboard).unwrap();
+    let dashboard_port: u16 = dashboard
+        .trim()
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.trim_end_matches('/').parse().ok())
+        .unwrap_or_else(|| panic!("no dashboard address in {dashboard:?}"));
     let mut client = connect(address).await;
     let info = client
         .execute("SELECT count(*) FROM violations".into(), None)
@@ -748,6 +767,29 @@ async fn the_serve_command_serves_until_sigterm() {
         .await
         .unwrap();
     assert!(stream.try_next().await.unwrap().is_some());
+    // The dashboard lists the clients' queries: the first finished, the endless one running.
+    let listed = http_client::http(dashboard_port, "GET", "/api/queries", &[]).await;
+    let states: Vec<(String, String)> = listed
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|q| {
+            (
+                q["sql"].as_str().unwrap().into(),
+                q["state"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        states,
+        [
+            ("SELECT count(*) FROM violations".into(), "finished".into()),
+            (ENDLESS.to_string(), "running".to_string())
+        ],
+        "{}",
+        listed.body
+    );
     let signalled = std::time::Instant::now();
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
@@ -1073,6 +1115,16 @@ async fn users_sign_in_and_every_call_needs_their_token() {
     let info = service.execute(query.into(), None).await.unwrap();
     let (batches, _) = fetch(&mut service, info).await;
     assert_eq!(rows(&batches), 1);
+
+    // The engine's query log names who ran each query.
+    let log = "SELECT user_name FROM strata.query_log \
+               WHERE sql = 'SELECT count(*) FROM violations'";
+    let info = service.execute(log.into(), None).await.unwrap();
+    let (batches, _) = fetch(&mut service, info).await;
+    assert_eq!(
+        datafusion_text(&batches),
+        "+-----------+\n| user_name |\n+-----------+\n| alice     |\n| alice     |\n+-----------+"
+    );
 
     // A token past its time is refused: here, tokens expire as they are given.
     let address = serve_signed_in(&users, std::time::Duration::ZERO).await;

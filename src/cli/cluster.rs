@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use strata::Catalog;
 use strata::cluster::{ExecutorOptions, Scheduling};
+use strata::dashboard::Dashboard;
+use strata::server::Auth;
 use strata::store::StoreRegistry;
 
 use super::{CliError, EngineArgs, catalog_path, parse_size};
@@ -27,6 +29,11 @@ pub struct SchedulerArgs {
     /// pulled by executors it cannot reach. Executors must say the same.
     #[arg(long, value_enum, default_value_t = Scheduling::Push)]
     scheduling: Scheduling,
+    /// Users who may open the dashboard served on the scheduler's port (the same TOML file
+    /// as `strata serve --users`). Without it the dashboard is served only when the
+    /// scheduler listens on a loopback address.
+    #[arg(long, value_name = "FILE")]
+    users: Option<PathBuf>,
 }
 
 /// Options of `strata executor`.
@@ -102,11 +109,44 @@ pub async fn scheduler(args: &SchedulerArgs, engine: &EngineArgs) -> Result<Exit
         .local_addr()
         .map_err(|e| CliError::Usage(e.to_string()))?;
     eprintln!("strata scheduler listening on df://{addr} (REST API: http://{addr}/api/jobs)");
-    let serve = strata::cluster::serve_scheduler(listener, stores(engine)?, args.scheduling);
+    let pages = dashboard(args, engine, addr).await?;
+    let serve = strata::cluster::serve_scheduler(listener, stores(engine)?, args.scheduling, pages);
     tokio::select! {
         result = serve => result.map(|_| ExitCode::SUCCESS).map_err(CliError::from),
         _ = shutdown() => Ok(ExitCode::SUCCESS),
     }
+}
+
+/// The dashboard the scheduler serves on its port: its cluster's jobs, executors and the
+/// catalog's datasets, through an engine of its own on the cluster. Off loopback, only for
+/// the users of `--users`; without them, none (and a line says why).
+async fn dashboard(
+    args: &SchedulerArgs,
+    engine: &EngineArgs,
+    addr: SocketAddr,
+) -> Result<Option<axum::Router>, CliError> {
+    let auth = match &args.users {
+        Some(path) => Some(Arc::new(
+            Auth::load(path, Duration::from_secs(3600))
+                .map_err(|e| CliError::Usage(e.to_string()))?,
+        )),
+        None if addr.ip().is_loopback() => None,
+        None => {
+            eprintln!(
+                "strata scheduler: no dashboard, as {addr} is reachable from other machines; \
+                 give --users FILE to serve it to signed-in users"
+            );
+            return Ok(None);
+        }
+    };
+    let mut own = engine.clone();
+    own.cluster = Some(format!("df://{addr}"));
+    let mut dashboard = Dashboard::new(super::build_engine(&own).await?);
+    if let Some(auth) = auth {
+        dashboard = dashboard.with_auth(auth);
+    }
+    eprintln!("strata dashboard on http://{addr}/");
+    Ok(Some(dashboard.router()))
 }
 
 /// Run an executor until Ctrl-C, SIGTERM or the scheduler stops it.

@@ -15,6 +15,10 @@ pub const HELP: &str = "\
 \\dt                list tables
 \\d [NAME]          list tables, or describe table NAME
 \\jobs              recent jobs on the cluster (with --cluster): status, stages, time
+\\dashboard [ADDR]  serve the dashboard of this session's queries (default
+                   127.0.0.1:8787) and print its link
+\\plan FILE         draw the plan of the last query, with what each operator did, as
+                   SVG (FILE.svg) or Graphviz (FILE.dot)
 \\timing            toggle the timing line
 \\format NAME       output format: table, csv, tsv, json, ndjson, markdown, line
                    (parquet and arrow with \\o FILE)
@@ -130,6 +134,29 @@ pub async fn meta(shell: &mut Shell, text: &str, last: &mut String) -> Result<Me
             let jobs = shell.engine.cluster_jobs().await?;
             shell.show(jobs, started).await?
         }
+        ("\\dashboard", address) => {
+            let url = shell.open_dashboard(address).await?;
+            println!("Dashboard: {url}");
+        }
+        ("\\plan", Some(file)) => {
+            let session = shell.engine.session().session_id();
+            let plan =
+                shell.engine.monitor().last_plan(&session).ok_or_else(|| {
+                    CliError::Usage("no query has run yet in this session".into())
+                })?;
+            let text = if file.to_ascii_lowercase().ends_with(".dot") {
+                strata::plan_graph::dot(&plan)
+            } else {
+                strata::plan_graph::svg(&plan)
+            };
+            std::fs::write(file, text)
+                .map_err(|e| CliError::Usage(format!("cannot write {file}: {e}")))?;
+            say(format!(
+                "Plan of {} operators written to {file}.",
+                plan.count()
+            ));
+        }
+        ("\\plan", None) => return Err(CliError::Usage("\\plan needs a file name".into())),
         ("\\d", Some(name)) => {
             let quoted = name.trim_end_matches(';').replace('"', "\"\"");
             shell.run_plain(&format!("DESCRIBE \"{quoted}\"")).await?
@@ -183,7 +210,17 @@ pub async fn meta(shell: &mut Shell, text: &str, last: &mut String) -> Result<Me
         }
         _ => {
             let known = [
-                "\\q", "\\?", "\\dt", "\\d", "\\jobs", "\\timing", "\\format", "\\o", "\\i", "\\e",
+                "\\q",
+                "\\?",
+                "\\dt",
+                "\\d",
+                "\\jobs",
+                "\\dashboard",
+                "\\timing",
+                "\\format",
+                "\\o",
+                "\\i",
+                "\\e",
                 "\\set",
             ];
             let hint = strata::error::closest(cmd, known.iter().copied())

@@ -55,6 +55,7 @@ Examples:
   echo \"SELECT 1;\" | strata --format json
   strata convert 'data/violations_csv' s3://bucket/violations/ --partition-by year,month
   strata --memory-limit 2G --threads 8 -f heavy.sql
+  strata --dashboard                       the prompt, with a dashboard at 127.0.0.1:8787
 
 Every option can also be set in the environment: STRATA_FORMAT=csv, STRATA_MAX_ROWS=100,
 STRATA_CATALOG=..., and so on (see each option). NO_COLOR turns colour off.";
@@ -98,10 +99,20 @@ struct Args {
     /// No progress line on standard error.
     #[arg(long, env = "STRATA_NO_PROGRESS", global = true)]
     no_progress: bool,
+    /// Serve a dashboard of this session's queries (their progress, plans and figures, with
+    /// a Cancel button) on ADDR, by default 127.0.0.1:8787, and print its link.
+    #[arg(
+        long,
+        env = "STRATA_DASHBOARD",
+        value_name = "ADDR",
+        num_args = 0..=1,
+        default_missing_value = ""
+    )]
+    dashboard: Option<String>,
 }
 
 /// Options that shape the engine, shared by every mode.
-#[derive(Debug, clap::Args)]
+#[derive(Debug, Clone, clap::Args)]
 struct EngineArgs {
     /// The catalog file (default: ./strata.toml when present).
     #[arg(long, env = "STRATA_CATALOG", global = true)]
@@ -265,6 +276,12 @@ async fn run(args: Args) -> Result<ExitCode, CliError> {
     shell.color = color;
     shell.progress = !args.no_progress;
     shell.set_output(args.output.clone())?;
+    if let Some(address) = &args.dashboard {
+        let url = shell
+            .open_dashboard(Some(address.as_str()).filter(|a| !a.is_empty()))
+            .await?;
+        eprintln!("Dashboard: {url}");
+    }
 
     let mut scripts: Vec<String> = args.commands.clone();
     for f in &args.files {

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use strata::cluster::JobStats;
+use strata::output::{bytes, thousands};
 use strata::{Progress, ScanStats};
 use tokio::task::JoinHandle;
 
@@ -87,22 +88,11 @@ fn draw(text: &str) {
     let _ = err.flush();
 }
 
-/// The share of the work done, when it can be told: files read, or scan partitions finished.
-fn fraction(s: &ScanStats) -> Option<f64> {
-    let files = (s.file_ranges > 0).then(|| s.files_done as f64 / s.file_ranges as f64);
-    let parts = (s.partitions > 0).then(|| s.partitions_done as f64 / s.partitions as f64);
-    match (files, parts) {
-        (Some(a), Some(b)) => Some(a.max(b)),
-        (a, b) => a.or(b),
-    }
-    .map(|f| f.clamp(0.0, 1.0))
-}
-
 /// One progress line, e.g.
 /// `⠹ [#######·············] 35% 12/48 files 3.1 MiB/9.0 MiB 1,204,332 rows 2/8 partitions 2.4 s ETA 4 s`.
 pub fn render(s: &ScanStats, elapsed: Duration, tick: usize) -> String {
     let mut parts = vec![SPIN[tick % SPIN.len()].to_string()];
-    let frac = fraction(s);
+    let frac = s.fraction();
     if let Some(f) = frac {
         parts.push(bar(f));
     }
@@ -175,34 +165,6 @@ fn bar(f: f64) -> String {
     )
 }
 
-/// `n` bytes in the largest unit that keeps a whole part, e.g. `3.1 MiB`.
-pub(crate) fn bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u + 1 < UNITS.len() {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
-}
-
-fn thousands(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -263,6 +225,7 @@ mod tests {
             tasks_running: 3,
             tasks_done: 9,
             rows_scanned: 1_500_000,
+            ..JobStats::default()
         };
         assert_eq!(
             render_job(Some(&s), Duration::from_millis(1500), 1),

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use strata::catalog::{Catalog, ServerSettings};
 use strata::confine::Confinement;
+use strata::dashboard::Dashboard;
 use strata::server::{Auth, Listeners, Options, Tls, serve};
 
 use super::cluster::{resolve, server_log, shutdown};
@@ -25,6 +26,11 @@ pub struct ServeArgs {
     /// (port 0 picks a free one, printed at start).
     #[arg(long, env = "STRATA_POSTGRES", value_name = "HOST:PORT")]
     postgres: Option<String>,
+    /// Also serve the dashboard of the server's queries here, over HTTP (port 0 picks a
+    /// free one, printed at start). Off the loopback address it needs --users, and
+    /// --insecure, as its pages are not encrypted.
+    #[arg(long, env = "STRATA_DASHBOARD", value_name = "HOST:PORT")]
+    dashboard: Option<String>,
     /// Serve on an address other machines can reach although clients are not authenticated
     /// or the connection is not encrypted.
     #[arg(long)]
@@ -110,6 +116,7 @@ fn settings(args: &ServeArgs, engine: &EngineArgs) -> Result<ServerSettings, Cli
     Ok(ServerSettings {
         flight: or(&args.flight, file.flight),
         postgres: or(&args.postgres, file.postgres),
+        dashboard: or(&args.dashboard, file.dashboard),
         users: or_path(&args.users, file.users),
         tls_cert: or_path(&args.tls_cert, file.tls_cert),
         tls_key: or_path(&args.tls_key, file.tls_key),
@@ -169,6 +176,15 @@ pub async fn run(args: &ServeArgs, engine: &EngineArgs) -> Result<ExitCode, CliE
                  {missing}; serve on 127.0.0.1, or pass --insecure"
             )));
         }
+    }
+    if let Some(address) = set.dashboard.as_deref().map(resolve).transpose()?
+        && !address.ip().is_loopback()
+        && !(set.users.is_some() && args.insecure)
+    {
+        return Err(CliError::Usage(format!(
+            "the dashboard on {address} can be reached from other machines; it needs \
+             --users, and --insecure as its pages are not encrypted; serve it on 127.0.0.1"
+        )));
     }
     let mut confinement = Confinement::new();
     for root in &set.roots {
@@ -240,6 +256,19 @@ pub async fn run(args: &ServeArgs, engine: &EngineArgs) -> Result<ExitCode, CliE
             None => "",
         }
     );
+    // The dashboard sees every client's queries: they share the engine's monitor.
+    let dashboard = match &set.dashboard {
+        Some(address) => {
+            let mut dashboard = Dashboard::new(engine.new_session());
+            if let Some(auth) = &auth {
+                dashboard = dashboard.with_auth(auth.clone());
+            }
+            let serving = dashboard.serve(address).await.map_err(|e| usage(&e))?;
+            eprintln!("strata dashboard on {}", serving.url());
+            Some(serving)
+        }
+        None => None,
+    };
     // A signal stops new requests; those under way get the grace period, then are cut.
     let grace = set.grace.unwrap_or(30);
     let (stopping, stopped) = tokio::sync::oneshot::channel();
@@ -260,6 +289,7 @@ pub async fn run(args: &ServeArgs, engine: &EngineArgs) -> Result<ExitCode, CliE
             eprintln!("strata serve: queries still running after {grace} s were cut off");
         }
     }
+    drop(dashboard);
     eprintln!("strata serve stopped");
     Ok(ExitCode::SUCCESS)
 }

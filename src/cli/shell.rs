@@ -13,7 +13,12 @@ use strata::{Engine, Error, QueryResult};
 
 use super::CliError;
 
-use super::progress::{self, ProgressBar};
+use super::progress::ProgressBar;
+
+/// Where the dashboard listens unless told otherwise (Dask's port), and where when that one
+/// is taken.
+const DASHBOARD_ADDRESS: &str = "127.0.0.1:8787";
+const DASHBOARD_FALLBACK: &str = "127.0.0.1:0";
 
 /// Waits for Ctrl-C (SIGINT) without missing one that arrives between two waits.
 pub struct Interrupts {
@@ -99,6 +104,8 @@ pub struct Shell {
     output: Option<PathBuf>,
     output_file: Option<BufWriter<File>>,
     interrupts: Interrupts,
+    /// The dashboard of this session's queries, once opened.
+    dashboard: Option<strata::dashboard::Serving>,
 }
 
 /// The output format a file's extension asks for, if any.
@@ -129,11 +136,35 @@ impl Shell {
             output: None,
             output_file: None,
             interrupts: Interrupts::new()?,
+            dashboard: None,
         })
     }
 
     /// Send results to `path` (`None`: back to standard output). Text results are appended
     /// to the file one after the other; a Parquet or Arrow file holds the latest result.
+    /// Serve the dashboard of this session's queries on `address` (the default address
+    /// falls back to a free port when its own is taken), or keep the one already served;
+    /// its link.
+    pub async fn open_dashboard(&mut self, address: Option<&str>) -> Result<String, CliError> {
+        if let Some(serving) = &self.dashboard {
+            return Ok(serving.url());
+        }
+        let dashboard = || strata::dashboard::Dashboard::new(self.engine.new_session());
+        let serving = match dashboard()
+            .serve(address.unwrap_or(DASHBOARD_ADDRESS))
+            .await
+        {
+            Err(strata::dashboard::DashboardError::Listen { .. }) if address.is_none() => {
+                dashboard().serve(DASHBOARD_FALLBACK).await
+            }
+            other => other,
+        }
+        .map_err(|e| CliError::Usage(e.to_string()))?;
+        let url = serving.url();
+        self.dashboard = Some(serving);
+        Ok(url)
+    }
+
     pub fn set_output(&mut self, path: Option<PathBuf>) -> Result<(), CliError> {
         if let Some(f) = &mut self.output_file {
             f.flush().map_err(io)?;
@@ -244,7 +275,7 @@ impl Shell {
         let spilled = result.scan_stats().spilled_bytes;
         let mut note = String::new();
         if spilled > 0 {
-            note += &format!(", {} spilled to disk", progress::bytes(spilled));
+            note += &format!(", {} spilled to disk", strata::output::bytes(spilled));
         }
         if cut {
             note += &format!(" ({shown} shown; \\set max_rows 0 shows all)");

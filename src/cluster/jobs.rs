@@ -6,7 +6,7 @@ use std::time::Duration;
 use datafusion::arrow::array::{ArrayRef, Float64Array, StringArray, TimestampMillisecondArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use datafusion::arrow::record_batch::RecordBatch;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
@@ -20,6 +20,30 @@ struct Job {
     completed_stages: usize,
     start_time: u64,
     end_time: u64,
+}
+
+impl Job {
+    /// Whether it is queued or running.
+    fn live(&self) -> bool {
+        self.status == "Running" || self.status == "Queued"
+    }
+}
+
+/// `f` (blocking requests to a scheduler) on a thread that may block.
+async fn off_thread<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Execution(e.to_string()))?
+}
+
+/// Cancel `job` if it is queued or running; whether it was. Blocking.
+fn cancel_if_live(scheduler: &str, job: &Job) -> Result<bool> {
+    if job.live() {
+        request(scheduler, "PATCH", &format!("/api/job/{}", job.job_id))?;
+    }
+    Ok(job.live())
 }
 
 /// `METHOD path` on the scheduler at `http://host:port`; the body of a 200 answer. Blocking,
@@ -97,7 +121,7 @@ pub struct ClusterJob {
 }
 
 /// How far a cluster job has got, from its scheduler.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct JobStats {
     /// `Queued`, `Running`, `Completed`, `Failed`.
     pub status: String,
@@ -112,6 +136,60 @@ pub struct JobStats {
     /// Rows read from datasets: the input rows of the stages that scan one, less what they
     /// read from other stages (a broadcast join's build side, once per task).
     pub rows_scanned: u64,
+    /// The scheduler's id of the job.
+    pub job_id: String,
+    /// Each stage that the scheduler has planned, in stage order.
+    pub stage_list: Vec<StageStats>,
+    /// The job's latest tasks (at most [`TASK_WINDOW`]), for a task stream.
+    pub task_stream: Vec<TaskSpan>,
+}
+
+/// Tasks a job's task stream keeps: its latest, so that a job of 100,000 tasks sends a
+/// bounded answer.
+pub const TASK_WINDOW: usize = 1000;
+
+/// One stage of a cluster job.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct StageStats {
+    /// Its id within the job.
+    pub id: String,
+    /// `UnResolved`, `Resolved`, `Running`, `Successful`, `Failed`.
+    pub status: String,
+    /// Its tasks, once it started.
+    pub tasks: usize,
+    /// Tasks running now.
+    pub tasks_running: usize,
+    /// Tasks finished.
+    pub tasks_done: usize,
+    /// Tasks that failed.
+    pub tasks_failed: usize,
+    /// Rows its tasks read.
+    pub input_rows: u64,
+    /// Rows it wrote for the next stage.
+    pub output_rows: u64,
+    /// Shuffled bytes it fetched from other executors (decoded, to three significant digits
+    /// as the scheduler reports them). Ballista counts no bytes for the shuffle files a task
+    /// reads on its own executor, so a stage that reads only those shows 0.
+    pub shuffle_bytes_fetched: u64,
+    /// The stages it reads from.
+    pub inputs: Vec<String>,
+    /// Its tasks' time, as the scheduler formats it.
+    pub elapsed: Option<String>,
+}
+
+/// One task of a job's task stream.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct TaskSpan {
+    /// The stage it belongs to.
+    pub stage: String,
+    /// Its partitions.
+    pub partitions: Vec<u32>,
+    /// When an executor started it, in milliseconds since the Unix epoch.
+    pub start_ms: u64,
+    /// When it ended; `None` while it runs.
+    pub end_ms: Option<u64>,
+    /// `running`, `done` or `failed`.
+    pub state: &'static str,
 }
 
 #[derive(Debug, Deserialize)]
@@ -123,6 +201,10 @@ struct Stages {
 struct Stage {
     #[serde(default)]
     stage_id: String,
+    #[serde(default)]
+    stage_status: String,
+    #[serde(default)]
+    elapsed_compute: Option<String>,
     input_rows: u64,
     #[serde(default)]
     output_rows: u64,
@@ -136,6 +218,14 @@ struct Stage {
 struct Task {
     /// `"Running"`, `"Successful"` or `{"Failed": {...}}`.
     status: serde_json::Value,
+    #[serde(default)]
+    partition_id: Vec<u32>,
+    #[serde(default)]
+    launch_time: u64,
+    #[serde(default)]
+    start_exec_time: u64,
+    #[serde(default)]
+    end_exec_time: u64,
 }
 
 impl ClusterJob {
@@ -153,9 +243,7 @@ impl ClusterJob {
             .into_iter()
             .filter(|j| j.job_name == self.name)
             .collect();
-        let live = named
-            .iter()
-            .position(|j| j.status == "Running" || j.status == "Queued");
+        let live = named.iter().position(Job::live);
         Ok(match live {
             Some(i) => Some(named.swap_remove(i)),
             None => named.pop(),
@@ -164,14 +252,8 @@ impl ClusterJob {
 
     /// Cancel the job if it is queued or running. Blocking.
     pub(crate) fn cancel(&self) -> Result<()> {
-        if let Some(job) = self.find()?
-            && (job.status == "Running" || job.status == "Queued")
-        {
-            request(
-                &self.scheduler,
-                "PATCH",
-                &format!("/api/job/{}", job.job_id),
-            )?;
+        if let Some(job) = self.find()? {
+            cancel_if_live(&self.scheduler, &job)?;
         }
         Ok(())
     }
@@ -179,19 +261,86 @@ impl ClusterJob {
     /// The job's progress now; `None` until the scheduler knows the job. Blocking (two
     /// requests to the scheduler, each bounded).
     pub fn stats(&self) -> Result<Option<JobStats>> {
-        let Some(job) = self.find()? else {
-            return Ok(None);
-        };
-        // A job still being planned has no stages yet.
-        let path = format!("/api/job/{}/stages", job.job_id);
-        let stages = match request_if_found(&self.scheduler, "GET", &path)? {
-            Some(body) => serde_json::from_str(&body).map_err(|e| {
-                Error::Execution(format!("unexpected stages from the scheduler: {e}"))
-            })?,
-            None => Stages { stages: Vec::new() },
-        };
-        Ok(Some(summarize(&job, &stages)))
+        match self.find()? {
+            Some(job) => stats_of(&self.scheduler, &job).map(Some),
+            None => Ok(None),
+        }
     }
+}
+
+/// `job`'s progress, with its stages read from the scheduler now. Blocking.
+fn stats_of(scheduler: &str, job: &Job) -> Result<JobStats> {
+    // A job still being planned has no stages yet.
+    let path = format!("/api/job/{}/stages?plan_format=metrics", job.job_id);
+    let stages = match request_if_found(scheduler, "GET", &path)? {
+        Some(body) => serde_json::from_str(&body)
+            .map_err(|e| Error::Execution(format!("unexpected stages from the scheduler: {e}")))?,
+        None => Stages { stages: Vec::new() },
+    };
+    Ok(summarize(job, &stages))
+}
+
+/// A job of the cluster, as its list shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct JobSummary {
+    /// The scheduler's id of the job.
+    pub job_id: String,
+    /// Its name (Strata names a job after its query).
+    pub name: String,
+    /// `Queued`, `Running`, `Completed`, `Failed`.
+    pub status: String,
+    /// Stages in the job.
+    pub stages: usize,
+    /// Stages finished.
+    pub stages_done: usize,
+    /// When it started, in milliseconds since the Unix epoch.
+    pub started_ms: u64,
+    /// When it ended, once it has.
+    pub ended_ms: Option<u64>,
+}
+
+/// The scheduler's jobs, newest first.
+pub async fn job_list(scheduler: &str) -> Result<Vec<JobSummary>> {
+    let scheduler = scheduler.to_string();
+    let mut jobs = off_thread(move || jobs(&scheduler)).await?;
+    jobs.sort_by_key(|j| std::cmp::Reverse(j.start_time));
+    Ok(jobs
+        .into_iter()
+        .map(|j| JobSummary {
+            job_id: j.job_id,
+            name: j.job_name,
+            status: j.status,
+            stages: j.num_stages,
+            stages_done: j.completed_stages,
+            started_ms: j.start_time,
+            ended_ms: (j.end_time > 0).then_some(j.end_time),
+        })
+        .collect())
+}
+
+/// The progress of the job `job_id` of the scheduler, with its stages and latest tasks;
+/// `None` for a job it does not know.
+pub async fn job_stats(scheduler: &str, job_id: &str) -> Result<Option<JobStats>> {
+    let (scheduler, job_id) = (scheduler.to_string(), job_id.to_string());
+    off_thread(
+        move || match jobs(&scheduler)?.iter().find(|j| j.job_id == job_id) {
+            Some(job) => stats_of(&scheduler, job).map(Some),
+            None => Ok(None),
+        },
+    )
+    .await
+}
+
+/// Cancel the job `job_id` if it is queued or running; whether it was.
+pub async fn cancel_job(scheduler: &str, job_id: &str) -> Result<bool> {
+    let (scheduler, job_id) = (scheduler.to_string(), job_id.to_string());
+    off_thread(
+        move || match jobs(&scheduler)?.iter().find(|j| j.job_id == job_id) {
+            Some(job) => cancel_if_live(&scheduler, job),
+            None => Ok(false),
+        },
+    )
+    .await
 }
 
 fn summarize(job: &Job, stages: &Stages) -> JobStats {
@@ -199,40 +348,105 @@ fn summarize(job: &Job, stages: &Stages) -> JobStats {
         status: job.status.clone(),
         stages: job.num_stages.max(stages.stages.len()),
         stages_done: job.completed_stages,
+        job_id: job.job_id.clone(),
         ..JobStats::default()
     };
+    let mut spans = Vec::new();
     for stage in &stages.stages {
+        let mut one = StageStats {
+            id: stage.stage_id.clone(),
+            status: stage.stage_status.clone(),
+            tasks: stage.tasks.len(),
+            input_rows: stage.input_rows,
+            output_rows: stage.output_rows,
+            elapsed: stage.elapsed_compute.clone(),
+            ..StageStats::default()
+        };
         for task in stage.tasks.iter().flatten() {
-            match task.status.as_str() {
-                Some("Running") => stats.tasks_running += 1,
-                Some("Successful") => stats.tasks_done += 1,
-                _ => {}
-            }
+            let state = match task.status.as_str() {
+                Some("Running") => {
+                    one.tasks_running += 1;
+                    "running"
+                }
+                Some("Successful") => {
+                    one.tasks_done += 1;
+                    "done"
+                }
+                _ => {
+                    one.tasks_failed += 1;
+                    "failed"
+                }
+            };
+            let start = if task.start_exec_time > 0 {
+                task.start_exec_time
+            } else {
+                task.launch_time
+            };
+            spans.push(TaskSpan {
+                stage: stage.stage_id.clone(),
+                partitions: task.partition_id.clone(),
+                start_ms: start,
+                end_ms: (state != "running" && task.end_exec_time > 0)
+                    .then_some(task.end_exec_time.max(start)),
+                state,
+            });
         }
-        // Only stages that have started have a plan.
-        if let Some(plan) = stage.stage_plan.as_deref()
-            && plan.contains("DataSourceExec")
-        {
+        stats.tasks_running += one.tasks_running;
+        stats.tasks_done += one.tasks_done;
+        // Only stages that have started have a plan. Each stage it reads from: its id, and
+        // whether it is broadcast (read whole by every task) rather than shuffled.
+        let plan = stage.stage_plan.as_deref().unwrap_or("");
+        let mut reads: Vec<(&str, bool)> = Vec::new();
+        for line in plan.lines() {
+            let Some(rest) = line.split("ShuffleReaderExec: upstream_stage: ").nth(1) else {
+                continue;
+            };
+            let id = rest.split(',').next().unwrap_or_default().trim();
+            reads.push((id, rest.contains("broadcast: true")));
+            if !one.inputs.iter().any(|i| i == id) {
+                one.inputs.push(id.to_string());
+            }
+            one.shuffle_bytes_fetched += metric(line, "decoded_bytes").unwrap_or(0);
+        }
+        if plan.contains("DataSourceExec") {
             let tasks = stage.tasks.len().max(1) as u64;
-            let from_stages: u64 = plan
-                .lines()
-                .filter_map(|line| {
-                    let rest = line.split("ShuffleReaderExec: upstream_stage: ").nth(1)?;
-                    let id = rest.split(',').next()?.trim();
+            let from_stages: u64 = reads
+                .iter()
+                .filter_map(|&(id, broadcast)| {
                     let upstream = stages.stages.iter().find(|s| s.stage_id == id)?;
-                    // A broadcast is read whole by every task; a shuffle once in all.
-                    let reads = if rest.contains("broadcast: true") {
-                        tasks
-                    } else {
-                        1
-                    };
-                    Some(upstream.output_rows * reads)
+                    Some(upstream.output_rows * if broadcast { tasks } else { 1 })
                 })
                 .sum();
             stats.rows_scanned += stage.input_rows.saturating_sub(from_stages);
         }
+        stats.stage_list.push(one);
     }
+    // The latest tasks, oldest first.
+    spans.sort_by_key(|t| t.start_ms);
+    let skip = spans.len().saturating_sub(TASK_WINDOW);
+    stats.task_stream = spans.split_off(skip);
     stats
+}
+
+/// A counter from an operator's `metrics=[...]` on a plan line (`name=12.34 K`), as the
+/// number it stands for.
+fn metric(line: &str, name: &str) -> Option<u64> {
+    let metrics = line.split("metrics=[").nth(1)?;
+    let value = metrics
+        .split(", ")
+        .find_map(|m| m.strip_prefix(name)?.strip_prefix('='))?
+        .trim_end_matches(']');
+    let (number, scale) = match value.rsplit_once(' ') {
+        Some((n, "K")) => (n, 1e3),
+        Some((n, "M")) => (n, 1e6),
+        Some((n, "B")) => (n, 1e9),
+        Some((n, "T")) => (n, 1e12),
+        _ => (value, 1.0),
+    };
+    number
+        .parse::<f64>()
+        .ok()
+        .map(|n| (n * scale).round() as u64)
 }
 
 /// The payload of a chunked HTTP body.
@@ -254,11 +468,7 @@ fn dechunk(mut body: &str) -> String {
 /// The scheduler's jobs, newest first: id, name, status, stages done, start, seconds taken
 /// (so far, for a running job).
 pub async fn recent_jobs(scheduler: &str) -> Result<RecordBatch> {
-    let scheduler_owned = scheduler.to_string();
-    let mut jobs = tokio::task::spawn_blocking(move || jobs(&scheduler_owned))
-        .await
-        .map_err(|e| Error::Execution(e.to_string()))??;
-    jobs.sort_by_key(|j| std::cmp::Reverse(j.start_time));
+    let jobs = job_list(scheduler).await?;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
@@ -275,18 +485,18 @@ pub async fn recent_jobs(scheduler: &str) -> Result<RecordBatch> {
         ),
         Field::new("seconds", DataType::Float64, true),
     ]));
-    let text = |f: fn(&Job) -> String| -> ArrayRef {
+    let text = |f: fn(&JobSummary) -> String| -> ArrayRef {
         Arc::new(StringArray::from(jobs.iter().map(f).collect::<Vec<_>>()))
     };
     let columns: Vec<ArrayRef> = vec![
         text(|j| j.job_id.clone()),
-        text(|j| j.job_name.clone()),
+        text(|j| j.name.clone()),
         text(|j| j.status.clone()),
-        text(|j| format!("{}/{}", j.completed_stages, j.num_stages)),
+        text(|j| format!("{}/{}", j.stages_done, j.stages)),
         Arc::new(
             TimestampMillisecondArray::from(
                 jobs.iter()
-                    .map(|j| (j.start_time > 0).then_some(j.start_time as i64))
+                    .map(|j| (j.started_ms > 0).then_some(j.started_ms as i64))
                     .collect::<Vec<_>>(),
             )
             .with_timezone("UTC"),
@@ -294,15 +504,72 @@ pub async fn recent_jobs(scheduler: &str) -> Result<RecordBatch> {
         Arc::new(Float64Array::from(
             jobs.iter()
                 .map(|j| {
-                    (j.start_time > 0).then(|| {
-                        let end = if j.end_time > 0 { j.end_time } else { now };
-                        end.saturating_sub(j.start_time) as f64 / 1000.0
+                    (j.started_ms > 0).then(|| {
+                        let end = j.ended_ms.unwrap_or(now);
+                        end.saturating_sub(j.started_ms) as f64 / 1000.0
                     })
                 })
                 .collect::<Vec<_>>(),
         )),
     ];
     RecordBatch::try_new(schema, columns).map_err(|e| Error::Execution(e.to_string()))
+}
+
+/// An executor its scheduler knows, from the scheduler's REST API.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ExecutorInfo {
+    /// The executor's id.
+    pub id: String,
+    /// Where it serves its shuffle files.
+    pub host: String,
+    /// Its Flight port.
+    pub port: u16,
+    /// Tasks it runs at once, as it announced.
+    pub slots: Option<u64>,
+    /// Its last heartbeat, in milliseconds since the Unix epoch (second precision).
+    pub last_seen_ms: Option<u64>,
+    /// Memory its process uses, from its last heartbeat.
+    pub memory_used: Option<u64>,
+    /// The memory of its machine.
+    pub memory_total: Option<u64>,
+    /// The most memory its process has used.
+    pub memory_peak: Option<u64>,
+}
+
+/// The executors the scheduler at `scheduler` (`http://host:port`) knows now; an executor it
+/// declared dead is no longer among them.
+pub async fn executors(scheduler: &str) -> Result<Vec<ExecutorInfo>> {
+    let scheduler = scheduler.to_string();
+    let body = off_thread(move || request(&scheduler, "GET", "/api/executors")).await?;
+    let unexpected =
+        |e: String| Error::Execution(format!("unexpected executor list from the scheduler: {e}"));
+    let listed: Vec<serde_json::Value> =
+        serde_json::from_str(&body).map_err(|e| unexpected(e.to_string()))?;
+    listed
+        .iter()
+        .map(|e| {
+            let metric = |name: &str| {
+                e["metrics"].as_array().and_then(|ms| {
+                    ms.iter()
+                        .find(|m| m["type"] == name)
+                        .and_then(|m| m["value"].as_u64())
+                })
+            };
+            Ok(ExecutorInfo {
+                id: e["id"]
+                    .as_str()
+                    .ok_or_else(|| unexpected("an executor without an id".into()))?
+                    .to_string(),
+                host: e["host"].as_str().unwrap_or_default().to_string(),
+                port: e["port"].as_u64().unwrap_or_default() as u16,
+                slots: e["specification"]["vcores"].as_u64(),
+                last_seen_ms: e["last_seen"].as_u64(),
+                memory_used: metric("proc_physical_memory"),
+                memory_total: metric("total_memory"),
+                memory_peak: metric("peak_physical_memory"),
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -333,18 +600,71 @@ mod tests {
                "tasks":[]}]}"#,
         )
         .unwrap();
+        let stats = summarize(&job, &stages);
         assert_eq!(
-            summarize(&job, &stages),
-            JobStats {
-                status: "Running".into(),
-                stages: 4,
-                stages_done: 1,
-                tasks_running: 3,
-                tasks_done: 2,
-                // Stage 3 read stage 1's 40 rows in each of its 2 tasks.
-                rows_scanned: 1000 + 300 + 750 - 80,
-            }
+            (stats.status.as_str(), stats.stages, stats.stages_done),
+            ("Running", 4, 1)
         );
+        assert_eq!((stats.tasks_running, stats.tasks_done), (3, 2));
+        // Stage 3 read stage 1's 40 rows in each of its 2 tasks.
+        assert_eq!(stats.rows_scanned, 1000 + 300 + 750 - 80);
+        let stage = |i: usize| &stats.stage_list[i];
+        assert_eq!(stats.stage_list.len(), 4);
+        assert_eq!(
+            (
+                stage(1).tasks,
+                stage(1).tasks_running,
+                stage(1).tasks_failed
+            ),
+            (2, 1, 1)
+        );
+        assert_eq!(stage(2).inputs, ["1"]);
+        assert_eq!(stage(2).status, "Running");
+        assert!(stage(3).inputs.is_empty() && stage(3).tasks == 0);
+        assert_eq!(stats.task_stream.len(), 6);
+    }
+
+    #[test]
+    fn the_task_stream_keeps_the_latest_tasks_and_stages_their_shuffle_bytes() {
+        let job: Job = serde_json::from_str(
+            r#"{"job_id":"b","status":"Running","num_stages":2,"completed_stages":1,
+                "start_time":1,"end_time":0}"#,
+        )
+        .unwrap();
+        let tasks: Vec<String> = (0..TASK_WINDOW + 50)
+            .map(|i| {
+                format!(
+                    r#"{{"status":"Successful","partition_id":[{i}],"launch_time":{i},
+                        "start_exec_time":{},"end_exec_time":{}}}"#,
+                    1000 + i,
+                    1010 + i
+                )
+            })
+            .collect();
+        let body = format!(
+            r#"{{"stages":[
+              {{"stage_id":"1","stage_status":"Successful","input_rows":5,"output_rows":5,
+                "tasks":[{}]}},
+              {{"stage_id":"2","stage_status":"Running","input_rows":5,"output_rows":0,
+                "stage_plan":"ShuffleWriterExec, metrics=[]\n  ShuffleReaderExec: upstream_stage: 1, broadcast: false, metrics=[fetch_time=1ms, decoded_bytes=12.34 K, fetch_requests=2]\n  ShuffleReaderExec: upstream_stage: 1, broadcast: false, metrics=[decoded_bytes=700]",
+                "tasks":[{{"status":"Running","partition_id":[0],"launch_time":5000,
+                           "start_exec_time":0,"end_exec_time":0}}]}}]}}"#,
+            tasks.join(",")
+        );
+        let stages: Stages = serde_json::from_str(&body).unwrap();
+        let stats = summarize(&job, &stages);
+        assert_eq!(stats.task_stream.len(), TASK_WINDOW);
+        // The oldest 51 went; the running task, started last, is kept with no end.
+        assert_eq!(stats.task_stream[0].partitions, [51]);
+        let last = stats.task_stream.last().unwrap();
+        assert_eq!(
+            (last.stage.as_str(), last.start_ms, last.end_ms),
+            ("2", 5000, None)
+        );
+        assert_eq!(last.state, "running");
+        assert_eq!(stats.task_stream[0].end_ms, Some(1061));
+        assert_eq!(stats.stage_list[1].shuffle_bytes_fetched, 12_340 + 700);
+        assert_eq!(stats.stage_list[1].inputs, ["1"]);
     }
 
     #[test]

@@ -30,7 +30,10 @@ use datafusion::physical_plan::{collect, execute_stream};
 use futures::{Stream, StreamExt};
 
 pub use codec::{StrataLogicalCodec, StrataPhysicalCodec};
-pub use jobs::{ClusterJob, JobStats, recent_jobs};
+pub use jobs::{
+    ClusterJob, ExecutorInfo, JobStats, JobSummary, StageStats, TASK_WINDOW, TaskSpan, cancel_job,
+    executors, job_list, job_stats, recent_jobs,
+};
 pub use server::{
     ExecutorOptions, LocalCluster, Scheduling, cluster_config, run_executor, serve_scheduler,
     start_local,

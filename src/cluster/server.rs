@@ -22,7 +22,6 @@ use ballista_scheduler::config::SchedulerConfig;
 use ballista_scheduler::scheduler_server::{SchedulerServer, SessionBuilder};
 use datafusion::execution::context::SessionState;
 use datafusion::execution::object_store::ObjectStoreRegistry;
-use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::physical_optimizer::optimizer::PhysicalOptimizer;
 use datafusion::prelude::SessionConfig;
@@ -49,9 +48,7 @@ fn cluster_error(what: &str) -> impl Fn(ballista_core::error::BallistaError) -> 
 /// stage writes its output.
 fn session_builder(stores: Arc<dyn ObjectStoreRegistry>) -> SessionBuilder {
     Arc::new(move |config: SessionConfig| {
-        let runtime = RuntimeEnvBuilder::new()
-            .with_object_store_registry(stores.clone())
-            .build_arc()?;
+        let runtime = crate::store::runtime_builder(stores.clone()).build_arc()?;
         let mut rules = PhysicalOptimizer::new().rules;
         let at = rules
             .iter()
@@ -143,11 +140,13 @@ impl Scheduling {
 }
 
 /// Serve a scheduler on `listener` until it fails; its executors must use the same
-/// `scheduling`.
+/// `scheduling`. `pages`, when given, are served on the same port beside the scheduler's
+/// gRPC service and REST API (`/api/...`), at the paths they route (the dashboard).
 pub async fn serve_scheduler(
     listener: TcpListener,
     stores: Arc<dyn ObjectStoreRegistry>,
     scheduling: Scheduling,
+    pages: Option<axum::Router>,
 ) -> Result<()> {
     let addr = listener
         .local_addr()
@@ -173,6 +172,10 @@ pub async fn serve_scheduler(
     config.override_config_producer = Some(config_producer());
     config.override_logical_codec = Some(Arc::new(StrataLogicalCodec::default()));
     config.override_physical_codec = Some(Arc::new(StrataPhysicalCodec::default()));
+    if pages.is_some() {
+        // Ballista's `/` sends browsers to a page on the internet; the pages take `/`.
+        config.web_tui_route = "/ballista".into();
+    }
     let cluster = BallistaCluster::new_from_config(&config)
         .await
         .map_err(cluster_error("cannot start the scheduler"))?;
@@ -197,9 +200,29 @@ pub async fn serve_scheduler(
         .await
         .map_err(cluster_error("cannot start the scheduler"))?;
     tokio::spawn(reclaim_lost_slots(scheduler.clone(), ledger));
-    ballista_scheduler::scheduler_process::start_grpc_service_with_listener(listener, scheduler)
+    let Some(pages) = pages else {
+        return ballista_scheduler::scheduler_process::start_grpc_service_with_listener(
+            listener, scheduler,
+        )
         .await
-        .map_err(cluster_error("scheduler stopped"))
+        .map_err(cluster_error("scheduler stopped"));
+    };
+    // The scheduler's gRPC service and REST API, as Ballista serves them (without its
+    // optional Flight proxy, which Strata's clients do not use), and the pages beside them.
+    use ballista_core::serde::protobuf::scheduler_grpc_server::SchedulerGrpcServer;
+    let grpc = SchedulerGrpcServer::new(scheduler.clone())
+        .max_encoding_message_size(config.grpc_server_max_encoding_message_size as usize)
+        .max_decoding_message_size(config.grpc_server_max_decoding_message_size as usize);
+    let mut routes = tonic::service::RoutesBuilder::default();
+    routes.add_service(grpc);
+    let rest = ballista_scheduler::api::get_routes(Arc::new(scheduler));
+    let app = pages
+        .merge(rest)
+        .merge(routes.routes().into_axum_router())
+        .into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, app)
+        .await
+        .map_err(|e| Error::Execution(format!("scheduler stopped: {e}")))
 }
 
 /// How an executor runs tasks.
@@ -219,8 +242,7 @@ pub struct ExecutorOptions {
 
 fn runtime_producer(stores: Arc<dyn ObjectStoreRegistry>, work_dir: String) -> RuntimeProducer {
     Arc::new(move |_config: &SessionConfig| {
-        RuntimeEnvBuilder::new()
-            .with_object_store_registry(stores.clone())
+        crate::store::runtime_builder(stores.clone())
             .with_temp_file_path(work_dir.clone())
             .build_arc()
     })
@@ -287,7 +309,12 @@ pub async fn start_local(
     let addr = listener.local_addr().map_err(|e| failed(e.to_string()))?;
     // Pushed tasks: with executors polling instead, every stage waited up to 50 ms for its
     // tasks to be picked up and as long again for their end to be noticed.
-    tokio::spawn(serve_scheduler(listener, stores.clone(), Scheduling::Push));
+    tokio::spawn(serve_scheduler(
+        listener,
+        stores.clone(),
+        Scheduling::Push,
+        None,
+    ));
     // The listener is bound already: connecting waits for the scheduler to serve.
     let client = SchedulerGrpcClient::connect(format!("http://{addr}"))
         .await

@@ -8,6 +8,7 @@ mod ipc_checks;
 mod location;
 mod options;
 mod partitions;
+mod summary;
 mod table;
 
 use std::collections::HashMap;
@@ -32,6 +33,7 @@ use object_store::ObjectMeta;
 pub use location::{Location, looks_like_location};
 pub use options::{Compression, DatasetOptions, Format, parse_type_name};
 pub use partitions::PartitionColumn;
+pub use summary::{ColumnSummary, DatasetSummary, PartitionSummary};
 pub use table::DatasetTable;
 
 /// Errors resolving or reading a dataset. Every message names the location it is about.
@@ -403,53 +405,62 @@ impl Dataset {
 
     /// List the dataset's data files now.
     pub async fn files(&self, state: &dyn Session) -> Result<Vec<DataFile>, DatasetError> {
-        let mut out = Vec::new();
-        for loc in &self.locations {
-            let files = list_files(loc, state).await?;
-            let url = loc.url.get_url();
-            for meta in files {
-                if meta.size == 0
-                    || !meta
-                        .location
-                        .as_ref()
-                        .to_ascii_lowercase()
-                        .ends_with(&self.extension)
-                {
-                    continue;
-                }
-                let path = meta.location.as_ref();
-                let display = if url.scheme() == "file" {
-                    format!("/{path}")
-                } else {
-                    format!("{}://{}/{path}", url.scheme(), url.host_str().unwrap_or(""))
-                };
-                let rel = path
-                    .strip_prefix(loc.url.prefix().as_ref())
-                    .unwrap_or(path)
-                    .trim_start_matches('/');
-                let dirs: Vec<&str> = rel
-                    .split('/')
-                    .rev()
-                    .skip(1)
-                    .filter(|s| s.contains('='))
-                    .collect();
-                let partition = (!dirs.is_empty())
-                    .then(|| dirs.into_iter().rev().collect::<Vec<_>>().join("/"));
-                out.push(DataFile {
-                    url: display,
-                    store_url: loc.url.clone(),
-                    meta,
-                    partition,
-                });
-            }
-        }
-        Ok(out)
+        data_files(&self.locations, &self.extension, state).await
     }
 
     /// The table as a DataFusion provider.
     pub fn provider(&self) -> Arc<dyn TableProvider> {
         self.table.clone()
     }
+}
+
+/// The data files at `locations` now: those of a dataset's format (`extension`), not empty.
+pub(crate) async fn data_files(
+    locations: &[Location],
+    extension: &str,
+    state: &dyn Session,
+) -> Result<Vec<DataFile>, DatasetError> {
+    let mut out = Vec::new();
+    for loc in locations {
+        let files = list_files(loc, state).await?;
+        let url = loc.url.get_url();
+        for meta in files {
+            if meta.size == 0
+                || !meta
+                    .location
+                    .as_ref()
+                    .to_ascii_lowercase()
+                    .ends_with(extension)
+            {
+                continue;
+            }
+            let path = meta.location.as_ref();
+            let display = if url.scheme() == "file" {
+                format!("/{path}")
+            } else {
+                format!("{}://{}/{path}", url.scheme(), url.host_str().unwrap_or(""))
+            };
+            let rel = path
+                .strip_prefix(loc.url.prefix().as_ref())
+                .unwrap_or(path)
+                .trim_start_matches('/');
+            let dirs: Vec<&str> = rel
+                .split('/')
+                .rev()
+                .skip(1)
+                .filter(|s| s.contains('='))
+                .collect();
+            let partition =
+                (!dirs.is_empty()).then(|| dirs.into_iter().rev().collect::<Vec<_>>().join("/"));
+            out.push(DataFile {
+                url: display,
+                store_url: loc.url.clone(),
+                meta,
+                partition,
+            });
+        }
+    }
+    Ok(out)
 }
 
 /// An object's name as a user wrote it: a path for local files, a URL otherwise.

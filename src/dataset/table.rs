@@ -67,6 +67,11 @@ impl DatasetTable {
         }
     }
 
+    /// What it was made from.
+    pub(crate) fn recipe(&self) -> &Recipe {
+        &self.recipe
+    }
+
     /// The listing table it wraps.
     pub fn listing(&self) -> &ListingTable {
         &self.inner

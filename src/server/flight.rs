@@ -408,7 +408,10 @@ impl FlightSqlServer {
         log::info!(target: "strata::queries", "query {id} started{by}: {}", one_line(sql));
         self.log.started(id, user.map(|u| u.0.as_str()), sql);
         let planning = Planning { log: &self.log, id };
-        let planned = engine.sql_with_params(sql, params).await;
+        let planned = match user {
+            Some(user) => engine.for_user(&user.0).sql_with_params(sql, params).await,
+            None => engine.sql_with_params(sql, params).await,
+        };
         std::mem::forget(planning);
         let result = match planned {
             Ok(result) => result,
@@ -491,7 +494,7 @@ impl FlightSqlServer {
                         "the result is larger than this server's limit of {max} bytes; \
                          ask for fewer rows or columns"
                     ));
-                    *lock(&done.outcome) = Some(status.message().to_string());
+                    done.end(status.message());
                     return Err(status);
                 }
             }
@@ -505,13 +508,13 @@ impl FlightSqlServer {
                     }
                     _ => status(e),
                 };
-                *lock(&done.outcome) = Some(status.message().to_string());
+                done.end(status.message());
                 status
             })
         });
         // Once every batch was sent, the query finished (unless it failed on the way).
         let finished = futures::stream::once(async move {
-            lock(&end.outcome).get_or_insert_with(|| "finished".to_string());
+            end.end("finished");
             None
         })
         .filter_map(futures::future::ready);
@@ -629,6 +632,15 @@ struct Forget {
     bytes: std::sync::atomic::AtomicU64,
     /// "finished", or the error the client was sent; `None` while the client reads.
     outcome: Mutex<Option<String>>,
+}
+
+impl Forget {
+    /// Record how the query ended, the first time only, and forget its handle now: the
+    /// client learns the end right after this, and a cancel sent then finds nothing to cancel.
+    fn end(&self, outcome: &str) {
+        lock(&self.outcome).get_or_insert_with(|| outcome.to_string());
+        lock(&self.queries).remove(&self.handle);
+    }
 }
 
 impl Drop for Forget {

@@ -1,0 +1,401 @@
+//! The dashboard: web pages of the engine's running and recent queries, each query's plan
+//! drawn with its operators' live figures, and a Cancel button; its datasets; its workers
+//! (a cluster's executors, or this process); its cluster's jobs; JSON under `/api/` for
+//! scripts. Its pages, styles and script are compiled into the binary (no network needed).
+//! On a loopback address anyone on the machine may look; elsewhere only signed-in users.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{Html, IntoResponse, Json, Response};
+use axum::routing::{get, post};
+use serde::Serialize;
+use tokio::net::TcpListener;
+
+use crate::Engine;
+use crate::cluster::JobStats;
+use crate::monitor::{CancelRefused, PlanNode, QueryInfo};
+use crate::server::Auth;
+
+mod report;
+mod workers;
+
+/// Now, in milliseconds since the Unix epoch.
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+const QUERIES_PAGE: &str = include_str!("assets/queries.html");
+const QUERY_PAGE: &str = include_str!("assets/query.html");
+const DATASETS_PAGE: &str = include_str!("assets/datasets.html");
+const WORKERS_PAGE: &str = include_str!("assets/workers.html");
+const JOBS_PAGE: &str = include_str!("assets/jobs.html");
+const JOB_PAGE: &str = include_str!("assets/job.html");
+const SCRIPT: &str = include_str!("assets/dashboard.js");
+const STYLE: &str = include_str!("assets/dashboard.css");
+/// The header a request that changes something (Cancel) must carry: a page of another site
+/// cannot send it without the browser asking first, and the dashboard never agrees.
+pub const ACTION_HEADER: &str = "x-strata-dashboard";
+
+/// Why the dashboard could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum DashboardError {
+    /// The address is not one this machine can listen on.
+    #[error("cannot serve the dashboard on {address}: {message}")]
+    Listen {
+        /// The address asked for.
+        address: String,
+        /// Why not.
+        message: String,
+    },
+    /// An address other machines can reach, without sign-in.
+    #[error(
+        "the dashboard listens on {address}, which other machines can reach, only when users \
+         sign in (`strata serve --users FILE --dashboard ADDR`); use a loopback address such \
+         as 127.0.0.1:8787"
+    )]
+    NeedsSignIn {
+        /// The address asked for.
+        address: String,
+    },
+}
+
+/// The dashboard of one engine and the sessions made from it.
+pub struct Dashboard {
+    engine: Engine,
+    auth: Option<Arc<Auth>>,
+    executors: workers::Seen,
+}
+
+impl std::fmt::Debug for Dashboard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dashboard")
+            .field("auth", &self.auth.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A dashboard being served; dropping it stops it.
+#[derive(Debug)]
+pub struct Serving {
+    address: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Serving {
+    /// The address it listens on.
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// Its address as a link to open in a browser.
+    pub fn url(&self) -> String {
+        format!("http://{}/", self.address)
+    }
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Dashboard {
+    /// The dashboard of `engine`'s queries (and of every session sharing its monitor).
+    pub fn new(engine: Engine) -> Self {
+        Dashboard {
+            engine,
+            auth: None,
+            executors: workers::Seen::default(),
+        }
+    }
+
+    /// Let in only the users of `auth` (Basic credentials, or a bearer token).
+    pub fn with_auth(mut self, auth: Arc<Auth>) -> Self {
+        self.auth = Some(auth);
+        self
+    }
+
+    /// The dashboard's routes, to serve alone or beside others.
+    pub fn router(self) -> Router {
+        let shared = Arc::new(self);
+        Router::new()
+            .route("/", get(|| async { Html(QUERIES_PAGE) }))
+            .route("/queries/{id}", get(|| async { Html(QUERY_PAGE) }))
+            .route("/datasets", get(|| async { Html(DATASETS_PAGE) }))
+            .route("/workers", get(|| async { Html(WORKERS_PAGE) }))
+            .route("/jobs", get(|| async { Html(JOBS_PAGE) }))
+            .route("/jobs/{id}", get(|| async { Html(JOB_PAGE) }))
+            .route("/assets/dashboard.js", get(script))
+            .route("/assets/dashboard.css", get(style))
+            .route("/api/queries", get(list))
+            .route("/api/queries/{id}", get(detail))
+            .route("/api/queries/{id}/plan.svg", get(plan_svg))
+            .route("/api/queries/{id}/plan.dot", get(plan_dot))
+            .route("/api/queries/{id}/report.html", get(report))
+            .route("/api/queries/{id}/cancel", post(cancel))
+            .route("/api/datasets", get(datasets))
+            .route("/api/workers", get(workers))
+            .route("/api/cluster/jobs", get(jobs))
+            .route("/api/cluster/jobs/{id}", get(job))
+            .route("/api/cluster/jobs/{id}/cancel", post(cancel_job))
+            .layer(middleware::from_fn_with_state(shared.clone(), sign_in))
+            .with_state(shared)
+    }
+
+    /// Serve the dashboard on `address` (`HOST:PORT`; port 0 picks a free one) until the
+    /// returned handle is dropped.
+    pub async fn serve(self, address: &str) -> Result<Serving, DashboardError> {
+        let listen = |message: String| DashboardError::Listen {
+            address: address.to_string(),
+            message,
+        };
+        let listener = TcpListener::bind(address)
+            .await
+            .map_err(|e| listen(e.to_string()))?;
+        let local = listener.local_addr().map_err(|e| listen(e.to_string()))?;
+        if !local.ip().is_loopback() && self.auth.is_none() {
+            return Err(DashboardError::NeedsSignIn {
+                address: address.to_string(),
+            });
+        }
+        let app = self.router();
+        let task = tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, app).await {
+                log::warn!(target: "strata::dashboard", "the dashboard stopped: {e}");
+            }
+        });
+        Ok(Serving {
+            address: local,
+            task,
+        })
+    }
+}
+
+/// Let a request through when no sign-in is asked, or when it carries a user's credentials;
+/// otherwise ask the browser for them.
+async fn sign_in(
+    State(dashboard): State<Arc<Dashboard>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let Some(auth) = &dashboard.auth else {
+        return next.run(request).await;
+    };
+    let metadata = tonic::metadata::MetadataMap::from_headers(request.headers().clone());
+    match auth.check(&metadata) {
+        Ok(_) => next.run(request).await,
+        Err(status) => {
+            let mut response =
+                (StatusCode::UNAUTHORIZED, status.message().to_string()).into_response();
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"Strata dashboard\", charset=\"UTF-8\""),
+            );
+            response
+        }
+    }
+}
+
+async fn script() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+        SCRIPT,
+    )
+}
+
+async fn style() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], STYLE)
+}
+
+/// A JSON error: `{"error": "..."}` with its status.
+fn failure(status: StatusCode, message: impl Into<String>) -> Response {
+    #[derive(Serialize)]
+    struct Failure {
+        error: String,
+    }
+    (
+        status,
+        Json(Failure {
+            error: message.into(),
+        }),
+    )
+        .into_response()
+}
+
+async fn list(State(dashboard): State<Arc<Dashboard>>) -> Json<Vec<QueryInfo>> {
+    Json(dashboard.engine.monitor().list())
+}
+
+async fn datasets(
+    State(dashboard): State<Arc<Dashboard>>,
+) -> Json<Vec<crate::dataset::DatasetSummary>> {
+    Json(dashboard.engine.datasets().await)
+}
+
+async fn workers(State(dashboard): State<Arc<Dashboard>>) -> Response {
+    Json(dashboard.executors.workers(&dashboard.engine).await).into_response()
+}
+
+/// The refusal of a request that changes something without [`ACTION_HEADER`], which a page
+/// of another site cannot send.
+fn refuse_unmarked(headers: &HeaderMap) -> Option<Response> {
+    (!headers.contains_key(ACTION_HEADER)).then(|| {
+        failure(
+            StatusCode::FORBIDDEN,
+            format!("a cancel request carries the {ACTION_HEADER} header"),
+        )
+    })
+}
+
+/// The answer for an engine that runs its queries on this process.
+fn not_on_cluster() -> Response {
+    failure(
+        StatusCode::NOT_FOUND,
+        "this engine runs its queries on this process, not on a cluster",
+    )
+}
+
+async fn jobs(State(dashboard): State<Arc<Dashboard>>) -> Response {
+    let Some(scheduler) = dashboard.engine.runner().scheduler() else {
+        return not_on_cluster();
+    };
+    match crate::cluster::job_list(scheduler).await {
+        Ok(jobs) => Json(jobs).into_response(),
+        Err(e) => failure(StatusCode::BAD_GATEWAY, e.to_string()),
+    }
+}
+
+async fn job(State(dashboard): State<Arc<Dashboard>>, Path(id): Path<String>) -> Response {
+    let Some(scheduler) = dashboard.engine.runner().scheduler() else {
+        return not_on_cluster();
+    };
+    match crate::cluster::job_stats(scheduler, &id).await {
+        Ok(Some(stats)) => Json(stats).into_response(),
+        Ok(None) => failure(StatusCode::NOT_FOUND, format!("no job {id}")),
+        Err(e) => failure(StatusCode::BAD_GATEWAY, e.to_string()),
+    }
+}
+
+async fn cancel_job(
+    State(dashboard): State<Arc<Dashboard>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(refused) = refuse_unmarked(&headers) {
+        return refused;
+    }
+    let Some(scheduler) = dashboard.engine.runner().scheduler() else {
+        return not_on_cluster();
+    };
+    match crate::cluster::cancel_job(scheduler, &id).await {
+        Ok(true) => {
+            log::info!(target: "strata::dashboard", "job {id} cancelled from the dashboard");
+            Json(serde_json::json!({ "cancelled": id })).into_response()
+        }
+        Ok(false) => failure(
+            StatusCode::CONFLICT,
+            format!("job {id} is not running (or not known)"),
+        ),
+        Err(e) => failure(StatusCode::BAD_GATEWAY, e.to_string()),
+    }
+}
+
+/// One query: its figures, its plan with each operator's figures, and its cluster job's
+/// stages and tasks.
+#[derive(Serialize)]
+struct Detail {
+    query: QueryInfo,
+    plan: Option<PlanNode>,
+    job: Option<JobStats>,
+}
+
+async fn detail(State(dashboard): State<Arc<Dashboard>>, Path(id): Path<u64>) -> Response {
+    let Some(query) = dashboard.engine.monitor().get(id) else {
+        return failure(StatusCode::NOT_FOUND, format!("no query {id}"));
+    };
+    let job = match query.cluster_job() {
+        Some(job) => job.job_stats().await.ok().flatten(),
+        None => None,
+    };
+    Json(Detail {
+        query: query.info(),
+        plan: query.plan(),
+        job,
+    })
+    .into_response()
+}
+
+/// The query's plan, drawn by `draw`, as `content_type`.
+fn plan_as(
+    dashboard: &Dashboard,
+    id: u64,
+    draw: fn(&PlanNode) -> String,
+    content_type: &'static str,
+) -> Response {
+    let Some(query) = dashboard.engine.monitor().get(id) else {
+        return failure(StatusCode::NOT_FOUND, format!("no query {id}"));
+    };
+    match query.plan() {
+        Some(plan) => ([(header::CONTENT_TYPE, content_type)], draw(&plan)).into_response(),
+        None => failure(
+            StatusCode::NOT_FOUND,
+            format!("query {id} has no plan (it was not planned, or it is a command)"),
+        ),
+    }
+}
+
+async fn plan_svg(State(dashboard): State<Arc<Dashboard>>, Path(id): Path<u64>) -> Response {
+    plan_as(&dashboard, id, crate::plan_graph::svg, "image/svg+xml")
+}
+
+async fn plan_dot(State(dashboard): State<Arc<Dashboard>>, Path(id): Path<u64>) -> Response {
+    plan_as(
+        &dashboard,
+        id,
+        crate::plan_graph::dot,
+        "text/vnd.graphviz; charset=utf-8",
+    )
+}
+
+/// The query page as one HTML file to keep, offered as a download.
+async fn report(State(dashboard): State<Arc<Dashboard>>, Path(id): Path<u64>) -> Response {
+    let Some(query) = dashboard.engine.monitor().get(id) else {
+        return failure(StatusCode::NOT_FOUND, format!("no query {id}"));
+    };
+    let page = report::report(&query.info(), query.plan().as_ref(), STYLE);
+    let file = format!("attachment; filename=\"strata-query-{id}.html\"");
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8".to_string()),
+            (header::CONTENT_DISPOSITION, file),
+        ],
+        page,
+    )
+        .into_response()
+}
+
+async fn cancel(
+    State(dashboard): State<Arc<Dashboard>>,
+    Path(id): Path<u64>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(refused) = refuse_unmarked(&headers) {
+        return refused;
+    }
+    match dashboard.engine.monitor().cancel(id) {
+        Ok(()) => {
+            log::info!(target: "strata::dashboard", "query {id} cancelled from the dashboard");
+            Json(serde_json::json!({ "cancelled": id })).into_response()
+        }
+        Err(e @ CancelRefused::Unknown) => failure(StatusCode::NOT_FOUND, e.to_string()),
+        Err(e) => failure(StatusCode::CONFLICT, e.to_string()),
+    }
+}
