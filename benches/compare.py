@@ -15,6 +15,13 @@ ones Strata sets for speed (see STOCK_SETTINGS), as a before/after in the same r
 (`strata --catalog tpch.toml -f qNN.sql`, table output), timed by the `N rows in X s` line it
 prints, so table registration, footers read by a fresh process and printing all count.
 
+`strata-variant`: the same engine as `strata` with `--variant-set` settings on top, to measure
+one setting side by side.
+
+`strata-dashboard`: the same engine as `strata`, with its dashboard served and polled the way
+open pages poll it (the Queries page and the Query page of every running query, plan drawing
+included, once a second), to measure what watching a query costs it.
+
 `cluster`: the same engine as `strata`, its queries run on a scheduler and two executors
 started as processes on loopback (`strata scheduler`, `strata executor`).
 
@@ -42,7 +49,9 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import urllib.error
 import urllib.request
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -125,7 +134,9 @@ class Strata:
     """The `tpch` bench binary in `serve` mode: one engine for the whole comparison."""
 
 
-    def __init__(self, data, fmt, scale, settings, profile, name="strata", extra=()):
+    def __init__(
+        self, data, fmt, scale, settings, profile, name="strata", extra=(), stderr=None
+    ):
         self.name = name
         exe = cargo_executable(["bench", "--bench", "tpch", "--no-run"], "tpch", profile)
         self.version = "main"
@@ -134,13 +145,63 @@ class Strata:
             args += ["--set", s]
         args += extra
         self.proc = subprocess.Popen(
-            args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT
+            args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr, text=True,
+            cwd=ROOT,
         )
         self.tmp = tempfile.mkdtemp(prefix="strata-compare-")
 
     def run(self, n):
         out = os.path.join(self.tmp, f"q{n:02}.csv")
         return ask_serve(self.proc, f"q{n:02}", out), csv_answer(out)
+
+
+class StrataDashboard(Strata):
+    """`strata` with its dashboard open: a thread asks for what the open pages ask for, every
+    `period` seconds, for as long as the comparison runs."""
+
+    def __init__(self, data, fmt, scale, settings, profile, period=1.0):
+        log = tempfile.NamedTemporaryFile("w+", prefix="strata-dashboard-", suffix=".log")
+        super().__init__(
+            data, fmt, scale, settings, profile, "strata-dashboard",
+            ["--dashboard", "127.0.0.1:0"], log,
+        )
+        deadline = time.monotonic() + 120
+        url = None
+        while url is None:
+            found = re.search(r"^dashboard: (\S+)", pathlib.Path(log.name).read_text(), re.M)
+            url = found and found.group(1).rstrip("/")
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("the dashboard did not start")
+            time.sleep(0.05)
+        self.url, self.period, self.requests, self.failures = url, period, 0, 0
+        threading.Thread(target=self.poll, daemon=True).start()
+
+    def get(self, path):
+        try:
+            with urllib.request.urlopen(self.url + path, timeout=10) as r:
+                body = r.read()
+            self.requests += 1
+            return body
+        except urllib.error.HTTPError as e:
+            # A query that ended between the list and this request: not a failure.
+            if e.code != 404 or "/api/queries/" not in path:
+                self.failures += 1
+                print(f"dashboard {path}: {e.code} {e.read()[:200]!r}", file=sys.stderr)
+            return None
+        except OSError as e:
+            self.failures += 1
+            print(f"dashboard {path}: {e}", file=sys.stderr)
+            return None
+
+    def poll(self):
+        while True:
+            started = time.monotonic()
+            listed = self.get("/api/queries")
+            for q in json.loads(listed) if listed else []:
+                if q["state"] in ("planning", "running"):
+                    self.get(f"/api/queries/{q['id']}")
+                    self.get(f"/api/queries/{q['id']}/plan.svg")
+            time.sleep(max(0.0, self.period - (time.monotonic() - started)))
 
 
 def ask_serve(proc, name, out):
@@ -296,6 +357,14 @@ def main():
     p.add_argument(
         "--cluster-set", action="append", default=[], help="for the cluster engine alone"
     )
+    p.add_argument(
+        "--variant-set", action="append", default=[],
+        help="settings of the strata-variant engine: strata with these on top, side by side",
+    )
+    p.add_argument(
+        "--dashboard-period", type=float, default=1.0,
+        help="seconds between the strata-dashboard engine's polls (the pages': 1)",
+    )
     p.add_argument("--json")
     p.add_argument("--cargo-profile", default="bench", help="dev for a quick check")
     a = p.parse_args()
@@ -315,6 +384,12 @@ def main():
         "strata": lambda: Strata(data, f, a.scale, a.strata_set, a.cargo_profile),
         "strata-stock": lambda: Strata(
             data, f, a.scale, STOCK_SETTINGS + a.strata_set, a.cargo_profile, "strata-stock"
+        ),
+        "strata-dashboard": lambda: StrataDashboard(
+            data, f, a.scale, a.strata_set, a.cargo_profile, a.dashboard_period
+        ),
+        "strata-variant": lambda: Strata(
+            data, f, a.scale, a.strata_set + a.variant_set, a.cargo_profile, "strata-variant"
         ),
         "strata-cli": lambda: StrataCli(data, f, a.strata_set, a.cargo_profile),
         "cluster": lambda: Cluster(
@@ -380,6 +455,9 @@ def main():
                 g = math.exp(sum(math.log(x) for x in ratios) / len(ratios))
                 summary.setdefault(s, {})[e.name] = {"geomean_ratio": g, "queries": len(ratios)}
                 print(f"  vs {e.name} {e.version}: {g:.2f} over {len(ratios)} queries")
+    for e in engines:
+        if isinstance(e, StrataDashboard):
+            print(f"  the dashboard answered {e.requests} requests ({e.failures} failed)")
     wrong = [(q, n) for q, r in results.items() for n, v in r.items() if v["status"] != "ok"]
     for q, n in wrong:
         print(f"  {q} {n}: {results[q][n]['status']}")

@@ -65,6 +65,10 @@ struct EngineArgs {
     /// Run the queries on this cluster (`df://HOST:PORT` or `local:N`).
     #[arg(long)]
     cluster: Option<String>,
+    /// Serve the engine's dashboard on this address (`HOST:PORT`, port 0 for a free one);
+    /// its URL is printed on stderr as `dashboard: URL`.
+    #[arg(long)]
+    dashboard: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -114,7 +118,12 @@ async fn engine(data: &DataArgs, args: &EngineArgs) -> Engine {
     if let Some(m) = &args.memory_limit {
         b = b.memory_limit(strata::engine::parse_size(m).expect("a size such as 512M"));
     }
-    for s in &args.settings {
+    // Runtime settings (`datafusion.runtime.*`) are set by statement once the engine runs.
+    let (runtime, settings): (Vec<&String>, Vec<&String>) = args
+        .settings
+        .iter()
+        .partition(|s| s.starts_with("datafusion.runtime."));
+    for s in settings {
         let (k, v) = s.split_once('=').expect("--set key=value");
         b = b.setting(k, v);
     }
@@ -122,6 +131,14 @@ async fn engine(data: &DataArgs, args: &EngineArgs) -> Engine {
         b = b.cluster(url.as_str());
     }
     let engine = b.build().await.expect("engine");
+    for s in runtime {
+        let (k, v) = s.split_once('=').expect("--set key=value");
+        let mut set = engine
+            .sql(&format!("SET {k} = '{v}'"))
+            .await
+            .expect("runtime setting");
+        set.collect().await.expect("runtime setting");
+    }
     for table in data::TABLES {
         let dir = data::table_dir(&data.dir(), &args.format, table);
         assert!(
@@ -220,6 +237,17 @@ fn main() {
             engine: eargs,
         } => rt.block_on(async {
             let engine = engine(&data, &eargs).await;
+            let _dashboard = match &eargs.dashboard {
+                Some(address) => {
+                    let serving = strata::dashboard::Dashboard::new(engine.new_session())
+                        .serve(address)
+                        .await
+                        .expect("dashboard");
+                    eprintln!("dashboard: {}", serving.url());
+                    Some(serving)
+                }
+                None => None,
+            };
             let number = |name: &str| name.strip_prefix('q')?.parse::<usize>().ok();
             common::serve(&engine, |name| number(name).filter(|n| (1..=22).contains(n)).map(query)).await;
         }),
