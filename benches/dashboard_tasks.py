@@ -4,10 +4,11 @@
 Starts a scheduler and two executors on loopback (`strata scheduler`, `strata executor`),
 runs one aggregation split into PARTITIONS partitions (a stage of that many tasks), and
 while it runs and after it, times the scheduler's dashboard answer for the job
-(`/api/cluster/jobs/ID`: stages and the bounded task stream) next to Ballista's own
-`/api/job/ID/stages`, which lists every task.
+(`/api/cluster/jobs/ID`: stages and the bounded task stream) and its tasks per executor
+(`/api/workers`), next to Ballista's own `/api/job/ID/stages`, which lists every task
+(`--no-ballista` leaves it out: it takes minutes on jobs of many thousand tasks).
 
-    python3 benches/dashboard_tasks.py [--partitions 4000] [--cargo-profile dev]
+    python3 benches/dashboard_tasks.py [--partitions 4000] [--cargo-profile dev] [--no-ballista]
 """
 
 import argparse
@@ -36,6 +37,8 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--partitions", type=int, default=4000)
     p.add_argument("--cargo-profile", default="dev")
+    p.add_argument("--no-ballista", action="store_true",
+                   help="do not time Ballista's own stages answer")
     a = p.parse_args()
     exe = cargo_executable(["build", "--bin", "strata"], "strata", a.cargo_profile)
     logs = pathlib.Path(tempfile.mkdtemp(prefix="strata-tasks-"))
@@ -65,30 +68,33 @@ def main():
         )
         job = None
         samples = []
+
+        def sample(job):
+            t_dash, body = get(f"http://{addr}/api/cluster/jobs/{job}")
+            t_workers, _ = get(f"http://{addr}/api/workers")
+            t_raw, raw = (float("nan"), b"") if a.no_ballista else get(
+                f"http://{addr}/api/job/{job}/stages")
+            stats = json.loads(body)
+            tasks = sum(s["tasks"] for s in stats["stage_list"])
+            return tasks, t_dash, len(body), t_workers, t_raw, len(raw), len(stats["task_stream"])
+
         while client.poll() is None or job is None:
             jobs = json.loads(get(f"http://{addr}/api/cluster/jobs")[1])
             if jobs:
                 job = jobs[0]["job_id"]
-                t_dash, body = get(f"http://{addr}/api/cluster/jobs/{job}")
-                t_raw, raw = get(f"http://{addr}/api/job/{job}/stages")
-                stats = json.loads(body)
-                tasks = sum(s["tasks"] for s in stats["stage_list"])
-                samples.append((tasks, t_dash, len(body), t_raw, len(raw)))
+                samples.append(sample(job))
             if client.poll() is not None and job is not None:
                 break
             time.sleep(0.5)
         client.wait()
         if client.returncode != 0:
             sys.exit(f"the query failed: {client.stderr.read()}")
-        t_dash, body = get(f"http://{addr}/api/cluster/jobs/{job}")
-        t_raw, raw = get(f"http://{addr}/api/job/{job}/stages")
-        stats = json.loads(body)
-        tasks = sum(s["tasks"] for s in stats["stage_list"])
-        samples.append((tasks, t_dash, len(body), t_raw, len(raw)))
-        print("tasks  dashboard ms  dashboard KiB  ballista stages ms  ballista KiB")
-        for tasks, td, nd, tr, nr in samples:
-            print(f"{tasks:5}  {td * 1e3:12.1f}  {nd / 1024:13.1f}  {tr * 1e3:18.1f}  {nr / 1024:12.1f}")
-        print(f"task stream kept {len(stats['task_stream'])} of {tasks} tasks")
+        samples.append(sample(job))
+        print("tasks  dashboard ms  dashboard KiB  workers ms  ballista stages ms  ballista KiB")
+        for tasks, td, nd, tw, tr, nr, _ in samples:
+            print(f"{tasks:6}  {td * 1e3:12.1f}  {nd / 1024:13.1f}  {tw * 1e3:10.1f}  "
+                  f"{tr * 1e3:18.1f}  {nr / 1024:12.1f}")
+        print(f"task stream kept {samples[-1][6]} of {samples[-1][0]} tasks")
     finally:
         for proc in procs:
             proc.terminate()

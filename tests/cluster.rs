@@ -11,6 +11,12 @@ mod cluster_processes;
 #[path = "common/http_client.rs"]
 mod http_client;
 
+#[path = "common/skip.rs"]
+mod skip;
+
+#[path = "common/browser.rs"]
+mod browser;
+
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -805,6 +811,41 @@ fn the_scheduler_serves_the_dashboard_of_its_jobs_and_executors_on_its_port() {
             .iter()
             .all(|t| t["state"] == "done" && t["end_ms"].as_u64() >= t["start_ms"].as_u64())
     );
+    // Each task names the executor that ran it; each stage what it wrote for the next.
+    let executor_ids: Vec<&str> = workers["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["id"].as_str().unwrap())
+        .collect();
+    assert!(
+        tasks
+            .iter()
+            .all(|t| executor_ids.contains(&t["executor"].as_str().unwrap_or("none"))),
+        "{stats}"
+    );
+    assert!(
+        stages
+            .iter()
+            .all(|s| s["shuffle_bytes_written"].as_u64().is_some()),
+        "{stats}"
+    );
+    assert!(
+        stages
+            .iter()
+            .any(|s| s["shuffle_bytes_written"].as_u64() > Some(0)),
+        "{stats}"
+    );
+    // Idle executors run no tasks, and say so.
+    let workers = json("/api/workers");
+    assert!(
+        workers["workers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|w| w["running"] == 0),
+        "{workers}"
+    );
 
     // Cancel from the dashboard stops a running job; its client gets the error.
     let client = client_once(addr, &long_query(), |job| job["status"] == "Running");
@@ -827,6 +868,53 @@ fn the_scheduler_serves_the_dashboard_of_its_jobs_and_executors_on_its_port() {
         let stats = json(&format!("/api/cluster/jobs/{id}"));
         (stats["status"] != "Running").then_some(())
     });
+}
+
+/// The dashboard a scheduler serves, in a real browser (tests/clients/dashboard_browser.py):
+/// a finished job's page shows its stages and a task stream with a lane per executor, the
+/// Workers page lists both executors, and one killed is marked dead.
+#[test]
+fn in_a_browser_a_cluster_job_shows_its_stages_and_executors_and_a_killed_one_dead() {
+    if !browser::browser_or_skip(
+        "in_a_browser_a_cluster_job_shows_its_stages_and_executors_and_a_killed_one_dead",
+    ) {
+        return;
+    }
+    let (scheduler, executors) = processes::cluster(2);
+    let addr = &scheduler.addr;
+    eventually(Duration::from_secs(60), "executors not registered", || {
+        let listed = processes::http_get(addr, "/api/executors");
+        (listed.matches("\"vcores\":2").count() == 2).then_some(())
+    });
+    let sql = "SELECT registration_state, count(*) FROM violations GROUP BY 1 ORDER BY 2 DESC";
+    let done = processes::strata(&["-q", "--cluster", &format!("df://{addr}"), "-c", sql]);
+    assert!(
+        done.status.success(),
+        "{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    let jobs: serde_json::Value =
+        serde_json::from_str(&processes::http_get(addr, "/api/cluster/jobs")).unwrap();
+    let job = jobs[0]["job_id"].as_str().unwrap();
+    let stats: serde_json::Value = serde_json::from_str(&processes::http_get(
+        addr,
+        &format!("/api/cluster/jobs/{job}"),
+    ))
+    .unwrap();
+    let stages = stats["stage_list"].as_array().unwrap().len();
+    assert!(stages >= 2, "{stats}");
+    let output = browser::scenarios(
+        "cluster",
+        &format!("http://{addr}"),
+        &[
+            job.to_string(),
+            stages.to_string(),
+            executors[0].pid().to_string(),
+        ],
+    )
+    .output()
+    .expect("run the browser scenarios");
+    browser::check(&output, &["jobs", "job", "workers-alive", "workers-dead"]);
 }
 
 /// `POST path` on `addr`, with the dashboard's action header or without; the whole answer.

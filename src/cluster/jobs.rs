@@ -8,6 +8,7 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use datafusion::arrow::record_batch::RecordBatch;
 use serde::{Deserialize, Serialize};
 
+use super::scheduler_api;
 use crate::error::{Error, Result};
 
 #[derive(Debug, Deserialize)]
@@ -121,7 +122,7 @@ pub struct ClusterJob {
 }
 
 /// How far a cluster job has got, from its scheduler.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobStats {
     /// `Queued`, `Running`, `Completed`, `Failed`.
     pub status: String,
@@ -149,7 +150,7 @@ pub struct JobStats {
 pub const TASK_WINDOW: usize = 1000;
 
 /// One stage of a cluster job.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StageStats {
     /// Its id within the job.
     pub id: String,
@@ -167,18 +168,20 @@ pub struct StageStats {
     pub input_rows: u64,
     /// Rows it wrote for the next stage.
     pub output_rows: u64,
-    /// Shuffled bytes it fetched from other executors (decoded, to three significant digits
-    /// as the scheduler reports them). Ballista counts no bytes for the shuffle files a task
-    /// reads on its own executor, so a stage that reads only those shows 0.
+    /// Shuffled bytes it fetched from other executors (decoded). Ballista counts no bytes for
+    /// the shuffle files a task reads on its own executor, so a stage that reads only those
+    /// shows 0.
     pub shuffle_bytes_fetched: u64,
     /// The stages it reads from.
     pub inputs: Vec<String>,
-    /// Its tasks' time, as the scheduler formats it.
+    /// From its first task's start to its last task's end (or now), as plans show times.
     pub elapsed: Option<String>,
+    /// Bytes its finished tasks wrote for the next stage.
+    pub shuffle_bytes_written: u64,
 }
 
 /// One task of a job's task stream.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TaskSpan {
     /// The stage it belongs to.
     pub stage: String,
@@ -188,44 +191,22 @@ pub struct TaskSpan {
     pub start_ms: u64,
     /// When it ended; `None` while it runs.
     pub end_ms: Option<u64>,
-    /// `running`, `done` or `failed`.
-    pub state: &'static str,
+    /// Running, done or failed.
+    pub state: TaskState,
+    /// The executor that runs or ran it (a failed task's status does not say).
+    pub executor: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
-struct Stages {
-    stages: Vec<Stage>,
-}
-
-#[derive(Debug, Deserialize)]
-struct Stage {
-    #[serde(default)]
-    stage_id: String,
-    #[serde(default)]
-    stage_status: String,
-    #[serde(default)]
-    elapsed_compute: Option<String>,
-    input_rows: u64,
-    #[serde(default)]
-    output_rows: u64,
-    #[serde(default)]
-    stage_plan: Option<String>,
-    #[serde(default)]
-    tasks: Vec<Option<Task>>,
-}
-
-#[derive(Debug, Deserialize)]
-struct Task {
-    /// `"Running"`, `"Successful"` or `{"Failed": {...}}`.
-    status: serde_json::Value,
-    #[serde(default)]
-    partition_id: Vec<u32>,
-    #[serde(default)]
-    launch_time: u64,
-    #[serde(default)]
-    start_exec_time: u64,
-    #[serde(default)]
-    end_exec_time: u64,
+/// Where a task is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TaskState {
+    /// An executor runs it.
+    Running,
+    /// It finished and wrote its output.
+    Done,
+    /// It failed (and may run again).
+    Failed,
 }
 
 impl ClusterJob {
@@ -270,14 +251,19 @@ impl ClusterJob {
 
 /// `job`'s progress, with its stages read from the scheduler now. Blocking.
 fn stats_of(scheduler: &str, job: &Job) -> Result<JobStats> {
-    // A job still being planned has no stages yet.
-    let path = format!("/api/job/{}/stages?plan_format=metrics", job.job_id);
-    let stages = match request_if_found(scheduler, "GET", &path)? {
-        Some(body) => serde_json::from_str(&body)
-            .map_err(|e| Error::Execution(format!("unexpected stages from the scheduler: {e}")))?,
-        None => Stages { stages: Vec::new() },
-    };
-    Ok(summarize(job, &stages))
+    match request_if_found(scheduler, "GET", &scheduler_api::job_path(&job.job_id))? {
+        Some(body) => serde_json::from_str(&body).map_err(|e| {
+            Error::Execution(format!("unexpected job progress from the scheduler: {e}"))
+        }),
+        // A job still being planned has no stages yet.
+        None => Ok(JobStats {
+            status: job.status.clone(),
+            stages: job.num_stages,
+            stages_done: job.completed_stages,
+            job_id: job.job_id.clone(),
+            ..JobStats::default()
+        }),
+    }
 }
 
 /// A job of the cluster, as its list shows it.
@@ -341,112 +327,6 @@ pub async fn cancel_job(scheduler: &str, job_id: &str) -> Result<bool> {
         },
     )
     .await
-}
-
-fn summarize(job: &Job, stages: &Stages) -> JobStats {
-    let mut stats = JobStats {
-        status: job.status.clone(),
-        stages: job.num_stages.max(stages.stages.len()),
-        stages_done: job.completed_stages,
-        job_id: job.job_id.clone(),
-        ..JobStats::default()
-    };
-    let mut spans = Vec::new();
-    for stage in &stages.stages {
-        let mut one = StageStats {
-            id: stage.stage_id.clone(),
-            status: stage.stage_status.clone(),
-            tasks: stage.tasks.len(),
-            input_rows: stage.input_rows,
-            output_rows: stage.output_rows,
-            elapsed: stage.elapsed_compute.clone(),
-            ..StageStats::default()
-        };
-        for task in stage.tasks.iter().flatten() {
-            let state = match task.status.as_str() {
-                Some("Running") => {
-                    one.tasks_running += 1;
-                    "running"
-                }
-                Some("Successful") => {
-                    one.tasks_done += 1;
-                    "done"
-                }
-                _ => {
-                    one.tasks_failed += 1;
-                    "failed"
-                }
-            };
-            let start = if task.start_exec_time > 0 {
-                task.start_exec_time
-            } else {
-                task.launch_time
-            };
-            spans.push(TaskSpan {
-                stage: stage.stage_id.clone(),
-                partitions: task.partition_id.clone(),
-                start_ms: start,
-                end_ms: (state != "running" && task.end_exec_time > 0)
-                    .then_some(task.end_exec_time.max(start)),
-                state,
-            });
-        }
-        stats.tasks_running += one.tasks_running;
-        stats.tasks_done += one.tasks_done;
-        // Only stages that have started have a plan. Each stage it reads from: its id, and
-        // whether it is broadcast (read whole by every task) rather than shuffled.
-        let plan = stage.stage_plan.as_deref().unwrap_or("");
-        let mut reads: Vec<(&str, bool)> = Vec::new();
-        for line in plan.lines() {
-            let Some(rest) = line.split("ShuffleReaderExec: upstream_stage: ").nth(1) else {
-                continue;
-            };
-            let id = rest.split(',').next().unwrap_or_default().trim();
-            reads.push((id, rest.contains("broadcast: true")));
-            if !one.inputs.iter().any(|i| i == id) {
-                one.inputs.push(id.to_string());
-            }
-            one.shuffle_bytes_fetched += metric(line, "decoded_bytes").unwrap_or(0);
-        }
-        if plan.contains("DataSourceExec") {
-            let tasks = stage.tasks.len().max(1) as u64;
-            let from_stages: u64 = reads
-                .iter()
-                .filter_map(|&(id, broadcast)| {
-                    let upstream = stages.stages.iter().find(|s| s.stage_id == id)?;
-                    Some(upstream.output_rows * if broadcast { tasks } else { 1 })
-                })
-                .sum();
-            stats.rows_scanned += stage.input_rows.saturating_sub(from_stages);
-        }
-        stats.stage_list.push(one);
-    }
-    // The latest tasks, oldest first.
-    spans.sort_by_key(|t| t.start_ms);
-    let skip = spans.len().saturating_sub(TASK_WINDOW);
-    stats.task_stream = spans.split_off(skip);
-    stats
-}
-
-/// A counter from an operator's `metrics=[...]` on a plan line (`name=12.34 K`), as the
-/// number it stands for.
-fn metric(line: &str, name: &str) -> Option<u64> {
-    let metrics = line.split("metrics=[").nth(1)?;
-    let value = metrics
-        .split(", ")
-        .find_map(|m| m.strip_prefix(name)?.strip_prefix('='))?
-        .trim_end_matches(']');
-    let (number, scale) = match value.rsplit_once(' ') {
-        Some((n, "K")) => (n, 1e3),
-        Some((n, "M")) => (n, 1e6),
-        Some((n, "B")) => (n, 1e9),
-        Some((n, "T")) => (n, 1e12),
-        _ => (value, 1.0),
-    };
-    number
-        .parse::<f64>()
-        .ok()
-        .map(|n| (n * scale).round() as u64)
 }
 
 /// The payload of a chunked HTTP body.
@@ -534,13 +414,24 @@ pub struct ExecutorInfo {
     pub memory_total: Option<u64>,
     /// The most memory its process has used.
     pub memory_peak: Option<u64>,
+    /// Tasks it runs now.
+    pub running_tasks: Option<u64>,
 }
 
 /// The executors the scheduler at `scheduler` (`http://host:port`) knows now; an executor it
 /// declared dead is no longer among them.
 pub async fn executors(scheduler: &str) -> Result<Vec<ExecutorInfo>> {
     let scheduler = scheduler.to_string();
-    let body = off_thread(move || request(&scheduler, "GET", "/api/executors")).await?;
+    let (body, running) = off_thread(move || {
+        let body = request(&scheduler, "GET", "/api/executors")?;
+        // Tasks per executor, from a Strata scheduler (another one has no such route).
+        let running = request_if_found(&scheduler, "GET", scheduler_api::EXECUTOR_TASKS_PATH)
+            .ok()
+            .flatten()
+            .and_then(|b| serde_json::from_str::<scheduler_api::ExecutorTasks>(&b).ok());
+        Ok((body, running))
+    })
+    .await?;
     let unexpected =
         |e: String| Error::Execution(format!("unexpected executor list from the scheduler: {e}"));
     let listed: Vec<serde_json::Value> =
@@ -555,11 +446,15 @@ pub async fn executors(scheduler: &str) -> Result<Vec<ExecutorInfo>> {
                         .and_then(|m| m["value"].as_u64())
                 })
             };
+            let id = e["id"]
+                .as_str()
+                .ok_or_else(|| unexpected("an executor without an id".into()))?
+                .to_string();
             Ok(ExecutorInfo {
-                id: e["id"]
-                    .as_str()
-                    .ok_or_else(|| unexpected("an executor without an id".into()))?
-                    .to_string(),
+                running_tasks: running
+                    .as_ref()
+                    .map(|r| r.running.get(&id).copied().unwrap_or(0) as u64),
+                id,
                 host: e["host"].as_str().unwrap_or_default().to_string(),
                 port: e["port"].as_u64().unwrap_or_default() as u16,
                 slots: e["specification"]["vcores"].as_u64(),
@@ -575,97 +470,6 @@ pub async fn executors(scheduler: &str) -> Result<Vec<ExecutorInfo>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn stages_add_up_to_job_progress() {
-        let job: Job = serde_json::from_str(
-            r#"{"job_id":"a1","job_name":"t (1.1)","job_status":"Running","status":"Running",
-                "num_stages":3,"completed_stages":1,"percent_complete":33,
-                "start_time":5,"end_time":0}"#,
-        )
-        .unwrap();
-        let stages: Stages = serde_json::from_str(
-            r#"{"stages":[
-              {"stage_id":"1","stage_status":"Successful","input_rows":1000,"output_rows":40,
-               "stage_plan":"ShuffleWriterExec\n  DataSourceExec: file_groups={2 groups}",
-               "tasks":[{"id":0,"status":"Successful"},{"id":1,"status":"Successful"}]},
-              {"stage_id":"2","stage_status":"Running","input_rows":300,"output_rows":0,
-               "stage_plan":"ShuffleWriterExec\n  DataSourceExec: file_groups={2 groups}",
-               "tasks":[{"id":2,"status":"Running"},
-                        {"id":3,"status":{"Failed":{"reason":"x","error":"y"}}}]},
-              {"stage_id":"3","stage_status":"Running","input_rows":750,"output_rows":0,
-               "stage_plan":"ShuffleWriterExec\n  HashJoinExec\n    ShuffleReaderExec: upstream_stage: 1, broadcast: true, upstream_partitions: 2\n    DataSourceExec: file_groups={1 group}",
-               "tasks":[{"id":4,"status":"Running"},{"id":5,"status":"Running"}]},
-              {"stage_id":"4","stage_status":"Unresolved","input_rows":0,"output_rows":0,
-               "tasks":[]}]}"#,
-        )
-        .unwrap();
-        let stats = summarize(&job, &stages);
-        assert_eq!(
-            (stats.status.as_str(), stats.stages, stats.stages_done),
-            ("Running", 4, 1)
-        );
-        assert_eq!((stats.tasks_running, stats.tasks_done), (3, 2));
-        // Stage 3 read stage 1's 40 rows in each of its 2 tasks.
-        assert_eq!(stats.rows_scanned, 1000 + 300 + 750 - 80);
-        let stage = |i: usize| &stats.stage_list[i];
-        assert_eq!(stats.stage_list.len(), 4);
-        assert_eq!(
-            (
-                stage(1).tasks,
-                stage(1).tasks_running,
-                stage(1).tasks_failed
-            ),
-            (2, 1, 1)
-        );
-        assert_eq!(stage(2).inputs, ["1"]);
-        assert_eq!(stage(2).status, "Running");
-        assert!(stage(3).inputs.is_empty() && stage(3).tasks == 0);
-        assert_eq!(stats.task_stream.len(), 6);
-    }
-
-    #[test]
-    fn the_task_stream_keeps_the_latest_tasks_and_stages_their_shuffle_bytes() {
-        let job: Job = serde_json::from_str(
-            r#"{"job_id":"b","status":"Running","num_stages":2,"completed_stages":1,
-                "start_time":1,"end_time":0}"#,
-        )
-        .unwrap();
-        let tasks: Vec<String> = (0..TASK_WINDOW + 50)
-            .map(|i| {
-                format!(
-                    r#"{{"status":"Successful","partition_id":[{i}],"launch_time":{i},
-                        "start_exec_time":{},"end_exec_time":{}}}"#,
-                    1000 + i,
-                    1010 + i
-                )
-            })
-            .collect();
-        let body = format!(
-            r#"{{"stages":[
-              {{"stage_id":"1","stage_status":"Successful","input_rows":5,"output_rows":5,
-                "tasks":[{}]}},
-              {{"stage_id":"2","stage_status":"Running","input_rows":5,"output_rows":0,
-                "stage_plan":"ShuffleWriterExec, metrics=[]\n  ShuffleReaderExec: upstream_stage: 1, broadcast: false, metrics=[fetch_time=1ms, decoded_bytes=12.34 K, fetch_requests=2]\n  ShuffleReaderExec: upstream_stage: 1, broadcast: false, metrics=[decoded_bytes=700]",
-                "tasks":[{{"status":"Running","partition_id":[0],"launch_time":5000,
-                           "start_exec_time":0,"end_exec_time":0}}]}}]}}"#,
-            tasks.join(",")
-        );
-        let stages: Stages = serde_json::from_str(&body).unwrap();
-        let stats = summarize(&job, &stages);
-        assert_eq!(stats.task_stream.len(), TASK_WINDOW);
-        // The oldest 51 went; the running task, started last, is kept with no end.
-        assert_eq!(stats.task_stream[0].partitions, [51]);
-        let last = stats.task_stream.last().unwrap();
-        assert_eq!(
-            (last.stage.as_str(), last.start_ms, last.end_ms),
-            ("2", 5000, None)
-        );
-        assert_eq!(last.state, "running");
-        assert_eq!(stats.task_stream[0].end_ms, Some(1061));
-        assert_eq!(stats.stage_list[1].shuffle_bytes_fetched, 12_340 + 700);
-        assert_eq!(stats.stage_list[1].inputs, ["1"]);
-    }
 
     #[test]
     fn chunked_bodies_are_joined() {

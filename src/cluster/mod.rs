@@ -7,6 +7,7 @@ mod compressed;
 mod jobs;
 mod joins;
 mod restarts;
+mod scheduler_api;
 mod server;
 mod slots;
 mod stop;
@@ -31,8 +32,8 @@ use futures::{Stream, StreamExt};
 
 pub use codec::{StrataLogicalCodec, StrataPhysicalCodec};
 pub use jobs::{
-    ClusterJob, ExecutorInfo, JobStats, JobSummary, StageStats, TASK_WINDOW, TaskSpan, cancel_job,
-    executors, job_list, job_stats, recent_jobs,
+    ClusterJob, ExecutorInfo, JobStats, JobSummary, StageStats, TASK_WINDOW, TaskSpan, TaskState,
+    cancel_job, executors, job_list, job_stats, recent_jobs,
 };
 pub use server::{
     ExecutorOptions, LocalCluster, Scheduling, cluster_config, run_executor, serve_scheduler,

@@ -180,7 +180,8 @@ pub async fn serve_scheduler(
         .await
         .map_err(cluster_error("cannot start the scheduler"))?;
     let ledger = Arc::new(SlotLedger::new(cluster.cluster_state()));
-    let cluster = BallistaCluster::new(ledger.clone(), cluster.job_state());
+    let job_state = cluster.job_state();
+    let cluster = BallistaCluster::new(ledger.clone(), job_state.clone());
     // Ballista's own scheduler, with the task launcher that fails a job rather than let a
     // stage that starts over answer twice.
     let config = Arc::new(config);
@@ -200,23 +201,20 @@ pub async fn serve_scheduler(
         .await
         .map_err(cluster_error("cannot start the scheduler"))?;
     tokio::spawn(reclaim_lost_slots(scheduler.clone(), ledger));
-    let Some(pages) = pages else {
-        return ballista_scheduler::scheduler_process::start_grpc_service_with_listener(
-            listener, scheduler,
-        )
-        .await
-        .map_err(cluster_error("scheduler stopped"));
-    };
     // The scheduler's gRPC service and REST API, as Ballista serves them (without its
-    // optional Flight proxy, which Strata's clients do not use), and the pages beside them.
+    // optional Flight proxy, which Strata's clients do not use), Strata's additions to the REST
+    // API, and the pages beside them.
     use ballista_core::serde::protobuf::scheduler_grpc_server::SchedulerGrpcServer;
     let grpc = SchedulerGrpcServer::new(scheduler.clone())
         .max_encoding_message_size(config.grpc_server_max_encoding_message_size as usize)
         .max_decoding_message_size(config.grpc_server_max_decoding_message_size as usize);
     let mut routes = tonic::service::RoutesBuilder::default();
     routes.add_service(grpc);
+    let additions = super::scheduler_api::routes(scheduler.clone(), job_state);
     let rest = ballista_scheduler::api::get_routes(Arc::new(scheduler));
     let app = pages
+        .unwrap_or_default()
+        .merge(additions)
         .merge(rest)
         .merge(routes.routes().into_axum_router())
         .into_make_service_with_connect_info::<SocketAddr>();

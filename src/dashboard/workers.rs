@@ -34,7 +34,7 @@ struct Worker {
     /// `alive`, or `dead` for an executor the scheduler no longer lists.
     state: &'static str,
     slots: Option<u64>,
-    /// Queries running (local) — the scheduler does not report tasks per executor.
+    /// Tasks running on an executor, or queries running in this process.
     running: Option<u64>,
     memory_used: Option<u64>,
     memory_total: Option<u64>,
@@ -98,7 +98,7 @@ impl Seen {
                     port: Some(e.port),
                     state: "alive",
                     slots: e.slots,
-                    running: None,
+                    running: e.running_tasks,
                     memory_used: e.memory_used,
                     memory_total: e.memory_total,
                     memory_peak: e.memory_peak,
@@ -167,6 +167,7 @@ mod tests {
             memory_used: None,
             memory_total: None,
             memory_peak: None,
+            running_tasks: Some(1),
         }
     }
 

@@ -167,23 +167,34 @@ function stageGraph(stages) {
   return svg;
 }
 
-// The task stream: a lane per stage, a bar per task from its start to its end (or now).
+// The task stream: a bar per task from its start to its end (or now), one lane per executor
+// where the scheduler says which ran each task (else one per stage), coloured by stage, with
+// its figures in its tooltip.
 function taskStream(tasks, stages) {
-  const lanes = stages.map((s) => s.id);
-  const now = Date.now();
   if (!tasks.length) return document.createTextNode("No task has started yet.");
+  const byExecutor = tasks.every((t) => t.executor);
+  const laneOf = (t) => byExecutor ? t.executor : t.stage;
+  const lanes = byExecutor ? [...new Set(tasks.map(laneOf))].sort() : stages.map((s) => s.id);
+  // One colour per stage, none of them the red of a failed task.
+  const palette = ["#5c7cfa", "#20c997", "#845ef7", "#fab005", "#15aabf", "#94d82d", "#cc5de8", "#339af0"];
+  const colour = (stage) => palette[Math.max(0, stages.findIndex((s) => s.id === stage)) % palette.length];
+  const now = Date.now();
   const t0 = Math.min(...tasks.map((t) => t.start_ms));
   const t1 = Math.max(...tasks.map((t) => t.end_ms ?? now), t0 + 1);
-  const W = 900, L = 22, left = 70;
+  const W = 900, L = 22, left = byExecutor ? 150 : 70;
   const svg = svgEl("svg", { width: W + left + 10, height: lanes.length * L + 30, class: "tasks" });
-  lanes.forEach((id, i) => svg.append(svgEl("text", { x: 4, y: i * L + 15, class: "small" }, `stage ${id}`)));
+  lanes.forEach((id, i) => svg.append(svgEl("text", { x: 4, y: i * L + 15, class: "small", "data-lane": id },
+    byExecutor ? `executor ${id.slice(0, 12)}` : `stage ${id}`)));
   const x = (t) => left + ((t - t0) / (t1 - t0)) * W;
   for (const t of tasks) {
-    const lane = lanes.indexOf(t.stage);
+    const lane = lanes.indexOf(laneOf(t));
     if (lane < 0) continue;
     const end = t.end_ms ?? now;
-    svg.append(svgEl("rect", { x: x(t.start_ms), y: lane * L + 4, width: Math.max(1, x(end) - x(t.start_ms)), height: L - 8, class: `task ${t.state}` },
-      undefined));
+    const rect = svgEl("rect", { x: x(t.start_ms), y: lane * L + 4, width: Math.max(1, x(end) - x(t.start_ms)), height: L - 8,
+      class: `task ${t.state}`, "data-stage": t.stage, style: t.state === "done" ? `fill: ${colour(t.stage)}` : "" });
+    rect.append(svgEl("title", {}, `stage ${t.stage}, partitions ${t.partitions.join(", ")}` +
+      (t.executor ? `, executor ${t.executor}` : "") + `, ${t.state}, ${((end - t.start_ms) / 1000).toFixed(2)} s`));
+    svg.append(rect);
   }
   svg.append(svgEl("text", { x: left, y: lanes.length * L + 20, class: "small" }, `${((t1 - t0) / 1000).toFixed(2)} s`));
   return svg;
@@ -198,6 +209,7 @@ function showStages(job) {
     el("td", {}, s.inputs.join(", ") || "–"),
     el("td", { class: "num" }, count(s.input_rows)), el("td", { class: "num" }, count(s.output_rows)),
     el("td", { class: "num" }, s.inputs.length ? bytes(s.shuffle_bytes_fetched) : "–"),
+    el("td", { class: "num" }, bytes(s.shuffle_bytes_written)),
     el("td", { class: "num" }, s.elapsed ?? "–"))));
   document.getElementById("task-stream").replaceChildren(taskStream(job.task_stream, job.stage_list));
 }

@@ -1,0 +1,401 @@
+//! Strata's additions to its scheduler's REST API, read from the scheduler's own state: a
+//! job's progress with its stages and latest tasks, each with the executor it ran on
+//! (`/api/strata/job/{id}`), and the tasks each executor runs now
+//! (`/api/strata/executors/tasks`). Ballista's `/api/job/{id}/stages` names no executor and
+//! takes time in the square of a stage's tasks (each task's rows are summed over every
+//! partition's metrics); this answer takes time in proportion to the job's tasks and keeps
+//! at most [`TASK_WINDOW`] of them.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use ballista_core::execution_plans::{
+    RangeShuffleReaderExec, ShuffleReaderExec, UnresolvedShuffleExec,
+};
+use ballista_core::serde::protobuf::{job_status, task_status};
+use ballista_scheduler::cluster::JobState;
+use ballista_scheduler::scheduler_server::SchedulerServer;
+use ballista_scheduler::state::execution_graph::ExecutionGraph;
+use ballista_scheduler::state::execution_stage::{ExecutionStage, TaskInfo};
+use datafusion::common::human_readable_duration;
+use datafusion::datasource::source::DataSourceExec;
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::metrics::MetricsSet;
+use datafusion_proto::protobuf::{LogicalPlanNode, PhysicalPlanNode};
+use serde::{Deserialize, Serialize};
+
+use super::jobs::{JobStats, StageStats, TASK_WINDOW, TaskSpan, TaskState};
+
+/// The path of a job's progress on the scheduler.
+pub(crate) fn job_path(job_id: &str) -> String {
+    format!("/api/strata/job/{job_id}")
+}
+
+/// The path of the running tasks per executor on the scheduler.
+pub(crate) const EXECUTOR_TASKS_PATH: &str = "/api/strata/executors/tasks";
+
+/// Tasks running now, by executor id.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub(crate) struct ExecutorTasks {
+    pub running: BTreeMap<String, usize>,
+}
+
+type Scheduler = SchedulerServer<LogicalPlanNode, PhysicalPlanNode>;
+
+struct Sources {
+    scheduler: Scheduler,
+    jobs: Arc<dyn JobState>,
+}
+
+/// The routes, read from `scheduler` (its running jobs) and `jobs` (the jobs it keeps).
+pub(crate) fn routes(scheduler: Scheduler, jobs: Arc<dyn JobState>) -> Router {
+    Router::new()
+        .route("/api/strata/job/{id}", get(job))
+        .route(EXECUTOR_TASKS_PATH, get(executor_tasks))
+        .with_state(Arc::new(Sources { scheduler, jobs }))
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+async fn job(State(sources): State<Arc<Sources>>, Path(id): Path<String>) -> Response {
+    let job_id = id.clone().into();
+    // A running job's graph lives in the scheduler's cache; a finished one in the job state.
+    let running = sources.scheduler.state.task_manager.get_running_job_cache();
+    let stats = match running.get(&job_id) {
+        Some(cached) => job_stats(cached.execution_graph.read().await.as_ref(), now_ms()),
+        None => match sources.jobs.get_execution_graph(&job_id).await {
+            Ok(Some(graph)) => job_stats(graph.as_ref(), now_ms()),
+            Ok(None) => return (StatusCode::NOT_FOUND, format!("no job {id}")).into_response(),
+            Err(e) => return (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+        },
+    };
+    Json(stats).into_response()
+}
+
+async fn executor_tasks(State(sources): State<Arc<Sources>>) -> Json<ExecutorTasks> {
+    let mut running = BTreeMap::new();
+    let jobs = sources.scheduler.state.task_manager.get_running_job_cache();
+    for job in jobs.values() {
+        let graph = job.execution_graph.read().await;
+        for stage in graph.stages().values() {
+            for task in task_infos(stage) {
+                if let task_status::Status::Running(r) = &task.task_status {
+                    *running.entry(r.executor_id.clone()).or_insert(0) += 1;
+                }
+            }
+        }
+    }
+    Json(ExecutorTasks { running })
+}
+
+/// The tasks of a stage that started.
+fn task_infos(stage: &ExecutionStage) -> &[TaskInfo] {
+    match stage {
+        ExecutionStage::Running(s) => &s.task_infos,
+        ExecutionStage::Successful(s) => &s.task_infos,
+        ExecutionStage::Failed(s) => &s.task_infos,
+        ExecutionStage::UnResolved(_) | ExecutionStage::Resolved(_) => &[],
+    }
+}
+
+/// The merged metrics of a stage's finished tasks, one set per operator that reports any.
+fn stage_metrics(stage: &ExecutionStage) -> &[MetricsSet] {
+    match stage {
+        ExecutionStage::Running(s) => s.stage_metrics.as_deref().unwrap_or(&[]),
+        ExecutionStage::Successful(s) => &s.stage_metrics,
+        ExecutionStage::Failed(s) => s.stage_metrics.as_deref().unwrap_or(&[]),
+        ExecutionStage::UnResolved(_) | ExecutionStage::Resolved(_) => &[],
+    }
+}
+
+/// What a stage reads from another: its id, and whether every task reads all of it (a
+/// broadcast) rather than its own share.
+struct Read {
+    stage: usize,
+    broadcast: bool,
+    /// Its slot among the stage's metrics, once it reports them.
+    slot: Option<usize>,
+}
+
+/// The parts of a stage's plan its figures come from.
+#[derive(Default)]
+struct PlanShape {
+    /// Slot of the root operator's metrics (`None` if it reports none).
+    root: Option<usize>,
+    /// Slots of the leaf operators.
+    leaves: Vec<usize>,
+    /// Operators that report metrics: the length Ballista's stage metrics have.
+    slots: usize,
+    reads: Vec<Read>,
+    scans_data: bool,
+}
+
+impl PlanShape {
+    /// Walks the plan as Ballista collects its metrics: before the children, an operator
+    /// without metrics taking no slot.
+    fn of(plan: &dyn ExecutionPlan) -> Self {
+        let mut shape = PlanShape::default();
+        shape.visit(plan, true);
+        shape
+    }
+
+    fn visit(&mut self, plan: &dyn ExecutionPlan, is_root: bool) {
+        let slot = plan.metrics().is_some().then(|| {
+            self.slots += 1;
+            self.slots - 1
+        });
+        if is_root {
+            self.root = slot;
+        }
+        if let Some(slot) = slot
+            && plan.children().is_empty()
+        {
+            self.leaves.push(slot);
+        }
+        let read = if let Some(r) = plan.downcast_ref::<ShuffleReaderExec>() {
+            Some((r.stage_id, r.broadcast))
+        } else if let Some(r) = plan.downcast_ref::<RangeShuffleReaderExec>() {
+            Some((r.stage_id, false))
+        } else {
+            plan.downcast_ref::<UnresolvedShuffleExec>()
+                .map(|r| (r.stage_id, false))
+        };
+        if let Some((stage, broadcast)) = read {
+            self.reads.push(Read {
+                stage,
+                broadcast,
+                slot,
+            });
+        }
+        self.scans_data |= plan.is::<DataSourceExec>();
+        for child in plan.children() {
+            self.visit(child.as_ref(), false);
+        }
+    }
+}
+
+/// The sum of the metric `name` of one operator over its partitions.
+fn sum_of(metrics: &MetricsSet, name: &str) -> u64 {
+    metrics
+        .iter()
+        .filter(|m| m.value().name() == name)
+        .map(|m| m.value().as_usize() as u64)
+        .sum()
+}
+
+/// The progress of the job whose graph is `graph`, at `now` (milliseconds since the Unix
+/// epoch).
+fn job_stats(graph: &dyn ExecutionGraph, now: u64) -> JobStats {
+    let status = match &graph.status().status {
+        None | Some(job_status::Status::Queued(_)) => "Queued",
+        Some(job_status::Status::Running(_)) => "Running",
+        Some(job_status::Status::Failed(_)) => "Failed",
+        Some(job_status::Status::Successful(_)) => "Completed",
+    };
+    let mut ids: Vec<usize> = graph.stages().keys().copied().collect();
+    ids.sort_unstable();
+    let mut stats = JobStats {
+        status: status.into(),
+        stages: ids.len(),
+        stages_done: graph.completed_stages(),
+        job_id: graph.job_id().to_string(),
+        ..JobStats::default()
+    };
+    let mut spans = Vec::new();
+    // Each stage's reads and whether it scans data, for the rows the scans read.
+    let mut reads_of = Vec::with_capacity(ids.len());
+    for &id in &ids {
+        let stage = &graph.stages()[&id];
+        let shape = PlanShape::of(stage.plan());
+        let metrics = stage_metrics(stage);
+        // Metrics that do not line up with the plan cannot be told apart: none counted.
+        let lined_up = metrics.len() == shape.slots;
+        let rows_of = |slot: usize| {
+            if lined_up {
+                sum_of(&metrics[slot], "output_rows")
+            } else {
+                0
+            }
+        };
+        let tasks = task_infos(stage);
+        let mut one = StageStats {
+            id: id.to_string(),
+            status: stage.variant_name().to_string(),
+            tasks: tasks.len(),
+            input_rows: shape.leaves.iter().map(|&s| rows_of(s)).sum(),
+            output_rows: shape.root.map(rows_of).unwrap_or(0),
+            ..StageStats::default()
+        };
+        for read in &shape.reads {
+            let upstream = read.stage.to_string();
+            if !one.inputs.contains(&upstream) {
+                one.inputs.push(upstream);
+            }
+            if let Some(slot) = read.slot.filter(|_| lined_up) {
+                one.shuffle_bytes_fetched += sum_of(&metrics[slot], "decoded_bytes");
+            }
+        }
+        let (mut first, mut last) = (u64::MAX, 0);
+        for task in tasks {
+            let started = if task.start_exec_time > 0 {
+                task.start_exec_time
+            } else {
+                task.launch_time
+            } as u64;
+            let ended = task.end_exec_time as u64;
+            first = first.min(started);
+            let (state, executor, end_ms) = match &task.task_status {
+                task_status::Status::Running(r) => {
+                    one.tasks_running += 1;
+                    last = now;
+                    (TaskState::Running, Some(r.executor_id.clone()), None)
+                }
+                task_status::Status::Successful(s) => {
+                    one.tasks_done += 1;
+                    one.shuffle_bytes_written +=
+                        s.partitions.iter().map(|p| p.num_bytes).sum::<u64>();
+                    last = last.max(ended);
+                    (
+                        TaskState::Done,
+                        Some(s.executor_id.clone()),
+                        Some(ended.max(started)),
+                    )
+                }
+                task_status::Status::Failed(_) => {
+                    one.tasks_failed += 1;
+                    last = last.max(ended);
+                    // A failed task's status does not say where it ran.
+                    (TaskState::Failed, None, Some(ended.max(started)))
+                }
+            };
+            spans.push(TaskSpan {
+                stage: one.id.clone(),
+                partitions: task
+                    .global_input_partition_ids
+                    .iter()
+                    .map(|&p| p as u32)
+                    .collect(),
+                start_ms: started,
+                end_ms,
+                state,
+                executor,
+            });
+        }
+        one.elapsed = (first != u64::MAX && last >= first)
+            .then(|| human_readable_duration((last - first) * 1_000_000));
+        stats.tasks_running += one.tasks_running;
+        stats.tasks_done += one.tasks_done;
+        reads_of.push((shape.scans_data, shape.reads));
+        stats.stage_list.push(one);
+    }
+    stats.rows_scanned = rows_scanned(&stats.stage_list, &reads_of);
+    stats.task_stream = latest(spans);
+    stats
+}
+
+/// Rows read from datasets: the input rows of the stages that scan one, less what they
+/// read from other stages (a broadcast read once per task).
+fn rows_scanned(stages: &[StageStats], reads_of: &[(bool, Vec<Read>)]) -> u64 {
+    let output: HashMap<&str, u64> = stages
+        .iter()
+        .map(|s| (s.id.as_str(), s.output_rows))
+        .collect();
+    stages
+        .iter()
+        .zip(reads_of)
+        .filter(|(_, (scans_data, _))| *scans_data)
+        .map(|(stage, (_, reads))| {
+            let tasks = stage.tasks.max(1) as u64;
+            let from_stages: u64 = reads
+                .iter()
+                .map(|r| {
+                    let rows = output.get(r.stage.to_string().as_str()).copied();
+                    rows.unwrap_or(0) * if r.broadcast { tasks } else { 1 }
+                })
+                .sum();
+            stage.input_rows.saturating_sub(from_stages)
+        })
+        .sum()
+}
+
+/// The latest [`TASK_WINDOW`] tasks, oldest first.
+fn latest(mut spans: Vec<TaskSpan>) -> Vec<TaskSpan> {
+    spans.sort_by_key(|t| t.start_ms);
+    let skip = spans.len().saturating_sub(TASK_WINDOW);
+    spans.split_off(skip)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stage(id: &str, tasks: usize, input_rows: u64, output_rows: u64) -> StageStats {
+        StageStats {
+            id: id.into(),
+            tasks,
+            input_rows,
+            output_rows,
+            ..StageStats::default()
+        }
+    }
+
+    fn read(stage: usize, broadcast: bool) -> Read {
+        Read {
+            stage,
+            broadcast,
+            slot: None,
+        }
+    }
+
+    #[test]
+    fn rows_scanned_leave_out_what_scans_read_from_other_stages() {
+        let stages = [
+            stage("1", 2, 1000, 40),
+            stage("2", 2, 300, 300),
+            // Scans 750 rows and reads stage 1's 40 rows broadcast to each of its 2 tasks.
+            stage("3", 2, 830, 10),
+            // Reads stage 2 only: scans nothing.
+            stage("4", 1, 300, 3),
+        ];
+        let reads_of = [
+            (true, vec![]),
+            (true, vec![]),
+            (true, vec![read(1, true)]),
+            (false, vec![read(2, false)]),
+        ];
+        assert_eq!(rows_scanned(&stages, &reads_of), 1000 + 300 + 750);
+    }
+
+    #[test]
+    fn the_task_stream_keeps_the_latest_tasks_oldest_first() {
+        let spans: Vec<TaskSpan> = (0..TASK_WINDOW as u64 + 50)
+            .rev()
+            .map(|i| TaskSpan {
+                stage: "1".into(),
+                partitions: vec![i as u32],
+                start_ms: 1000 + i,
+                end_ms: None,
+                state: TaskState::Running,
+                executor: Some("e".into()),
+            })
+            .collect();
+        let kept = latest(spans);
+        assert_eq!(kept.len(), TASK_WINDOW);
+        assert_eq!(kept[0].start_ms, 1050);
+        assert_eq!(
+            kept.last().unwrap().start_ms,
+            1000 + TASK_WINDOW as u64 + 49
+        );
+    }
+}
