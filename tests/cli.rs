@@ -694,6 +694,18 @@ fn serve_refuses_other_machines_without_users_and_tls_and_reads_its_catalog_sect
             vec!["serve", "--postgres", "0.0.0.0:0", "--users", users],
             "has no TLS",
         ),
+        (
+            vec![
+                "serve",
+                "--flight",
+                "127.0.0.1:0",
+                "--dashboard",
+                "0.0.0.0:0",
+                "--users",
+                users,
+            ],
+            "TLS (--tls-cert, --tls-key)",
+        ),
     ] {
         let out = strata(&args, None);
         assert!(!out.status.success());

@@ -14,6 +14,12 @@ use http_client::Reply;
 #[path = "common/skip.rs"]
 mod skip;
 
+#[path = "common/browser.rs"]
+mod browser;
+
+#[path = "common/certificates.rs"]
+mod certificates;
+
 /// One request to the dashboard (one listening on every address is reached through loopback).
 async fn http(serving: &Serving, method: &str, path: &str, headers: &[(&str, &str)]) -> Reply {
     http_client::http(serving.address().port(), method, path, headers).await
@@ -662,36 +668,69 @@ async fn a_query_page_exports_as_one_self_contained_html_file() {
     );
 }
 
-/// The system's Chromium and its driver, and Selenium for Python, or why the browser test
-/// cannot run (a failure under CI, which installs them).
-fn browser_or_skip(test: &str) -> bool {
-    let chromium = ["chromium", "chromedriver"].iter().all(|tool| {
-        std::process::Command::new("sh")
-            .args(["-c", &format!("command -v {tool}")])
-            .output()
-            .is_ok_and(|o| o.status.success())
-    });
-    let selenium = std::process::Command::new("python3")
-        .args(["-c", "import selenium"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    match (chromium, selenium) {
-        (true, true) => true,
-        (false, _) => {
-            skip::skip(
-                test,
-                "no chromium and chromedriver (Debian: chromium chromium-driver)",
-            );
-            false
-        }
-        (_, false) => {
-            skip::skip(
-                test,
-                "python3 cannot import selenium (pip install selenium)",
-            );
-            false
-        }
-    }
+/// With the server's certificate the pages and their JSON are served over HTTPS only, and
+/// still ask for sign-in; `strata serve --tls-cert` serves its dashboard so.
+#[tokio::test]
+async fn with_a_certificate_the_pages_are_served_over_https() {
+    let dir = tempfile::tempdir().unwrap();
+    certificates::certificates(dir.path());
+    let tls = strata::server::Tls::load(
+        &dir.path().join("server.pem"),
+        &dir.path().join("server.key"),
+        None,
+    )
+    .unwrap();
+    let users = dir.path().join("users.toml");
+    let hash = strata::server::hash_secret("s3cret");
+    std::fs::write(&users, format!("[users.ana]\npassword = \"{hash}\"\n")).unwrap();
+    let auth =
+        Arc::new(strata::server::Auth::load(&users, std::time::Duration::from_secs(60)).unwrap());
+    let engine = Engine::new().await.unwrap();
+    engine
+        .sql("SELECT 1")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    let serving = Dashboard::new(engine.new_session())
+        .with_auth(auth)
+        .with_tls(tls)
+        .serve("127.0.0.1:0")
+        .await
+        .unwrap();
+    assert!(
+        serving.url().starts_with("https://127.0.0.1:"),
+        "{}",
+        serving.url()
+    );
+    let port = serving.address().port();
+    let ca = dir.path().join("ca.pem");
+    let anonymous = http_client::https(port, &ca, "GET", "/", &[]).await;
+    assert_eq!(anonymous.status, 401);
+    let credentials = {
+        use base64::Engine as _;
+        let encoded = base64::engine::general_purpose::STANDARD.encode("ana:s3cret");
+        format!("Basic {encoded}")
+    };
+    let signed_in = [("Authorization", credentials.as_str())];
+    let page = http_client::https(port, &ca, "GET", "/", &signed_in).await;
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("data-page=\"queries\""), "{}", page.body);
+    let listed = http_client::https(port, &ca, "GET", "/api/queries", &signed_in).await;
+    assert_eq!(listed.json()[0]["sql"], "SELECT 1", "{}", listed.body);
+    // Plain HTTP on the same port gets no page.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut plain = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    plain
+        .write_all(b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = plain.read_to_end(&mut answer).await;
+    assert!(!answer.starts_with(b"HTTP/"), "{answer:?}");
 }
 
 /// The pages in a real browser (tests/clients/dashboard_browser.py): a running query's
@@ -700,7 +739,8 @@ fn browser_or_skip(test: &str) -> bool {
 /// Screenshots go to `dashboard-screenshots` in Cargo's scratch folder.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_a_browser_progress_moves_cancel_cancels_and_the_plan_is_drawn() {
-    if !browser_or_skip("in_a_browser_progress_moves_cancel_cancels_and_the_plan_is_drawn") {
+    if !browser::browser_or_skip("in_a_browser_progress_moves_cancel_cancels_and_the_plan_is_drawn")
+    {
         return;
     }
     // One partition, read at a steady pace: the scan advances only as it is read.
@@ -737,40 +777,33 @@ async fn in_a_browser_progress_moves_cancel_cancels_and_the_plan_is_drawn() {
         }
     });
 
-    let shots = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard-screenshots");
-    let script =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/dashboard_browser.py");
-    let output = tokio::process::Command::new("python3")
-        .arg(&script)
-        .arg(serving.url().trim_end_matches('/'))
-        .arg(running_id.to_string())
-        .arg(finished_id.to_string())
-        .arg(operators.to_string())
-        .arg(&shots)
+    let scenarios = browser::scenarios(
+        "local",
+        &serving.url(),
+        &[
+            running_id.to_string(),
+            finished_id.to_string(),
+            operators.to_string(),
+        ],
+    );
+    let output = tokio::process::Command::from(scenarios)
         .output()
         .await
-        .expect("run the browser script");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "the browser scenarios failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
+        .expect("run the browser scenarios");
+    browser::check(
+        &output,
+        &[
+            "queries-running",
+            "queries-cancelled",
+            "query-plan",
+            "datasets",
+            "workers",
+        ],
     );
-    eprintln!("{stdout}screenshots in {}", shots.display());
     // The browser's Cancel ended the query's stream, well before its end.
     let end = tokio::time::timeout(std::time::Duration::from_secs(30), reader)
         .await
         .expect("the cancelled query ends")
         .unwrap();
     assert!(matches!(end, Some(strata::Error::Cancelled)), "{end:?}");
-    for shot in [
-        "queries-running",
-        "queries-cancelled",
-        "query-plan",
-        "datasets",
-        "workers",
-    ] {
-        let png = std::fs::read(shots.join(format!("{shot}.png"))).unwrap();
-        assert!(png.starts_with(b"\x89PNG"), "{shot}.png is not a PNG");
-    }
 }

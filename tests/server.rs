@@ -16,10 +16,13 @@ use strata::datafusion::arrow::array::{Array, AsArray, Int64Array, RecordBatch, 
 use strata::datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema};
 use strata::server::{Auth, Listeners, Options, hash_secret, serve_flight, serve_flight_with};
 
+#[path = "common/certificates.rs"]
+mod certificates;
 #[path = "common/http_client.rs"]
 mod http_client;
 #[path = "common/skip.rs"]
 mod skip;
+use certificates::certificates;
 use skip::skip;
 use tonic::transport::Channel;
 
@@ -1487,46 +1490,6 @@ async fn psql_runs_queries_and_reports_errors() {
             "date_of_birth date"
         ]
     );
-}
-
-/// A certificate authority, and PEM files it signed for a server (`localhost`, 127.0.0.1) and
-/// for a client, in `dir`: `ca.pem`, `server.pem`, `server.key`, `client.pem`, `client.key`.
-fn certificates(dir: &std::path::Path) {
-    use rcgen::{
-        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    };
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.distinguished_name
-        .push(DnType::CommonName, "test authority");
-    let ca_cert = ca.self_signed(&ca_key).unwrap();
-    let issuer = Issuer::new(ca, ca_key);
-    std::fs::write(dir.join("ca.pem"), ca_cert.pem()).unwrap();
-    for (name, names, purpose) in [
-        (
-            "server",
-            vec!["localhost".to_string(), "127.0.0.1".to_string()],
-            ExtendedKeyUsagePurpose::ServerAuth,
-        ),
-        (
-            "client",
-            vec!["someone".to_string()],
-            ExtendedKeyUsagePurpose::ClientAuth,
-        ),
-    ] {
-        let key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::new(names).unwrap();
-        params.distinguished_name.push(DnType::CommonName, name);
-        params.extended_key_usages = vec![purpose];
-        let cert = params.signed_by(&key, &issuer).unwrap();
-        std::fs::write(dir.join(format!("{name}.pem")), cert.pem()).unwrap();
-        let key_file = dir.join(format!("{name}.key"));
-        std::fs::write(&key_file, key.serialize_pem()).unwrap();
-        // libpq reads a key only when others cannot.
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).unwrap();
-    }
 }
 
 /// A server with both protocols on loopback, with `tls` and `options`: the Flight SQL address

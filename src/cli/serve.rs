@@ -26,9 +26,9 @@ pub struct ServeArgs {
     /// (port 0 picks a free one, printed at start).
     #[arg(long, env = "STRATA_POSTGRES", value_name = "HOST:PORT")]
     postgres: Option<String>,
-    /// Also serve the dashboard of the server's queries here, over HTTP (port 0 picks a
-    /// free one, printed at start). Off the loopback address it needs --users, and
-    /// --insecure, as its pages are not encrypted.
+    /// Also serve the dashboard of the server's queries here (port 0 picks a free one,
+    /// printed at start), over HTTPS with --tls-cert. Off the loopback address it needs
+    /// --users, and TLS or --insecure.
     #[arg(long, env = "STRATA_DASHBOARD", value_name = "HOST:PORT")]
     dashboard: Option<String>,
     /// Serve on an address other machines can reach although clients are not authenticated
@@ -179,11 +179,12 @@ pub async fn run(args: &ServeArgs, engine: &EngineArgs) -> Result<ExitCode, CliE
     }
     if let Some(address) = set.dashboard.as_deref().map(resolve).transpose()?
         && !address.ip().is_loopback()
-        && !(set.users.is_some() && args.insecure)
+        && !(set.users.is_some() && (tls.is_some() || args.insecure))
     {
         return Err(CliError::Usage(format!(
             "the dashboard on {address} can be reached from other machines; it needs \
-             --users, and --insecure as its pages are not encrypted; serve it on 127.0.0.1"
+             --users, and TLS (--tls-cert, --tls-key) or --insecure to send its pages \
+             unencrypted; or serve it on 127.0.0.1"
         )));
     }
     let mut confinement = Confinement::new();
@@ -262,6 +263,9 @@ pub async fn run(args: &ServeArgs, engine: &EngineArgs) -> Result<ExitCode, CliE
             let mut dashboard = Dashboard::new(engine.new_session());
             if let Some(auth) = &auth {
                 dashboard = dashboard.with_auth(auth.clone());
+            }
+            if let Some(tls) = &tls {
+                dashboard = dashboard.with_tls(tls.clone());
             }
             let serving = dashboard.serve(address).await.map_err(|e| usage(&e))?;
             eprintln!("strata dashboard on {}", serving.url());

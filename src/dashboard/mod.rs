@@ -19,7 +19,7 @@ use tokio::net::TcpListener;
 use crate::Engine;
 use crate::cluster::JobStats;
 use crate::monitor::{CancelRefused, PlanNode, QueryInfo};
-use crate::server::Auth;
+use crate::server::{Auth, Tls};
 
 mod report;
 mod workers;
@@ -71,6 +71,7 @@ pub enum DashboardError {
 pub struct Dashboard {
     engine: Engine,
     auth: Option<Arc<Auth>>,
+    tls: Option<Tls>,
     executors: workers::Seen,
 }
 
@@ -78,6 +79,7 @@ impl std::fmt::Debug for Dashboard {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Dashboard")
             .field("auth", &self.auth.is_some())
+            .field("tls", &self.tls.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -86,6 +88,7 @@ impl std::fmt::Debug for Dashboard {
 #[derive(Debug)]
 pub struct Serving {
     address: SocketAddr,
+    https: bool,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -97,7 +100,8 @@ impl Serving {
 
     /// Its address as a link to open in a browser.
     pub fn url(&self) -> String {
-        format!("http://{}/", self.address)
+        let scheme = if self.https { "https" } else { "http" };
+        format!("{scheme}://{}/", self.address)
     }
 }
 
@@ -113,6 +117,7 @@ impl Dashboard {
         Dashboard {
             engine,
             auth: None,
+            tls: None,
             executors: workers::Seen::default(),
         }
     }
@@ -120,6 +125,12 @@ impl Dashboard {
     /// Let in only the users of `auth` (Basic credentials, or a bearer token).
     pub fn with_auth(mut self, auth: Arc<Auth>) -> Self {
         self.auth = Some(auth);
+        self
+    }
+
+    /// Serve the pages over HTTPS with `tls` (the certificate of `strata serve`).
+    pub fn with_tls(mut self, tls: Tls) -> Self {
+        self.tls = Some(tls);
         self
     }
 
@@ -166,16 +177,29 @@ impl Dashboard {
                 address: address.to_string(),
             });
         }
+        let tls = self.tls.clone();
+        let https = tls.is_some();
         let app = self.router();
-        let task = tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, app).await {
-                log::warn!(target: "strata::dashboard", "the dashboard stopped: {e}");
-            }
-        });
+        let task = match tls {
+            Some(tls) => tokio::spawn(run(tls.https(listener), app)),
+            None => tokio::spawn(run(listener, app)),
+        };
         Ok(Serving {
             address: local,
+            https,
             task,
         })
+    }
+}
+
+/// Serve `app` on `listener` until the task is aborted.
+async fn run<L>(listener: L, app: Router)
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
+    if let Err(e) = axum::serve(listener, app).await {
+        log::warn!(target: "strata::dashboard", "the dashboard stopped: {e}");
     }
 }
 

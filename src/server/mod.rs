@@ -24,7 +24,7 @@ use connections::{Gate, Tracked};
 pub use auth::{Auth, AuthError, Authenticated, User, hash_secret};
 pub use flight::FlightSqlServer;
 pub use sessions::messages as session_messages;
-pub use tls::Tls;
+pub use tls::{HttpsListener, Tls};
 
 /// Errors of the server itself (a client's failing query is that client's error).
 #[derive(Debug, thiserror::Error)]

@@ -1,10 +1,16 @@
 //! TLS for `strata serve`: the server's certificate chain and key (PEM files read at start),
 //! and optionally the authority whose certificates clients must then present. Both protocols
-//! use them: Flight SQL through tonic, the PostgreSQL protocol through its `SSLRequest`.
+//! use them: Flight SQL through tonic, the PostgreSQL protocol through its `SSLRequest`, and
+//! the dashboard through a listener whose connections are HTTPS.
 
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_rustls::server::TlsStream;
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -117,5 +123,81 @@ impl Tls {
     /// or connect with TLS directly and name `postgresql` by ALPN).
     pub(super) fn postgres(&self) -> pgwire::tokio::TlsAcceptor {
         pgwire::tokio::TlsAcceptor::from(self.config.clone())
+    }
+
+    /// A listener of HTTPS connections on `listener`: each handshake (bounded in time) runs
+    /// on its own, so one slow client does not hold up the others.
+    pub fn https(&self, listener: TcpListener) -> HttpsListener {
+        let mut config = (*self.config).clone();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let address = listener.local_addr();
+        let (ready, connections) = mpsc::channel(64);
+        let accepting = tokio::spawn(async move {
+            loop {
+                let (tcp, peer) = match listener.accept().await {
+                    Ok(accepted) => accepted,
+                    Err(e) => {
+                        // Out of file descriptors, say: try again shortly.
+                        log::warn!(target: "strata::server", "accepting a connection: {e}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let (acceptor, ready) = (acceptor.clone(), ready.clone());
+                tokio::spawn(async move {
+                    match tokio::time::timeout(HANDSHAKE_TIME, acceptor.accept(tcp)).await {
+                        Ok(Ok(tls)) => {
+                            let _ = ready.send((tls, peer)).await;
+                        }
+                        Ok(Err(e)) => {
+                            log::debug!(target: "strata::server", "TLS handshake with {peer}: {e}")
+                        }
+                        Err(_) => {
+                            log::debug!(target: "strata::server", "TLS handshake with {peer}: too slow")
+                        }
+                    }
+                });
+            }
+        });
+        HttpsListener {
+            address,
+            connections,
+            accepting,
+        }
+    }
+}
+
+/// Connections whose TLS handshake is done, for `axum::serve`; dropping it stops accepting.
+#[derive(Debug)]
+pub struct HttpsListener {
+    address: std::io::Result<SocketAddr>,
+    connections: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
+    accepting: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for HttpsListener {
+    fn drop(&mut self) {
+        self.accepting.abort();
+    }
+}
+
+impl axum::serve::Listener for HttpsListener {
+    type Io = TlsStream<TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.connections.recv().await {
+            Some(connection) => connection,
+            // The accepting task ended (it does not, but for its panic): no more connections.
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        match &self.address {
+            Ok(address) => Ok(*address),
+            Err(e) => Err(std::io::Error::new(e.kind(), e.to_string())),
+        }
     }
 }
