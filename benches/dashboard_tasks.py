@@ -37,10 +37,11 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--partitions", type=int, default=4000)
     p.add_argument("--cargo-profile", default="dev")
+    p.add_argument("--strata", help="a strata executable to use instead of building one")
     p.add_argument("--no-ballista", action="store_true",
                    help="do not time Ballista's own stages answer")
     a = p.parse_args()
-    exe = cargo_executable(["build", "--bin", "strata"], "strata", a.cargo_profile)
+    exe = a.strata or cargo_executable(["build", "--bin", "strata"], "strata", a.cargo_profile)
     logs = pathlib.Path(tempfile.mkdtemp(prefix="strata-tasks-"))
     procs = []
 
