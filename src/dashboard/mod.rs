@@ -32,12 +32,48 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-const QUERIES_PAGE: &str = include_str!("assets/queries.html");
-const QUERY_PAGE: &str = include_str!("assets/query.html");
-const DATASETS_PAGE: &str = include_str!("assets/datasets.html");
-const WORKERS_PAGE: &str = include_str!("assets/workers.html");
-const JOBS_PAGE: &str = include_str!("assets/jobs.html");
-const JOB_PAGE: &str = include_str!("assets/job.html");
+/// Each page: its path, its name (its `data-page`, which the script reads, and its title),
+/// the section of the navigation it belongs to, and its own content.
+const PAGES: [(&str, &str, Option<&str>, &str); 6] = [
+    (
+        "/",
+        "queries",
+        Some("/"),
+        include_str!("assets/queries.html"),
+    ),
+    (
+        "/queries/{id}",
+        "query",
+        None,
+        include_str!("assets/query.html"),
+    ),
+    (
+        "/jobs",
+        "jobs",
+        Some("/jobs"),
+        include_str!("assets/jobs.html"),
+    ),
+    ("/jobs/{id}", "job", None, include_str!("assets/job.html")),
+    (
+        "/datasets",
+        "datasets",
+        Some("/datasets"),
+        include_str!("assets/datasets.html"),
+    ),
+    (
+        "/workers",
+        "workers",
+        Some("/workers"),
+        include_str!("assets/workers.html"),
+    ),
+];
+/// The navigation's sections: path and label.
+const SECTIONS: [(&str, &str); 4] = [
+    ("/", "Queries"),
+    ("/jobs", "Jobs"),
+    ("/datasets", "Datasets"),
+    ("/workers", "Workers"),
+];
 const SCRIPT: &str = include_str!("assets/dashboard.js");
 const STYLE: &str = include_str!("assets/dashboard.css");
 /// The header a request that changes something (Cancel) must carry: a page of another site
@@ -137,13 +173,12 @@ impl Dashboard {
     /// The dashboard's routes, to serve alone or beside others.
     pub fn router(self) -> Router {
         let shared = Arc::new(self);
-        Router::new()
-            .route("/", get(|| async { Html(QUERIES_PAGE) }))
-            .route("/queries/{id}", get(|| async { Html(QUERY_PAGE) }))
-            .route("/datasets", get(|| async { Html(DATASETS_PAGE) }))
-            .route("/workers", get(|| async { Html(WORKERS_PAGE) }))
-            .route("/jobs", get(|| async { Html(JOBS_PAGE) }))
-            .route("/jobs/{id}", get(|| async { Html(JOB_PAGE) }))
+        let mut router = Router::new();
+        for (path, name, section, main) in PAGES {
+            let html = page(name, section, main);
+            router = router.route(path, get(move || std::future::ready(Html(html.clone()))));
+        }
+        router
             .route("/assets/dashboard.js", get(script))
             .route("/assets/dashboard.css", get(style))
             .route("/api/queries", get(list))
@@ -190,6 +225,31 @@ impl Dashboard {
             task,
         })
     }
+}
+
+/// A whole page: the shared head and navigation (`section` marked as the one shown), the
+/// page's own `main`, and the script, which draws what `name` says.
+fn page(name: &str, section: Option<&str>, main: &str) -> String {
+    let nav: String = SECTIONS
+        .iter()
+        .map(|&(path, label)| {
+            let here = if section == Some(path) {
+                " class=\"here\""
+            } else {
+                ""
+            };
+            format!("<a href=\"{path}\"{here}>{label}</a>")
+        })
+        .collect();
+    format!(
+        "<!doctype html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
+         <title>Strata · {name}</title>\n\
+         <link rel=\"stylesheet\" href=\"/assets/dashboard.css\">\n\
+         <link rel=\"icon\" href=\"data:,\">\n</head>\n<body data-page=\"{name}\">\n\
+         <header><a class=\"brand\" href=\"/\">Strata</a><nav>{nav}</nav>\n\
+         <span id=\"status\" class=\"status\"></span></header>\n{main}\
+         <script src=\"/assets/dashboard.js\"></script>\n</body>\n</html>\n"
+    )
 }
 
 /// Serve `app` on `listener` until the task is aborted.
@@ -421,5 +481,32 @@ async fn cancel(
         }
         Err(e @ CancelRefused::Unknown) => failure(StatusCode::NOT_FOUND, e.to_string()),
         Err(e) => failure(StatusCode::CONFLICT, e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_page_names_itself_and_marks_its_section() {
+        for (path, name, section, main) in PAGES {
+            let html = page(name, section, main);
+            assert!(
+                html.contains(&format!("<body data-page=\"{name}\">")),
+                "{path}"
+            );
+            assert!(html.contains(main.trim_end()), "{path}");
+            let marked = html.matches(" class=\"here\"").count();
+            assert_eq!(marked, usize::from(section.is_some()), "{path}");
+            if let Some(section) = section {
+                assert!(html.contains(&format!("<a href=\"{section}\" class=\"here\">")));
+            }
+            assert!(
+                html.ends_with(
+                    "<script src=\"/assets/dashboard.js\"></script>\n</body>\n</html>\n"
+                )
+            );
+        }
     }
 }
