@@ -836,6 +836,8 @@ fn the_scheduler_serves_the_dashboard_of_its_jobs_and_executors_on_its_port() {
             .any(|s| s["shuffle_bytes_written"].as_u64() > Some(0)),
         "{stats}"
     );
+    // Nothing spilled: the executors have memory to spare.
+    assert!(stages.iter().all(|s| s["spilled_bytes"] == 0), "{stats}");
     // Idle executors run no tasks, and say so.
     let workers = json("/api/workers");
     assert!(

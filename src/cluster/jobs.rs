@@ -178,6 +178,8 @@ pub struct StageStats {
     pub elapsed: Option<String>,
     /// Bytes its finished tasks wrote for the next stage.
     pub shuffle_bytes_written: u64,
+    /// Bytes its finished tasks' operators spilled to disk.
+    pub spilled_bytes: u64,
 }
 
 /// One task of a job's task stream.

@@ -235,6 +235,7 @@ fn job_stats(graph: &dyn ExecutionGraph, now: u64) -> JobStats {
             tasks: tasks.len(),
             input_rows: shape.leaves.iter().map(|&s| rows_of(s)).sum(),
             output_rows: shape.root.map(rows_of).unwrap_or(0),
+            spilled_bytes: metrics.iter().map(|m| sum_of(m, "spilled_bytes")).sum(),
             ..StageStats::default()
         };
         for read in &shape.reads {

@@ -210,6 +210,7 @@ function showStages(job) {
     el("td", { class: "num" }, count(s.input_rows)), el("td", { class: "num" }, count(s.output_rows)),
     el("td", { class: "num" }, s.inputs.length ? bytes(s.shuffle_bytes_fetched) : "–"),
     el("td", { class: "num" }, bytes(s.shuffle_bytes_written)),
+    el("td", { class: "num" }, bytes(s.spilled_bytes)),
     el("td", { class: "num" }, s.elapsed ?? "–"))));
   document.getElementById("task-stream").replaceChildren(taskStream(job.task_stream, job.stage_list));
 }
