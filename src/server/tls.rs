@@ -146,17 +146,16 @@ impl Tls {
                 };
                 let (acceptor, ready) = (acceptor.clone(), ready.clone());
                 tokio::spawn(async move {
-                    match tokio::time::timeout(HANDSHAKE_TIME, acceptor.accept(tcp)).await {
-                        Ok(Ok(tls)) => {
-                            let _ = ready.send((tls, peer)).await;
-                        }
-                        Ok(Err(e)) => {
-                            log::debug!(target: "strata::server", "TLS handshake with {peer}: {e}")
-                        }
-                        Err(_) => {
-                            log::debug!(target: "strata::server", "TLS handshake with {peer}: too slow")
-                        }
-                    }
+                    let failure =
+                        match tokio::time::timeout(HANDSHAKE_TIME, acceptor.accept(tcp)).await {
+                            Ok(Ok(tls)) => {
+                                let _ = ready.send((tls, peer)).await;
+                                return;
+                            }
+                            Ok(Err(e)) => e.to_string(),
+                            Err(_) => "too slow".to_string(),
+                        };
+                    log::debug!(target: "strata::server", "TLS handshake with {peer}: {failure}");
                 });
             }
         });
