@@ -872,6 +872,85 @@ fn the_scheduler_serves_the_dashboard_of_its_jobs_and_executors_on_its_port() {
     });
 }
 
+/// What an executor's tasks spilled shows on the scheduler's Workers answer, and adds up to
+/// what the job's stages spilled.
+#[test]
+fn the_workers_answer_says_what_each_executors_tasks_spilled() {
+    let scheduler = processes::start(
+        &["scheduler", "--bind", "127.0.0.1:0"],
+        "listening on df://",
+    );
+    let addr = &scheduler.addr;
+    let work = tempfile::tempdir().unwrap();
+    let _executor = processes::start(
+        &[
+            "--memory-limit",
+            "48M",
+            "executor",
+            "--scheduler",
+            addr,
+            "--bind",
+            "127.0.0.1:0",
+            "--work-dir",
+            work.path().to_str().unwrap(),
+        ],
+        "serving shuffle data on ",
+    );
+    let json = |path: &str| -> serde_json::Value {
+        serde_json::from_str(&processes::http_get(addr, path)).unwrap()
+    };
+    let workers = eventually(Duration::from_secs(60), "no executor", || {
+        let workers = json("/api/workers");
+        (workers["workers"].as_array().unwrap().len() == 1).then_some(workers)
+    });
+    assert_eq!(workers["workers"][0]["spilled_bytes"], 0, "{workers}");
+
+    // A series alone runs in this process; a file goes to the cluster.
+    let data = tempfile::tempdir().unwrap();
+    let file = data.path().join("n.parquet");
+    let copy = format!(
+        "COPY (SELECT value FROM generate_series(1, 2000000)) TO '{}'",
+        file.display()
+    );
+    let out = processes::strata(&["-q", "-c", &copy]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let sql = format!("SELECT value FROM '{}' ORDER BY value DESC", file.display());
+    let url = format!("df://{addr}");
+    let out = processes::strata(&["-q", "--format", "csv", "--cluster", &url, "-c", &sql]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        out.stdout.iter().filter(|&&b| b == b'\n').count(),
+        2_000_001
+    );
+
+    let jobs = json("/api/cluster/jobs");
+    let id = jobs[0]["job_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no job: {jobs}"));
+    let stats = json(&format!("/api/cluster/jobs/{id}"));
+    let by_stages: u64 = stats["stage_list"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["spilled_bytes"].as_u64().unwrap())
+        .sum();
+    assert!(by_stages > 0, "the sort did not spill: {stats}");
+    let workers = json("/api/workers");
+    assert_eq!(
+        workers["workers"][0]["spilled_bytes"].as_u64(),
+        Some(by_stages),
+        "{workers}"
+    );
+}
+
 /// The dashboard a scheduler serves, in a real browser (tests/clients/dashboard_browser.py):
 /// a finished job's page shows its stages and a task stream with a lane per executor, the
 /// Workers page lists both executors, and one killed is marked dead.

@@ -418,20 +418,22 @@ pub struct ExecutorInfo {
     pub memory_peak: Option<u64>,
     /// Tasks it runs now.
     pub running_tasks: Option<u64>,
+    /// Bytes its tasks spilled to disk, over the jobs the scheduler keeps.
+    pub spilled_bytes: Option<u64>,
 }
 
 /// The executors the scheduler at `scheduler` (`http://host:port`) knows now; an executor it
 /// declared dead is no longer among them.
 pub async fn executors(scheduler: &str) -> Result<Vec<ExecutorInfo>> {
     let scheduler = scheduler.to_string();
-    let (body, running) = off_thread(move || {
+    let (body, load) = off_thread(move || {
         let body = request(&scheduler, "GET", "/api/executors")?;
-        // Tasks per executor, from a Strata scheduler (another one has no such route).
-        let running = request_if_found(&scheduler, "GET", scheduler_api::EXECUTOR_TASKS_PATH)
+        // Tasks and spill per executor, from a Strata scheduler (another has no such route).
+        let load = request_if_found(&scheduler, "GET", scheduler_api::EXECUTORS_PATH)
             .ok()
             .flatten()
-            .and_then(|b| serde_json::from_str::<scheduler_api::ExecutorTasks>(&b).ok());
-        Ok((body, running))
+            .and_then(|b| serde_json::from_str::<scheduler_api::ExecutorLoad>(&b).ok());
+        Ok((body, load))
     })
     .await?;
     let unexpected =
@@ -453,9 +455,12 @@ pub async fn executors(scheduler: &str) -> Result<Vec<ExecutorInfo>> {
                 .ok_or_else(|| unexpected("an executor without an id".into()))?
                 .to_string();
             Ok(ExecutorInfo {
-                running_tasks: running
+                running_tasks: load
                     .as_ref()
-                    .map(|r| r.running.get(&id).copied().unwrap_or(0) as u64),
+                    .map(|l| l.running.get(&id).copied().unwrap_or(0) as u64),
+                spilled_bytes: load
+                    .as_ref()
+                    .map(|l| l.spilled_bytes.get(&id).copied().unwrap_or(0)),
                 id,
                 host: e["host"].as_str().unwrap_or_default().to_string(),
                 port: e["port"].as_u64().unwrap_or_default() as u16,

@@ -1,10 +1,10 @@
 //! Strata's additions to its scheduler's REST API, read from the scheduler's own state: a
 //! job's progress with its stages and latest tasks, each with the executor it ran on
-//! (`/api/strata/job/{id}`), and the tasks each executor runs now
-//! (`/api/strata/executors/tasks`). Ballista's `/api/job/{id}/stages` names no executor and
+//! (`/api/strata/job/{id}`). Ballista's `/api/job/{id}/stages` names no executor and
 //! takes time in the square of a stage's tasks (each task's rows are summed over every
 //! partition's metrics); this answer takes time in proportion to the job's tasks and keeps
-//! at most [`TASK_WINDOW`] of them.
+//! at most [`TASK_WINDOW`] of them. Also each executor's running tasks and spilled bytes
+//! (`/api/strata/executors`): Ballista's executors report neither in their heartbeats.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -37,13 +37,18 @@ pub(crate) fn job_path(job_id: &str) -> String {
     format!("/api/strata/job/{job_id}")
 }
 
-/// The path of the running tasks per executor on the scheduler.
-pub(crate) const EXECUTOR_TASKS_PATH: &str = "/api/strata/executors/tasks";
+/// The path of the executors' running tasks and spilled bytes on the scheduler.
+pub(crate) const EXECUTORS_PATH: &str = "/api/strata/executors";
 
-/// Tasks running now, by executor id.
-#[derive(Debug, Default, Serialize, Deserialize)]
-pub(crate) struct ExecutorTasks {
+/// What the executors do, by executor id.
+#[derive(Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct ExecutorLoad {
+    /// Tasks running now.
     pub running: BTreeMap<String, usize>,
+    /// Bytes the operators of its finished tasks spilled to disk, over the jobs the
+    /// scheduler keeps (running and finished). Spill an executor reported without a
+    /// partition, or for a partition whose task is not known to have succeeded, is left out.
+    pub spilled_bytes: BTreeMap<String, u64>,
 }
 
 type Scheduler = SchedulerServer<LogicalPlanNode, PhysicalPlanNode>;
@@ -51,14 +56,21 @@ type Scheduler = SchedulerServer<LogicalPlanNode, PhysicalPlanNode>;
 struct Sources {
     scheduler: Scheduler,
     jobs: Arc<dyn JobState>,
+    /// Bytes spilled per executor by each finished job, reckoned once: its graph no longer
+    /// changes. Jobs the job state no longer keeps are forgotten.
+    finished_spill: tokio::sync::Mutex<HashMap<String, BTreeMap<String, u64>>>,
 }
 
 /// The routes, read from `scheduler` (its running jobs) and `jobs` (the jobs it keeps).
 pub(crate) fn routes(scheduler: Scheduler, jobs: Arc<dyn JobState>) -> Router {
     Router::new()
         .route("/api/strata/job/{id}", get(job))
-        .route(EXECUTOR_TASKS_PATH, get(executor_tasks))
-        .with_state(Arc::new(Sources { scheduler, jobs }))
+        .route(EXECUTORS_PATH, get(executor_load))
+        .with_state(Arc::new(Sources {
+            scheduler,
+            jobs,
+            finished_spill: Default::default(),
+        }))
 }
 
 fn now_ms() -> u64 {
@@ -83,20 +95,84 @@ async fn job(State(sources): State<Arc<Sources>>, Path(id): Path<String>) -> Res
     Json(stats).into_response()
 }
 
-async fn executor_tasks(State(sources): State<Arc<Sources>>) -> Json<ExecutorTasks> {
-    let mut running = BTreeMap::new();
-    let jobs = sources.scheduler.state.task_manager.get_running_job_cache();
-    for job in jobs.values() {
+async fn executor_load(State(sources): State<Arc<Sources>>) -> Json<ExecutorLoad> {
+    let mut load = ExecutorLoad::default();
+    let running_jobs = sources.scheduler.state.task_manager.get_running_job_cache();
+    for job in running_jobs.values() {
         let graph = job.execution_graph.read().await;
         for stage in graph.stages().values() {
             for task in task_infos(stage) {
                 if let task_status::Status::Running(r) = &task.task_status {
-                    *running.entry(r.executor_id.clone()).or_insert(0) += 1;
+                    *load.running.entry(r.executor_id.clone()).or_insert(0) += 1;
                 }
+            }
+            spill_by_executor(
+                stage_metrics(stage),
+                task_infos(stage),
+                &mut load.spilled_bytes,
+            );
+        }
+    }
+    // Finished jobs: each reckoned the first time it is seen finished.
+    let kept = sources.jobs.get_jobs().await.unwrap_or_default();
+    let mut finished = sources.finished_spill.lock().await;
+    finished.retain(|id, _| kept.contains(id.as_str()));
+    for id in kept {
+        if finished.contains_key(id.as_str()) || running_jobs.contains_key(&id) {
+            continue;
+        }
+        let Ok(Some(graph)) = sources.jobs.get_execution_graph(&id).await else {
+            continue;
+        };
+        if matches!(
+            graph.status().status,
+            Some(job_status::Status::Successful(_) | job_status::Status::Failed(_))
+        ) {
+            let mut spill = BTreeMap::new();
+            for stage in graph.stages().values() {
+                spill_by_executor(stage_metrics(stage), task_infos(stage), &mut spill);
+            }
+            finished.insert(id.to_string(), spill);
+        }
+    }
+    for spill in finished.values() {
+        for (executor, bytes) in spill {
+            *load.spilled_bytes.entry(executor.clone()).or_insert(0) += bytes;
+        }
+    }
+    Json(load)
+}
+
+/// Adds the bytes each executor spilled for a stage to `into`, from the stage's `metrics`
+/// (one value per partition) and `tasks`: a partition's executor is the one whose task for
+/// it succeeded.
+fn spill_by_executor(metrics: &[MetricsSet], tasks: &[TaskInfo], into: &mut BTreeMap<String, u64>) {
+    let mut ran_on: Option<HashMap<usize, &str>> = None;
+    for set in metrics {
+        for metric in set.iter() {
+            let value = metric.value();
+            if value.name() != "spilled_bytes" || value.as_usize() == 0 {
+                continue;
+            }
+            let ran_on = ran_on.get_or_insert_with(|| partitions_ran_on(tasks));
+            if let Some(executor) = metric.partition().and_then(|p| ran_on.get(&p)) {
+                *into.entry(executor.to_string()).or_insert(0) += value.as_usize() as u64;
             }
         }
     }
-    Json(ExecutorTasks { running })
+}
+
+/// The executor each partition's successful task ran on.
+fn partitions_ran_on(tasks: &[TaskInfo]) -> HashMap<usize, &str> {
+    let mut ran_on = HashMap::new();
+    for task in tasks {
+        if let task_status::Status::Successful(s) = &task.task_status {
+            for &p in &task.global_input_partition_ids {
+                ran_on.insert(p, s.executor_id.as_str());
+            }
+        }
+    }
+    ran_on
 }
 
 /// The tasks of a stage that started.
@@ -340,6 +416,8 @@ fn latest(mut spans: Vec<TaskSpan>) -> Vec<TaskSpan> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ballista_core::serde::protobuf::SuccessfulTask;
+    use datafusion::physical_plan::metrics::{Count, Metric, MetricValue};
 
     fn stage(id: &str, tasks: usize, input_rows: u64, output_rows: u64) -> StageStats {
         StageStats {
@@ -376,6 +454,67 @@ mod tests {
             (false, vec![read(2, false)]),
         ];
         assert_eq!(rows_scanned(&stages, &reads_of), 1000 + 300 + 750);
+    }
+
+    fn task(partitions: Vec<usize>, status: task_status::Status) -> TaskInfo {
+        TaskInfo {
+            task_id: 0,
+            scheduled_time: 0,
+            launch_time: 0,
+            start_exec_time: 0,
+            end_exec_time: 0,
+            finish_time: 0,
+            task_status: status,
+            vcores_consumed: partitions.len() as u32,
+            global_input_partition_ids: partitions,
+        }
+    }
+
+    fn done_on(executor: &str) -> task_status::Status {
+        task_status::Status::Successful(SuccessfulTask {
+            executor_id: executor.into(),
+            ..Default::default()
+        })
+    }
+
+    fn spilled(partition: Option<usize>, bytes: usize) -> Arc<Metric> {
+        let count = Count::new();
+        count.add(bytes);
+        Arc::new(Metric::new(MetricValue::SpilledBytes(count), partition))
+    }
+
+    #[test]
+    fn spill_goes_to_the_executor_whose_task_succeeded_for_its_partition() {
+        let tasks = [
+            task(vec![0, 1], done_on("a")),
+            task(vec![2], done_on("b")),
+            // A task that failed and ran again on a: its partition is a's.
+            task(vec![3], task_status::Status::Failed(Default::default())),
+            task(vec![3], done_on("a")),
+            task(vec![4], task_status::Status::Running(Default::default())),
+        ];
+        let mut sort = MetricsSet::new();
+        for (partition, bytes) in [(0, 100), (1, 20), (2, 7), (3, 1000)] {
+            sort.push(spilled(Some(partition), bytes));
+        }
+        // Unknown: a running task's partition, and a value without a partition.
+        sort.push(spilled(Some(4), 5));
+        sort.push(spilled(None, 9));
+        let mut rows = MetricsSet::new();
+        rows.push(Arc::new(Metric::new(
+            MetricValue::OutputRows(Count::new()),
+            Some(0),
+        )));
+        let mut into = BTreeMap::from([("b".to_string(), 1)]);
+        spill_by_executor(&[rows, sort], &tasks, &mut into);
+        assert_eq!(
+            into,
+            BTreeMap::from([("a".to_string(), 1120), ("b".to_string(), 8)])
+        );
+        // Nothing spilled, nothing added.
+        let mut none = BTreeMap::new();
+        spill_by_executor(&[MetricsSet::new()], &tasks, &mut none);
+        assert!(none.is_empty());
     }
 
     #[test]

@@ -102,7 +102,7 @@ impl Seen {
                     memory_used: e.memory_used,
                     memory_total: e.memory_total,
                     memory_peak: e.memory_peak,
-                    spilled_bytes: None,
+                    spilled_bytes: e.spilled_bytes,
                     last_seen_ms: e.last_seen_ms,
                     gone_ms: None,
                 },
@@ -168,6 +168,7 @@ mod tests {
             memory_total: None,
             memory_peak: None,
             running_tasks: Some(1),
+            spilled_bytes: None,
         }
     }
 
