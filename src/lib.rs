@@ -51,6 +51,7 @@ pub mod query_memory;
 pub mod runner;
 mod schema;
 pub mod server;
+pub mod snapshot;
 /// SQL text handling before planning.
 pub mod sql;
 /// Object stores built on demand from URLs and settings.

@@ -8,21 +8,18 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
-use async_trait::async_trait;
 use datafusion::arrow::array::{
     ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray,
     TimestampMicrosecondArray, UInt64Array,
 };
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
-use datafusion::catalog::{Session, TableProvider};
-use datafusion::datasource::TableType;
-use datafusion::datasource::memory::MemorySourceConfig;
-use datafusion::logical_expr::Expr;
+use datafusion::catalog::TableProvider;
 use datafusion::physical_plan::{ExecutionPlan, displayable};
 use serde::Serialize;
 
 use crate::engine::{CancelHandle, Progress, ScanStats};
 use crate::query_memory::QueryPool;
+use crate::snapshot::SnapshotTable;
 
 /// Ended queries kept by default, besides the running ones.
 pub const KEEP: usize = 1000;
@@ -153,24 +150,38 @@ impl Monitor {
 
     /// Forget the oldest ended queries beyond the bound.
     fn trim(&self) {
-        let mut queries = self.queries();
-        let ended = queries.iter().filter(|q| q.state().ended()).count();
-        let mut extra = ended.saturating_sub(self.keep);
-        queries.retain(|q| {
-            let forget = extra > 0 && q.state().ended();
-            if forget {
-                extra -= 1;
-            }
-            !forget
-        });
+        forget_oldest_ended(&mut self.queries(), self.keep, |q| q.state().ended());
     }
 
     /// `strata.query_log`: the listed queries, one row each, read when it is queried.
     pub fn table(self: &Arc<Self>) -> Arc<dyn TableProvider> {
-        Arc::new(QueryLogTable {
-            monitor: self.clone(),
-        })
+        let monitor = self.clone();
+        Arc::new(SnapshotTable::new(
+            query_log_schema(),
+            Arc::new(move || query_log_batch(&monitor.list())),
+        ))
     }
+}
+
+/// Forget the oldest of `entries` (oldest first) that `ended` says have ended, beyond the
+/// `keep` most recent of them; those still running stay whatever their number.
+pub(crate) fn forget_oldest_ended<T>(
+    entries: &mut VecDeque<T>,
+    keep: usize,
+    ended: impl Fn(&T) -> bool,
+) {
+    let mut extra = entries
+        .iter()
+        .filter(|e| ended(e))
+        .count()
+        .saturating_sub(keep);
+    entries.retain(|e| {
+        let forget = extra > 0 && ended(e);
+        if forget {
+            extra -= 1;
+        }
+        !forget
+    });
 }
 
 /// Why a query could not be cancelled.
@@ -507,99 +518,67 @@ impl PlanNode {
     }
 }
 
-/// `strata.query_log`: a snapshot of the monitor each time it is read.
-#[derive(Debug)]
-struct QueryLogTable {
-    monitor: Arc<Monitor>,
+/// The columns of `strata.query_log`.
+fn query_log_schema() -> SchemaRef {
+    let time = DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
+    Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("session", DataType::Utf8, false),
+        Field::new("user_name", DataType::Utf8, true),
+        Field::new("sql", DataType::Utf8, false),
+        Field::new("state", DataType::Utf8, false),
+        Field::new("started", time, false),
+        Field::new("planning_seconds", DataType::Float64, false),
+        Field::new("execution_seconds", DataType::Float64, true),
+        Field::new("seconds", DataType::Float64, false),
+        Field::new("rows", DataType::UInt64, false),
+        Field::new("files", DataType::UInt64, false),
+        Field::new("bytes_read", DataType::UInt64, false),
+        Field::new("rows_read", DataType::UInt64, false),
+        Field::new("peak_memory", DataType::UInt64, true),
+        Field::new("spilled_bytes", DataType::UInt64, false),
+        Field::new("cluster", DataType::Boolean, false),
+        Field::new("error", DataType::Utf8, true),
+    ]))
 }
 
-impl QueryLogTable {
-    fn schema() -> SchemaRef {
-        let time = DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
-        Arc::new(Schema::new(vec![
-            Field::new("id", DataType::Int64, false),
-            Field::new("session", DataType::Utf8, false),
-            Field::new("user_name", DataType::Utf8, true),
-            Field::new("sql", DataType::Utf8, false),
-            Field::new("state", DataType::Utf8, false),
-            Field::new("started", time, false),
-            Field::new("planning_seconds", DataType::Float64, false),
-            Field::new("execution_seconds", DataType::Float64, true),
-            Field::new("seconds", DataType::Float64, false),
-            Field::new("rows", DataType::UInt64, false),
-            Field::new("files", DataType::UInt64, false),
-            Field::new("bytes_read", DataType::UInt64, false),
-            Field::new("rows_read", DataType::UInt64, false),
-            Field::new("peak_memory", DataType::UInt64, true),
-            Field::new("spilled_bytes", DataType::UInt64, false),
-            Field::new("cluster", DataType::Boolean, false),
-            Field::new("error", DataType::Utf8, true),
-        ]))
-    }
-
-    fn batch(&self) -> datafusion::error::Result<RecordBatch> {
-        let q = self.monitor.list();
-        let strings = |f: fn(&QueryInfo) -> Option<&str>| -> ArrayRef {
-            Arc::new(StringArray::from_iter(q.iter().map(f)))
-        };
-        let counts = |f: fn(&QueryInfo) -> u64| -> ArrayRef {
-            Arc::new(UInt64Array::from_iter_values(q.iter().map(f)))
-        };
-        let columns: Vec<ArrayRef> = vec![
-            Arc::new(Int64Array::from_iter_values(q.iter().map(|q| q.id as i64))),
-            strings(|q| Some(&q.session)),
-            strings(|q| q.user.as_deref()),
-            strings(|q| Some(&q.sql)),
-            strings(|q| Some(q.state.name())),
-            Arc::new(
-                TimestampMicrosecondArray::from_iter_values(q.iter().map(|q| q.started_ms * 1000))
-                    .with_timezone("UTC"),
-            ),
-            Arc::new(Float64Array::from_iter_values(
-                q.iter().map(|q| q.planning_ms / 1e3),
-            )),
-            Arc::new(Float64Array::from_iter(
-                q.iter().map(|q| q.execution_ms.map(|ms| ms / 1e3)),
-            )),
-            Arc::new(Float64Array::from_iter_values(
-                q.iter().map(|q| q.elapsed_ms / 1e3),
-            )),
-            counts(|q| q.rows),
-            counts(|q| q.files),
-            counts(|q| q.bytes_read),
-            counts(|q| q.rows_read),
-            Arc::new(UInt64Array::from_iter(q.iter().map(|q| q.peak_memory))),
-            counts(|q| q.spilled_bytes),
-            Arc::new(BooleanArray::from_iter(q.iter().map(|q| Some(q.cluster)))),
-            strings(|q| q.error.as_deref()),
-        ];
-        Ok(RecordBatch::try_new(Self::schema(), columns)?)
-    }
-}
-
-#[async_trait]
-impl TableProvider for QueryLogTable {
-    fn schema(&self) -> SchemaRef {
-        QueryLogTable::schema()
-    }
-
-    fn table_type(&self) -> TableType {
-        TableType::View
-    }
-
-    async fn scan(
-        &self,
-        _state: &dyn Session,
-        projection: Option<&Vec<usize>>,
-        _filters: &[Expr],
-        _limit: Option<usize>,
-    ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
-        Ok(MemorySourceConfig::try_new_exec(
-            &[vec![self.batch()?]],
-            QueryLogTable::schema(),
-            projection.cloned(),
-        )?)
-    }
+/// The rows of `strata.query_log`: one per query in `q`.
+fn query_log_batch(q: &[QueryInfo]) -> datafusion::error::Result<RecordBatch> {
+    let strings = |f: fn(&QueryInfo) -> Option<&str>| -> ArrayRef {
+        Arc::new(StringArray::from_iter(q.iter().map(f)))
+    };
+    let counts = |f: fn(&QueryInfo) -> u64| -> ArrayRef {
+        Arc::new(UInt64Array::from_iter_values(q.iter().map(f)))
+    };
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(Int64Array::from_iter_values(q.iter().map(|q| q.id as i64))),
+        strings(|q| Some(&q.session)),
+        strings(|q| q.user.as_deref()),
+        strings(|q| Some(&q.sql)),
+        strings(|q| Some(q.state.name())),
+        Arc::new(
+            TimestampMicrosecondArray::from_iter_values(q.iter().map(|q| q.started_ms * 1000))
+                .with_timezone("UTC"),
+        ),
+        Arc::new(Float64Array::from_iter_values(
+            q.iter().map(|q| q.planning_ms / 1e3),
+        )),
+        Arc::new(Float64Array::from_iter(
+            q.iter().map(|q| q.execution_ms.map(|ms| ms / 1e3)),
+        )),
+        Arc::new(Float64Array::from_iter_values(
+            q.iter().map(|q| q.elapsed_ms / 1e3),
+        )),
+        counts(|q| q.rows),
+        counts(|q| q.files),
+        counts(|q| q.bytes_read),
+        counts(|q| q.rows_read),
+        Arc::new(UInt64Array::from_iter(q.iter().map(|q| q.peak_memory))),
+        counts(|q| q.spilled_bytes),
+        Arc::new(BooleanArray::from_iter(q.iter().map(|q| Some(q.cluster)))),
+        strings(|q| q.error.as_deref()),
+    ];
+    Ok(RecordBatch::try_new(query_log_schema(), columns)?)
 }
 
 #[cfg(test)]

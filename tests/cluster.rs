@@ -178,6 +178,19 @@ fn eventually<T>(deadline: Duration, what: &str, mut check: impl FnMut() -> Opti
     }
 }
 
+/// Once the scheduler at `addr` lists `count` executors (those that registered, less those
+/// it found dead).
+fn wait_for_executors(addr: &str, count: usize) {
+    eventually(
+        Duration::from_secs(60),
+        &format!("the scheduler does not list {count} executors"),
+        || {
+            let listed = processes::http_get(addr, "/api/executors");
+            (listed.matches("\"vcores\"").count() == count).then_some(())
+        },
+    );
+}
+
 /// Once `ready` holds for the scheduler's one job.
 fn wait_for_job(addr: &str, deadline: Duration, ready: impl Fn(&serde_json::Value) -> bool) {
     eventually(deadline, "the job never got there", || {
@@ -250,14 +263,7 @@ fn a_query_survives_losing_one_of_two_executors() {
     );
     assert_answered(&out, &local);
     // The dead executor's slots are reclaimed: the scheduler lists one executor.
-    eventually(
-        Duration::from_secs(60),
-        "the dead executor is still listed",
-        || {
-            let executors = processes::http_get(&scheduler.addr, "/api/executors");
-            (executors.matches("\"vcores\"").count() == 1).then_some(())
-        },
-    );
+    wait_for_executors(&scheduler.addr, 1);
 }
 
 /// Losing an executor while a stage that reads shuffled data is half done makes the scheduler
@@ -760,10 +766,7 @@ fn the_scheduler_serves_the_dashboard_of_its_jobs_and_executors_on_its_port() {
     assert!(page.contains("data-page=\"queries\""), "{page}");
     assert!(processes::http_get(addr, "/jobs").contains("data-page=\"jobs\""));
     // Ballista's REST API is still there (once both executors have registered).
-    eventually(Duration::from_secs(60), "executors not registered", || {
-        let listed = processes::http_get(addr, "/api/executors");
-        (listed.matches("\"vcores\":2").count() == 2).then_some(())
-    });
+    wait_for_executors(addr, 2);
     let json = |path: &str| -> serde_json::Value {
         serde_json::from_str(&processes::http_get(addr, path)).unwrap()
     };
@@ -963,10 +966,7 @@ fn in_a_browser_a_cluster_job_shows_its_stages_and_executors_and_a_killed_one_de
     }
     let (scheduler, executors) = processes::cluster(2);
     let addr = &scheduler.addr;
-    eventually(Duration::from_secs(60), "executors not registered", || {
-        let listed = processes::http_get(addr, "/api/executors");
-        (listed.matches("\"vcores\":2").count() == 2).then_some(())
-    });
+    wait_for_executors(addr, 2);
     let sql = "SELECT registration_state, count(*) FROM violations GROUP BY 1 ORDER BY 2 DESC";
     let done = processes::strata(&["-q", "--cluster", &format!("df://{addr}"), "-c", sql]);
     assert!(

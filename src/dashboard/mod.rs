@@ -74,6 +74,10 @@ const SECTIONS: [(&str, &str); 4] = [
     ("/datasets", "Datasets"),
     ("/workers", "Workers"),
 ];
+/// The stage graph, stage table and task stream of a cluster job, which the job page and a
+/// cluster query's page both show where their content says `<!-- stages -->`.
+const STAGES: &str = include_str!("assets/stages.html");
+const STAGES_MARK: &str = "<!-- stages -->\n";
 const SCRIPT: &str = include_str!("assets/dashboard.js");
 const STYLE: &str = include_str!("assets/dashboard.css");
 /// The header a request that changes something (Cancel) must carry: a page of another site
@@ -228,8 +232,10 @@ impl Dashboard {
 }
 
 /// A whole page: the shared head and navigation (`section` marked as the one shown), the
-/// page's own `main`, and the script, which draws what `name` says.
+/// page's own `main` (with the shared stages block where it is marked), and the script,
+/// which draws what `name` says.
 fn page(name: &str, section: Option<&str>, main: &str) -> String {
+    let main = main.replace(STAGES_MARK, STAGES);
     let nav: String = SECTIONS
         .iter()
         .map(|&(path, label)| {
@@ -339,17 +345,27 @@ fn refuse_unmarked(headers: &HeaderMap) -> Option<Response> {
     })
 }
 
-/// The answer for an engine that runs its queries on this process.
-fn not_on_cluster() -> Response {
-    failure(
-        StatusCode::NOT_FOUND,
-        "this engine runs its queries on this process, not on a cluster",
-    )
+/// Why a cluster route has nothing to say: the engine runs its queries on this process.
+struct NotOnCluster;
+
+impl IntoResponse for NotOnCluster {
+    fn into_response(self) -> Response {
+        failure(
+            StatusCode::NOT_FOUND,
+            "this engine runs its queries on this process, not on a cluster",
+        )
+    }
+}
+
+/// The scheduler the engine's queries run on.
+fn scheduler(dashboard: &Dashboard) -> Result<&str, NotOnCluster> {
+    dashboard.engine.runner().scheduler().ok_or(NotOnCluster)
 }
 
 async fn jobs(State(dashboard): State<Arc<Dashboard>>) -> Response {
-    let Some(scheduler) = dashboard.engine.runner().scheduler() else {
-        return not_on_cluster();
+    let scheduler = match scheduler(&dashboard) {
+        Ok(scheduler) => scheduler,
+        Err(answer) => return answer.into_response(),
     };
     match crate::cluster::job_list(scheduler).await {
         Ok(jobs) => Json(jobs).into_response(),
@@ -358,8 +374,9 @@ async fn jobs(State(dashboard): State<Arc<Dashboard>>) -> Response {
 }
 
 async fn job(State(dashboard): State<Arc<Dashboard>>, Path(id): Path<String>) -> Response {
-    let Some(scheduler) = dashboard.engine.runner().scheduler() else {
-        return not_on_cluster();
+    let scheduler = match scheduler(&dashboard) {
+        Ok(scheduler) => scheduler,
+        Err(answer) => return answer.into_response(),
     };
     match crate::cluster::job_stats(scheduler, &id).await {
         Ok(Some(stats)) => Json(stats).into_response(),
@@ -376,8 +393,9 @@ async fn cancel_job(
     if let Some(refused) = refuse_unmarked(&headers) {
         return refused;
     }
-    let Some(scheduler) = dashboard.engine.runner().scheduler() else {
-        return not_on_cluster();
+    let scheduler = match scheduler(&dashboard) {
+        Ok(scheduler) => scheduler,
+        Err(answer) => return answer.into_response(),
     };
     match crate::cluster::cancel_job(scheduler, &id).await {
         Ok(true) => {
@@ -496,7 +514,12 @@ mod tests {
                 html.contains(&format!("<body data-page=\"{name}\">")),
                 "{path}"
             );
-            assert!(html.contains(main.trim_end()), "{path}");
+            let (own, shared) = main.split_once(STAGES_MARK).unwrap_or((main, ""));
+            assert!(html.contains(own.trim_end()), "{path}");
+            assert!(html.contains(shared.trim_end()), "{path}");
+            assert!(!html.contains(STAGES_MARK), "{path}");
+            let stages = usize::from(main.contains(STAGES_MARK));
+            assert_eq!(html.matches(STAGES).count(), stages, "{path}");
             let marked = html.matches(" class=\"here\"").count();
             assert_eq!(marked, usize::from(section.is_some()), "{path}");
             if let Some(section) = section {

@@ -5,19 +5,16 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-use async_trait::async_trait;
 use datafusion::arrow::array::{
     ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
 };
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
-use datafusion::catalog::{MemorySchemaProvider, Session, TableProvider};
-use datafusion::datasource::TableType;
-use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::catalog::MemorySchemaProvider;
 use datafusion::error::Result;
-use datafusion::logical_expr::Expr;
-use datafusion::physical_plan::ExecutionPlan;
 
 use crate::Engine;
+use crate::monitor::forget_oldest_ended;
+use crate::snapshot::SnapshotTable;
 
 /// How a query ended, or that it runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,7 +87,7 @@ impl QueryLog {
             bytes: 0,
             error: None,
         });
-        trim(&mut entries, self.keep);
+        forget_oldest_ended(&mut entries, self.keep, |e| e.state != State::Running);
     }
 
     /// A query ended, having sent `rows` rows and `bytes` bytes.
@@ -102,7 +99,9 @@ impl QueryLog {
             e.bytes = bytes;
             e.error = error;
         }
-        trim(&mut self.entries(), self.keep);
+        forget_oldest_ended(&mut self.entries(), self.keep, |e| {
+            e.state != State::Running
+        });
     }
 
     fn schema() -> SchemaRef {
@@ -187,54 +186,12 @@ impl QueryLog {
         };
         schema.register_table(
             "queries".into(),
-            Arc::new(QueriesTable { log: self.clone() }),
+            Arc::new(SnapshotTable::new(QueryLog::schema(), {
+                let log = self.clone();
+                Arc::new(move || log.batch())
+            })),
         )?;
         Ok(())
-    }
-}
-
-/// Forget the oldest ended queries beyond the `keep` most recent; running ones stay.
-fn trim(entries: &mut VecDeque<Entry>, keep: usize) {
-    let ended = entries.iter().filter(|e| e.state != State::Running).count();
-    let mut extra = ended.saturating_sub(keep);
-    entries.retain(|e| {
-        let drop = extra > 0 && e.state != State::Running;
-        if drop {
-            extra -= 1;
-        }
-        !drop
-    });
-}
-
-/// `strata.queries`: a snapshot of the log each time it is read.
-#[derive(Debug)]
-struct QueriesTable {
-    log: Arc<QueryLog>,
-}
-
-#[async_trait]
-impl TableProvider for QueriesTable {
-    fn schema(&self) -> SchemaRef {
-        QueryLog::schema()
-    }
-
-    fn table_type(&self) -> TableType {
-        TableType::View
-    }
-
-    async fn scan(
-        &self,
-        _state: &dyn Session,
-        projection: Option<&Vec<usize>>,
-        _filters: &[Expr],
-        _limit: Option<usize>,
-    ) -> Result<Arc<dyn ExecutionPlan>> {
-        let batch = self.log.batch()?;
-        Ok(MemorySourceConfig::try_new_exec(
-            &[vec![batch]],
-            QueryLog::schema(),
-            projection.cloned(),
-        )?)
     }
 }
 
