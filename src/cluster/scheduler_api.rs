@@ -288,7 +288,9 @@ fn job_stats(graph: &dyn ExecutionGraph, now: u64) -> JobStats {
         job_id: graph.job_id().to_string(),
         ..JobStats::default()
     };
-    let mut spans = Vec::new();
+    // When each task started, with where it is: the latest are picked from these before
+    // any task is copied, as this runs under the job's lock and a job may have 100,000.
+    let mut starts: Vec<(u64, usize, usize)> = Vec::new();
     // Each stage's reads and whether it scans data, for the rows the scans read.
     let mut reads_of = Vec::with_capacity(ids.len());
     for &id in &ids {
@@ -324,50 +326,27 @@ fn job_stats(graph: &dyn ExecutionGraph, now: u64) -> JobStats {
             }
         }
         let (mut first, mut last) = (u64::MAX, 0);
-        for task in tasks {
-            let started = if task.start_exec_time > 0 {
-                task.start_exec_time
-            } else {
-                task.launch_time
-            } as u64;
+        for (index, task) in tasks.iter().enumerate() {
+            let started = started_ms(task);
             let ended = task.end_exec_time as u64;
             first = first.min(started);
-            let (state, executor, end_ms) = match &task.task_status {
-                task_status::Status::Running(r) => {
+            match &task.task_status {
+                task_status::Status::Running(_) => {
                     one.tasks_running += 1;
                     last = now;
-                    (TaskState::Running, Some(r.executor_id.clone()), None)
                 }
                 task_status::Status::Successful(s) => {
                     one.tasks_done += 1;
                     one.shuffle_bytes_written +=
                         s.partitions.iter().map(|p| p.num_bytes).sum::<u64>();
                     last = last.max(ended);
-                    (
-                        TaskState::Done,
-                        Some(s.executor_id.clone()),
-                        Some(ended.max(started)),
-                    )
                 }
                 task_status::Status::Failed(_) => {
                     one.tasks_failed += 1;
                     last = last.max(ended);
-                    // A failed task's status does not say where it ran.
-                    (TaskState::Failed, None, Some(ended.max(started)))
                 }
-            };
-            spans.push(TaskSpan {
-                stage: one.id.clone(),
-                partitions: task
-                    .global_input_partition_ids
-                    .iter()
-                    .map(|&p| p as u32)
-                    .collect(),
-                start_ms: started,
-                end_ms,
-                state,
-                executor,
-            });
+            }
+            starts.push((started, stats.stage_list.len(), index));
         }
         one.elapsed = (first != u64::MAX && last >= first)
             .then(|| human_readable_duration((last - first) * 1_000_000));
@@ -377,8 +356,50 @@ fn job_stats(graph: &dyn ExecutionGraph, now: u64) -> JobStats {
         stats.stage_list.push(one);
     }
     stats.rows_scanned = rows_scanned(&stats.stage_list, &reads_of);
-    stats.task_stream = latest(spans);
+    stats.task_stream = latest(starts)
+        .into_iter()
+        .map(|(_, stage, index)| {
+            let id = &stats.stage_list[stage].id;
+            span(id, &task_infos(&graph.stages()[&ids[stage]])[index])
+        })
+        .collect();
     stats
+}
+
+/// When an executor started `task`, in milliseconds since the Unix epoch (when it was
+/// launched, if it has not said).
+fn started_ms(task: &TaskInfo) -> u64 {
+    (if task.start_exec_time > 0 {
+        task.start_exec_time
+    } else {
+        task.launch_time
+    }) as u64
+}
+
+/// `task` of stage `stage` in the task stream.
+fn span(stage: &str, task: &TaskInfo) -> TaskSpan {
+    let started = started_ms(task);
+    let ended = (task.end_exec_time as u64).max(started);
+    let (state, executor, end_ms) = match &task.task_status {
+        task_status::Status::Running(r) => (TaskState::Running, Some(r.executor_id.clone()), None),
+        task_status::Status::Successful(s) => {
+            (TaskState::Done, Some(s.executor_id.clone()), Some(ended))
+        }
+        // A failed task's status does not say where it ran.
+        task_status::Status::Failed(_) => (TaskState::Failed, None, Some(ended)),
+    };
+    TaskSpan {
+        stage: stage.to_string(),
+        partitions: task
+            .global_input_partition_ids
+            .iter()
+            .map(|&p| p as u32)
+            .collect(),
+        start_ms: started,
+        end_ms,
+        state,
+        executor,
+    }
 }
 
 /// Rows read from datasets: the input rows of the stages that scan one, less what they
@@ -406,11 +427,15 @@ fn rows_scanned(stages: &[StageStats], reads_of: &[(bool, Vec<Read>)]) -> u64 {
         .sum()
 }
 
-/// The latest [`TASK_WINDOW`] tasks, oldest first.
-fn latest(mut spans: Vec<TaskSpan>) -> Vec<TaskSpan> {
-    spans.sort_by_key(|t| t.start_ms);
-    let skip = spans.len().saturating_sub(TASK_WINDOW);
-    spans.split_off(skip)
+/// The greatest [`TASK_WINDOW`] of `tasks` (keyed by when they started first), in order:
+/// the latest tasks, oldest first. Takes time in proportion to their number.
+fn latest<T: Ord>(mut tasks: Vec<T>) -> Vec<T> {
+    if let Some(cut) = tasks.len().checked_sub(TASK_WINDOW).filter(|&cut| cut > 0) {
+        tasks.select_nth_unstable(cut);
+        tasks.drain(..cut);
+    }
+    tasks.sort_unstable();
+    tasks
 }
 
 #[cfg(test)]
@@ -519,23 +544,17 @@ mod tests {
 
     #[test]
     fn the_task_stream_keeps_the_latest_tasks_oldest_first() {
-        let spans: Vec<TaskSpan> = (0..TASK_WINDOW as u64 + 50)
-            .rev()
-            .map(|i| TaskSpan {
-                stage: "1".into(),
-                partitions: vec![i as u32],
-                start_ms: 1000 + i,
-                end_ms: None,
-                state: TaskState::Running,
-                executor: Some("e".into()),
-            })
+        // Started in no order, two at each millisecond: 3 stages x 400 tasks.
+        let mut starts: Vec<(u64, usize, usize)> = (0..1200)
+            .map(|i| (1000 + (i * 7919 % 1200) as u64 / 2, i % 3, i / 3))
             .collect();
-        let kept = latest(spans);
+        let kept = latest(starts.clone());
+        starts.sort_unstable();
+        assert_eq!(kept, starts[200..]);
         assert_eq!(kept.len(), TASK_WINDOW);
-        assert_eq!(kept[0].start_ms, 1050);
-        assert_eq!(
-            kept.last().unwrap().start_ms,
-            1000 + TASK_WINDOW as u64 + 49
-        );
+        assert_eq!(kept[0].0, 1100);
+        // Fewer than the window: all, in order.
+        let few = vec![(5, 0, 1), (3, 1, 0), (5, 0, 0)];
+        assert_eq!(latest(few), [(3, 1, 0), (5, 0, 0), (5, 0, 1)]);
     }
 }
