@@ -814,7 +814,7 @@ impl Engine {
         params: Option<&[ScalarValue]>,
     ) -> Result<QueryResult> {
         if let Some(explain) = sql::picture_explain(text) {
-            return self.draw_plan(explain).await;
+            return self.draw_plan(text, explain).await;
         }
         let (stmt, calls) = self.parse_one(text)?;
         let keys: Vec<String> = calls.iter().map(|(k, _)| k.clone()).collect();
@@ -872,7 +872,13 @@ impl Engine {
     /// `EXPLAIN ... FORMAT svg|dot`: the query's physical plan drawn, one row of one column
     /// `plan`. With ANALYZE the query runs to its end first, and each operator shows what it
     /// did.
-    async fn draw_plan(&self, explain: sql::PictureExplain) -> Result<QueryResult> {
+    async fn draw_plan(&self, text: &str, explain: sql::PictureExplain) -> Result<QueryResult> {
+        if explain.query.is_empty() {
+            return Err(Error::Syntax {
+                message: "Expected: a query to draw, found: EOF".into(),
+                position: Some(sql::end_position(text)),
+            });
+        }
         // Only a query: EXPLAIN ANALYZE of any other statement would do what it says.
         let (stmt, _) = self.parse_one(&explain.query)?;
         if !matches!(

@@ -540,7 +540,7 @@ pub struct PictureExplain {
     pub picture: PlanPicture,
     /// Run the query, and draw the plan with what each operator did.
     pub analyze: bool,
-    /// The query to draw.
+    /// The query to draw (empty if the statement ends before one).
     pub query: String,
 }
 
@@ -606,8 +606,11 @@ pub fn picture_explain(text: &str) -> Option<PictureExplain> {
         "dot" => PlanPicture::Dot,
         _ => return None,
     };
-    let from = *sig.get(n)?;
-    let query = tokens[from..].iter().map(|t| t.to_string()).collect();
+    // Empty when nothing follows: the statement is an EXPLAIN missing its query.
+    let query = sig
+        .get(n)
+        .map(|&from| tokens[from..].iter().map(|t| t.to_string()).collect())
+        .unwrap_or_default();
     Some(PictureExplain {
         picture,
         analyze,
@@ -1840,6 +1843,8 @@ mod tests {
         assert_eq!(picture_explain("EXPLAIN FORMAT tree SELECT 1"), None);
         assert_eq!(picture_explain("EXPLAIN SELECT 1"), None);
         assert_eq!(picture_explain("SELECT 'EXPLAIN FORMAT svg'"), None);
-        assert_eq!(picture_explain("EXPLAIN FORMAT svg"), None);
+        // Asked for with nothing to draw: the query is empty, for an error that says so.
+        assert_eq!(picture_explain("EXPLAIN FORMAT svg ").unwrap().query, "");
+        assert_eq!(picture_explain("EXPLAIN (FORMAT dot)").unwrap().query, "");
     }
 }

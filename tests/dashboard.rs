@@ -483,6 +483,14 @@ async fn explain_draws_plans_as_svg_and_dot_with_figures_after_analyze() {
         .await
         .unwrap_err();
     assert!(err.to_string().contains("not one"), "{err}");
+    // Nothing to draw: a syntax error at the statement's end, not DataFusion's list of
+    // its own formats.
+    let err = engine.sql("EXPLAIN (FORMAT svg)").await.unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("syntax error at 1:21: Expected: a query to draw"),
+        "{err}"
+    );
     let batch_size = batch_size_setting(&engine).await;
     assert_ne!(batch_size, "10", "the statement did not run");
 }
