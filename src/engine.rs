@@ -737,7 +737,7 @@ impl Engine {
     /// Whether `text`, one statement, only reads (a query, `EXPLAIN` of one, `SHOW`,
     /// `DESCRIBE`): a server that is read-only runs nothing else.
     pub fn only_reads(&self, text: &str) -> Result<bool> {
-        if let Some(explain) = sql::picture_explain(text) {
+        if let Some(explain) = picture_explain(text)? {
             return self.only_reads(&explain.query);
         }
         let (stmt, _) = self.parse_one(text)?;
@@ -747,7 +747,7 @@ impl Engine {
     /// What one statement returns (its columns) and the types of its parameters (`$1` first;
     /// `None` where the statement does not say), planned but not run.
     pub async fn describe(&self, text: &str) -> Result<Description> {
-        if sql::picture_explain(text).is_some() {
+        if picture_explain(text)?.is_some() {
             return Ok(Description {
                 schema: picture_schema(),
                 parameters: Vec::new(),
@@ -813,8 +813,8 @@ impl Engine {
         complete_commands: bool,
         params: Option<&[ScalarValue]>,
     ) -> Result<QueryResult> {
-        if let Some(explain) = sql::picture_explain(text) {
-            return self.draw_plan(text, explain).await;
+        if let Some(explain) = picture_explain(text)? {
+            return self.draw_plan(explain).await;
         }
         let (stmt, calls) = self.parse_one(text)?;
         let keys: Vec<String> = calls.iter().map(|(k, _)| k.clone()).collect();
@@ -872,13 +872,7 @@ impl Engine {
     /// `EXPLAIN ... FORMAT svg|dot`: the query's physical plan drawn, one row of one column
     /// `plan`. With ANALYZE the query runs to its end first, and each operator shows what it
     /// did.
-    async fn draw_plan(&self, text: &str, explain: sql::PictureExplain) -> Result<QueryResult> {
-        if explain.query.is_empty() {
-            return Err(Error::Syntax {
-                message: "Expected: a query to draw, found: EOF".into(),
-                position: Some(sql::end_position(text)),
-            });
-        }
+    async fn draw_plan(&self, explain: sql::PictureExplain) -> Result<QueryResult> {
         // Only a query: EXPLAIN ANALYZE of any other statement would do what it says.
         let (stmt, _) = self.parse_one(&explain.query)?;
         if !matches!(
@@ -1048,6 +1042,18 @@ impl Engine {
             }
             other => other,
         }
+    }
+}
+
+/// The picture `text` asks for, if it is `EXPLAIN ... FORMAT svg|dot`; one that ends before
+/// its query is a syntax error at its end.
+fn picture_explain(text: &str) -> Result<Option<sql::PictureExplain>> {
+    match sql::picture_explain(text) {
+        Some(explain) if explain.query.is_empty() => Err(Error::Syntax {
+            message: "Expected: a query to draw, found: EOF".into(),
+            position: Some(sql::end_position(text)),
+        }),
+        picture => Ok(picture),
     }
 }
 
