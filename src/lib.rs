@@ -30,6 +30,7 @@ pub mod cluster;
 /// Confinement: the files and stores a confined engine may read and write.
 pub mod confine;
 pub mod dashboard;
+pub mod databases;
 /// Datasets: locations, formats, options, hive partitions, listing tables.
 pub mod dataset;
 /// The embeddable engine and query results.

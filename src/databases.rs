@@ -1,0 +1,405 @@
+//! Tables in databases (PostgreSQL, MySQL/MariaDB, SQLite) named by URL: which backend, where,
+//! as whom, and the password found the way the backend's own clients find it (the
+//! environment, `~/.pgpass`), never written in the URL, which queries and the dashboard show.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// What is wrong with a database URL or its credentials.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DatabaseError {
+    /// The text is not a URL of a backend Strata reads.
+    #[error("'{url}' is not a database URL: {reason}")]
+    BadUrl {
+        /// The URL as written.
+        url: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A password written in the URL.
+    #[error(
+        "{url}: write no password in the URL (it would show in queries and on the dashboard); \
+         set {variable} or use {file}"
+    )]
+    InlinePassword {
+        /// The URL with the password left out.
+        url: String,
+        /// The environment variable the backend's clients read.
+        variable: &'static str,
+        /// The backend's password file.
+        file: &'static str,
+    },
+}
+
+/// The backends Strata reads tables from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// PostgreSQL (`postgres://` or `postgresql://`).
+    Postgres,
+    /// MySQL or MariaDB (`mysql://` or `mariadb://`).
+    MySql,
+    /// An SQLite file (`sqlite:PATH` or `sqlite:///ABSOLUTE/PATH`).
+    Sqlite,
+}
+
+impl Backend {
+    /// The name users know it by.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Postgres => "PostgreSQL",
+            Backend::MySql => "MySQL",
+            Backend::Sqlite => "SQLite",
+        }
+    }
+
+    fn default_port(self) -> u16 {
+        match self {
+            Backend::Postgres => 5432,
+            Backend::MySql => 3306,
+            Backend::Sqlite => 0,
+        }
+    }
+}
+
+/// A database, as a URL names it, with what the URL leaves out taken from the backend's
+/// usual environment variables.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DatabaseUrl {
+    /// Which backend.
+    pub backend: Backend,
+    /// The server's host (empty for SQLite).
+    pub host: String,
+    /// The server's port (0 for SQLite).
+    pub port: u16,
+    /// Who connects (`None` for SQLite).
+    pub user: Option<String>,
+    /// The database on the server (`None` for SQLite).
+    pub database: Option<String>,
+    /// The SQLite file.
+    pub path: Option<PathBuf>,
+    /// The URL's query options (`sslmode=disable`, ...), keys lowercase.
+    pub options: BTreeMap<String, String>,
+}
+
+/// Whether `text` names a database rather than a file or store.
+pub fn is_database_url(text: &str) -> bool {
+    let scheme = text.split_once(':').map(|(s, _)| s.to_ascii_lowercase());
+    matches!(
+        scheme.as_deref(),
+        Some("postgres" | "postgresql" | "mysql" | "mariadb" | "sqlite")
+    )
+}
+
+impl DatabaseUrl {
+    /// Parses `text`, with `env` looking up environment variables (`PGHOST`, `PGPORT`,
+    /// `PGUSER`, `PGDATABASE`, `USER` for what the URL does not say). Relative SQLite paths
+    /// resolve against `base_dir`.
+    pub fn parse(
+        text: &str,
+        base_dir: Option<&Path>,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, DatabaseError> {
+        let bad = |reason: &str| DatabaseError::BadUrl {
+            url: text.to_string(),
+            reason: reason.to_string(),
+        };
+        let (scheme, rest) = text
+            .split_once(':')
+            .ok_or_else(|| bad("it has no scheme"))?;
+        let backend = match scheme.to_ascii_lowercase().as_str() {
+            "postgres" | "postgresql" => Backend::Postgres,
+            "mysql" | "mariadb" => Backend::MySql,
+            "sqlite" => Backend::Sqlite,
+            _ => return Err(bad("use postgres://, mysql:// or sqlite:")),
+        };
+        if backend == Backend::Sqlite {
+            // sqlite:data/x.db, sqlite://data/x.db (relative), sqlite:///abs/x.db
+            let path = rest.strip_prefix("//").unwrap_or(rest);
+            let (path, _) = path.split_once('?').unwrap_or((path, ""));
+            if path.is_empty() {
+                return Err(bad("it names no file: write sqlite:path/to/file.db"));
+            }
+            let path = PathBuf::from(path);
+            let path = match base_dir {
+                Some(dir) if path.is_relative() => dir.join(path),
+                _ => path,
+            };
+            return Ok(DatabaseUrl {
+                backend,
+                host: String::new(),
+                port: 0,
+                user: None,
+                database: None,
+                path: Some(path),
+                options: BTreeMap::new(),
+            });
+        }
+        let url = url::Url::parse(text).map_err(|e| bad(&e.to_string()))?;
+        if url.password().is_some() {
+            let mut shown = url.clone();
+            let _ = shown.set_password(None);
+            let (variable, file) = match backend {
+                Backend::Postgres => ("PGPASSWORD", "~/.pgpass"),
+                _ => ("MYSQL_PWD", "a ${VAR} in the catalog"),
+            };
+            return Err(DatabaseError::InlinePassword {
+                url: shown.to_string(),
+                variable,
+                file,
+            });
+        }
+        let (host_var, port_var, user_var, db_var) = match backend {
+            Backend::Postgres => ("PGHOST", "PGPORT", "PGUSER", "PGDATABASE"),
+            _ => (
+                "MYSQL_HOST",
+                "MYSQL_TCP_PORT",
+                "MYSQL_USER",
+                "MYSQL_DATABASE",
+            ),
+        };
+        let host = match url.host_str().filter(|h| !h.is_empty()) {
+            Some(h) => h.trim_start_matches('[').trim_end_matches(']').to_string(),
+            None => env(host_var).unwrap_or_else(|| "localhost".into()),
+        };
+        let port = match url.port() {
+            Some(p) => p,
+            None => match env(port_var) {
+                Some(p) => p
+                    .parse()
+                    .map_err(|_| bad(&format!("{port_var}={p} is not a port")))?,
+                None => backend.default_port(),
+            },
+        };
+        let user = Some(url.username())
+            .filter(|u| !u.is_empty())
+            .map(decode)
+            .or_else(|| env(user_var))
+            .or_else(|| env("USER"));
+        let database = Some(url.path().trim_start_matches('/'))
+            .filter(|d| !d.is_empty())
+            .map(decode)
+            .or_else(|| env(db_var))
+            .or_else(|| user.clone().filter(|_| backend == Backend::Postgres));
+        let options = url
+            .query_pairs()
+            .map(|(k, v)| (k.to_ascii_lowercase(), v.into_owned()))
+            .collect();
+        Ok(DatabaseUrl {
+            backend,
+            host,
+            port,
+            user,
+            database,
+            path: None,
+            options,
+        })
+    }
+
+    /// The URL to show in messages and plans: no password is ever part of it.
+    pub fn display(&self) -> String {
+        match self.backend {
+            Backend::Sqlite => format!(
+                "sqlite:{}",
+                self.path.as_deref().unwrap_or(Path::new("")).display()
+            ),
+            backend => format!(
+                "{}://{}{}:{}/{}",
+                if backend == Backend::Postgres {
+                    "postgres"
+                } else {
+                    "mysql"
+                },
+                self.user
+                    .as_deref()
+                    .map(|u| format!("{u}@"))
+                    .unwrap_or_default(),
+                self.host,
+                self.port,
+                self.database.as_deref().unwrap_or("")
+            ),
+        }
+    }
+
+    /// The password to connect with, found as the backend's own clients find it: for
+    /// PostgreSQL `PGPASSWORD`, then the password file (`PGPASSFILE` or `~/.pgpass`); for
+    /// MySQL `MYSQL_PWD`. `None` if none is set (the server may not ask for one).
+    pub fn password(&self, env: &dyn Fn(&str) -> Option<String>) -> Option<String> {
+        match self.backend {
+            Backend::Sqlite => None,
+            Backend::MySql => env("MYSQL_PWD"),
+            Backend::Postgres => env("PGPASSWORD").or_else(|| {
+                let file = env("PGPASSFILE")
+                    .map(PathBuf::from)
+                    .or_else(|| env("HOME").map(|h| Path::new(&h).join(".pgpass")))?;
+                let text = std::fs::read_to_string(file).ok()?;
+                pgpass_lookup(
+                    &text,
+                    &self.host,
+                    self.port,
+                    self.database.as_deref().unwrap_or(""),
+                    self.user.as_deref().unwrap_or(""),
+                )
+            }),
+        }
+    }
+}
+
+/// `text` with its `%XX` escapes read as bytes (as URLs write user and database names).
+fn decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = (bytes[i] == b'%')
+            .then(|| text.get(i + 1..i + 3))
+            .flatten()
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match hex {
+            Some(byte) => {
+                out.push(byte);
+                i += 3;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The password of the first line of a `.pgpass` file (`host:port:database:user:password`,
+/// `*` matching anything, `\:` and `\\` escaped) that matches.
+fn pgpass_lookup(text: &str, host: &str, port: u16, database: &str, user: &str) -> Option<String> {
+    let port = port.to_string();
+    let wanted = [host, port.as_str(), database, user];
+    text.lines()
+        .filter(|line| !line.trim_start().starts_with('#') && !line.trim().is_empty())
+        .find_map(|line| {
+            let fields = split_escaped(line);
+            if fields.len() != 5 {
+                return None;
+            }
+            let matches = fields[..4].iter().zip(wanted).all(|(field, value)| {
+                field == "*" || field == value || (field == "localhost" && value.starts_with('/'))
+            });
+            matches.then(|| fields[4].clone())
+        })
+}
+
+/// `line` cut at unescaped `:`, with `\x` read as `x`.
+fn split_escaped(line: &str) -> Vec<String> {
+    let mut fields = vec![String::new()];
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => {
+                if let Some(next) = chars.next() {
+                    fields.last_mut().expect("one field").push(next);
+                }
+            }
+            ':' => fields.push(String::new()),
+            c => fields.last_mut().expect("one field").push(c),
+        }
+    }
+    fields
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> + use<> {
+        let pairs: Vec<(String, String)> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |name| {
+            pairs
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+        }
+    }
+
+    #[test]
+    fn a_postgres_url_takes_what_it_leaves_out_from_the_environment() {
+        let env = env_of(&[("PGUSER", "ann"), ("PGPORT", "6543"), ("USER", "root")]);
+        let url =
+            DatabaseUrl::parse("postgres://db.example/sales?sslmode=disable", None, &env).unwrap();
+        assert_eq!(url.backend, Backend::Postgres);
+        assert_eq!(url.host, "db.example");
+        assert_eq!(url.port, 6543);
+        assert_eq!(url.user.as_deref(), Some("ann"));
+        assert_eq!(url.database.as_deref(), Some("sales"));
+        assert_eq!(url.options["sslmode"], "disable");
+        assert_eq!(url.display(), "postgres://ann@db.example:6543/sales");
+        // Nothing said anywhere: localhost, the default port, the login name as database.
+        let url = DatabaseUrl::parse("postgresql://", None, &env_of(&[("USER", "bo")])).unwrap();
+        assert_eq!(
+            (
+                url.host.as_str(),
+                url.port,
+                url.user.as_deref(),
+                url.database.as_deref()
+            ),
+            ("localhost", 5432, Some("bo"), Some("bo"))
+        );
+        let url = DatabaseUrl::parse("postgres://a%40b@h/my%20db", None, &env).unwrap();
+        assert_eq!(url.user.as_deref(), Some("a@b"));
+        assert_eq!(url.database.as_deref(), Some("my db"));
+        let url = DatabaseUrl::parse("mariadb://me@127.0.0.1/shop", None, &env).unwrap();
+        assert_eq!((url.backend, url.port), (Backend::MySql, 3306));
+        assert_eq!(url.display(), "mysql://me@127.0.0.1:3306/shop");
+    }
+
+    #[test]
+    fn a_password_in_the_url_is_refused_without_being_repeated() {
+        let err = DatabaseUrl::parse("postgres://ann:s3cret@h/db", None, &env_of(&[])).unwrap_err();
+        let text = err.to_string();
+        assert!(!text.contains("s3cret"), "{text}");
+        assert!(
+            text.contains("PGPASSWORD") && text.contains("ann@h"),
+            "{text}"
+        );
+        let err = DatabaseUrl::parse("mysql://u:p@h/db", None, &env_of(&[])).unwrap_err();
+        assert!(err.to_string().contains("MYSQL_PWD"), "{err}");
+    }
+
+    #[test]
+    fn sqlite_urls_name_a_file_relative_to_the_catalog() {
+        let env = env_of(&[]);
+        let base = Path::new("/cat");
+        let url = DatabaseUrl::parse("sqlite:data/x.db", Some(base), &env).unwrap();
+        assert_eq!(url.path.as_deref(), Some(Path::new("/cat/data/x.db")));
+        let url = DatabaseUrl::parse("sqlite:///abs/x.db", Some(base), &env).unwrap();
+        assert_eq!(url.path.as_deref(), Some(Path::new("/abs/x.db")));
+        assert_eq!(url.display(), "sqlite:/abs/x.db");
+        assert!(DatabaseUrl::parse("sqlite:", None, &env).is_err());
+        let err = DatabaseUrl::parse("oracle://h/db", None, &env).unwrap_err();
+        assert!(err.to_string().contains("postgres://"), "{err}");
+        assert!(is_database_url("SQLite:x.db") && is_database_url("postgres://h/d"));
+        assert!(!is_database_url("s3://b/x.parquet") && !is_database_url("data/x.csv"));
+    }
+
+    #[test]
+    fn the_password_comes_from_pgpassword_then_the_password_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pgpass");
+        std::fs::write(
+            &file,
+            "# comment\nother:5432:*:ann:no\nh:5432:sales:ann:first\\:one\n*:*:*:ann:any\n",
+        )
+        .unwrap();
+        let file = file.to_str().unwrap();
+        let url = DatabaseUrl::parse("postgres://ann@h/sales", None, &env_of(&[])).unwrap();
+        let from_file = env_of(&[("PGPASSFILE", file)]);
+        assert_eq!(url.password(&from_file).as_deref(), Some("first:one"));
+        let both = env_of(&[("PGPASSFILE", file), ("PGPASSWORD", "env")]);
+        assert_eq!(url.password(&both).as_deref(), Some("env"));
+        let elsewhere = DatabaseUrl::parse("postgres://ann@k/x", None, &env_of(&[])).unwrap();
+        assert_eq!(elsewhere.password(&from_file).as_deref(), Some("any"));
+        let nobody = DatabaseUrl::parse("postgres://bo@k/x", None, &env_of(&[])).unwrap();
+        assert_eq!(nobody.password(&from_file), None);
+    }
+}
