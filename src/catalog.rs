@@ -17,6 +17,10 @@
 //! header = true
 //! delimiter = ","
 //!
+//! [tables.orders]                             # a table in a database
+//! location = "postgres://app@db.internal/shop" # password: PGPASSWORD or ~/.pgpass
+//! table = "public.orders"
+//!
 //! [server]                                    # `strata serve`'s settings (optional)
 //! flight = "0.0.0.0:50051"
 //! users = "users.toml"                        # paths relative to this file's folder
@@ -167,6 +171,7 @@ struct RawTable {
     file_extension: Option<String>,
     hive_partitioning: Option<bool>,
     partition_columns: Option<BTreeMap<String, String>>,
+    table: Option<String>,
     #[allow(dead_code)]
     description: Option<String>,
 }
@@ -278,6 +283,7 @@ impl Catalog {
                 t.schema_infer_max_records.map(|n| n.to_string()),
             )?;
             set("file_extension", t.file_extension)?;
+            set("table", t.table)?;
             set(
                 "hive_partitioning",
                 t.hive_partitioning.map(|b| b.to_string()),

@@ -190,7 +190,9 @@ impl EngineBuilder {
 
         let mut config = SessionConfig::new()
             .with_information_schema(true)
-            .with_create_default_catalog_and_schema(true);
+            .with_create_default_catalog_and_schema(true)
+            // The database connections this engine's tables keep open.
+            .with_extension(Arc::new(crate::databases::Pools::default()));
         let partitions = match (self.target_partitions, &self.cluster) {
             (Some(n), _) => Some(n),
             // Twice the cores: a thread whose part of a scan or join finishes early takes
@@ -303,7 +305,10 @@ impl EngineBuilder {
             .with_analyzer_rule(Arc::new(crate::subquery::DecorrelateSubqueries))
             .with_optimizer_rules(crate::subquery::optimizer_rules())
             .with_physical_optimizer_rules(crate::optimizer::physical_rules());
-        for format in ["PARQUET", "CSV", "JSON", "NDJSON", "ARROW", "AVRO", "TSV"] {
+        for format in [
+            "PARQUET", "CSV", "JSON", "NDJSON", "ARROW", "AVRO", "TSV", "POSTGRES", "MYSQL",
+            "SQLITE",
+        ] {
             builder = builder.with_table_factory(format.to_string(), Arc::new(DatasetTableFactory));
         }
         let state = builder.build();
@@ -1711,6 +1716,22 @@ impl TableProviderFactory for DatasetTableFactory {
         cmd: &CreateExternalTable,
     ) -> DfResult<Arc<dyn TableProvider>> {
         let mut options = DatasetOptions::default();
+        // `STORED AS postgres|mysql|sqlite LOCATION 'url' OPTIONS ('table' 'name')`; an SQLite
+        // file may be a plain path.
+        let database = match cmd.locations.as_slice() {
+            [url] if crate::databases::is_database_url(url) => Some(url.clone()),
+            [path] if cmd.file_type.eq_ignore_ascii_case("sqlite") => {
+                Some(format!("sqlite:{path}"))
+            }
+            _ => None,
+        };
+        if let Some(url) = database {
+            if let Some(table) = cmd.options.get("table").or(cmd.options.get("format.table")) {
+                options.set("table", table).map_err(ext)?;
+            }
+            let spec = DatasetSpec::new(url).with_options(options);
+            return spec.open(state).await.map_err(ext);
+        }
         options.set("format", &cmd.file_type).map_err(ext)?;
         let mut keys: Vec<_> = cmd.options.iter().collect();
         keys.sort();

@@ -1,5 +1,6 @@
 //! Strata's table functions: `read_files`, `read_parquet`, `read_csv`, `read_json`,
-//! `read_arrow`, `read_avro` (DuckDB-compatible), `list_files` and `parquet_metadata`.
+//! `read_arrow`, `read_avro` (DuckDB-compatible), `list_files`, `parquet_metadata`, and the
+//! database tables of `postgres_scan`, `mysql_scan` and `sqlite_scan`.
 //!
 //! DataFusion plans table functions synchronously, but reading a dataset means listing a store
 //! and inferring a schema. So the engine resolves each call asynchronously before planning
@@ -80,6 +81,9 @@ pub(crate) async fn resolve_call(
     lookup_table: &(dyn Fn(&str) -> Option<DatasetSpec> + Send + Sync),
 ) -> Result<Arc<dyn TableProvider>> {
     let fname = call.name.as_str();
+    if let Some(backend) = fname.strip_suffix("_scan") {
+        return database_table(backend, call, state).await;
+    }
     let first = call.positional.first().ok_or_else(|| {
         Error::plan(format!(
             "{fname}() needs a location: {fname}('path/or/glob') or {fname}(['a', 'b'])"
@@ -124,6 +128,60 @@ pub(crate) async fn resolve_call(
             Ok(Dataset::resolve(spec, state).await?.provider())
         }
     }
+}
+
+/// `postgres_scan(url, [schema,] table)`, `mysql_scan(url, table)`, `sqlite_scan(file, table)`.
+async fn database_table(
+    backend: &str,
+    call: &TableFunctionCall,
+    state: &dyn Session,
+) -> Result<Arc<dyn TableProvider>> {
+    let fname = &call.name;
+    let usage = || {
+        let first = if backend == "sqlite" {
+            "file.db"
+        } else {
+            "url"
+        };
+        Error::plan(format!(
+            "{fname}() takes the database and its table: {fname}('{first}', 'table') or \
+             {fname}('{first}', 'schema', 'table')"
+        ))
+    };
+    if !call.named.is_empty() {
+        return Err(usage());
+    }
+    let text = |v: &ArgValue| match v {
+        ArgValue::Text(t) => Ok(t.clone()),
+        ArgValue::List(_) => Err(usage()),
+    };
+    let (url, table) = match call.positional.as_slice() {
+        [url, table] => (text(url)?, text(table)?),
+        [url, schema, table] => (text(url)?, format!("{}.{}", text(schema)?, text(table)?)),
+        _ => return Err(usage()),
+    };
+    let url = match backend {
+        "sqlite" if !url.to_ascii_lowercase().starts_with("sqlite:") => format!("sqlite:{url}"),
+        _ => url,
+    };
+    let wanted = match backend {
+        "postgres" => crate::databases::Backend::Postgres,
+        "mysql" => crate::databases::Backend::MySql,
+        _ => crate::databases::Backend::Sqlite,
+    };
+    let parsed =
+        crate::databases::DatabaseUrl::parse(&url, None, &|name: &str| std::env::var(name).ok())
+            .map_err(|e| Error::Dataset(e.into()))?;
+    if parsed.backend != wanted {
+        return Err(Error::plan(format!(
+            "{fname}() reads {} tables; '{url}' is a {} URL",
+            wanted.name(),
+            parsed.backend.name()
+        )));
+    }
+    crate::databases::open_table(&url, &table, None, state)
+        .await
+        .map_err(|e| Error::Dataset(e.into()))
 }
 
 fn spec_from(

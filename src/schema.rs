@@ -13,7 +13,7 @@ use datafusion::execution::session_state::SessionState;
 use parking_lot::RwLock;
 
 use crate::catalog::CatalogError;
-use crate::dataset::{Dataset, DatasetSpec};
+use crate::dataset::DatasetSpec;
 use crate::error::Error;
 
 /// A table declared in the catalog file and not resolved yet.
@@ -71,16 +71,13 @@ impl LazySchema {
             .upgrade()
             .map(|s| s.read().clone())
             .ok_or_else(|| DataFusionError::Internal("the session has ended".into()))?;
-        let dataset = Dataset::resolve(table.spec, &state)
-            .await
-            .map_err(|source| {
-                DataFusionError::from(Error::Catalog(CatalogError::Table {
-                    path: table.catalog.clone(),
-                    table: name.to_string(),
-                    source,
-                }))
-            })?;
-        let provider = dataset.provider();
+        let provider = table.spec.open(&state).await.map_err(|source| {
+            DataFusionError::from(Error::Catalog(CatalogError::Table {
+                path: table.catalog.clone(),
+                table: name.to_string(),
+                source,
+            }))
+        })?;
         // Registered unless the table was dropped or replaced meanwhile.
         if self.pending().remove(name).is_some() {
             self.inner

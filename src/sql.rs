@@ -29,6 +29,9 @@ pub const TABLE_FUNCTIONS: &[&str] = &[
     "read_avro",
     "list_files",
     "parquet_metadata",
+    "postgres_scan",
+    "mysql_scan",
+    "sqlite_scan",
 ];
 
 /// A constant argument of a table function call.

@@ -123,6 +123,9 @@ const TABLE_FUNCTIONS: &[&str] = &[
     "read_avro",
     "list_files",
     "parquet_metadata",
+    "postgres_scan",
+    "mysql_scan",
+    "sqlite_scan",
 ];
 
 /// The prompt of a statement's first line, and of each line that continues it, aligned.

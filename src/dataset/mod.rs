@@ -105,6 +105,15 @@ pub enum DatasetError {
         /// Why.
         message: String,
     },
+    /// A table in a database.
+    #[error(transparent)]
+    Database(Box<crate::databases::DatabaseError>),
+}
+
+impl From<crate::databases::DatabaseError> for DatasetError {
+    fn from(e: crate::databases::DatabaseError) -> Self {
+        DatasetError::Database(Box::new(e))
+    }
 }
 
 impl DatasetError {
@@ -184,6 +193,31 @@ impl DatasetSpec {
     fn display(&self) -> String {
         self.locations.join(", ")
     }
+
+    /// The table this spec names: a database table when its location is a database URL
+    /// (with the `table` option), else the dataset of files it names.
+    pub async fn open(
+        self,
+        state: &dyn Session,
+    ) -> Result<Arc<dyn datafusion::catalog::TableProvider>, DatasetError> {
+        match self.locations.as_slice() {
+            [url] if crate::databases::is_database_url(url) => {
+                let table = self
+                    .options
+                    .table
+                    .as_deref()
+                    .ok_or_else(|| DatasetError::Option {
+                        key: "table".into(),
+                        message: format!("{url} is a database: name its table with table = 'name'"),
+                    })?;
+                Ok(
+                    crate::databases::open_table(url, table, self.base_dir.as_deref(), state)
+                        .await?,
+                )
+            }
+            _ => Ok(Dataset::resolve(self, state).await?.provider()),
+        }
+    }
 }
 
 /// A dataset resolved against its store: the listing table and what was discovered.
@@ -250,6 +284,18 @@ impl Dataset {
             Some(d) => d.clone(),
             None => std::env::current_dir().unwrap_or_else(|_| PathBuf::from(".")),
         };
+        if let Some(url) = spec
+            .locations
+            .iter()
+            .find(|l| crate::databases::is_database_url(l))
+        {
+            return Err(DatasetError::InvalidLocation {
+                location: url.clone(),
+                message: "a database is one location with its table named (table = 'name'), \
+                          or read with postgres_scan, mysql_scan or sqlite_scan"
+                    .into(),
+            });
+        }
         let locations = spec
             .locations
             .iter()

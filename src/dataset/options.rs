@@ -155,6 +155,9 @@ pub struct DatasetOptions {
     /// Declared partition column types; others are inferred.
     #[serde(skip)]
     pub partition_types: Vec<(String, DataType)>,
+    /// The table (`name` or `schema.name`) when the location is a database URL.
+    #[serde(default)]
+    pub table: Option<String>,
 }
 
 impl DatasetOptions {
@@ -174,6 +177,7 @@ impl DatasetOptions {
         "schema_infer_max_records",
         "file_extension",
         "hive_partitioning",
+        "table",
     ];
 
     /// Options with the format set.
@@ -215,6 +219,7 @@ impl DatasetOptions {
             }
             "file_extension" => self.file_extension = Some(value.to_string()),
             "hive_partitioning" => self.hive_partitioning = Some(parse_bool(key, value)?),
+            "table" => self.table = Some(value.to_string()),
             _ => {
                 let hint = crate::error::closest(&lkey, Self::KEYS.iter().copied())
                     .map(|c| format!("did you mean '{c}'? "))

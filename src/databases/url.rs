@@ -1,35 +1,11 @@
-//! Tables in databases (PostgreSQL, MySQL/MariaDB, SQLite) named by URL: which backend, where,
-//! as whom, and the password found the way the backend's own clients find it (the
-//! environment, `~/.pgpass`), never written in the URL, which queries and the dashboard show.
+//! Database URLs: which backend, where, as whom, and the password found the way the
+//! backend's own clients find it (the environment, `~/.pgpass`), never written in the URL,
+//! which queries and the dashboard show.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-/// What is wrong with a database URL or its credentials.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum DatabaseError {
-    /// The text is not a URL of a backend Strata reads.
-    #[error("'{url}' is not a database URL: {reason}")]
-    BadUrl {
-        /// The URL as written.
-        url: String,
-        /// What is wrong.
-        reason: String,
-    },
-    /// A password written in the URL.
-    #[error(
-        "{url}: write no password in the URL (it would show in queries and on the dashboard); \
-         set {variable} or use {file}"
-    )]
-    InlinePassword {
-        /// The URL with the password left out.
-        url: String,
-        /// The environment variable the backend's clients read.
-        variable: &'static str,
-        /// The backend's password file.
-        file: &'static str,
-    },
-}
+use super::DatabaseError;
 
 /// The backends Strata reads tables from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

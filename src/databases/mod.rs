@@ -1,0 +1,116 @@
+//! Tables in databases (PostgreSQL, MySQL/MariaDB, SQLite) next to files: URLs and their
+//! credentials ([`url`]), and the tables read through `datafusion-table-providers` with the
+//! filters, projections and limits that mean the same there sent to the database
+//! (`tables`, behind the `databases` feature).
+
+mod url;
+
+#[cfg(feature = "databases")]
+mod tables;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use datafusion::catalog::{Session, TableProvider};
+
+pub use url::{Backend, DatabaseUrl, is_database_url};
+
+/// What is wrong with a database, its URL, its credentials or one of its tables. Every
+/// message names the backend and the server or file, never a password.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DatabaseError {
+    /// The text is not a URL of a backend Strata reads.
+    #[error("'{url}' is not a database URL: {reason}")]
+    BadUrl {
+        /// The URL as written.
+        url: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A password written in the URL.
+    #[error(
+        "{url}: write no password in the URL (it would show in queries and on the dashboard); \
+         set {variable} or use {file}"
+    )]
+    InlinePassword {
+        /// The URL with the password left out.
+        url: String,
+        /// The environment variable the backend's clients read.
+        variable: &'static str,
+        /// The backend's password file.
+        file: &'static str,
+    },
+    /// The database cannot be reached, or refused the connection.
+    #[error("{backend} {target}: cannot connect: {message}")]
+    Connect {
+        /// The backend's name.
+        backend: &'static str,
+        /// The server and database, or the file (no password).
+        target: String,
+        /// Why, in the backend's words.
+        message: String,
+    },
+    /// The database did not answer in time.
+    #[error("{backend} {target}: no answer within {seconds} s (set connect_timeout=N in the URL)")]
+    Timeout {
+        /// The backend's name.
+        backend: &'static str,
+        /// The server and database (no password).
+        target: String,
+        /// How long Strata waited.
+        seconds: u64,
+    },
+    /// A table cannot be read: missing, no permission, or a column of a type Strata cannot map.
+    #[error("{backend} {target}: table '{table}': {message}")]
+    Table {
+        /// The backend's name.
+        backend: &'static str,
+        /// The server and database, or the file (no password).
+        target: String,
+        /// The table as named.
+        table: String,
+        /// Why, in the backend's words.
+        message: String,
+    },
+    /// This build has no database support.
+    #[error("{url}: this strata was built without database support (the `databases` feature)")]
+    NotBuilt {
+        /// The URL as written.
+        url: String,
+    },
+}
+
+/// The database connections an engine keeps open, one pool per database and user, so each
+/// query does not connect anew. Kept in the session's configuration.
+#[derive(Debug, Default)]
+pub struct Pools {
+    #[cfg(feature = "databases")]
+    open: tokio::sync::Mutex<std::collections::HashMap<String, tables::Pool>>,
+}
+
+/// Table `table` (`name` or `schema.name`) of the database at `url`: a `postgres://`,
+/// `mysql://` or `mariadb://` URL, or an SQLite file (`sqlite:path` or a plain path, relative
+/// to `base_dir`). Passwords come from the backend's environment variables and files.
+pub async fn open_table(
+    url: &str,
+    table: &str,
+    base_dir: Option<&Path>,
+    state: &dyn Session,
+) -> Result<Arc<dyn TableProvider>, DatabaseError> {
+    let (parsed, password) = {
+        let env = |name: &str| std::env::var(name).ok();
+        let parsed = DatabaseUrl::parse(url, base_dir, &env)?;
+        let password = parsed.password(&env);
+        (parsed, password)
+    };
+    #[cfg(feature = "databases")]
+    {
+        let pools = state.config().get_extension::<Pools>();
+        tables::open(&parsed, table, pools.as_deref(), password).await
+    }
+    #[cfg(not(feature = "databases"))]
+    {
+        let _ = (parsed, password, table, state);
+        Err(DatabaseError::NotBuilt { url: url.into() })
+    }
+}

@@ -1,0 +1,602 @@
+//! Tables in databases next to files: SQLite files made here and a real PostgreSQL server
+//! started for the tests, read through `sqlite_scan`, `postgres_scan`, `CREATE EXTERNAL TABLE`
+//! and the catalog file; types, the filters sent to the database, joins with files, and one
+//! clear line for each failure.
+
+#[path = "common/databases.rs"]
+mod databases;
+#[path = "common/skip.rs"]
+mod skip;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use databases::{MariaDb, PG_GUARDED, PG_PASSWORD, PG_USER, Postgres, sqlite_file};
+use skip::skip;
+use strata::datafusion::arrow::datatypes::{DataType, TimeUnit};
+use strata::datafusion::arrow::util::pretty::pretty_format_batches;
+use strata::{Engine, Error};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+async fn engine() -> Engine {
+    Engine::builder()
+        .target_partitions(2)
+        .build()
+        .await
+        .expect("an engine")
+}
+
+/// The answer as a table of text, rows in the order given.
+async fn answer(engine: &Engine, sql: &str) -> String {
+    let batches = engine
+        .sql(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .collect()
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    pretty_format_batches(&batches).unwrap().to_string()
+}
+
+async fn failure(engine: &Engine, sql: &str) -> String {
+    let e = match engine.sql(sql).await {
+        Ok(mut r) => r.collect().await.expect_err(sql),
+        Err(e) => e,
+    };
+    let text = e.to_string();
+    assert!(!text.contains('\n'), "one line: {text}");
+    text
+}
+
+/// The physical plan's text.
+async fn plan(engine: &Engine, sql: &str) -> String {
+    answer(engine, &format!("EXPLAIN {sql}")).await
+}
+
+fn strata(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_strata"));
+    cmd.args(args).current_dir(root());
+    cmd.env_remove("PGPASSWORD").env_remove("PGPASSFILE");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("strata runs")
+}
+
+fn shop_sqlite(dir: &Path) -> PathBuf {
+    let path = dir.join("shop.db");
+    sqlite_file(
+        &path,
+        "CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT NOT NULL, price REAL, \
+                             stock INTEGER, photo BLOB);
+         INSERT INTO items VALUES (1, 'apple', 0.5, 10, x'01ff'), (2, 'Apricot', 1.25, NULL, NULL),
+                                  (3, 'banana', 0.25, 0, NULL), (4, 'avocado', 2.0, 3, x'');
+         CREATE TABLE accounts (person_id INTEGER, balance REAL);
+         INSERT INTO accounts VALUES (1, 10.5), (2, -3.0), (3, 7.25), (99, 1.0);",
+    );
+    path
+}
+
+#[tokio::test]
+async fn sqlite_tables_read_with_their_types_and_only_same_meaning_filters_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = shop_sqlite(dir.path());
+    let db = db.display();
+    let engine = engine().await;
+
+    let table = format!("sqlite_scan('{db}', 'items')");
+    let result = engine.sql(&format!("SELECT * FROM {table}")).await.unwrap();
+    let types: Vec<DataType> = result
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.data_type().clone())
+        .collect();
+    assert_eq!(
+        types[..4],
+        [
+            DataType::Int64,
+            DataType::Utf8,
+            DataType::Float64,
+            DataType::Int64
+        ],
+        "{types:?}"
+    );
+    assert!(
+        matches!(types[4], DataType::Binary | DataType::LargeBinary),
+        "{types:?}"
+    );
+
+    // A numeric filter and the projection are the database's work, and show in the plan.
+    let sql = format!("SELECT name FROM {table} WHERE stock > 1 ORDER BY name");
+    let explained = plan(&engine, &sql).await;
+    assert!(
+        explained.contains("SQLiteSqlExec sql=SELECT"),
+        "{explained}"
+    );
+    assert!(explained.contains("WHERE"), "{explained}");
+    assert!(!explained.contains("FilterExec"), "{explained}");
+    assert_eq!(
+        answer(&engine, &sql).await,
+        "+---------+\n| name    |\n+---------+\n| apple   |\n| avocado |\n+---------+"
+    );
+
+    // SQLite's LIKE ignores case, Strata's does not: the filter stays here, and 'Apricot'
+    // is not an 'a%' name.
+    let sql = format!("SELECT name FROM {table} WHERE name LIKE 'a%' ORDER BY name");
+    let explained = plan(&engine, &sql).await;
+    assert!(explained.contains("FilterExec"), "{explained}");
+    assert_eq!(
+        answer(&engine, &sql).await,
+        "+---------+\n| name    |\n+---------+\n| apple   |\n| avocado |\n+---------+"
+    );
+
+    // NULLs come through as NULL; a LIMIT reaches the database.
+    let sql = format!("SELECT count(*) AS n, count(stock) AS known FROM {table}");
+    assert!(answer(&engine, &sql).await.contains("| 4 | 3     |"));
+    let explained = plan(&engine, &format!("SELECT id FROM {table} LIMIT 2")).await;
+    assert!(explained.contains("LIMIT 2"), "{explained}");
+}
+
+#[tokio::test]
+async fn a_database_table_joins_a_csv_dataset_as_the_same_rows_would() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = shop_sqlite(dir.path());
+    let engine = engine().await;
+    let people = root().join("data/people/*.csv");
+    let people = people.display();
+    let join = |accounts: &str| {
+        format!(
+            "SELECT p.last_name, a.balance FROM read_csv('{people}') p \
+             JOIN {accounts} ON a.person_id = p.person_id ORDER BY p.person_id"
+        )
+    };
+    let from_db = answer(
+        &engine,
+        &join(&format!("sqlite_scan('{}', 'accounts') a", db.display())),
+    )
+    .await;
+    let from_values = answer(
+        &engine,
+        &join(
+            "(SELECT column1 AS person_id, CAST(column2 AS DOUBLE) AS balance \
+              FROM (VALUES (1, 10.5), (2, -3.0), (3, 7.25), (99, 1.0))) a",
+        ),
+    )
+    .await;
+    assert_eq!(from_db, from_values);
+    assert_eq!(from_db.lines().count(), 3 + 4, "{from_db}");
+}
+
+#[tokio::test]
+async fn sqlite_failures_are_one_line_naming_the_file_or_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = shop_sqlite(dir.path());
+    let engine = engine().await;
+
+    let missing = dir.path().join("nope.db");
+    let e = failure(
+        &engine,
+        &format!(
+            "SELECT * FROM sqlite_scan('{}', 'items')",
+            missing.display()
+        ),
+    )
+    .await;
+    assert!(e.contains("SQLite") && e.contains("nope.db"), "{e}");
+    assert!(!missing.exists(), "reading must not create the file");
+
+    let e = failure(
+        &engine,
+        &format!("SELECT * FROM sqlite_scan('{}', 'nothing')", db.display()),
+    )
+    .await;
+    assert!(
+        e.contains("table 'nothing'") && e.contains("shop.db"),
+        "{e}"
+    );
+
+    let not_sqlite = dir.path().join("text.db");
+    std::fs::write(
+        &not_sqlite,
+        "this is not a database, just some text that is long enough",
+    )
+    .unwrap();
+    let e = failure(
+        &engine,
+        &format!(
+            "SELECT * FROM sqlite_scan('{}', 'items')",
+            not_sqlite.display()
+        ),
+    )
+    .await;
+    assert!(e.contains("text.db"), "{e}");
+
+    let e = failure(&engine, "SELECT * FROM sqlite_scan('x.db')").await;
+    assert!(e.contains("sqlite_scan('file.db', 'table')"), "{e}");
+    let e = failure(
+        &engine,
+        "SELECT * FROM postgres_scan('mysql://h/db', 'orders')",
+    )
+    .await;
+    assert!(e.contains("reads PostgreSQL tables"), "{e}");
+    let e = failure(
+        &engine,
+        "SELECT * FROM postgres_scan('postgres://u:hunter2@h/db', 'orders')",
+    )
+    .await;
+    assert!(e.contains("PGPASSWORD") && !e.contains("hunter2"), "{e}");
+}
+
+#[tokio::test]
+async fn sqlite_files_are_tables_in_the_catalog_and_in_create_external_table() {
+    let dir = tempfile::tempdir().unwrap();
+    shop_sqlite(dir.path());
+    std::fs::write(
+        dir.path().join("strata.toml"),
+        "[tables.items]\nlocation = \"sqlite:shop.db\"\ntable = \"items\"\n\n\
+         [tables.broken]\nlocation = \"sqlite:shop.db\"\n",
+    )
+    .unwrap();
+    let engine = Engine::builder()
+        .catalog(dir.path().join("strata.toml"))
+        .build()
+        .await
+        .unwrap();
+    assert!(
+        answer(&engine, "SELECT sum(stock) AS s FROM items")
+            .await
+            .contains("| 13 |")
+    );
+    let e = failure(&engine, "SELECT * FROM broken").await;
+    assert!(e.contains("broken") && e.contains("table = 'name'"), "{e}");
+
+    let db = dir.path().join("shop.db");
+    engine
+        .sql(&format!(
+            "CREATE EXTERNAL TABLE acc STORED AS sqlite LOCATION '{}' OPTIONS ('table' 'accounts')",
+            db.display()
+        ))
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    assert!(
+        answer(&engine, "SELECT count(*) AS n FROM acc")
+            .await
+            .contains("| 4 |")
+    );
+}
+
+/// A PostgreSQL server for one test, or `None` (with the reason printed) where none can be.
+fn postgres(test: &str) -> Option<Postgres> {
+    match Postgres::start() {
+        Ok(pg) => Some(pg),
+        Err(reason) => {
+            skip(test, &reason);
+            None
+        }
+    }
+}
+
+const PG_TYPES: &str = "CREATE TABLE public.kinds (
+    id integer PRIMARY KEY, small smallint, big bigint, flag boolean, price numeric(12,2),
+    ratio double precision, real4 real, name text COLLATE \"und-x-icu\", code varchar(8), letter char(2),
+    day date, at timestamp, at_tz timestamptz, clock time, uid uuid, doc jsonb, raw bytea,
+    tags text[]);
+INSERT INTO public.kinds VALUES
+  (1, 1, 9000000000, true, 1234567890.12, 0.5, 1.5, 'apple', 'A1', 'x', '2024-02-29',
+   '2024-02-29 12:34:56.789', '2024-02-29 12:34:56+00', '12:34:56', 
+   'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', '{\"k\": 1}', '\\x01ff', ARRAY['a','b']),
+  (2, -2, -1, false, -0.01, -1.25, -2.5, 'Banana', 'B2', 'yz', '1999-12-31',
+   '1999-12-31 23:59:59', '1999-12-31 23:59:59+00', '00:00:01',
+   'b0eebc99-9c0b-4ef8-bb6d-6bb9bd380a22', '[]', '\\x', ARRAY[]::text[]),
+  (3, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+   NULL, NULL, NULL);";
+
+#[tokio::test]
+async fn postgres_tables_map_their_types_send_their_filters_and_join_files() {
+    let Some(pg) = postgres("postgres_tables_map_their_types_send_their_filters_and_join_files")
+    else {
+        return;
+    };
+    pg.psql(PG_TYPES).unwrap();
+    let url = pg.url(PG_USER);
+    let engine = engine().await;
+    let kinds = format!("postgres_scan('{url}', 'public', 'kinds')");
+
+    let result = engine.sql(&format!("SELECT * FROM {kinds}")).await.unwrap();
+    let types: Vec<(String, DataType)> = result
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| (f.name().clone(), f.data_type().clone()))
+        .collect();
+    let ty = |name: &str| {
+        types
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, t)| t.clone())
+            .unwrap_or_else(|| panic!("no column {name}: {types:?}"))
+    };
+    assert_eq!(ty("id"), DataType::Int32);
+    assert_eq!(ty("small"), DataType::Int16);
+    assert_eq!(ty("big"), DataType::Int64);
+    assert_eq!(ty("flag"), DataType::Boolean);
+    assert_eq!(ty("price"), DataType::Decimal128(12, 2));
+    assert_eq!(ty("ratio"), DataType::Float64);
+    assert_eq!(ty("real4"), DataType::Float32);
+    assert_eq!(ty("name"), DataType::Utf8);
+    assert_eq!(ty("day"), DataType::Date32);
+    assert!(
+        matches!(ty("at"), DataType::Timestamp(_, None)),
+        "{types:?}"
+    );
+    assert!(
+        matches!(ty("at_tz"), DataType::Timestamp(_, Some(_))),
+        "{types:?}"
+    );
+    assert_eq!(ty("clock"), DataType::Time64(TimeUnit::Nanosecond));
+    assert!(
+        matches!(ty("raw"), DataType::Binary | DataType::LargeBinary),
+        "{types:?}"
+    );
+    assert!(matches!(ty("tags"), DataType::List(_)), "{types:?}");
+
+    let values = answer(
+        &engine,
+        &format!(
+            "SELECT id, price, day, at, CAST(uid AS VARCHAR) AS uid, tags FROM {kinds} ORDER BY id"
+        ),
+    )
+    .await;
+    assert!(
+        values.contains("| 1  | 1234567890.12 | 2024-02-29 | 2024-02-29T12:34:56.789 |"),
+        "{values}"
+    );
+    assert!(
+        values.contains("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"),
+        "{values}"
+    );
+    assert!(values.contains("[a, b]"), "{values}");
+    assert!(values.contains("| 3  |               |"), "{values}");
+
+    // Comparisons of numbers and text equality are sent; the text order is the server's
+    // collation, so a text range stays in Strata.
+    let sql = format!("SELECT id FROM {kinds} WHERE big > 0 AND code = 'A1'");
+    let explained = plan(&engine, &sql).await;
+    assert!(explained.contains("SqlExec sql=SELECT"), "{explained}");
+    assert!(
+        explained.contains("WHERE") && explained.contains("'A1'"),
+        "{explained}"
+    );
+    assert!(!explained.contains("FilterExec"), "{explained}");
+    assert!(answer(&engine, &sql).await.contains("| 1  |"));
+    let sql = format!("SELECT id FROM {kinds} WHERE name < 'a' ORDER BY id");
+    let explained = plan(&engine, &sql).await;
+    assert!(explained.contains("FilterExec"), "{explained}");
+    // Bytewise, 'Banana' < 'a'; in the column's collation, nothing is.
+    assert_eq!(
+        answer(&engine, &sql).await,
+        "+----+\n| id |\n+----+\n| 2  |\n+----+"
+    );
+
+    // Joined with a CSV dataset, the same answer as with the same rows in VALUES.
+    pg.psql(
+        "CREATE TABLE accounts (person_id bigint, balance numeric(10,2));
+         INSERT INTO accounts VALUES (1, 10.50), (2, -3.00), (3, 7.25), (99, 1.00);",
+    )
+    .unwrap();
+    let people = root().join("data/people/*.csv");
+    let join = |accounts: &str| {
+        format!(
+            "SELECT p.last_name, a.balance FROM read_csv('{}') p \
+             JOIN {accounts} ON a.person_id = p.person_id ORDER BY p.person_id",
+            people.display()
+        )
+    };
+    let from_db = answer(
+        &engine,
+        &join(&format!("postgres_scan('{url}', 'accounts') a")),
+    )
+    .await;
+    let from_values = answer(
+        &engine,
+        &join(
+            "(VALUES (1, CAST(10.50 AS DECIMAL(10,2))), (2, -3.00), (3, 7.25), (99, 1.00)) \
+             AS a(person_id, balance)",
+        ),
+    )
+    .await;
+    assert_eq!(from_db, from_values);
+}
+
+#[tokio::test]
+async fn postgres_failures_are_one_line_naming_the_server_and_table() {
+    let Some(pg) = postgres("postgres_failures_are_one_line_naming_the_server_and_table") else {
+        return;
+    };
+    pg.psql("CREATE TABLE secret (x int); INSERT INTO secret VALUES (1);")
+        .unwrap();
+    let engine = engine().await;
+    let url = pg.url(PG_USER);
+    let target = format!("127.0.0.1:{}", pg.port);
+
+    let e = failure(
+        &engine,
+        &format!("SELECT * FROM postgres_scan('{url}', 'missing')"),
+    )
+    .await;
+    assert!(
+        e.contains("PostgreSQL") && e.contains(&target) && e.contains("table 'missing'"),
+        "{e}"
+    );
+
+    // A port nobody listens on.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let e = failure(
+        &engine,
+        &format!(
+            "SELECT * FROM postgres_scan('postgres://u@127.0.0.1:{port}/db?sslmode=disable', 't')"
+        ),
+    )
+    .await;
+    assert!(
+        e.contains("cannot connect") && e.contains(&format!(":{port}")),
+        "{e}"
+    );
+
+    // Passwords come from the environment, as for psql; a wrong one and a missing
+    // privilege each give one line from `strata`, which exits non-zero.
+    let guarded = pg.url(PG_GUARDED);
+    let query = format!("SELECT * FROM postgres_scan('{guarded}', 'secret')");
+    let out = strata(&["-c", &query], &[("PGPASSWORD", "wrong")]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("cannot connect") && err.contains("password"),
+        "{err}"
+    );
+    assert!(!err.contains("wrong"), "{err}");
+
+    let out = strata(&["-c", &query], &[("PGPASSWORD", PG_PASSWORD)]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("permission denied"), "{err}");
+
+    pg.psql(&format!("GRANT SELECT ON secret TO {PG_GUARDED};"))
+        .unwrap();
+    let out = strata(&["-c", &query], &[("PGPASSWORD", PG_PASSWORD)]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // A password file works as for psql.
+    let dir = tempfile::tempdir().unwrap();
+    let pgpass = dir.path().join("pgpass");
+    std::fs::write(
+        &pgpass,
+        format!("127.0.0.1:{}:*:{PG_GUARDED}:{PG_PASSWORD}\n", pg.port),
+    )
+    .unwrap();
+    let out = strata(&["-c", &query], &[("PGPASSFILE", pgpass.to_str().unwrap())]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test]
+async fn postgres_tables_in_the_catalog_are_listed_and_described() {
+    let Some(pg) = postgres("postgres_tables_in_the_catalog_are_listed_and_described") else {
+        return;
+    };
+    pg.psql(
+        "CREATE SCHEMA shop; CREATE TABLE shop.orders (id bigint, total numeric(8,2));
+         INSERT INTO shop.orders SELECT g, g * 1.5 FROM generate_series(1, 100) g;",
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("strata.toml"),
+        format!(
+            "[tables.orders]\nlocation = \"{}\"\ntable = \"shop.orders\"\n",
+            pg.url(PG_USER)
+        ),
+    )
+    .unwrap();
+    let engine = Engine::builder()
+        .catalog(dir.path().join("strata.toml"))
+        .build()
+        .await
+        .unwrap();
+    assert!(engine.table_names().contains(&"orders".to_string()));
+    let described = answer(&engine, "DESCRIBE orders").await;
+    assert!(
+        described.contains("id") && described.contains("total"),
+        "{described}"
+    );
+    assert!(
+        answer(
+            &engine,
+            "SELECT count(*) AS n, sum(total) AS s FROM orders WHERE id <= 10"
+        )
+        .await
+        .contains("| 10 | 82.50 |")
+    );
+    let e: Error = engine.sql("SELECT nothing FROM orders").await.unwrap_err();
+    assert!(e.to_string().contains("nothing"), "{e}");
+}
+
+#[tokio::test]
+async fn mariadb_tables_map_their_types_and_keep_text_comparisons_in_strata() {
+    let test = "mariadb_tables_map_their_types_and_keep_text_comparisons_in_strata";
+    let db = match MariaDb::start() {
+        Ok(db) => db,
+        Err(reason) => return skip(test, &reason),
+    };
+    db.sql(
+        "CREATE TABLE shop.items (id INT PRIMARY KEY, name VARCHAR(20), price DECIMAL(10,2),
+                                  qty BIGINT, ok BOOLEAN, day DATE, at DATETIME(3), raw BLOB,
+                                  ratio DOUBLE);
+         INSERT INTO shop.items VALUES
+           (1, 'apple', 1.50, 10, TRUE, '2024-02-29', '2024-02-29 12:34:56.789', x'01ff', 0.5),
+           (2, 'Apple ', 2.25, NULL, FALSE, '1999-12-31', '1999-12-31 23:59:59', NULL, -1.5),
+           (3, NULL, NULL, 0, NULL, NULL, NULL, NULL, NULL);",
+    )
+    .unwrap();
+    let engine = engine().await;
+    let items = format!("mysql_scan('{}', 'items')", db.url());
+    let result = engine.sql(&format!("SELECT * FROM {items}")).await.unwrap();
+    let types: Vec<DataType> = result
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.data_type().clone())
+        .collect();
+    assert_eq!(types[0], DataType::Int32, "{types:?}");
+    assert_eq!(types[2], DataType::Decimal128(10, 2), "{types:?}");
+    assert_eq!(types[3], DataType::Int64, "{types:?}");
+    assert_eq!(types[5], DataType::Date32, "{types:?}");
+    assert!(
+        matches!(types[6], DataType::Timestamp(_, None)),
+        "{types:?}"
+    );
+
+    // MySQL compares text without case and ignores trailing blanks; Strata does neither, so
+    // the comparison stays here: only 'apple' is 'apple'.
+    let sql = format!("SELECT id FROM {items} WHERE name = 'apple'");
+    let explained = plan(&engine, &sql).await;
+    assert!(explained.contains("FilterExec"), "{explained}");
+    assert_eq!(
+        answer(&engine, &sql).await,
+        "+----+\n| id |\n+----+\n| 1  |\n+----+"
+    );
+    // A numeric filter is the database's.
+    let sql = format!("SELECT id, price FROM {items} WHERE qty >= 0 ORDER BY id");
+    let explained = plan(&engine, &sql).await;
+    assert!(
+        explained.contains("MySQLSQLExec sql=SELECT") && explained.contains("WHERE"),
+        "{explained}"
+    );
+    assert!(!explained.contains("FilterExec"), "{explained}");
+    assert_eq!(
+        answer(&engine, &sql).await,
+        "+----+-------+\n| id | price |\n+----+-------+\n| 1  | 1.50  |\n| 3  |       |\n+----+-------+"
+    );
+    let e = failure(
+        &engine,
+        &format!("SELECT * FROM mysql_scan('{}', 'missing')", db.url()),
+    )
+    .await;
+    assert!(e.contains("MySQL") && e.contains("table 'missing'"), "{e}");
+}
