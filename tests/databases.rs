@@ -114,7 +114,7 @@ async fn sqlite_tables_read_with_their_types_and_only_same_meaning_filters_sent(
     let sql = format!("SELECT name FROM {table} WHERE stock > 1 ORDER BY name");
     let explained = plan(&engine, &sql).await;
     assert!(
-        explained.contains("SQLiteSqlExec sql=SELECT"),
+        explained.contains("DatabaseScanExec: SQLite") && explained.contains("sql=SELECT"),
         "{explained}"
     );
     assert!(explained.contains("WHERE"), "{explained}");
@@ -369,7 +369,10 @@ async fn postgres_tables_map_their_types_send_their_filters_and_join_files() {
     // collation, so a text range stays in Strata.
     let sql = format!("SELECT id FROM {kinds} WHERE big > 0 AND code = 'A1'");
     let explained = plan(&engine, &sql).await;
-    assert!(explained.contains("SqlExec sql=SELECT"), "{explained}");
+    assert!(
+        explained.contains("DatabaseScanExec: PostgreSQL"),
+        "{explained}"
+    );
     assert!(
         explained.contains("WHERE") && explained.contains("'A1'"),
         "{explained}"
@@ -413,6 +416,26 @@ async fn postgres_tables_map_their_types_send_their_filters_and_join_files() {
     )
     .await;
     assert_eq!(from_db, from_values);
+
+    // On a cluster, the executors read the table themselves: the same answer.
+    let query = join(&format!("postgres_scan('{url}', 'accounts') a"));
+    let local = strata(&["--format", "csv", "-c", &query], &[]);
+    let cluster = strata(
+        &["--cluster", "local:2", "--format", "csv", "-c", &query],
+        &[],
+    );
+    assert!(
+        local.status.success(),
+        "{}",
+        String::from_utf8_lossy(&local.stderr)
+    );
+    assert!(
+        cluster.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cluster.stderr)
+    );
+    assert_eq!(local.stdout, cluster.stdout);
+    assert_eq!(String::from_utf8_lossy(&local.stdout).lines().count(), 4);
 }
 
 #[tokio::test]
@@ -585,7 +608,7 @@ async fn mariadb_tables_map_their_types_and_keep_text_comparisons_in_strata() {
     let sql = format!("SELECT id, price FROM {items} WHERE qty >= 0 ORDER BY id");
     let explained = plan(&engine, &sql).await;
     assert!(
-        explained.contains("MySQLSQLExec sql=SELECT") && explained.contains("WHERE"),
+        explained.contains("DatabaseScanExec: MySQL") && explained.contains("WHERE"),
         "{explained}"
     );
     assert!(!explained.contains("FilterExec"), "{explained}");

@@ -1,6 +1,7 @@
 //! How Strata's tables travel to a scheduler inside a logical plan: datasets as their recipe
-//! (rebuilt there, globs and options included), in-memory tables as Arrow IPC. Everything
-//! else is left to Ballista's codec.
+//! (rebuilt there, globs and options included), in-memory tables as Arrow IPC, database tables
+//! as their URL and name (executors connect themselves). Everything else is left to
+//! Ballista's codec.
 
 use std::io::Cursor;
 use std::sync::Arc;
@@ -30,6 +31,7 @@ use crate::dataset::DatasetTable;
 
 const DATASET: u8 = 1;
 const MEMORY: u8 = 2;
+const DATABASE: u8 = 3;
 
 /// The logical codec of Strata's clients and schedulers.
 #[derive(Debug, Default)]
@@ -110,6 +112,7 @@ impl LogicalExtensionCodec for StrataLogicalCodec {
                 Ok(Arc::new(DatasetTable::decode(rest, schema, &options)?))
             }
             Some((&MEMORY, rest)) => Ok(Arc::new(decode_memory(rest, schema)?)),
+            Some((&DATABASE, rest)) => crate::databases::decode_table(rest, schema),
             _ => self
                 .ballista
                 .try_decode_table_provider(buf, table_ref, schema, ctx),
@@ -129,6 +132,10 @@ impl LogicalExtensionCodec for StrataLogicalCodec {
         } else if let Some(table) = node.downcast_ref::<MemTable>() {
             buf.push(MEMORY);
             encode_memory(table, buf)
+        } else if let Some(bytes) = crate::databases::encode_table(node.as_ref()) {
+            buf.push(DATABASE);
+            buf.extend(bytes);
+            Ok(())
         } else {
             self.ballista
                 .try_encode_table_provider(table_ref, node, buf)
@@ -157,6 +164,7 @@ impl LogicalExtensionCodec for StrataLogicalCodec {
 const COMPRESSED_SCAN: &[u8] = b"\xFFstrata-compressed-scan:";
 const NULLABLE_SIDE: &[u8] = b"\xFFstrata-nullable-side";
 const COMPACT_VIEWS: &[u8] = b"\xFFstrata-compact-views";
+const DATABASE_SCAN: &[u8] = b"\xFFstrata-database-scan:";
 
 /// The physical codec of Strata's schedulers and executors.
 #[derive(Debug, Default)]
@@ -184,6 +192,9 @@ impl PhysicalExtensionCodec for StrataPhysicalCodec {
         if buf == COMPACT_VIEWS {
             return Ok(Arc::new(CompactViewsExec::new(input("view compaction")?)));
         }
+        if let Some(rest) = buf.strip_prefix(DATABASE_SCAN) {
+            return crate::databases::decode_scan(rest);
+        }
         match buf.strip_prefix(COMPRESSED_SCAN) {
             Some(rest) => {
                 let compression = std::str::from_utf8(rest).map_err(|e| internal("scan", e))?;
@@ -208,6 +219,11 @@ impl PhysicalExtensionCodec for StrataPhysicalCodec {
         }
         if node.downcast_ref::<CompactViewsExec>().is_some() {
             buf.extend(COMPACT_VIEWS);
+            return Ok(());
+        }
+        if let Some(bytes) = crate::databases::encode_scan(node.as_ref()) {
+            buf.extend(DATABASE_SCAN);
+            buf.extend(bytes?);
             return Ok(());
         }
         if let Some(scan) = node.downcast_ref::<CompressedScanExec>() {

@@ -302,7 +302,9 @@ fn reads_datasets(plan: &LogicalPlan) -> Result<bool> {
     let mut found = false;
     plan.apply_with_subqueries(|node| {
         if let LogicalPlan::TableScan(scan) = node
-            && source_as_provider(&scan.source).is_ok_and(|p| p.is::<DatasetTable>())
+            && source_as_provider(&scan.source).is_ok_and(|p| {
+                p.is::<DatasetTable>() || crate::databases::is_database_table(p.as_ref())
+            })
         {
             found = true;
             return Ok(TreeNodeRecursion::Stop);
@@ -382,7 +384,11 @@ fn spell_out_empty_relations(plan: LogicalPlan) -> Result<LogicalPlan> {
 /// Whether a scanned table travels to the cluster as it is: datasets as their recipe,
 /// in-memory tables as their data.
 fn travels(scan: &TableScan) -> bool {
-    source_as_provider(&scan.source).is_ok_and(|p| p.is::<DatasetTable>() || p.is::<MemTable>())
+    source_as_provider(&scan.source).is_ok_and(|p| {
+        p.is::<DatasetTable>()
+            || p.is::<MemTable>()
+            || crate::databases::is_database_table(p.as_ref())
+    })
 }
 
 /// Replace scans of tables that cannot be described to another process (table functions

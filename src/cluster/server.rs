@@ -114,7 +114,11 @@ pub fn cluster_config(config: SessionConfig) -> SessionConfig {
 
 /// The settings a job starts from, before the client's own.
 fn config_producer() -> ConfigProducer {
-    Arc::new(|| cluster_config(SessionConfig::new_with_ballista()))
+    // One pool per database for all of this process's tasks.
+    let pools = Arc::new(crate::databases::Pools::default());
+    Arc::new(move || {
+        cluster_config(SessionConfig::new_with_ballista()).with_extension(pools.clone())
+    })
 }
 
 /// How executors get their tasks.

@@ -72,6 +72,18 @@ pub enum DatabaseError {
         /// Why, in the backend's words.
         message: String,
     },
+    /// The database failed while sending a table's rows.
+    #[error("{backend} {target}: reading '{table}': {message}")]
+    Read {
+        /// The backend's name.
+        backend: &'static str,
+        /// The server and database, or the file (no password).
+        target: String,
+        /// The table as named.
+        table: String,
+        /// Why, in the backend's words.
+        message: String,
+    },
     /// This build has no database support.
     #[error("{url}: this strata was built without database support (the `databases` feature)")]
     NotBuilt {
@@ -97,20 +109,88 @@ pub async fn open_table(
     base_dir: Option<&Path>,
     state: &dyn Session,
 ) -> Result<Arc<dyn TableProvider>, DatabaseError> {
-    let (parsed, password) = {
-        let env = |name: &str| std::env::var(name).ok();
-        let parsed = DatabaseUrl::parse(url, base_dir, &env)?;
-        let password = parsed.password(&env);
-        (parsed, password)
-    };
+    let parsed = DatabaseUrl::parse(url, base_dir, &|name: &str| std::env::var(name).ok())?;
     #[cfg(feature = "databases")]
     {
         let pools = state.config().get_extension::<Pools>();
-        tables::open(&parsed, table, pools.as_deref(), password).await
+        // Boxed: the drivers' futures are deep, and every statement's future holds this one.
+        Box::pin(tables::open(&parsed, table, pools.as_deref())).await
     }
     #[cfg(not(feature = "databases"))]
     {
-        let _ = (parsed, password, table, state);
+        let _ = (parsed, table, state);
         Err(DatabaseError::NotBuilt { url: url.into() })
+    }
+}
+
+/// A database table as bytes another process turns back into it ([`decode_table`]), or
+/// `None` if `table` is not one.
+pub fn encode_table(table: &dyn TableProvider) -> Option<Vec<u8>> {
+    #[cfg(feature = "databases")]
+    return table
+        .downcast_ref::<tables::DatabaseTable>()
+        .map(tables::DatabaseTable::encode);
+    #[cfg(not(feature = "databases"))]
+    {
+        let _ = table;
+        None
+    }
+}
+
+/// The table [`encode_table`] wrote, with its schema.
+pub fn decode_table(
+    buf: &[u8],
+    schema: datafusion::arrow::datatypes::SchemaRef,
+) -> datafusion::error::Result<Arc<dyn TableProvider>> {
+    #[cfg(feature = "databases")]
+    return Ok(Arc::new(tables::DatabaseTable::decode(buf, schema)?));
+    #[cfg(not(feature = "databases"))]
+    {
+        let _ = (buf, schema);
+        Err(datafusion::error::DataFusionError::Plan(
+            "this strata was built without database support (the `databases` feature)".into(),
+        ))
+    }
+}
+
+/// A database scan as bytes another process turns back into it ([`decode_scan`]), or `None`
+/// if `plan` is not one.
+pub fn encode_scan(
+    plan: &dyn datafusion::physical_plan::ExecutionPlan,
+) -> Option<datafusion::error::Result<Vec<u8>>> {
+    #[cfg(feature = "databases")]
+    return plan
+        .downcast_ref::<tables::DatabaseScanExec>()
+        .map(tables::DatabaseScanExec::encode);
+    #[cfg(not(feature = "databases"))]
+    {
+        let _ = plan;
+        None
+    }
+}
+
+/// The scan [`encode_scan`] wrote.
+pub fn decode_scan(
+    buf: &[u8],
+) -> datafusion::error::Result<Arc<dyn datafusion::physical_plan::ExecutionPlan>> {
+    #[cfg(feature = "databases")]
+    return Ok(Arc::new(tables::DatabaseScanExec::decode(buf)?));
+    #[cfg(not(feature = "databases"))]
+    {
+        let _ = buf;
+        Err(datafusion::error::DataFusionError::Plan(
+            "this strata was built without database support (the `databases` feature)".into(),
+        ))
+    }
+}
+
+/// Whether `table` is a database table (which travels to a cluster's executors).
+pub fn is_database_table(table: &dyn TableProvider) -> bool {
+    #[cfg(feature = "databases")]
+    return table.is::<tables::DatabaseTable>();
+    #[cfg(not(feature = "databases"))]
+    {
+        let _ = table;
+        false
     }
 }

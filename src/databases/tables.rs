@@ -1,6 +1,7 @@
 //! Database tables through `datafusion-table-providers`: one connection pool per database and
-//! user, the table's schema read from the database, and a wrapper that sends it only the
-//! filters that mean there what they mean in Strata.
+//! user, the table's schema read from the database, and Strata's own table and scan, which
+//! send the database only the filters that mean there what they mean in Strata and travel to
+//! a cluster's executors, which connect themselves.
 
 use std::collections::HashMap;
 use std::error::Error as StdError;
@@ -8,25 +9,42 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use datafusion::arrow::array::{RecordBatch, RecordBatchOptions};
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::arrow::ipc::reader::StreamReader;
+use datafusion::arrow::ipc::writer::StreamWriter;
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{DFSchema, TableReference};
 use datafusion::datasource::TableType;
-use datafusion::error::Result as DfResult;
+use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
-use datafusion::logical_expr::{Between, BinaryExpr, Expr, Operator, TableProviderFilterPushDown};
-use datafusion::physical_expr::PhysicalExpr;
+use datafusion::logical_expr::{
+    Between, BinaryExpr, Expr, LogicalPlanBuilder, LogicalTableSource, Operator,
+    TableProviderFilterPushDown,
+};
+use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::projection::{ProjectionExec, ProjectionExpr};
-use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
+};
+use datafusion::sql::unparser::Unparser;
+use datafusion::sql::unparser::dialect::{Dialect, MySqlDialect, PostgreSqlDialect, SqliteDialect};
 use datafusion_table_providers_common::UnsupportedTypeAction;
 use datafusion_table_providers_common::sql::db_connection_pool::{JoinPushDown, Mode};
+use datafusion_table_providers_common::sql::sql_provider_datafusion::get_stream;
+use datafusion_table_providers_mysql::DynMySQLConnectionPool;
 use datafusion_table_providers_mysql::MySQLTableFactory;
 use datafusion_table_providers_mysql::pool::MySQLConnectionPool;
+use datafusion_table_providers_postgres::DynPostgresConnectionPool;
 use datafusion_table_providers_postgres::PostgresTableFactory;
 use datafusion_table_providers_postgres::pool::PostgresConnectionPool;
+use datafusion_table_providers_sqlite::DynSqliteConnectionPool;
 use datafusion_table_providers_sqlite::SqliteTableFactory;
 use datafusion_table_providers_sqlite::pool::SqliteConnectionPool;
+use futures::TryStreamExt;
 use secrecy::SecretString;
 
 use super::{Backend, DatabaseError, DatabaseUrl, Pools};
@@ -52,73 +70,46 @@ impl std::fmt::Debug for Pool {
     }
 }
 
-/// Open `table` in the database `url` names, reusing `pools`' connection to it.
+/// The schema of `table` in the database `url` names, read through the pool `pools` keeps
+/// for it (or a new connection).
 pub(super) async fn open(
     url: &DatabaseUrl,
     table: &str,
     pools: Option<&Pools>,
-    password: Option<String>,
 ) -> Result<Arc<dyn TableProvider>, DatabaseError> {
     let target = url.display();
     let backend = url.backend.name();
-    let seconds = match url.options.get("connect_timeout") {
-        Some(s) => s.parse::<u64>().map_err(|_| DatabaseError::BadUrl {
-            url: target.clone(),
-            reason: format!("connect_timeout={s} is not a number of seconds"),
-        })?,
-        None => CONNECT_TIMEOUT.as_secs(),
-    };
-    let timeout = |_| DatabaseError::Timeout {
-        backend,
-        target: target.clone(),
-        seconds,
-    };
-    let wait = Duration::from_secs(seconds);
-    let pool = match pools {
-        Some(pools) => {
-            // The key holds the password so a changed one connects anew; it is never shown.
-            let key = format!("{target}\n{}", password.as_deref().unwrap_or(""));
-            let mut open = pools.open.lock().await;
-            match open.get(&key) {
-                Some(pool) => pool.clone(),
-                None => {
-                    let pool = tokio::time::timeout(wait, connect(url, password))
-                        .await
-                        .map_err(timeout)??;
-                    open.insert(key, pool.clone());
-                    pool
-                }
-            }
-        }
-        None => tokio::time::timeout(wait, connect(url, password))
-            .await
-            .map_err(timeout)??,
-    };
+    let pool = pool_for(url, pools).await?;
+    let wait = connect_timeout(url)?;
     let reference = TableReference::from(table);
     let provider = match &pool {
         Pool::Postgres(p) => {
             tokio::time::timeout(
                 wait,
-                PostgresTableFactory::new(p.clone()).table_provider(reference),
+                PostgresTableFactory::new(p.clone()).table_provider(reference.clone()),
             )
             .await
         }
         Pool::MySql(p) => {
             tokio::time::timeout(
                 wait,
-                MySQLTableFactory::new(p.clone()).table_provider(reference),
+                MySQLTableFactory::new(p.clone()).table_provider(reference.clone()),
             )
             .await
         }
         Pool::Sqlite(p) => {
             tokio::time::timeout(
                 wait,
-                SqliteTableFactory::new(p.clone()).table_provider(reference),
+                SqliteTableFactory::new(p.clone()).table_provider(reference.clone()),
             )
             .await
         }
     }
-    .map_err(timeout)?
+    .map_err(|_| DatabaseError::Timeout {
+        backend,
+        target: target.clone(),
+        seconds: wait.as_secs(),
+    })?
     .map_err(|e| DatabaseError::Table {
         backend,
         target: target.clone(),
@@ -126,9 +117,52 @@ pub(super) async fn open(
         message: root_message(e.as_ref()),
     })?;
     Ok(Arc::new(DatabaseTable {
-        inner: provider,
-        backend: url.backend,
+        url: url.clone(),
+        table: table.to_string(),
+        reference,
+        schema: provider.schema(),
     }))
+}
+
+fn connect_timeout(url: &DatabaseUrl) -> Result<Duration, DatabaseError> {
+    match url.options.get("connect_timeout") {
+        Some(s) => s
+            .parse::<u64>()
+            .map(Duration::from_secs)
+            .map_err(|_| DatabaseError::BadUrl {
+                url: url.display(),
+                reason: format!("connect_timeout={s} is not a number of seconds"),
+            }),
+        None => Ok(CONNECT_TIMEOUT),
+    }
+}
+
+/// The pool `pools` keeps for `url` and this process's credentials, opened if need be; a
+/// fresh one without `pools`.
+async fn pool_for(url: &DatabaseUrl, pools: Option<&Pools>) -> Result<Pool, DatabaseError> {
+    let password = url.password(&|name: &str| std::env::var(name).ok());
+    let wait = connect_timeout(url)?;
+    let connect = || async {
+        tokio::time::timeout(wait, connect(url, password.clone()))
+            .await
+            .map_err(|_| DatabaseError::Timeout {
+                backend: url.backend.name(),
+                target: url.display(),
+                seconds: wait.as_secs(),
+            })?
+    };
+    let Some(pools) = pools else {
+        return connect().await;
+    };
+    // The key holds the password so a changed one connects anew; it is never shown.
+    let key = format!("{}\n{}", url.canonical(), password.as_deref().unwrap_or(""));
+    let mut open = pools.open.lock().await;
+    if let Some(pool) = open.get(&key) {
+        return Ok(pool.clone());
+    }
+    let pool = connect().await?;
+    open.insert(key, pool.clone());
+    Ok(pool)
 }
 
 async fn connect(url: &DatabaseUrl, password: Option<String>) -> Result<Pool, DatabaseError> {
@@ -222,6 +256,17 @@ async fn connect(url: &DatabaseUrl, password: Option<String>) -> Result<Pool, Da
     }
 }
 
+/// A driver's error text on one line: its lines joined, without links to documentation.
+fn driver_message(text: &str) -> String {
+    let text = text.strip_prefix("Execution error: ").unwrap_or(text);
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.contains("https://"))
+        .map(|l| l.strip_prefix("ERROR: ").unwrap_or(l))
+        .collect::<Vec<_>>()
+        .join(": ")
+}
+
 /// The first line of the innermost error of a chain: the database's or the system's own words,
 /// without the wrappers' advice.
 fn root_message(e: &(dyn StdError + 'static)) -> String {
@@ -234,17 +279,74 @@ fn root_message(e: &(dyn StdError + 'static)) -> String {
     line.strip_prefix("ERROR: ").unwrap_or(line).to_string()
 }
 
-/// A database table that hands the database only the filters whose meaning is the same there.
-#[derive(Debug)]
-struct DatabaseTable {
-    inner: Arc<dyn TableProvider>,
-    backend: Backend,
+/// A table in a database: where it is, and its schema. Its scans send the database the
+/// columns, filters and limit they can, as SQL in the backend's dialect, and connect when they
+/// run, in whichever process runs them.
+#[derive(Debug, Clone)]
+pub(crate) struct DatabaseTable {
+    url: DatabaseUrl,
+    table: String,
+    reference: TableReference,
+    schema: SchemaRef,
+}
+
+impl DatabaseTable {
+    /// The table as another process rebuilds it (with [`DatabaseTable::decode`]).
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        let mut buf = Vec::new();
+        put(&mut buf, self.url.canonical().as_bytes());
+        put(&mut buf, self.table.as_bytes());
+        buf
+    }
+
+    /// The table [`DatabaseTable::encode`] wrote, with its schema.
+    pub(crate) fn decode(buf: &[u8], schema: SchemaRef) -> DfResult<DatabaseTable> {
+        let mut rest = buf;
+        let url = utf8(take(&mut rest)?)?;
+        let table = utf8(take(&mut rest)?)?;
+        let url = DatabaseUrl::parse(&url, None, &|_| None).map_err(external)?;
+        Ok(DatabaseTable {
+            url,
+            reference: TableReference::from(table.as_str()),
+            table,
+            schema,
+        })
+    }
+
+    fn dialect(&self) -> Arc<dyn Dialect + Send + Sync> {
+        match self.url.backend {
+            Backend::Postgres => Arc::new(PostgreSqlDialect {}),
+            Backend::MySql => Arc::new(MySqlDialect {}),
+            Backend::Sqlite => Arc::new(SqliteDialect {}),
+        }
+    }
+
+    /// The SELECT that reads `projection` of the rows passing `filters`, at most `limit`.
+    fn select(
+        &self,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> DfResult<String> {
+        let source = LogicalTableSource::new(self.schema.clone());
+        let plan = LogicalPlanBuilder::scan_with_filters(
+            self.reference.clone(),
+            Arc::new(source),
+            projection.cloned(),
+            filters.to_vec(),
+        )?
+        .limit(0, limit)?
+        .build()?;
+        Ok(Unparser::new(self.dialect().as_ref())
+            .plan_to_sql(&plan)?
+            .to_string())
+    }
 }
 
 #[async_trait]
 impl TableProvider for DatabaseTable {
     fn schema(&self) -> SchemaRef {
-        self.inner.schema()
+        self.schema.clone()
     }
 
     fn table_type(&self) -> TableType {
@@ -255,61 +357,114 @@ impl TableProvider for DatabaseTable {
         &self,
         filters: &[&Expr],
     ) -> DfResult<Vec<TableProviderFilterPushDown>> {
-        let theirs = self.inner.supports_filters_pushdown(filters)?;
-        let schema = DFSchema::try_from(self.inner.schema().as_ref().clone())?;
+        let schema = DFSchema::try_from(self.schema.as_ref().clone())?;
+        let dialect = self.dialect();
+        let unparser = Unparser::new(dialect.as_ref());
         Ok(filters
             .iter()
-            .zip(theirs)
-            .map(|(f, theirs)| match theirs {
-                TableProviderFilterPushDown::Unsupported => theirs,
-                _ if same_meaning(self.backend, f, &schema) => theirs,
-                _ => TableProviderFilterPushDown::Unsupported,
+            .map(|f| {
+                if same_meaning(self.url.backend, f, &schema) && unparser.expr_to_sql(f).is_ok() {
+                    TableProviderFilterPushDown::Exact
+                } else {
+                    TableProviderFilterPushDown::Unsupported
+                }
             })
             .collect())
     }
 
     async fn scan(
         &self,
-        state: &dyn Session,
+        _state: &dyn Session,
         projection: Option<&Vec<usize>>,
         filters: &[Expr],
         limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        let scan = match projection {
-            // No column (`count(*)`): the providers would answer a `SELECT 1` column the
-            // plan does not expect; read the first column and keep only the row count.
-            Some(columns) if columns.is_empty() && !self.schema().fields().is_empty() => {
-                let rows = self
-                    .inner
-                    .scan(state, Some(&vec![0]), filters, limit)
-                    .await?;
-                Arc::new(ProjectionExec::try_new(Vec::<ProjectionExpr>::new(), rows)?)
-            }
-            _ => self.inner.scan(state, projection, filters, limit).await?,
+        // No column (`count(*)`): read the first and keep only the row count.
+        let count_only =
+            projection.is_some_and(|p| p.is_empty()) && !self.schema.fields().is_empty();
+        let first = vec![0];
+        let projection = if count_only { Some(&first) } else { projection };
+        let schema = match projection {
+            Some(p) => Arc::new(self.schema.project(p)?),
+            None => self.schema.clone(),
         };
-        Ok(Arc::new(DatabaseScanExec {
-            backend: self.backend,
-            properties: scan.properties().clone(),
-            input: scan,
-        }))
+        let scan = Arc::new(DatabaseScanExec::new(
+            self.url.clone(),
+            self.table.clone(),
+            self.select(projection, filters, limit)?,
+            schema,
+        ));
+        if count_only {
+            return Ok(Arc::new(ProjectionExec::try_new(
+                Vec::<ProjectionExpr>::new(),
+                scan,
+            )?));
+        }
+        Ok(scan)
     }
 }
 
-/// The boundary of the database's work in a plan. The providers' scans take any filter and
-/// sort order the physical optimizer offers them, whatever it means in the database (a text
-/// order by collation, MySQL's case-blind equality); this node passes its input's rows and
-/// lets nothing through, so only what [`same_meaning`] accepted at planning reaches the
-/// database.
+/// A SELECT run in a database. It takes no filter or sort order from the physical optimizer
+/// (only what [`same_meaning`] accepted at planning reaches the database), and connects when
+/// it runs, through the pool its session keeps: on an executor, with that process's
+/// credentials.
 #[derive(Debug)]
-struct DatabaseScanExec {
-    backend: Backend,
-    input: Arc<dyn ExecutionPlan>,
+pub(crate) struct DatabaseScanExec {
+    url: DatabaseUrl,
+    table: String,
+    sql: String,
     properties: Arc<PlanProperties>,
+}
+
+impl DatabaseScanExec {
+    fn new(url: DatabaseUrl, table: String, sql: String, schema: SchemaRef) -> Self {
+        let properties = Arc::new(PlanProperties::new(
+            EquivalenceProperties::new(schema),
+            Partitioning::UnknownPartitioning(1),
+            EmissionType::Incremental,
+            Boundedness::Bounded,
+        ));
+        DatabaseScanExec {
+            url,
+            table,
+            sql,
+            properties,
+        }
+    }
+
+    /// The scan as another process rebuilds it (with [`DatabaseScanExec::decode`]).
+    pub(crate) fn encode(&self) -> DfResult<Vec<u8>> {
+        let mut buf = Vec::new();
+        put(&mut buf, self.url.canonical().as_bytes());
+        put(&mut buf, self.table.as_bytes());
+        put(&mut buf, self.sql.as_bytes());
+        let mut schema = Vec::new();
+        StreamWriter::try_new(&mut schema, &self.schema())?.finish()?;
+        put(&mut buf, &schema);
+        Ok(buf)
+    }
+
+    /// The scan [`DatabaseScanExec::encode`] wrote.
+    pub(crate) fn decode(buf: &[u8]) -> DfResult<DatabaseScanExec> {
+        let mut rest = buf;
+        let url = utf8(take(&mut rest)?)?;
+        let table = utf8(take(&mut rest)?)?;
+        let sql = utf8(take(&mut rest)?)?;
+        let schema = StreamReader::try_new(std::io::Cursor::new(take(&mut rest)?), None)?.schema();
+        let url = DatabaseUrl::parse(&url, None, &|_| None).map_err(external)?;
+        Ok(DatabaseScanExec::new(url, table, sql, schema))
+    }
 }
 
 impl DisplayAs for DatabaseScanExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        write!(f, "DatabaseScanExec: {}", self.backend.name())
+        write!(
+            f,
+            "DatabaseScanExec: {} {} sql={}",
+            self.url.backend.name(),
+            self.url.display(),
+            self.sql
+        )
     }
 }
 
@@ -323,7 +478,7 @@ impl ExecutionPlan for DatabaseScanExec {
     }
 
     fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
-        vec![&self.input]
+        Vec::new()
     }
 
     fn apply_expressions(
@@ -335,25 +490,112 @@ impl ExecutionPlan for DatabaseScanExec {
 
     fn with_new_children(
         self: Arc<Self>,
-        mut children: Vec<Arc<dyn ExecutionPlan>>,
+        _children: Vec<Arc<dyn ExecutionPlan>>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        let input = children.pop().ok_or_else(|| {
-            datafusion::error::DataFusionError::Internal("DatabaseScanExec without input".into())
-        })?;
-        Ok(Arc::new(DatabaseScanExec {
-            backend: self.backend,
-            properties: input.properties().clone(),
-            input,
-        }))
+        Ok(self)
     }
 
     fn execute(
         &self,
-        partition: usize,
+        _partition: usize,
         context: Arc<TaskContext>,
     ) -> DfResult<SendableRecordBatchStream> {
-        self.input.execute(partition, context)
+        let pools = context.session_config().get_extension::<Pools>();
+        let url = self.url.clone();
+        let sql = self.sql.clone();
+        let schema = self.schema();
+        let failed = {
+            let (url, table) = (self.url.clone(), self.table.clone());
+            move |e: DataFusionError| {
+                external(DatabaseError::Read {
+                    backend: url.backend.name(),
+                    target: url.display(),
+                    table: table.clone(),
+                    message: driver_message(&e.to_string()),
+                })
+            }
+        };
+        let rows_failed = failed.clone();
+        let open = async move {
+            let pool = pool_for(&url, pools.as_deref()).await.map_err(external)?;
+            let projected = schema.clone();
+            let rows = match pool {
+                Pool::Postgres(p) => {
+                    let p: Arc<DynPostgresConnectionPool> = p;
+                    get_stream(p, sql, projected).await
+                }
+                Pool::MySql(p) => {
+                    let p: Arc<DynMySQLConnectionPool> = p;
+                    get_stream(p, sql, projected).await
+                }
+                Pool::Sqlite(p) => {
+                    let p: Arc<DynSqliteConnectionPool> = p;
+                    get_stream(p, sql, projected).await
+                }
+            }
+            .map_err(&failed)?;
+            // The drivers' batches may differ from the declared schema in field names,
+            // nullability or metadata, which shuffles and unions do not accept.
+            Ok::<_, DataFusionError>(rows.map_err(rows_failed).and_then(move |batch| {
+                let schema = schema.clone();
+                async move { conform(batch, &schema) }
+            }))
+        };
+        Ok(Box::pin(RecordBatchStreamAdapter::new(
+            self.schema(),
+            futures::stream::once(open).try_flatten(),
+        )))
     }
+}
+
+/// `batch` with `schema`, columns cast where the driver chose another type.
+fn conform(batch: RecordBatch, schema: &SchemaRef) -> DfResult<RecordBatch> {
+    if batch.schema() == *schema {
+        return Ok(batch);
+    }
+    let columns = batch
+        .columns()
+        .iter()
+        .zip(schema.fields())
+        .map(|(column, field)| {
+            if column.data_type() == field.data_type() {
+                Ok(column.clone())
+            } else {
+                Ok(datafusion::arrow::compute::cast(column, field.data_type())?)
+            }
+        })
+        .collect::<DfResult<Vec<_>>>()?;
+    let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
+    Ok(RecordBatch::try_new_with_options(
+        schema.clone(),
+        columns,
+        &options,
+    )?)
+}
+
+fn external(e: DatabaseError) -> DataFusionError {
+    DataFusionError::External(Box::new(crate::dataset::DatasetError::from(e)))
+}
+
+/// `bytes`, length first.
+fn put(buf: &mut Vec<u8>, bytes: &[u8]) {
+    buf.extend((bytes.len() as u32).to_le_bytes());
+    buf.extend(bytes);
+}
+
+/// The next field [`put`] wrote.
+fn take<'a>(rest: &mut &'a [u8]) -> DfResult<&'a [u8]> {
+    let truncated = || DataFusionError::Internal("database table: truncated".into());
+    let (len, tail) = rest.split_at_checked(4).ok_or_else(truncated)?;
+    let len = u32::from_le_bytes(len.try_into().expect("4 bytes")) as usize;
+    let (field, tail) = tail.split_at_checked(len).ok_or_else(truncated)?;
+    *rest = tail;
+    Ok(field)
+}
+
+fn utf8(bytes: &[u8]) -> DfResult<String> {
+    String::from_utf8(bytes.to_vec())
+        .map_err(|e| DataFusionError::Internal(format!("database table: {e}")))
 }
 
 /// Whether `expr` gives the same rows in the database as in Strata. Only plain comparisons of
@@ -498,6 +740,40 @@ mod tests {
             &col("d").gt(lit("2020-01-01")),
             &s
         ));
+    }
+
+    #[test]
+    fn scans_and_tables_travel_as_their_url_sql_and_schema() {
+        use datafusion::arrow::datatypes::{Field, Schema};
+        let url = DatabaseUrl::parse("postgres://ann@db:5433/shop?sslmode=disable", None, &|_| {
+            None
+        })
+        .unwrap();
+        let schema = Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, true)]));
+        let scan = DatabaseScanExec::new(
+            url.clone(),
+            "public.t".into(),
+            "SELECT \"t\".\"n\" FROM \"public\".\"t\" WHERE (\"t\".\"n\" > 1)".into(),
+            schema.clone(),
+        );
+        let back = DatabaseScanExec::decode(&scan.encode().unwrap()).unwrap();
+        assert_eq!(back.url, url);
+        assert_eq!(
+            (back.table.as_str(), back.sql.as_str()),
+            ("public.t", scan.sql.as_str())
+        );
+        assert_eq!(back.schema(), schema);
+        assert!(DatabaseScanExec::decode(&scan.encode().unwrap()[..9]).is_err());
+
+        let table = DatabaseTable {
+            url: url.clone(),
+            table: "public.t".into(),
+            reference: TableReference::from("public.t"),
+            schema: schema.clone(),
+        };
+        let back = DatabaseTable::decode(&table.encode(), schema).unwrap();
+        assert_eq!((back.url, back.table), (url, table.table));
+        assert_eq!(back.reference, table.reference);
     }
 
     #[test]

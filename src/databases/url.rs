@@ -196,6 +196,41 @@ impl DatabaseUrl {
         }
     }
 
+    /// The URL with everything filled in (environment defaults included) and its options:
+    /// another process (a scheduler, an executor) parses it to the same database. Never
+    /// holds a password.
+    pub fn canonical(&self) -> String {
+        use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
+        let encode = |t: &str| utf8_percent_encode(t, NON_ALPHANUMERIC).to_string();
+        if self.backend == Backend::Sqlite {
+            return self.display();
+        }
+        let mut text = format!(
+            "{}://{}{}:{}/{}",
+            if self.backend == Backend::Postgres {
+                "postgres"
+            } else {
+                "mysql"
+            },
+            self.user
+                .as_deref()
+                .map(|u| format!("{}@", encode(u)))
+                .unwrap_or_default(),
+            if self.host.contains(':') {
+                format!("[{}]", self.host)
+            } else {
+                self.host.clone()
+            },
+            self.port,
+            self.database.as_deref().map(encode).unwrap_or_default()
+        );
+        for (i, (k, v)) in self.options.iter().enumerate() {
+            text.push(if i == 0 { '?' } else { '&' });
+            text.push_str(&format!("{}={}", encode(k), encode(v)));
+        }
+        text
+    }
+
     /// The password to connect with, found as the backend's own clients find it: for
     /// PostgreSQL `PGPASSWORD`, then the password file (`PGPASSFILE` or `~/.pgpass`); for
     /// MySQL `MYSQL_PWD`. `None` if none is set (the server may not ask for one).
@@ -267,6 +302,26 @@ fn split_escaped(line: &str) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn canonical_urls_parse_back_to_the_same_database_anywhere() {
+        let here = env_of(&[("PGUSER", "ann"), ("PGHOST", "db.internal")]);
+        let url = DatabaseUrl::parse("postgres:///my%20db?sslmode=disable", None, &here).unwrap();
+        let elsewhere = env_of(&[("PGUSER", "bob"), ("PGHOST", "other")]);
+        let back = DatabaseUrl::parse(&url.canonical(), None, &elsewhere).unwrap();
+        assert_eq!(back, url);
+        assert_eq!(back.database.as_deref(), Some("my db"));
+        let v6 = DatabaseUrl::parse("mysql://u@[::1]:3307/shop", None, &here).unwrap();
+        assert_eq!(
+            DatabaseUrl::parse(&v6.canonical(), None, &here).unwrap(),
+            v6
+        );
+        let file = DatabaseUrl::parse("sqlite:x.db", Some(Path::new("/data")), &here).unwrap();
+        assert_eq!(
+            DatabaseUrl::parse(&file.canonical(), None, &here).unwrap(),
+            file
+        );
+    }
 
     fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> + use<> {
         let pairs: Vec<(String, String)> = pairs
