@@ -13,7 +13,8 @@ use std::process::{Command, Output};
 
 use databases::{MariaDb, PG_GUARDED, PG_PASSWORD, PG_USER, Postgres, sqlite_file};
 use skip::skip;
-use strata::datafusion::arrow::datatypes::{DataType, TimeUnit};
+use strata::datafusion::arrow::array::AsArray;
+use strata::datafusion::arrow::datatypes::{DataType, Int64Type, TimeUnit};
 use strata::datafusion::arrow::util::pretty::pretty_format_batches;
 use strata::{Engine, Error};
 
@@ -616,10 +617,76 @@ async fn mariadb_tables_map_their_types_and_keep_text_comparisons_in_strata() {
         answer(&engine, &sql).await,
         "+----+-------+\n| id | price |\n+----+-------+\n| 1  | 1.50  |\n| 3  |       |\n+----+-------+"
     );
+    // A large table is read in ranges of its primary key, as in PostgreSQL.
+    db.sql(
+        "CREATE TABLE shop.big (id BIGINT PRIMARY KEY, v INT)
+           SELECT seq AS id, seq % 7 AS v FROM shop.seq_1_to_600000;
+         ANALYZE TABLE shop.big;",
+    )
+    .unwrap();
+    let sql = format!(
+        "SELECT count(*) AS n, CAST(sum(v) AS BIGINT) AS s FROM mysql_scan('{}', 'big')",
+        db.url()
+    );
+    let explained = plan(&engine, &sql).await;
+    assert!(
+        explained.contains("partitions=2 by ranges of id"),
+        "{explained}"
+    );
+    let got = answer(&engine, &sql).await;
+    assert!(got.contains("| 600000 | 1799997 |"), "{got}");
+
     let e = failure(
         &engine,
         &format!("SELECT * FROM mysql_scan('{}', 'missing')", db.url()),
     )
     .await;
     assert!(e.contains("MySQL") && e.contains("table 'missing'"), "{e}");
+}
+
+#[tokio::test]
+async fn a_large_postgres_table_is_read_in_ranges_of_its_key_at_once() {
+    let Some(pg) = postgres("a_large_postgres_table_is_read_in_ranges_of_its_key_at_once") else {
+        return;
+    };
+    pg.psql(
+        "CREATE TABLE big (id bigint PRIMARY KEY, v int);
+         INSERT INTO big SELECT g, g % 7 FROM generate_series(1, 600000) g; ANALYZE big;
+         CREATE TABLE small (id bigint PRIMARY KEY); INSERT INTO small VALUES (1), (2);",
+    )
+    .unwrap();
+    let expected = pg
+        .psql("SELECT count(*) || ' ' || sum(v) FROM big")
+        .unwrap();
+    let engine = engine().await;
+    let big = format!("postgres_scan('{}', 'big')", pg.url(PG_USER));
+
+    let sql = format!("SELECT count(*) AS n, CAST(sum(v) AS BIGINT) AS s FROM {big}");
+    let explained = plan(&engine, &sql).await;
+    assert!(
+        explained.contains("partitions=2 by ranges of id"),
+        "{explained}"
+    );
+    let result = engine.sql(&sql).await.unwrap().collect().await.unwrap();
+    let got = format!(
+        "{} {}",
+        result[0].column(0).as_primitive::<Int64Type>().value(0),
+        result[0].column(1).as_primitive::<Int64Type>().value(0)
+    );
+    assert_eq!(got, expected.trim());
+
+    // A key filter and a LIMIT are the database's; a LIMIT reads one range.
+    let sql = format!("SELECT count(*) AS n FROM {big} WHERE id > 599990");
+    assert!(answer(&engine, &sql).await.contains("| 10 |"));
+    let explained = plan(&engine, &format!("SELECT * FROM {big} LIMIT 5")).await;
+    assert!(
+        !explained.contains("partitions=") && explained.contains("LIMIT 5"),
+        "{explained}"
+    );
+    // A small table is one SELECT.
+    let small = format!(
+        "SELECT * FROM postgres_scan('{}', 'small')",
+        pg.url(PG_USER)
+    );
+    assert!(!plan(&engine, &small).await.contains("partitions="));
 }

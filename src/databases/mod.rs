@@ -114,7 +114,8 @@ pub async fn open_table(
     {
         let pools = state.config().get_extension::<Pools>();
         // Boxed: the drivers' futures are deep, and every statement's future holds this one.
-        Box::pin(tables::open(&parsed, table, pools.as_deref())).await
+        let partitions = state.config().target_partitions();
+        Box::pin(tables::open(&parsed, table, pools.as_deref(), partitions)).await
     }
     #[cfg(not(feature = "databases"))]
     {

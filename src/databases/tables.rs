@@ -9,19 +9,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use datafusion::arrow::array::{Array, AsArray};
 use datafusion::arrow::array::{RecordBatch, RecordBatchOptions};
-use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Schema, SchemaRef};
 use datafusion::arrow::ipc::reader::StreamReader;
 use datafusion::arrow::ipc::writer::StreamWriter;
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::tree_node::TreeNodeRecursion;
-use datafusion::common::{DFSchema, TableReference};
+use datafusion::common::{Column, DFSchema, TableReference};
 use datafusion::datasource::TableType;
 use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::{
     Between, BinaryExpr, Expr, LogicalPlanBuilder, LogicalTableSource, Operator,
-    TableProviderFilterPushDown,
+    TableProviderFilterPushDown, lit,
 };
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
@@ -76,6 +77,7 @@ pub(super) async fn open(
     url: &DatabaseUrl,
     table: &str,
     pools: Option<&Pools>,
+    partitions: usize,
 ) -> Result<Arc<dyn TableProvider>, DatabaseError> {
     let target = url.display();
     let backend = url.backend.name();
@@ -116,12 +118,187 @@ pub(super) async fn open(
         table: table.to_string(),
         message: root_message(e.as_ref()),
     })?;
+    let schema = provider.schema();
+    // A table that cannot be measured is read as one stream.
+    let split = tokio::time::timeout(
+        wait,
+        plan_split(&pool, url, &reference, &schema, partitions),
+    )
+    .await
+    .ok()
+    .flatten();
     Ok(Arc::new(DatabaseTable {
         url: url.clone(),
         table: table.to_string(),
         reference,
-        schema: provider.schema(),
+        schema,
+        split,
     }))
+}
+
+/// Rows per partition below which a table is read as one stream.
+const ROWS_PER_PARTITION: f64 = 250_000.0;
+
+/// How a large table is read in parallel: one SELECT per range of its integer primary key.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Split {
+    /// The key column.
+    column: String,
+    /// Where each range after the first starts.
+    bounds: Vec<i64>,
+}
+
+impl Split {
+    /// The condition of each range: below the first bound (or NULL), between two bounds,
+    /// from the last bound on. Together they take every row exactly once.
+    fn ranges(&self) -> Vec<Expr> {
+        let key = || Expr::Column(Column::new_unqualified(&self.column));
+        let n = self.bounds.len();
+        (0..=n)
+            .map(|i| match i {
+                0 => key().lt(lit(self.bounds[0])).or(key().is_null()),
+                i if i == n => key().gt_eq(lit(self.bounds[n - 1])),
+                i => key()
+                    .gt_eq(lit(self.bounds[i - 1]))
+                    .and(key().lt(lit(self.bounds[i]))),
+            })
+            .collect()
+    }
+}
+
+/// Ranges of `reference`'s single-column integer primary key that split it into at most
+/// `partitions` parts of at least [`ROWS_PER_PARTITION`] rows (PostgreSQL and MySQL: SQLite
+/// answers on one connection), or `None`.
+async fn plan_split(
+    pool: &Pool,
+    url: &DatabaseUrl,
+    reference: &TableReference,
+    schema: &SchemaRef,
+    partitions: usize,
+) -> Option<Split> {
+    if partitions < 2 {
+        return None;
+    }
+    let literal = |t: &str| format!("'{}'", t.replace('\'', "''"));
+    let (key_sql, quote): (String, fn(&str) -> String) = match url.backend {
+        Backend::Postgres => (
+            format!(
+                "SELECT a.attname::text AS k, c.reltuples::float8 AS n FROM pg_index i \
+                 JOIN pg_class c ON c.oid = i.indrelid \
+                 JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0] \
+                 WHERE i.indrelid = to_regclass({}) AND i.indisprimary AND i.indnatts = 1",
+                literal(&reference.to_quoted_string())
+            ),
+            |i| format!("\"{}\"", i.replace('"', "\"\"")),
+        ),
+        Backend::MySql => (
+            format!(
+                "SELECT MIN(k.COLUMN_NAME) AS k, CAST(MIN(t.TABLE_ROWS) AS DOUBLE) AS n \
+                 FROM information_schema.KEY_COLUMN_USAGE k JOIN information_schema.TABLES t \
+                 ON t.TABLE_SCHEMA = k.TABLE_SCHEMA AND t.TABLE_NAME = k.TABLE_NAME \
+                 WHERE k.CONSTRAINT_NAME = 'PRIMARY' AND k.TABLE_SCHEMA = {} \
+                 AND k.TABLE_NAME = {} GROUP BY k.TABLE_NAME HAVING COUNT(*) = 1",
+                reference.schema().map_or("DATABASE()".to_string(), literal),
+                literal(reference.table())
+            ),
+            |i| format!("`{}`", i.replace('`', "``")),
+        ),
+        Backend::Sqlite => return None,
+    };
+    let found = fetch(
+        pool,
+        key_sql,
+        Arc::new(Schema::new(vec![
+            Field::new("k", DataType::Utf8, true),
+            Field::new("n", DataType::Float64, true),
+        ])),
+    )
+    .await
+    .ok()?;
+    let row = found.iter().find(|b| b.num_rows() > 0)?;
+    let column = row.column(0).as_string_opt::<i32>()?.value(0).to_string();
+    let estimate = row.column(1).as_primitive_opt::<Float64Type>()?.value(0);
+    let integer = schema.field_with_name(&column).ok().is_some_and(|f| {
+        matches!(
+            f.data_type(),
+            DataType::Int16 | DataType::Int32 | DataType::Int64
+        )
+    });
+    if !integer {
+        return None;
+    }
+    let cast = if url.backend == Backend::MySql {
+        "SIGNED"
+    } else {
+        "BIGINT"
+    };
+    let table = match reference.schema() {
+        Some(s) => format!("{}.{}", quote(s), quote(reference.table())),
+        None => quote(reference.table()),
+    };
+    let k = quote(&column);
+    let bounds = fetch(
+        pool,
+        format!(
+            "SELECT CAST(MIN({k}) AS {cast}) AS lo, CAST(MAX({k}) AS {cast}) AS hi FROM {table}"
+        ),
+        Arc::new(Schema::new(vec![
+            Field::new("lo", DataType::Int64, true),
+            Field::new("hi", DataType::Int64, true),
+        ])),
+    )
+    .await
+    .ok()?;
+    let row = bounds.iter().find(|b| b.num_rows() > 0)?;
+    let lo = row.column(0).as_primitive_opt::<Int64Type>()?;
+    let hi = row.column(1).as_primitive_opt::<Int64Type>()?;
+    if lo.is_null(0) || hi.is_null(0) {
+        return None;
+    }
+    let (lo, hi) = (lo.value(0) as i128, hi.value(0) as i128);
+    // Statistics never gathered (PostgreSQL says -1): the key's span stands for the rows.
+    let rows = if estimate > 0.0 {
+        estimate
+    } else {
+        (hi - lo + 1) as f64
+    };
+    let parts = ((rows / ROWS_PER_PARTITION).ceil() as usize).min(partitions);
+    if parts < 2 || hi - lo + 1 < parts as i128 {
+        return None;
+    }
+    let bounds = (1..parts as i128)
+        .map(|i| (lo + (hi - lo + 1) * i / parts as i128) as i64)
+        .collect();
+    Some(Split { column, bounds })
+}
+
+/// The rows of `sql`, with `schema`.
+async fn fetch(pool: &Pool, sql: String, schema: SchemaRef) -> DfResult<Vec<RecordBatch>> {
+    let rows = run(pool.clone(), sql, schema.clone()).await?;
+    rows.and_then(|b| {
+        let schema = schema.clone();
+        async move { conform(b, &schema) }
+    })
+    .try_collect()
+    .await
+}
+
+/// The stream of `sql`'s rows from `pool`.
+async fn run(pool: Pool, sql: String, schema: SchemaRef) -> DfResult<SendableRecordBatchStream> {
+    match pool {
+        Pool::Postgres(p) => {
+            let p: Arc<DynPostgresConnectionPool> = p;
+            get_stream(p, sql, schema).await
+        }
+        Pool::MySql(p) => {
+            let p: Arc<DynMySQLConnectionPool> = p;
+            get_stream(p, sql, schema).await
+        }
+        Pool::Sqlite(p) => {
+            let p: Arc<DynSqliteConnectionPool> = p;
+            get_stream(p, sql, schema).await
+        }
+    }
 }
 
 fn connect_timeout(url: &DatabaseUrl) -> Result<Duration, DatabaseError> {
@@ -288,6 +465,7 @@ pub(crate) struct DatabaseTable {
     table: String,
     reference: TableReference,
     schema: SchemaRef,
+    split: Option<Split>,
 }
 
 impl DatabaseTable {
@@ -296,6 +474,11 @@ impl DatabaseTable {
         let mut buf = Vec::new();
         put(&mut buf, self.url.canonical().as_bytes());
         put(&mut buf, self.table.as_bytes());
+        if let Some(split) = &self.split {
+            put(&mut buf, split.column.as_bytes());
+            let bounds: Vec<u8> = split.bounds.iter().flat_map(|b| b.to_le_bytes()).collect();
+            put(&mut buf, &bounds);
+        }
         buf
     }
 
@@ -305,11 +488,22 @@ impl DatabaseTable {
         let url = utf8(take(&mut rest)?)?;
         let table = utf8(take(&mut rest)?)?;
         let url = DatabaseUrl::parse(&url, None, &|_| None).map_err(external)?;
+        let split = match rest.is_empty() {
+            true => None,
+            false => Some(Split {
+                column: utf8(take(&mut rest)?)?,
+                bounds: take(&mut rest)?
+                    .chunks_exact(8)
+                    .map(|b| i64::from_le_bytes(b.try_into().expect("8 bytes")))
+                    .collect(),
+            }),
+        };
         Ok(DatabaseTable {
             url,
             reference: TableReference::from(table.as_str()),
             table,
             schema,
+            split,
         })
     }
 
@@ -388,10 +582,27 @@ impl TableProvider for DatabaseTable {
             Some(p) => Arc::new(self.schema.project(p)?),
             None => self.schema.clone(),
         };
+        // A LIMIT is one SELECT; otherwise a large table is one SELECT per key range.
+        let (sqls, split) = match (&self.split, limit) {
+            (Some(split), None) => (
+                split
+                    .ranges()
+                    .into_iter()
+                    .map(|range| {
+                        let mut filters = filters.to_vec();
+                        filters.push(range);
+                        self.select(projection, &filters, None)
+                    })
+                    .collect::<DfResult<Vec<_>>>()?,
+                Some(split.column.clone()),
+            ),
+            _ => (vec![self.select(projection, filters, limit)?], None),
+        };
         let scan = Arc::new(DatabaseScanExec::new(
             self.url.clone(),
             self.table.clone(),
-            self.select(projection, filters, limit)?,
+            sqls,
+            split,
             schema,
         ));
         if count_only {
@@ -412,22 +623,32 @@ impl TableProvider for DatabaseTable {
 pub(crate) struct DatabaseScanExec {
     url: DatabaseUrl,
     table: String,
-    sql: String,
+    /// One SELECT per partition.
+    sqls: Vec<String>,
+    /// The key whose ranges the SELECTs read, if more than one.
+    split: Option<String>,
     properties: Arc<PlanProperties>,
 }
 
 impl DatabaseScanExec {
-    fn new(url: DatabaseUrl, table: String, sql: String, schema: SchemaRef) -> Self {
+    fn new(
+        url: DatabaseUrl,
+        table: String,
+        sqls: Vec<String>,
+        split: Option<String>,
+        schema: SchemaRef,
+    ) -> Self {
         let properties = Arc::new(PlanProperties::new(
             EquivalenceProperties::new(schema),
-            Partitioning::UnknownPartitioning(1),
+            Partitioning::UnknownPartitioning(sqls.len()),
             EmissionType::Incremental,
             Boundedness::Bounded,
         ));
         DatabaseScanExec {
             url,
             table,
-            sql,
+            sqls,
+            split,
             properties,
         }
     }
@@ -437,7 +658,11 @@ impl DatabaseScanExec {
         let mut buf = Vec::new();
         put(&mut buf, self.url.canonical().as_bytes());
         put(&mut buf, self.table.as_bytes());
-        put(&mut buf, self.sql.as_bytes());
+        put(&mut buf, self.split.as_deref().unwrap_or("").as_bytes());
+        put(&mut buf, &(self.sqls.len() as u32).to_le_bytes());
+        for sql in &self.sqls {
+            put(&mut buf, sql.as_bytes());
+        }
         let mut schema = Vec::new();
         StreamWriter::try_new(&mut schema, &self.schema())?.finish()?;
         put(&mut buf, &schema);
@@ -449,10 +674,15 @@ impl DatabaseScanExec {
         let mut rest = buf;
         let url = utf8(take(&mut rest)?)?;
         let table = utf8(take(&mut rest)?)?;
-        let sql = utf8(take(&mut rest)?)?;
+        let split = Some(utf8(take(&mut rest)?)?).filter(|s| !s.is_empty());
+        let count = take(&mut rest)?;
+        let count = u32::from_le_bytes(count.try_into().map_err(|_| truncated())?);
+        let sqls = (0..count)
+            .map(|_| utf8(take(&mut rest)?))
+            .collect::<DfResult<Vec<_>>>()?;
         let schema = StreamReader::try_new(std::io::Cursor::new(take(&mut rest)?), None)?.schema();
         let url = DatabaseUrl::parse(&url, None, &|_| None).map_err(external)?;
-        Ok(DatabaseScanExec::new(url, table, sql, schema))
+        Ok(DatabaseScanExec::new(url, table, sqls, split, schema))
     }
 }
 
@@ -460,11 +690,14 @@ impl DisplayAs for DatabaseScanExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut std::fmt::Formatter) -> std::fmt::Result {
         write!(
             f,
-            "DatabaseScanExec: {} {} sql={}",
+            "DatabaseScanExec: {} {}",
             self.url.backend.name(),
-            self.url.display(),
-            self.sql
-        )
+            self.url.display()
+        )?;
+        if let Some(key) = &self.split {
+            write!(f, " partitions={} by ranges of {key}", self.sqls.len())?;
+        }
+        write!(f, " sql={}", self.sqls.first().map_or("", String::as_str))
     }
 }
 
@@ -497,12 +730,14 @@ impl ExecutionPlan for DatabaseScanExec {
 
     fn execute(
         &self,
-        _partition: usize,
+        partition: usize,
         context: Arc<TaskContext>,
     ) -> DfResult<SendableRecordBatchStream> {
         let pools = context.session_config().get_extension::<Pools>();
         let url = self.url.clone();
-        let sql = self.sql.clone();
+        let sql = self.sqls.get(partition).cloned().ok_or_else(|| {
+            DataFusionError::Internal(format!("database scan has no partition {partition}"))
+        })?;
         let schema = self.schema();
         let failed = {
             let (url, table) = (self.url.clone(), self.table.clone());
@@ -518,22 +753,7 @@ impl ExecutionPlan for DatabaseScanExec {
         let rows_failed = failed.clone();
         let open = async move {
             let pool = pool_for(&url, pools.as_deref()).await.map_err(external)?;
-            let projected = schema.clone();
-            let rows = match pool {
-                Pool::Postgres(p) => {
-                    let p: Arc<DynPostgresConnectionPool> = p;
-                    get_stream(p, sql, projected).await
-                }
-                Pool::MySql(p) => {
-                    let p: Arc<DynMySQLConnectionPool> = p;
-                    get_stream(p, sql, projected).await
-                }
-                Pool::Sqlite(p) => {
-                    let p: Arc<DynSqliteConnectionPool> = p;
-                    get_stream(p, sql, projected).await
-                }
-            }
-            .map_err(&failed)?;
+            let rows = run(pool, sql, schema.clone()).await.map_err(&failed)?;
             // The drivers' batches may differ from the declared schema in field names,
             // nullability or metadata, which shuffles and unions do not accept.
             Ok::<_, DataFusionError>(rows.map_err(rows_failed).and_then(move |batch| {
@@ -583,9 +803,12 @@ fn put(buf: &mut Vec<u8>, bytes: &[u8]) {
     buf.extend(bytes);
 }
 
+fn truncated() -> DataFusionError {
+    DataFusionError::Internal("database table: truncated".into())
+}
+
 /// The next field [`put`] wrote.
 fn take<'a>(rest: &mut &'a [u8]) -> DfResult<&'a [u8]> {
-    let truncated = || DataFusionError::Internal("database table: truncated".into());
     let (len, tail) = rest.split_at_checked(4).ok_or_else(truncated)?;
     let len = u32::from_le_bytes(len.try_into().expect("4 bytes")) as usize;
     let (field, tail) = tail.split_at_checked(len).ok_or_else(truncated)?;
@@ -753,27 +976,57 @@ mod tests {
         let scan = DatabaseScanExec::new(
             url.clone(),
             "public.t".into(),
-            "SELECT \"t\".\"n\" FROM \"public\".\"t\" WHERE (\"t\".\"n\" > 1)".into(),
+            vec![
+                "SELECT \"t\".\"n\" FROM \"public\".\"t\" WHERE (\"t\".\"n\" < 1)".into(),
+                "SELECT \"t\".\"n\" FROM \"public\".\"t\" WHERE (\"t\".\"n\" >= 1)".into(),
+            ],
+            Some("n".into()),
             schema.clone(),
         );
         let back = DatabaseScanExec::decode(&scan.encode().unwrap()).unwrap();
         assert_eq!(back.url, url);
-        assert_eq!(
-            (back.table.as_str(), back.sql.as_str()),
-            ("public.t", scan.sql.as_str())
-        );
+        assert_eq!((back.table.as_str(), &back.sqls), ("public.t", &scan.sqls));
+        assert_eq!(back.split.as_deref(), Some("n"));
+        assert_eq!(back.properties().partitioning.partition_count(), 2);
         assert_eq!(back.schema(), schema);
         assert!(DatabaseScanExec::decode(&scan.encode().unwrap()[..9]).is_err());
 
-        let table = DatabaseTable {
+        let mut table = DatabaseTable {
             url: url.clone(),
             table: "public.t".into(),
             reference: TableReference::from("public.t"),
             schema: schema.clone(),
+            split: None,
         };
+        let back = DatabaseTable::decode(&table.encode(), schema.clone()).unwrap();
+        assert_eq!((&back.url, &back.table), (&url, &table.table));
+        assert_eq!(
+            (back.reference, back.split),
+            (table.reference.clone(), None)
+        );
+        table.split = Some(Split {
+            column: "n".into(),
+            bounds: vec![-5, 100, i64::MAX],
+        });
         let back = DatabaseTable::decode(&table.encode(), schema).unwrap();
-        assert_eq!((back.url, back.table), (url, table.table));
-        assert_eq!(back.reference, table.reference);
+        assert_eq!(back.split, table.split);
+    }
+
+    #[test]
+    fn key_ranges_take_every_row_once() {
+        let split = Split {
+            column: "k".into(),
+            bounds: vec![10, 20],
+        };
+        let ranges: Vec<String> = split.ranges().iter().map(|e| e.to_string()).collect();
+        assert_eq!(
+            ranges,
+            [
+                "k < Int64(10) OR k IS NULL",
+                "k >= Int64(10) AND k < Int64(20)",
+                "k >= Int64(20)"
+            ]
+        );
     }
 
     #[test]
