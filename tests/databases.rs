@@ -52,6 +52,17 @@ async fn failure(engine: &Engine, sql: &str) -> String {
     text
 }
 
+/// The columns of `table` and their types, in the table's order.
+async fn column_types(engine: &Engine, table: &str) -> Vec<(String, DataType)> {
+    let result = engine.sql(&format!("SELECT * FROM {table}")).await.unwrap();
+    result
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| (f.name().clone(), f.data_type().clone()))
+        .collect()
+}
+
 /// The physical plan's text.
 async fn plan(engine: &Engine, sql: &str) -> String {
     answer(engine, &format!("EXPLAIN {sql}")).await
@@ -89,12 +100,10 @@ async fn sqlite_tables_read_with_their_types_and_only_same_meaning_filters_sent(
     let engine = engine().await;
 
     let table = format!("sqlite_scan('{db}', 'items')");
-    let result = engine.sql(&format!("SELECT * FROM {table}")).await.unwrap();
-    let types: Vec<DataType> = result
-        .schema()
-        .fields()
-        .iter()
-        .map(|f| f.data_type().clone())
+    let types: Vec<DataType> = column_types(&engine, &table)
+        .await
+        .into_iter()
+        .map(|(_, t)| t)
         .collect();
     assert_eq!(
         types[..4],
@@ -310,13 +319,7 @@ async fn postgres_tables_map_their_types_send_their_filters_and_join_files() {
     let engine = engine().await;
     let kinds = format!("postgres_scan('{url}', 'public', 'kinds')");
 
-    let result = engine.sql(&format!("SELECT * FROM {kinds}")).await.unwrap();
-    let types: Vec<(String, DataType)> = result
-        .schema()
-        .fields()
-        .iter()
-        .map(|f| (f.name().clone(), f.data_type().clone()))
-        .collect();
+    let types = column_types(&engine, &kinds).await;
     let ty = |name: &str| {
         types
             .iter()
@@ -580,12 +583,10 @@ async fn mariadb_tables_map_their_types_and_keep_text_comparisons_in_strata() {
     .unwrap();
     let engine = engine().await;
     let items = format!("mysql_scan('{}', 'items')", db.url());
-    let result = engine.sql(&format!("SELECT * FROM {items}")).await.unwrap();
-    let types: Vec<DataType> = result
-        .schema()
-        .fields()
-        .iter()
-        .map(|f| f.data_type().clone())
+    let types: Vec<DataType> = column_types(&engine, &items)
+        .await
+        .into_iter()
+        .map(|(_, t)| t)
         .collect();
     assert_eq!(types[0], DataType::Int32, "{types:?}");
     assert_eq!(types[2], DataType::Decimal128(10, 2), "{types:?}");

@@ -352,19 +352,26 @@ async fn connect(url: &DatabaseUrl, password: Option<String>) -> Result<Pool, Da
     let mut put = |k: &str, v: &str| {
         params.insert(k.to_string(), SecretString::from(v.to_string()));
     };
+    if url.backend != Backend::Sqlite {
+        put("host", &url.host);
+        let port = if url.backend == Backend::Postgres {
+            "port"
+        } else {
+            "tcp_port"
+        };
+        put(port, &url.port.to_string());
+        for (key, value) in [
+            ("user", &url.user),
+            ("db", &url.database),
+            ("pass", &password),
+        ] {
+            if let Some(value) = value {
+                put(key, value);
+            }
+        }
+    }
     match url.backend {
         Backend::Postgres => {
-            put("host", &url.host);
-            put("port", &url.port.to_string());
-            if let Some(user) = &url.user {
-                put("user", user);
-            }
-            if let Some(db) = &url.database {
-                put("db", db);
-            }
-            if let Some(pass) = &password {
-                put("pass", pass);
-            }
             // libpq's default: TLS when the server offers it.
             put(
                 "sslmode",
@@ -382,17 +389,6 @@ async fn connect(url: &DatabaseUrl, password: Option<String>) -> Result<Pool, Da
                 .map_err(|e| failed(&e))
         }
         Backend::MySql => {
-            put("host", &url.host);
-            put("tcp_port", &url.port.to_string());
-            if let Some(user) = &url.user {
-                put("user", user);
-            }
-            if let Some(db) = &url.database {
-                put("db", db);
-            }
-            if let Some(pass) = &password {
-                put("pass", pass);
-            }
             let asked = url.options.get("ssl-mode").or(url.options.get("sslmode"));
             put(
                 "sslmode",

@@ -58,6 +58,33 @@ fn free_port() -> u16 {
         .expect("a free port")
 }
 
+/// Wait (up to 60 s) until `child` writes a line containing `marker` to its standard error;
+/// its log so far if it ends first. The log keeps being read, so the server never blocks on a
+/// full pipe.
+fn wait_for_line(child: &mut Child, marker: &'static str) -> Result<(), String> {
+    let (tx, rx) = mpsc::channel();
+    let stderr = child.stderr.take().expect("piped");
+    std::thread::spawn(move || {
+        let mut told = false;
+        let mut log = String::new();
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if !told {
+                log.push_str(&line);
+                log.push('\n');
+                if line.contains(marker) {
+                    let _ = tx.send(Ok(()));
+                    told = true;
+                }
+            }
+        }
+        if !told {
+            let _ = tx.send(Err(log));
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(60))
+        .unwrap_or_else(|_| Err("no answer in 60 s".into()))
+}
+
 impl Postgres {
     /// Start a server, or say why it cannot be.
     pub fn start() -> Result<Postgres, String> {
@@ -112,28 +139,7 @@ impl Postgres {
             .process_group(0)
             .spawn()
             .map_err(|e| format!("postgres: {e}"))?;
-        let (tx, rx) = mpsc::channel();
-        let stderr = child.stderr.take().expect("piped");
-        std::thread::spawn(move || {
-            let mut told = false;
-            let mut log = String::new();
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if !told {
-                    log.push_str(&line);
-                    log.push('\n');
-                    if line.contains("ready to accept connections") {
-                        let _ = tx.send(Ok(()));
-                        told = true;
-                    }
-                }
-            }
-            if !told {
-                let _ = tx.send(Err(log));
-            }
-        });
-        let ready = rx
-            .recv_timeout(Duration::from_secs(60))
-            .unwrap_or_else(|_| Err("no answer in 60 s".into()));
+        let ready = wait_for_line(&mut child, "ready to accept connections");
         let mut server = Postgres {
             child,
             port,
@@ -295,28 +301,7 @@ impl MariaDb {
             .process_group(0)
             .spawn()
             .map_err(|e| format!("mariadbd: {e}"))?;
-        let (tx, rx) = mpsc::channel();
-        let stderr = child.stderr.take().expect("piped");
-        std::thread::spawn(move || {
-            let mut told = false;
-            let mut log = String::new();
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if !told {
-                    log.push_str(&line);
-                    log.push('\n');
-                    if line.contains("ready for connections") {
-                        let _ = tx.send(Ok(()));
-                        told = true;
-                    }
-                }
-            }
-            if !told {
-                let _ = tx.send(Err(log));
-            }
-        });
-        let ready = rx
-            .recv_timeout(Duration::from_secs(60))
-            .unwrap_or_else(|_| Err("no answer in 60 s".into()));
+        let ready = wait_for_line(&mut child, "ready for connections");
         let mut db = MariaDb {
             child,
             port,
