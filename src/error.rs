@@ -79,6 +79,12 @@ pub enum Error {
     NotAllowed(String),
 }
 
+impl From<crate::databases::DatabaseError> for Error {
+    fn from(e: crate::databases::DatabaseError) -> Self {
+        Error::Dataset(e.into())
+    }
+}
+
 impl From<crate::confine::Refused> for Error {
     fn from(refused: crate::confine::Refused) -> Self {
         Error::NotAllowed(refused.0)

@@ -1,5 +1,6 @@
 //! `strata convert`: copy a dataset to another format, store or partitioning with one streaming
-//! `COPY`, then read the destination back and compare row counts.
+//! `COPY`, or into a database table with one `INSERT` in one transaction, then read the
+//! destination back and compare row counts.
 
 use std::process::ExitCode;
 use std::time::Instant;
@@ -16,7 +17,9 @@ pub struct ConvertArgs {
     /// The source: a catalog table, or a file, directory, glob or URL.
     #[arg(value_name = "SRC")]
     source: String,
-    /// The destination file, or directory (ending in `/`, or with --partition-by).
+    /// The destination file, or directory (ending in `/`, or with --partition-by), or a
+    /// database table: `postgres://host/db?table=t`, `mysql://…?table=t`, `sqlite:f.db?table=t`
+    /// (appended to, or created with the source's columns; in one transaction).
     #[arg(value_name = "DST")]
     destination: String,
     /// Destination format: parquet, csv, tsv, json or arrow (default: from DST's extension,
@@ -113,31 +116,47 @@ fn copy_statement(args: &ConvertArgs, from: &str) -> Result<(String, String), Cl
     ))
 }
 
-/// Run a conversion; the exit status is 1 when the row counts differ.
-pub async fn run(
-    engine: &Engine,
-    args: &ConvertArgs,
-    quiet: bool,
-    progress: bool,
-) -> Result<ExitCode, CliError> {
-    let started = Instant::now();
-    if !args.destination.contains("://") && std::path::Path::new(&args.destination).exists() {
-        return Err(CliError::Usage(format!(
-            "{} already exists; remove it or choose another destination",
-            args.destination
-        )));
+/// The source as a name to select from: a catalog table, or the location registered.
+async fn source(engine: &Engine, args: &ConvertArgs) -> Result<String, CliError> {
+    if engine.table_names().contains(&args.source) {
+        return Ok(quote_ident(&args.source));
     }
-    let from = if engine.table_names().contains(&args.source) {
-        quote_ident(&args.source)
+    if strata::databases::is_database_url(&args.source) {
+        let (url, table) = strata::databases::split_table_option(&args.source);
+        let Some(table) = table.filter(|t| !t.is_empty()) else {
+            return Err(CliError::Usage(format!(
+                "name the table to read: {url}?table=NAME"
+            )));
+        };
+        let state = engine.session().state();
+        let provider = strata::databases::open_table(&url, &table, None, &state)
+            .await
+            .map_err(Error::from)?;
+        let session = engine.session();
+        session
+            .deregister_table("__strata_source")
+            .map_err(Error::from)?;
+        session
+            .register_table("__strata_source", provider)
+            .map_err(Error::from)?;
     } else {
         engine
             .register_location("__strata_source", &args.source)
             .await?;
-        "__strata_source".to_string()
-    };
-    let (copy, format) = copy_statement(args, &from)?;
+    }
+    Ok("__strata_source".to_string())
+}
+
+/// Runs `statement` with a progress bar on a terminal, cancelled by Ctrl-C, and returns the
+/// rows it wrote.
+async fn write(
+    engine: &Engine,
+    statement: &str,
+    started: Instant,
+    progress: bool,
+) -> Result<u64, CliError> {
     let mut interrupts = Interrupts::new()?;
-    let mut result = engine.execute(&copy).await?;
+    let mut result = engine.execute(statement).await?;
     let bar = (progress && std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .then(|| ProgressBar::start(result.progress(), started));
     let outcome = tokio::select! {
@@ -150,11 +169,44 @@ pub async fn run(
     if let Some(bar) = bar {
         bar.finish();
     }
-    let written: u64 = outcome?
+    Ok(outcome?
         .iter()
         .filter(|b| b.num_columns() > 0)
         .filter_map(|b| column_total(b.column(0)))
-        .sum();
+        .sum())
+}
+
+/// The row count of `table`.
+async fn count(engine: &Engine, table: &str) -> Result<u64, CliError> {
+    let mut check = engine.sql(&format!("SELECT count(*) FROM {table}")).await?;
+    Ok(check
+        .collect()
+        .await?
+        .iter()
+        .filter_map(|b| column_total(b.column(0)))
+        .sum())
+}
+
+/// Run a conversion; the exit status is 1 when the row counts differ.
+pub async fn run(
+    engine: &Engine,
+    args: &ConvertArgs,
+    quiet: bool,
+    progress: bool,
+) -> Result<ExitCode, CliError> {
+    if strata::databases::is_database_url(&args.destination) {
+        return into_database(engine, args, quiet, progress).await;
+    }
+    let started = Instant::now();
+    if !args.destination.contains("://") && std::path::Path::new(&args.destination).exists() {
+        return Err(CliError::Usage(format!(
+            "{} already exists; remove it or choose another destination",
+            args.destination
+        )));
+    }
+    let from = source(engine, args).await?;
+    let (copy, format) = copy_statement(args, &from)?;
+    let written = write(engine, &copy, started, progress).await?;
 
     // Read the destination back.
     let read_format = if format == "tsv" { "tsv" } else { &format };
@@ -168,15 +220,7 @@ pub async fn run(
         spec
     };
     engine.register("__strata_destination", spec).await?;
-    let mut check = engine
-        .sql("SELECT count(*) FROM __strata_destination")
-        .await?;
-    let read_back: u64 = check
-        .collect()
-        .await?
-        .iter()
-        .filter_map(|b| column_total(b.column(0)))
-        .sum();
+    let read_back = count(engine, "__strata_destination").await?;
     if read_back != written {
         return Err(CliError::Usage(format!(
             "wrote {written} rows to {} but read back {read_back}",
@@ -188,6 +232,86 @@ pub async fn run(
             "Converted {written} rows from {} to {} ({format}) in {:.3} s; read back {read_back} rows.",
             args.source,
             args.destination,
+            started.elapsed().as_secs_f64()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Write the source into a database table (`postgres://…/db?table=t`): appended to the table
+/// if it exists, else into a new table with the source's columns, in one transaction.
+async fn into_database(
+    engine: &Engine,
+    args: &ConvertArgs,
+    quiet: bool,
+    progress: bool,
+) -> Result<ExitCode, CliError> {
+    let started = Instant::now();
+    if args.format.is_some() || args.partition_by.is_some() {
+        return Err(CliError::Usage(
+            "--format and --partition-by are for files; a database table takes the rows as \
+             they are"
+                .into(),
+        ));
+    }
+    let (url, table) = strata::databases::split_table_option(&args.destination);
+    let Some(table) = table.filter(|t| !t.is_empty()) else {
+        return Err(CliError::Usage(format!(
+            "name the table to write: {url}?table=NAME"
+        )));
+    };
+    let from = source(engine, args).await?;
+    let schema = engine
+        .sql(&format!("SELECT * FROM {from} LIMIT 0"))
+        .await?
+        .schema();
+    let state = engine.session().state();
+    let (destination, existed) =
+        strata::databases::open_for_writing(&url, &table, &schema, None, &state)
+            .await
+            .map_err(Error::from)?;
+    // Columns go by name: each of the source's must be one of the table's.
+    let columns = destination.schema();
+    if let Some(missing) = schema
+        .fields()
+        .iter()
+        .find(|f| columns.field_with_name(f.name()).is_err())
+    {
+        let names: Vec<&str> = columns.fields().iter().map(|f| f.name().as_str()).collect();
+        return Err(CliError::Usage(format!(
+            "table '{table}' has no column '{}' (its columns: {})",
+            missing.name(),
+            names.join(", ")
+        )));
+    }
+    let session = engine.session();
+    session
+        .deregister_table("__strata_destination")
+        .map_err(Error::from)?;
+    session
+        .register_table("__strata_destination", destination)
+        .map_err(Error::from)?;
+    let names: Vec<String> = schema
+        .fields()
+        .iter()
+        .map(|f| quote_ident(f.name()))
+        .collect();
+    let names = names.join(", ");
+    let insert = format!("INSERT INTO __strata_destination ({names}) SELECT {names} FROM {from}");
+    let written = write(engine, &insert, started, progress).await?;
+    let how = if existed { "appended to" } else { "created" };
+    if !existed {
+        let read_back = count(engine, "__strata_destination").await?;
+        if read_back != written {
+            return Err(CliError::Usage(format!(
+                "wrote {written} rows to table '{table}' but read back {read_back}"
+            )));
+        }
+    }
+    if !quiet {
+        println!(
+            "Converted {written} rows from {} to table '{table}' of {url} ({how}) in {:.3} s.",
+            args.source,
             started.elapsed().as_secs_f64()
         );
     }

@@ -135,11 +135,13 @@ enum Command {
     /// Copy a dataset to another format, store or partitioning, then check the row count.
     ///
     /// SRC is a table from the catalog, or a file, directory, glob or URL; DST is a file or a
-    /// directory (end it with `/`) on any store. The copy streams, so memory stays bounded.
+    /// directory (end it with `/`) on any store, or a database table, which is appended to
+    /// (or created) in one transaction. The copy streams, so memory stays bounded.
     #[command(after_help = "Examples:
   strata convert data/people people.parquet
   strata convert 'data/violations_csv' out/violations/ --partition-by year,month
-  strata convert violations s3://bucket/v.csv.gz --format csv")]
+  strata convert violations s3://bucket/v.csv.gz --format csv
+  strata convert data/people 'sqlite:shop.db?table=people'")]
     Convert(convert::ConvertArgs),
     /// Run a cluster scheduler: clients connect with --cluster df://HOST:PORT, executors with
     /// `strata executor --scheduler HOST:PORT`. Its REST API is served on the same port.

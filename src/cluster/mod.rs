@@ -118,7 +118,7 @@ impl Runner for ClusterRunner {
     async fn execute(&self, state: &SessionState, plan: LogicalPlan) -> Result<Execution> {
         // Statements that read no dataset (`SELECT 1`, VALUES, DESCRIBE, the information
         // schema, in-memory tables alone) have nothing to distribute.
-        if !reads_datasets(&plan)? || writes_csv(&plan) {
+        if !reads_datasets(&plan)? || writes_csv(&plan) || writes_database(&plan) {
             return LocalRunner.execute(state, plan).await;
         }
         let plan = materialize_other_tables(state, plan).await?;
@@ -334,6 +334,14 @@ fn table_names(plan: &LogicalPlan) -> Result<Vec<String>> {
 /// apache/datafusion#24623, fixed in 56).
 fn writes_csv(plan: &LogicalPlan) -> bool {
     matches!(plan, LogicalPlan::Copy(copy) if copy.file_type.get_ext().eq_ignore_ascii_case("csv"))
+}
+
+/// Whether `plan` writes into a database table. Those run here: the write is one
+/// transaction, on one connection of this process.
+fn writes_database(plan: &LogicalPlan) -> bool {
+    matches!(plan, LogicalPlan::Dml(dml)
+        if source_as_provider(&dml.target)
+            .is_ok_and(|p| crate::databases::is_database_table(p.as_ref())))
 }
 
 /// Spell out empty relations the optimizer left behind (a subquery proven empty) as a

@@ -1,19 +1,21 @@
 //! Tables in databases (PostgreSQL, MySQL/MariaDB, SQLite) next to files: URLs and their
 //! credentials ([`url`]), and the tables read through `datafusion-table-providers` with the
 //! filters, projections and limits that mean the same there sent to the database
-//! (`tables`, behind the `databases` feature).
+//! (`tables`), and written in one transaction (`write`; both behind the `databases` feature).
 
 mod url;
 
 #[cfg(feature = "databases")]
 mod tables;
+#[cfg(feature = "databases")]
+mod write;
 
 use std::path::Path;
 use std::sync::Arc;
 
 use datafusion::catalog::{Session, TableProvider};
 
-pub use url::{Backend, DatabaseUrl, is_database_url};
+pub use url::{Backend, DatabaseUrl, is_database_url, split_table_option};
 
 /// What is wrong with a database, its URL, its credentials or one of its tables. Every
 /// message names the backend and the server or file, never a password.
@@ -84,6 +86,18 @@ pub enum DatabaseError {
         /// Why, in the backend's words.
         message: String,
     },
+    /// A write into a table failed; the table is as it was before.
+    #[error("{backend} {target}: writing '{table}': {message}; the table is unchanged")]
+    Write {
+        /// The backend's name.
+        backend: &'static str,
+        /// The server and database, or the file (no password).
+        target: String,
+        /// The table as named.
+        table: String,
+        /// Why, in the backend's words.
+        message: String,
+    },
     /// This build has no database support.
     #[error("{url}: this strata was built without database support (the `databases` feature)")]
     NotBuilt {
@@ -120,6 +134,38 @@ pub async fn open_table(
     #[cfg(not(feature = "databases"))]
     {
         let _ = (parsed, table, state);
+        Err(DatabaseError::NotBuilt { url: url.into() })
+    }
+}
+
+/// Table `table` of the database at `url`, to write rows of `schema` into (with `INSERT
+/// INTO`): the table as it is, or, when it does not exist, one whose first write creates it
+/// with `schema`'s columns, in the same transaction as the rows (an SQLite file is made too).
+/// The second value tells whether the table exists.
+pub async fn open_for_writing(
+    url: &str,
+    table: &str,
+    schema: &datafusion::arrow::datatypes::Schema,
+    base_dir: Option<&Path>,
+    state: &dyn Session,
+) -> Result<(Arc<dyn TableProvider>, bool), DatabaseError> {
+    let parsed = DatabaseUrl::parse(url, base_dir, &|name: &str| std::env::var(name).ok())?;
+    #[cfg(feature = "databases")]
+    {
+        let pools = state.config().get_extension::<Pools>();
+        let partitions = state.config().target_partitions();
+        Box::pin(tables::open_for_writing(
+            &parsed,
+            table,
+            schema,
+            pools.as_deref(),
+            partitions,
+        ))
+        .await
+    }
+    #[cfg(not(feature = "databases"))]
+    {
+        let _ = (parsed, table, schema, state);
         Err(DatabaseError::NotBuilt { url: url.into() })
     }
 }

@@ -18,8 +18,10 @@ use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{Column, DFSchema, TableReference};
 use datafusion::datasource::TableType;
+use datafusion::datasource::sink::DataSinkExec;
 use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::logical_expr::dml::InsertOp;
 use datafusion::logical_expr::{
     Between, BinaryExpr, Expr, LogicalPlanBuilder, LogicalTableSource, Operator,
     TableProviderFilterPushDown, lit,
@@ -48,6 +50,7 @@ use datafusion_table_providers_sqlite::pool::SqliteConnectionPool;
 use futures::TryStreamExt;
 use secrecy::SecretString;
 
+use super::write::{DatabaseSink, WriteMode};
 use super::{Backend, DatabaseError, DatabaseUrl, Pools};
 
 /// How long connecting may take unless the URL says `connect_timeout=N` (seconds).
@@ -133,7 +136,54 @@ pub(super) async fn open(
         reference,
         schema,
         split,
+        create: false,
     }))
+}
+
+/// Table `table` of the database `url` names, to write rows of `schema` into: the table as
+/// it is, or, when it does not exist, one the first write creates with the columns of
+/// `schema` (as the backend holds them). The second value tells whether it exists.
+pub(super) async fn open_for_writing(
+    url: &DatabaseUrl,
+    table: &str,
+    schema: &Schema,
+    pools: Option<&Pools>,
+    partitions: usize,
+) -> Result<(Arc<dyn TableProvider>, bool), DatabaseError> {
+    let reference = TableReference::from(table);
+    let exists = match url.backend {
+        // A missing SQLite file is made by the write.
+        Backend::Sqlite if !url.path.as_ref().is_some_and(|p| p.exists()) => false,
+        _ => {
+            let pool = pool_for(url, pools).await?;
+            let wait = connect_timeout(url)?;
+            tokio::time::timeout(wait, super::write::exists(&pool, url, &reference))
+                .await
+                .map_err(|_| DatabaseError::Timeout {
+                    backend: url.backend.name(),
+                    target: url.display(),
+                    seconds: wait.as_secs(),
+                })??
+        }
+    };
+    if exists {
+        return Ok((open(url, table, pools, partitions).await?, true));
+    }
+    let schema = super::write::storable(url.backend, schema, |message| DatabaseError::Write {
+        backend: url.backend.name(),
+        target: url.display(),
+        table: table.to_string(),
+        message,
+    })?;
+    let new = DatabaseTable {
+        url: url.clone(),
+        table: table.to_string(),
+        reference,
+        schema,
+        split: None,
+        create: true,
+    };
+    Ok((Arc::new(new), false))
 }
 
 /// Rows per partition below which a table is read as one stream.
@@ -273,7 +323,11 @@ async fn plan_split(
 }
 
 /// The rows of `sql`, with `schema`.
-async fn fetch(pool: &Pool, sql: String, schema: SchemaRef) -> DfResult<Vec<RecordBatch>> {
+pub(super) async fn fetch(
+    pool: &Pool,
+    sql: String,
+    schema: SchemaRef,
+) -> DfResult<Vec<RecordBatch>> {
     let rows = run(pool.clone(), sql, schema.clone()).await?;
     rows.and_then(|b| {
         let schema = schema.clone();
@@ -316,7 +370,10 @@ fn connect_timeout(url: &DatabaseUrl) -> Result<Duration, DatabaseError> {
 
 /// The pool `pools` keeps for `url` and this process's credentials, opened if need be; a
 /// fresh one without `pools`.
-async fn pool_for(url: &DatabaseUrl, pools: Option<&Pools>) -> Result<Pool, DatabaseError> {
+pub(super) async fn pool_for(
+    url: &DatabaseUrl,
+    pools: Option<&Pools>,
+) -> Result<Pool, DatabaseError> {
     let password = url.password(&|name: &str| std::env::var(name).ok());
     let wait = connect_timeout(url)?;
     let connect = || async {
@@ -442,7 +499,7 @@ fn driver_message(text: &str) -> String {
 
 /// The first line of the innermost error of a chain: the database's or the system's own words,
 /// without the wrappers' advice.
-fn root_message(e: &(dyn StdError + 'static)) -> String {
+pub(super) fn root_message(e: &(dyn StdError + 'static)) -> String {
     let mut inner = e;
     while let Some(next) = inner.source() {
         inner = next;
@@ -462,6 +519,8 @@ pub(crate) struct DatabaseTable {
     reference: TableReference,
     schema: SchemaRef,
     split: Option<Split>,
+    /// The table does not exist yet: the first write creates it with this schema.
+    create: bool,
 }
 
 impl DatabaseTable {
@@ -500,6 +559,7 @@ impl DatabaseTable {
             table,
             schema,
             split,
+            create: false,
         })
     }
 
@@ -560,6 +620,34 @@ impl TableProvider for DatabaseTable {
                 }
             })
             .collect())
+    }
+
+    async fn insert_into(
+        &self,
+        _state: &dyn Session,
+        input: Arc<dyn ExecutionPlan>,
+        op: InsertOp,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let mode = match op {
+            _ if self.create => WriteMode::Create,
+            InsertOp::Append => WriteMode::Append,
+            InsertOp::Overwrite => WriteMode::Overwrite,
+            InsertOp::Replace => {
+                return Err(DataFusionError::Plan(format!(
+                    "REPLACE INTO is not supported for the {} table '{}'; use INSERT INTO",
+                    self.url.backend.name(),
+                    self.table
+                )));
+            }
+        };
+        let sink = DatabaseSink::new(
+            self.url.clone(),
+            self.table.clone(),
+            self.reference.clone(),
+            self.schema.clone(),
+            mode,
+        );
+        Ok(Arc::new(DataSinkExec::new(input, Arc::new(sink), None)))
     }
 
     async fn scan(
@@ -789,7 +877,7 @@ fn conform(batch: RecordBatch, schema: &SchemaRef) -> DfResult<RecordBatch> {
     )?)
 }
 
-fn external(e: DatabaseError) -> DataFusionError {
+pub(super) fn external(e: DatabaseError) -> DataFusionError {
     DataFusionError::External(Box::new(crate::dataset::DatasetError::from(e)))
 }
 
@@ -993,6 +1081,7 @@ mod tests {
             reference: TableReference::from("public.t"),
             schema: schema.clone(),
             split: None,
+            create: false,
         };
         let back = DatabaseTable::decode(&table.encode(), schema.clone()).unwrap();
         assert_eq!((&back.url, &back.table), (&url, &table.table));

@@ -66,6 +66,28 @@ pub fn is_database_url(text: &str) -> bool {
     )
 }
 
+/// `text` without its `table=NAME` query option, and that name: `postgres://h/db?table=t`
+/// names the table `t` in the database `db` (as `strata convert` destinations do).
+pub fn split_table_option(text: &str) -> (String, Option<String>) {
+    let Some((base, query)) = text.split_once('?') else {
+        return (text.to_string(), None);
+    };
+    let mut table = None;
+    let mut kept = url::form_urlencoded::Serializer::new(String::new());
+    for (key, value) in url::form_urlencoded::parse(query.as_bytes()) {
+        if key.eq_ignore_ascii_case("table") {
+            table = Some(value.into_owned());
+        } else {
+            kept.append_pair(&key, &value);
+        }
+    }
+    let kept = kept.finish();
+    match kept.is_empty() {
+        true => (base.to_string(), table),
+        false => (format!("{base}?{kept}"), table),
+    }
+}
+
 impl DatabaseUrl {
     /// Parses `text`, with `env` looking up environment variables (`PGHOST`, `PGPORT`,
     /// `PGUSER`, `PGDATABASE`, `USER` for what the URL does not say). Relative SQLite paths
@@ -302,6 +324,25 @@ fn split_escaped(line: &str) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_table_option_is_taken_out_of_the_url() {
+        assert_eq!(
+            split_table_option("postgres://h/db?sslmode=disable&table=public.t"),
+            (
+                "postgres://h/db?sslmode=disable".into(),
+                Some("public.t".into())
+            )
+        );
+        assert_eq!(
+            split_table_option("sqlite:out.db?table=my%20t"),
+            ("sqlite:out.db".into(), Some("my t".into()))
+        );
+        assert_eq!(
+            split_table_option("mysql://h/shop"),
+            ("mysql://h/shop".into(), None)
+        );
+    }
 
     #[test]
     fn canonical_urls_parse_back_to_the_same_database_anywhere() {
