@@ -27,6 +27,9 @@
 //! tls_cert = "server.pem"
 //! tls_key = "server.key"
 //! ```
+//!
+//! A `[databases.NAME]` section with a `location` (a database URL) attaches a whole database:
+//! its tables are `NAME.schema.table`, those of its default schema also `NAME.table`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -69,6 +72,16 @@ pub enum CatalogError {
         /// What is wrong.
         source: DatasetError,
     },
+    /// A database section is invalid.
+    #[error("{path}: database '{name}': {message}")]
+    Database {
+        /// The catalog file.
+        path: String,
+        /// The name the database is attached as.
+        name: String,
+        /// What is wrong.
+        message: String,
+    },
     /// A store section is invalid (for example a secret written inline).
     #[error("{path}: store '{store}': {message}")]
     Store {
@@ -93,6 +106,27 @@ pub struct Catalog {
     /// The `[server]` section: settings of `strata serve`, below its command line and
     /// `STRATA_*` variables.
     pub server: ServerSettings,
+    /// Whole databases by the catalog name they are attached as (`[databases.NAME]`).
+    pub databases: Vec<AttachedDatabase>,
+}
+
+/// A `[databases.NAME]` section: a database whose tables all appear as `NAME.schema.table`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttachedDatabase {
+    /// The catalog name.
+    pub name: String,
+    /// Its URL (`postgres://…`, `mysql://…`, `sqlite:file.db`).
+    pub location: String,
+    /// The folder relative SQLite paths are resolved against: the catalog file's.
+    pub base_dir: PathBuf,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDatabase {
+    location: String,
+    #[allow(dead_code)]
+    description: Option<String>,
 }
 
 /// The `[server]` section of a catalog file; paths in it are resolved against the file's
@@ -153,6 +187,8 @@ struct RawCatalog {
     stores: BTreeMap<String, BTreeMap<String, toml::Value>>,
     #[serde(default)]
     server: ServerSettings,
+    #[serde(default)]
+    databases: BTreeMap<String, RawDatabase>,
 }
 
 #[derive(Deserialize)]
@@ -362,11 +398,38 @@ impl Catalog {
         server.roots.iter_mut().for_each(resolve);
         server.write_roots.iter_mut().for_each(resolve);
 
+        let mut databases = Vec::new();
+        for (db, raw) in raw.databases {
+            if !crate::databases::is_database_url(&raw.location) {
+                return Err(CatalogError::Database {
+                    path: name.into(),
+                    name: db,
+                    message: format!(
+                        "'{}' is not a database URL (postgres://, mysql://, sqlite:)",
+                        raw.location
+                    ),
+                });
+            }
+            if tables.iter().any(|(t, _)| t.eq_ignore_ascii_case(&db)) {
+                return Err(CatalogError::Database {
+                    path: name.into(),
+                    name: db,
+                    message: "a table has this name too".into(),
+                });
+            }
+            databases.push(AttachedDatabase {
+                name: db,
+                location: raw.location,
+                base_dir: base_dir.to_path_buf(),
+            });
+        }
+
         Ok(Catalog {
             path: None,
             tables,
             stores,
             server,
+            databases,
         })
     }
 }
@@ -482,5 +545,28 @@ secret_access_key = "${KEY}"
         let e = parse("[server]\nflihgt = \"x\"\n").unwrap_err();
         assert!(e.to_string().starts_with("strata.toml:2:"), "{e}");
         assert!(e.to_string().contains("flihgt"), "{e}");
+    }
+
+    #[test]
+    fn a_database_section_names_a_database_url() {
+        let c = parse("[databases.shop]\nlocation = \"sqlite:shop.db\"\n").unwrap();
+        assert_eq!(
+            c.databases,
+            vec![AttachedDatabase {
+                name: "shop".into(),
+                location: "sqlite:shop.db".into(),
+                base_dir: PathBuf::from("/base"),
+            }]
+        );
+        let e = parse("[databases.shop]\nlocation = \"data/shop\"\n").unwrap_err();
+        assert!(
+            e.to_string().contains("database 'shop'")
+                && e.to_string().contains("not a database URL"),
+            "{e}"
+        );
+        let e =
+            parse("[databases.t]\nlocation = \"sqlite:x.db\"\n[tables.t]\nlocation = \"data\"\n")
+                .unwrap_err();
+        assert!(e.to_string().contains("a table has this name too"), "{e}");
     }
 }

@@ -362,12 +362,20 @@ impl EngineBuilder {
             own.register_table("query_log".into(), engine.monitor.table())?;
             default.register_schema("strata", own)?;
         }
-        // Catalog tables are resolved when first used (see `schema.rs`).
+        // Catalog tables are resolved when first used (see `schema.rs`); whole databases
+        // are attached now, their tables listed.
+        let mut databases = Vec::new();
+        let catalog_path = self
+            .catalog
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
         if let Some(default) = engine.ctx.catalog("datafusion")
             && let Some(public) = default.schema("public")
         {
             let mut pending = HashMap::new();
             if let Some(cat) = catalog {
+                databases = cat.databases.clone();
                 let path = cat
                     .path
                     .as_ref()
@@ -387,6 +395,18 @@ impl EngineBuilder {
             }
             let lazy = LazySchema::new(public, pending, engine.ctx.state_weak_ref());
             default.register_schema("public", Arc::new(lazy))?;
+        }
+        for db in databases {
+            engine
+                .attach_from(&db.name, &db.location, Some(&db.base_dir))
+                .await
+                .map_err(|e| {
+                    Error::Catalog(crate::catalog::CatalogError::Database {
+                        path: catalog_path.clone(),
+                        name: db.name.clone(),
+                        message: e.to_string(),
+                    })
+                })?;
         }
         Ok(engine)
     }
@@ -563,6 +583,37 @@ impl Engine {
             .unwrap_or_else(|p| p.into_inner())
             .insert(name.to_string(), spec);
         Ok(ds)
+    }
+
+    /// Attach the database at `url` (`postgres://…`, `mysql://…`, `sqlite:file.db`) as catalog
+    /// `name`, as `ATTACH 'url' AS name` does: each of its tables is `name.schema.table`, and
+    /// those of its default schema also `name.table`. Its tables are listed now and opened
+    /// when first used. Attaching a name again replaces the database it stands for.
+    pub async fn attach(&self, name: &str, url: &str) -> Result<()> {
+        self.attach_from(name, url, None).await
+    }
+
+    /// [`Engine::attach`], with relative SQLite paths resolved against `base_dir`.
+    async fn attach_from(
+        &self,
+        name: &str,
+        url: &str,
+        base_dir: Option<&std::path::Path>,
+    ) -> Result<()> {
+        let taken = ["datafusion", "public", "strata", "information_schema"];
+        if taken.iter().any(|t| t.eq_ignore_ascii_case(name)) || name.is_empty() {
+            return Err(Error::plan(format!(
+                "'{name}' cannot name an attached database: {} are taken",
+                taken.join(", ")
+            )));
+        }
+        let state = self.ctx.state();
+        let (catalog, default) = crate::databases::attach(url, base_dir, &state).await?;
+        self.ctx.register_catalog(name, catalog);
+        if let Some(own) = self.ctx.catalog("datafusion") {
+            own.register_schema(name, default)?;
+        }
+        Ok(())
     }
 
     /// Register a dataset at `location` with options inferred.
@@ -822,6 +873,16 @@ impl Engine {
             return self.draw_plan(explain).await;
         }
         let (stmt, calls) = self.parse_one(text)?;
+        if let Some((name, url)) = sql::attach_statement(&stmt)? {
+            if self.confinement.is_some() {
+                return Err(Error::NotAllowed(
+                    "ATTACH here; declare databases in the catalog file ([databases.NAME])".into(),
+                ));
+            }
+            self.attach(&name, &url).await?;
+            let schema = Arc::new(datafusion::arrow::datatypes::Schema::empty());
+            return Ok(QueryResult::from_batches(schema, Vec::new()));
+        }
         let keys: Vec<String> = calls.iter().map(|(k, _)| k.clone()).collect();
         let mut renamed = stmt.clone();
         let mut result = self
@@ -1024,13 +1085,56 @@ impl Engine {
         Ok(result)
     }
 
+    /// The tables beside the one a "table 'x' not found" message names: those of its schema
+    /// when it is qualified (in an attached database: of the schema, or of the whole
+    /// database for `db.table`), else those of the default schema.
+    fn tables_beside(&self, message: &str) -> Vec<String> {
+        let full = message
+            .strip_prefix("table '")
+            .and_then(|r| r.strip_suffix("' not found"))
+            .unwrap_or("");
+        let listed = |catalog: &str, schema: Option<&str>| -> Option<Vec<String>> {
+            let catalog = self.ctx.catalog(catalog)?;
+            let schemas = match schema {
+                Some(s) => vec![s.to_string()],
+                None => catalog.schema_names(),
+            };
+            let mut names: Vec<String> = schemas
+                .iter()
+                .filter(|s| s.as_str() != "information_schema")
+                .filter_map(|s| catalog.schema(s))
+                .flat_map(|s| s.table_names())
+                .collect();
+            names.sort();
+            names.dedup();
+            Some(names)
+        };
+        use datafusion::common::TableReference;
+        let found = match TableReference::parse_str(full) {
+            // `db.table` of an attached database `db`, as DataFusion qualifies it.
+            TableReference::Full {
+                catalog, schema, ..
+            } if &*catalog == "datafusion" && self.ctx.catalog(&schema).is_some() => {
+                listed(&schema, None)
+            }
+            TableReference::Full {
+                catalog, schema, ..
+            } => listed(&catalog, Some(&schema)),
+            TableReference::Partial { schema, .. } if &*schema != "public" => {
+                listed(&schema, None).or_else(|| listed("datafusion", Some(&schema)))
+            }
+            _ => None,
+        };
+        found.unwrap_or_else(|| self.table_names())
+    }
+
     /// Add suggestions to "not found" errors.
     fn explain_error(&self, err: Error) -> Error {
         match err {
             Error::Plan { message, position } => {
                 let mut message = message;
                 if let Some(name) = not_found_table(&message) {
-                    let names = self.table_names();
+                    let names = self.tables_beside(&message);
                     if let Some(c) = crate::error::closest(&name, names.iter().map(String::as_str))
                     {
                         message = format!("table '{name}' not found; did you mean '{c}'?");

@@ -1549,6 +1549,35 @@ pub fn changed_setting(stmt: &DfStatement) -> Option<String> {
     }
 }
 
+/// The name and URL of `ATTACH 'url' AS name`, if `stmt` is one.
+pub(crate) fn attach_statement(stmt: &DfStatement) -> Result<Option<(String, String)>> {
+    use datafusion::sql::sqlparser::ast::{Expr, Statement, Value};
+    let DfStatement::Statement(s) = stmt else {
+        return Ok(None);
+    };
+    let Statement::AttachDatabase {
+        schema_name,
+        database_file_name,
+        ..
+    } = s.as_ref()
+    else {
+        return Ok(None);
+    };
+    let url = match database_file_name {
+        Expr::Value(v) => match &v.value {
+            Value::SingleQuotedString(url) => Some(url.clone()),
+            _ => None,
+        },
+        _ => None,
+    };
+    let Some(url) = url else {
+        return Err(Error::plan(
+            "ATTACH takes the database as a quoted URL: ATTACH 'postgres://host/db' AS name",
+        ));
+    };
+    Ok(Some((schema_name.value.clone(), url)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -691,3 +691,128 @@ async fn a_large_postgres_table_is_read_in_ranges_of_its_key_at_once() {
     );
     assert!(!plan(&engine, &small).await.contains("partitions="));
 }
+
+#[tokio::test]
+async fn attached_databases_show_every_table_under_their_name() {
+    let test = "attached_databases_show_every_table_under_their_name";
+    let Some(pg) = postgres(test) else {
+        return;
+    };
+    pg.psql(
+        "CREATE TABLE items (id int PRIMARY KEY, name text);
+         INSERT INTO items VALUES (1, 'apple'), (2, 'pear');
+         CREATE SCHEMA sales;
+         CREATE TABLE sales.\"Orders\" (item_id int, qty int);
+         INSERT INTO sales.\"Orders\" VALUES (1, 3), (1, 4), (2, 5);",
+    )
+    .unwrap();
+    let url = pg.url(PG_USER);
+    let engine = engine().await;
+    answer(&engine, &format!("ATTACH '{url}' AS shop")).await;
+
+    // Every schema's tables, listed in the information schema; the default schema's also
+    // by the database's name alone. SQL's lower-case names find a table spelled otherwise.
+    let listed = answer(
+        &engine,
+        "SELECT table_schema, table_name FROM information_schema.tables \
+         WHERE table_catalog = 'shop' AND table_schema <> 'information_schema' ORDER BY 1, 2",
+    )
+    .await;
+    assert_eq!(
+        listed,
+        "+--------------+------------+\n| table_schema | table_name |\n+--------------+------------+\n\
+         | public       | items      |\n| sales        | Orders     |\n+--------------+------------+"
+    );
+    let sql = "SELECT i.name, sum(o.qty) AS qty FROM shop.items i \
+               JOIN shop.sales.orders o ON o.item_id = i.id GROUP BY i.name ORDER BY i.name";
+    assert_eq!(
+        answer(&engine, sql).await,
+        "+-------+-----+\n| name  | qty |\n+-------+-----+\n| apple | 7   |\n| pear  | 5   |\n+-------+-----+"
+    );
+    assert_eq!(
+        answer(&engine, "SELECT count(*) AS n FROM shop.public.items").await,
+        "+---+\n| n |\n+---+\n| 2 |\n+---+"
+    );
+    let e = failure(&engine, "SELECT * FROM shop.itemz").await;
+    assert!(e.contains("did you mean 'items'"), "{e}");
+    let e = failure(&engine, "ATTACH 'postgres://strata@127.0.0.1:1/x' AS gone").await;
+    assert!(
+        e.contains("PostgreSQL") && e.contains("cannot connect"),
+        "{e}"
+    );
+    let e = failure(&engine, &format!("ATTACH '{url}' AS public")).await;
+    assert!(e.contains("cannot name an attached database"), "{e}");
+
+    // In the catalog file; a relative SQLite path is the catalog folder's.
+    let dir = tempfile::tempdir().unwrap();
+    shop_sqlite(dir.path());
+    let catalog = dir.path().join("strata.toml");
+    std::fs::write(
+        &catalog,
+        format!(
+            "[databases.pg]\nlocation = \"{url}\"\n\n[databases.lite]\nlocation = \"sqlite:shop.db\"\n"
+        ),
+    )
+    .unwrap();
+    let out = strata(
+        &[
+            "--catalog",
+            catalog.to_str().unwrap(),
+            "--format",
+            "csv",
+            "-c",
+            "SELECT p.name, l.price FROM pg.items p JOIN lite.main.items l ON l.id = p.id \
+             ORDER BY p.id",
+        ],
+        &[],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "name,price\napple,0.5\npear,1.25\n"
+    );
+    // A database that cannot be reached is one line naming the catalog's section.
+    std::fs::write(
+        &catalog,
+        "[databases.gone]\nlocation = \"postgres://strata@127.0.0.1:1/x\"\n",
+    )
+    .unwrap();
+    let out = strata(
+        &["--catalog", catalog.to_str().unwrap(), "-c", "SELECT 1"],
+        &[],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("database 'gone'") && err.contains("cannot connect"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn an_attached_mariadb_database_is_its_one_schema() {
+    let test = "an_attached_mariadb_database_is_its_one_schema";
+    let db = match MariaDb::start() {
+        Ok(db) => db,
+        Err(reason) => return skip(test, &reason),
+    };
+    db.sql(
+        "CREATE TABLE shop.Items (id INT PRIMARY KEY, name VARCHAR(10));
+         INSERT INTO shop.Items VALUES (1, 'apple'), (2, 'pear');",
+    )
+    .unwrap();
+    let engine = engine().await;
+    answer(&engine, &format!("ATTACH '{}' AS m", db.url())).await;
+    assert_eq!(
+        answer(&engine, "SELECT name FROM m.shop.items WHERE id = 2").await,
+        "+------+\n| name |\n+------+\n| pear |\n+------+"
+    );
+    assert_eq!(
+        answer(&engine, "SELECT count(*) AS n FROM m.items").await,
+        "+---+\n| n |\n+---+\n| 2 |\n+---+"
+    );
+}

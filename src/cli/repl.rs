@@ -337,6 +337,29 @@ async fn names(engine: &Engine) -> (Vec<String>, HashMap<String, Vec<String>>) {
         }
         words.push(t);
     }
+    // The tables of attached databases, by their whole names.
+    let session = engine.session();
+    for catalog in session.catalog_names() {
+        let Some(provider) = session
+            .catalog(&catalog)
+            .filter(|_| catalog != "datafusion")
+        else {
+            continue;
+        };
+        for schema in provider.schema_names() {
+            if let Some(tables) = provider
+                .schema(&schema)
+                .filter(|_| schema != "information_schema")
+            {
+                words.extend(
+                    tables
+                        .table_names()
+                        .iter()
+                        .map(|t| format!("{catalog}.{schema}.{t}")),
+                );
+            }
+        }
+    }
     words.sort_by_key(|w| w.to_ascii_lowercase());
     words.dedup();
     (words, columns)

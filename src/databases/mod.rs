@@ -6,6 +6,8 @@
 mod url;
 
 #[cfg(feature = "databases")]
+mod attach;
+#[cfg(feature = "databases")]
 mod tables;
 #[cfg(feature = "databases")]
 mod write;
@@ -166,6 +168,36 @@ pub async fn open_for_writing(
     #[cfg(not(feature = "databases"))]
     {
         let _ = (parsed, table, schema, state);
+        Err(DatabaseError::NotBuilt { url: url.into() })
+    }
+}
+
+/// The database at `url` as a catalog (its schemas and their tables, listed now), and the
+/// schema that reaches its default schema's tables under the catalog's own name (PostgreSQL's
+/// `public`, MySQL's database, SQLite's `main`).
+pub async fn attach(
+    url: &str,
+    base_dir: Option<&Path>,
+    state: &dyn Session,
+) -> Result<
+    (
+        Arc<dyn datafusion::catalog::CatalogProvider>,
+        Arc<dyn datafusion::catalog::SchemaProvider>,
+    ),
+    DatabaseError,
+> {
+    let parsed = DatabaseUrl::parse(url, base_dir, &|name: &str| std::env::var(name).ok())?;
+    #[cfg(feature = "databases")]
+    {
+        let pools = state.config().get_extension::<Pools>();
+        let partitions = state.config().target_partitions();
+        let catalog = Box::pin(attach::attach(&parsed, pools, partitions)).await?;
+        let default = catalog.default_schema();
+        Ok((Arc::new(catalog), default))
+    }
+    #[cfg(not(feature = "databases"))]
+    {
+        let _ = (parsed, state);
         Err(DatabaseError::NotBuilt { url: url.into() })
     }
 }

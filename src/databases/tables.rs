@@ -355,7 +355,7 @@ async fn run(pool: Pool, sql: String, schema: SchemaRef) -> DfResult<SendableRec
     }
 }
 
-fn connect_timeout(url: &DatabaseUrl) -> Result<Duration, DatabaseError> {
+pub(super) fn connect_timeout(url: &DatabaseUrl) -> Result<Duration, DatabaseError> {
     match url.options.get("connect_timeout") {
         Some(s) => s
             .parse::<u64>()
