@@ -12,7 +12,12 @@
 //! In SQL, `__SCRATCH__` stands for the file's scratch folder and `__TPCH__` for TPC-H data
 //! at scale factor 0.01 (generated once into `sql-tests/scratch/`); a record whose SQL is
 //! `INCLUDE 'path'` runs the SQL in that file (so the benchmark queries are tested as they are).
+//! `__POSTGRES__`, `__MYSQL__` and `__SQLITE__` stand for the URL of a database made afresh
+//! for each run of the file, holding what `sql-tests/fixtures/databases/<backend>.sql` makes
+//! (PostgreSQL and MariaDB servers are started once, for the files that name them).
 
+#[path = "../tests/common/databases.rs"]
+mod databases;
 #[path = "../benches/tpch/data.rs"]
 mod tpch_data;
 
@@ -52,10 +57,17 @@ fn tpch_dir() -> PathBuf {
 }
 
 /// The SQL a record runs: placeholders filled in, `INCLUDE 'file'` replaced by the file.
-fn expand(sql: &str, scratch: &std::path::Path) -> Result<String, DbError> {
-    let sql = sql
+fn expand(
+    sql: &str,
+    scratch: &std::path::Path,
+    urls: &[(String, String)],
+) -> Result<String, DbError> {
+    let mut sql = sql
         .replace("__SCRATCH__", &scratch.display().to_string())
         .replace("__TPCH__", &tpch_dir().display().to_string());
+    for (placeholder, url) in urls {
+        sql = sql.replace(placeholder.as_str(), url);
+    }
     match sql
         .trim()
         .strip_prefix("INCLUDE '")
@@ -70,6 +82,8 @@ fn expand(sql: &str, scratch: &std::path::Path) -> Result<String, DbError> {
 struct StrataDb {
     engine: Engine,
     scratch: PathBuf,
+    /// Database placeholders and the URLs they stand for in this run.
+    urls: Vec<(String, String)>,
 }
 
 /// What a memory-limited run must see instead of an answer when a query cannot run in it.
@@ -92,7 +106,7 @@ impl sqllogictest::AsyncDB for StrataDb {
     type ColumnType = DefaultColumnType;
 
     async fn run(&mut self, sql: &str) -> Result<DBOutput<DefaultColumnType>, DbError> {
-        let sql = expand(sql, &self.scratch)?;
+        let sql = expand(sql, &self.scratch, &self.urls)?;
         let mut result = self.engine.sql(&sql).await.map_err(db_error)?;
         let batches = result.collect().await.map_err(db_error)?;
         let schema = result.schema();
@@ -238,6 +252,7 @@ async fn make_db(
     mode: Mode,
     scratch: PathBuf,
     memory: Option<usize>,
+    urls: Vec<(String, String)>,
 ) -> Result<StrataDb, DbError> {
     let mut builder = Engine::builder()
         .catalog(root.join("strata.toml"))
@@ -255,7 +270,70 @@ async fn make_db(
             .setting("ballista.shuffle.force_remote_read", "true"),
     };
     let engine = builder.build().await.map_err(|e| DbError(e.to_string()))?;
-    Ok(StrataDb { engine, scratch })
+    Ok(StrataDb {
+        engine,
+        scratch,
+        urls,
+    })
+}
+
+/// The database servers the files need, started once; `Err` says why one cannot be.
+#[derive(Default)]
+struct Servers {
+    postgres: Option<Result<databases::Postgres, String>>,
+    mariadb: Option<Result<databases::MariaDb, String>>,
+    made: usize,
+}
+
+impl Servers {
+    /// Fresh databases for one run of a file whose text is `text`, made as the fixtures say,
+    /// as (placeholder, URL) pairs; `Err` says why they cannot be made.
+    fn databases(
+        &mut self,
+        root: &std::path::Path,
+        text: &str,
+        scratch: &std::path::Path,
+    ) -> Result<Vec<(String, String)>, String> {
+        let fixture = |backend: &str| {
+            std::fs::read_to_string(
+                root.join(format!("sql-tests/fixtures/databases/{backend}.sql")),
+            )
+            .map_err(|e| format!("fixture for {backend}: {e}"))
+        };
+        let mut urls = Vec::new();
+        self.made += 1;
+        let name = format!("slt_{}", self.made);
+        if text.contains("__POSTGRES__") {
+            let pg = self
+                .postgres
+                .get_or_insert_with(databases::Postgres::start)
+                .as_ref()
+                .map_err(Clone::clone)?;
+            pg.psql(&format!("CREATE DATABASE {name}"))?;
+            pg.psql_in(&name, &fixture("postgres")?)?;
+            urls.push(("__POSTGRES__".into(), pg.url_of(databases::PG_USER, &name)));
+        }
+        if text.contains("__MYSQL__") {
+            let db = self
+                .mariadb
+                .get_or_insert_with(databases::MariaDb::start)
+                .as_ref()
+                .map_err(Clone::clone)?;
+            db.sql(&format!(
+                "CREATE DATABASE {name}; GRANT ALL ON {name}.* TO '{}'@'%'; USE {name}; {}",
+                databases::PG_USER,
+                fixture("mysql")?
+            ))?;
+            let url = db.url().replace("/shop", &format!("/{name}"));
+            urls.push(("__MYSQL__".into(), url));
+        }
+        if text.contains("__SQLITE__") {
+            let file = scratch.join("fixture.db");
+            databases::sqlite_file(&file, &fixture("sqlite")?);
+            urls.push(("__SQLITE__".into(), format!("sqlite:{}", file.display())));
+        }
+        Ok(urls)
+    }
 }
 
 /// The records `sql-tests/cluster-differences.md` lists, as (file name, line or None for the
@@ -352,6 +430,7 @@ fn main() -> std::process::ExitCode {
     }
 
     let skips = cluster_skips(&root);
+    let mut servers = Servers::default();
     let (mut passed, mut failed) = (0usize, 0usize);
     let mut out_of_memory: Vec<String> = Vec::new();
     for file in &files {
@@ -371,12 +450,32 @@ fn main() -> std::process::ExitCode {
                 .expect("runtime");
             let scratch = tempfile::tempdir().expect("scratch dir");
             let scratch_path = scratch.path().to_path_buf();
+            let text = std::fs::read_to_string(file).unwrap_or_default();
+            let urls = match servers.databases(&root, &text, &scratch_path) {
+                Ok(urls) => urls,
+                Err(reason) => {
+                    // Under CI every server is installed: a file that cannot run fails.
+                    if std::env::var_os("CI").is_some() {
+                        failed += 1;
+                        println!("FAIL {name} [{mode}]: {reason}");
+                    } else {
+                        println!("SKIPPED {name} [{mode}]: {reason}");
+                    }
+                    continue;
+                }
+            };
             let root2 = root.clone();
             let started = Instant::now();
             let mut file_out_of_memory = Vec::new();
             let outcome = runtime.block_on(async {
                 let mut runner = sqllogictest::Runner::new(move || {
-                    make_db(root2.clone(), mode, scratch_path.clone(), memory)
+                    make_db(
+                        root2.clone(),
+                        mode,
+                        scratch_path.clone(),
+                        memory,
+                        urls.clone(),
+                    )
                 });
                 runner.with_column_validator(sqllogictest::strict_column_validator);
                 if complete {

@@ -829,8 +829,21 @@ pub fn alias_duplicate_names(stmt: &mut DfStatement) -> Option<Vec<(String, Stri
     let DfStatement::Statement(s) = stmt else {
         return None;
     };
-    let Statement::Query(query) = s.as_mut() else {
-        return None;
+    let query = match s.as_mut() {
+        Statement::Query(query) => query,
+        // An INSERT's rows go to the table's columns by position: their names are not shown.
+        Statement::Insert(insert) => {
+            let source = insert.source.as_mut()?;
+            let mut renamed = DfStatement::Statement(Box::new(Statement::Query(source.clone())));
+            alias_duplicate_names(&mut renamed)?;
+            if let DfStatement::Statement(s) = renamed
+                && let Statement::Query(query) = *s
+            {
+                *source = query;
+            }
+            return Some(Vec::new());
+        }
+        _ => return None,
     };
     let mut body = query.body.as_mut();
     // A set operation's columns are named by its first SELECT.

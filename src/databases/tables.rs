@@ -121,7 +121,19 @@ pub(super) async fn open(
         table: table.to_string(),
         message: root_message(e.as_ref()),
     })?;
-    let schema = provider.schema();
+    // SQLite's provider takes the types of the first row's values (none for an empty
+    // table, Null for a NULL): the columns' declared types say what they hold.
+    let schema = match &pool {
+        Pool::Sqlite(_) => sqlite_schema(&pool, &reference, &provider.schema())
+            .await
+            .map_err(|message| DatabaseError::Table {
+                backend,
+                target: target.clone(),
+                table: table.to_string(),
+                message,
+            })?,
+        _ => provider.schema(),
+    };
     // A table that cannot be measured is read as one stream.
     let split = tokio::time::timeout(
         wait,
@@ -184,6 +196,82 @@ pub(super) async fn open_for_writing(
         create: true,
     };
     Ok((Arc::new(new), false))
+}
+
+/// The Arrow type of an SQLite column declared `declared`, by SQLite's rules of type
+/// affinity: INT integers, CHAR/CLOB/TEXT text, BLOB (or no type) bytes, REAL/FLOA/DOUB
+/// floats; of the numeric rest, BOOL is a boolean, DATE and TIME text (as SQLite stores
+/// them), and anything else (NUMERIC, DECIMAL) a float.
+pub(super) fn sqlite_type(declared: &str) -> DataType {
+    let t = declared.to_ascii_uppercase();
+    if t.contains("INT") {
+        DataType::Int64
+    } else if t.contains("CHAR") || t.contains("CLOB") || t.contains("TEXT") {
+        DataType::Utf8
+    } else if t.contains("BLOB") || t.is_empty() {
+        DataType::Binary
+    } else if t.contains("REAL") || t.contains("FLOA") || t.contains("DOUB") {
+        DataType::Float64
+    } else if t.contains("BOOL") {
+        DataType::Boolean
+    } else if t.contains("DATE") || t.contains("TIME") {
+        DataType::Utf8
+    } else {
+        DataType::Float64
+    }
+}
+
+/// The schema of an SQLite table from its columns' declared types ([`sqlite_type`]); a
+/// column declared without a type keeps the type its values were read as (`read`).
+async fn sqlite_schema(
+    pool: &Pool,
+    reference: &TableReference,
+    read: &SchemaRef,
+) -> Result<SchemaRef, String> {
+    let literal = |t: &str| format!("'{}'", t.replace('\'', "''"));
+    let sql = format!(
+        "SELECT name, type, \"notnull\" AS n FROM pragma_table_info({}{})",
+        literal(reference.table()),
+        reference
+            .schema()
+            .map_or(String::new(), |s| format!(", {}", literal(s)))
+    );
+    let columns = fetch(
+        pool,
+        sql,
+        Arc::new(Schema::new(vec![
+            Field::new("name", DataType::Utf8, true),
+            Field::new("type", DataType::Utf8, true),
+            Field::new("n", DataType::Int64, true),
+        ])),
+    )
+    .await
+    .map_err(|e| root_message(&e))?;
+    let mut fields = Vec::new();
+    for batch in &columns {
+        let (Some(names), Some(types), Some(required)) = (
+            batch.column(0).as_string_opt::<i32>(),
+            batch.column(1).as_string_opt::<i32>(),
+            batch.column(2).as_primitive_opt::<Int64Type>(),
+        ) else {
+            continue;
+        };
+        for i in 0..batch.num_rows() {
+            let name = names.value(i);
+            let declared = types.value(i);
+            let ty = match read.field_with_name(name) {
+                Ok(f) if declared.is_empty() && f.data_type() != &DataType::Null => {
+                    f.data_type().clone()
+                }
+                _ => sqlite_type(declared),
+            };
+            fields.push(Field::new(name, ty, required.value(i) == 0));
+        }
+    }
+    if fields.is_empty() {
+        return Err("no such table".into());
+    }
+    Ok(Arc::new(Schema::new(fields)))
 }
 
 /// Rows per partition below which a table is read as one stream.
@@ -1095,6 +1183,24 @@ mod tests {
         });
         let back = DatabaseTable::decode(&table.encode(), schema).unwrap();
         assert_eq!(back.split, table.split);
+    }
+
+    #[test]
+    fn sqlite_columns_take_the_type_their_declaration_gives() {
+        for (declared, ty) in [
+            ("INTEGER", DataType::Int64),
+            ("BIGINT UNSIGNED", DataType::Int64),
+            ("VARCHAR(20)", DataType::Utf8),
+            ("text", DataType::Utf8),
+            ("BLOB", DataType::Binary),
+            ("", DataType::Binary),
+            ("DOUBLE PRECISION", DataType::Float64),
+            ("DECIMAL(10,2)", DataType::Float64),
+            ("BOOLEAN", DataType::Boolean),
+            ("DATETIME", DataType::Utf8),
+        ] {
+            assert_eq!(sqlite_type(declared), ty, "{declared}");
+        }
     }
 
     #[test]

@@ -65,6 +65,15 @@ impl DatabaseSink {
         schema: SchemaRef,
         mode: WriteMode,
     ) -> Self {
+        // Every column may hold NULL as far as DataFusion checks: the database refuses a
+        // NULL in a NOT NULL column itself, in a message that names the column.
+        let schema = Arc::new(Schema::new(
+            schema
+                .fields()
+                .iter()
+                .map(|f| f.as_ref().clone().with_nullable(true))
+                .collect::<Vec<_>>(),
+        ));
         DatabaseSink {
             url,
             table,
@@ -218,13 +227,15 @@ impl DataSink for DatabaseSink {
                     Err(e) => vec![Err(e)],
                 })
             });
-        let statements: BoxStream<'_, DfResult<String>> = match self.url.backend {
-            // MySQL commits DDL at once: its table is created before the transaction.
-            Backend::MySql => inserts.boxed(),
-            _ => futures::stream::iter(before.clone().into_iter().map(Ok))
-                .chain(inserts)
-                .boxed(),
+        // MySQL commits DDL at once: its table is created before the transaction.
+        let (create, before) = match (self.url.backend, self.mode) {
+            (Backend::MySql, WriteMode::Create) => (before, Vec::new()),
+            _ => (Vec::new(), before),
         };
+        let statements: BoxStream<'_, DfResult<String>> =
+            futures::stream::iter(before.into_iter().map(Ok))
+                .chain(inserts)
+                .boxed();
         let outcome = match self.url.backend {
             Backend::Sqlite => sqlite(&self.url, self.mode == WriteMode::Create, statements).await,
             _ => {
@@ -248,7 +259,7 @@ impl DataSink for DatabaseSink {
                                 ),
                             )
                         });
-                        mysql(&p, &before, statements, undo).await
+                        mysql(&p, &create, statements, undo).await
                     }
                     Pool::Sqlite(_) => {
                         Err(Stop::Database("SQLite writes open their own file".into()))

@@ -1,6 +1,6 @@
 //! Database servers for tests: a PostgreSQL instance from the system's packages, made in a
 //! temporary folder, on a free loopback port, as an unprivileged user, and stopped when
-//! dropped; and SQLite files written by Python's `sqlite3` module.
+//! dropped; the same for MariaDB; and SQLite files written by Python's `sqlite3` module.
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
@@ -159,6 +159,11 @@ impl Postgres {
     /// Run `sql` with `psql` as the trusted user in database `postgres`; its output, or its
     /// error.
     pub fn psql(&self, sql: &str) -> Result<String, String> {
+        self.psql_in("postgres", sql)
+    }
+
+    /// Run `sql` with `psql` as the trusted user in database `database`.
+    pub fn psql_in(&self, database: &str, sql: &str) -> Result<String, String> {
         let out = Command::new(self.bin.join("psql"))
             .args([
                 "-h",
@@ -170,7 +175,7 @@ impl Postgres {
             ])
             .args([
                 "-d",
-                "postgres",
+                database,
                 "-v",
                 "ON_ERROR_STOP=1",
                 "-X",
@@ -190,8 +195,13 @@ impl Postgres {
 
     /// The URL of database `postgres` as `user`.
     pub fn url(&self, user: &str) -> String {
+        self.url_of(user, "postgres")
+    }
+
+    /// The URL of database `database` as `user`.
+    pub fn url_of(&self, user: &str, database: &str) -> String {
         format!(
-            "postgres://{user}@127.0.0.1:{}/postgres?sslmode=disable",
+            "postgres://{user}@127.0.0.1:{}/{database}?sslmode=disable",
             self.port
         )
     }
