@@ -5,58 +5,20 @@
 
 #[path = "common/databases.rs"]
 mod databases;
+#[path = "common/sessions.rs"]
+mod sessions;
 #[path = "common/skip.rs"]
 mod skip;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use databases::{MariaDb, PG_USER, Postgres, sqlite_file};
+use sessions::{answer, engine, failure};
 use skip::skip;
-use strata::Engine;
-use strata::datafusion::arrow::util::pretty::pretty_format_batches;
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-async fn engine() -> Engine {
-    Engine::builder()
-        .target_partitions(2)
-        .build()
-        .await
-        .expect("an engine")
-}
-
-async fn run(engine: &Engine, sql: &str) -> String {
-    let batches = engine
-        .sql(sql)
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"))
-        .collect()
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"));
-    pretty_format_batches(&batches).unwrap().to_string()
-}
-
-async fn failure(engine: &Engine, sql: &str) -> String {
-    let e = match engine.sql(sql).await {
-        Ok(mut r) => r.collect().await.expect_err(sql),
-        Err(e) => e,
-    };
-    let text = e.to_string();
-    assert!(!text.contains('\n'), "one line: {text}");
-    text
-}
 
 fn strata(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_strata"))
-        .args(args)
-        .current_dir(root())
-        .env_remove("PGPASSWORD")
-        .env_remove("PGPASSFILE")
-        .output()
-        .expect("strata runs")
+    sessions::strata(args, &[])
 }
 
 fn succeeded(out: &Output) -> String {
@@ -114,7 +76,7 @@ async fn postgres_writes_are_one_transaction_and_keep_every_type() {
     let url = pg.url(PG_USER);
     let engine = engine().await;
     for (name, table) in [("copy", "public.copy"), ("nums", "nums")] {
-        run(
+        answer(
             &engine,
             &format!(
                 "CREATE EXTERNAL TABLE {name} STORED AS postgres LOCATION '{url}' \
@@ -126,7 +88,7 @@ async fn postgres_writes_are_one_transaction_and_keep_every_type() {
 
     // Every type comes back as it was: PostgreSQL itself finds no row that differs.
     let sql = format!("INSERT INTO copy SELECT * FROM postgres_scan('{url}', 'kinds')");
-    assert!(run(&engine, &sql).await.contains("| 3     |"));
+    assert!(answer(&engine, &sql).await.contains("| 3     |"));
     let differ = pg
         .psql(
             "SELECT count(*) FROM ((SELECT * FROM kinds EXCEPT SELECT * FROM copy)
@@ -162,19 +124,19 @@ async fn postgres_writes_are_one_transaction_and_keep_every_type() {
     assert!(e.to_lowercase().contains("divide by zero"), "{e}");
     assert_eq!(pg.psql("SELECT count(*) FROM nums").unwrap().trim(), "0");
     let sql = "INSERT INTO nums SELECT value FROM generate_series(1, 19999)";
-    assert!(run(&engine, sql).await.contains("| 19999 |"));
+    assert!(answer(&engine, sql).await.contains("| 19999 |"));
     assert_eq!(
         pg.psql("SELECT count(*), sum(n) FROM nums").unwrap().trim(),
         "19999|199990000"
     );
 
     // INSERT OVERWRITE replaces the rows, in the same transaction as the new ones.
-    let explained = run(&engine, "EXPLAIN INSERT OVERWRITE nums VALUES (1), (2)").await;
+    let explained = answer(&engine, "EXPLAIN INSERT OVERWRITE nums VALUES (1), (2)").await;
     assert!(
         explained.contains("DatabaseSink: PostgreSQL") && explained.contains("overwrite"),
         "{explained}"
     );
-    run(&engine, "INSERT OVERWRITE nums VALUES (1), (2)").await;
+    answer(&engine, "INSERT OVERWRITE nums VALUES (1), (2)").await;
     assert_eq!(pg.psql("SELECT count(*) FROM nums").unwrap().trim(), "2");
     let e = failure(&engine, "INSERT OVERWRITE nums VALUES (3), (3)").await;
     assert!(e.contains("duplicate key"), "{e}");
@@ -279,7 +241,7 @@ async fn mariadb_writes_are_one_transaction_and_a_table_made_for_a_failed_one_is
     )
     .unwrap();
     let engine = engine().await;
-    run(
+    answer(
         &engine,
         &format!(
             "CREATE EXTERNAL TABLE nums STORED AS mysql LOCATION '{}' OPTIONS ('table' 'nums')",
@@ -289,7 +251,7 @@ async fn mariadb_writes_are_one_transaction_and_a_table_made_for_a_failed_one_is
     .await;
     let sql = "INSERT INTO nums VALUES (1, 'it''s', 1.50, DATE '2024-02-29'), \
                (2, NULL, NULL, NULL), (3, 'Ünï', -0.01, DATE '1999-12-31')";
-    assert!(run(&engine, sql).await.contains("| 3     |"));
+    assert!(answer(&engine, sql).await.contains("| 3     |"));
     assert_eq!(
         db.sql("SELECT n, label, price, day FROM shop.nums ORDER BY n")
             .unwrap(),
@@ -340,7 +302,7 @@ async fn sqlite_writes_are_one_transaction_and_convert_makes_a_file() {
          INSERT INTO nums VALUES (1, 'one');",
     );
     let engine = engine().await;
-    run(
+    answer(
         &engine,
         &format!(
             "CREATE EXTERNAL TABLE nums STORED AS sqlite LOCATION '{}' \
@@ -351,7 +313,7 @@ async fn sqlite_writes_are_one_transaction_and_convert_makes_a_file() {
     .await;
     // The write reads the table it writes: the rows it reads are those before it.
     let sql = "INSERT INTO nums SELECT n + 1, label || '+' FROM nums";
-    assert!(run(&engine, sql).await.contains("| 1     |"));
+    assert!(answer(&engine, sql).await.contains("| 1     |"));
     // The last row repeats a key.
     let sql = format!("INSERT INTO nums SELECT n + 2, 'x' FROM ({MANY}) UNION ALL SELECT 1, 'x'");
     let e = failure(&engine, &sql).await;
@@ -360,7 +322,7 @@ async fn sqlite_writes_are_one_transaction_and_convert_makes_a_file() {
         "{e}"
     );
     assert!(
-        run(&engine, "SELECT count(*) AS c, max(label) AS m FROM nums")
+        answer(&engine, "SELECT count(*) AS c, max(label) AS m FROM nums")
             .await
             .contains("| 2 | one+ |")
     );

@@ -5,52 +5,19 @@
 
 #[path = "common/databases.rs"]
 mod databases;
+#[path = "common/sessions.rs"]
+mod sessions;
 #[path = "common/skip.rs"]
 mod skip;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use databases::{MariaDb, PG_GUARDED, PG_PASSWORD, PG_USER, Postgres, sqlite_file};
+use sessions::{answer, engine, failure, root, strata};
 use skip::skip;
 use strata::datafusion::arrow::array::AsArray;
 use strata::datafusion::arrow::datatypes::{DataType, Int64Type, TimeUnit};
-use strata::datafusion::arrow::util::pretty::pretty_format_batches;
 use strata::{Engine, Error};
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-async fn engine() -> Engine {
-    Engine::builder()
-        .target_partitions(2)
-        .build()
-        .await
-        .expect("an engine")
-}
-
-/// The answer as a table of text, rows in the order given.
-async fn answer(engine: &Engine, sql: &str) -> String {
-    let batches = engine
-        .sql(sql)
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"))
-        .collect()
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"));
-    pretty_format_batches(&batches).unwrap().to_string()
-}
-
-async fn failure(engine: &Engine, sql: &str) -> String {
-    let e = match engine.sql(sql).await {
-        Ok(mut r) => r.collect().await.expect_err(sql),
-        Err(e) => e,
-    };
-    let text = e.to_string();
-    assert!(!text.contains('\n'), "one line: {text}");
-    text
-}
 
 /// The columns of `table` and their types, in the table's order.
 async fn column_types(engine: &Engine, table: &str) -> Vec<(String, DataType)> {
@@ -66,16 +33,6 @@ async fn column_types(engine: &Engine, table: &str) -> Vec<(String, DataType)> {
 /// The physical plan's text.
 async fn plan(engine: &Engine, sql: &str) -> String {
     answer(engine, &format!("EXPLAIN {sql}")).await
-}
-
-fn strata(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_strata"));
-    cmd.args(args).current_dir(root());
-    cmd.env_remove("PGPASSWORD").env_remove("PGPASSFILE");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.output().expect("strata runs")
 }
 
 fn shop_sqlite(dir: &Path) -> PathBuf {

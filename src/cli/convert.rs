@@ -132,19 +132,25 @@ async fn source(engine: &Engine, args: &ConvertArgs) -> Result<String, CliError>
         let provider = strata::databases::open_table(&url, &table, None, &state)
             .await
             .map_err(Error::from)?;
-        let session = engine.session();
-        session
-            .deregister_table("__strata_source")
-            .map_err(Error::from)?;
-        session
-            .register_table("__strata_source", provider)
-            .map_err(Error::from)?;
+        replace_table(engine, "__strata_source", provider)?;
     } else {
         engine
             .register_location("__strata_source", &args.source)
             .await?;
     }
     Ok("__strata_source".to_string())
+}
+
+/// Register `table` as `name`, in place of any table of that name.
+fn replace_table(
+    engine: &Engine,
+    name: &str,
+    table: std::sync::Arc<dyn strata::datafusion::catalog::TableProvider>,
+) -> Result<(), CliError> {
+    let session = engine.session();
+    session.deregister_table(name).map_err(Error::from)?;
+    session.register_table(name, table).map_err(Error::from)?;
+    Ok(())
 }
 
 /// Runs `statement` with a progress bar on a terminal, cancelled by Ctrl-C, and returns the
@@ -284,13 +290,7 @@ async fn into_database(
             names.join(", ")
         )));
     }
-    let session = engine.session();
-    session
-        .deregister_table("__strata_destination")
-        .map_err(Error::from)?;
-    session
-        .register_table("__strata_destination", destination)
-        .map_err(Error::from)?;
+    replace_table(engine, "__strata_destination", destination)?;
     let names: Vec<String> = schema
         .fields()
         .iter()

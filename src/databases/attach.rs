@@ -13,7 +13,7 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::catalog::{CatalogProvider, SchemaProvider, TableProvider};
 use datafusion::error::Result as DfResult;
 
-use super::tables::{Pool, connect_timeout, fetch, open, pool_for, root_message};
+use super::tables::{Pool, connect_timeout, fetch, open, pool_for, root_message, timed_out};
 use super::{Backend, DatabaseError, DatabaseUrl, Pools};
 
 /// A database attached as a catalog: its schemas and their tables as listed when attached.
@@ -165,11 +165,7 @@ pub(crate) async fn attach(
     let wait = connect_timeout(url)?;
     let listed = tokio::time::timeout(wait, list(&pool, url))
         .await
-        .map_err(|_| DatabaseError::Timeout {
-            backend: url.backend.name(),
-            target: url.display(),
-            seconds: wait.as_secs(),
-        })??;
+        .map_err(|_| timed_out(url, wait))??;
     let default = match url.backend {
         Backend::Postgres => "public".to_string(),
         Backend::MySql => url.database.clone().unwrap_or_default(),

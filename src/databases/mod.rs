@@ -113,7 +113,11 @@ pub enum DatabaseError {
 #[derive(Debug, Default)]
 pub struct Pools {
     #[cfg(feature = "databases")]
-    open: tokio::sync::Mutex<std::collections::HashMap<String, tables::Pool>>,
+    /// One cell per database and user: the first statement to need it connects, the others
+    /// wait for that (and statements for other databases do not).
+    open: std::sync::Mutex<
+        std::collections::HashMap<String, Arc<tokio::sync::OnceCell<tables::Pool>>>,
+    >,
 }
 
 /// Table `table` (`name` or `schema.name`) of the database at `url`: a `postgres://`,

@@ -110,11 +110,7 @@ pub(super) async fn open(
             .await
         }
     }
-    .map_err(|_| DatabaseError::Timeout {
-        backend,
-        target: target.clone(),
-        seconds: wait.as_secs(),
-    })?
+    .map_err(|_| timed_out(url, wait))?
     .map_err(|e| DatabaseError::Table {
         backend,
         target: target.clone(),
@@ -132,6 +128,11 @@ pub(super) async fn open(
                 table: table.to_string(),
                 message,
             })?,
+        // MySQL's BOOLEAN is TINYINT(1): read as a boolean, as MySQL's own tools show it.
+        Pool::MySql(_) => match mysql_booleans(&pool, &reference).await {
+            Ok(flags) if !flags.is_empty() => with_booleans(&provider.schema(), &flags),
+            _ => provider.schema(),
+        },
         _ => provider.schema(),
     };
     // A table that cannot be measured is read as one stream.
@@ -171,11 +172,7 @@ pub(super) async fn open_for_writing(
             let wait = connect_timeout(url)?;
             tokio::time::timeout(wait, super::write::exists(&pool, url, &reference))
                 .await
-                .map_err(|_| DatabaseError::Timeout {
-                    backend: url.backend.name(),
-                    target: url.display(),
-                    seconds: wait.as_secs(),
-                })??
+                .map_err(|_| timed_out(url, wait))??
         }
     };
     if exists {
@@ -272,6 +269,41 @@ async fn sqlite_schema(
         return Err("no such table".into());
     }
     Ok(Arc::new(Schema::new(fields)))
+}
+
+/// The columns of a MySQL table declared `BOOLEAN` (stored as `TINYINT(1)`).
+async fn mysql_booleans(pool: &Pool, reference: &TableReference) -> DfResult<Vec<String>> {
+    let literal = |t: &str| format!("'{}'", t.replace('\'', "''"));
+    let sql = format!(
+        "SELECT CAST(COLUMN_NAME AS CHAR) AS c FROM information_schema.COLUMNS \
+         WHERE TABLE_SCHEMA = {} AND TABLE_NAME = {} AND LOWER(COLUMN_TYPE) = 'tinyint(1)'",
+        reference.schema().map_or("DATABASE()".to_string(), literal),
+        literal(reference.table())
+    );
+    let schema = Arc::new(Schema::new(vec![Field::new("c", DataType::Utf8, true)]));
+    let batches = fetch(pool, sql, schema).await?;
+    Ok(batches
+        .iter()
+        .filter_map(|b| b.column(0).as_string_opt::<i32>().cloned())
+        .flat_map(|c| c.iter().flatten().map(str::to_string).collect::<Vec<_>>())
+        .collect())
+}
+
+/// `schema` with the integer columns named in `flags` as booleans.
+fn with_booleans(schema: &SchemaRef, flags: &[String]) -> SchemaRef {
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .map(|f| {
+            let integer = matches!(f.data_type(), DataType::Int8 | DataType::UInt8);
+            if integer && flags.iter().any(|n| n == f.name()) {
+                f.as_ref().clone().with_data_type(DataType::Boolean)
+            } else {
+                f.as_ref().clone()
+            }
+        })
+        .collect();
+    Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
 }
 
 /// Rows per partition below which a table is read as one stream.
@@ -443,6 +475,15 @@ async fn run(pool: Pool, sql: String, schema: SchemaRef) -> DfResult<SendableRec
     }
 }
 
+/// The error of `url`'s database not answering within `wait`.
+pub(super) fn timed_out(url: &DatabaseUrl, wait: Duration) -> DatabaseError {
+    DatabaseError::Timeout {
+        backend: url.backend.name(),
+        target: url.display(),
+        seconds: wait.as_secs(),
+    }
+}
+
 pub(super) fn connect_timeout(url: &DatabaseUrl) -> Result<Duration, DatabaseError> {
     match url.options.get("connect_timeout") {
         Some(s) => s
@@ -467,24 +508,22 @@ pub(super) async fn pool_for(
     let connect = || async {
         tokio::time::timeout(wait, connect(url, password.clone()))
             .await
-            .map_err(|_| DatabaseError::Timeout {
-                backend: url.backend.name(),
-                target: url.display(),
-                seconds: wait.as_secs(),
-            })?
+            .map_err(|_| timed_out(url, wait))?
     };
     let Some(pools) = pools else {
         return connect().await;
     };
     // The key holds the password so a changed one connects anew; it is never shown.
     let key = format!("{}\n{}", url.canonical(), password.as_deref().unwrap_or(""));
-    let mut open = pools.open.lock().await;
-    if let Some(pool) = open.get(&key) {
-        return Ok(pool.clone());
-    }
-    let pool = connect().await?;
-    open.insert(key, pool.clone());
-    Ok(pool)
+    let cell = pools
+        .open
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .entry(key)
+        .or_default()
+        .clone();
+    // A failed connection leaves the cell empty: the next statement tries again.
+    cell.get_or_try_init(connect).await.cloned()
 }
 
 async fn connect(url: &DatabaseUrl, password: Option<String>) -> Result<Pool, DatabaseError> {
