@@ -364,7 +364,9 @@ impl EngineBuilder {
         }
         // Catalog tables are resolved when first used (see `schema.rs`); whole databases
         // are attached now, their tables listed.
-        let mut databases = Vec::new();
+        let databases = catalog
+            .as_ref()
+            .map_or_else(Vec::new, |c| c.databases.clone());
         let catalog_path = self
             .catalog
             .as_ref()
@@ -375,7 +377,6 @@ impl EngineBuilder {
         {
             let mut pending = HashMap::new();
             if let Some(cat) = catalog {
-                databases = cat.databases.clone();
                 let path = cat
                     .path
                     .as_ref()
@@ -1089,10 +1090,7 @@ impl Engine {
     /// when it is qualified (in an attached database: of the schema, or of the whole
     /// database for `db.table`), else those of the default schema.
     fn tables_beside(&self, message: &str) -> Vec<String> {
-        let full = message
-            .strip_prefix("table '")
-            .and_then(|r| r.strip_suffix("' not found"))
-            .unwrap_or("");
+        let full = not_found_name(message).unwrap_or("");
         let listed = |catalog: &str, schema: Option<&str>| -> Option<Vec<String>> {
             let catalog = self.ctx.catalog(catalog)?;
             let schemas = match schema {
@@ -1226,9 +1224,13 @@ fn bind_parameters(plan: LogicalPlan, params: Option<&[ScalarValue]>) -> Result<
 }
 
 fn not_found_table(message: &str) -> Option<String> {
-    let rest = message.strip_prefix("table '")?;
-    let name = rest.strip_suffix("' not found")?;
+    let name = not_found_name(message)?;
     Some(name.rsplit('.').next().unwrap_or(name).to_string())
+}
+
+/// The table, qualified as written, of DataFusion's "table 'x' not found".
+fn not_found_name(message: &str) -> Option<&str> {
+    message.strip_prefix("table '")?.strip_suffix("' not found")
 }
 
 /// Rewrite DataFusion's "No field named x. [Did you mean ...?] Valid fields are a, b." into

@@ -39,19 +39,8 @@ impl CatalogProvider for DatabaseCatalog {
     }
 
     fn schema(&self, name: &str) -> Option<Arc<dyn SchemaProvider>> {
-        self.schemas
-            .get(name)
-            .or_else(|| {
-                let mut found = self
-                    .schemas
-                    .iter()
-                    .filter(|(n, _)| n.eq_ignore_ascii_case(name));
-                match (found.next(), found.next()) {
-                    (Some((_, s)), None) => Some(s),
-                    _ => None,
-                }
-            })
-            .map(|s| s.clone() as Arc<dyn SchemaProvider>)
+        let name = spelled(self.schemas.keys(), name)?;
+        Some(self.schemas[name].clone())
     }
 }
 
@@ -75,17 +64,24 @@ pub(crate) struct DatabaseSchema {
 }
 
 impl DatabaseSchema {
-    /// The table `name` names: spelled as written, or else the one table whose name differs
-    /// only in case (SQL folds unquoted names to lower case).
     fn spelled(&self, name: &str) -> Option<&String> {
-        self.tables.iter().find(|t| *t == name).or_else(|| {
-            let mut found = self.tables.iter().filter(|t| t.eq_ignore_ascii_case(name));
-            match (found.next(), found.next()) {
-                (Some(t), None) => Some(t),
-                _ => None,
-            }
-        })
+        spelled(&self.tables, name)
     }
+}
+
+/// The one of `names` that `name` names: spelled as written, or else the only one that
+/// differs from it in case alone (SQL folds unquoted names to lower case).
+fn spelled<'a>(
+    names: impl IntoIterator<Item = &'a String> + Clone,
+    name: &str,
+) -> Option<&'a String> {
+    names.clone().into_iter().find(|n| *n == name).or_else(|| {
+        let mut found = names.into_iter().filter(|n| n.eq_ignore_ascii_case(name));
+        match (found.next(), found.next()) {
+            (Some(n), None) => Some(n),
+            _ => None,
+        }
+    })
 }
 
 fn quoted(name: &str) -> String {

@@ -195,6 +195,35 @@ pub(super) async fn open_for_writing(
     Ok((Arc::new(new), false))
 }
 
+/// `text` as an SQL string literal.
+pub(super) fn sql_literal(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
+}
+
+/// `name` quoted as an identifier for `backend`: backquotes in MySQL, double quotes elsewhere.
+pub(super) fn quote_ident(backend: Backend, name: &str) -> String {
+    match backend {
+        Backend::MySql => format!("`{}`", name.replace('`', "``")),
+        _ => format!("\"{}\"", name.replace('"', "\"\"")),
+    }
+}
+
+/// `reference` quoted for `backend`, schema first if it has one.
+pub(super) fn quote_table(backend: Backend, reference: &TableReference) -> String {
+    let table = quote_ident(backend, reference.table());
+    match reference.schema() {
+        Some(schema) => format!("{}.{table}", quote_ident(backend, schema)),
+        None => table,
+    }
+}
+
+/// The MySQL database `reference` is in, as SQL: its schema, or the connection's database.
+pub(super) fn mysql_database(reference: &TableReference) -> String {
+    reference
+        .schema()
+        .map_or("DATABASE()".to_string(), sql_literal)
+}
+
 /// The Arrow type of an SQLite column declared `declared`, by SQLite's rules of type
 /// affinity: INT integers, CHAR/CLOB/TEXT text, BLOB (or no type) bytes, REAL/FLOA/DOUB
 /// floats; of the numeric rest, BOOL is a boolean, DATE and TIME text (as SQLite stores
@@ -225,13 +254,12 @@ async fn sqlite_schema(
     reference: &TableReference,
     read: &SchemaRef,
 ) -> Result<SchemaRef, String> {
-    let literal = |t: &str| format!("'{}'", t.replace('\'', "''"));
     let sql = format!(
         "SELECT name, type, \"notnull\" AS n FROM pragma_table_info({}{})",
-        literal(reference.table()),
+        sql_literal(reference.table()),
         reference
             .schema()
-            .map_or(String::new(), |s| format!(", {}", literal(s)))
+            .map_or(String::new(), |s| format!(", {}", sql_literal(s)))
     );
     let columns = fetch(
         pool,
@@ -273,12 +301,11 @@ async fn sqlite_schema(
 
 /// The columns of a MySQL table declared `BOOLEAN` (stored as `TINYINT(1)`).
 async fn mysql_booleans(pool: &Pool, reference: &TableReference) -> DfResult<Vec<String>> {
-    let literal = |t: &str| format!("'{}'", t.replace('\'', "''"));
     let sql = format!(
         "SELECT CAST(COLUMN_NAME AS CHAR) AS c FROM information_schema.COLUMNS \
          WHERE TABLE_SCHEMA = {} AND TABLE_NAME = {} AND LOWER(COLUMN_TYPE) = 'tinyint(1)'",
-        reference.schema().map_or("DATABASE()".to_string(), literal),
-        literal(reference.table())
+        mysql_database(reference),
+        sql_literal(reference.table())
     );
     let schema = Arc::new(Schema::new(vec![Field::new("c", DataType::Utf8, true)]));
     let batches = fetch(pool, sql, schema).await?;
@@ -349,29 +376,22 @@ async fn plan_split(
     if partitions < 2 {
         return None;
     }
-    let literal = |t: &str| format!("'{}'", t.replace('\'', "''"));
-    let (key_sql, quote): (String, fn(&str) -> String) = match url.backend {
-        Backend::Postgres => (
-            format!(
-                "SELECT a.attname::text AS k, c.reltuples::float8 AS n FROM pg_index i \
-                 JOIN pg_class c ON c.oid = i.indrelid \
-                 JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0] \
-                 WHERE i.indrelid = to_regclass({}) AND i.indisprimary AND i.indnatts = 1",
-                literal(&reference.to_quoted_string())
-            ),
-            |i| format!("\"{}\"", i.replace('"', "\"\"")),
+    let key_sql = match url.backend {
+        Backend::Postgres => format!(
+            "SELECT a.attname::text AS k, c.reltuples::float8 AS n FROM pg_index i \
+             JOIN pg_class c ON c.oid = i.indrelid \
+             JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0] \
+             WHERE i.indrelid = to_regclass({}) AND i.indisprimary AND i.indnatts = 1",
+            sql_literal(&reference.to_quoted_string())
         ),
-        Backend::MySql => (
-            format!(
-                "SELECT MIN(k.COLUMN_NAME) AS k, CAST(MIN(t.TABLE_ROWS) AS DOUBLE) AS n \
-                 FROM information_schema.KEY_COLUMN_USAGE k JOIN information_schema.TABLES t \
-                 ON t.TABLE_SCHEMA = k.TABLE_SCHEMA AND t.TABLE_NAME = k.TABLE_NAME \
-                 WHERE k.CONSTRAINT_NAME = 'PRIMARY' AND k.TABLE_SCHEMA = {} \
-                 AND k.TABLE_NAME = {} GROUP BY k.TABLE_NAME HAVING COUNT(*) = 1",
-                reference.schema().map_or("DATABASE()".to_string(), literal),
-                literal(reference.table())
-            ),
-            |i| format!("`{}`", i.replace('`', "``")),
+        Backend::MySql => format!(
+            "SELECT MIN(k.COLUMN_NAME) AS k, CAST(MIN(t.TABLE_ROWS) AS DOUBLE) AS n \
+             FROM information_schema.KEY_COLUMN_USAGE k JOIN information_schema.TABLES t \
+             ON t.TABLE_SCHEMA = k.TABLE_SCHEMA AND t.TABLE_NAME = k.TABLE_NAME \
+             WHERE k.CONSTRAINT_NAME = 'PRIMARY' AND k.TABLE_SCHEMA = {} \
+             AND k.TABLE_NAME = {} GROUP BY k.TABLE_NAME HAVING COUNT(*) = 1",
+            mysql_database(reference),
+            sql_literal(reference.table())
         ),
         Backend::Sqlite => return None,
     };
@@ -402,11 +422,8 @@ async fn plan_split(
     } else {
         "BIGINT"
     };
-    let table = match reference.schema() {
-        Some(s) => format!("{}.{}", quote(s), quote(reference.table())),
-        None => quote(reference.table()),
-    };
-    let k = quote(&column);
+    let table = quote_table(url.backend, reference);
+    let k = quote_ident(url.backend, &column);
     let bounds = fetch(
         pool,
         format!(

@@ -29,7 +29,9 @@ use futures::StreamExt;
 use futures::stream::BoxStream;
 use mysql_async::prelude::Queryable;
 
-use super::tables::{Pool, external, fetch, pool_for, root_message};
+use super::tables::{
+    Pool, external, fetch, mysql_database, pool_for, quote_table, root_message, sql_literal,
+};
 use super::{Backend, DatabaseError, DatabaseUrl, Pools};
 
 /// Bytes of SQL text one INSERT statement is kept under (MySQL refuses packets over its
@@ -177,18 +179,6 @@ impl DisplayAs for DatabaseSink {
     }
 }
 
-/// `reference` quoted for `backend`: backquotes in MySQL, double quotes elsewhere.
-fn quote_table(backend: Backend, reference: &TableReference) -> String {
-    let quote = |name: &str| match backend {
-        Backend::MySql => format!("`{}`", name.replace('`', "``")),
-        _ => format!("\"{}\"", name.replace('"', "\"\"")),
-    };
-    match reference.schema() {
-        Some(schema) => format!("{}.{}", quote(schema), quote(reference.table())),
-        None => quote(reference.table()),
-    }
-}
-
 /// Why a write stopped.
 enum Stop {
     /// The rows to write failed to come.
@@ -245,21 +235,24 @@ impl DataSink for DatabaseSink {
                     .map_err(external)?;
                 match pool {
                     Pool::Postgres(p) => postgres(&p, statements).await,
-                    Pool::MySql(p) => {
-                        let undo = (self.mode == WriteMode::Create).then(|| {
-                            (
-                                format!(
-                                    "DROP TABLE {}",
-                                    quote_table(Backend::MySql, &self.reference)
-                                ),
-                                format!(
-                                    "SELECT COUNT(*) FROM information_schema.TABLES WHERE \
-                                     TABLE_SCHEMA = DATABASE() AND TABLE_NAME = '{}'",
-                                    self.reference.table().replace('\'', "''")
-                                ),
-                            )
-                        });
-                        mysql(&p, &create, statements, undo).await
+                    Pool::MySql(ref p) => {
+                        // A table made since the write was planned is neither made nor
+                        // dropped here.
+                        let create = match create.is_empty() {
+                            false
+                                if !exists(&pool, &self.url, &self.reference)
+                                    .await
+                                    .map_err(external)? =>
+                            {
+                                create
+                            }
+                            _ => Vec::new(),
+                        };
+                        let drop = format!(
+                            "DROP TABLE {}",
+                            quote_table(Backend::MySql, &self.reference)
+                        );
+                        mysql(p, &create, statements, &drop).await
                     }
                     Pool::Sqlite(_) => {
                         Err(Stop::Database("SQLite writes open their own file".into()))
@@ -295,14 +288,13 @@ async fn postgres(
     tx.commit().await.map_err(|e| database(&e))
 }
 
-/// Runs `create` (MySQL commits it at once) unless the query of `undo`'s second part finds the
-/// table, then `statements` in one transaction; when they fail after the table was created,
-/// runs `undo`'s first part, which drops it.
+/// Runs `create` (MySQL commits it at once), then `statements` in one transaction; when they
+/// fail after a table was created, runs `drop`.
 async fn mysql(
     pool: &MySQLConnectionPool,
     create: &[String],
     statements: BoxStream<'_, DfResult<String>>,
-    undo: Option<(String, String)>,
+    drop: &str,
 ) -> Result<(), Stop> {
     let mut conn = pool.connect().await.map_err(|e| database(e.as_ref()))?;
     let my = conn
@@ -310,22 +302,9 @@ async fn mysql(
         .downcast_mut::<MySQLConnection>()
         .ok_or_else(|| Stop::Database("not a MySQL connection".into()))?;
     let mut guard = my.conn.lock().await;
-    // A table that exists by now (made since the write was planned) is neither made nor
-    // dropped here.
-    let undo = match (undo, create.is_empty()) {
-        (Some((undo, exists)), false) => {
-            let found: Option<i64> = guard.query_first(exists).await.map_err(|e| database(&e))?;
-            if found.unwrap_or(0) > 0 {
-                None
-            } else {
-                for sql in create {
-                    guard.query_drop(sql).await.map_err(|e| database(&e))?;
-                }
-                Some(undo)
-            }
-        }
-        _ => None,
-    };
+    for sql in create {
+        guard.query_drop(sql).await.map_err(|e| database(&e))?;
+    }
     let written = async {
         let mut statements = statements;
         let mut tx = guard
@@ -340,11 +319,9 @@ async fn mysql(
         tx.commit().await.map_err(|e| database(&e))
     }
     .await;
-    if written.is_err()
-        && let Some(undo) = undo
-    {
+    if written.is_err() && !create.is_empty() {
         // Best effort: the error that stopped the write is the one to report.
-        let _ = guard.query_drop(undo).await;
+        let _ = guard.query_drop(drop).await;
     }
     written
 }
@@ -421,23 +398,22 @@ pub(super) async fn exists(
     url: &DatabaseUrl,
     reference: &TableReference,
 ) -> Result<bool, DatabaseError> {
-    let literal = |t: &str| format!("'{}'", t.replace('\'', "''"));
     let sql = match url.backend {
         Backend::Postgres => format!(
             "SELECT CAST(COUNT(*) AS BIGINT) AS e FROM (SELECT to_regclass({}) AS r) t \
              WHERE r IS NOT NULL",
-            literal(&reference.to_quoted_string())
+            sql_literal(&reference.to_quoted_string())
         ),
         Backend::MySql => format!(
             "SELECT CAST(COUNT(*) AS SIGNED) AS e FROM information_schema.TABLES \
              WHERE TABLE_SCHEMA = {} AND TABLE_NAME = {}",
-            reference.schema().map_or("DATABASE()".to_string(), literal),
-            literal(reference.table())
+            mysql_database(reference),
+            sql_literal(reference.table())
         ),
         Backend::Sqlite => format!(
             "SELECT COUNT(*) AS e FROM sqlite_master WHERE type IN ('table', 'view') \
              AND name = {}",
-            literal(reference.table())
+            sql_literal(reference.table())
         ),
     };
     let schema = Arc::new(Schema::new(vec![Field::new("e", DataType::Int64, true)]));
