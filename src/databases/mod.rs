@@ -1,12 +1,15 @@
 //! Tables in databases (PostgreSQL, MySQL/MariaDB, SQLite) next to files: URLs and their
 //! credentials ([`url`]), and the tables read through `datafusion-table-providers` with the
 //! filters, projections and limits that mean the same there sent to the database
-//! (`tables`), and written in one transaction (`write`; both behind the `databases` feature).
+//! (`tables`), whole joins and aggregations within one database sent to it (`pushdown`),
+//! and written in one transaction (`write`; all three behind the `databases` feature).
 
 mod url;
 
 #[cfg(feature = "databases")]
 mod attach;
+#[cfg(feature = "databases")]
+mod pushdown;
 #[cfg(feature = "databases")]
 mod tables;
 #[cfg(feature = "databases")]
@@ -265,6 +268,15 @@ pub fn decode_scan(
             "this strata was built without database support (the `databases` feature)".into(),
         ))
     }
+}
+
+/// The logical rules that send joins and aggregations to databases (none without the
+/// `databases` feature).
+pub fn optimizer_rules() -> Vec<Arc<dyn datafusion::optimizer::OptimizerRule + Send + Sync>> {
+    #[cfg(feature = "databases")]
+    return vec![Arc::new(pushdown::SendToDatabase)];
+    #[cfg(not(feature = "databases"))]
+    Vec::new()
 }
 
 /// Whether `table` is a database table (which travels to a cluster's executors).

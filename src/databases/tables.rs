@@ -150,6 +150,7 @@ pub(super) async fn open(
         schema,
         split,
         create: false,
+        query: None,
     }))
 }
 
@@ -191,6 +192,7 @@ pub(super) async fn open_for_writing(
         schema,
         split: None,
         create: true,
+        query: None,
     };
     Ok((Arc::new(new), false))
 }
@@ -492,6 +494,15 @@ async fn run(pool: Pool, sql: String, schema: SchemaRef) -> DfResult<SendableRec
     }
 }
 
+/// How `backend` spells SQL, for the SELECTs Strata writes.
+pub(super) fn dialect(backend: Backend) -> Arc<dyn Dialect + Send + Sync> {
+    match backend {
+        Backend::Postgres => Arc::new(PostgreSqlDialect {}),
+        Backend::MySql => Arc::new(MySqlDialect {}),
+        Backend::Sqlite => Arc::new(SqliteDialect {}),
+    }
+}
+
 /// The error of `url`'s database not answering within `wait`.
 pub(super) fn timed_out(url: &DatabaseUrl, wait: Duration) -> DatabaseError {
     DatabaseError::Timeout {
@@ -665,6 +676,9 @@ pub(crate) struct DatabaseTable {
     split: Option<Split>,
     /// The table does not exist yet: the first write creates it with this schema.
     create: bool,
+    /// Not a table but a SELECT over tables of the database (a join or aggregation sent
+    /// whole, see `pushdown`); its columns are `schema`'s, in order.
+    query: Option<String>,
 }
 
 impl DatabaseTable {
@@ -673,6 +687,7 @@ impl DatabaseTable {
         let mut buf = Vec::new();
         put(&mut buf, self.url.canonical().as_bytes());
         put(&mut buf, self.table.as_bytes());
+        put(&mut buf, self.query.as_deref().unwrap_or("").as_bytes());
         if let Some(split) = &self.split {
             put(&mut buf, split.column.as_bytes());
             let bounds: Vec<u8> = split.bounds.iter().flat_map(|b| b.to_le_bytes()).collect();
@@ -686,6 +701,7 @@ impl DatabaseTable {
         let mut rest = buf;
         let url = utf8(take(&mut rest)?)?;
         let table = utf8(take(&mut rest)?)?;
+        let query = Some(utf8(take(&mut rest)?)?).filter(|q| !q.is_empty());
         let url = DatabaseUrl::parse(&url, None, &|_| None).map_err(external)?;
         let split = match rest.is_empty() {
             true => None,
@@ -704,15 +720,40 @@ impl DatabaseTable {
             schema,
             split,
             create: false,
+            query,
         })
     }
 
-    fn dialect(&self) -> Arc<dyn Dialect + Send + Sync> {
-        match self.url.backend {
-            Backend::Postgres => Arc::new(PostgreSqlDialect {}),
-            Backend::MySql => Arc::new(MySqlDialect {}),
-            Backend::Sqlite => Arc::new(SqliteDialect {}),
+    /// The SELECT `sql` over tables of the database at `url` (named `tables` in errors) as a
+    /// table whose columns are `schema`'s, in the order `sql` gives them.
+    pub(crate) fn query(url: DatabaseUrl, tables: String, sql: String, schema: SchemaRef) -> Self {
+        DatabaseTable {
+            url,
+            reference: TableReference::bare(tables.as_str()),
+            table: tables,
+            schema,
+            split: None,
+            create: false,
+            query: Some(sql),
         }
+    }
+
+    /// The database the table is in.
+    pub(crate) fn url(&self) -> &DatabaseUrl {
+        &self.url
+    }
+
+    /// The table's name in the database, and the name errors give it; `None` for a query
+    /// or a table a write has yet to create.
+    pub(crate) fn remote(&self) -> Option<(&TableReference, &str)> {
+        match self.query.is_none() && !self.create {
+            true => Some((&self.reference, self.table.as_str())),
+            false => None,
+        }
+    }
+
+    fn dialect(&self) -> Arc<dyn Dialect + Send + Sync> {
+        dialect(self.url.backend)
     }
 
     /// The SELECT that reads `projection` of the rows passing `filters`, at most `limit`.
@@ -722,6 +763,9 @@ impl DatabaseTable {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> DfResult<String> {
+        if let Some(query) = &self.query {
+            return Ok(self.select_from_query(query, projection, limit));
+        }
         let source = LogicalTableSource::new(self.schema.clone());
         let plan = LogicalPlanBuilder::scan_with_filters(
             self.reference.clone(),
@@ -734,6 +778,31 @@ impl DatabaseTable {
         Ok(Unparser::new(self.dialect().as_ref())
             .plan_to_sql(&plan)?
             .to_string())
+    }
+
+    /// `projection` of the first `limit` rows of `query` (which takes no filter).
+    fn select_from_query(
+        &self,
+        query: &str,
+        projection: Option<&Vec<usize>>,
+        limit: Option<usize>,
+    ) -> String {
+        let all: Vec<usize> = (0..self.schema.fields().len()).collect();
+        let mut sql = match projection.filter(|p| **p != all) {
+            None if limit.is_none() => return query.to_string(),
+            None => format!("SELECT * FROM ({query}) AS q"),
+            Some(p) => {
+                let columns: Vec<String> = p
+                    .iter()
+                    .map(|&i| quote_ident(self.url.backend, self.schema.field(i).name()))
+                    .collect();
+                format!("SELECT {} FROM ({query}) AS q", columns.join(", "))
+            }
+        };
+        if let Some(n) = limit {
+            sql.push_str(&format!(" LIMIT {n}"));
+        }
+        sql
     }
 }
 
@@ -751,6 +820,12 @@ impl TableProvider for DatabaseTable {
         &self,
         filters: &[&Expr],
     ) -> DfResult<Vec<TableProviderFilterPushDown>> {
+        if self.query.is_some() {
+            return Ok(vec![
+                TableProviderFilterPushDown::Unsupported;
+                filters.len()
+            ]);
+        }
         let schema = DFSchema::try_from(self.schema.as_ref().clone())?;
         let dialect = self.dialect();
         let unparser = Unparser::new(dialect.as_ref());
@@ -773,6 +848,12 @@ impl TableProvider for DatabaseTable {
         op: InsertOp,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
         let mode = match op {
+            _ if self.query.is_some() => {
+                return Err(DataFusionError::Plan(format!(
+                    "cannot write into a query over {}",
+                    self.table
+                )));
+            }
             _ if self.create => WriteMode::Create,
             InsertOp::Append => WriteMode::Append,
             InsertOp::Overwrite => WriteMode::Overwrite,
@@ -1125,10 +1206,13 @@ fn comparable(backend: Backend, a: &Expr, b: &Expr, schema: &DFSchema, ordered: 
     }
 }
 
-fn column_type(e: &Expr, schema: &DFSchema) -> Option<DataType> {
+/// The type of column `e` in `schema` (found by its qualified name, else by its bare name).
+pub(super) fn column_type(e: &Expr, schema: &DFSchema) -> Option<DataType> {
     match e {
         Expr::Column(c) => schema
-            .field_with_unqualified_name(&c.name)
+            .qualified_field_from_column(c)
+            .map(|(_, f)| f)
+            .or_else(|_| schema.field_with_unqualified_name(&c.name))
             .ok()
             .map(|f| f.data_type().clone()),
         _ => None,
@@ -1226,6 +1310,7 @@ mod tests {
             schema: schema.clone(),
             split: None,
             create: false,
+            query: None,
         };
         let back = DatabaseTable::decode(&table.encode(), schema.clone()).unwrap();
         assert_eq!((&back.url, &back.table), (&url, &table.table));
@@ -1237,8 +1322,12 @@ mod tests {
             column: "n".into(),
             bounds: vec![-5, 100, i64::MAX],
         });
-        let back = DatabaseTable::decode(&table.encode(), schema).unwrap();
+        let back = DatabaseTable::decode(&table.encode(), schema.clone()).unwrap();
         assert_eq!(back.split, table.split);
+        let query = DatabaseTable::query(url, "public.t".into(), "SELECT 1".into(), schema);
+        let back = DatabaseTable::decode(&query.encode(), query.schema()).unwrap();
+        assert_eq!(back.query.as_deref(), Some("SELECT 1"));
+        assert!(back.split.is_none() && back.remote().is_none());
     }
 
     #[test]

@@ -28,6 +28,15 @@ impl Backend {
         }
     }
 
+    /// Its URL scheme, which also names a SELECT sent to it in plans.
+    pub fn scheme(self) -> &'static str {
+        match self {
+            Backend::Postgres => "postgres",
+            Backend::MySql => "mysql",
+            Backend::Sqlite => "sqlite",
+        }
+    }
+
     fn default_port(self) -> u16 {
         match self {
             Backend::Postgres => 5432,

@@ -106,6 +106,10 @@ extensions_options! {
         /// On a cluster, copy the strings a batch of string or binary views still uses into
         /// compact buffers before a stage writes it, where it holds more than twice as much.
         pub compact_views: bool, default = true
+        /// Send a join or aggregation whose tables are all in one database to that database
+        /// as one SELECT, where it gives the same rows there (see `EXPLAIN`), instead of
+        /// reading the tables and joining or grouping here.
+        pub database_pushdown: bool, default = true
     }
 }
 
