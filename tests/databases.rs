@@ -787,3 +787,45 @@ async fn an_attached_mariadb_database_is_its_one_schema() {
         "+---+\n| n |\n+---+\n| 2 |\n+---+"
     );
 }
+
+/// A server that takes connections and never answers (a blackholed host, or one too busy
+/// to speak): every backend gives up after `connect_timeout` with one line naming it, for
+/// a scan and for ATTACH, and never hangs.
+#[tokio::test]
+async fn a_server_that_never_answers_times_out_in_one_line() {
+    // Never accepted: the kernel completes each connection, and nothing is ever said on it.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let engine = engine().await;
+    for (backend, url) in [
+        (
+            "PostgreSQL",
+            format!("postgres://u@127.0.0.1:{port}/db?sslmode=disable&connect_timeout=1"),
+        ),
+        (
+            "MySQL",
+            format!("mysql://u@127.0.0.1:{port}/db?connect_timeout=1"),
+        ),
+    ] {
+        let scan = format!(
+            "SELECT * FROM {}_scan('{url}', 't')",
+            backend.to_lowercase().replace("postgresql", "postgres")
+        );
+        for sql in [scan, format!("ATTACH '{url}' AS silent")] {
+            let started = std::time::Instant::now();
+            let e =
+                tokio::time::timeout(std::time::Duration::from_secs(30), failure(&engine, &sql))
+                    .await
+                    .unwrap_or_else(|_| panic!("{sql}: still waiting after 30 s"));
+            assert!(
+                e.contains(backend)
+                    && e.contains(&format!("127.0.0.1:{port}"))
+                    && e.contains("no answer within 1 s"),
+                "{sql}: {e}"
+            );
+            // Within the timeout and its retry, not the drivers' own minutes.
+            assert!(started.elapsed().as_secs() < 10, "{sql}: {e}");
+        }
+    }
+    drop(silent);
+}
