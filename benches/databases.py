@@ -140,7 +140,7 @@ def main():
             return out.stdout
 
         pg = psycopg.connect(url.replace("postgres://", "postgresql://"))
-        pg_names = {"orders": "orders", "lineitem": "lineitem", "customer": "customer"}
+        pg_names = {t: t for t in names}
         # PostgreSQL's own join reads `customer` from a table loaded for it.
         subprocess.run(
             [exe, "convert", str(data / "customer"), f"{url}&table=customer"],

@@ -195,6 +195,19 @@ async fn text_groups_stay_apart(url: &str) {
     assert!(cities.iter().any(|l| l.contains("[Oslo ]")), "{cities:?}");
 }
 
+/// [`agree`] on `backend`'s tables at `url`, with at least `joins` and `groups` of the
+/// queries sending a join and a GROUP BY, and text groups kept apart.
+async fn check(backend: &str, url: &str, joins: usize, groups: usize) {
+    let (sent_joins, sent_groups) = agree(url).await;
+    let total = queries().len();
+    println!("{backend}: {sent_joins} of {total} queries sent a join, {sent_groups} a GROUP BY");
+    assert!(
+        sent_joins >= joins && sent_groups >= groups,
+        "{sent_joins} joins, {sent_groups} groups"
+    );
+    text_groups_stay_apart(url).await;
+}
+
 #[tokio::test]
 async fn postgres_joins_and_aggregates_give_strata_answers() {
     let test = "postgres_joins_and_aggregates_give_strata_answers";
@@ -203,16 +216,8 @@ async fn postgres_joins_and_aggregates_give_strata_answers() {
         Err(reason) => return skip(test, &reason),
     };
     pg.psql(&tables()).unwrap();
-    let url = pg.url(PG_USER);
-    let (joins, groups) = agree(&url).await;
-    let total = queries().len();
-    println!("PostgreSQL: {joins} of {total} queries sent a join, {groups} a GROUP BY");
     // Every join kind and most groups are sent; groups of text in PostgreSQL are too.
-    assert!(
-        joins >= 200 && groups >= 150,
-        "{joins} joins, {groups} groups"
-    );
-    text_groups_stay_apart(&url).await;
+    check("PostgreSQL", &pg.url(PG_USER), 200, 150).await;
 }
 
 #[tokio::test]
@@ -223,15 +228,8 @@ async fn mariadb_joins_and_aggregates_give_strata_answers() {
         Err(reason) => return skip(test, &reason),
     };
     db.sql(&format!("USE shop; {}", tables())).unwrap();
-    let (joins, groups) = agree(&db.url()).await;
-    let total = queries().len();
-    println!("MariaDB: {joins} of {total} queries sent a join, {groups} a GROUP BY");
     // No FULL JOIN in MySQL, and no group or DISTINCT of text (compared without case).
-    assert!(
-        joins >= 120 && groups >= 40,
-        "{joins} joins, {groups} groups"
-    );
-    text_groups_stay_apart(&db.url()).await;
+    check("MariaDB", &db.url(), 120, 40).await;
 }
 
 #[tokio::test]
@@ -239,13 +237,5 @@ async fn sqlite_joins_and_aggregates_give_strata_answers() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("shop.db");
     sqlite_file(&file, &tables());
-    let url = format!("sqlite:{}", file.display());
-    let (joins, groups) = agree(&url).await;
-    let total = queries().len();
-    println!("SQLite: {joins} of {total} queries sent a join, {groups} a GROUP BY");
-    assert!(
-        joins >= 100 && groups >= 80,
-        "{joins} joins, {groups} groups"
-    );
-    text_groups_stay_apart(&url).await;
+    check("SQLite", &format!("sqlite:{}", file.display()), 100, 80).await;
 }

@@ -27,7 +27,7 @@ use datafusion::logical_expr::{
 use datafusion::optimizer::{OptimizerConfig, OptimizerRule};
 use datafusion::sql::unparser::Unparser;
 
-use super::tables::{DatabaseTable, column_type, same_meaning};
+use super::tables::{DatabaseTable, column_type, compares_alike, same_meaning};
 use super::{Backend, DatabaseUrl};
 use crate::arithmetic::WideSum;
 use crate::optimizer::StrataOptions;
@@ -52,11 +52,19 @@ impl OptimizerRule for SendToDatabase {
             .extensions
             .get::<StrataOptions>()
             .is_none_or(|o| o.database_pushdown);
-        if !enabled {
+        // Most plans read no database table: nothing to look at.
+        if !enabled || !plan.exists(|node| Ok(database_scan(node)))? {
             return Ok(Transformed::no(plan));
         }
         send(plan)
     }
+}
+
+fn database_scan(node: &LogicalPlan) -> bool {
+    let LogicalPlan::TableScan(scan) = node else {
+        return false;
+    };
+    source_as_provider(&scan.source).is_ok_and(|p| p.downcast_ref::<DatabaseTable>().is_some())
 }
 
 fn send(plan: LogicalPlan) -> Result<Transformed<LogicalPlan>> {
@@ -223,27 +231,16 @@ fn pruning(projection: &Projection) -> bool {
 }
 
 /// Whether the backend finds equal what Strata finds equal in a column of type `ty` (group
-/// keys, join keys, `count(DISTINCT …)`): not text in MySQL (compared without case and
-/// trailing blanks), not SQLite's decimals and dates (kept as its own numbers or text).
+/// keys, join keys, `count(DISTINCT …)`): as a filter's `=` compares, but not floats (`-0`
+/// and `0`, NaN).
 fn groupable(backend: Backend, ty: &DataType) -> bool {
-    match ty {
-        ty if ty.is_integer() => true,
-        DataType::Boolean => true,
-        DataType::Decimal128(..) | DataType::Date32 => backend != Backend::Sqlite,
-        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => backend != Backend::MySql,
-        _ => false,
-    }
+    !ty.is_floating() && compares_alike(backend, ty, false)
 }
 
-/// Whether the backend orders values of type `ty` as Strata does (`min`, `max`): text only
-/// in SQLite (PostgreSQL orders it by collation, MySQL without case).
+/// Whether the backend orders values of type `ty` as Strata does (`min`, `max`): as a
+/// filter's `<` compares, but not floats or booleans (PostgreSQL has no `min(boolean)`).
 fn ordered(backend: Backend, ty: &DataType) -> bool {
-    match ty {
-        ty if ty.is_integer() => true,
-        DataType::Decimal128(..) | DataType::Date32 => backend != Backend::Sqlite,
-        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => backend == Backend::Sqlite,
-        _ => false,
-    }
+    !ty.is_floating() && *ty != DataType::Boolean && compares_alike(backend, ty, true)
 }
 
 /// Whether aggregate `e` gives what Strata's would: `count`, `sum` of integers and

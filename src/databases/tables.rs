@@ -752,10 +752,6 @@ impl DatabaseTable {
         }
     }
 
-    fn dialect(&self) -> Arc<dyn Dialect + Send + Sync> {
-        dialect(self.url.backend)
-    }
-
     /// The SELECT that reads `projection` of the rows passing `filters`, at most `limit`.
     fn select(
         &self,
@@ -775,7 +771,7 @@ impl DatabaseTable {
         )?
         .limit(0, limit)?
         .build()?;
-        Ok(Unparser::new(self.dialect().as_ref())
+        Ok(Unparser::new(dialect(self.url.backend).as_ref())
             .plan_to_sql(&plan)?
             .to_string())
     }
@@ -827,7 +823,7 @@ impl TableProvider for DatabaseTable {
             ]);
         }
         let schema = DFSchema::try_from(self.schema.as_ref().clone())?;
-        let dialect = self.dialect();
+        let dialect = dialect(self.url.backend);
         let unparser = Unparser::new(dialect.as_ref());
         Ok(filters
             .iter()
@@ -1178,9 +1174,14 @@ fn comparable(backend: Backend, a: &Expr, b: &Expr, schema: &DFSchema, ordered: 
         (Expr::Literal(..), Expr::Column(_)) => b,
         _ => return false,
     };
-    let Some(ty) = column_type(column, schema) else {
-        return false;
-    };
+    column_type(column, schema).is_some_and(|ty| compares_alike(backend, &ty, ordered))
+}
+
+/// Whether `backend` compares values of type `ty` as Strata does (`ordered`: by `<`, `>`,
+/// not only `=`): numbers and booleans; decimals and dates but in SQLite (which keeps them
+/// as its own numbers or text); text by equality in PostgreSQL (its order follows the
+/// collation), bytewise in SQLite, never in MySQL (without case and trailing blanks).
+pub(super) fn compares_alike(backend: Backend, ty: &DataType, ordered: bool) -> bool {
     match ty {
         DataType::Int8
         | DataType::Int16
@@ -1193,11 +1194,10 @@ fn comparable(backend: Backend, a: &Expr, b: &Expr, schema: &DFSchema, ordered: 
         | DataType::Float32
         | DataType::Float64
         | DataType::Boolean => true,
-        // SQLite keeps decimals and dates as its own numbers or text.
         DataType::Decimal128(..) | DataType::Decimal256(..) | DataType::Date32 => {
             backend != Backend::Sqlite
         }
-        ty if text(Some(&ty)) => match backend {
+        ty if text(Some(ty)) => match backend {
             Backend::Postgres => !ordered,
             Backend::Sqlite => true,
             Backend::MySql => false,
