@@ -15,8 +15,9 @@ use std::path::{Path, PathBuf};
 use databases::{MariaDb, PG_GUARDED, PG_PASSWORD, PG_USER, Postgres, sqlite_file};
 use sessions::{answer, engine, failure, root, strata};
 use skip::skip;
-use strata::datafusion::arrow::array::AsArray;
+use strata::datafusion::arrow::array::{Array, AsArray};
 use strata::datafusion::arrow::datatypes::{DataType, Int64Type, TimeUnit};
+use strata::datafusion::arrow::util::display::array_value_to_string;
 use strata::{Engine, Error};
 
 /// The columns of `table` and their types, in the table's order.
@@ -519,6 +520,131 @@ async fn postgres_tables_in_the_catalog_are_listed_and_described() {
     );
     let e: Error = engine.sql("SELECT nothing FROM orders").await.unwrap_err();
     assert!(e.to_string().contains("nothing"), "{e}");
+}
+
+/// The rows of `sql` as `psql -At` prints them: values joined by `|`, NULL as nothing.
+async fn rows(engine: &Engine, sql: &str) -> String {
+    let batches = engine.sql(sql).await.unwrap().collect().await.unwrap();
+    let mut out = String::new();
+    for batch in &batches {
+        for row in 0..batch.num_rows() {
+            let values: Vec<String> = batch
+                .columns()
+                .iter()
+                .map(|c| match c.is_null(row) {
+                    true => String::new(),
+                    false => array_value_to_string(c, row).unwrap(),
+                })
+                .collect();
+            out.push_str(&values.join("|"));
+            out.push('\n');
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn postgres_types_its_driver_cannot_read_come_as_numbers_or_their_text() {
+    let Some(pg) = postgres("postgres_types_its_driver_cannot_read_come_as_numbers_or_their_text")
+    else {
+        return;
+    };
+    pg.psql(
+        "CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy');
+         CREATE DOMAIN price AS money;
+         CREATE TABLE odd (id int PRIMARY KEY, m money, p price, c char(6), ip inet,
+             mac8 macaddr8, md mood, r int4range, u uuid, jb jsonb, names varchar[], x xml);
+         INSERT INTO odd VALUES
+           (1, '12.34', '0.10', 'ab', '192.168.1.5', '08:00:2b:01:02:03:04:05', 'happy',
+            '[1,5)', 'A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11', '{\"b\":  2}', '{x,y}', '<a/>'),
+           (2, '-1000.5', '99999.99', 'abcdef', '10.1.0.0/16', NULL, 'sad', 'empty', NULL,
+            '[]', '{}', NULL),
+           (3, '12.34', NULL, 'ab', NULL, NULL, 'ok', NULL, NULL, NULL, NULL, NULL),
+           (4, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL);",
+    )
+    .unwrap();
+    let url = pg.url(PG_USER);
+    let engine = engine().await;
+    let odd = format!("postgres_scan('{url}', 'odd')");
+
+    // money (and a domain over it) as numeric(19,2), not its cents; the rest as text.
+    let types = column_types(&engine, &odd).await;
+    for (name, ty) in &types {
+        let expected = match name.as_str() {
+            "id" => DataType::Int32,
+            "m" | "p" => DataType::Decimal128(19, 2),
+            _ => DataType::Utf8,
+        };
+        assert_eq!(ty, &expected, "{name}: {types:?}");
+    }
+
+    // Each value as PostgreSQL casts it (char(n) without its trailing blanks).
+    let all = "SELECT id, m, p, c, ip, mac8, md, r, u, jb, names, x FROM odd ORDER BY id";
+    let theirs = pg
+        .psql(
+            "SELECT id, m::numeric(19,2), p::numeric(19,2), c::text, ip::text, mac8::text, \
+             md::text, r::text, u::text, jb::text, names::text, x::text FROM odd ORDER BY id",
+        )
+        .unwrap();
+    assert_eq!(
+        rows(&engine, &all.replace("odd", &odd)).await,
+        theirs,
+        "{all}"
+    );
+    assert!(
+        theirs.starts_with("1|12.34|0.10|ab|192.168.1.5/32|"),
+        "{theirs}"
+    );
+
+    // Filters, groups and joins over them, sent or not, give PostgreSQL's answers on the
+    // values as read.
+    for (ours, theirs) in [
+        (
+            "SELECT count(*) FROM odd WHERE m > 10",
+            "SELECT count(*) FROM odd WHERE m > 10::money",
+        ),
+        (
+            "SELECT count(*) FROM odd WHERE m = 12.34",
+            "SELECT count(*) FROM odd WHERE m = '12.34'",
+        ),
+        (
+            "SELECT count(*) FROM odd WHERE c = 'ab'",
+            "SELECT count(*) FROM odd WHERE c = 'ab'",
+        ),
+        (
+            "SELECT count(*) FROM odd WHERE md = 'happy'",
+            "SELECT count(*) FROM odd WHERE md = 'happy'",
+        ),
+        (
+            "SELECT sum(m), sum(p), count(DISTINCT m) FROM odd",
+            "SELECT sum(m::numeric), sum(p::numeric), count(DISTINCT m) FROM odd",
+        ),
+        (
+            "SELECT c, count(*), sum(m) FROM odd GROUP BY c ORDER BY c",
+            "SELECT c::text, count(*), sum(m::numeric) FROM odd GROUP BY c ORDER BY c",
+        ),
+        (
+            "SELECT a.id, b.id FROM odd a JOIN odd b ON a.c = b.c AND a.m = b.m ORDER BY 1, 2",
+            "SELECT a.id, b.id FROM odd a JOIN odd b ON a.c = b.c AND a.m = b.m ORDER BY 1, 2",
+        ),
+    ] {
+        let expected = pg.psql(theirs).unwrap();
+        for pushdown in ["true", "false"] {
+            answer(
+                &engine,
+                &format!("SET strata.database_pushdown = {pushdown}"),
+            )
+            .await;
+            let got = rows(&engine, &ours.replace("odd", &odd)).await;
+            assert_eq!(got, expected, "{ours} (pushdown {pushdown})");
+        }
+    }
+    // The casts are in the SQL sent.
+    let sent = plan(&engine, &format!("SELECT c FROM {odd} WHERE m > 10")).await;
+    assert!(
+        sent.contains("CAST(\"odd\".\"m\" AS DECIMAL(19,2))") && !sent.contains("FilterExec"),
+        "{sent}"
+    );
 }
 
 #[tokio::test]

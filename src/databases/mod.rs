@@ -13,6 +13,8 @@ mod pushdown;
 #[cfg(feature = "databases")]
 mod tables;
 #[cfg(feature = "databases")]
+mod types;
+#[cfg(feature = "databases")]
 mod write;
 
 use std::path::Path;

@@ -443,47 +443,49 @@ fn as_remote(plan: LogicalPlan) -> Result<LogicalPlan> {
 
 /// `scan` reading its table by the database's name for it. A scan with filters becomes a
 /// SELECT of its own, filtered there: the unparser would put them into the ON condition of
-/// an outer join above, which keeps the rows they drop on the join's preserved side.
+/// an outer join above, which keeps the rows they drop on the join's preserved side. So
+/// does a scan of columns read through a cast, which the rest of the SELECT sees cast.
 fn remote_scan(scan: TableScan) -> Result<LogicalPlan> {
     let provider = source_as_provider(&scan.source)?;
-    let name = match provider
-        .downcast_ref::<DatabaseTable>()
-        .and_then(DatabaseTable::remote)
-    {
+    let table = provider.downcast_ref::<DatabaseTable>();
+    let name = match table.and_then(DatabaseTable::remote) {
         Some((reference, _)) => reference.clone(),
         None => scan.table_name.clone(),
     };
-    let filters: Vec<Expr> = scan.filters.into_iter().map(unnormalize_col).collect();
-    let Some(predicate) = conjunction(filters) else {
-        let scan = TableScanBuilder::new(name, scan.source)
-            .with_projection(scan.projection)
-            .with_fetch(scan.fetch)
-            .build()?;
-        return Ok(LogicalPlan::TableScan(scan));
-    };
-    // The filters' columns are read too, then left out again.
     let schema = scan.source.schema();
     let mut read: Vec<usize> = scan
         .projection
         .clone()
         .unwrap_or_else(|| (0..schema.fields().len()).collect());
+    let filters: Vec<Expr> = scan.filters.into_iter().map(unnormalize_col).collect();
+    let predicate = conjunction(filters);
+    let cast = table.is_some_and(|t| t.casts_any(&read));
+    if predicate.is_none() && !cast {
+        let scan = TableScanBuilder::new(name, scan.source)
+            .with_projection(scan.projection)
+            .with_fetch(scan.fetch)
+            .build()?;
+        return Ok(LogicalPlan::TableScan(scan));
+    }
+    // The filters' columns are read too, then left out again.
     let shown: Vec<Expr> = read
         .iter()
-        .map(|&i| Expr::Column(Column::new(Some(name.clone()), schema.field(i).name())))
+        .map(|&i| Expr::Column(Column::from_name(schema.field(i).name())))
         .collect();
-    for column in predicate.column_refs() {
+    for column in predicate.iter().flat_map(|p| p.column_refs()) {
         if let Ok(i) = schema.index_of(&column.name)
             && !read.contains(&i)
         {
             read.push(i);
         }
     }
-    let scan = TableScanBuilder::new(name, scan.source)
-        .with_projection(Some(read))
-        .with_fetch(scan.fetch)
-        .build()?;
-    LogicalPlanBuilder::from(LogicalPlan::TableScan(scan))
-        .filter(predicate)?
-        .project(shown)?
-        .build()
+    let source = match table {
+        Some(table) => table.read_plan(name, scan.source, &read)?,
+        None => LogicalPlanBuilder::scan(name, scan.source, Some(read))?.build()?,
+    };
+    let mut plan = LogicalPlanBuilder::from(source);
+    if let Some(predicate) = predicate {
+        plan = plan.filter(predicate)?;
+    }
+    plan.project(shown)?.build()
 }

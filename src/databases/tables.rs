@@ -22,9 +22,11 @@ use datafusion::datasource::sink::DataSinkExec;
 use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::dml::InsertOp;
+use datafusion::logical_expr::expr_rewriter::unnormalize_col;
+use datafusion::logical_expr::utils::conjunction;
 use datafusion::logical_expr::{
-    Between, BinaryExpr, Expr, LogicalPlanBuilder, LogicalTableSource, Operator,
-    TableProviderFilterPushDown, lit,
+    Between, BinaryExpr, Cast, Expr, LogicalPlan, LogicalPlanBuilder, LogicalTableSource, Operator,
+    TableProviderFilterPushDown, TableSource, col, lit,
 };
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
@@ -42,7 +44,6 @@ use datafusion_table_providers_mysql::DynMySQLConnectionPool;
 use datafusion_table_providers_mysql::MySQLTableFactory;
 use datafusion_table_providers_mysql::pool::MySQLConnectionPool;
 use datafusion_table_providers_postgres::DynPostgresConnectionPool;
-use datafusion_table_providers_postgres::PostgresTableFactory;
 use datafusion_table_providers_postgres::pool::PostgresConnectionPool;
 use datafusion_table_providers_sqlite::DynSqliteConnectionPool;
 use datafusion_table_providers_sqlite::SqliteTableFactory;
@@ -50,6 +51,7 @@ use datafusion_table_providers_sqlite::pool::SqliteConnectionPool;
 use futures::TryStreamExt;
 use secrecy::SecretString;
 
+use super::types::{mysql_booleans, postgres_schema, sqlite_schema, with_booleans};
 use super::write::{DatabaseSink, WriteMode};
 use super::{Backend, DatabaseError, DatabaseUrl, Pools};
 
@@ -87,53 +89,48 @@ pub(super) async fn open(
     let pool = pool_for(url, pools).await?;
     let wait = connect_timeout(url)?;
     let reference = TableReference::from(table);
-    let provider = match &pool {
-        Pool::Postgres(p) => {
-            tokio::time::timeout(
-                wait,
-                PostgresTableFactory::new(p.clone()).table_provider(reference.clone()),
-            )
+    let failed = |message: String| DatabaseError::Table {
+        backend,
+        target: target.clone(),
+        table: table.to_string(),
+        message,
+    };
+    let (schema, casts) = match &pool {
+        // PostgreSQL's catalog gives each column's type, which says how to read it.
+        Pool::Postgres(_) => tokio::time::timeout(wait, postgres_schema(&pool, &reference))
             .await
-        }
+            .map_err(|_| timed_out(url, wait))?
+            .map_err(failed)?,
         Pool::MySql(p) => {
-            tokio::time::timeout(
+            let provider = tokio::time::timeout(
                 wait,
                 MySQLTableFactory::new(p.clone()).table_provider(reference.clone()),
             )
             .await
+            .map_err(|_| timed_out(url, wait))?
+            .map_err(|e| failed(root_message(e.as_ref())))?;
+            // MySQL's BOOLEAN is TINYINT(1): read as a boolean, as MySQL's own tools show it.
+            let schema = match mysql_booleans(&pool, &reference).await {
+                Ok(flags) if !flags.is_empty() => with_booleans(&provider.schema(), &flags),
+                _ => provider.schema(),
+            };
+            (schema, Vec::new())
         }
         Pool::Sqlite(p) => {
-            tokio::time::timeout(
+            let provider = tokio::time::timeout(
                 wait,
                 SqliteTableFactory::new(p.clone()).table_provider(reference.clone()),
             )
             .await
+            .map_err(|_| timed_out(url, wait))?
+            .map_err(|e| failed(root_message(e.as_ref())))?;
+            // SQLite's provider takes the types of the first row's values (none for an
+            // empty table, Null for a NULL): the columns' declared types say what they hold.
+            let schema = sqlite_schema(&pool, &reference, &provider.schema())
+                .await
+                .map_err(failed)?;
+            (schema, Vec::new())
         }
-    }
-    .map_err(|_| timed_out(url, wait))?
-    .map_err(|e| DatabaseError::Table {
-        backend,
-        target: target.clone(),
-        table: table.to_string(),
-        message: root_message(e.as_ref()),
-    })?;
-    // SQLite's provider takes the types of the first row's values (none for an empty
-    // table, Null for a NULL): the columns' declared types say what they hold.
-    let schema = match &pool {
-        Pool::Sqlite(_) => sqlite_schema(&pool, &reference, &provider.schema())
-            .await
-            .map_err(|message| DatabaseError::Table {
-                backend,
-                target: target.clone(),
-                table: table.to_string(),
-                message,
-            })?,
-        // MySQL's BOOLEAN is TINYINT(1): read as a boolean, as MySQL's own tools show it.
-        Pool::MySql(_) => match mysql_booleans(&pool, &reference).await {
-            Ok(flags) if !flags.is_empty() => with_booleans(&provider.schema(), &flags),
-            _ => provider.schema(),
-        },
-        _ => provider.schema(),
     };
     // A table that cannot be measured is read as one stream.
     let split = tokio::time::timeout(
@@ -151,6 +148,7 @@ pub(super) async fn open(
         split,
         create: false,
         query: None,
+        casts,
     }))
 }
 
@@ -193,6 +191,7 @@ pub(super) async fn open_for_writing(
         split: None,
         create: true,
         query: None,
+        casts: Vec::new(),
     };
     Ok((Arc::new(new), false))
 }
@@ -224,115 +223,6 @@ pub(super) fn mysql_database(reference: &TableReference) -> String {
     reference
         .schema()
         .map_or("DATABASE()".to_string(), sql_literal)
-}
-
-/// The Arrow type of an SQLite column declared `declared`, by SQLite's rules of type
-/// affinity: INT integers, CHAR/CLOB/TEXT text, BLOB (or no type) bytes, REAL/FLOA/DOUB
-/// floats; of the numeric rest, BOOL is a boolean, DATE and TIME text (as SQLite stores
-/// them), and anything else (NUMERIC, DECIMAL) a float.
-pub(super) fn sqlite_type(declared: &str) -> DataType {
-    let t = declared.to_ascii_uppercase();
-    if t.contains("INT") {
-        DataType::Int64
-    } else if t.contains("CHAR") || t.contains("CLOB") || t.contains("TEXT") {
-        DataType::Utf8
-    } else if t.contains("BLOB") || t.is_empty() {
-        DataType::Binary
-    } else if t.contains("REAL") || t.contains("FLOA") || t.contains("DOUB") {
-        DataType::Float64
-    } else if t.contains("BOOL") {
-        DataType::Boolean
-    } else if t.contains("DATE") || t.contains("TIME") {
-        DataType::Utf8
-    } else {
-        DataType::Float64
-    }
-}
-
-/// The schema of an SQLite table from its columns' declared types ([`sqlite_type`]); a
-/// column declared without a type keeps the type its values were read as (`read`).
-async fn sqlite_schema(
-    pool: &Pool,
-    reference: &TableReference,
-    read: &SchemaRef,
-) -> Result<SchemaRef, String> {
-    let sql = format!(
-        "SELECT name, type, \"notnull\" AS n FROM pragma_table_info({}{})",
-        sql_literal(reference.table()),
-        reference
-            .schema()
-            .map_or(String::new(), |s| format!(", {}", sql_literal(s)))
-    );
-    let columns = fetch(
-        pool,
-        sql,
-        Arc::new(Schema::new(vec![
-            Field::new("name", DataType::Utf8, true),
-            Field::new("type", DataType::Utf8, true),
-            Field::new("n", DataType::Int64, true),
-        ])),
-    )
-    .await
-    .map_err(|e| root_message(&e))?;
-    let mut fields = Vec::new();
-    for batch in &columns {
-        let (Some(names), Some(types), Some(required)) = (
-            batch.column(0).as_string_opt::<i32>(),
-            batch.column(1).as_string_opt::<i32>(),
-            batch.column(2).as_primitive_opt::<Int64Type>(),
-        ) else {
-            continue;
-        };
-        for i in 0..batch.num_rows() {
-            let name = names.value(i);
-            let declared = types.value(i);
-            let ty = match read.field_with_name(name) {
-                Ok(f) if declared.is_empty() && f.data_type() != &DataType::Null => {
-                    f.data_type().clone()
-                }
-                _ => sqlite_type(declared),
-            };
-            fields.push(Field::new(name, ty, required.value(i) == 0));
-        }
-    }
-    if fields.is_empty() {
-        return Err("no such table".into());
-    }
-    Ok(Arc::new(Schema::new(fields)))
-}
-
-/// The columns of a MySQL table declared `BOOLEAN` (stored as `TINYINT(1)`).
-async fn mysql_booleans(pool: &Pool, reference: &TableReference) -> DfResult<Vec<String>> {
-    let sql = format!(
-        "SELECT CAST(COLUMN_NAME AS CHAR) AS c FROM information_schema.COLUMNS \
-         WHERE TABLE_SCHEMA = {} AND TABLE_NAME = {} AND LOWER(COLUMN_TYPE) = 'tinyint(1)'",
-        mysql_database(reference),
-        sql_literal(reference.table())
-    );
-    let schema = Arc::new(Schema::new(vec![Field::new("c", DataType::Utf8, true)]));
-    let batches = fetch(pool, sql, schema).await?;
-    Ok(batches
-        .iter()
-        .filter_map(|b| b.column(0).as_string_opt::<i32>().cloned())
-        .flat_map(|c| c.iter().flatten().map(str::to_string).collect::<Vec<_>>())
-        .collect())
-}
-
-/// `schema` with the integer columns named in `flags` as booleans.
-fn with_booleans(schema: &SchemaRef, flags: &[String]) -> SchemaRef {
-    let fields: Vec<Field> = schema
-        .fields()
-        .iter()
-        .map(|f| {
-            let integer = matches!(f.data_type(), DataType::Int8 | DataType::UInt8);
-            if integer && flags.iter().any(|n| n == f.name()) {
-                f.as_ref().clone().with_data_type(DataType::Boolean)
-            } else {
-                f.as_ref().clone()
-            }
-        })
-        .collect();
-    Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
 }
 
 /// Rows per partition below which a table is read as one stream.
@@ -679,6 +569,8 @@ pub(crate) struct DatabaseTable {
     /// Not a table but a SELECT over tables of the database (a join or aggregation sent
     /// whole, see `pushdown`); its columns are `schema`'s, in order.
     query: Option<String>,
+    /// The positions of the columns read through a cast to their type in `schema`.
+    casts: Vec<usize>,
 }
 
 impl DatabaseTable {
@@ -688,6 +580,12 @@ impl DatabaseTable {
         put(&mut buf, self.url.canonical().as_bytes());
         put(&mut buf, self.table.as_bytes());
         put(&mut buf, self.query.as_deref().unwrap_or("").as_bytes());
+        let casts: Vec<u8> = self
+            .casts
+            .iter()
+            .flat_map(|&i| (i as u32).to_le_bytes())
+            .collect();
+        put(&mut buf, &casts);
         if let Some(split) = &self.split {
             put(&mut buf, split.column.as_bytes());
             let bounds: Vec<u8> = split.bounds.iter().flat_map(|b| b.to_le_bytes()).collect();
@@ -702,6 +600,10 @@ impl DatabaseTable {
         let url = utf8(take(&mut rest)?)?;
         let table = utf8(take(&mut rest)?)?;
         let query = Some(utf8(take(&mut rest)?)?).filter(|q| !q.is_empty());
+        let casts = take(&mut rest)?
+            .chunks_exact(4)
+            .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")) as usize)
+            .collect();
         let url = DatabaseUrl::parse(&url, None, &|_| None).map_err(external)?;
         let split = match rest.is_empty() {
             true => None,
@@ -721,6 +623,7 @@ impl DatabaseTable {
             split,
             create: false,
             query,
+            casts,
         })
     }
 
@@ -735,6 +638,7 @@ impl DatabaseTable {
             split: None,
             create: false,
             query: Some(sql),
+            casts: Vec::new(),
         }
     }
 
@@ -762,18 +666,69 @@ impl DatabaseTable {
         if let Some(query) = &self.query {
             return Ok(self.select_from_query(query, projection, limit));
         }
-        let source = LogicalTableSource::new(self.schema.clone());
-        let plan = LogicalPlanBuilder::scan_with_filters(
-            self.reference.clone(),
-            Arc::new(source),
-            projection.cloned(),
-            filters.to_vec(),
-        )?
-        .limit(0, limit)?
-        .build()?;
+        let source: Arc<dyn TableSource> = Arc::new(LogicalTableSource::new(self.schema.clone()));
+        let all: Vec<usize> = (0..self.schema.fields().len()).collect();
+        let shown = projection.unwrap_or(&all);
+        // The filters' columns are read too, then left out again.
+        let mut read = shown.clone();
+        for column in filters.iter().flat_map(|f| f.column_refs()) {
+            if let Ok(i) = self.schema.index_of(&column.name)
+                && !read.contains(&i)
+            {
+                read.push(i);
+            }
+        }
+        let plan = if self.casts_any(&read) {
+            let mut plan =
+                LogicalPlanBuilder::from(self.read_plan(self.reference.clone(), source, &read)?);
+            if let Some(predicate) = conjunction(filters.iter().cloned().map(unnormalize_col)) {
+                plan = plan.filter(predicate)?;
+            }
+            let columns = shown.iter().map(|&i| col(self.schema.field(i).name()));
+            plan.project(columns)?.limit(0, limit)?.build()?
+        } else {
+            LogicalPlanBuilder::scan_with_filters(
+                self.reference.clone(),
+                source,
+                projection.cloned(),
+                filters.to_vec(),
+            )?
+            .limit(0, limit)?
+            .build()?
+        };
         Ok(Unparser::new(dialect(self.url.backend).as_ref())
             .plan_to_sql(&plan)?
             .to_string())
+    }
+
+    /// Whether any of `columns` is read through a cast.
+    pub(crate) fn casts_any(&self, columns: &[usize]) -> bool {
+        columns.iter().any(|i| self.casts.contains(i))
+    }
+
+    /// The plan that reads `columns` of the table (by `name` in the database, from `source`)
+    /// with their types in Strata: the scan itself, or, where a column is read through a
+    /// cast, a SELECT of its own, named as the table, that casts them.
+    pub(crate) fn read_plan(
+        &self,
+        name: TableReference,
+        source: Arc<dyn TableSource>,
+        columns: &[usize],
+    ) -> DfResult<LogicalPlan> {
+        let scan = LogicalPlanBuilder::scan(name.clone(), source, Some(columns.to_vec()))?;
+        if !self.casts_any(columns) {
+            return scan.build();
+        }
+        let exprs = columns.iter().map(|&i| {
+            let field = self.schema.field(i);
+            let column = Expr::Column(Column::new(Some(name.clone()), field.name()));
+            match self.casts.contains(&i) {
+                true => Expr::Cast(Cast::new(Box::new(column), field.data_type().clone()))
+                    .alias(field.name()),
+                false => column,
+            }
+        });
+        scan.project(exprs)?.alias(name.table())?.build()
     }
 
     /// `projection` of the first `limit` rows of `query` (which takes no filter).
@@ -1311,6 +1266,7 @@ mod tests {
             split: None,
             create: false,
             query: None,
+            casts: Vec::new(),
         };
         let back = DatabaseTable::decode(&table.encode(), schema.clone()).unwrap();
         assert_eq!((&back.url, &back.table), (&url, &table.table));
@@ -1322,30 +1278,22 @@ mod tests {
             column: "n".into(),
             bounds: vec![-5, 100, i64::MAX],
         });
+        table.casts = vec![0];
         let back = DatabaseTable::decode(&table.encode(), schema.clone()).unwrap();
-        assert_eq!(back.split, table.split);
+        assert_eq!((back.split, back.casts), (table.split.clone(), vec![0]));
+        // A cast column is read through a SELECT of its own, filtered outside it.
+        let sql = table
+            .select(None, &[col("n").lt(lit(3i64))], Some(2))
+            .unwrap();
+        assert_eq!(
+            sql,
+            "SELECT \"t\".\"n\" FROM (SELECT CAST(\"t\".\"n\" AS BIGINT) AS \"n\" \
+             FROM \"public\".\"t\" AS \"t\") AS \"t\" WHERE (\"t\".\"n\" < 3) LIMIT 2"
+        );
         let query = DatabaseTable::query(url, "public.t".into(), "SELECT 1".into(), schema);
         let back = DatabaseTable::decode(&query.encode(), query.schema()).unwrap();
         assert_eq!(back.query.as_deref(), Some("SELECT 1"));
         assert!(back.split.is_none() && back.remote().is_none());
-    }
-
-    #[test]
-    fn sqlite_columns_take_the_type_their_declaration_gives() {
-        for (declared, ty) in [
-            ("INTEGER", DataType::Int64),
-            ("BIGINT UNSIGNED", DataType::Int64),
-            ("VARCHAR(20)", DataType::Utf8),
-            ("text", DataType::Utf8),
-            ("BLOB", DataType::Binary),
-            ("", DataType::Binary),
-            ("DOUBLE PRECISION", DataType::Float64),
-            ("DECIMAL(10,2)", DataType::Float64),
-            ("BOOLEAN", DataType::Boolean),
-            ("DATETIME", DataType::Utf8),
-        ] {
-            assert_eq!(sqlite_type(declared), ty, "{declared}");
-        }
     }
 
     #[test]
