@@ -734,6 +734,79 @@ async fn mariadb_tables_map_their_types_and_keep_text_comparisons_in_strata() {
 }
 
 #[tokio::test]
+async fn mariadb_types_its_driver_cannot_read_come_as_their_text_or_fail_naming_the_column() {
+    let test = "mariadb_types_its_driver_cannot_read_come_as_their_text_or_fail_naming_the_column";
+    let db = match MariaDb::start() {
+        Ok(db) => db,
+        Err(reason) => return skip(test, &reason),
+    };
+    db.sql(
+        "CREATE TABLE shop.odd (id INT PRIMARY KEY, yr YEAR, u UUID, ip INET6, js JSON,
+             en ENUM('a', 'b'), st SET('x', 'y'), bt BIT(4), wide DECIMAL(40,5),
+             big BIGINT UNSIGNED, lt LONGTEXT, g POINT);
+         INSERT INTO shop.odd VALUES
+           (1, 2024, 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', '::1', '{\"a\": 1}', 'b', 'x,y',
+            b'1010', 123456789012345678901234567890.12345, 18000000000000000000, 'long',
+            POINT(1, 2)),
+           (2, NULL, NULL, '::ffff:192.168.1.5', NULL, NULL, '', NULL, -0.5, 0, NULL, NULL);",
+    )
+    .unwrap();
+    let engine = engine().await;
+    let odd = format!("mysql_scan('{}', 'odd')", db.url());
+    let readable = format!("(SELECT * EXCLUDE (g) FROM {odd})");
+    let types = column_types(&engine, &readable).await;
+    let expected = [
+        DataType::Int32,
+        DataType::Int16,
+        DataType::Utf8,
+        DataType::Utf8,
+        DataType::Utf8,
+        DataType::Utf8,
+        DataType::Utf8,
+        DataType::UInt64,
+        DataType::Decimal256(40, 5),
+        DataType::UInt64,
+        DataType::Utf8,
+    ];
+    let got: Vec<DataType> = types.iter().map(|(_, t)| t.clone()).collect();
+    assert_eq!(got, expected, "{types:?}");
+
+    // Each value as MariaDB gives it (NULL as its client prints it).
+    let columns = "id, yr, u, ip, js, en, st, bt, wide, big, lt";
+    let ours = rows(&engine, &format!("SELECT {columns} FROM {odd} ORDER BY id")).await;
+    let ours: String = ours
+        .lines()
+        .map(|l| {
+            let values: Vec<&str> = l
+                .split('|')
+                .map(|v| if v.is_empty() { "NULL" } else { v })
+                .collect();
+            values.join("\t") + "\n"
+        })
+        .collect();
+    let theirs = db
+        .sql(&format!(
+            "SELECT {} FROM shop.odd ORDER BY id",
+            columns.replace("bt", "bt + 0")
+        ))
+        .unwrap();
+    // The second row's empty SET reads as the empty text, which `rows` prints as NULL.
+    assert_eq!(ours, theirs.replace("\t\t", "\tNULL\t"));
+
+    // A spatial column is one clear error when a query reads it, and only then.
+    let e = failure(&engine, &format!("SELECT * FROM {odd}")).await;
+    assert!(
+        e.contains("column 'g' is of type point") && e.contains("table 'odd'"),
+        "{e}"
+    );
+    assert!(
+        answer(&engine, &format!("SELECT count(*) FROM {odd}"))
+            .await
+            .contains("| 2 ")
+    );
+}
+
+#[tokio::test]
 async fn a_large_postgres_table_is_read_in_ranges_of_its_key_at_once() {
     let Some(pg) = postgres("a_large_postgres_table_is_read_in_ranges_of_its_key_at_once") else {
         return;

@@ -106,7 +106,12 @@ fn sendable(plan: &LogicalPlan) -> Option<Sendable> {
             let provider = source_as_provider(&scan.source).ok()?;
             let table = provider.downcast_ref::<DatabaseTable>()?;
             let (_, name) = table.remote()?;
-            if scan.fetch.is_some() {
+            let all: Vec<usize> = (0..scan.source.schema().fields().len()).collect();
+            if scan.fetch.is_some()
+                || table
+                    .refused(scan.projection.as_ref().unwrap_or(&all))
+                    .is_some()
+            {
                 return None;
             }
             Some(Sendable {

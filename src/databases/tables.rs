@@ -41,7 +41,6 @@ use datafusion_table_providers_common::UnsupportedTypeAction;
 use datafusion_table_providers_common::sql::db_connection_pool::{JoinPushDown, Mode};
 use datafusion_table_providers_common::sql::sql_provider_datafusion::get_stream;
 use datafusion_table_providers_mysql::DynMySQLConnectionPool;
-use datafusion_table_providers_mysql::MySQLTableFactory;
 use datafusion_table_providers_mysql::pool::MySQLConnectionPool;
 use datafusion_table_providers_postgres::DynPostgresConnectionPool;
 use datafusion_table_providers_postgres::pool::PostgresConnectionPool;
@@ -51,7 +50,7 @@ use datafusion_table_providers_sqlite::pool::SqliteConnectionPool;
 use futures::TryStreamExt;
 use secrecy::SecretString;
 
-use super::types::{mysql_booleans, postgres_schema, sqlite_schema, with_booleans};
+use super::types::{Reading, Readings, mysql_schema, postgres_schema, sqlite_schema};
 use super::write::{DatabaseSink, WriteMode};
 use super::{Backend, DatabaseError, DatabaseUrl, Pools};
 
@@ -89,6 +88,8 @@ pub(super) async fn open(
     let pool = pool_for(url, pools).await?;
     let wait = connect_timeout(url)?;
     let reference = TableReference::from(table);
+    // Messages name the table as written, without the quotes that keep its case.
+    let table = &reference.to_string();
     let failed = |message: String| DatabaseError::Table {
         backend,
         target: target.clone(),
@@ -101,21 +102,10 @@ pub(super) async fn open(
             .await
             .map_err(|_| timed_out(url, wait))?
             .map_err(failed)?,
-        Pool::MySql(p) => {
-            let provider = tokio::time::timeout(
-                wait,
-                MySQLTableFactory::new(p.clone()).table_provider(reference.clone()),
-            )
+        Pool::MySql(_) => tokio::time::timeout(wait, mysql_schema(&pool, &reference))
             .await
             .map_err(|_| timed_out(url, wait))?
-            .map_err(|e| failed(root_message(e.as_ref())))?;
-            // MySQL's BOOLEAN is TINYINT(1): read as a boolean, as MySQL's own tools show it.
-            let schema = match mysql_booleans(&pool, &reference).await {
-                Ok(flags) if !flags.is_empty() => with_booleans(&provider.schema(), &flags),
-                _ => provider.schema(),
-            };
-            (schema, Vec::new())
-        }
+            .map_err(failed)?,
         Pool::Sqlite(p) => {
             let provider = tokio::time::timeout(
                 wait,
@@ -163,6 +153,8 @@ pub(super) async fn open_for_writing(
     partitions: usize,
 ) -> Result<(Arc<dyn TableProvider>, bool), DatabaseError> {
     let reference = TableReference::from(table);
+    let written = table;
+    let table = &reference.to_string();
     let exists = match url.backend {
         // A missing SQLite file is made by the write.
         Backend::Sqlite if !url.path.as_ref().is_some_and(|p| p.exists()) => false,
@@ -175,7 +167,7 @@ pub(super) async fn open_for_writing(
         }
     };
     if exists {
-        return Ok((open(url, table, pools, partitions).await?, true));
+        return Ok((open(url, written, pools, partitions).await?, true));
     }
     let schema = super::write::storable(url.backend, schema, |message| DatabaseError::Write {
         backend: url.backend.name(),
@@ -532,7 +524,7 @@ async fn connect(url: &DatabaseUrl, password: Option<String>) -> Result<Pool, Da
 }
 
 /// A driver's error text on one line: its lines joined, without links to documentation.
-fn driver_message(text: &str) -> String {
+pub(super) fn driver_message(text: &str) -> String {
     let text = text.strip_prefix("Execution error: ").unwrap_or(text);
     text.lines()
         .map(str::trim)
@@ -569,8 +561,8 @@ pub(crate) struct DatabaseTable {
     /// Not a table but a SELECT over tables of the database (a join or aggregation sent
     /// whole, see `pushdown`); its columns are `schema`'s, in order.
     query: Option<String>,
-    /// The positions of the columns read through a cast to their type in `schema`.
-    casts: Vec<usize>,
+    /// The columns read through a cast to their type in `schema`, or not read at all.
+    casts: Readings,
 }
 
 impl DatabaseTable {
@@ -578,14 +570,17 @@ impl DatabaseTable {
     pub(crate) fn encode(&self) -> Vec<u8> {
         let mut buf = Vec::new();
         put(&mut buf, self.url.canonical().as_bytes());
-        put(&mut buf, self.table.as_bytes());
+        put(&mut buf, self.reference.to_quoted_string().as_bytes());
         put(&mut buf, self.query.as_deref().unwrap_or("").as_bytes());
-        let casts: Vec<u8> = self
-            .casts
-            .iter()
-            .flat_map(|&i| (i as u32).to_le_bytes())
-            .collect();
-        put(&mut buf, &casts);
+        put(&mut buf, &(self.casts.len() as u32).to_le_bytes());
+        for (column, reading) in &self.casts {
+            put(&mut buf, &(*column as u32).to_le_bytes());
+            let refused = match reading {
+                Reading::Cast => "",
+                Reading::Refused(ty) => ty.as_str(),
+            };
+            put(&mut buf, refused.as_bytes());
+        }
         if let Some(split) = &self.split {
             put(&mut buf, split.column.as_bytes());
             let bounds: Vec<u8> = split.bounds.iter().flat_map(|b| b.to_le_bytes()).collect();
@@ -598,12 +593,17 @@ impl DatabaseTable {
     pub(crate) fn decode(buf: &[u8], schema: SchemaRef) -> DfResult<DatabaseTable> {
         let mut rest = buf;
         let url = utf8(take(&mut rest)?)?;
-        let table = utf8(take(&mut rest)?)?;
+        let reference = TableReference::from(utf8(take(&mut rest)?)?.as_str());
         let query = Some(utf8(take(&mut rest)?)?).filter(|q| !q.is_empty());
-        let casts = take(&mut rest)?
-            .chunks_exact(4)
-            .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")) as usize)
-            .collect();
+        let mut casts = Vec::new();
+        for _ in 0..number(take(&mut rest)?)? {
+            let column = number(take(&mut rest)?)? as usize;
+            let reading = match utf8(take(&mut rest)?)? {
+                refused if !refused.is_empty() => Reading::Refused(refused),
+                _ => Reading::Cast,
+            };
+            casts.push((column, reading));
+        }
         let url = DatabaseUrl::parse(&url, None, &|_| None).map_err(external)?;
         let split = match rest.is_empty() {
             true => None,
@@ -617,8 +617,8 @@ impl DatabaseTable {
         };
         Ok(DatabaseTable {
             url,
-            reference: TableReference::from(table.as_str()),
-            table,
+            table: reference.to_string(),
+            reference,
             schema,
             split,
             create: false,
@@ -701,9 +701,33 @@ impl DatabaseTable {
             .to_string())
     }
 
+    /// How column `i` is read, if not as it is.
+    fn reading(&self, i: usize) -> Option<&Reading> {
+        self.casts.iter().find(|(c, _)| *c == i).map(|(_, r)| r)
+    }
+
     /// Whether any of `columns` is read through a cast.
     pub(crate) fn casts_any(&self, columns: &[usize]) -> bool {
-        columns.iter().any(|i| self.casts.contains(i))
+        columns
+            .iter()
+            .any(|i| self.reading(*i) == Some(&Reading::Cast))
+    }
+
+    /// The first of `columns` whose type cannot be read, as an error naming it and its type.
+    pub(crate) fn refused(&self, columns: &[usize]) -> Option<DataFusionError> {
+        columns.iter().find_map(|&i| match self.reading(i) {
+            Some(Reading::Refused(ty)) => Some(external(DatabaseError::Table {
+                backend: self.url.backend.name(),
+                target: self.url.display(),
+                table: self.table.clone(),
+                message: format!(
+                    "column '{}' is of type {ty}, which Strata cannot read; leave it out of \
+                     the query",
+                    self.schema.field(i).name()
+                ),
+            })),
+            _ => None,
+        })
     }
 
     /// The plan that reads `columns` of the table (by `name` in the database, from `source`)
@@ -722,10 +746,12 @@ impl DatabaseTable {
         let exprs = columns.iter().map(|&i| {
             let field = self.schema.field(i);
             let column = Expr::Column(Column::new(Some(name.clone()), field.name()));
-            match self.casts.contains(&i) {
-                true => Expr::Cast(Cast::new(Box::new(column), field.data_type().clone()))
-                    .alias(field.name()),
-                false => column,
+            match self.reading(i) {
+                Some(Reading::Cast) => {
+                    Expr::Cast(Cast::new(Box::new(column), field.data_type().clone()))
+                        .alias(field.name())
+                }
+                _ => column,
             }
         });
         scan.project(exprs)?.alias(name.table())?.build()
@@ -836,8 +862,13 @@ impl TableProvider for DatabaseTable {
         // No column (`count(*)`): read the first and keep only the row count.
         let count_only =
             projection.is_some_and(|p| p.is_empty()) && !self.schema.fields().is_empty();
-        let first = vec![0];
+        let readable = (0..self.schema.fields().len()).find(|&i| self.refused(&[i]).is_none());
+        let first = vec![readable.unwrap_or(0)];
         let projection = if count_only { Some(&first) } else { projection };
+        let all: Vec<usize> = (0..self.schema.fields().len()).collect();
+        if let Some(e) = self.refused(projection.unwrap_or(&all)) {
+            return Err(e);
+        }
         let schema = match projection {
             Some(p) => Arc::new(self.schema.project(p)?),
             None => self.schema.clone(),
@@ -1076,6 +1107,12 @@ fn take<'a>(rest: &mut &'a [u8]) -> DfResult<&'a [u8]> {
     Ok(field)
 }
 
+fn number(bytes: &[u8]) -> DfResult<u32> {
+    Ok(u32::from_le_bytes(
+        bytes.try_into().map_err(|_| truncated())?,
+    ))
+}
+
 fn utf8(bytes: &[u8]) -> DfResult<String> {
     String::from_utf8(bytes.to_vec())
         .map_err(|e| DataFusionError::Internal(format!("database table: {e}")))
@@ -1278,9 +1315,13 @@ mod tests {
             column: "n".into(),
             bounds: vec![-5, 100, i64::MAX],
         });
-        table.casts = vec![0];
+        table.casts = vec![(0, Reading::Cast), (7, Reading::Refused("point".into()))];
         let back = DatabaseTable::decode(&table.encode(), schema.clone()).unwrap();
-        assert_eq!((back.split, back.casts), (table.split.clone(), vec![0]));
+        assert_eq!(
+            (back.split, &back.casts),
+            (table.split.clone(), &table.casts)
+        );
+        table.casts.pop();
         // A cast column is read through a SELECT of its own, filtered outside it.
         let sql = table
             .select(None, &[col("n").lt(lit(3i64))], Some(2))

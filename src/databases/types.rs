@@ -9,9 +9,20 @@ use datafusion::arrow::datatypes::{
     DataType, Field, Int32Type, Int64Type, IntervalUnit, Schema, SchemaRef, TimeUnit,
 };
 use datafusion::common::TableReference;
-use datafusion::error::Result as DfResult;
 
-use super::tables::{Pool, fetch, mysql_database, root_message, sql_literal};
+use super::tables::{Pool, driver_message, fetch, mysql_database, root_message, sql_literal};
+
+/// How the SELECT reads a column whose type the driver does not read as Strata reads it.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Reading {
+    /// Cast, in the database, to its type in the table's schema.
+    Cast,
+    /// Not at all: neither the driver nor a cast reads its type (named here).
+    Refused(String),
+}
+
+/// The columns of a table read otherwise than as they are: their positions and how.
+pub(crate) type Readings = Vec<(usize, Reading)>;
 
 /// The precision and scale of PostgreSQL's `numeric` without a declared one, which holds
 /// any number: 18 digits before the point and 20 after.
@@ -100,7 +111,7 @@ fn numeric_modifier(typmod: i32) -> Option<(u8, i8)> {
 pub(super) async fn postgres_schema(
     pool: &Pool,
     reference: &TableReference,
-) -> Result<(SchemaRef, Vec<usize>), String> {
+) -> Result<(SchemaRef, Readings), String> {
     let sql = format!(
         "SELECT r.rel IS NOT NULL AS found, a.attname::text AS name, b.typname::text AS ty, \
          CASE WHEN t.typtype = 'd' THEN t.typtypmod ELSE a.atttypmod END AS typmod, \
@@ -150,7 +161,7 @@ pub(super) async fn postgres_schema(
             let element = (!elements.is_null(i)).then(|| elements.value(i));
             let (ty, cast) = postgres_type(types.value(i), mods.value(i), element);
             if cast {
-                casts.push(fields.len());
+                casts.push((fields.len(), Reading::Cast));
             }
             let nullable = required.is_null(i) || !required.value(i);
             fields.push(Field::new(names.value(i), ty, nullable));
@@ -240,41 +251,117 @@ pub(super) async fn sqlite_schema(
     Ok(Arc::new(Schema::new(fields)))
 }
 
-/// The columns of a MySQL table declared `BOOLEAN` (stored as `TINYINT(1)`).
-pub(super) async fn mysql_booleans(
+/// How Strata reads a MySQL column of type `ty` (`DATA_TYPE`, e.g. `int`), declared as
+/// `declared` (`COLUMN_TYPE`, e.g. `int(10) unsigned`) with numeric `precision` and `scale`:
+/// the Arrow type, and whether (and through which function) the SELECT casts it to it. Its
+/// driver reads numbers, text, bytes, dates and times; `BOOLEAN` (stored as `TINYINT(1)`)
+/// is read as a boolean, as MySQL's own tools show it; any other type (`UUID`, `INET6`…) as
+/// its text, but for spatial values, whose text the driver cannot read (it comes as a
+/// `LONGTEXT` expression): a query that reads them fails, naming the column.
+pub(super) fn mysql_type(
+    ty: &str,
+    declared: &str,
+    precision: Option<i64>,
+    scale: Option<i64>,
+) -> (DataType, Option<Reading>) {
+    let unsigned = declared.contains("unsigned");
+    let integer = |signed: DataType, unsigned_type: DataType| match unsigned {
+        true => unsigned_type,
+        false => signed,
+    };
+    let native = match ty {
+        "tinyint" if declared == "tinyint(1)" => DataType::Boolean,
+        "tinyint" => integer(DataType::Int8, DataType::UInt8),
+        "smallint" => integer(DataType::Int16, DataType::UInt16),
+        "mediumint" | "int" | "integer" => integer(DataType::Int32, DataType::UInt32),
+        "bigint" => integer(DataType::Int64, DataType::UInt64),
+        "year" => DataType::Int16,
+        "bit" => DataType::UInt64,
+        "decimal" | "numeric" => {
+            let (p, s) = (precision.unwrap_or(10), scale.unwrap_or(0));
+            match (u8::try_from(p), i8::try_from(s)) {
+                (Ok(p @ 1..=38), Ok(s)) => DataType::Decimal128(p, s),
+                (Ok(p @ 39..=76), Ok(s)) => DataType::Decimal256(p, s),
+                _ => return (DataType::Utf8, Some(Reading::Cast)),
+            }
+        }
+        "float" => DataType::Float32,
+        "double" | "real" => DataType::Float64,
+        "char" | "varchar" | "tinytext" | "text" | "mediumtext" | "longtext" | "json" | "enum"
+        | "set" => DataType::Utf8,
+        "binary" | "varbinary" | "tinyblob" | "blob" | "mediumblob" | "longblob" => {
+            DataType::Binary
+        }
+        "date" => DataType::Date32,
+        "time" => DataType::Time64(TimeUnit::Nanosecond),
+        "datetime" | "timestamp" => DataType::Timestamp(TimeUnit::Microsecond, None),
+        "geometry" | "point" | "linestring" | "polygon" | "multipoint" | "multilinestring"
+        | "multipolygon" | "geometrycollection" | "geomcollection" => {
+            return (DataType::Binary, Some(Reading::Refused(ty.to_string())));
+        }
+        _ => return (DataType::Utf8, Some(Reading::Cast)),
+    };
+    (native, None)
+}
+
+/// The columns of the MySQL table `reference` as Strata reads them ([`mysql_type`]), and
+/// those read through a cast.
+pub(super) async fn mysql_schema(
     pool: &Pool,
     reference: &TableReference,
-) -> DfResult<Vec<String>> {
+) -> Result<(SchemaRef, Readings), String> {
     let sql = format!(
-        "SELECT CAST(COLUMN_NAME AS CHAR) AS c FROM information_schema.COLUMNS \
-         WHERE TABLE_SCHEMA = {} AND TABLE_NAME = {} AND LOWER(COLUMN_TYPE) = 'tinyint(1)'",
+        "SELECT CAST(COLUMN_NAME AS CHAR(64)) AS name, \
+         CAST(LOWER(DATA_TYPE) AS CHAR(64)) AS ty, \
+         CAST(LOWER(COLUMN_TYPE) AS CHAR(4096)) AS declared, \
+         CAST(NUMERIC_PRECISION AS SIGNED) AS p, CAST(NUMERIC_SCALE AS SIGNED) AS s, \
+         CAST(IS_NULLABLE = 'YES' AS SIGNED) AS nullable \
+         FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = {} AND TABLE_NAME = {} \
+         ORDER BY ORDINAL_POSITION",
         mysql_database(reference),
         sql_literal(reference.table())
     );
-    let schema = Arc::new(Schema::new(vec![Field::new("c", DataType::Utf8, true)]));
-    let batches = fetch(pool, sql, schema).await?;
-    Ok(batches
-        .iter()
-        .filter_map(|b| b.column(0).as_string_opt::<i32>().cloned())
-        .flat_map(|c| c.iter().flatten().map(str::to_string).collect::<Vec<_>>())
-        .collect())
-}
-
-/// `schema` with the integer columns named in `flags` as booleans.
-pub(super) fn with_booleans(schema: &SchemaRef, flags: &[String]) -> SchemaRef {
-    let fields: Vec<Field> = schema
-        .fields()
-        .iter()
-        .map(|f| {
-            let integer = matches!(f.data_type(), DataType::Int8 | DataType::UInt8);
-            if integer && flags.iter().any(|n| n == f.name()) {
-                f.as_ref().clone().with_data_type(DataType::Boolean)
-            } else {
-                f.as_ref().clone()
+    let columns = fetch(
+        pool,
+        sql,
+        Arc::new(Schema::new(vec![
+            Field::new("name", DataType::Utf8, true),
+            Field::new("ty", DataType::Utf8, true),
+            Field::new("declared", DataType::Utf8, true),
+            Field::new("p", DataType::Int64, true),
+            Field::new("s", DataType::Int64, true),
+            Field::new("nullable", DataType::Int64, true),
+        ])),
+    )
+    .await
+    .map_err(|e| driver_message(&e.to_string()))?;
+    let mut fields = Vec::new();
+    let mut casts = Vec::new();
+    for batch in &columns {
+        let (Some(names), Some(types), Some(declared), Some(p), Some(s), Some(nullable)) = (
+            batch.column(0).as_string_opt::<i32>(),
+            batch.column(1).as_string_opt::<i32>(),
+            batch.column(2).as_string_opt::<i32>(),
+            batch.column(3).as_primitive_opt::<Int64Type>(),
+            batch.column(4).as_primitive_opt::<Int64Type>(),
+            batch.column(5).as_primitive_opt::<Int64Type>(),
+        ) else {
+            continue;
+        };
+        for i in 0..batch.num_rows() {
+            let number =
+                |a: &datafusion::arrow::array::Int64Array| (!a.is_null(i)).then(|| a.value(i));
+            let (ty, cast) = mysql_type(types.value(i), declared.value(i), number(p), number(s));
+            if let Some(reading) = cast {
+                casts.push((fields.len(), reading));
             }
-        })
-        .collect();
-    Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
+            fields.push(Field::new(names.value(i), ty, nullable.value(i) != 0));
+        }
+    }
+    if fields.is_empty() {
+        return Err("no such table".into());
+    }
+    Ok((Arc::new(Schema::new(fields)), casts))
 }
 
 #[cfg(test)]
@@ -326,6 +413,73 @@ mod tests {
             ("_date", -1, Some("date"), (DataType::Utf8, true)),
         ] {
             assert_eq!(postgres_type(ty, typmod, element), read, "{ty}");
+        }
+    }
+
+    #[test]
+    fn mysql_columns_read_as_their_arrow_type_through_a_cast_or_not_at_all() {
+        let refused = |ty: &str| Some(Reading::Refused(ty.into()));
+        for (ty, declared, p, s, read) in [
+            (
+                "tinyint",
+                "tinyint(1)",
+                None,
+                None,
+                (DataType::Boolean, None),
+            ),
+            (
+                "tinyint",
+                "tinyint(1) unsigned",
+                None,
+                None,
+                (DataType::UInt8, None),
+            ),
+            (
+                "bigint",
+                "bigint(20) unsigned",
+                None,
+                None,
+                (DataType::UInt64, None),
+            ),
+            (
+                "decimal",
+                "decimal(12,2)",
+                Some(12),
+                Some(2),
+                (DataType::Decimal128(12, 2), None),
+            ),
+            (
+                "decimal",
+                "decimal(40,5)",
+                Some(40),
+                Some(5),
+                (DataType::Decimal256(40, 5), None),
+            ),
+            ("year", "year(4)", None, None, (DataType::Int16, None)),
+            ("json", "longtext", None, None, (DataType::Utf8, None)),
+            (
+                "uuid",
+                "uuid",
+                None,
+                None,
+                (DataType::Utf8, Some(Reading::Cast)),
+            ),
+            (
+                "inet6",
+                "inet6",
+                None,
+                None,
+                (DataType::Utf8, Some(Reading::Cast)),
+            ),
+            (
+                "point",
+                "point",
+                None,
+                None,
+                (DataType::Binary, refused("point")),
+            ),
+        ] {
+            assert_eq!(mysql_type(ty, declared, p, s), read, "{declared}");
         }
     }
 }
