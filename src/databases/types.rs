@@ -1,6 +1,6 @@
-//! How each backend's column types read as Arrow types: PostgreSQL's from its catalog, with
-//! the types its driver cannot read (or reads wrongly) read through a cast, SQLite's by its
-//! rules of type affinity, and MySQL's `BOOLEAN` columns found among its `TINYINT(1)`s.
+//! How each backend's column types read as Arrow types: PostgreSQL's and MySQL's from their
+//! catalogs, with the types their drivers cannot read (or read wrongly) read through a cast in
+//! the SELECT sent, and SQLite's by its rules of type affinity.
 
 use std::sync::Arc;
 
