@@ -16,7 +16,9 @@ ones Strata sets for speed (see STOCK_SETTINGS), as a before/after in the same r
 prints, so table registration, footers read by a fresh process and printing all count.
 
 `strata-variant`: the same engine as `strata` with `--variant-set` settings on top, to measure
-one setting side by side.
+one setting side by side; with `--variant-profile P`, built with cargo profile P (e.g. `dist`,
+the release binaries' profile) to measure a build profile side by side. `strata-cli-variant`
+is the `strata` command built with that profile.
 
 `strata-dashboard`: the same engine as `strata`, with its dashboard served and polled the way
 open pages poll it (the Queries page and the Query page of every running query, plan drawing
@@ -276,9 +278,8 @@ def csv_answer(path):
 class StrataCli:
     """The `strata` command, one process per run, tables from a catalog file."""
 
-    name = "strata-cli"
-
-    def __init__(self, data, fmt, settings, profile):
+    def __init__(self, data, fmt, settings, profile, name="strata-cli"):
+        self.name = name
         self.exe = cargo_executable(["build", "--bin", "strata"], "strata", profile)
         self.version = "main"
         self.tmp = pathlib.Path(tempfile.mkdtemp(prefix="strata-cli-"))
@@ -367,7 +368,11 @@ def main():
     )
     p.add_argument("--json")
     p.add_argument("--cargo-profile", default="bench", help="dev for a quick check")
+    p.add_argument(
+        "--variant-profile", help="the cargo profile of the variant engines (default: the same)"
+    )
     a = p.parse_args()
+    variant_profile = a.variant_profile or a.cargo_profile
     scale = float(a.scale)
     if a.dir:
         data = pathlib.Path(a.dir)
@@ -389,9 +394,12 @@ def main():
             data, f, a.scale, a.strata_set, a.cargo_profile, a.dashboard_period
         ),
         "strata-variant": lambda: Strata(
-            data, f, a.scale, a.strata_set + a.variant_set, a.cargo_profile, "strata-variant"
+            data, f, a.scale, a.strata_set + a.variant_set, variant_profile, "strata-variant"
         ),
         "strata-cli": lambda: StrataCli(data, f, a.strata_set, a.cargo_profile),
+        "strata-cli-variant": lambda: StrataCli(
+            data, f, a.strata_set + a.variant_set, variant_profile, "strata-cli-variant"
+        ),
         "cluster": lambda: Cluster(
             data, f, a.scale, a.strata_set + a.cluster_set, a.cargo_profile
         ),
