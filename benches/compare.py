@@ -18,7 +18,8 @@ prints, so table registration, footers read by a fresh process and printing all 
 `strata-variant`: the same engine as `strata` with `--variant-set` settings on top, to measure
 one setting side by side; with `--variant-profile P`, built with cargo profile P (e.g. `dist`,
 the release binaries' profile) to measure a build profile side by side. `strata-cli-variant`
-is the `strata` command built with that profile.
+is the `strata` command built with that profile, or the executable `--variant-exe` names (one
+built with other compiler flags, say).
 
 `strata-dashboard`: the same engine as `strata`, with its dashboard served and polled the way
 open pages poll it (the Queries page and the Query page of every running query, plan drawing
@@ -278,9 +279,9 @@ def csv_answer(path):
 class StrataCli:
     """The `strata` command, one process per run, tables from a catalog file."""
 
-    def __init__(self, data, fmt, settings, profile, name="strata-cli"):
+    def __init__(self, data, fmt, settings, profile, name="strata-cli", exe=None):
         self.name = name
-        self.exe = cargo_executable(["build", "--bin", "strata"], "strata", profile)
+        self.exe = exe or cargo_executable(["build", "--bin", "strata"], "strata", profile)
         self.version = "main"
         self.tmp = pathlib.Path(tempfile.mkdtemp(prefix="strata-cli-"))
         catalog = "".join(
@@ -371,6 +372,10 @@ def main():
     p.add_argument(
         "--variant-profile", help="the cargo profile of the variant engines (default: the same)"
     )
+    p.add_argument(
+        "--variant-exe",
+        help="a strata executable built elsewhere (e.g. with other RUSTFLAGS) for strata-cli-variant",
+    )
     a = p.parse_args()
     variant_profile = a.variant_profile or a.cargo_profile
     scale = float(a.scale)
@@ -398,7 +403,8 @@ def main():
         ),
         "strata-cli": lambda: StrataCli(data, f, a.strata_set, a.cargo_profile),
         "strata-cli-variant": lambda: StrataCli(
-            data, f, a.strata_set + a.variant_set, variant_profile, "strata-cli-variant"
+            data, f, a.strata_set + a.variant_set, variant_profile, "strata-cli-variant",
+            a.variant_exe,
         ),
         "cluster": lambda: Cluster(
             data, f, a.scale, a.strata_set + a.cluster_set, a.cargo_profile
