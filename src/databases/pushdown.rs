@@ -10,6 +10,7 @@
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::common::internal_err;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::common::{Column, DFSchema, DFSchemaRef, NullEquality, TableReference};
 use datafusion::datasource::{provider_as_source, source_as_provider};
@@ -452,45 +453,24 @@ fn as_remote(plan: LogicalPlan) -> Result<LogicalPlan> {
 /// does a scan of columns read through a cast, which the rest of the SELECT sees cast.
 fn remote_scan(scan: TableScan) -> Result<LogicalPlan> {
     let provider = source_as_provider(&scan.source)?;
-    let table = provider.downcast_ref::<DatabaseTable>();
-    let name = match table.and_then(DatabaseTable::remote) {
+    let Some(table) = provider.downcast_ref::<DatabaseTable>() else {
+        return internal_err!("a scan sent to a database reads a table of another kind");
+    };
+    let name = match table.remote() {
         Some((reference, _)) => reference.clone(),
         None => scan.table_name.clone(),
     };
-    let schema = scan.source.schema();
-    let mut read: Vec<usize> = scan
+    let shown: Vec<usize> = scan
         .projection
         .clone()
-        .unwrap_or_else(|| (0..schema.fields().len()).collect());
-    let filters: Vec<Expr> = scan.filters.into_iter().map(unnormalize_col).collect();
-    let predicate = conjunction(filters);
-    let cast = table.is_some_and(|t| t.casts_any(&read));
-    if predicate.is_none() && !cast {
+        .unwrap_or_else(|| (0..scan.source.schema().fields().len()).collect());
+    let predicate = conjunction(scan.filters.into_iter().map(unnormalize_col));
+    if predicate.is_none() && !table.casts_any(&shown) {
         let scan = TableScanBuilder::new(name, scan.source)
             .with_projection(scan.projection)
             .with_fetch(scan.fetch)
             .build()?;
         return Ok(LogicalPlan::TableScan(scan));
     }
-    // The filters' columns are read too, then left out again.
-    let shown: Vec<Expr> = read
-        .iter()
-        .map(|&i| Expr::Column(Column::from_name(schema.field(i).name())))
-        .collect();
-    for column in predicate.iter().flat_map(|p| p.column_refs()) {
-        if let Ok(i) = schema.index_of(&column.name)
-            && !read.contains(&i)
-        {
-            read.push(i);
-        }
-    }
-    let source = match table {
-        Some(table) => table.read_plan(name, scan.source, &read)?,
-        None => LogicalPlanBuilder::scan(name, scan.source, Some(read))?.build()?,
-    };
-    let mut plan = LogicalPlanBuilder::from(source);
-    if let Some(predicate) = predicate {
-        plan = plan.filter(predicate)?;
-    }
-    plan.project(shown)?.build()
+    table.filtered_plan(name, scan.source, &shown, predicate)
 }

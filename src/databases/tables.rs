@@ -26,7 +26,7 @@ use datafusion::logical_expr::expr_rewriter::unnormalize_col;
 use datafusion::logical_expr::utils::conjunction;
 use datafusion::logical_expr::{
     Between, BinaryExpr, Cast, Expr, LogicalPlan, LogicalPlanBuilder, LogicalTableSource, Operator,
-    TableProviderFilterPushDown, TableSource, col, lit,
+    TableProviderFilterPushDown, TableSource, lit,
 };
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
@@ -669,23 +669,16 @@ impl DatabaseTable {
         let source: Arc<dyn TableSource> = Arc::new(LogicalTableSource::new(self.schema.clone()));
         let all: Vec<usize> = (0..self.schema.fields().len()).collect();
         let shown = projection.unwrap_or(&all);
-        // The filters' columns are read too, then left out again.
-        let mut read = shown.clone();
-        for column in filters.iter().flat_map(|f| f.column_refs()) {
-            if let Ok(i) = self.schema.index_of(&column.name)
-                && !read.contains(&i)
-            {
-                read.push(i);
-            }
-        }
-        let plan = if self.casts_any(&read) {
-            let mut plan =
-                LogicalPlanBuilder::from(self.read_plan(self.reference.clone(), source, &read)?);
-            if let Some(predicate) = conjunction(filters.iter().cloned().map(unnormalize_col)) {
-                plan = plan.filter(predicate)?;
-            }
-            let columns = shown.iter().map(|&i| col(self.schema.field(i).name()));
-            plan.project(columns)?.limit(0, limit)?.build()?
+        let predicate = conjunction(filters.iter().cloned().map(unnormalize_col));
+        let plan = if self.casts_any(&self.columns_read(shown, predicate.as_ref())) {
+            LogicalPlanBuilder::from(self.filtered_plan(
+                self.reference.clone(),
+                source,
+                shown,
+                predicate,
+            )?)
+            .limit(0, limit)?
+            .build()?
         } else {
             LogicalPlanBuilder::scan_with_filters(
                 self.reference.clone(),
@@ -728,6 +721,40 @@ impl DatabaseTable {
             })),
             _ => None,
         })
+    }
+
+    /// `shown` and the columns `predicate` reads, in that order, each once.
+    fn columns_read(&self, shown: &[usize], predicate: Option<&Expr>) -> Vec<usize> {
+        let mut read = shown.to_vec();
+        for column in predicate.iter().flat_map(|p| p.column_refs()) {
+            if let Ok(i) = self.schema.index_of(&column.name)
+                && !read.contains(&i)
+            {
+                read.push(i);
+            }
+        }
+        read
+    }
+
+    /// The `shown` columns of the rows passing `predicate` (over unqualified columns), read by
+    /// `name` from `source` through [`DatabaseTable::read_plan`]: the predicate's columns are
+    /// read too, then left out again.
+    pub(crate) fn filtered_plan(
+        &self,
+        name: TableReference,
+        source: Arc<dyn TableSource>,
+        shown: &[usize],
+        predicate: Option<Expr>,
+    ) -> DfResult<LogicalPlan> {
+        let read = self.columns_read(shown, predicate.as_ref());
+        let mut plan = LogicalPlanBuilder::from(self.read_plan(name, source, &read)?);
+        if let Some(predicate) = predicate {
+            plan = plan.filter(predicate)?;
+        }
+        let columns = shown
+            .iter()
+            .map(|&i| Expr::Column(Column::from_name(self.schema.field(i).name())));
+        plan.project(columns)?.build()
     }
 
     /// The plan that reads `columns` of the table (by `name` in the database, from `source`)
