@@ -19,7 +19,8 @@ prints, so table registration, footers read by a fresh process and printing all 
 one setting side by side; with `--variant-profile P`, built with cargo profile P (e.g. `dist`,
 the release binaries' profile) to measure a build profile side by side. `strata-cli-variant`
 is the `strata` command built with that profile, or the executable `--variant-exe` names (one
-built with other compiler flags, say).
+built with other compiler flags, say). `--variant-env KEY=VALUE` sets an environment variable
+for the variant engines alone (an allocator option, say).
 
 `strata-dashboard`: the same engine as `strata`, with its dashboard served and polled the way
 open pages poll it (the Queries page and the Query page of every running query, plan drawing
@@ -133,12 +134,22 @@ class Polars:
         return elapsed, [normalize(" ".join(fmt(v) for v in r)) for r in df.rows()]
 
 
+def with_env(pairs):
+    """This process's environment with `KEY=VALUE` pairs on top (None: unchanged)."""
+    if not pairs:
+        return None
+    env = dict(os.environ)
+    env.update(pair.split("=", 1) for pair in pairs)
+    return env
+
+
 class Strata:
     """The `tpch` bench binary in `serve` mode: one engine for the whole comparison."""
 
 
     def __init__(
-        self, data, fmt, scale, settings, profile, name="strata", extra=(), stderr=None
+        self, data, fmt, scale, settings, profile, name="strata", extra=(), stderr=None,
+        env=None,
     ):
         self.name = name
         exe = cargo_executable(["bench", "--bench", "tpch", "--no-run"], "tpch", profile)
@@ -149,7 +160,7 @@ class Strata:
         args += extra
         self.proc = subprocess.Popen(
             args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr, text=True,
-            cwd=ROOT,
+            cwd=ROOT, env=with_env(env),
         )
         self.tmp = tempfile.mkdtemp(prefix="strata-compare-")
 
@@ -279,8 +290,9 @@ def csv_answer(path):
 class StrataCli:
     """The `strata` command, one process per run, tables from a catalog file."""
 
-    def __init__(self, data, fmt, settings, profile, name="strata-cli", exe=None):
+    def __init__(self, data, fmt, settings, profile, name="strata-cli", exe=None, env=None):
         self.name = name
+        self.env = with_env(env)
         self.exe = exe or cargo_executable(["build", "--bin", "strata"], "strata", profile)
         self.version = "main"
         self.tmp = pathlib.Path(tempfile.mkdtemp(prefix="strata-cli-"))
@@ -302,7 +314,7 @@ class StrataCli:
         out = subprocess.run(
             [self.exe, "--catalog", str(self.tmp / "tpch.toml"), "--no-progress", "-f",
              str(query), *fmt_args],
-            capture_output=True, text=True,
+            capture_output=True, text=True, env=self.env,
         )
         if out.returncode != 0:
             raise RuntimeError(out.stderr.strip() or "strata failed")
@@ -364,6 +376,10 @@ def main():
         help="settings of the strata-variant engine: strata with these on top, side by side",
     )
     p.add_argument(
+        "--variant-env", action="append", default=[],
+        help="KEY=VALUE in the environment of the variant engines alone (e.g. allocator options)",
+    )
+    p.add_argument(
         "--dashboard-period", type=float, default=1.0,
         help="seconds between the strata-dashboard engine's polls (the pages': 1)",
     )
@@ -399,12 +415,13 @@ def main():
             data, f, a.scale, a.strata_set, a.cargo_profile, a.dashboard_period
         ),
         "strata-variant": lambda: Strata(
-            data, f, a.scale, a.strata_set + a.variant_set, variant_profile, "strata-variant"
+            data, f, a.scale, a.strata_set + a.variant_set, variant_profile, "strata-variant",
+            env=a.variant_env,
         ),
         "strata-cli": lambda: StrataCli(data, f, a.strata_set, a.cargo_profile),
         "strata-cli-variant": lambda: StrataCli(
             data, f, a.strata_set + a.variant_set, variant_profile, "strata-cli-variant",
-            a.variant_exe,
+            a.variant_exe, a.variant_env,
         ),
         "cluster": lambda: Cluster(
             data, f, a.scale, a.strata_set + a.cluster_set, a.cargo_profile
