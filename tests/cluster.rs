@@ -426,6 +426,38 @@ fn a_join_ballista_broadcasts_reads_its_probe_side_where_it_lies() {
 }
 
 #[test]
+fn a_join_ballista_will_not_broadcast_shuffles_its_build_side_once() {
+    // DataFusion's own thresholds make the join a broadcast join; Ballista's, at one byte,
+    // will not broadcast it.
+    let query = "SELECT count(*) AS n FROM violations a \
+                 JOIN (SELECT * FROM violations_csv WHERE year > 2000) b \
+                 ON a.summons_number = b.summons_number";
+    let small = "SET ballista.optimizer.broadcast_join_threshold_bytes = 1;";
+    let plan = stages(&format!("{small} EXPLAIN {query}"));
+    assert!(plan.contains("mode=Partitioned"), "{plan}");
+    // The build side is shuffled by key by the stage that reads it.
+    assert!(!plan.contains("UnknownPartitioning(2)"), "{plan}");
+    assert_eq!(plan.matches("Stage[stage_id=").count(), 4, "{plan}");
+    // Left to Ballista, a stage wrote that side as it was read, and the next one only
+    // shuffled it by key.
+    let plan = stages(&format!(
+        "SET strata.broadcast_joins = false; {small} EXPLAIN {query}"
+    ));
+    assert!(plan.contains("UnknownPartitioning(2)"), "{plan}");
+    assert_eq!(plan.matches("Stage[stage_id=").count(), 5, "{plan}");
+    let out = processes::strata(&[
+        "-q",
+        "--format",
+        "csv",
+        "--cluster",
+        "local:2",
+        "-c",
+        &format!("{small} {query}"),
+    ]);
+    assert_answered(&out, &local_answer(query));
+}
+
+#[test]
 fn string_views_are_compacted_where_a_stage_writes_them_unless_turned_off() {
     let query = "SELECT arrow_cast(registration_state, 'Utf8View') AS s, count(*) \
                  FROM violations GROUP BY 1";

@@ -41,11 +41,11 @@ fn cluster_error(what: &str) -> impl Fn(ballista_core::error::BallistaError) -> 
 
 /// The session a scheduler plans a job in: the job's settings, Strata's stores, outer joins'
 /// padded sides without their constants, build sides by estimated rows, joins that emit
-/// their build side's unmatched rows partitioned, joins Ballista broadcasts planned as such,
-/// the rule that keeps compressed scans compressed on executors, large TopKs as sorts that
-/// spill, filters' conditions ordered, joins that yield (so executors can stop a cancelled
-/// job's tasks), window sorts that hold in every stage, and string views compacted where a
-/// stage writes its output.
+/// their build side's unmatched rows partitioned, joins Ballista broadcasts planned as such
+/// (and those it will not, partitioned), the rule that keeps compressed scans compressed on
+/// executors, large TopKs as sorts that spill, filters' conditions ordered, joins that yield
+/// (so executors can stop a cancelled job's tasks), window sorts that hold in every stage,
+/// and string views compacted where a stage writes its output.
 fn session_builder(stores: Arc<dyn ObjectStoreRegistry>) -> SessionBuilder {
     Arc::new(move |config: SessionConfig| {
         let runtime = crate::store::runtime_builder(stores.clone()).build_arc()?;
@@ -66,6 +66,7 @@ fn session_builder(stores: Arc<dyn ObjectStoreRegistry>) -> SessionBuilder {
         rules.push(Arc::new(crate::optimizer::CheapFiltersFirst));
         rules.push(Arc::new(crate::optimizer::CooperativeJoins));
         rules.push(Arc::new(crate::optimizer::ExplicitWindowSorts));
+        rules.push(Arc::new(super::joins::UnbroadcastJoinsPartitioned));
         rules.push(Arc::new(super::views::CompactViewsAtStages));
         Ok(SessionStateBuilder::new()
             .with_default_features()

@@ -101,7 +101,8 @@ extensions_options! {
         pub cheap_filters_first: bool, default = true
         /// On a cluster, plan as broadcast joins from the start the joins Ballista's planner
         /// would broadcast (`ballista.optimizer.broadcast_join_threshold_bytes`), so that
-        /// their probe side is not shuffled for nothing.
+        /// their probe side is not shuffled for nothing, and as partitioned joins those it
+        /// would not, so that their build side is not shuffled twice.
         pub broadcast_joins: bool, default = true
         /// On a cluster, copy the strings a batch of string or binary views still uses into
         /// compact buffers before a stage writes it, where it holds more than twice as much.
