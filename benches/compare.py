@@ -27,7 +27,8 @@ open pages poll it (the Queries page and the Query page of every running query, 
 included, once a second), to measure what watching a query costs it.
 
 `cluster`: the same engine as `strata`, its queries run on a scheduler and two executors
-started as processes on loopback (`strata scheduler`, `strata executor`).
+started as processes on loopback (`strata scheduler`, `strata executor`); `cluster-variant`
+is a second such cluster with the `--variant-set` settings on top.
 
 `--format csv` reads the bench's CSV files instead (`gen --csv`), each engine inferring
 their types as it does for any CSV file.
@@ -237,9 +238,9 @@ class Cluster(Strata):
     processes on loopback (slots: one per core each), started here and stopped at exit; their
     logs go to files in a temporary folder."""
 
-    def __init__(self, data, fmt, scale, settings, profile):
+    def __init__(self, data, fmt, scale, settings, profile, name="cluster"):
         exe = cargo_executable(["build", "--bin", "strata"], "strata", profile)
-        self.logs = pathlib.Path(tempfile.mkdtemp(prefix="strata-cluster-"))
+        self.logs = pathlib.Path(tempfile.mkdtemp(prefix=f"strata-{name}-"))
         log = self.start([exe, "scheduler", "--bind", "127.0.0.1:0"], "scheduler")
         addr = None
         deadline = time.monotonic() + 60
@@ -257,7 +258,7 @@ class Cluster(Strata):
                 raise RuntimeError("the executors did not register with the scheduler")
             time.sleep(0.1)
         super().__init__(
-            data, fmt, scale, settings, profile, "cluster", ["--cluster", f"df://{addr}"]
+            data, fmt, scale, settings, profile, name, ["--cluster", f"df://{addr}"]
         )
 
     def start(self, args, name):
@@ -425,6 +426,10 @@ def main():
         ),
         "cluster": lambda: Cluster(
             data, f, a.scale, a.strata_set + a.cluster_set, a.cargo_profile
+        ),
+        "cluster-variant": lambda: Cluster(
+            data, f, a.scale, a.strata_set + a.cluster_set + a.variant_set, variant_profile,
+            "cluster-variant",
         ),
         "duckdb": lambda: DuckDB(data, f),
         "datafusion": lambda: DataFusion(data, f),

@@ -458,6 +458,61 @@ fn a_join_ballista_will_not_broadcast_shuffles_its_build_side_once() {
 }
 
 #[test]
+fn a_joins_large_side_is_reduced_by_the_keys_of_its_filtered_side_before_it_is_aggregated() {
+    // 600,000 rows over 50,000 keys, and a table of the keys.
+    let dir = tempfile::tempdir().unwrap();
+    let (large, keys) = (
+        dir.path().join("large.parquet"),
+        dir.path().join("keys.parquet"),
+    );
+    for (path, select) in [
+        (
+            &large,
+            "SELECT value % 50000 AS k, value AS v FROM range(600000)",
+        ),
+        (&keys, "SELECT value AS k FROM range(50000)"),
+    ] {
+        let copy = format!("COPY ({select}) TO '{}'", path.display());
+        assert!(processes::strata(&["-q", "-c", &copy]).status.success());
+    }
+    let join = |kind: &str| {
+        format!(
+            "SELECT count(*) AS n, sum(c) AS s FROM \
+             (SELECT k, count(*) AS c FROM '{}' GROUP BY k) a \
+             {kind} JOIN (SELECT k FROM '{}' WHERE k < 100) b ON a.k = b.k",
+            large.display(),
+            keys.display()
+        )
+    };
+    let inner = join("");
+    let plan = stages(&format!("EXPLAIN {inner}"));
+    // The stage that reads the large table for the aggregation keeps only the rows whose
+    // key the filtered side holds: a broadcast semi join over the scan, below the
+    // aggregation.
+    let reading = plan
+        .split("Stage[stage_id=")
+        .find(|stage| stage.contains("mode=Partial, gby=[k@"))
+        .expect("the aggregation's stage");
+    assert!(
+        reading.contains("mode=CollectLeft, join_type=RightSemi"),
+        "{plan}"
+    );
+    assert!(reading.contains("broadcast=true"), "{plan}");
+    let off = stages(&format!(
+        "SET strata.semi_join_reduction = false; EXPLAIN {inner}"
+    ));
+    assert!(!off.contains("join_type=RightSemi"), "{off}");
+    // A LEFT JOIN keeps the aggregation's rows that match nothing: they are not dropped.
+    let left = join("LEFT");
+    let plan = stages(&format!("EXPLAIN {left}"));
+    assert!(!plan.contains("join_type=RightSemi"), "{plan}");
+    for sql in [inner, left] {
+        let out = processes::strata(&["-q", "--format", "csv", "--cluster", "local:2", "-c", &sql]);
+        assert_answered(&out, &local_answer(&sql));
+    }
+}
+
+#[test]
 fn string_views_are_compacted_where_a_stage_writes_them_unless_turned_off() {
     let query = "SELECT arrow_cast(registration_state, 'Utf8View') AS s, count(*) \
                  FROM violations GROUP BY 1";

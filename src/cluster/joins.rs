@@ -249,7 +249,7 @@ impl PhysicalOptimizerRule for UnbroadcastJoinsPartitioned {
 /// The bytes Ballista's planner estimates `plan` returns when it decides whether to
 /// broadcast it: the statistics' bytes, or else their rows times a width per column type.
 /// `None` without an estimate (or an estimate of nothing), which Ballista never broadcasts.
-fn broadcast_bytes(plan: &Arc<dyn ExecutionPlan>) -> Result<Option<usize>> {
+pub(super) fn broadcast_bytes(plan: &Arc<dyn ExecutionPlan>) -> Result<Option<usize>> {
     let stats = StatisticsContext::new().compute(plan.as_ref(), &StatisticsArgs::new())?;
     if let Some(&bytes) = stats.total_byte_size.get_value()
         && bytes != 0

@@ -6,6 +6,7 @@ mod codec;
 mod compressed;
 mod jobs;
 mod joins;
+mod reduce;
 mod restarts;
 mod scheduler_api;
 mod server;

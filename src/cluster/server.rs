@@ -43,7 +43,8 @@ fn cluster_error(what: &str) -> impl Fn(ballista_core::error::BallistaError) -> 
 /// padded sides without their constants, build sides by estimated rows, joins that emit
 /// their build side's unmatched rows partitioned, joins Ballista broadcasts planned as such
 /// (and those it will not, partitioned), the rule that keeps compressed scans compressed on
-/// executors, large TopKs as sorts that spill, filters' conditions ordered, joins that yield
+/// executors, large TopKs as sorts that spill, filters' conditions ordered, joins' large
+/// sides reduced by the keys of their small filtered sides where read, joins that yield
 /// (so executors can stop a cancelled job's tasks), window sorts that hold in every stage,
 /// and string views compacted where a stage writes its output.
 fn session_builder(stores: Arc<dyn ObjectStoreRegistry>) -> SessionBuilder {
@@ -64,6 +65,7 @@ fn session_builder(stores: Arc<dyn ObjectStoreRegistry>) -> SessionBuilder {
         rules.push(Arc::new(MarkCompressedScans));
         rules.push(Arc::new(crate::optimizer::LargeTopKAsSort));
         rules.push(Arc::new(crate::optimizer::CheapFiltersFirst));
+        rules.push(Arc::new(super::reduce::SemiJoinReduction));
         rules.push(Arc::new(crate::optimizer::CooperativeJoins));
         rules.push(Arc::new(crate::optimizer::ExplicitWindowSorts));
         rules.push(Arc::new(super::joins::UnbroadcastJoinsPartitioned));

@@ -104,6 +104,10 @@ extensions_options! {
         /// their probe side is not shuffled for nothing, and as partitioned joins those it
         /// would not, so that their build side is not shuffled twice.
         pub broadcast_joins: bool, default = true
+        /// On a cluster, drop the rows of a join's large side that no key of its small,
+        /// filtered side can match where that side is read, before they are aggregated or
+        /// shuffled: the filtered table is read once more and its keys broadcast there.
+        pub semi_join_reduction: bool, default = true
         /// On a cluster, copy the strings a batch of string or binary views still uses into
         /// compact buffers before a stage writes it, where it holds more than twice as much.
         pub compact_views: bool, default = true

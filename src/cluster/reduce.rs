@@ -1,0 +1,425 @@
+//! Semi-join reduction on a cluster: the rows of a join's large side that no key of its
+//! small, filtered side can match are dropped where that large side is read, before they are
+//! aggregated and shuffled to the join.
+
+use std::sync::Arc;
+
+use ballista_core::config::BallistaConfig;
+use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::common::{JoinSide, JoinType, NullEquality};
+use datafusion::config::ConfigOptions;
+use datafusion::datasource::source::DataSourceExec;
+use datafusion::error::Result;
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_expr::expressions::Column;
+use datafusion::physical_expr::projection::ProjectionExpr;
+use datafusion::physical_expr_common::physical_expr::is_volatile;
+use datafusion::physical_optimizer::PhysicalOptimizerRule;
+use datafusion::physical_plan::aggregates::AggregateExec;
+use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
+use datafusion::physical_plan::coop::CooperativeExec;
+use datafusion::physical_plan::filter::FilterExec;
+use datafusion::physical_plan::joins::utils::build_join_schema;
+use datafusion::physical_plan::joins::{HashJoinExec, PartitionMode};
+use datafusion::physical_plan::projection::ProjectionExec;
+use datafusion::physical_plan::repartition::RepartitionExec;
+use datafusion::physical_plan::{
+    ChildrenPropertiesMode, ExecutionPlan, ExecutionPlanProperties, ReplaceChildrenOptions,
+};
+
+use super::views::CompactViewsExec;
+use crate::optimizer::{StrataOptions, estimated_rows};
+
+/// How many times the rows of the large side's scan must outnumber the filtered keys.
+const MIN_RATIO: usize = 10;
+
+/// The fewest rows a scan must be estimated at for its stage to be worth reducing: reading
+/// the keys' table again costs a stage of its own (TPC-H q07's 150,000 customers reduced by
+/// two nations took longer).
+const MIN_ROWS: usize = 500_000;
+
+/// Puts a broadcast semi join with the keys of a small filtered table right above the scan
+/// that the other side of a hash join reads its key from, where a stage boundary or an
+/// aggregation lies between that scan and the join.
+///
+/// In one process a join's runtime filter reaches such a scan (see
+/// [`crate::optimizer::JoinFiltersAtScan`]). On a cluster it cannot: the scan runs in an
+/// earlier stage than the join, so every row is read, aggregated and shuffled before the
+/// join drops it (TPC-H q17 aggregates all 6 M `lineitem` rows by part for the 204 parts it
+/// keeps; q20 its 0.9 M rows of 1994). The keys the join can match come from a table read
+/// under a filter (`part WHERE p_brand = ...`): the rule finds that table by following the
+/// join key down the other side, through projections, filters, aggregations (a group key)
+/// and inner or semi joins (either side of an equality), reads it once more in a stage of its
+/// own, and broadcasts its keys to the scan's stage. Only where the join drops the rows
+/// (one side of an inner or semi join, the non-preserved side of an outer join, the filter
+/// side of an anti join), keys compare without `NULL` matching `NULL`, the keys fit under
+/// Ballista's broadcast threshold, the scan is estimated at 500,000 rows or more and ten
+/// times the keys' rows, and no limit lies between it and the join. Joins between the scan
+/// and the join do not count as a reason: they drop their own rows in the same stage.
+#[derive(Debug, Default)]
+pub struct SemiJoinReduction;
+
+impl PhysicalOptimizerRule for SemiJoinReduction {
+    fn optimize(
+        &self,
+        plan: Arc<dyn ExecutionPlan>,
+        config: &ConfigOptions,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        if !config
+            .extensions
+            .get::<StrataOptions>()
+            .is_some_and(|o| o.semi_join_reduction)
+        {
+            return Ok(plan);
+        }
+        let threshold = config.extensions.get::<BallistaConfig>().map_or_else(
+            || BallistaConfig::default().broadcast_join_threshold_bytes(),
+            |c| c.broadcast_join_threshold_bytes(),
+        );
+        if threshold == 0 {
+            return Ok(plan);
+        }
+        plan.transform_down(|node| {
+            let Some(join) = node.downcast_ref::<HashJoinExec>() else {
+                return Ok(Transformed::no(node));
+            };
+            match reduced(join, threshold)? {
+                Some(join) => Ok(Transformed::yes(join)),
+                None => Ok(Transformed::no(node)),
+            }
+        })
+        .map(|t| t.data)
+    }
+
+    fn name(&self) -> &str {
+        "SemiJoinReduction"
+    }
+
+    fn schema_check(&self) -> bool {
+        true
+    }
+}
+
+/// Whether the join drops the rows of its (left, right) side whose key matches nothing on
+/// the other side, so that they may be dropped sooner.
+fn droppable_sides(join_type: JoinType) -> (bool, bool) {
+    match join_type {
+        JoinType::Inner | JoinType::LeftSemi | JoinType::RightSemi => (true, true),
+        JoinType::Left | JoinType::LeftAnti | JoinType::LeftMark => (false, true),
+        JoinType::Right | JoinType::RightAnti | JoinType::RightMark => (true, false),
+        JoinType::Full => (false, false),
+    }
+}
+
+/// `join` with one of its sides reduced by the keys of the other, if a key pair allows it.
+fn reduced(join: &HashJoinExec, threshold: usize) -> Result<Option<Arc<dyn ExecutionPlan>>> {
+    if join.null_equality() != NullEquality::NullEqualsNothing || join.null_aware {
+        return Ok(None);
+    }
+    let (left_droppable, right_droppable) = droppable_sides(*join.join_type());
+    for (l, r) in join.on() {
+        let (Some(l), Some(r)) = (column(l), column(r)) else {
+            continue;
+        };
+        for (reduce_right, droppable) in [(true, right_droppable), (false, left_droppable)] {
+            if !droppable {
+                continue;
+            }
+            let (target, key, other, other_key) = if reduce_right {
+                (join.right(), r, join.left(), l)
+            } else {
+                (join.left(), l, join.right(), r)
+            };
+            let Some((source, source_key)) = keys_source(other, other_key) else {
+                continue;
+            };
+            // Only the key column is broadcast.
+            let keys: (Arc<dyn ExecutionPlan>, usize) = if source.schema().fields().len() == 1 {
+                (source, source_key)
+            } else {
+                let name = source.schema().field(source_key).name().clone();
+                let key = Arc::new(Column::new(&name, source_key));
+                let projection = ProjectionExec::try_new([ProjectionExpr::new(key, name)], source)?;
+                (Arc::new(projection), 0)
+            };
+            let Some(keys_bytes) = super::joins::broadcast_bytes(&keys.0)? else {
+                continue;
+            };
+            if keys_bytes >= threshold {
+                continue;
+            }
+            let Some(side) = reduce(target, key, false, &keys)? else {
+                continue;
+            };
+            let children = if reduce_right {
+                vec![Arc::clone(join.left()), side]
+            } else {
+                vec![side, Arc::clone(join.right())]
+            };
+            return Ok(Some(
+                join.builder().with_new_children(children)?.build_exec()?,
+            ));
+        }
+    }
+    Ok(None)
+}
+
+/// The index of a plain column reference.
+fn column(expr: &Arc<dyn PhysicalExpr>) -> Option<usize> {
+    expr.downcast_ref::<Column>().map(Column::index)
+}
+
+/// Nodes that pass their input's rows on unchanged, column for column.
+fn passes_rows_on(plan: &Arc<dyn ExecutionPlan>) -> bool {
+    plan.downcast_ref::<RepartitionExec>().is_some()
+        || plan.downcast_ref::<CoalescePartitionsExec>().is_some()
+        || plan.downcast_ref::<CooperativeExec>().is_some()
+        || plan.downcast_ref::<CompactViewsExec>().is_some()
+}
+
+/// The column of `plan`'s input that its output column `col` is, for projections and
+/// filters that pass it on as it is.
+fn input_column(plan: &Arc<dyn ExecutionPlan>, col: usize) -> Option<usize> {
+    if let Some(projection) = plan.downcast_ref::<ProjectionExec>() {
+        let expr = &projection.expr().get(col)?.expr;
+        return column(expr);
+    }
+    if let Some(filter) = plan.downcast_ref::<FilterExec>() {
+        return match filter.projection() {
+            Some(p) => p.get(col).copied(),
+            None => Some(col),
+        };
+    }
+    None
+}
+
+/// The side and column of a join's input that its output column `col` comes from.
+fn join_input_column(join: &HashJoinExec, col: usize) -> Option<(JoinSide, usize)> {
+    let (_, indices) = build_join_schema(
+        &join.left().schema(),
+        &join.right().schema(),
+        join.join_type(),
+    );
+    let at = match &join.projection {
+        Some(p) => *p.get(col)?,
+        None => col,
+    };
+    let index = indices.get(at)?;
+    Some((index.side, index.index))
+}
+
+/// A plan that reads one table under a filter, with only projections and filters over the
+/// scan, none of them volatile: cheap to read twice, and likely to keep few keys.
+fn is_filtered_scan(plan: &Arc<dyn ExecutionPlan>) -> bool {
+    let mut node = plan;
+    let mut filtered = false;
+    loop {
+        if node.downcast_ref::<DataSourceExec>().is_some() {
+            return filtered;
+        }
+        if let Some(filter) = node.downcast_ref::<FilterExec>() {
+            if is_volatile(filter.predicate()) {
+                return false;
+            }
+            filtered = true;
+            node = filter.input();
+        } else if let Some(projection) = node.downcast_ref::<ProjectionExec>() {
+            if projection.expr().iter().any(|e| is_volatile(&e.expr)) {
+                return false;
+            }
+            node = projection.input();
+        } else {
+            return false;
+        }
+    }
+}
+
+/// A filtered scan (see [`is_filtered_scan`]) whose column holds every value other than
+/// `NULL` that column `col` of `plan` can hold, found by following `col` down `plan`.
+fn keys_source(
+    plan: &Arc<dyn ExecutionPlan>,
+    col: usize,
+) -> Option<(Arc<dyn ExecutionPlan>, usize)> {
+    if passes_rows_on(plan) {
+        return keys_source(plan.children()[0], col);
+    }
+    if is_filtered_scan(plan) {
+        return Some((Arc::clone(plan), col));
+    }
+    if let Some(input) = input_column(plan, col) {
+        return keys_source(plan.children()[0], input);
+    }
+    if let Some(aggregate) = plan.downcast_ref::<AggregateExec>() {
+        let groups = aggregate.group_expr();
+        if !groups.is_single() {
+            return None;
+        }
+        let expr = &groups.expr().get(col)?.0;
+        return keys_source(aggregate.input(), column(expr)?);
+    }
+    if let Some(join) = plan.downcast_ref::<HashJoinExec>() {
+        let (side, index) = join_input_column(join, col)?;
+        let input = match side {
+            JoinSide::Left => join.left(),
+            JoinSide::Right => join.right(),
+            JoinSide::None => return None,
+        };
+        if let Some(found) = keys_source(input, index) {
+            return Some(found);
+        }
+        // A key of a join whose output rows all found a match on the other side holds only
+        // values of the other side's key too.
+        let matched = matches!(
+            join.join_type(),
+            JoinType::Inner | JoinType::LeftSemi | JoinType::RightSemi
+        ) && join.null_equality() == NullEquality::NullEqualsNothing;
+        if !matched {
+            return None;
+        }
+        let other = join.on().iter().find_map(|(l, r)| match side {
+            JoinSide::Left if column(l) == Some(index) => column(r),
+            JoinSide::Right if column(r) == Some(index) => column(l),
+            _ => None,
+        })?;
+        let other_side = if side == JoinSide::Left {
+            join.right()
+        } else {
+            join.left()
+        };
+        return keys_source(other_side, other);
+    }
+    None
+}
+
+/// A semi join reduction inserted earlier: a broadcast right semi join over a scan.
+fn is_reduction(join: &HashJoinExec) -> bool {
+    *join.partition_mode() == PartitionMode::CollectLeft
+        && *join.join_type() == JoinType::RightSemi
+        && (join.right().downcast_ref::<DataSourceExec>().is_some()
+            || join.right().downcast_ref::<FilterExec>().is_some())
+}
+
+/// `plan` with the rows whose column `col` holds no key of `keys` dropped right above the
+/// scan that column comes from, if a stage boundary or an aggregation lies between
+/// (`crossed`) and the scan is large enough for it to pay.
+fn reduce(
+    plan: &Arc<dyn ExecutionPlan>,
+    col: usize,
+    crossed: bool,
+    keys: &(Arc<dyn ExecutionPlan>, usize),
+) -> Result<Option<Arc<dyn ExecutionPlan>>> {
+    let rebuilt =
+        |child: Option<Arc<dyn ExecutionPlan>>| -> Result<Option<Arc<dyn ExecutionPlan>>> {
+            match child {
+                Some(child) => Ok(Some(Arc::clone(plan).replace_children(
+                    vec![child],
+                    ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute),
+                )?)),
+                None => Ok(None),
+            }
+        };
+    let scan = plan.downcast_ref::<DataSourceExec>().is_some()
+        || plan
+            .downcast_ref::<FilterExec>()
+            .is_some_and(|f| f.input().downcast_ref::<DataSourceExec>().is_some());
+    if scan {
+        return semi_join(plan, col, crossed, keys);
+    }
+    // Rows dropped below a limit would change which rows it keeps.
+    if plan.fetch().is_some() {
+        return Ok(None);
+    }
+    if passes_rows_on(plan) {
+        let crossed = crossed
+            || plan.downcast_ref::<RepartitionExec>().is_some()
+            || plan.downcast_ref::<CoalescePartitionsExec>().is_some();
+        return rebuilt(reduce(plan.children()[0], col, crossed, keys)?);
+    }
+    if let Some(input) = input_column(plan, col) {
+        return rebuilt(reduce(plan.children()[0], input, crossed, keys)?);
+    }
+    if let Some(aggregate) = plan.downcast_ref::<AggregateExec>() {
+        let groups = aggregate.group_expr();
+        if !groups.is_single() || aggregate.limit_options().is_some() {
+            return Ok(None);
+        }
+        let Some(input) = groups.expr().get(col).and_then(|(e, _)| column(e)) else {
+            return Ok(None);
+        };
+        return rebuilt(reduce(aggregate.input(), input, true, keys)?);
+    }
+    if let Some(join) = plan.downcast_ref::<HashJoinExec>() {
+        if is_reduction(join) {
+            return Ok(None);
+        }
+        let Some((side, index)) = join_input_column(join, col) else {
+            return Ok(None);
+        };
+        let (target, other) = match side {
+            JoinSide::Left => (join.left(), join.right()),
+            JoinSide::Right => (join.right(), join.left()),
+            JoinSide::None => return Ok(None),
+        };
+        // A join in between, in the same stage, does not make the reduction pay: it drops
+        // its own rows (TPC-H q08's `lineitem` reduced by two years of orders before its
+        // join with 0.7% of the parts took longer).
+        let Some(target) = reduce(target, index, crossed, keys)? else {
+            return Ok(None);
+        };
+        let children = match side {
+            JoinSide::Left => vec![target, Arc::clone(other)],
+            _ => vec![Arc::clone(other), target],
+        };
+        return Ok(Some(
+            join.builder().with_new_children(children)?.build_exec()?,
+        ));
+    }
+    Ok(None)
+}
+
+/// `scan` under a broadcast right semi join with the keys of `keys`, where it pays.
+fn semi_join(
+    scan: &Arc<dyn ExecutionPlan>,
+    col: usize,
+    crossed: bool,
+    keys: &(Arc<dyn ExecutionPlan>, usize),
+) -> Result<Option<Arc<dyn ExecutionPlan>>> {
+    let (source, key) = keys;
+    if !crossed || scan.output_ordering().is_some() {
+        return Ok(None);
+    }
+    let (field, key_field) = (
+        scan.schema().field(col).clone(),
+        source.schema().field(*key).clone(),
+    );
+    if field.data_type() != key_field.data_type() {
+        return Ok(None);
+    }
+    let (Some(rows), Some(key_rows)) = (estimated_rows(scan)?, estimated_rows(source)?) else {
+        return Ok(None);
+    };
+    if rows < MIN_ROWS || rows < key_rows.max(1).saturating_mul(MIN_RATIO) {
+        return Ok(None);
+    }
+    let build: Arc<dyn ExecutionPlan> = if source.output_partitioning().partition_count() > 1 {
+        Arc::new(CoalescePartitionsExec::new(Arc::clone(source)))
+    } else {
+        Arc::clone(source)
+    };
+    let on = vec![(
+        Arc::new(Column::new(key_field.name(), *key)) as Arc<dyn PhysicalExpr>,
+        Arc::new(Column::new(field.name(), col)) as Arc<dyn PhysicalExpr>,
+    )];
+    let join = HashJoinExec::try_new(
+        build,
+        Arc::clone(scan),
+        on,
+        None,
+        &JoinType::RightSemi,
+        None,
+        PartitionMode::CollectLeft,
+        NullEquality::NullEqualsNothing,
+        false,
+    )?;
+    Ok(Some(Arc::new(join)))
+}
