@@ -277,7 +277,10 @@ async fn make_db(
         Mode::Cluster => builder
             .target_partitions(2)
             .cluster("local:2")
-            .setting("ballista.shuffle.force_remote_read", "true"),
+            .setting("ballista.shuffle.force_remote_read", "true")
+            // Joins' large sides reduced by their filtered sides' keys at any size, so that
+            // the files' small tables take that path too.
+            .setting("strata.semi_join_reduction_min_rows", "0"),
     };
     let engine = builder.build().await.map_err(|e| DbError(e.to_string()))?;
     Ok(StrataDb {

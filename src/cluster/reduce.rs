@@ -33,11 +33,6 @@ use crate::optimizer::{StrataOptions, estimated_rows};
 /// How many times the rows of the large side's scan must outnumber the filtered keys.
 const MIN_RATIO: usize = 10;
 
-/// The fewest rows a scan must be estimated at for its stage to be worth reducing: reading
-/// the keys' table again costs a stage of its own (TPC-H q07's 150,000 customers reduced by
-/// two nations took longer).
-const MIN_ROWS: usize = 500_000;
-
 /// Puts a broadcast semi join with the keys of a small filtered table right above the scan
 /// that the other side of a hash join reads its key from, where a stage boundary or an
 /// aggregation lies between that scan and the join.
@@ -65,13 +60,15 @@ impl PhysicalOptimizerRule for SemiJoinReduction {
         plan: Arc<dyn ExecutionPlan>,
         config: &ConfigOptions,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        if !config
-            .extensions
-            .get::<StrataOptions>()
-            .is_some_and(|o| o.semi_join_reduction)
-        {
+        let Some(options) = config.extensions.get::<StrataOptions>() else {
+            return Ok(plan);
+        };
+        if !options.semi_join_reduction {
             return Ok(plan);
         }
+        // Reading the keys' table again costs a stage of its own: TPC-H q07's 150,000
+        // customers reduced by two nations took longer.
+        let min_rows = options.semi_join_reduction_min_rows;
         let threshold = config.extensions.get::<BallistaConfig>().map_or_else(
             || BallistaConfig::default().broadcast_join_threshold_bytes(),
             |c| c.broadcast_join_threshold_bytes(),
@@ -83,7 +80,7 @@ impl PhysicalOptimizerRule for SemiJoinReduction {
             let Some(join) = node.downcast_ref::<HashJoinExec>() else {
                 return Ok(Transformed::no(node));
             };
-            match reduced(join, threshold)? {
+            match reduced(join, threshold, min_rows)? {
                 Some(join) => Ok(Transformed::yes(join)),
                 None => Ok(Transformed::no(node)),
             }
@@ -112,7 +109,11 @@ fn droppable_sides(join_type: JoinType) -> (bool, bool) {
 }
 
 /// `join` with one of its sides reduced by the keys of the other, if a key pair allows it.
-fn reduced(join: &HashJoinExec, threshold: usize) -> Result<Option<Arc<dyn ExecutionPlan>>> {
+fn reduced(
+    join: &HashJoinExec,
+    threshold: usize,
+    min_rows: usize,
+) -> Result<Option<Arc<dyn ExecutionPlan>>> {
     if join.null_equality() != NullEquality::NullEqualsNothing || join.null_aware {
         return Ok(None);
     }
@@ -134,7 +135,9 @@ fn reduced(join: &HashJoinExec, threshold: usize) -> Result<Option<Arc<dyn Execu
                 continue;
             };
             // Only the key column is broadcast.
-            let keys: (Arc<dyn ExecutionPlan>, usize) = if source.schema().fields().len() == 1 {
+            let (plan, column): (Arc<dyn ExecutionPlan>, usize) = if source.schema().fields().len()
+                == 1
+            {
                 (source, source_key)
             } else {
                 let name = source.schema().field(source_key).name().clone();
@@ -142,7 +145,12 @@ fn reduced(join: &HashJoinExec, threshold: usize) -> Result<Option<Arc<dyn Execu
                 let projection = ProjectionExec::try_new([ProjectionExpr::new(key, name)], source)?;
                 (Arc::new(projection), 0)
             };
-            let Some(keys_bytes) = super::joins::broadcast_bytes(&keys.0)? else {
+            let keys = Keys {
+                plan,
+                column,
+                min_rows,
+            };
+            let Some(keys_bytes) = super::joins::broadcast_bytes(&keys.plan)? else {
                 continue;
             };
             if keys_bytes >= threshold {
@@ -291,6 +299,14 @@ fn keys_source(
     None
 }
 
+/// The keys a side is reduced by: a column of a filtered scan, and the fewest rows a scan
+/// must be estimated at to be reduced.
+struct Keys {
+    plan: Arc<dyn ExecutionPlan>,
+    column: usize,
+    min_rows: usize,
+}
+
 /// A semi join reduction inserted earlier: a broadcast right semi join over a scan.
 fn is_reduction(join: &HashJoinExec) -> bool {
     *join.partition_mode() == PartitionMode::CollectLeft
@@ -306,7 +322,7 @@ fn reduce(
     plan: &Arc<dyn ExecutionPlan>,
     col: usize,
     crossed: bool,
-    keys: &(Arc<dyn ExecutionPlan>, usize),
+    keys: &Keys,
 ) -> Result<Option<Arc<dyn ExecutionPlan>>> {
     let rebuilt =
         |child: Option<Arc<dyn ExecutionPlan>>| -> Result<Option<Arc<dyn ExecutionPlan>>> {
@@ -382,9 +398,13 @@ fn semi_join(
     scan: &Arc<dyn ExecutionPlan>,
     col: usize,
     crossed: bool,
-    keys: &(Arc<dyn ExecutionPlan>, usize),
+    keys: &Keys,
 ) -> Result<Option<Arc<dyn ExecutionPlan>>> {
-    let (source, key) = keys;
+    let Keys {
+        plan: source,
+        column: key,
+        min_rows,
+    } = keys;
     if !crossed || scan.output_ordering().is_some() {
         return Ok(None);
     }
@@ -398,7 +418,7 @@ fn semi_join(
     let (Some(rows), Some(key_rows)) = (estimated_rows(scan)?, estimated_rows(source)?) else {
         return Ok(None);
     };
-    if rows < MIN_ROWS || rows < key_rows.max(1).saturating_mul(MIN_RATIO) {
+    if rows < *min_rows || rows < key_rows.max(1).saturating_mul(MIN_RATIO) {
         return Ok(None);
     }
     let build: Arc<dyn ExecutionPlan> = if source.output_partitioning().partition_count() > 1 {

@@ -108,6 +108,9 @@ extensions_options! {
         /// filtered side can match where that side is read, before they are aggregated or
         /// shuffled: the filtered table is read once more and its keys broadcast there.
         pub semi_join_reduction: bool, default = true
+        /// The fewest rows a scan must be estimated at for `semi_join_reduction` to reduce
+        /// it: reading the keys' table again costs a stage of its own.
+        pub semi_join_reduction_min_rows: usize, default = 500_000
         /// On a cluster, copy the strings a batch of string or binary views still uses into
         /// compact buffers before a stage writes it, where it holds more than twice as much.
         pub compact_views: bool, default = true
