@@ -105,10 +105,7 @@ impl PhysicalOptimizerRule for BroadcastJoins {
         {
             return Ok(plan);
         }
-        let threshold = config.extensions.get::<BallistaConfig>().map_or_else(
-            || BallistaConfig::default().broadcast_join_threshold_bytes(),
-            |c| c.broadcast_join_threshold_bytes(),
-        );
+        let threshold = broadcast_threshold(config);
         if threshold == 0 {
             return Ok(plan);
         }
@@ -184,10 +181,7 @@ impl PhysicalOptimizerRule for UnbroadcastJoinsPartitioned {
         {
             return Ok(plan);
         }
-        let threshold = config.extensions.get::<BallistaConfig>().map_or_else(
-            || BallistaConfig::default().broadcast_join_threshold_bytes(),
-            |c| c.broadcast_join_threshold_bytes(),
-        );
+        let threshold = broadcast_threshold(config);
         let partitions = config.execution.target_partitions;
         plan.transform_up(|node| {
             let Some(join) = node.downcast_ref::<HashJoinExec>() else {
@@ -244,6 +238,14 @@ impl PhysicalOptimizerRule for UnbroadcastJoinsPartitioned {
     fn schema_check(&self) -> bool {
         true
     }
+}
+
+/// The size up to which Ballista broadcasts a join's build side, as the session sets it.
+pub(super) fn broadcast_threshold(config: &ConfigOptions) -> usize {
+    config.extensions.get::<BallistaConfig>().map_or_else(
+        || BallistaConfig::default().broadcast_join_threshold_bytes(),
+        |c| c.broadcast_join_threshold_bytes(),
+    )
 }
 
 /// The bytes Ballista's planner estimates `plan` returns when it decides whether to

@@ -4,7 +4,6 @@
 
 use std::sync::Arc;
 
-use ballista_core::config::BallistaConfig;
 use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::{JoinSide, JoinType, NullEquality};
 use datafusion::config::ConfigOptions;
@@ -69,10 +68,7 @@ impl PhysicalOptimizerRule for SemiJoinReduction {
         // Reading the keys' table again costs a stage of its own: TPC-H q07's 150,000
         // customers reduced by two nations took longer.
         let min_rows = options.semi_join_reduction_min_rows;
-        let threshold = config.extensions.get::<BallistaConfig>().map_or_else(
-            || BallistaConfig::default().broadcast_join_threshold_bytes(),
-            |c| c.broadcast_join_threshold_bytes(),
-        );
+        let threshold = super::joins::broadcast_threshold(config);
         if threshold == 0 {
             return Ok(plan);
         }
