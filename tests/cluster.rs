@@ -513,6 +513,78 @@ fn a_joins_large_side_is_reduced_by_the_keys_of_its_filtered_side_before_it_is_a
 }
 
 #[test]
+fn a_broadcast_semi_join_is_made_where_the_column_it_tests_is_read() {
+    // Customers, their orders, and the orders' lines; the IN subquery keeps few orders.
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(format!("{name}.parquet"));
+    for (name, select) in [
+        (
+            "c",
+            "SELECT value AS c, 'n' || value AS name FROM range(1000)",
+        ),
+        (
+            "o",
+            "SELECT value AS k, value % 1000 AS c FROM range(100000)",
+        ),
+        (
+            "l",
+            "SELECT value % 100000 AS k, value % 7 AS q FROM range(400000)",
+        ),
+    ] {
+        let copy = format!("COPY ({select}) TO '{}'", path(name).display());
+        assert!(processes::strata(&["-q", "-c", &copy]).status.success());
+    }
+    let (c, o, l) = (
+        path("c").display().to_string(),
+        path("o").display().to_string(),
+        path("l").display().to_string(),
+    );
+    let query = |test: &str| {
+        format!(
+            "SELECT c.name, o.k, sum(l.q) AS s FROM '{c}' c JOIN '{o}' o ON c.c = o.c \
+             JOIN '{l}' l ON o.k = l.k WHERE {test} GROUP BY c.name, o.k ORDER BY o.k"
+        )
+    };
+    let semi = query(&format!(
+        "o.k IN (SELECT k FROM '{l}' GROUP BY k HAVING sum(q) > 21)"
+    ));
+    // The stage that reads the orders keeps only those the subquery returned, before they
+    // are joined to their customers and broadcast to the join with their lines.
+    let reading = |plan: &str| {
+        plan.split("Stage[stage_id=")
+            .find(|stage| stage.contains("o.parquet"))
+            .expect("the stage that reads the orders")
+            .to_string()
+    };
+    let plan = stages(&format!("EXPLAIN {semi}"));
+    assert!(
+        reading(&plan).contains("mode=CollectLeft, join_type=RightSemi"),
+        "{plan}"
+    );
+    let off = stages(&format!(
+        "SET strata.semi_joins_first = false; EXPLAIN {semi}"
+    ));
+    assert!(!reading(&off).contains("join_type=RightSemi"), "{off}");
+    // An anti join moves as well; a test of the padded side of an outer join does not.
+    let anti = query(&format!(
+        "NOT EXISTS (SELECT 1 FROM '{c}' x WHERE x.c * 7 = o.k)"
+    ));
+    let plan = stages(&format!("EXPLAIN {anti}"));
+    assert!(
+        reading(&plan).contains("mode=CollectLeft, join_type=RightAnti"),
+        "{plan}"
+    );
+    let padded = format!(
+        "SELECT o.k, c.name FROM '{o}' o LEFT JOIN '{c}' c ON o.c = c.c AND o.k < 500 \
+         WHERE c.name IN (SELECT name FROM '{c}' WHERE c < 3) ORDER BY o.k"
+    );
+    for sql in [semi, anti, padded] {
+        let out = processes::strata(&["-q", "--format", "csv", "--cluster", "local:2", "-c", &sql]);
+        assert_answered(&out, &local_answer(&sql));
+    }
+}
+
+#[test]
 fn string_views_are_compacted_where_a_stage_writes_them_unless_turned_off() {
     let query = "SELECT arrow_cast(registration_state, 'Utf8View') AS s, count(*) \
                  FROM violations GROUP BY 1";

@@ -439,3 +439,245 @@ fn semi_join(
     )?;
     Ok(Some(Arc::new(join)))
 }
+
+/// Moves a broadcast semi or anti join down the other side of the join, to where the
+/// columns it tests are read: below inner joins (either side), the kept side of outer, semi
+/// and anti joins, aggregations grouped by those columns, projections, filters and shuffles.
+///
+/// DataFusion keeps such a join where the query's `IN`, `EXISTS` or `NOT EXISTS` put it,
+/// above the joins of the query's other tables. In one process the joins below it see its
+/// runtime filter (see [`crate::optimizer::JoinFiltersAtScan`]); on a cluster they run in
+/// earlier stages, so every row it is about to drop is joined, written and read back first
+/// (TPC-H q18: its 57 orders out of 1.5 M were known after the first stage, but all 1.5 M
+/// orders were joined to their customers, written, and broadcast to the stage that joins
+/// them to `lineitem`). The join tests each row on its own columns against keys already
+/// collected, so testing it earlier drops the same rows. Only joins whose keys Ballista
+/// broadcasts, without a filter of their own; never below a limit, nor where a sorted
+/// input would lose its order.
+#[derive(Debug, Default)]
+pub struct SemiJoinsFirst;
+
+impl PhysicalOptimizerRule for SemiJoinsFirst {
+    fn optimize(
+        &self,
+        plan: Arc<dyn ExecutionPlan>,
+        config: &ConfigOptions,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let Some(options) = config.extensions.get::<StrataOptions>() else {
+            return Ok(plan);
+        };
+        if !options.semi_joins_first {
+            return Ok(plan);
+        }
+        let threshold = super::joins::broadcast_threshold(config);
+        if threshold == 0 {
+            return Ok(plan);
+        }
+        plan.transform_down(|node| {
+            let Some(join) = node.downcast_ref::<HashJoinExec>() else {
+                return Ok(Transformed::no(node));
+            };
+            match moved_down(join, threshold)? {
+                Some(plan) => Ok(Transformed::yes(plan)),
+                None => Ok(Transformed::no(node)),
+            }
+        })
+        .map(|t| t.data)
+    }
+
+    fn name(&self) -> &str {
+        "SemiJoinsFirst"
+    }
+
+    fn schema_check(&self) -> bool {
+        true
+    }
+}
+
+/// The sides of a join whose rows reach its output unchanged and only there, so that a
+/// test of their own columns may be made before the join: (left, right).
+fn kept_sides(join_type: JoinType) -> (bool, bool) {
+    match join_type {
+        JoinType::Inner => (true, true),
+        JoinType::Left | JoinType::LeftSemi | JoinType::LeftAnti | JoinType::LeftMark => {
+            (true, false)
+        }
+        JoinType::Right | JoinType::RightSemi | JoinType::RightAnti | JoinType::RightMark => {
+            (false, true)
+        }
+        JoinType::Full => (false, false),
+    }
+}
+
+/// A broadcast semi or anti join being moved down the side it tests.
+struct Test<'a> {
+    join: &'a HashJoinExec,
+}
+
+impl Test<'_> {
+    /// The join, testing `plan` on its columns `cols` instead of the rows it tested.
+    fn over(
+        &self,
+        plan: &Arc<dyn ExecutionPlan>,
+        cols: &[usize],
+    ) -> Result<Option<Arc<dyn ExecutionPlan>>> {
+        let schema = plan.schema();
+        let right = self.join.right().schema();
+        let mut on = Vec::with_capacity(cols.len());
+        for ((keys, tested), &col) in self.join.on().iter().zip(cols) {
+            let field = schema.field(col);
+            let Some(was) = column(tested) else {
+                return Ok(None);
+            };
+            if field.data_type() != right.field(was).data_type() {
+                return Ok(None);
+            }
+            let tested: Arc<dyn PhysicalExpr> = Arc::new(Column::new(field.name(), col));
+            on.push((Arc::clone(keys), tested));
+        }
+        let join = HashJoinExec::try_new(
+            Arc::clone(self.join.left()),
+            Arc::clone(plan),
+            on,
+            None,
+            self.join.join_type(),
+            None,
+            PartitionMode::CollectLeft,
+            self.join.null_equality(),
+            false,
+        )?;
+        // A sorted input stays sorted through the join, where what is above relies on it.
+        let join: Arc<dyn ExecutionPlan> = Arc::new(join);
+        if join.output_ordering() != plan.output_ordering() {
+            return Ok(None);
+        }
+        Ok(Some(join))
+    }
+}
+
+/// `join` moved below the plan it tests, if it is a broadcast semi or anti join that can
+/// move at all.
+fn moved_down(join: &HashJoinExec, threshold: usize) -> Result<Option<Arc<dyn ExecutionPlan>>> {
+    if *join.partition_mode() != PartitionMode::CollectLeft
+        || !matches!(join.join_type(), JoinType::RightSemi | JoinType::RightAnti)
+        || join.filter().is_some()
+        || join.null_aware
+        || is_reduction(join)
+    {
+        return Ok(None);
+    }
+    let Some(cols) = join
+        .on()
+        .iter()
+        .map(|(_, r)| column(r))
+        .collect::<Option<Vec<_>>>()
+    else {
+        return Ok(None);
+    };
+    match super::joins::broadcast_bytes(join.left())? {
+        Some(bytes) if bytes < threshold => {}
+        _ => return Ok(None),
+    }
+    let test = Test { join };
+    let Some(moved) = sink(join.right(), &cols, &test)? else {
+        return Ok(None);
+    };
+    match &join.projection {
+        None => Ok(Some(moved)),
+        Some(columns) => {
+            let schema = moved.schema();
+            let exprs = columns.iter().map(|&i| {
+                let name = schema.field(i).name().clone();
+                let col: Arc<dyn PhysicalExpr> = Arc::new(Column::new(&name, i));
+                ProjectionExpr::new(col, name)
+            });
+            Ok(Some(Arc::new(ProjectionExec::try_new(exprs, moved)?)))
+        }
+    }
+}
+
+/// `plan` with `test` made on its input below it instead of on its output columns `cols`,
+/// as far down as the columns can be followed; `None` where it cannot go below `plan`.
+fn sink(
+    plan: &Arc<dyn ExecutionPlan>,
+    cols: &[usize],
+    test: &Test<'_>,
+) -> Result<Option<Arc<dyn ExecutionPlan>>> {
+    // The test at `child`'s columns `cols`: further down if it can go, else right above it.
+    let below = |child: &Arc<dyn ExecutionPlan>, cols: &[usize]| match sink(child, cols, test)? {
+        Some(moved) => Ok(Some(moved)),
+        None => test.over(child, cols),
+    };
+    let rebuilt =
+        |child: Option<Arc<dyn ExecutionPlan>>| -> Result<Option<Arc<dyn ExecutionPlan>>> {
+            match child {
+                Some(child) => Ok(Some(Arc::clone(plan).replace_children(
+                    vec![child],
+                    ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute),
+                )?)),
+                None => Ok(None),
+            }
+        };
+    // Rows dropped below a limit would change which rows it keeps.
+    if plan.fetch().is_some() {
+        return Ok(None);
+    }
+    if passes_rows_on(plan) {
+        return rebuilt(below(plan.children()[0], cols)?);
+    }
+    if let Some(inputs) = cols
+        .iter()
+        .map(|&c| input_column(plan, c))
+        .collect::<Option<Vec<_>>>()
+    {
+        return rebuilt(below(plan.children()[0], &inputs)?);
+    }
+    if let Some(aggregate) = plan.downcast_ref::<AggregateExec>() {
+        let groups = aggregate.group_expr();
+        if !groups.is_single() || aggregate.limit_options().is_some() {
+            return Ok(None);
+        }
+        let Some(inputs) = cols
+            .iter()
+            .map(|&c| groups.expr().get(c).and_then(|(e, _)| column(e)))
+            .collect::<Option<Vec<_>>>()
+        else {
+            return Ok(None);
+        };
+        return rebuilt(below(aggregate.input(), &inputs)?);
+    }
+    if let Some(join) = plan.downcast_ref::<HashJoinExec>() {
+        let Some(found) = cols
+            .iter()
+            .map(|&c| join_input_column(join, c))
+            .collect::<Option<Vec<_>>>()
+        else {
+            return Ok(None);
+        };
+        let side = found[0].0;
+        if found.iter().any(|(s, _)| *s != side) {
+            return Ok(None);
+        }
+        let inputs: Vec<usize> = found.iter().map(|(_, i)| *i).collect();
+        let (left_kept, right_kept) = kept_sides(*join.join_type());
+        let children = match side {
+            JoinSide::Left if left_kept => {
+                let Some(left) = below(join.left(), &inputs)? else {
+                    return Ok(None);
+                };
+                vec![left, Arc::clone(join.right())]
+            }
+            JoinSide::Right if right_kept => {
+                let Some(right) = below(join.right(), &inputs)? else {
+                    return Ok(None);
+                };
+                vec![Arc::clone(join.left()), right]
+            }
+            _ => return Ok(None),
+        };
+        return Ok(Some(
+            join.builder().with_new_children(children)?.build_exec()?,
+        ));
+    }
+    Ok(None)
+}

@@ -65,6 +65,7 @@ fn session_builder(stores: Arc<dyn ObjectStoreRegistry>) -> SessionBuilder {
         rules.push(Arc::new(MarkCompressedScans));
         rules.push(Arc::new(crate::optimizer::LargeTopKAsSort));
         rules.push(Arc::new(crate::optimizer::CheapFiltersFirst));
+        rules.push(Arc::new(super::reduce::SemiJoinsFirst));
         rules.push(Arc::new(super::reduce::SemiJoinReduction));
         rules.push(Arc::new(crate::optimizer::CooperativeJoins));
         rules.push(Arc::new(crate::optimizer::ExplicitWindowSorts));

@@ -111,6 +111,11 @@ extensions_options! {
         /// The fewest rows a scan must be estimated at for `semi_join_reduction` to reduce
         /// it: reading the keys' table again costs a stage of its own.
         pub semi_join_reduction_min_rows: usize, default = 500_000
+        /// On a cluster, move a broadcast semi or anti join down the other side of the join
+        /// to where the column it tests is read (below inner joins, aggregations by that
+        /// column and shuffles), so that the rows it drops are not joined, written and read
+        /// back first.
+        pub semi_joins_first: bool, default = true
         /// On a cluster, copy the strings a batch of string or binary views still uses into
         /// compact buffers before a stage writes it, where it holds more than twice as much.
         pub compact_views: bool, default = true
