@@ -72,16 +72,7 @@ impl PhysicalOptimizerRule for SemiJoinReduction {
         if threshold == 0 {
             return Ok(plan);
         }
-        plan.transform_down(|node| {
-            let Some(join) = node.downcast_ref::<HashJoinExec>() else {
-                return Ok(Transformed::no(node));
-            };
-            match reduced(join, threshold, min_rows)? {
-                Some(join) => Ok(Transformed::yes(join)),
-                None => Ok(Transformed::no(node)),
-            }
-        })
-        .map(|t| t.data)
+        each_hash_join(plan, |join| reduced(join, threshold, min_rows))
     }
 
     fn name(&self) -> &str {
@@ -90,6 +81,38 @@ impl PhysicalOptimizerRule for SemiJoinReduction {
 
     fn schema_check(&self) -> bool {
         true
+    }
+}
+
+/// `plan` with each hash join, from the top down, replaced by what `rewrite` makes of it
+/// (the join as it was where it returns `None`).
+fn each_hash_join(
+    plan: Arc<dyn ExecutionPlan>,
+    rewrite: impl Fn(&HashJoinExec) -> Result<Option<Arc<dyn ExecutionPlan>>>,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    plan.transform_down(|node| {
+        let Some(join) = node.downcast_ref::<HashJoinExec>() else {
+            return Ok(Transformed::no(node));
+        };
+        match rewrite(join)? {
+            Some(plan) => Ok(Transformed::yes(plan)),
+            None => Ok(Transformed::no(node)),
+        }
+    })
+    .map(|t| t.data)
+}
+
+/// `plan` over a new input `child`, if there is one.
+fn rebuilt(
+    plan: &Arc<dyn ExecutionPlan>,
+    child: Option<Arc<dyn ExecutionPlan>>,
+) -> Result<Option<Arc<dyn ExecutionPlan>>> {
+    match child {
+        Some(child) => Ok(Some(Arc::clone(plan).replace_children(
+            vec![child],
+            ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute),
+        )?)),
+        None => Ok(None),
     }
 }
 
@@ -320,16 +343,6 @@ fn reduce(
     crossed: bool,
     keys: &Keys,
 ) -> Result<Option<Arc<dyn ExecutionPlan>>> {
-    let rebuilt =
-        |child: Option<Arc<dyn ExecutionPlan>>| -> Result<Option<Arc<dyn ExecutionPlan>>> {
-            match child {
-                Some(child) => Ok(Some(Arc::clone(plan).replace_children(
-                    vec![child],
-                    ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute),
-                )?)),
-                None => Ok(None),
-            }
-        };
     let scan = plan.downcast_ref::<DataSourceExec>().is_some()
         || plan
             .downcast_ref::<FilterExec>()
@@ -345,10 +358,10 @@ fn reduce(
         let crossed = crossed
             || plan.downcast_ref::<RepartitionExec>().is_some()
             || plan.downcast_ref::<CoalescePartitionsExec>().is_some();
-        return rebuilt(reduce(plan.children()[0], col, crossed, keys)?);
+        return rebuilt(plan, reduce(plan.children()[0], col, crossed, keys)?);
     }
     if let Some(input) = input_column(plan, col) {
-        return rebuilt(reduce(plan.children()[0], input, crossed, keys)?);
+        return rebuilt(plan, reduce(plan.children()[0], input, crossed, keys)?);
     }
     if let Some(aggregate) = plan.downcast_ref::<AggregateExec>() {
         let groups = aggregate.group_expr();
@@ -358,7 +371,7 @@ fn reduce(
         let Some(input) = groups.expr().get(col).and_then(|(e, _)| column(e)) else {
             return Ok(None);
         };
-        return rebuilt(reduce(aggregate.input(), input, true, keys)?);
+        return rebuilt(plan, reduce(aggregate.input(), input, true, keys)?);
     }
     if let Some(join) = plan.downcast_ref::<HashJoinExec>() {
         if is_reduction(join) {
@@ -473,16 +486,7 @@ impl PhysicalOptimizerRule for SemiJoinsFirst {
         if threshold == 0 {
             return Ok(plan);
         }
-        plan.transform_down(|node| {
-            let Some(join) = node.downcast_ref::<HashJoinExec>() else {
-                return Ok(Transformed::no(node));
-            };
-            match moved_down(join, threshold)? {
-                Some(plan) => Ok(Transformed::yes(plan)),
-                None => Ok(Transformed::no(node)),
-            }
-        })
-        .map(|t| t.data)
+        each_hash_join(plan, |join| moved_down(join, threshold))
     }
 
     fn name(&self) -> &str {
@@ -608,29 +612,19 @@ fn sink(
         Some(moved) => Ok(Some(moved)),
         None => test.over(child, cols),
     };
-    let rebuilt =
-        |child: Option<Arc<dyn ExecutionPlan>>| -> Result<Option<Arc<dyn ExecutionPlan>>> {
-            match child {
-                Some(child) => Ok(Some(Arc::clone(plan).replace_children(
-                    vec![child],
-                    ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute),
-                )?)),
-                None => Ok(None),
-            }
-        };
     // Rows dropped below a limit would change which rows it keeps.
     if plan.fetch().is_some() {
         return Ok(None);
     }
     if passes_rows_on(plan) {
-        return rebuilt(below(plan.children()[0], cols)?);
+        return rebuilt(plan, below(plan.children()[0], cols)?);
     }
     if let Some(inputs) = cols
         .iter()
         .map(|&c| input_column(plan, c))
         .collect::<Option<Vec<_>>>()
     {
-        return rebuilt(below(plan.children()[0], &inputs)?);
+        return rebuilt(plan, below(plan.children()[0], &inputs)?);
     }
     if let Some(aggregate) = plan.downcast_ref::<AggregateExec>() {
         let groups = aggregate.group_expr();
@@ -644,7 +638,7 @@ fn sink(
         else {
             return Ok(None);
         };
-        return rebuilt(below(aggregate.input(), &inputs)?);
+        return rebuilt(plan, below(aggregate.input(), &inputs)?);
     }
     if let Some(join) = plan.downcast_ref::<HashJoinExec>() {
         let Some(found) = cols
