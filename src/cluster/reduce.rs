@@ -59,19 +59,12 @@ impl PhysicalOptimizerRule for SemiJoinReduction {
         plan: Arc<dyn ExecutionPlan>,
         config: &ConfigOptions,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let Some(options) = config.extensions.get::<StrataOptions>() else {
+        let Some((options, threshold)) = broadcasting(config, |o| o.semi_join_reduction) else {
             return Ok(plan);
         };
-        if !options.semi_join_reduction {
-            return Ok(plan);
-        }
         // Reading the keys' table again costs a stage of its own: TPC-H q07's 150,000
         // customers reduced by two nations took longer.
         let min_rows = options.semi_join_reduction_min_rows;
-        let threshold = super::joins::broadcast_threshold(config);
-        if threshold == 0 {
-            return Ok(plan);
-        }
         each_hash_join(plan, |join| reduced(join, threshold, min_rows))
     }
 
@@ -82,6 +75,17 @@ impl PhysicalOptimizerRule for SemiJoinReduction {
     fn schema_check(&self) -> bool {
         true
     }
+}
+
+/// Strata's settings and Ballista's broadcast threshold, when the rule that `on` reads is
+/// on and Ballista broadcasts at all.
+fn broadcasting(
+    config: &ConfigOptions,
+    on: impl Fn(&StrataOptions) -> bool,
+) -> Option<(&StrataOptions, usize)> {
+    let options = config.extensions.get::<StrataOptions>()?;
+    let threshold = super::joins::broadcast_threshold(config);
+    (on(options) && threshold > 0).then_some((options, threshold))
 }
 
 /// `plan` with each hash join, from the top down, replaced by what `rewrite` makes of it
@@ -476,16 +480,9 @@ impl PhysicalOptimizerRule for SemiJoinsFirst {
         plan: Arc<dyn ExecutionPlan>,
         config: &ConfigOptions,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let Some(options) = config.extensions.get::<StrataOptions>() else {
+        let Some((_, threshold)) = broadcasting(config, |o| o.semi_joins_first) else {
             return Ok(plan);
         };
-        if !options.semi_joins_first {
-            return Ok(plan);
-        }
-        let threshold = super::joins::broadcast_threshold(config);
-        if threshold == 0 {
-            return Ok(plan);
-        }
         each_hash_join(plan, |join| moved_down(join, threshold))
     }
 
@@ -513,50 +510,43 @@ fn kept_sides(join_type: JoinType) -> (bool, bool) {
     }
 }
 
-/// A broadcast semi or anti join being moved down the side it tests.
-struct Test<'a> {
-    join: &'a HashJoinExec,
-}
-
-impl Test<'_> {
-    /// The join, testing `plan` on its columns `cols` instead of the rows it tested.
-    fn over(
-        &self,
-        plan: &Arc<dyn ExecutionPlan>,
-        cols: &[usize],
-    ) -> Result<Option<Arc<dyn ExecutionPlan>>> {
-        let schema = plan.schema();
-        let right = self.join.right().schema();
-        let mut on = Vec::with_capacity(cols.len());
-        for ((keys, tested), &col) in self.join.on().iter().zip(cols) {
-            let field = schema.field(col);
-            let Some(was) = column(tested) else {
-                return Ok(None);
-            };
-            if field.data_type() != right.field(was).data_type() {
-                return Ok(None);
-            }
-            let tested: Arc<dyn PhysicalExpr> = Arc::new(Column::new(field.name(), col));
-            on.push((Arc::clone(keys), tested));
-        }
-        let join = HashJoinExec::try_new(
-            Arc::clone(self.join.left()),
-            Arc::clone(plan),
-            on,
-            None,
-            self.join.join_type(),
-            None,
-            PartitionMode::CollectLeft,
-            self.join.null_equality(),
-            false,
-        )?;
-        // A sorted input stays sorted through the join, where what is above relies on it.
-        let join: Arc<dyn ExecutionPlan> = Arc::new(join);
-        if join.output_ordering() != plan.output_ordering() {
+/// `join` (a broadcast semi or anti join) testing `plan` on its columns `cols` instead of the
+/// rows it tested.
+fn tested_at(
+    join: &HashJoinExec,
+    plan: &Arc<dyn ExecutionPlan>,
+    cols: &[usize],
+) -> Result<Option<Arc<dyn ExecutionPlan>>> {
+    let schema = plan.schema();
+    let right = join.right().schema();
+    let mut on = Vec::with_capacity(cols.len());
+    for ((keys, tested), &col) in join.on().iter().zip(cols) {
+        let field = schema.field(col);
+        let Some(was) = column(tested) else {
+            return Ok(None);
+        };
+        if field.data_type() != right.field(was).data_type() {
             return Ok(None);
         }
-        Ok(Some(join))
+        let tested: Arc<dyn PhysicalExpr> = Arc::new(Column::new(field.name(), col));
+        on.push((Arc::clone(keys), tested));
     }
+    let moved: Arc<dyn ExecutionPlan> = Arc::new(HashJoinExec::try_new(
+        Arc::clone(join.left()),
+        Arc::clone(plan),
+        on,
+        None,
+        join.join_type(),
+        None,
+        PartitionMode::CollectLeft,
+        join.null_equality(),
+        false,
+    )?);
+    // A sorted input stays sorted through the join, where what is above relies on it.
+    if moved.output_ordering() != plan.output_ordering() {
+        return Ok(None);
+    }
+    Ok(Some(moved))
 }
 
 /// `join` moved below the plan it tests, if it is a broadcast semi or anti join that can
@@ -582,8 +572,7 @@ fn moved_down(join: &HashJoinExec, threshold: usize) -> Result<Option<Arc<dyn Ex
         Some(bytes) if bytes < threshold => {}
         _ => return Ok(None),
     }
-    let test = Test { join };
-    let Some(moved) = sink(join.right(), &cols, &test)? else {
+    let Some(moved) = sink(join.right(), &cols, join)? else {
         return Ok(None);
     };
     match &join.projection {
@@ -600,17 +589,18 @@ fn moved_down(join: &HashJoinExec, threshold: usize) -> Result<Option<Arc<dyn Ex
     }
 }
 
-/// `plan` with `test` made on its input below it instead of on its output columns `cols`,
-/// as far down as the columns can be followed; `None` where it cannot go below `plan`.
+/// `plan` with `test` (a broadcast semi or anti join) made on its input below it instead of
+/// on its output columns `cols`, as far down as the columns can be followed; `None` where it
+/// cannot go below `plan`.
 fn sink(
     plan: &Arc<dyn ExecutionPlan>,
     cols: &[usize],
-    test: &Test<'_>,
+    test: &HashJoinExec,
 ) -> Result<Option<Arc<dyn ExecutionPlan>>> {
     // The test at `child`'s columns `cols`: further down if it can go, else right above it.
     let below = |child: &Arc<dyn ExecutionPlan>, cols: &[usize]| match sink(child, cols, test)? {
         Some(moved) => Ok(Some(moved)),
-        None => test.over(child, cols),
+        None => tested_at(test, child, cols),
     };
     // Rows dropped below a limit would change which rows it keeps.
     if plan.fetch().is_some() {
@@ -654,21 +644,16 @@ fn sink(
         }
         let inputs: Vec<usize> = found.iter().map(|(_, i)| *i).collect();
         let (left_kept, right_kept) = kept_sides(*join.join_type());
-        let children = match side {
-            JoinSide::Left if left_kept => {
-                let Some(left) = below(join.left(), &inputs)? else {
-                    return Ok(None);
-                };
-                vec![left, Arc::clone(join.right())]
-            }
-            JoinSide::Right if right_kept => {
-                let Some(right) = below(join.right(), &inputs)? else {
-                    return Ok(None);
-                };
-                vec![Arc::clone(join.left()), right]
-            }
+        let mut children = vec![Arc::clone(join.left()), Arc::clone(join.right())];
+        let at = match side {
+            JoinSide::Left if left_kept => 0,
+            JoinSide::Right if right_kept => 1,
             _ => return Ok(None),
         };
+        let Some(moved) = below(&children[at], &inputs)? else {
+            return Ok(None);
+        };
+        children[at] = moved;
         return Ok(Some(
             join.builder().with_new_children(children)?.build_exec()?,
         ));
