@@ -1,7 +1,7 @@
 //! How Strata's tables travel to a scheduler inside a logical plan: datasets as their recipe
 //! (rebuilt there, globs and options included), in-memory tables as Arrow IPC, database tables
-//! as their URL and name (executors connect themselves). Everything else is left to
-//! Ballista's codec.
+//! as their URL and name (executors connect themselves), pieces of deep plans as bytes of
+//! their own. Everything else is left to Ballista's codec.
 
 use std::io::Cursor;
 use std::sync::Arc;
@@ -24,6 +24,7 @@ use datafusion_proto::logical_plan::LogicalExtensionCodec;
 use datafusion_proto::physical_plan::{PhysicalExtensionCodec, PhysicalProtoConverterExtension};
 
 use super::compressed::{self, CompressedScanExec};
+use super::pieces;
 use super::views::CompactViewsExec;
 use crate::optimizer::NullableSideExec;
 
@@ -32,6 +33,10 @@ use crate::dataset::DatasetTable;
 const DATASET: u8 = 1;
 const MEMORY: u8 = 2;
 const DATABASE: u8 = 3;
+
+/// Marks a piece of a plan among Ballista's extension nodes (no protobuf message starts with
+/// the byte 0xFF).
+const PIECE: &[u8] = b"\xFFstrata-piece:";
 
 /// The logical codec of Strata's clients and schedulers.
 #[derive(Debug, Default)]
@@ -91,11 +96,20 @@ impl LogicalExtensionCodec for StrataLogicalCodec {
         inputs: &[LogicalPlan],
         ctx: &TaskContext,
     ) -> Result<Extension> {
-        self.ballista.try_decode(buf, inputs, ctx)
+        match buf.strip_prefix(PIECE) {
+            Some(rest) => pieces::decode(rest, ctx, self),
+            None => self.ballista.try_decode(buf, inputs, ctx),
+        }
     }
 
     fn try_encode(&self, node: &Extension, buf: &mut Vec<u8>) -> Result<()> {
-        self.ballista.try_encode(node, buf)
+        match pieces::as_piece(node) {
+            Some(plan) => {
+                buf.extend(PIECE);
+                pieces::encode(plan, self, buf)
+            }
+            None => self.ballista.try_encode(node, buf),
+        }
     }
 
     fn try_decode_table_provider(
@@ -194,6 +208,9 @@ impl PhysicalExtensionCodec for StrataPhysicalCodec {
         }
         if let Some(rest) = buf.strip_prefix(DATABASE_SCAN) {
             return crate::databases::decode_scan(rest);
+        }
+        if let Some(rest) = buf.strip_prefix(pieces::STAGE_PIECE) {
+            return pieces::decode_stage_piece(rest, ctx, self, proto_converter);
         }
         match buf.strip_prefix(COMPRESSED_SCAN) {
             Some(rest) => {

@@ -6,6 +6,7 @@ mod codec;
 mod compressed;
 mod jobs;
 mod joins;
+mod pieces;
 mod reduce;
 mod restarts;
 mod scheduler_api;
@@ -151,8 +152,9 @@ impl Runner for ClusterRunner {
             datafusion::execution::session_state::SessionStateBuilder::new_from_existing(cluster)
                 .with_optimizer_rules(Vec::new())
                 .build();
+        // A plan too deep for one protobuf message travels in pieces.
         let physical = cluster
-            .create_physical_plan(&plan)
+            .create_physical_plan(&pieces::in_pieces(plan.clone())?)
             .await
             .map_err(|e| self.unreachable(&e.to_string()).unwrap_or_else(|| e.into()))?;
         let stream = execute_stream(physical.clone(), cluster.task_ctx())?;
@@ -278,10 +280,12 @@ impl Job {
             return e;
         }
         let message = task_message(&text);
+        // Ballista words both causes alike.
         if restarts::is_restart_failure(&message) {
             return Error::Execution(format!(
-                "executors were lost while the query ran and a stage had to start over after \
-                 its output was read, {} times in a row; run the query again",
+                "the cluster stopped the query's job {} times in a row: executors were lost and \
+                 a stage had to start over after its output was read, or an executor could not \
+                 take the job's tasks (its log says why); run the query again",
                 RERUNS + 1
             ));
         }

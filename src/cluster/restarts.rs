@@ -23,7 +23,8 @@ const JOBS_REMEMBERED: usize = 4096;
 const REJECTED: &str = "task could not be prepared or was rejected by executor";
 
 /// Whether a cluster job's error says that the job was stopped because a stage had to start
-/// over (its answer would have been wrong), so running the query again is the remedy.
+/// over (its answer would have been wrong), so running the query again is the remedy. An
+/// executor that rejects a job's tasks fails it with the same words.
 pub(crate) fn is_restart_failure(message: &str) -> bool {
     message.contains(REJECTED)
 }

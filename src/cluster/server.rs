@@ -39,14 +39,14 @@ fn cluster_error(what: &str) -> impl Fn(ballista_core::error::BallistaError) -> 
     move |e| Error::Execution(format!("{what}: {e}"))
 }
 
-/// The session a scheduler plans a job in: the job's settings, Strata's stores, outer joins'
-/// padded sides without their constants, build sides by estimated rows, joins that emit
-/// their build side's unmatched rows partitioned, joins Ballista broadcasts planned as such
-/// (and those it will not, partitioned), the rule that keeps compressed scans compressed on
-/// executors, large TopKs as sorts that spill, filters' conditions ordered, joins' large
-/// sides reduced by the keys of their small filtered sides where read, joins that yield
-/// (so executors can stop a cancelled job's tasks), window sorts that hold in every stage,
-/// and string views compacted where a stage writes its output.
+/// The session a scheduler plans a job in: the job's settings, Strata's stores, a deep plan's
+/// pieces put back together, outer joins' padded sides without their constants, build sides by
+/// estimated rows, joins that emit their build side's unmatched rows partitioned, joins Ballista
+/// broadcasts planned as such (and those it will not, partitioned), the rule that keeps compressed
+/// scans compressed on executors, large TopKs as sorts that spill, filters' conditions ordered,
+/// joins' large sides reduced by the keys of their small filtered sides where read, joins that
+/// yield (so executors can stop a cancelled job's tasks), window sorts that hold in every stage,
+/// string views compacted where a stage writes its output, and deep stages sent in pieces.
 fn session_builder(stores: Arc<dyn ObjectStoreRegistry>) -> SessionBuilder {
     Arc::new(move |config: SessionConfig| {
         let runtime = crate::store::runtime_builder(stores.clone()).build_arc()?;
@@ -71,10 +71,15 @@ fn session_builder(stores: Arc<dyn ObjectStoreRegistry>) -> SessionBuilder {
         rules.push(Arc::new(crate::optimizer::ExplicitWindowSorts));
         rules.push(Arc::new(super::joins::UnbroadcastJoinsPartitioned));
         rules.push(Arc::new(super::views::CompactViewsAtStages));
+        rules.push(Arc::new(super::pieces::StagesInPieces));
+        // A deep plan arrives in pieces: they are put back together before anything else.
+        let mut analyzer = datafusion::optimizer::Analyzer::new().rules;
+        analyzer.insert(0, Arc::new(super::pieces::JoinPieces));
         Ok(SessionStateBuilder::new()
             .with_default_features()
             .with_config(config)
             .with_runtime_env(runtime)
+            .with_analyzer_rules(analyzer)
             .with_optimizer_rules(ballista_core::optimizer::ballista_default_optimizer_rules())
             .with_physical_optimizer_rules(rules)
             .with_scalar_functions(

@@ -1,0 +1,545 @@
+//! Plans deeper than a protobuf decoder accepts travel in pieces: every few levels, the rest
+//! of the plan is encoded as bytes of its own and decoded separately. Logical plans go to the
+//! scheduler so, which puts the pieces back together before planning; a stage's plan goes to
+//! executors so, which decode each piece in its place.
+//!
+//! Protobuf decoders stop at 100 nested messages, and every level of a plan costs two (the
+//! plan node and the operator inside it). A query over views with three levels of correlated
+//! subqueries went past that on its way to the scheduler, and a join of 24 small tables in
+//! one stage on its way to executors. Turning the limit off instead would let any client of a
+//! Strata server crash it with a deeply nested message.
+
+use std::fmt;
+use std::sync::Arc;
+
+use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+use datafusion::common::{DFSchemaRef, DataFusionError, Result, Statistics};
+use datafusion::config::ConfigOptions;
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::logical_expr::{Expr, Extension, LogicalPlan, UserDefinedLogicalNodeCore};
+use datafusion::optimizer::AnalyzerRule;
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_optimizer::PhysicalOptimizerRule;
+use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
+use datafusion::physical_plan::joins::{HashJoinExec, PartitionMode};
+use datafusion::physical_plan::proto::ExecutionPlanEncodeCtx;
+use datafusion::physical_plan::repartition::RepartitionExec;
+use datafusion::physical_plan::scalar_subquery::ScalarSubqueryExec;
+use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMergeExec;
+use datafusion::physical_plan::statistics::StatisticsArgs;
+use datafusion::physical_plan::union::UnionExec;
+use datafusion::physical_plan::{
+    ChildStats, ChildrenPropertiesMode, DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning,
+    PlanProperties, ReplaceChildrenOptions,
+};
+use datafusion_proto::logical_plan::{AsLogicalPlan, LogicalExtensionCodec};
+use datafusion_proto::physical_plan::{
+    PhysicalExtensionCodec, PhysicalPlanNodeExt, PhysicalProtoConverterExtension,
+};
+use datafusion_proto::protobuf::physical_plan_node::PhysicalPlanType;
+use datafusion_proto::protobuf::{LogicalPlanNode, PhysicalExtensionNode, PhysicalPlanNode};
+use prost::Message;
+
+use crate::optimizer::only_child;
+
+/// Plan levels one piece holds. With the levels of expressions and schemas inside them, a
+/// piece stays well below the decoder's 100 messages; and its conversion to a plan, which
+/// recurses once per level, stays within a thread's stack (about 80 KiB a level in a debug
+/// build).
+const LEVELS: usize = 8;
+
+/// The levels a subquery inside an expression starts below its plan node (the expression
+/// messages that hold it).
+const SUBQUERY_LEVELS: usize = 4;
+
+/// Levels of a stage's plan one piece holds (a physical operator's message holds more than a
+/// logical one's: its schema, partitioning and statistics).
+const STAGE_LEVELS: usize = 12;
+
+/// Marks a piece of a stage's plan among the extension nodes executors decode (no protobuf
+/// message starts with the byte 0xFF).
+pub(crate) const STAGE_PIECE: &[u8] = b"\xFFstrata-stage-piece:";
+
+/// Stack a piece's encoding or decoding may need; with less left, it runs on a fresh segment.
+const RED_ZONE: usize = 2 * 1024 * 1024;
+const SEGMENT: usize = 8 * 1024 * 1024;
+
+/// The rest of a plan, encoded apart from the plan above it. To DataFusion it is a leaf: it
+/// exists only between the client's planning and the scheduler's analysis.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Hash)]
+pub(crate) struct Piece {
+    plan: LogicalPlan,
+}
+
+impl UserDefinedLogicalNodeCore for Piece {
+    fn name(&self) -> &str {
+        "Piece"
+    }
+
+    fn inputs(&self) -> Vec<&LogicalPlan> {
+        Vec::new()
+    }
+
+    fn schema(&self) -> &DFSchemaRef {
+        self.plan.schema()
+    }
+
+    fn expressions(&self) -> Vec<Expr> {
+        Vec::new()
+    }
+
+    fn fmt_for_explain(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "Piece: {}", self.plan.display())
+    }
+
+    fn with_exprs_and_inputs(&self, _exprs: Vec<Expr>, _inputs: Vec<LogicalPlan>) -> Result<Self> {
+        Ok(self.clone())
+    }
+}
+
+/// `plan` with every part below [`LEVELS`] levels (counted from the top or from the piece
+/// above) made a piece of its own. Plans less deep come back unchanged.
+pub(crate) fn in_pieces(plan: LogicalPlan) -> Result<LogicalPlan> {
+    cut(plan, 0)
+}
+
+fn cut(plan: LogicalPlan, depth: usize) -> Result<LogicalPlan> {
+    if depth >= LEVELS {
+        let plan = cut(plan, 0)?;
+        return Ok(LogicalPlan::Extension(Extension {
+            node: Arc::new(Piece { plan }),
+        }));
+    }
+    let plan = plan
+        .map_subqueries(|sub| cut(sub, depth + SUBQUERY_LEVELS).map(Transformed::yes))?
+        .data;
+    Ok(plan
+        .map_children(|child| cut(child, depth + 1).map(Transformed::yes))?
+        .data)
+}
+
+/// The piece inside an extension node, if it is one.
+pub(crate) fn as_piece(node: &Extension) -> Option<&LogicalPlan> {
+    node.node.as_any().downcast_ref::<Piece>().map(|p| &p.plan)
+}
+
+/// A piece's plan as protobuf bytes, encoded with `codec` (which encodes the pieces within).
+pub(crate) fn encode(
+    plan: &LogicalPlan,
+    codec: &dyn LogicalExtensionCodec,
+    buf: &mut Vec<u8>,
+) -> Result<()> {
+    stacker::maybe_grow(RED_ZONE, SEGMENT, || {
+        let node = LogicalPlanNode::try_from_logical_plan(plan, codec)?;
+        node.encode(buf)
+            .map_err(|e| datafusion::error::DataFusionError::Internal(e.to_string()))
+    })
+}
+
+/// A piece read back from [`encode`]'s bytes.
+pub(crate) fn decode(
+    buf: &[u8],
+    ctx: &TaskContext,
+    codec: &dyn LogicalExtensionCodec,
+) -> Result<Extension> {
+    stacker::maybe_grow(RED_ZONE, SEGMENT, || {
+        let node = LogicalPlanNode::decode(buf).map_err(|e| {
+            datafusion::error::DataFusionError::Internal(format!(
+                "failed to decode a piece of a logical plan: {e}"
+            ))
+        })?;
+        let plan = node.try_into_logical_plan(ctx, codec)?;
+        Ok(Extension {
+            node: Arc::new(Piece { plan }),
+        })
+    })
+}
+
+/// The scheduler's first analyzer rule: every piece put back in its place.
+#[derive(Debug, Default)]
+pub(crate) struct JoinPieces;
+
+impl AnalyzerRule for JoinPieces {
+    fn analyze(&self, plan: LogicalPlan, _config: &ConfigOptions) -> Result<LogicalPlan> {
+        whole(plan)
+    }
+
+    fn name(&self) -> &str {
+        "join_pieces"
+    }
+}
+
+fn whole(plan: LogicalPlan) -> Result<LogicalPlan> {
+    Ok(plan
+        .transform_up_with_subqueries(|node| match &node {
+            LogicalPlan::Extension(ext) => match as_piece(ext) {
+                Some(piece) => Ok(Transformed::yes(whole(piece.clone())?)),
+                None => Ok(Transformed::no(node)),
+            },
+            _ => Ok(Transformed::no(node)),
+        })?
+        .data)
+}
+
+/// The rest of a stage's plan, sent to executors as a message of its own. On the scheduler it
+/// stands in the plan like its input (the same properties, rows and statistics); executors
+/// decode its input in its place.
+#[derive(Debug)]
+pub(crate) struct PieceExec {
+    input: Arc<dyn ExecutionPlan>,
+}
+
+impl DisplayAs for PieceExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "PieceExec: sent as a message of its own")
+    }
+}
+
+impl ExecutionPlan for PieceExec {
+    fn name(&self) -> &str {
+        "PieceExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        self.input.properties()
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![&self.input]
+    }
+
+    // Ballista decides which joins to broadcast by the statistics of their build sides.
+    fn child_stats_requests(&self, partition: Option<usize>) -> Vec<ChildStats> {
+        vec![ChildStats::At(partition)]
+    }
+
+    fn statistics_from_inputs(
+        &self,
+        input_stats: &[Arc<Statistics>],
+        _args: &StatisticsArgs,
+    ) -> Result<Arc<Statistics>> {
+        Ok(Arc::clone(&input_stats[0]))
+    }
+
+    fn maintains_input_order(&self) -> Vec<bool> {
+        vec![true]
+    }
+
+    fn benefits_from_input_partitioning(&self) -> Vec<bool> {
+        vec![false]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        Ok(Arc::new(PieceExec {
+            input: only_child(self.name(), children)?,
+        }))
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        self.input.execute(partition, context)
+    }
+
+    /// An extension node with no inputs: the marker and the input's own message as bytes.
+    fn try_to_proto(&self, ctx: &ExecutionPlanEncodeCtx<'_>) -> Result<Option<PhysicalPlanNode>> {
+        let mut node = STAGE_PIECE.to_vec();
+        stacker::maybe_grow(RED_ZONE, SEGMENT, || {
+            ctx.encode_child(&self.input)?
+                .encode(&mut node)
+                .map_err(|e| DataFusionError::Internal(e.to_string()))
+        })?;
+        Ok(Some(PhysicalPlanNode {
+            physical_plan_type: Some(PhysicalPlanType::Extension(PhysicalExtensionNode {
+                node,
+                inputs: Vec::new(),
+            })),
+        }))
+    }
+}
+
+/// The plan a [`PieceExec`] was sent with, read back from the bytes after its marker.
+pub(crate) fn decode_stage_piece(
+    buf: &[u8],
+    ctx: &TaskContext,
+    codec: &dyn PhysicalExtensionCodec,
+    converter: &dyn PhysicalProtoConverterExtension,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    stacker::maybe_grow(RED_ZONE, SEGMENT, || {
+        PhysicalPlanNode::decode(buf)
+            .map_err(|e| {
+                DataFusionError::Internal(format!(
+                    "failed to decode a piece of a physical plan: {e}"
+                ))
+            })?
+            .try_into_physical_plan_with_converter(ctx, codec, converter)
+    })
+}
+
+/// The scheduler's last physical rule: within each part of the plan that will run as one
+/// stage, every part below [`STAGE_LEVELS`] levels made a [`PieceExec`]. Plans whose stages
+/// are less deep come back unchanged.
+#[derive(Debug, Default)]
+pub(crate) struct StagesInPieces;
+
+impl PhysicalOptimizerRule for StagesInPieces {
+    fn optimize(
+        &self,
+        plan: Arc<dyn ExecutionPlan>,
+        _config: &ConfigOptions,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        cut_node(plan, 0, true)
+    }
+
+    fn name(&self) -> &str {
+        "stages_in_pieces"
+    }
+
+    fn schema_check(&self) -> bool {
+        true
+    }
+}
+
+/// Whether Ballista starts a new stage below `plan` (its inputs are read from a shuffle).
+fn ends_a_stage(plan: &dyn ExecutionPlan) -> bool {
+    plan.is::<CoalescePartitionsExec>()
+        || plan.is::<SortPreservingMergeExec>()
+        || plan.downcast_ref::<RepartitionExec>().is_some_and(|r| {
+            matches!(
+                r.properties().output_partitioning(),
+                Partitioning::Hash(_, _)
+            )
+        })
+}
+
+/// `plan`, a piece of its own when `depth` reaches [`STAGE_LEVELS`] and it `may_be_cut`.
+fn cut_node(
+    plan: Arc<dyn ExecutionPlan>,
+    depth: usize,
+    may_be_cut: bool,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    // Subquery results are shared through the decoder, which a piece's own decoding would
+    // not see.
+    if plan.is::<ScalarSubqueryExec>() || plan.children().is_empty() {
+        return Ok(plan);
+    }
+    // Ballista looks at stage boundaries as they are, so they are not cut; it starts a new
+    // stage under them and under a broadcast join's build side.
+    let ends_stage = ends_a_stage(plan.as_ref());
+    let cut = may_be_cut && !ends_stage && depth >= STAGE_LEVELS;
+    let depth = if cut { 0 } else { depth };
+    let broadcast = plan
+        .downcast_ref::<HashJoinExec>()
+        .is_some_and(|j| *j.partition_mode() == PartitionMode::CollectLeft);
+    // Ballista decides a union's branches' stages by what the branches are.
+    let union = plan.is::<UnionExec>();
+    let mut children = Vec::with_capacity(plan.children().len());
+    let mut changed = false;
+    for (i, child) in plan.children().into_iter().enumerate() {
+        let below = if ends_stage || (broadcast && i == 0) {
+            0
+        } else {
+            depth + 1
+        };
+        let new = cut_node(Arc::clone(child), below, !union)?;
+        changed |= !Arc::ptr_eq(&new, child);
+        children.push(new);
+    }
+    let plan = if changed {
+        plan.replace_children(
+            children,
+            ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute),
+        )?
+    } else {
+        plan
+    };
+    Ok(if cut {
+        Arc::new(PieceExec { input: plan })
+    } else {
+        plan
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::StrataLogicalCodec;
+    use datafusion::prelude::SessionContext;
+
+    fn height(plan: &LogicalPlan) -> usize {
+        1 + plan.inputs().iter().map(|p| height(p)).max().unwrap_or(0)
+    }
+
+    /// 60 projections and filters on each other: 121 plan levels, 242 messages in one.
+    fn deep_plan() -> LogicalPlan {
+        use datafusion::logical_expr::{LogicalPlanBuilder, col, lit};
+        let mut plan = LogicalPlanBuilder::empty(true)
+            .project([lit(1i64).alias("x")])
+            .unwrap();
+        for i in 0..60i64 {
+            plan = plan
+                .filter(col("x").gt(lit(i)))
+                .unwrap()
+                .project([(col("x") + lit(1i64)).alias("x")])
+                .unwrap();
+        }
+        plan.build().unwrap()
+    }
+
+    /// `f` on a thread with `stack` bytes of stack.
+    fn on_stack<T: Send + 'static>(stack: usize, f: impl FnOnce() -> T + Send + 'static) -> T {
+        std::thread::Builder::new()
+            .stack_size(stack)
+            .spawn(f)
+            .unwrap()
+            .join()
+            .unwrap()
+    }
+
+    #[test]
+    fn a_plan_too_deep_for_one_message_travels_in_pieces_and_comes_back_whole() {
+        let plan = deep_plan();
+        assert!(height(&plan) > 100, "{} levels", height(&plan));
+
+        // In one message the decoder refuses it (encoding it so needs a large stack).
+        let one = plan.clone();
+        let err = on_stack(64 << 20, move || {
+            let bytes =
+                LogicalPlanNode::try_from_logical_plan(&one, &StrataLogicalCodec::default())
+                    .unwrap()
+                    .encode_to_vec();
+            LogicalPlanNode::decode(bytes.as_slice()).unwrap_err()
+        });
+        assert!(err.to_string().contains("recursion limit"), "{err}");
+
+        // In pieces it travels, on a thread with tokio's default stack of 2 MiB.
+        let pieces = in_pieces(plan.clone()).unwrap();
+        assert!(height(&pieces) <= LEVELS + 1, "{}", height(&pieces));
+        let back = on_stack(2 << 20, move || {
+            let codec = StrataLogicalCodec::default();
+            let bytes = LogicalPlanNode::try_from_logical_plan(&pieces, &codec)
+                .unwrap()
+                .encode_to_vec();
+            let back = LogicalPlanNode::decode(bytes.as_slice())
+                .unwrap()
+                .try_into_logical_plan(&SessionContext::new().task_ctx(), &codec)
+                .unwrap();
+            JoinPieces.analyze(back, &ConfigOptions::default()).unwrap()
+        });
+        assert_eq!(back, plan);
+    }
+
+    /// `levels` projections of column `x` plus one on each other over `input`.
+    fn projections(levels: usize, input: Arc<dyn ExecutionPlan>) -> Arc<dyn ExecutionPlan> {
+        use datafusion::logical_expr::Operator;
+        use datafusion::physical_expr::expressions::{Column, binary, lit};
+        use datafusion::physical_plan::projection::ProjectionExec;
+        let schema = input.schema();
+        let mut plan = input;
+        for _ in 0..levels {
+            let x: Arc<dyn PhysicalExpr> = Arc::new(Column::new("x", 0));
+            let plus = binary(x, Operator::Plus, lit(1i64), &schema).unwrap();
+            plan = Arc::new(ProjectionExec::try_new([(plus, "x".to_string())], plan).unwrap());
+        }
+        plan
+    }
+
+    /// `levels` projections over a row with `x` = 1, in one partition.
+    fn deep_stage(levels: usize) -> Arc<dyn ExecutionPlan> {
+        use datafusion::arrow::datatypes::Schema;
+        use datafusion::physical_expr::expressions::lit;
+        use datafusion::physical_plan::placeholder_row::PlaceholderRowExec;
+        use datafusion::physical_plan::projection::ProjectionExec;
+        let row = Arc::new(PlaceholderRowExec::new(Arc::new(Schema::empty())));
+        let one = ProjectionExec::try_new([(lit(1i64), "x".to_string())], row).unwrap();
+        projections(levels, Arc::new(one))
+    }
+
+    /// The longest run of levels without a piece between them.
+    fn longest_run(plan: &Arc<dyn ExecutionPlan>) -> usize {
+        let below = plan
+            .children()
+            .into_iter()
+            .map(longest_run)
+            .max()
+            .unwrap_or(0);
+        if plan.is::<PieceExec>() { 0 } else { below + 1 }
+    }
+
+    #[test]
+    fn a_deep_stage_reaches_executors_in_pieces_and_is_decoded_whole() {
+        use datafusion::physical_plan::{collect, displayable};
+        use datafusion_proto::physical_plan::AsExecutionPlan;
+        let plan = deep_stage(100);
+        let cut = StagesInPieces
+            .optimize(Arc::clone(&plan), &ConfigOptions::default())
+            .unwrap();
+        assert!(
+            longest_run(&cut) <= STAGE_LEVELS + 1,
+            "{}",
+            longest_run(&cut)
+        );
+        // Encoded on the scheduler and decoded on an executor, on threads with tokio's stack.
+        let back = on_stack(2 << 20, move || {
+            let codec = crate::cluster::StrataPhysicalCodec::default();
+            let bytes = PhysicalPlanNode::try_from_physical_plan(cut, &codec)
+                .unwrap()
+                .encode_to_vec();
+            PhysicalPlanNode::decode(bytes.as_slice())
+                .unwrap()
+                .try_into_physical_plan(&TaskContext::default(), &codec)
+                .unwrap()
+        });
+        // No piece is left: each was decoded in its place.
+        let shown = |p: &Arc<dyn ExecutionPlan>| displayable(p.as_ref()).indent(false).to_string();
+        assert_eq!(shown(&back), shown(&plan));
+        let rows = tokio::runtime::Runtime::new()
+            .unwrap()
+            .block_on(collect(back, Arc::new(TaskContext::default())))
+            .unwrap();
+        let x = rows[0]
+            .column(0)
+            .as_any()
+            .downcast_ref::<datafusion::arrow::array::Int64Array>();
+        assert_eq!(x.unwrap().value(0), 101);
+    }
+
+    #[test]
+    fn a_stage_boundary_starts_the_count_again() {
+        use datafusion::physical_expr::expressions::Column;
+        let rule = |plan: &Arc<dyn ExecutionPlan>| {
+            StagesInPieces
+                .optimize(Arc::clone(plan), &ConfigOptions::default())
+                .unwrap()
+        };
+        let levels = STAGE_LEVELS - 2;
+        // Too deep for one piece in one stage...
+        let one_stage = projections(levels, deep_stage(levels));
+        assert!(longest_run(&rule(&one_stage)) < longest_run(&one_stage));
+        // ...but not when a shuffle splits it in two.
+        let hash = Partitioning::Hash(vec![Arc::new(Column::new("x", 0))], 2);
+        let shuffle = Arc::new(RepartitionExec::try_new(deep_stage(levels), hash).unwrap());
+        let two_stages = projections(levels, shuffle);
+        assert!(Arc::ptr_eq(&rule(&two_stages), &two_stages));
+    }
+
+    #[test]
+    fn a_shallow_plan_is_left_as_it_is() {
+        let plan = datafusion::logical_expr::LogicalPlanBuilder::empty(true)
+            .build()
+            .unwrap();
+        assert_eq!(in_pieces(plan.clone()).unwrap(), plan);
+    }
+}
