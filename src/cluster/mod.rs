@@ -467,6 +467,18 @@ fn task_message(text: &str) -> String {
     if s.starts_with("Job ") {
         s = s.split_once(" failed: ").map(|(_, r)| r).unwrap_or(s);
     }
+    // A request the scheduler answered with an error status, debug-printed: its message.
+    if let Some(i) = s.find("Status { code: ")
+        && let Some(j) = s[i..].find(", message: \"")
+    {
+        let message = unescape_literal(&s[i + j + ", message: \"".len()..]);
+        let message = message.strip_prefix("Could not parse plan: ").unwrap_or(&message);
+        let message = message.strip_prefix("DataFusion error: ").unwrap_or(message);
+        return format!(
+            "the cluster's scheduler refused the query: {}",
+            crate::error::clean_message(message)
+        );
+    }
     // Debug-printed errors: variant names and parentheses around one string literal.
     let wrapped = s.find("(\"").is_some_and(|i| {
         s[..i]
@@ -537,5 +549,11 @@ mod tests {
             "Stage 2 has failed 4 times"
         );
         assert_eq!(task_message("something else"), "something else");
+        assert_eq!(
+            task_message(
+                "Execution error: Status { code: InvalidArgument, message: \"Could not parse plan: DataFusion error: Internal error: failed to decode logical plan: DecodeError { description: \\\"unexpected end\\\" }.\\nThis issue was likely caused by a bug in DataFusion's code. Please help us.\", metadata: MetadataMap { headers: {} }, source: None }"
+            ),
+            "the cluster's scheduler refused the query: failed to decode logical plan: DecodeError { description: \"unexpected end\" }."
+        );
     }
 }
