@@ -472,8 +472,12 @@ fn task_message(text: &str) -> String {
         && let Some(j) = s[i..].find(", message: \"")
     {
         let message = unescape_literal(&s[i + j + ", message: \"".len()..]);
-        let message = message.strip_prefix("Could not parse plan: ").unwrap_or(&message);
-        let message = message.strip_prefix("DataFusion error: ").unwrap_or(message);
+        let message = message
+            .strip_prefix("Could not parse plan: ")
+            .unwrap_or(&message);
+        let message = message
+            .strip_prefix("DataFusion error: ")
+            .unwrap_or(message);
         return format!(
             "the cluster's scheduler refused the query: {}",
             crate::error::clean_message(message)

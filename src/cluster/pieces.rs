@@ -12,13 +12,12 @@
 use std::fmt;
 use std::sync::Arc;
 
-use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
-use datafusion::common::{DFSchemaRef, DataFusionError, Result, Statistics};
+use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::common::{DFSchemaRef, DataFusionError, Result};
 use datafusion::config::ConfigOptions;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::{Expr, Extension, LogicalPlan, UserDefinedLogicalNodeCore};
 use datafusion::optimizer::AnalyzerRule;
-use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
 use datafusion::physical_plan::joins::{HashJoinExec, PartitionMode};
@@ -26,10 +25,9 @@ use datafusion::physical_plan::proto::ExecutionPlanEncodeCtx;
 use datafusion::physical_plan::repartition::RepartitionExec;
 use datafusion::physical_plan::scalar_subquery::ScalarSubqueryExec;
 use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMergeExec;
-use datafusion::physical_plan::statistics::StatisticsArgs;
 use datafusion::physical_plan::union::UnionExec;
 use datafusion::physical_plan::{
-    ChildStats, ChildrenPropertiesMode, DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning,
+    ChildrenPropertiesMode, DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning,
     PlanProperties, ReplaceChildrenOptions,
 };
 use datafusion_proto::logical_plan::{AsLogicalPlan, LogicalExtensionCodec};
@@ -208,18 +206,7 @@ impl ExecutionPlan for PieceExec {
         vec![&self.input]
     }
 
-    // Ballista decides which joins to broadcast by the statistics of their build sides.
-    fn child_stats_requests(&self, partition: Option<usize>) -> Vec<ChildStats> {
-        vec![ChildStats::At(partition)]
-    }
-
-    fn statistics_from_inputs(
-        &self,
-        input_stats: &[Arc<Statistics>],
-        _args: &StatisticsArgs,
-    ) -> Result<Arc<Statistics>> {
-        Ok(Arc::clone(&input_stats[0]))
-    }
+    crate::optimizer::input_statistics_as_they_are!();
 
     fn maintains_input_order(&self) -> Vec<bool> {
         vec![true]
@@ -229,12 +216,7 @@ impl ExecutionPlan for PieceExec {
         vec![false]
     }
 
-    fn apply_expressions(
-        &self,
-        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
-    ) -> Result<TreeNodeRecursion> {
-        Ok(TreeNodeRecursion::Continue)
-    }
+    crate::optimizer::no_expressions!();
 
     fn with_new_children(
         self: Arc<Self>,
@@ -444,6 +426,7 @@ mod tests {
     /// `levels` projections of column `x` plus one on each other over `input`.
     fn projections(levels: usize, input: Arc<dyn ExecutionPlan>) -> Arc<dyn ExecutionPlan> {
         use datafusion::logical_expr::Operator;
+        use datafusion::physical_expr::PhysicalExpr;
         use datafusion::physical_expr::expressions::{Column, binary, lit};
         use datafusion::physical_plan::projection::ProjectionExec;
         let schema = input.schema();

@@ -15,21 +15,18 @@ use std::sync::Arc;
 use datafusion::arrow::array::{ArrayRef, AsArray, GenericByteViewArray};
 use datafusion::arrow::datatypes::{ByteViewType, DataType, Schema};
 use datafusion::arrow::record_batch::RecordBatch;
-use datafusion::common::Statistics;
-use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::config::ConfigOptions;
 use datafusion::error::Result;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
-use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
 use datafusion::physical_plan::joins::{HashJoinExec, PartitionMode};
 use datafusion::physical_plan::repartition::RepartitionExec;
 use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMergeExec;
-use datafusion::physical_plan::statistics::StatisticsArgs;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
-    ChildStats, ChildrenPropertiesMode, DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning,
+    ChildrenPropertiesMode, DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning,
     PlanProperties, ReplaceChildrenOptions,
 };
 use futures::StreamExt;
@@ -72,19 +69,7 @@ impl ExecutionPlan for CompactViewsExec {
         vec![&self.input]
     }
 
-    // Its input's statistics, as they are: Ballista decides which joins to broadcast by the
-    // statistics of their build sides, this node among them.
-    fn child_stats_requests(&self, partition: Option<usize>) -> Vec<ChildStats> {
-        vec![ChildStats::At(partition)]
-    }
-
-    fn statistics_from_inputs(
-        &self,
-        input_stats: &[Arc<Statistics>],
-        _args: &StatisticsArgs,
-    ) -> Result<Arc<Statistics>> {
-        Ok(Arc::clone(&input_stats[0]))
-    }
+    crate::optimizer::input_statistics_as_they_are!();
 
     fn maintains_input_order(&self) -> Vec<bool> {
         vec![true]
@@ -94,12 +79,7 @@ impl ExecutionPlan for CompactViewsExec {
         vec![false]
     }
 
-    fn apply_expressions(
-        &self,
-        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
-    ) -> Result<TreeNodeRecursion> {
-        Ok(TreeNodeRecursion::Continue)
-    }
+    crate::optimizer::no_expressions!();
 
     fn with_new_children(
         self: Arc<Self>,

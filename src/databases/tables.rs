@@ -15,7 +15,6 @@ use datafusion::arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Sche
 use datafusion::arrow::ipc::reader::StreamReader;
 use datafusion::arrow::ipc::writer::StreamWriter;
 use datafusion::catalog::{Session, TableProvider};
-use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{Column, DFSchema, TableReference};
 use datafusion::datasource::TableType;
 use datafusion::datasource::sink::DataSinkExec;
@@ -28,7 +27,7 @@ use datafusion::logical_expr::{
     Between, BinaryExpr, Cast, Expr, LogicalPlan, LogicalPlanBuilder, LogicalTableSource, Operator,
     TableProviderFilterPushDown, TableSource, lit,
 };
-use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_expr::EquivalenceProperties;
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::projection::{ProjectionExec, ProjectionExpr};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
@@ -1032,12 +1031,7 @@ impl ExecutionPlan for DatabaseScanExec {
         Vec::new()
     }
 
-    fn apply_expressions(
-        &self,
-        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> DfResult<TreeNodeRecursion>,
-    ) -> DfResult<TreeNodeRecursion> {
-        Ok(TreeNodeRecursion::Continue)
-    }
+    crate::optimizer::no_expressions!();
 
     fn with_new_children(
         self: Arc<Self>,

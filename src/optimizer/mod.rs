@@ -25,6 +25,47 @@ macro_rules! input_statistics_as_estimates {
     };
 }
 
+/// The statistics of an operator that passes its one input's rows on unchanged: its
+/// input's, as they are (Ballista decides which joins to broadcast by the statistics of
+/// their build sides, such operators among them). Expands to the two `ExecutionPlan`
+/// methods.
+macro_rules! input_statistics_as_they_are {
+    () => {
+        fn child_stats_requests(
+            &self,
+            partition: Option<usize>,
+        ) -> Vec<datafusion::physical_plan::ChildStats> {
+            vec![datafusion::physical_plan::ChildStats::At(partition)]
+        }
+
+        fn statistics_from_inputs(
+            &self,
+            input_stats: &[std::sync::Arc<datafusion::common::Statistics>],
+            _args: &datafusion::physical_plan::StatisticsArgs,
+        ) -> datafusion::error::Result<std::sync::Arc<datafusion::common::Statistics>> {
+            Ok(std::sync::Arc::clone(&input_stats[0]))
+        }
+    };
+}
+
+/// The `apply_expressions` of an operator that holds no expressions of its own.
+macro_rules! no_expressions {
+    () => {
+        fn apply_expressions(
+            &self,
+            _f: &mut dyn FnMut(
+                &std::sync::Arc<dyn datafusion::physical_expr::PhysicalExpr>,
+            ) -> datafusion::error::Result<
+                datafusion::common::tree_node::TreeNodeRecursion,
+            >,
+        ) -> datafusion::error::Result<datafusion::common::tree_node::TreeNodeRecursion> {
+            Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
+        }
+    };
+}
+
+pub(crate) use {input_statistics_as_they_are, no_expressions};
+
 mod cooperative;
 mod filter_order;
 mod join_sides;
