@@ -206,7 +206,7 @@ impl ExecutionPlan for PieceExec {
         vec![&self.input]
     }
 
-    crate::optimizer::input_statistics_as_they_are!();
+    crate::optimizer::input_statistics!(as_they_are);
 
     fn maintains_input_order(&self) -> Vec<bool> {
         vec![true]

@@ -1,11 +1,12 @@
 //! Physical plan rules Strata adds to DataFusion's, and the settings that turn them off.
 
-/// The statistics of an operator that passes its one input's rows on, at most all of them:
-/// its input's, as estimates. Without them DataFusion sees nothing above the operator and
-/// cannot weigh the sides of the joins above it. Expands to the two `ExecutionPlan`
-/// methods.
-macro_rules! input_statistics_as_estimates {
-    () => {
+/// The statistics of an operator that passes its one input's rows on: its input's, either
+/// `as_estimates` (it passes at most all of them on) or `as_they_are` (it passes all of them
+/// on unchanged). Without them DataFusion sees nothing above the operator and cannot weigh
+/// the sides of the joins above it, nor Ballista decide which to broadcast. Expands to the
+/// two `ExecutionPlan` methods.
+macro_rules! input_statistics {
+    ($how:ident) => {
         fn child_stats_requests(
             &self,
             partition: Option<usize>,
@@ -18,33 +19,14 @@ macro_rules! input_statistics_as_estimates {
             input_stats: &[std::sync::Arc<datafusion::common::Statistics>],
             _args: &datafusion::physical_plan::StatisticsArgs,
         ) -> datafusion::error::Result<std::sync::Arc<datafusion::common::Statistics>> {
-            Ok(std::sync::Arc::new(
-                input_stats[0].as_ref().clone().to_inexact(),
-            ))
+            Ok($crate::optimizer::input_statistics!(@$how &input_stats[0]))
         }
     };
-}
-
-/// The statistics of an operator that passes its one input's rows on unchanged: its
-/// input's, as they are (Ballista decides which joins to broadcast by the statistics of
-/// their build sides, such operators among them). Expands to the two `ExecutionPlan`
-/// methods.
-macro_rules! input_statistics_as_they_are {
-    () => {
-        fn child_stats_requests(
-            &self,
-            partition: Option<usize>,
-        ) -> Vec<datafusion::physical_plan::ChildStats> {
-            vec![datafusion::physical_plan::ChildStats::At(partition)]
-        }
-
-        fn statistics_from_inputs(
-            &self,
-            input_stats: &[std::sync::Arc<datafusion::common::Statistics>],
-            _args: &datafusion::physical_plan::StatisticsArgs,
-        ) -> datafusion::error::Result<std::sync::Arc<datafusion::common::Statistics>> {
-            Ok(std::sync::Arc::clone(&input_stats[0]))
-        }
+    (@as_estimates $input:expr) => {
+        std::sync::Arc::new($input.as_ref().clone().to_inexact())
+    };
+    (@as_they_are $input:expr) => {
+        std::sync::Arc::clone($input)
     };
 }
 
@@ -64,7 +46,7 @@ macro_rules! no_expressions {
     };
 }
 
-pub(crate) use {input_statistics_as_they_are, no_expressions};
+pub(crate) use {input_statistics, no_expressions};
 
 mod cooperative;
 mod filter_order;

@@ -73,7 +73,7 @@ impl ExecutionPlan for NullableSideExec {
         vec![&self.input]
     }
 
-    input_statistics_as_estimates!();
+    input_statistics!(as_estimates);
 
     fn maintains_input_order(&self) -> Vec<bool> {
         // It does, but a sort asked of it must stay above it: pushed below, it would be

@@ -334,7 +334,7 @@ impl ExecutionPlan for SharedExec {
         vec![&self.input]
     }
 
-    input_statistics_as_estimates!();
+    input_statistics!(as_estimates);
 
     fn maintains_input_order(&self) -> Vec<bool> {
         vec![true]
