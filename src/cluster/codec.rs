@@ -34,10 +34,6 @@ const DATASET: u8 = 1;
 const MEMORY: u8 = 2;
 const DATABASE: u8 = 3;
 
-/// Marks a piece of a plan among Ballista's extension nodes (no protobuf message starts with
-/// the byte 0xFF).
-const PIECE: &[u8] = b"\xFFstrata-piece:";
-
 /// The logical codec of Strata's clients and schedulers.
 #[derive(Debug, Default)]
 pub struct StrataLogicalCodec {
@@ -96,7 +92,7 @@ impl LogicalExtensionCodec for StrataLogicalCodec {
         inputs: &[LogicalPlan],
         ctx: &TaskContext,
     ) -> Result<Extension> {
-        match buf.strip_prefix(PIECE) {
+        match buf.strip_prefix(pieces::PLAN_PIECE) {
             Some(rest) => pieces::decode(rest, ctx, self),
             None => self.ballista.try_decode(buf, inputs, ctx),
         }
@@ -104,10 +100,7 @@ impl LogicalExtensionCodec for StrataLogicalCodec {
 
     fn try_encode(&self, node: &Extension, buf: &mut Vec<u8>) -> Result<()> {
         match pieces::as_piece(node) {
-            Some(plan) => {
-                buf.extend(PIECE);
-                pieces::encode(plan, self, buf)
-            }
+            Some(plan) => pieces::encode(plan, self, buf),
             None => self.ballista.try_encode(node, buf),
         }
     }

@@ -54,8 +54,9 @@ const SUBQUERY_LEVELS: usize = 4;
 /// logical one's: its schema, partitioning and statistics).
 const STAGE_LEVELS: usize = 12;
 
-/// Marks a piece of a stage's plan among the extension nodes executors decode (no protobuf
-/// message starts with the byte 0xFF).
+/// Mark a piece of a logical plan, and of a stage's plan, among the extension nodes the
+/// scheduler and executors decode (no protobuf message starts with the byte 0xFF).
+pub(crate) const PLAN_PIECE: &[u8] = b"\xFFstrata-piece:";
 pub(crate) const STAGE_PIECE: &[u8] = b"\xFFstrata-stage-piece:";
 
 /// Stack a piece's encoding or decoding may need; with less left, it runs on a fresh segment.
@@ -121,32 +122,36 @@ pub(crate) fn as_piece(node: &Extension) -> Option<&LogicalPlan> {
     node.node.as_any().downcast_ref::<Piece>().map(|p| &p.plan)
 }
 
-/// A piece's plan as protobuf bytes, encoded with `codec` (which encodes the pieces within).
+/// What a protobuf encoding or decoding error of a piece says.
+fn protobuf_error(what: &str, e: impl fmt::Display) -> DataFusionError {
+    DataFusionError::Internal(format!("failed to {what}: {e}"))
+}
+
+/// [`PLAN_PIECE`] and a piece's plan as protobuf bytes, encoded with `codec` (which encodes
+/// the pieces within).
 pub(crate) fn encode(
     plan: &LogicalPlan,
     codec: &dyn LogicalExtensionCodec,
     buf: &mut Vec<u8>,
 ) -> Result<()> {
+    buf.extend(PLAN_PIECE);
     stacker::maybe_grow(RED_ZONE, SEGMENT, || {
-        let node = LogicalPlanNode::try_from_logical_plan(plan, codec)?;
-        node.encode(buf)
-            .map_err(|e| datafusion::error::DataFusionError::Internal(e.to_string()))
+        LogicalPlanNode::try_from_logical_plan(plan, codec)?
+            .encode(buf)
+            .map_err(|e| protobuf_error("encode a piece of a logical plan", e))
     })
 }
 
-/// A piece read back from [`encode`]'s bytes.
+/// A piece read back from [`encode`]'s bytes after the marker.
 pub(crate) fn decode(
     buf: &[u8],
     ctx: &TaskContext,
     codec: &dyn LogicalExtensionCodec,
 ) -> Result<Extension> {
     stacker::maybe_grow(RED_ZONE, SEGMENT, || {
-        let node = LogicalPlanNode::decode(buf).map_err(|e| {
-            datafusion::error::DataFusionError::Internal(format!(
-                "failed to decode a piece of a logical plan: {e}"
-            ))
-        })?;
-        let plan = node.try_into_logical_plan(ctx, codec)?;
+        let plan = LogicalPlanNode::decode(buf)
+            .map_err(|e| protobuf_error("decode a piece of a logical plan", e))?
+            .try_into_logical_plan(ctx, codec)?;
         Ok(Extension {
             node: Arc::new(Piece { plan }),
         })
@@ -241,7 +246,7 @@ impl ExecutionPlan for PieceExec {
         stacker::maybe_grow(RED_ZONE, SEGMENT, || {
             ctx.encode_child(&self.input)?
                 .encode(&mut node)
-                .map_err(|e| DataFusionError::Internal(e.to_string()))
+                .map_err(|e| protobuf_error("encode a piece of a physical plan", e))
         })?;
         Ok(Some(PhysicalPlanNode {
             physical_plan_type: Some(PhysicalPlanType::Extension(PhysicalExtensionNode {
@@ -261,11 +266,7 @@ pub(crate) fn decode_stage_piece(
 ) -> Result<Arc<dyn ExecutionPlan>> {
     stacker::maybe_grow(RED_ZONE, SEGMENT, || {
         PhysicalPlanNode::decode(buf)
-            .map_err(|e| {
-                DataFusionError::Internal(format!(
-                    "failed to decode a piece of a physical plan: {e}"
-                ))
-            })?
+            .map_err(|e| protobuf_error("decode a piece of a physical plan", e))?
             .try_into_physical_plan_with_converter(ctx, codec, converter)
     })
 }
@@ -327,9 +328,10 @@ fn cut_node(
         .is_some_and(|j| *j.partition_mode() == PartitionMode::CollectLeft);
     // Ballista decides a union's branches' stages by what the branches are.
     let union = plan.is::<UnionExec>();
-    let mut children = Vec::with_capacity(plan.children().len());
+    let old = plan.children();
+    let mut children = Vec::with_capacity(old.len());
     let mut changed = false;
-    for (i, child) in plan.children().into_iter().enumerate() {
+    for (i, child) in old.into_iter().enumerate() {
         let below = if ends_stage || (broadcast && i == 0) {
             0
         } else {
