@@ -18,7 +18,9 @@ use datafusion::datasource::MemTable;
 use datafusion::datasource::file_format::FileFormatFactory;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::TaskContext;
-use datafusion::logical_expr::{Extension, LogicalPlan};
+use datafusion::logical_expr::{Extension, LogicalPlan, ScalarUDF};
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_expr_common::physical_expr::proto_decode::PhysicalExprDecodeCtx;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion_proto::logical_plan::LogicalExtensionCodec;
 use datafusion_proto::physical_plan::{PhysicalExtensionCodec, PhysicalProtoConverterExtension};
@@ -102,6 +104,20 @@ impl LogicalExtensionCodec for StrataLogicalCodec {
         match pieces::as_piece(node) {
             Some(plan) => pieces::encode(plan, self, buf),
             None => self.ballista.try_encode(node, buf),
+        }
+    }
+
+    fn try_encode_udf(&self, node: &ScalarUDF, buf: &mut Vec<u8>) -> Result<()> {
+        match pieces::encode_udf(node, buf) {
+            Some(done) => done,
+            None => self.ballista.try_encode_udf(node, buf),
+        }
+    }
+
+    fn try_decode_udf(&self, name: &str, buf: &[u8]) -> Result<Arc<ScalarUDF>> {
+        match buf.strip_prefix(pieces::EXPR_PIECE) {
+            Some(rest) => pieces::decode_udf(rest),
+            None => self.ballista.try_decode_udf(name, buf),
         }
     }
 
@@ -242,6 +258,18 @@ impl PhysicalExtensionCodec for StrataPhysicalCodec {
             return Ok(());
         }
         self.ballista.try_encode(node, buf, proto_converter)
+    }
+
+    fn try_decode_expr(
+        &self,
+        buf: &[u8],
+        inputs: &[Arc<dyn PhysicalExpr>],
+        ctx: &PhysicalExprDecodeCtx<'_>,
+    ) -> Result<Arc<dyn PhysicalExpr>> {
+        match buf.strip_prefix(pieces::STAGE_EXPR_PIECE) {
+            Some(rest) => pieces::decode_stage_expr_piece(rest, ctx),
+            None => self.ballista.try_decode_expr(buf, inputs, ctx),
+        }
     }
 }
 

@@ -40,6 +40,12 @@ use prost::Message;
 
 use crate::optimizer::only_child;
 
+mod exprs;
+
+pub(crate) use exprs::{
+    EXPR_PIECE, STAGE_EXPR_PIECE, decode_stage_expr_piece, decode_udf, encode_udf,
+};
+
 /// Plan levels one piece holds. With the levels of expressions and schemas inside them, a
 /// piece stays well below the decoder's 100 messages; and its conversion to a plan, which
 /// recurses once per level, stays within a thread's stack (about 80 KiB a level in a debug
@@ -98,23 +104,38 @@ impl UserDefinedLogicalNodeCore for Piece {
 
 /// `plan` with every part below [`LEVELS`] levels (counted from the top or from the piece
 /// above) made a piece of its own. Plans less deep come back unchanged.
+/// So are expressions below [`exprs::EXPR_LEVELS`] levels; the root is then a piece too, because
+/// a piece puts back the pieces of expressions in it when it is decoded.
 pub(crate) fn in_pieces(plan: LogicalPlan) -> Result<LogicalPlan> {
-    cut(plan, 0)
+    let mut cut_expressions = false;
+    let plan = cut(plan, 0, &mut cut_expressions)?;
+    let is_piece = matches!(&plan, LogicalPlan::Extension(ext) if as_piece(ext).is_some());
+    Ok(if cut_expressions && !is_piece {
+        piece(plan)
+    } else {
+        plan
+    })
 }
 
-fn cut(plan: LogicalPlan, depth: usize) -> Result<LogicalPlan> {
+fn piece(plan: LogicalPlan) -> LogicalPlan {
+    LogicalPlan::Extension(Extension {
+        node: Arc::new(Piece { plan }),
+    })
+}
+
+fn cut(plan: LogicalPlan, depth: usize, cut_expressions: &mut bool) -> Result<LogicalPlan> {
     if depth >= LEVELS {
-        let plan = cut(plan, 0)?;
-        return Ok(LogicalPlan::Extension(Extension {
-            node: Arc::new(Piece { plan }),
-        }));
+        return Ok(piece(cut(plan, 0, cut_expressions)?));
     }
     let plan = plan
-        .map_subqueries(|sub| cut(sub, depth + SUBQUERY_LEVELS).map(Transformed::yes))?
+        .map_subqueries(|sub| {
+            cut(sub, depth + SUBQUERY_LEVELS, cut_expressions).map(Transformed::yes)
+        })?
         .data;
-    Ok(plan
-        .map_children(|child| cut(child, depth + 1).map(Transformed::yes))?
-        .data)
+    let plan = plan
+        .map_children(|child| cut(child, depth + 1, cut_expressions).map(Transformed::yes))?
+        .data;
+    exprs::cut_expressions(plan, cut_expressions)
 }
 
 /// The piece inside an extension node, if it is one.
@@ -152,6 +173,7 @@ pub(crate) fn decode(
         let plan = LogicalPlanNode::decode(buf)
             .map_err(|e| protobuf_error("decode a piece of a logical plan", e))?
             .try_into_logical_plan(ctx, codec)?;
+        let plan = exprs::put_back(plan, ctx, codec)?;
         Ok(Extension {
             node: Arc::new(Piece { plan }),
         })
@@ -240,13 +262,18 @@ impl ExecutionPlan for PieceExec {
         self.input.execute(partition, context)
     }
 
-    /// An extension node with no inputs: the marker and the input's own message as bytes.
-    fn try_to_proto(&self, ctx: &ExecutionPlanEncodeCtx<'_>) -> Result<Option<PhysicalPlanNode>> {
+    /// An extension node with no inputs: the marker and the input's own message as bytes,
+    /// with deep expressions in pieces of their own.
+    fn try_to_proto(&self, _ctx: &ExecutionPlanEncodeCtx<'_>) -> Result<Option<PhysicalPlanNode>> {
         let mut node = STAGE_PIECE.to_vec();
         stacker::maybe_grow(RED_ZONE, SEGMENT, || {
-            ctx.encode_child(&self.input)?
-                .encode(&mut node)
-                .map_err(|e| protobuf_error("encode a piece of a physical plan", e))
+            PhysicalPlanNode::try_from_physical_plan_with_converter(
+                Arc::clone(&self.input),
+                &super::StrataPhysicalCodec::default(),
+                &exprs::ExprsInPieces::default(),
+            )?
+            .encode(&mut node)
+            .map_err(|e| protobuf_error("encode a piece of a physical plan", e))
         })?;
         Ok(Some(PhysicalPlanNode {
             physical_plan_type: Some(PhysicalPlanType::Extension(PhysicalExtensionNode {
@@ -315,13 +342,22 @@ fn cut_node(
 ) -> Result<Arc<dyn ExecutionPlan>> {
     // Subquery results are shared through the decoder, which a piece's own decoding would
     // not see.
-    if plan.is::<ScalarSubqueryExec>() || plan.children().is_empty() {
+    if plan.is::<ScalarSubqueryExec>() {
         return Ok(plan);
+    }
+    // An operator holding a deep expression is a piece, whose encoding cuts the expression.
+    let deep = exprs::holds_deep_expression(plan.as_ref());
+    if plan.children().is_empty() {
+        return Ok(if may_be_cut && deep {
+            Arc::new(PieceExec { input: plan })
+        } else {
+            plan
+        });
     }
     // Ballista looks at stage boundaries as they are, so they are not cut; it starts a new
     // stage under them and under a broadcast join's build side.
     let ends_stage = ends_a_stage(plan.as_ref());
-    let cut = may_be_cut && !ends_stage && depth >= STAGE_LEVELS;
+    let cut = may_be_cut && !ends_stage && (depth >= STAGE_LEVELS || deep);
     let depth = if cut { 0 } else { depth };
     let broadcast = plan
         .downcast_ref::<HashJoinExec>()
@@ -518,6 +554,123 @@ mod tests {
         let shuffle = Arc::new(RepartitionExec::try_new(deep_stage(levels), hash).unwrap());
         let two_stages = projections(levels, shuffle);
         assert!(Arc::ptr_eq(&rule(&two_stages), &two_stages));
+    }
+
+    /// `x` plus one and times one in turns, `levels` levels deep (protobuf flattens runs of
+    /// one operator, not these).
+    fn deep_sum(x: Expr, levels: usize) -> Expr {
+        use datafusion::logical_expr::lit;
+        (0..levels).fold(x, |e, i| {
+            if i % 2 == 0 {
+                e + lit(1i64)
+            } else {
+                e * lit(1i64)
+            }
+        })
+    }
+
+    fn physical_deep_sum(
+        x: Arc<dyn datafusion::physical_expr::PhysicalExpr>,
+        levels: usize,
+    ) -> Arc<dyn datafusion::physical_expr::PhysicalExpr> {
+        use datafusion::logical_expr::Operator;
+        use datafusion::physical_expr::expressions::{BinaryExpr, lit};
+        (0..levels).fold(x, |e, i| {
+            let op = if i % 2 == 0 {
+                Operator::Plus
+            } else {
+                Operator::Multiply
+            };
+            Arc::new(BinaryExpr::new(e, op, lit(1i64)))
+        })
+    }
+
+    #[test]
+    fn a_deep_expression_travels_to_the_scheduler_in_pieces_and_comes_back_whole() {
+        use datafusion::common::Column;
+        use datafusion::logical_expr::{LogicalPlanBuilder, col, lit};
+        // A filter and an unnamed projection 60 levels deep: the projection's column is
+        // named after its expression, which the plan above refers to.
+        let plan = LogicalPlanBuilder::empty(true)
+            .project([lit(1i64).alias("x")])
+            .unwrap()
+            .filter(deep_sum(col("x"), 60).gt(lit(0i64)))
+            .unwrap()
+            .project([deep_sum(col("x"), 60)])
+            .unwrap()
+            .sort([Expr::Column(Column::from_name(
+                deep_sum(col("x"), 60).schema_name().to_string(),
+            ))
+            .sort(true, false)])
+            .unwrap()
+            .build()
+            .unwrap();
+
+        let one = plan.clone();
+        let err = on_stack(64 << 20, move || {
+            let bytes =
+                LogicalPlanNode::try_from_logical_plan(&one, &StrataLogicalCodec::default())
+                    .unwrap()
+                    .encode_to_vec();
+            LogicalPlanNode::decode(bytes.as_slice()).unwrap_err()
+        });
+        assert!(err.to_string().contains("recursion limit"), "{err}");
+
+        let pieces = in_pieces(plan.clone()).unwrap();
+        let back = on_stack(2 << 20, move || {
+            let codec = StrataLogicalCodec::default();
+            let bytes = LogicalPlanNode::try_from_logical_plan(&pieces, &codec)
+                .unwrap()
+                .encode_to_vec();
+            let back = LogicalPlanNode::decode(bytes.as_slice())
+                .unwrap()
+                .try_into_logical_plan(&SessionContext::new().task_ctx(), &codec)
+                .unwrap();
+            JoinPieces.analyze(back, &ConfigOptions::default()).unwrap()
+        });
+        assert_eq!(back, plan);
+    }
+
+    #[test]
+    fn a_deep_expression_reaches_executors_in_pieces_and_is_decoded_whole() {
+        use datafusion::physical_expr::expressions::Column;
+        use datafusion::physical_plan::projection::ProjectionExec;
+        use datafusion::physical_plan::{collect, displayable};
+        use datafusion_proto::physical_plan::AsExecutionPlan;
+        let row = deep_stage(0);
+        let x = Arc::new(Column::new("x", 0));
+        let plan: Arc<dyn ExecutionPlan> = Arc::new(
+            ProjectionExec::try_new([(physical_deep_sum(x, 60), "y".to_string())], row).unwrap(),
+        );
+        let cut = StagesInPieces
+            .optimize(Arc::clone(&plan), &ConfigOptions::default())
+            .unwrap();
+        assert!(
+            cut.is::<PieceExec>(),
+            "{}",
+            displayable(cut.as_ref()).indent(false)
+        );
+        let back = on_stack(2 << 20, move || {
+            let codec = crate::cluster::StrataPhysicalCodec::default();
+            let bytes = PhysicalPlanNode::try_from_physical_plan(cut, &codec)
+                .unwrap()
+                .encode_to_vec();
+            PhysicalPlanNode::decode(bytes.as_slice())
+                .unwrap()
+                .try_into_physical_plan(&TaskContext::default(), &codec)
+                .unwrap()
+        });
+        let shown = |p: &Arc<dyn ExecutionPlan>| displayable(p.as_ref()).indent(false).to_string();
+        assert_eq!(shown(&back), shown(&plan));
+        let rows = tokio::runtime::Runtime::new()
+            .unwrap()
+            .block_on(collect(back, Arc::new(TaskContext::default())))
+            .unwrap();
+        let y = rows[0]
+            .column(0)
+            .as_any()
+            .downcast_ref::<datafusion::arrow::array::Int64Array>();
+        assert_eq!(y.unwrap().value(0), 31);
     }
 
     #[test]
