@@ -449,6 +449,25 @@ async fn materialize_other_tables(state: &SessionState, plan: LogicalPlan) -> Re
 
 /// The innermost message of Ballista's "Job J failed: Job failed due to stage S failed: Task
 /// failed due to runtime execution error: DataFusionError(...(\"message\"))" text.
+/// A debug-printed protobuf `DecodeError` in `message` (its description and the path of
+/// every message it was nested in) as its description in words.
+fn short_decode_error(message: &str) -> String {
+    let Some(i) = message.find("DecodeError { description: ") else {
+        return message.to_string();
+    };
+    let rest = &message[i + "DecodeError { description: ".len()..];
+    let end = rest
+        .find(", stack: ")
+        .or_else(|| rest.find(" }"))
+        .unwrap_or(rest.len());
+    let description = rest[..end].trim_matches('"');
+    let description = match description {
+        "RecursionLimitReached" => "it nests more than the 100 messages protobuf allows",
+        other => other,
+    };
+    format!("{}{description}", &message[..i])
+}
+
 fn task_message(text: &str) -> String {
     let mut s = text.trim();
     for marker in [
@@ -480,7 +499,7 @@ fn task_message(text: &str) -> String {
             .unwrap_or(message);
         return format!(
             "the cluster's scheduler refused the query: {}",
-            crate::error::clean_message(message)
+            short_decode_error(&crate::error::clean_message(message))
         );
     }
     // Debug-printed errors: variant names and parentheses around one string literal.
@@ -557,7 +576,14 @@ mod tests {
             task_message(
                 "Execution error: Status { code: InvalidArgument, message: \"Could not parse plan: DataFusion error: Internal error: failed to decode logical plan: DecodeError { description: \\\"unexpected end\\\" }.\\nThis issue was likely caused by a bug in DataFusion's code. Please help us.\", metadata: MetadataMap { headers: {} }, source: None }"
             ),
-            "the cluster's scheduler refused the query: failed to decode logical plan: DecodeError { description: \"unexpected end\" }."
+            "the cluster's scheduler refused the query: failed to decode logical plan: unexpected end"
+        );
+        // A plan nested too deeply, without the path of messages prost prints with it.
+        assert_eq!(
+            task_message(
+                "Execution error: Status { code: InvalidArgument, message: \"Could not parse plan: DataFusion error: Internal error: failed to decode logical plan: DecodeError { description: RecursionLimitReached, stack: [(\\\"LogicalExprNode\\\", \\\"expr_type\\\"), (\\\"ProjectionNode\\\", \\\"input\\\")] }.\", metadata: MetadataMap { headers: {} }, source: None }"
+            ),
+            "the cluster's scheduler refused the query: failed to decode logical plan: it nests more than the 100 messages protobuf allows"
         );
     }
 }
