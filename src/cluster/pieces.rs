@@ -428,12 +428,8 @@ mod tests {
             .unwrap()
     }
 
-    #[test]
-    fn a_plan_too_deep_for_one_message_travels_in_pieces_and_comes_back_whole() {
-        let plan = deep_plan();
-        assert!(height(&plan) > 100, "{} levels", height(&plan));
-
-        // In one message the decoder refuses it (encoding it so needs a large stack).
+    /// That the decoder refuses `plan` in one message (encoding it so needs a large stack).
+    fn assert_refused_in_one_message(plan: &LogicalPlan) {
         let one = plan.clone();
         let err = on_stack(64 << 20, move || {
             let bytes =
@@ -443,11 +439,12 @@ mod tests {
             LogicalPlanNode::decode(bytes.as_slice()).unwrap_err()
         });
         assert!(err.to_string().contains("recursion limit"), "{err}");
+    }
 
-        // In pieces it travels, on a thread with tokio's default stack of 2 MiB.
-        let pieces = in_pieces(plan.clone()).unwrap();
-        assert!(height(&pieces) <= LEVELS + 1, "{}", height(&pieces));
-        let back = on_stack(2 << 20, move || {
+    /// `pieces` sent by a client and analyzed by a scheduler, on threads with tokio's default
+    /// stack of 2 MiB.
+    fn through_scheduler(pieces: LogicalPlan) -> LogicalPlan {
+        on_stack(2 << 20, move || {
             let codec = StrataLogicalCodec::default();
             let bytes = LogicalPlanNode::try_from_logical_plan(&pieces, &codec)
                 .unwrap()
@@ -457,8 +454,59 @@ mod tests {
                 .try_into_logical_plan(&SessionContext::new().task_ctx(), &codec)
                 .unwrap();
             JoinPieces.analyze(back, &ConfigOptions::default()).unwrap()
-        });
-        assert_eq!(back, plan);
+        })
+    }
+
+    /// `plan` encoded on a scheduler and decoded on an executor, on threads with tokio's stack.
+    fn through_executor(plan: Arc<dyn ExecutionPlan>) -> Arc<dyn ExecutionPlan> {
+        use datafusion_proto::physical_plan::AsExecutionPlan;
+        on_stack(2 << 20, move || {
+            let codec = crate::cluster::StrataPhysicalCodec::default();
+            let bytes = PhysicalPlanNode::try_from_physical_plan(plan, &codec)
+                .unwrap()
+                .encode_to_vec();
+            PhysicalPlanNode::decode(bytes.as_slice())
+                .unwrap()
+                .try_into_physical_plan(&TaskContext::default(), &codec)
+                .unwrap()
+        })
+    }
+
+    fn shown(plan: &Arc<dyn ExecutionPlan>) -> String {
+        datafusion::physical_plan::displayable(plan.as_ref())
+            .indent(false)
+            .to_string()
+    }
+
+    /// The first value of `plan`'s first column, an `Int64`.
+    fn first_value(plan: Arc<dyn ExecutionPlan>) -> i64 {
+        let rows = tokio::runtime::Runtime::new()
+            .unwrap()
+            .block_on(datafusion::physical_plan::collect(
+                plan,
+                Arc::new(TaskContext::default()),
+            ))
+            .unwrap();
+        rows[0]
+            .column(0)
+            .as_any()
+            .downcast_ref::<datafusion::arrow::array::Int64Array>()
+            .unwrap()
+            .value(0)
+    }
+
+    #[test]
+    fn a_plan_too_deep_for_one_message_travels_in_pieces_and_comes_back_whole() {
+        let plan = deep_plan();
+        assert!(height(&plan) > 100, "{} levels", height(&plan));
+
+        // In one message the decoder refuses it.
+        assert_refused_in_one_message(&plan);
+
+        // In pieces it travels.
+        let pieces = in_pieces(plan.clone()).unwrap();
+        assert!(height(&pieces) <= LEVELS + 1, "{}", height(&pieces));
+        assert_eq!(through_scheduler(pieces), plan);
     }
 
     /// `levels` projections of column `x` plus one on each other over `input`.
@@ -501,8 +549,6 @@ mod tests {
 
     #[test]
     fn a_deep_stage_reaches_executors_in_pieces_and_is_decoded_whole() {
-        use datafusion::physical_plan::{collect, displayable};
-        use datafusion_proto::physical_plan::AsExecutionPlan;
         let plan = deep_stage(100);
         let cut = StagesInPieces
             .optimize(Arc::clone(&plan), &ConfigOptions::default())
@@ -512,29 +558,10 @@ mod tests {
             "{}",
             longest_run(&cut)
         );
-        // Encoded on the scheduler and decoded on an executor, on threads with tokio's stack.
-        let back = on_stack(2 << 20, move || {
-            let codec = crate::cluster::StrataPhysicalCodec::default();
-            let bytes = PhysicalPlanNode::try_from_physical_plan(cut, &codec)
-                .unwrap()
-                .encode_to_vec();
-            PhysicalPlanNode::decode(bytes.as_slice())
-                .unwrap()
-                .try_into_physical_plan(&TaskContext::default(), &codec)
-                .unwrap()
-        });
         // No piece is left: each was decoded in its place.
-        let shown = |p: &Arc<dyn ExecutionPlan>| displayable(p.as_ref()).indent(false).to_string();
+        let back = through_executor(cut);
         assert_eq!(shown(&back), shown(&plan));
-        let rows = tokio::runtime::Runtime::new()
-            .unwrap()
-            .block_on(collect(back, Arc::new(TaskContext::default())))
-            .unwrap();
-        let x = rows[0]
-            .column(0)
-            .as_any()
-            .downcast_ref::<datafusion::arrow::array::Int64Array>();
-        assert_eq!(x.unwrap().value(0), 101);
+        assert_eq!(first_value(back), 101);
     }
 
     #[test]
@@ -606,37 +633,14 @@ mod tests {
             .build()
             .unwrap();
 
-        let one = plan.clone();
-        let err = on_stack(64 << 20, move || {
-            let bytes =
-                LogicalPlanNode::try_from_logical_plan(&one, &StrataLogicalCodec::default())
-                    .unwrap()
-                    .encode_to_vec();
-            LogicalPlanNode::decode(bytes.as_slice()).unwrap_err()
-        });
-        assert!(err.to_string().contains("recursion limit"), "{err}");
-
-        let pieces = in_pieces(plan.clone()).unwrap();
-        let back = on_stack(2 << 20, move || {
-            let codec = StrataLogicalCodec::default();
-            let bytes = LogicalPlanNode::try_from_logical_plan(&pieces, &codec)
-                .unwrap()
-                .encode_to_vec();
-            let back = LogicalPlanNode::decode(bytes.as_slice())
-                .unwrap()
-                .try_into_logical_plan(&SessionContext::new().task_ctx(), &codec)
-                .unwrap();
-            JoinPieces.analyze(back, &ConfigOptions::default()).unwrap()
-        });
-        assert_eq!(back, plan);
+        assert_refused_in_one_message(&plan);
+        assert_eq!(through_scheduler(in_pieces(plan.clone()).unwrap()), plan);
     }
 
     #[test]
     fn a_deep_expression_reaches_executors_in_pieces_and_is_decoded_whole() {
         use datafusion::physical_expr::expressions::Column;
         use datafusion::physical_plan::projection::ProjectionExec;
-        use datafusion::physical_plan::{collect, displayable};
-        use datafusion_proto::physical_plan::AsExecutionPlan;
         let row = deep_stage(0);
         let x = Arc::new(Column::new("x", 0));
         let plan: Arc<dyn ExecutionPlan> = Arc::new(
@@ -645,32 +649,10 @@ mod tests {
         let cut = StagesInPieces
             .optimize(Arc::clone(&plan), &ConfigOptions::default())
             .unwrap();
-        assert!(
-            cut.is::<PieceExec>(),
-            "{}",
-            displayable(cut.as_ref()).indent(false)
-        );
-        let back = on_stack(2 << 20, move || {
-            let codec = crate::cluster::StrataPhysicalCodec::default();
-            let bytes = PhysicalPlanNode::try_from_physical_plan(cut, &codec)
-                .unwrap()
-                .encode_to_vec();
-            PhysicalPlanNode::decode(bytes.as_slice())
-                .unwrap()
-                .try_into_physical_plan(&TaskContext::default(), &codec)
-                .unwrap()
-        });
-        let shown = |p: &Arc<dyn ExecutionPlan>| displayable(p.as_ref()).indent(false).to_string();
+        assert!(cut.is::<PieceExec>(), "{}", shown(&cut));
+        let back = through_executor(cut);
         assert_eq!(shown(&back), shown(&plan));
-        let rows = tokio::runtime::Runtime::new()
-            .unwrap()
-            .block_on(collect(back, Arc::new(TaskContext::default())))
-            .unwrap();
-        let y = rows[0]
-            .column(0)
-            .as_any()
-            .downcast_ref::<datafusion::arrow::array::Int64Array>();
-        assert_eq!(y.unwrap().value(0), 31);
+        assert_eq!(first_value(back), 31);
     }
 
     #[test]
