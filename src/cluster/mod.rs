@@ -447,8 +447,6 @@ async fn materialize_other_tables(state: &SessionState, plan: LogicalPlan) -> Re
     Ok(plan)
 }
 
-/// The innermost message of Ballista's "Job J failed: Job failed due to stage S failed: Task
-/// failed due to runtime execution error: DataFusionError(...(\"message\"))" text.
 /// A debug-printed protobuf `DecodeError` in `message` (its description and the path of
 /// every message it was nested in) as its description in words.
 fn short_decode_error(message: &str) -> String {
@@ -468,6 +466,8 @@ fn short_decode_error(message: &str) -> String {
     format!("{}{description}", &message[..i])
 }
 
+/// The innermost message of Ballista's "Job J failed: Job failed due to stage S failed: Task
+/// failed due to runtime execution error: DataFusionError(...(\"message\"))" text.
 fn task_message(text: &str) -> String {
     let mut s = text.trim();
     for marker in [

@@ -109,12 +109,7 @@ impl UserDefinedLogicalNodeCore for Piece {
 pub(crate) fn in_pieces(plan: LogicalPlan) -> Result<LogicalPlan> {
     let mut cut_expressions = false;
     let plan = cut(plan, 0, &mut cut_expressions)?;
-    let is_piece = matches!(&plan, LogicalPlan::Extension(ext) if as_piece(ext).is_some());
-    Ok(if cut_expressions && !is_piece {
-        piece(plan)
-    } else {
-        plan
-    })
+    Ok(if cut_expressions { piece(plan) } else { plan })
 }
 
 fn piece(plan: LogicalPlan) -> LogicalPlan {
@@ -345,19 +340,13 @@ fn cut_node(
     if plan.is::<ScalarSubqueryExec>() {
         return Ok(plan);
     }
-    // An operator holding a deep expression is a piece, whose encoding cuts the expression.
-    let deep = exprs::holds_deep_expression(plan.as_ref());
-    if plan.children().is_empty() {
-        return Ok(if may_be_cut && deep {
-            Arc::new(PieceExec { input: plan })
-        } else {
-            plan
-        });
-    }
     // Ballista looks at stage boundaries as they are, so they are not cut; it starts a new
-    // stage under them and under a broadcast join's build side.
+    // stage under them and under a broadcast join's build side. A leaf is cut only for a deep
+    // expression (an operator holding one is a piece, whose encoding cuts the expression).
     let ends_stage = ends_a_stage(plan.as_ref());
-    let cut = may_be_cut && !ends_stage && (depth >= STAGE_LEVELS || deep);
+    let too_deep = depth >= STAGE_LEVELS && !plan.children().is_empty();
+    let cut =
+        may_be_cut && !ends_stage && (too_deep || exprs::holds_deep_expression(plan.as_ref()));
     let depth = if cut { 0 } else { depth };
     let broadcast = plan
         .downcast_ref::<HashJoinExec>()

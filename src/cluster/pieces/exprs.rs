@@ -62,6 +62,17 @@ pub(crate) struct ExprPiece {
     signature: Signature,
 }
 
+impl ExprPiece {
+    fn udf(name: String, field: FieldRef, expr: Vec<u8>) -> ScalarUDF {
+        ScalarUDF::new_from_impl(ExprPiece {
+            name,
+            field,
+            expr,
+            signature: Signature::nullary(Volatility::Volatile),
+        })
+    }
+}
+
 impl ScalarUDFImpl for ExprPiece {
     fn name(&self) -> &str {
         "strata_expr_piece"
@@ -107,17 +118,19 @@ struct ExprPieceMessage {
 /// [`EXPR_PIECE`] and the piece, if `udf` is one.
 pub(crate) fn encode_udf(udf: &ScalarUDF, buf: &mut Vec<u8>) -> Option<Result<()>> {
     let piece = udf.inner().downcast_ref::<ExprPiece>()?;
-    Some((|| {
-        let message = ExprPieceMessage {
-            name: piece.name.clone(),
-            field: Some(piece.field.as_ref().try_into()?),
-            expr: piece.expr.clone(),
-        };
-        buf.extend(EXPR_PIECE);
-        message
-            .encode(buf)
-            .map_err(|e| protobuf_error("encode a piece of an expression", e))
-    })())
+    Some(encode_piece(piece, buf))
+}
+
+fn encode_piece(piece: &ExprPiece, buf: &mut Vec<u8>) -> Result<()> {
+    let message = ExprPieceMessage {
+        name: piece.name.clone(),
+        field: Some(piece.field.as_ref().try_into()?),
+        expr: piece.expr.clone(),
+    };
+    buf.extend(EXPR_PIECE);
+    message
+        .encode(buf)
+        .map_err(|e| protobuf_error("encode a piece of an expression", e))
 }
 
 /// The piece read back from [`encode_udf`]'s bytes after the marker.
@@ -128,12 +141,8 @@ pub(crate) fn decode_udf(buf: &[u8]) -> Result<Arc<ScalarUDF>> {
         .field
         .as_ref()
         .ok_or_else(|| protobuf_error("decode a piece of an expression", "no type"))?;
-    Ok(Arc::new(ScalarUDF::new_from_impl(ExprPiece {
-        name: message.name,
-        field: Arc::new(Field::try_from(field)?),
-        expr: message.expr,
-        signature: Signature::nullary(Volatility::Volatile),
-    })))
+    let field = Arc::new(Field::try_from(field)?);
+    Ok(Arc::new(ExprPiece::udf(message.name, field, message.expr)))
 }
 
 /// Whether `expr` computes a value from its operands, and so may be sent apart from the
@@ -167,6 +176,14 @@ fn may_be_cut(expr: &Expr) -> bool {
 /// `plan`'s expressions with every part below [`EXPR_LEVELS`] levels made a piece of its own;
 /// `cut` is set when one was.
 pub(crate) fn cut_expressions(plan: LogicalPlan, cut: &mut bool) -> Result<LogicalPlan> {
+    let mut deep = false;
+    plan.apply_expressions(|expr| {
+        deep = height(expr) > EXPR_LEVELS;
+        Ok(stop_if(deep))
+    })?;
+    if !deep {
+        return Ok(plan);
+    }
     // The schema the expressions are typed against: the inputs', or a scan's table.
     let schema = match &plan {
         LogicalPlan::TableScan(scan) => {
@@ -196,12 +213,7 @@ fn cut_expr(
             })?
             .encode_to_vec();
             *cut = true;
-            let piece = ScalarUDF::new_from_impl(ExprPiece {
-                name,
-                field,
-                expr,
-                signature: Signature::nullary(Volatility::Volatile),
-            });
+            let piece = ExprPiece::udf(name, field, expr);
             return Ok(Transformed::yes(Expr::ScalarFunction(
                 ScalarFunction::new_udf(Arc::new(piece), Vec::new()),
             )));
@@ -248,9 +260,22 @@ fn put_back_expr(
     })
 }
 
-/// The number of levels of `expr`'s deepest part.
-fn height(expr: &Arc<dyn PhysicalExpr>) -> usize {
-    1 + expr.children().into_iter().map(height).max().unwrap_or(0)
+/// The number of levels of `expr`'s deepest part (a logical or a physical expression).
+fn height<T: TreeNode>(expr: &T) -> usize {
+    let mut below = 0;
+    let _ = expr.apply_children(|child| {
+        below = below.max(height(child));
+        Ok(TreeNodeRecursion::Continue)
+    });
+    below + 1
+}
+
+fn stop_if(found: bool) -> TreeNodeRecursion {
+    if found {
+        TreeNodeRecursion::Stop
+    } else {
+        TreeNodeRecursion::Continue
+    }
 }
 
 /// Whether one of `plan`'s own expressions is deeper than [`EXPR_LEVELS`].
@@ -258,11 +283,7 @@ pub(crate) fn holds_deep_expression(plan: &dyn ExecutionPlan) -> bool {
     let mut deep = false;
     let _ = plan.apply_expressions(&mut |expr| {
         deep = height(expr) > EXPR_LEVELS;
-        Ok(if deep {
-            TreeNodeRecursion::Stop
-        } else {
-            TreeNodeRecursion::Continue
-        })
+        Ok(stop_if(deep))
     });
     deep
 }
