@@ -4,12 +4,14 @@
 
 use std::ops::ControlFlow;
 
-use datafusion::sql::parser::{DFParser, Statement as DfStatement};
+use datafusion::error::DataFusionError;
+use datafusion::sql::parser::{DFParserBuilder, Statement as DfStatement};
 use datafusion::sql::sqlparser::ast::{
     BinaryOperator, Expr, FunctionArg, FunctionArgExpr, Ident, ObjectName, TableAlias, TableFactor,
     TableFunctionArgs, Value, ValueWithSpan, VisitMut, VisitorMut,
 };
 use datafusion::sql::sqlparser::dialect::dialect_from_str;
+use datafusion::sql::sqlparser::parser::ParserError;
 use datafusion::sql::sqlparser::tokenizer::Span;
 
 use crate::error::{Error, Result};
@@ -69,9 +71,61 @@ pub fn parse_statements(sql: &str, dialect: &str) -> Result<Vec<DfStatement>> {
     let dialect = dialect_from_str(dialect)
         .ok_or_else(|| Error::Config(format!("unknown SQL dialect '{dialect}'")))?;
     check_expression_depth(sql)?;
-    let statements =
-        DFParser::parse_sql_with_dialect(sql, dialect.as_ref()).map_err(Error::from)?;
+    let statements = DFParserBuilder::new(sql)
+        .with_dialect(dialect.as_ref())
+        .with_recursion_limit(PARSER_RECURSION_LIMIT)
+        .build()
+        .and_then(|mut parser| parser.parse_statements())
+        .map_err(|e| match e {
+            DataFusionError::SQL(ref cause, _)
+                if matches!(**cause, ParserError::RecursionLimitExceeded) =>
+            {
+                Error::Syntax {
+                    message: format!(
+                        "brackets, subqueries or prefix operators (NOT, -) nest more than \
+                         {PARSER_RECURSION_LIMIT} deep here; split the statement up"
+                    ),
+                    position: deepest_bracket(sql),
+                }
+            }
+            e => Error::from(e),
+        })?;
     Ok(statements.into_iter().collect())
+}
+
+/// How deep the parser may recurse: a bracket costs it one level, a subquery two or three, a
+/// prefix operator (`NOT`, `-`) one. The parser's default (50) refused 45 nested brackets,
+/// which DuckDB and PostgreSQL accept. What plans and names the parsed statement recurses
+/// further, some of it on stack segments of 2 MiB: in a debug build, 160 nested `NOT`s or 100
+/// nested derived tables overflow such a segment where 128 and 90 do not.
+const PARSER_RECURSION_LIMIT: usize = 128;
+
+/// Where brackets (and `CASE ... END`) nest deepest in `sql`: the first token at that depth.
+fn deepest_bracket(sql: &str) -> Option<crate::error::Position> {
+    use datafusion::sql::sqlparser::dialect::GenericDialect;
+    use datafusion::sql::sqlparser::keywords::Keyword as K;
+    use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
+    let tokens = Tokenizer::new(&GenericDialect {}, sql)
+        .tokenize_with_location()
+        .ok()?;
+    let (mut depth, mut deepest, mut at) = (0usize, 0usize, None);
+    for token in &tokens {
+        match &token.token {
+            Token::LParen | Token::LBracket | Token::LBrace => depth += 1,
+            Token::Word(w) if w.keyword == K::CASE => depth += 1,
+            Token::RParen | Token::RBracket | Token::RBrace => depth = depth.saturating_sub(1),
+            Token::Word(w) if w.keyword == K::END => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        if depth > deepest {
+            deepest = depth;
+            at = Some(token.span.start);
+        }
+    }
+    at.map(|at| crate::error::Position {
+        line: at.line as usize,
+        column: at.column as usize,
+    })
 }
 
 /// How deep expressions may nest (DuckDB's `max_expression_depth` is 1000): what walks a
@@ -1632,6 +1686,26 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("at 2:"), "{err}");
+    }
+
+    #[test]
+    fn brackets_nest_deeper_than_the_parsers_default() {
+        let nested = |n: usize| format!("SELECT\n{}1{}", "(".repeat(n), ")".repeat(n));
+        assert!(parse_statements(&nested(120), "generic").is_ok());
+        // Past the parser's limit, the error points at the deepest bracket.
+        let err = parse_statements(&nested(200), "generic").unwrap_err();
+        assert_eq!(
+            err.position(),
+            Some(crate::error::Position {
+                line: 2,
+                column: 200
+            }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("nest more than 128 deep"), "{err}");
+        let subqueries = format!("SELECT {}1{}", "(SELECT ".repeat(100), ")".repeat(100));
+        let err = parse_statements(&subqueries, "generic").unwrap_err();
+        assert!(err.to_string().contains("nest more than 128 deep"), "{err}");
     }
 
     fn extract(sql: &str) -> (Vec<TableFunctionCall>, String) {
