@@ -28,7 +28,9 @@ included, once a second), to measure what watching a query costs it.
 
 `cluster`: the same engine as `strata`, its queries run on a scheduler and two executors
 started as processes on loopback (`strata scheduler`, `strata executor`); `cluster-variant`
-is a second such cluster with the `--variant-set` settings on top.
+is a second such cluster with the `--variant-set` settings on top, its scheduler and
+executors started with the `--variant-env` variables (`TMPDIR=/dev/shm`: shuffle files on
+tmpfs).
 
 `--format csv` reads the bench's CSV files instead (`gen --csv`), each engine inferring
 their types as it does for any CSV file.
@@ -238,8 +240,9 @@ class Cluster(Strata):
     processes on loopback (slots: one per core each), started here and stopped at exit; their
     logs go to files in a temporary folder."""
 
-    def __init__(self, data, fmt, scale, settings, profile, name="cluster"):
+    def __init__(self, data, fmt, scale, settings, profile, name="cluster", env=None):
         exe = cargo_executable(["build", "--bin", "strata"], "strata", profile)
+        self.env = with_env(env)
         self.logs = pathlib.Path(tempfile.mkdtemp(prefix=f"strata-{name}-"))
         log = self.start([exe, "scheduler", "--bind", "127.0.0.1:0"], "scheduler")
         addr = None
@@ -264,7 +267,7 @@ class Cluster(Strata):
     def start(self, args, name):
         log = self.logs / f"{name}.log"
         with open(log, "w") as f:
-            proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=f)
+            proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=f, env=self.env)
         atexit.register(proc.terminate)
         return log
 
@@ -429,7 +432,7 @@ def main():
         ),
         "cluster-variant": lambda: Cluster(
             data, f, a.scale, a.strata_set + a.cluster_set + a.variant_set, variant_profile,
-            "cluster-variant",
+            "cluster-variant", env=a.variant_env,
         ),
         "duckdb": lambda: DuckDB(data, f),
         "datafusion": lambda: DataFusion(data, f),
