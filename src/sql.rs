@@ -159,11 +159,7 @@ fn check_subquery_depth(sql: &str) -> Result<()> {
         match &token.token {
             Token::Whitespace(_) => continue,
             Token::LParen => open.push(false),
-            Token::RParen => {
-                if open.pop() == Some(true) {
-                    subqueries -= 1;
-                }
-            }
+            Token::RParen => subqueries -= usize::from(open.pop() == Some(true)),
             Token::Word(w) if matches!(w.keyword, K::SELECT | K::WITH | K::VALUES) => {
                 let derived = matches!(before, Some(Token::Word(b))
                     if matches!(b.keyword, K::FROM | K::JOIN | K::LATERAL));
