@@ -31,6 +31,15 @@ impl Position {
     }
 }
 
+impl From<datafusion::sql::sqlparser::tokenizer::Location> for Position {
+    fn from(at: datafusion::sql::sqlparser::tokenizer::Location) -> Position {
+        Position {
+            line: at.line as usize,
+            column: at.column as usize,
+        }
+    }
+}
+
 impl fmt::Display for Position {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}:{}", self.line, self.column)

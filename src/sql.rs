@@ -123,10 +123,7 @@ fn deepest_bracket(sql: &str) -> Option<crate::error::Position> {
             at = Some(token.span.start);
         }
     }
-    at.map(|at| crate::error::Position {
-        line: at.line as usize,
-        column: at.column as usize,
-    })
+    at.map(crate::error::Position::from)
 }
 
 /// How deep subqueries in expressions (scalar, `IN`, `EXISTS`) may nest. DataFusion's time
@@ -169,16 +166,12 @@ fn check_subquery_depth(sql: &str) -> Result<()> {
                     }
                     subqueries += 1;
                     if subqueries > MAX_SUBQUERY_DEPTH {
-                        let at = token.span.start;
                         return Err(Error::Syntax {
                             message: format!(
                                 "subqueries nest more than {MAX_SUBQUERY_DEPTH} deep here; \
                                  planning them takes time that doubles with each level"
                             ),
-                            position: Some(crate::error::Position {
-                                line: at.line as usize,
-                                column: at.column as usize,
-                            }),
+                            position: Some(token.span.start.into()),
                         });
                     }
                 }
@@ -291,16 +284,12 @@ pub fn check_expression_depth(sql: &str) -> Result<()> {
             }
         }
         if depth + chains.len() > MAX_EXPRESSION_DEPTH {
-            let at = token.span.start;
             return Err(Error::Syntax {
                 message: format!(
                     "expressions nest more than {MAX_EXPRESSION_DEPTH} deep here; split the \
                      expression up (a long chain of OR'ed equalities is an IN list)"
                 ),
-                position: Some(crate::error::Position {
-                    line: at.line as usize,
-                    column: at.column as usize,
-                }),
+                position: Some(token.span.start.into()),
             });
         }
     }
