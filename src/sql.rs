@@ -10,9 +10,10 @@ use datafusion::sql::sqlparser::ast::{
     BinaryOperator, Expr, FunctionArg, FunctionArgExpr, Ident, ObjectName, TableAlias, TableFactor,
     TableFunctionArgs, Value, ValueWithSpan, VisitMut, VisitorMut,
 };
-use datafusion::sql::sqlparser::dialect::dialect_from_str;
+use datafusion::sql::sqlparser::dialect::{GenericDialect, dialect_from_str};
+use datafusion::sql::sqlparser::keywords::Keyword as K;
 use datafusion::sql::sqlparser::parser::ParserError;
-use datafusion::sql::sqlparser::tokenizer::Span;
+use datafusion::sql::sqlparser::tokenizer::{Span, Token, TokenWithSpan, Tokenizer};
 
 use crate::error::{Error, Result};
 
@@ -70,9 +71,17 @@ pub struct TableFunctionCall {
 pub fn parse_statements(sql: &str, dialect: &str) -> Result<Vec<DfStatement>> {
     let dialect = dialect_from_str(dialect)
         .ok_or_else(|| Error::Config(format!("unknown SQL dialect '{dialect}'")))?;
-    check_expression_depth(sql)?;
-    check_subquery_depth(sql)?;
-    let statements = DFParserBuilder::new(sql)
+    // The nesting checks read the tokens the parser then parses; text that does not
+    // tokenize goes to the parser as it is, for its error.
+    let parser = match Tokenizer::new(dialect.as_ref(), sql).tokenize_with_location() {
+        Ok(tokens) => {
+            check_token_depth(&tokens)?;
+            check_subquery_depth(&tokens)?;
+            DFParserBuilder::new(tokens)
+        }
+        Err(_) => DFParserBuilder::new(sql),
+    };
+    let statements = parser
         .with_dialect(dialect.as_ref())
         .with_recursion_limit(PARSER_RECURSION_LIMIT)
         .build()
@@ -103,9 +112,6 @@ const PARSER_RECURSION_LIMIT: usize = 128;
 
 /// Where brackets (and `CASE ... END`) nest deepest in `sql`: the first token at that depth.
 fn deepest_bracket(sql: &str) -> Option<crate::error::Position> {
-    use datafusion::sql::sqlparser::dialect::GenericDialect;
-    use datafusion::sql::sqlparser::keywords::Keyword as K;
-    use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
     let tokens = Tokenizer::new(&GenericDialect {}, sql)
         .tokenize_with_location()
         .ok()?;
@@ -136,23 +142,13 @@ pub const MAX_SUBQUERY_DEPTH: usize = 20;
 /// Refuse SQL whose subqueries in expressions nest deeper than [`MAX_SUBQUERY_DEPTH`], judged
 /// from its tokens: a bracket that opens with `SELECT`, `WITH` or `VALUES` and does not follow
 /// `FROM`, `JOIN` or `LATERAL`.
-fn check_subquery_depth(sql: &str) -> Result<()> {
-    use datafusion::sql::sqlparser::dialect::GenericDialect;
-    use datafusion::sql::sqlparser::keywords::Keyword as K;
-    use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
-    // Each level takes at least `(SELECT ` in the text.
-    if sql.len() < 8 * MAX_SUBQUERY_DEPTH {
-        return Ok(());
-    }
-    let Ok(tokens) = Tokenizer::new(&GenericDialect {}, sql).tokenize_with_location() else {
-        return Ok(());
-    };
+fn check_subquery_depth(tokens: &[TokenWithSpan]) -> Result<()> {
     // Each open bracket: whether it holds a subquery in an expression.
     let mut open: Vec<bool> = Vec::new();
     let mut subqueries = 0usize;
     // The last token and the one before it, whitespace aside.
     let (mut last, mut before): (Option<&Token>, Option<&Token>) = (None, None);
-    for token in &tokens {
+    for token in tokens {
         match &token.token {
             Token::Whitespace(_) => continue,
             Token::LParen => open.push(false),
@@ -196,21 +192,23 @@ pub const MAX_EXPRESSION_DEPTH: usize = 256;
 /// bracket (parentheses, `[ ]`, `CASE ... END`); a comma or a keyword that starts another
 /// part of the statement (`WHERE`, `AS`, `WHEN`, ...) ends a chain.
 pub fn check_expression_depth(sql: &str) -> Result<()> {
-    use datafusion::sql::sqlparser::dialect::GenericDialect;
-    use datafusion::sql::sqlparser::keywords::Keyword as K;
-    use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
     // Shallow text cannot nest that deep.
     if sql.len() < MAX_EXPRESSION_DEPTH {
         return Ok(());
     }
     // Text that does not tokenize gets the parser's error.
-    let Ok(tokens) = Tokenizer::new(&GenericDialect {}, sql).tokenize_with_location() else {
-        return Ok(());
-    };
+    match Tokenizer::new(&GenericDialect {}, sql).tokenize_with_location() {
+        Ok(tokens) => check_token_depth(&tokens),
+        Err(_) => Ok(()),
+    }
+}
+
+/// [`check_expression_depth`] of tokenized SQL.
+fn check_token_depth(tokens: &[TokenWithSpan]) -> Result<()> {
     // Operators so far in the chain of each open bracket, and their sum.
     let mut chains: Vec<usize> = vec![0];
     let mut depth = 0usize;
-    for token in &tokens {
+    for token in tokens {
         let last = chains.len() - 1;
         match &token.token {
             Token::Whitespace(_)
@@ -655,9 +653,6 @@ pub struct PictureExplain {
 /// The picture an `EXPLAIN` asks for, if it asks for one (DataFusion's own formats are left
 /// to it).
 pub fn picture_explain(text: &str) -> Option<PictureExplain> {
-    use datafusion::sql::sqlparser::dialect::GenericDialect;
-    use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
-
     let tokens = Tokenizer::new(&GenericDialect {}, text).tokenize().ok()?;
     let sig: Vec<usize> = (0..tokens.len())
         .filter(|&i| !matches!(tokens[i], Token::Whitespace(_)))
@@ -730,9 +725,6 @@ pub fn picture_explain(text: &str) -> Option<PictureExplain> {
 /// by rewriting the option list into DataFusion's `STORED AS`, `PARTITIONED BY` and `OPTIONS`.
 /// Other statements are returned unchanged.
 pub fn rewrite_copy_options(stmt: &str) -> Result<String> {
-    use datafusion::sql::sqlparser::dialect::GenericDialect;
-    use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
-
     let Ok(tokens) = Tokenizer::new(&GenericDialect {}, stmt).tokenize() else {
         return Ok(stmt.to_string());
     };
