@@ -609,6 +609,30 @@ fn string_views_are_compacted_where_a_stage_writes_them_unless_turned_off() {
 }
 
 #[test]
+fn an_ordered_aggregate_is_merged_in_the_stage_that_finishes_it() {
+    let query = "SELECT registration_state, count(*) AS n FROM violations \
+                 GROUP BY registration_state ORDER BY n DESC, registration_state";
+    // Partial aggregation, then final aggregation, sort and merge in one stage.
+    let plan = stages(&format!("EXPLAIN {query}"));
+    assert_eq!(plan.matches("Stage[stage_id=").count(), 2, "{plan}");
+    assert!(
+        plan.contains("StageMergeExec: SortPreservingMergeExec"),
+        "{plan}"
+    );
+    // Left to Ballista, the merge was a stage of its own.
+    let plan = stages(&format!(
+        "SET strata.merge_final_stages = false; EXPLAIN {query}"
+    ));
+    assert_eq!(plan.matches("Stage[stage_id=").count(), 3, "{plan}");
+    assert!(!plan.contains("StageMergeExec"), "{plan}");
+    // The stage's one task reads every partition: all groups, in order, and a LIMIT's rows.
+    for sql in [query.to_string(), format!("{query} LIMIT 3")] {
+        let out = processes::strata(&["--cluster", "local:2", "-q", "--format", "csv", "-c", &sql]);
+        assert_answered(&out, &local_answer(&sql));
+    }
+}
+
+#[test]
 fn strata_settings_reach_the_scheduler_by_their_full_names() {
     // With the TopK threshold at one byte, the scheduler plans the sort and the limit apart.
     let topk = "EXPLAIN SELECT * FROM violations ORDER BY summons_number LIMIT 10";

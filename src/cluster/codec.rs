@@ -27,6 +27,7 @@ use datafusion_proto::physical_plan::{PhysicalExtensionCodec, PhysicalProtoConve
 
 use super::compressed::{self, CompressedScanExec};
 use super::pieces;
+use super::tails::StageMergeExec;
 use super::views::CompactViewsExec;
 use crate::optimizer::NullableSideExec;
 
@@ -188,6 +189,8 @@ const COMPRESSED_SCAN: &[u8] = b"\xFFstrata-compressed-scan:";
 const NULLABLE_SIDE: &[u8] = b"\xFFstrata-nullable-side";
 const COMPACT_VIEWS: &[u8] = b"\xFFstrata-compact-views";
 const DATABASE_SCAN: &[u8] = b"\xFFstrata-database-scan:";
+/// Followed by `s` (sorted) or `c` (coalesced), then the fetch in decimal if any.
+const STAGE_MERGE: &[u8] = b"\xFFstrata-stage-merge:";
 
 /// The physical codec of Strata's schedulers and executors.
 #[derive(Debug, Default)]
@@ -218,6 +221,9 @@ impl PhysicalExtensionCodec for StrataPhysicalCodec {
         if let Some(rest) = buf.strip_prefix(DATABASE_SCAN) {
             return crate::databases::decode_scan(rest);
         }
+        if let Some(rest) = buf.strip_prefix(STAGE_MERGE) {
+            return decode_stage_merge(rest, input("stage merge")?);
+        }
         if let Some(rest) = buf.strip_prefix(pieces::STAGE_PIECE) {
             return pieces::decode_stage_piece(rest, ctx, self, proto_converter);
         }
@@ -247,6 +253,14 @@ impl PhysicalExtensionCodec for StrataPhysicalCodec {
             buf.extend(COMPACT_VIEWS);
             return Ok(());
         }
+        if let Some(merge) = node.downcast_ref::<StageMergeExec>() {
+            buf.extend(STAGE_MERGE);
+            buf.push(if merge.sorted() { b's' } else { b'c' });
+            if let Some(fetch) = merge.fetch() {
+                buf.extend(fetch.to_string().as_bytes());
+            }
+            return Ok(());
+        }
         if let Some(bytes) = crate::databases::encode_scan(node.as_ref()) {
             buf.extend(DATABASE_SCAN);
             buf.extend(bytes?);
@@ -273,11 +287,71 @@ impl PhysicalExtensionCodec for StrataPhysicalCodec {
     }
 }
 
+fn decode_stage_merge(buf: &[u8], input: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
+    let (&kind, fetch) = buf
+        .split_first()
+        .ok_or_else(|| internal("stage merge", "without its kind"))?;
+    let fetch = match fetch {
+        [] => None,
+        digits => Some(
+            std::str::from_utf8(digits)
+                .ok()
+                .and_then(|d| d.parse().ok())
+                .ok_or_else(|| internal("stage merge", "a fetch that is not a number"))?,
+        ),
+    };
+    Ok(Arc::new(StageMergeExec::of(input, kind == b's', fetch)?))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use datafusion::arrow::array::{Int64Array, StringArray};
     use datafusion::arrow::datatypes::{DataType, Field, Schema};
+
+    #[test]
+    fn stage_merges_round_trip_with_their_order_and_fetch() {
+        use datafusion::physical_expr::expressions::col;
+        use datafusion::physical_expr::{LexOrdering, PhysicalSortExpr};
+        use datafusion::physical_plan::empty::EmptyExec;
+        use datafusion::physical_plan::sorts::sort::SortExec;
+        use datafusion::physical_plan::{ExecutionPlanProperties, Partitioning};
+        use datafusion_proto::physical_plan::DefaultPhysicalProtoConverter;
+
+        let schema = Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, false)]));
+        let ordering =
+            LexOrdering::new([PhysicalSortExpr::new_default(col("n", &schema).unwrap()).desc()])
+                .unwrap();
+        let parts = Arc::new(EmptyExec::new(schema).with_partitions(2));
+        let sorted: Arc<dyn ExecutionPlan> = Arc::new(
+            SortExec::new(ordering.clone(), parts.clone()).with_preserve_partitioning(true),
+        );
+        let codec = StrataPhysicalCodec::default();
+        for (input, is_sorted, fetch) in [(sorted, true, Some(7)), (parts as _, false, None)] {
+            let merge = Arc::new(StageMergeExec::of(input.clone(), is_sorted, fetch).unwrap());
+            let mut buf = Vec::new();
+            codec
+                .try_encode(merge, &mut buf, &DefaultPhysicalProtoConverter {})
+                .unwrap();
+            let back = codec
+                .try_decode(
+                    &buf,
+                    &[input],
+                    &TaskContext::default(),
+                    &DefaultPhysicalProtoConverter {},
+                )
+                .unwrap();
+            let merge = back.downcast_ref::<StageMergeExec>().unwrap();
+            assert_eq!(merge.sorted(), is_sorted);
+            assert_eq!(merge.fetch(), fetch);
+            assert!(matches!(
+                back.output_partitioning(),
+                Partitioning::UnknownPartitioning(1)
+            ));
+            let expected = is_sorted.then_some(&ordering);
+            assert_eq!(back.output_ordering(), expected);
+        }
+    }
 
     #[test]
     fn memory_tables_round_trip_with_their_partitions() {

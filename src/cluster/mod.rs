@@ -13,6 +13,7 @@ mod scheduler_api;
 mod server;
 mod slots;
 mod stop;
+mod tails;
 mod views;
 
 use std::sync::Arc;

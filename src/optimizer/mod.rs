@@ -142,6 +142,11 @@ extensions_options! {
         /// On a cluster, copy the strings a batch of string or binary views still uses into
         /// compact buffers before a stage writes it, where it holds more than twice as much.
         pub compact_views: bool, default = true
+        /// On a cluster, merge the partitions of an aggregation's result into one (for its
+        /// ORDER BY) in the stage that finishes the aggregation, run then as one task,
+        /// instead of in a stage of its own; and finish an aggregation of one partition
+        /// without shuffling it.
+        pub merge_final_stages: bool, default = true
         /// Send a join or aggregation whose tables are all in one database to that database
         /// as one SELECT, where it gives the same rows there (see `EXPLAIN`), instead of
         /// reading the tables and joining or grouping here.
