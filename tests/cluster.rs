@@ -625,6 +625,10 @@ fn an_ordered_aggregate_is_merged_in_the_stage_that_finishes_it() {
     ));
     assert_eq!(plan.matches("Stage[stage_id=").count(), 3, "{plan}");
     assert!(!plan.contains("StageMergeExec"), "{plan}");
+    // A merge of another aggregation's partial results is left to Ballista: merged, the
+    // grouping below it would run as one task.
+    let plan = stages(&format!("EXPLAIN SELECT count(*) FROM ({query}) t"));
+    assert!(!plan.contains("StageMergeExec"), "{plan}");
     // The stage's one task reads every partition: all groups, in order, and a LIMIT's rows.
     for sql in [query.to_string(), format!("{query} LIMIT 3")] {
         let out = processes::strata(&["--cluster", "local:2", "-q", "--format", "csv", "-c", &sql]);

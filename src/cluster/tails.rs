@@ -21,8 +21,12 @@ use datafusion::physical_expr::{OrderingRequirements, PhysicalExpr};
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
 use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
+use datafusion::physical_plan::coop::CooperativeExec;
+use datafusion::physical_plan::filter::FilterExec;
 use datafusion::physical_plan::metrics::MetricsSet;
+use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::repartition::RepartitionExec;
+use datafusion::physical_plan::sorts::sort::SortExec;
 use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMergeExec;
 use datafusion::physical_plan::{
     ChildStats, ChildrenPropertiesMode, DisplayAs, DisplayFormatType, Distribution, ExecutionPlan,
@@ -151,7 +155,7 @@ impl ExecutionPlan for StageMergeExec {
 
 /// Keeps the merge at the top of a plan in the stage below it ([`StageMergeExec`]) where
 /// that stage finishes an aggregation (a final aggregation right above a shuffle, with only
-/// operators of one input between it and the merge) or has one partition. A final
+/// projections, filters and sorts between it and the merge) or has one partition. A final
 /// aggregation whose shuffle would split one partition is finished without that shuffle.
 ///
 /// The merge's stage then runs as one task, its partitions side by side on one executor:
@@ -227,6 +231,16 @@ fn ends_stage(plan: &Arc<dyn ExecutionPlan>) -> bool {
         || plan.is::<CoalescePartitionsExec>()
 }
 
+/// Whether `plan` passes an aggregation's result on to a merge row by row or sorted
+/// (and is no aggregation or window of its own, whose work a merged stage would take off
+/// the other executors).
+fn passes_result_on(plan: &Arc<dyn ExecutionPlan>) -> bool {
+    plan.is::<ProjectionExec>()
+        || plan.is::<SortExec>()
+        || plan.is::<FilterExec>()
+        || plan.is::<CooperativeExec>()
+}
+
 /// A final aggregation right above a hash repartition, and the repartition itself, if that
 /// is where `plan`'s chain of one-input operators ends.
 fn final_over_shuffle(plan: &Arc<dyn ExecutionPlan>) -> Option<(&AggregateExec, &RepartitionExec)> {
@@ -238,20 +252,21 @@ fn final_over_shuffle(plan: &Arc<dyn ExecutionPlan>) -> Option<(&AggregateExec, 
     matches!(shuffle.partitioning(), Partitioning::Hash(_, _)).then_some((aggregate, shuffle))
 }
 
-/// Whether `plan`'s chain of one-input operators ends in a final aggregation over a shuffle.
+/// Whether `plan` is the result of a final aggregation over a shuffle, passed on by
+/// projections, filters and sorts.
 fn finishes_aggregation(plan: &Arc<dyn ExecutionPlan>) -> bool {
     if final_over_shuffle(plan).is_some() {
         return true;
     }
     match plan.children().as_slice() {
-        [child] if !ends_stage(plan) => finishes_aggregation(child),
+        [child] if passes_result_on(plan) => finishes_aggregation(child),
         _ => false,
     }
 }
 
-/// `plan` with a final aggregation down its chain that hash-repartitions one partition read
-/// without that repartition (one partition meets any partitioning an operator of one input
-/// needs); `None` where there is none.
+/// `plan`, the result of a final aggregation that hash-repartitions one partition, with
+/// that aggregation reading the partition without the repartition (one partition meets any
+/// partitioning an aggregation needs); `None` where there is none.
 fn unsplit(plan: &Arc<dyn ExecutionPlan>) -> Result<Option<Arc<dyn ExecutionPlan>>> {
     if let Some((_, shuffle)) = final_over_shuffle(plan) {
         let input = shuffle.input();
@@ -264,7 +279,7 @@ fn unsplit(plan: &Arc<dyn ExecutionPlan>) -> Result<Option<Arc<dyn ExecutionPlan
     }
     let children = plan.children();
     match children.as_slice() {
-        [child] if !ends_stage(plan) => match unsplit(child)? {
+        [child] if passes_result_on(plan) => match unsplit(child)? {
             Some(new) => Ok(Some(
                 Arc::clone(plan).replace_children(vec![new], recompute())?,
             )),
