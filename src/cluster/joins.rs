@@ -98,11 +98,7 @@ impl PhysicalOptimizerRule for BroadcastJoins {
         plan: Arc<dyn ExecutionPlan>,
         config: &ConfigOptions,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        if !config
-            .extensions
-            .get::<crate::optimizer::StrataOptions>()
-            .is_some_and(|o| o.broadcast_joins)
-        {
+        if !crate::optimizer::setting_on(config, |o| o.broadcast_joins) {
             return Ok(plan);
         }
         let threshold = broadcast_threshold(config);
@@ -174,11 +170,7 @@ impl PhysicalOptimizerRule for UnbroadcastJoinsPartitioned {
         plan: Arc<dyn ExecutionPlan>,
         config: &ConfigOptions,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        if !config
-            .extensions
-            .get::<crate::optimizer::StrataOptions>()
-            .is_some_and(|o| o.broadcast_joins)
-        {
+        if !crate::optimizer::setting_on(config, |o| o.broadcast_joins) {
             return Ok(plan);
         }
         let threshold = broadcast_threshold(config);

@@ -34,7 +34,7 @@ use datafusion::physical_plan::{
     ReplaceChildrenOptions, StatisticsArgs,
 };
 
-use crate::optimizer::{StrataOptions, only_child};
+use crate::optimizer::{only_child, setting_on};
 
 /// A `SortPreservingMergeExec` or `CoalescePartitionsExec` that Ballista's planner does not
 /// see as the end of a stage: it runs in the stage of its input.
@@ -169,11 +169,7 @@ impl PhysicalOptimizerRule for MergeFinalStages {
         plan: Arc<dyn ExecutionPlan>,
         config: &ConfigOptions,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        if !config
-            .extensions
-            .get::<StrataOptions>()
-            .is_some_and(|o| o.merge_final_stages)
-        {
+        if !setting_on(config, |o| o.merge_final_stages) {
             return Ok(plan);
         }
         Ok(merged_at_top(&plan)?.unwrap_or(plan))

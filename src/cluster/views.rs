@@ -31,7 +31,7 @@ use datafusion::physical_plan::{
 };
 use futures::StreamExt;
 
-use crate::optimizer::{StrataOptions, only_child};
+use crate::optimizer::{only_child, setting_on};
 
 /// Buffers held beyond what the strings use, under which a column is left as it is.
 const SLACK_BYTES: usize = 64 << 10;
@@ -151,11 +151,7 @@ impl PhysicalOptimizerRule for CompactViewsAtStages {
         plan: Arc<dyn ExecutionPlan>,
         config: &ConfigOptions,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        if !config
-            .extensions
-            .get::<StrataOptions>()
-            .is_some_and(|o| o.compact_views)
-        {
+        if !setting_on(config, |o| o.compact_views) {
             return Ok(plan);
         }
         let plan = plan

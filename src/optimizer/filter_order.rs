@@ -22,7 +22,7 @@ use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::filter::{FilterExec, FilterExecBuilder};
 
-use super::{StrataOptions, estimated_rows};
+use super::{estimated_rows, setting_on};
 
 type Conjuncts = Vec<Arc<dyn PhysicalExpr>>;
 
@@ -46,10 +46,7 @@ impl PhysicalOptimizerRule for CheapFiltersFirst {
         plan: Arc<dyn ExecutionPlan>,
         config: &ConfigOptions,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let enabled = config
-            .extensions
-            .get::<StrataOptions>()
-            .is_some_and(|o| o.cheap_filters_first);
+        let enabled = setting_on(config, |o| o.cheap_filters_first);
         if !enabled {
             return Ok(plan);
         }

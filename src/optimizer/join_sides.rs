@@ -16,7 +16,7 @@ use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::joins::{HashJoinExec, PartitionMode};
 
-use super::{StrataOptions, estimated_rows, row_width};
+use super::{estimated_rows, row_width, setting_on};
 
 /// How much larger the build side's estimate must be before the join is swapped: the
 /// estimates are rough, and a near tie is left as DataFusion chose it.
@@ -37,10 +37,7 @@ impl PhysicalOptimizerRule for JoinSidesByRows {
         plan: Arc<dyn ExecutionPlan>,
         config: &ConfigOptions,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let enabled = config
-            .extensions
-            .get::<StrataOptions>()
-            .is_some_and(|o| o.join_sides_by_rows);
+        let enabled = setting_on(config, |o| o.join_sides_by_rows);
         if !enabled || !config.optimizer.join_reordering {
             return Ok(plan);
         }
@@ -85,7 +82,7 @@ fn estimated_bytes(plan: &Arc<dyn ExecutionPlan>) -> Result<Option<usize>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::optimizer::StrataSettings;
+    use crate::optimizer::{StrataOptions, StrataSettings};
     use datafusion::arrow::array::Int64Array;
     use datafusion::arrow::datatypes::{DataType, Field, Schema};
     use datafusion::arrow::record_batch::RecordBatch;

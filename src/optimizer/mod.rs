@@ -63,7 +63,7 @@ use std::sync::Arc;
 
 use datafusion::common::extensions_options;
 use datafusion::common::tree_node::TreeNode;
-use datafusion::config::{ConfigEntry, ConfigExtension, ExtensionOptions};
+use datafusion::config::{ConfigEntry, ConfigExtension, ConfigOptions, ExtensionOptions};
 use datafusion::error::Result;
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_optimizer::optimizer::PhysicalOptimizer;
@@ -154,6 +154,15 @@ extensions_options! {
     }
 }
 
+/// Whether the Strata setting that `flag` reads is on in `config` (off where Strata's
+/// settings are not registered, as in a stock DataFusion session).
+pub(crate) fn setting_on(config: &ConfigOptions, flag: impl Fn(&StrataSettings) -> bool) -> bool {
+    config
+        .extensions
+        .get::<StrataOptions>()
+        .is_some_and(|o| flag(o))
+}
+
 /// [`StrataSettings`] as registered with DataFusion, their entries named in full: the
 /// generated entries are named without the `strata.` prefix, so that `SHOW strata.NAME`
 /// found nothing, `SHOW ALL` listed bare names, and a cluster client sent them under names
@@ -219,7 +228,7 @@ impl ExtensionOptions for StrataOptions {
 /// (`SET strata.name = ''`).
 pub(crate) fn reset_as_set(
     stmt: &datafusion::sql::parser::Statement,
-    start: &datafusion::config::ConfigOptions,
+    start: &ConfigOptions,
 ) -> Option<String> {
     use datafusion::sql::parser::{ResetStatement, Statement};
     let Statement::Reset(ResetStatement::Variable(name)) = stmt else {

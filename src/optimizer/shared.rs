@@ -28,7 +28,7 @@ use datafusion::physical_plan::{
 use futures::future::{BoxFuture, Shared};
 use futures::{FutureExt, StreamExt, TryStreamExt, stream};
 
-use super::{StrataOptions, is_join, is_recursive, only_child};
+use super::{is_join, is_recursive, only_child, setting_on};
 
 /// Runs each subplan that appears more than once in a query once, and hands its result to
 /// every place that uses it.
@@ -50,10 +50,7 @@ impl PhysicalOptimizerRule for ShareSubplans {
         plan: Arc<dyn ExecutionPlan>,
         config: &ConfigOptions,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let enabled = config
-            .extensions
-            .get::<StrataOptions>()
-            .is_some_and(|o| o.share_subplans);
+        let enabled = setting_on(config, |o| o.share_subplans);
         if !enabled || is_recursive(&plan) {
             return Ok(plan);
         }
