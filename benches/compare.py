@@ -347,6 +347,8 @@ STOCK_SETTINGS = [
 
 def cargo_executable(command, name, profile):
     """Build with `cargo COMMAND` and return the executable of target `name`."""
+    # cargo's own output is captured for the artifact's path: say what the wait is for.
+    print(f"building: cargo {' '.join(command)} --profile {profile}", file=sys.stderr, flush=True)
     out = subprocess.run(
         ["cargo", *command, "--profile", profile, "--message-format=json"],
         cwd=ROOT,
