@@ -46,7 +46,8 @@ fn cluster_error(what: &str) -> impl Fn(ballista_core::error::BallistaError) -> 
 /// scans compressed on executors, large TopKs as sorts that spill, filters' conditions ordered,
 /// joins' large sides reduced by the keys of their small filtered sides where read, joins that
 /// yield (so executors can stop a cancelled job's tasks), window sorts that hold in every stage,
-/// the merge of an aggregation's result kept in the stage that finishes it, string views compacted where a stage writes its output, and deep stages sent in pieces.
+/// the merge of an aggregation's result kept in the stage that finishes it, string views
+/// compacted where a stage writes its output, and deep stages sent in pieces.
 fn session_builder(stores: Arc<dyn ObjectStoreRegistry>) -> SessionBuilder {
     Arc::new(move |config: SessionConfig| {
         let runtime = crate::store::runtime_builder(stores.clone()).build_arc()?;

@@ -198,7 +198,8 @@ fn merged_at_top(plan: &Arc<dyn ExecutionPlan>) -> Result<Option<Arc<dyn Executi
         return Ok(None);
     };
     let Some((sorted, fetch)) = merge else {
-        if ends_stage(plan) {
+        // A repartition ends the top stage.
+        if plan.is::<RepartitionExec>() {
             return Ok(None);
         }
         return match merged_at_top(child)? {
@@ -208,23 +209,16 @@ fn merged_at_top(plan: &Arc<dyn ExecutionPlan>) -> Result<Option<Arc<dyn Executi
             None => Ok(None),
         };
     };
-    let input = unsplit(child)?.unwrap_or_else(|| Arc::clone(child));
-    if input.output_partitioning().partition_count() != 1 && !finishes_aggregation(&input) {
-        return Ok(None);
-    }
+    let input = match finished_aggregation(child)? {
+        Some(input) => input,
+        None if child.output_partitioning().partition_count() == 1 => Arc::clone(child),
+        None => return Ok(None),
+    };
     Ok(Some(Arc::new(StageMergeExec::of(input, sorted, fetch)?)))
 }
 
 fn recompute() -> ReplaceChildrenOptions {
     ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute)
-}
-
-/// Whether a stage boundary (a merge or a repartition) ends the chain of one-input
-/// operators here.
-fn ends_stage(plan: &Arc<dyn ExecutionPlan>) -> bool {
-    plan.is::<RepartitionExec>()
-        || plan.is::<SortPreservingMergeExec>()
-        || plan.is::<CoalescePartitionsExec>()
 }
 
 /// Whether `plan` passes an aggregation's result on to a merge row by row or sorted
@@ -237,50 +231,33 @@ fn passes_result_on(plan: &Arc<dyn ExecutionPlan>) -> bool {
         || plan.is::<CooperativeExec>()
 }
 
-/// A final aggregation right above a hash repartition, and the repartition itself, if that
-/// is where `plan`'s chain of one-input operators ends.
-fn final_over_shuffle(plan: &Arc<dyn ExecutionPlan>) -> Option<(&AggregateExec, &RepartitionExec)> {
-    let aggregate = plan.downcast_ref::<AggregateExec>()?;
-    if *aggregate.mode() != AggregateMode::FinalPartitioned {
-        return None;
-    }
-    let shuffle = aggregate.input().downcast_ref::<RepartitionExec>()?;
-    matches!(shuffle.partitioning(), Partitioning::Hash(_, _)).then_some((aggregate, shuffle))
-}
-
-/// Whether `plan` is the result of a final aggregation over a shuffle, passed on by
-/// projections, filters and sorts.
-fn finishes_aggregation(plan: &Arc<dyn ExecutionPlan>) -> bool {
-    if final_over_shuffle(plan).is_some() {
-        return true;
-    }
-    match plan.children().as_slice() {
-        [child] if passes_result_on(plan) => finishes_aggregation(child),
-        _ => false,
-    }
-}
-
-/// `plan`, the result of a final aggregation that hash-repartitions one partition, with
-/// that aggregation reading the partition without the repartition (one partition meets any
-/// partitioning an aggregation needs); `None` where there is none.
-fn unsplit(plan: &Arc<dyn ExecutionPlan>) -> Result<Option<Arc<dyn ExecutionPlan>>> {
-    if let Some((_, shuffle)) = final_over_shuffle(plan) {
+/// `plan` where it is the result of a final aggregation right above a hash repartition,
+/// passed on by projections, filters and sorts; the aggregation reads the repartition's
+/// input directly where that is one partition (one partition meets any partitioning an
+/// aggregation needs). `None` where `plan` is no such result.
+fn finished_aggregation(plan: &Arc<dyn ExecutionPlan>) -> Result<Option<Arc<dyn ExecutionPlan>>> {
+    if let Some(aggregate) = plan.downcast_ref::<AggregateExec>()
+        && *aggregate.mode() == AggregateMode::FinalPartitioned
+        && let Some(shuffle) = aggregate.input().downcast_ref::<RepartitionExec>()
+        && matches!(shuffle.partitioning(), Partitioning::Hash(_, _))
+    {
         let input = shuffle.input();
-        if input.output_partitioning().partition_count() == 1 {
-            return Ok(Some(
-                Arc::clone(plan).replace_children(vec![Arc::clone(input)], recompute())?,
-            ));
+        if input.output_partitioning().partition_count() != 1 {
+            return Ok(Some(Arc::clone(plan)));
         }
-        return Ok(None);
+        let unsplit = Arc::clone(plan).replace_children(vec![Arc::clone(input)], recompute())?;
+        return Ok(Some(unsplit));
     }
     let children = plan.children();
-    match children.as_slice() {
-        [child] if passes_result_on(plan) => match unsplit(child)? {
-            Some(new) => Ok(Some(
-                Arc::clone(plan).replace_children(vec![new], recompute())?,
-            )),
-            None => Ok(None),
-        },
-        _ => Ok(None),
+    let [child] = children.as_slice() else {
+        return Ok(None);
+    };
+    if !passes_result_on(plan) {
+        return Ok(None);
     }
+    Ok(match finished_aggregation(child)? {
+        Some(new) if Arc::ptr_eq(&new, child) => Some(Arc::clone(plan)),
+        Some(new) => Some(Arc::clone(plan).replace_children(vec![new], recompute())?),
+        None => None,
+    })
 }
