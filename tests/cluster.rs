@@ -405,6 +405,43 @@ fn a_cluster_joins_by_hash_as_local_mode_does_and_takes_the_settings_of_the_sess
 }
 
 #[test]
+fn shuffles_are_written_with_the_codec_the_session_sets_and_a_wrong_one_is_named() {
+    // A grouped count shuffles its partial aggregates between two stages.
+    let query = "SELECT registration_state, count(*) AS n FROM violations \
+                 GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 5";
+    let expected = local_answer(query);
+    // First Ballista's default, LZ4.
+    for codec in [
+        "",
+        "SET ballista.shuffle.compression.codec = 'none';",
+        "SET ballista.shuffle.compression.codec = 'zstd';",
+    ] {
+        let out = processes::strata(&[
+            "-q",
+            "--format",
+            "csv",
+            "--cluster",
+            "local:2",
+            "-c",
+            &format!("{codec} {query}"),
+        ]);
+        assert_answered(&out, &expected);
+    }
+    let out = processes::strata(&[
+        "--cluster",
+        "local:2",
+        "-c",
+        &format!("SET ballista.shuffle.compression.codec = 'brotli'; {query}"),
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("invalid compression codec brotli") && err.contains("lz4, zstd and none"),
+        "{err}"
+    );
+}
+
+#[test]
 fn a_join_ballista_broadcasts_reads_its_probe_side_where_it_lies() {
     // DataFusion's thresholds at zero plan the join partitioned; its small side is under
     // Ballista's broadcast threshold, so the scheduler broadcasts it.
