@@ -50,6 +50,7 @@ pub(crate) use {input_statistics, no_expressions};
 
 mod cooperative;
 mod filter_order;
+mod group_keys;
 mod join_sides;
 mod large_topk;
 mod nested_loops;
@@ -75,6 +76,7 @@ use datafusion::physical_plan::recursive_query::RecursiveQueryExec;
 
 pub use cooperative::CooperativeJoins;
 pub use filter_order::CheapFiltersFirst;
+pub use group_keys::JoinOnGroupKeys;
 pub use join_sides::JoinSidesByRows;
 pub use large_topk::LargeTopKAsSort;
 pub use nested_loops::{InMemoryNestedLoopJoinExec, InMemoryNestedLoops};
@@ -97,6 +99,10 @@ extensions_options! {
         /// join further up rules out, when that join builds its table from a tenth of the
         /// scan's estimated rows or fewer.
         pub build_side_join_filters: bool, default = true
+        /// Hash a join that matches both a group key and an aggregated value of the
+        /// aggregation on its probe side on the group key alone, comparing the value in its
+        /// join filter, so that its runtime filter reaches the rows below the aggregation.
+        pub join_on_group_keys: bool, default = true
         /// Compute a subplan that a query uses more than once (a common table expression
         /// named twice) once, and replay its rows to each use.
         pub share_subplans: bool, default = true
@@ -313,8 +319,9 @@ pub(crate) fn is_recursive(plan: &Arc<dyn ExecutionPlan>) -> bool {
 
 /// DataFusion's physical rules with Strata's among them: filtered outer sort-merge joins
 /// become hash joins first, outer joins' padded sides lose their constants next, build
-/// sides corrected right after DataFusion picks them, subplan sharing before runtime
-/// filters are pushed down (the last rewrite that must see the plan whole), runtime filters
+/// sides corrected right after DataFusion picks them, subplan sharing and joins on group keys
+/// alone before runtime filters are pushed down (the last rewrites that must see the plan
+/// whole, and that decide which columns a join's runtime filter covers), runtime filters
 /// at scans after everything else, then nested loop joins kept in memory, large TopKs
 /// made sorts and filters' conditions ordered; joins made to yield last.
 pub fn physical_rules() -> Vec<Arc<dyn PhysicalOptimizerRule + Send + Sync>> {
@@ -324,6 +331,7 @@ pub fn physical_rules() -> Vec<Arc<dyn PhysicalOptimizerRule + Send + Sync>> {
         .position(|r| r.name() == "FilterPushdown(Post)")
         .unwrap_or(rules.len());
     rules.insert(at, Arc::new(ShareSubplans));
+    rules.insert(at + 1, Arc::new(JoinOnGroupKeys));
     let at = rules
         .iter()
         .position(|r| r.name() == "join_selection")
