@@ -622,17 +622,23 @@ async fn a_join_further_up_filters_a_scan_once_its_hash_table_is_built() {
                 "pick",
                 "SELECT value * 10000 AS ok FROM generate_series(1, 20)",
             ),
+            // Each `ok` on 2,000 orders, 60 of its 100 values picked.
+            (
+                "ord100",
+                "SELECT value % 100 AS ok, value % 1000 + 1 AS ck FROM generate_series(1, 200000)",
+            ),
+            ("pick60", "SELECT value AS ok FROM generate_series(0, 59)"),
         ],
     )
     .await;
     // The `IN` becomes a semi join above the customer join; its filter on `ok` reaches the
     // `ord` scan, whose nearest join is the customer one.
-    let run = |early: bool, cust: &'static str| {
+    let run = |early: bool, cust: &'static str, ord: &'static str, pick: &'static str| {
         let dir = dir.path();
         async move {
             let query = format!(
-                "SELECT count(*), sum(ok) FROM {cust} c JOIN ord ON c.ck = ord.ck \
-                 WHERE ok IN (SELECT ok FROM pick)"
+                "SELECT count(*), sum(ok) FROM {cust} c JOIN {ord} ON c.ck = {ord}.ck \
+                 WHERE ok IN (SELECT ok FROM {pick})"
             );
             let (answer, plan) = run_with(dir, "strata.early_join_filters", early, &query).await;
             let dropped = node_metric(plan.as_ref(), "RuntimeFilterExec", "rows_dropped");
@@ -640,8 +646,8 @@ async fn a_join_further_up_filters_a_scan_once_its_hash_table_is_built() {
             (answer, dropped, unchecked)
         }
     };
-    let (with, dropped, unchecked) = run(true, "cust").await;
-    let (without, none, _) = run(false, "cust").await;
+    let (with, dropped, unchecked) = run(true, "cust", "ord", "pick").await;
+    let (without, none, _) = run(false, "cust", "ord", "pick").await;
     assert_eq!(with, without);
     assert!(
         with.contains("| 20 ") && with.contains("| 2100000 "),
@@ -652,16 +658,83 @@ async fn a_join_further_up_filters_a_scan_once_its_hash_table_is_built() {
     assert_eq!(dropped, Some(200_000 - 20));
     assert_eq!(unchecked, Some(0));
 
-    // With 10 customers the customer join itself drops 99% of the orders: after its sample
-    // each partition stops checking rows.
-    let (with, _, unchecked) = run(true, "few").await;
-    let (without, _, _) = run(false, "few").await;
+    // With 10 customers the customer join itself drops 99% of the orders. Of the 1% it
+    // keeps, the filter drops all but a few rows, more than it keeps: it goes on checking.
+    let (with, _, unchecked) = run(true, "few", "ord", "pick").await;
+    let (without, _, _) = run(false, "few", "ord", "pick").await;
     assert_eq!(with, without);
     assert!(
         with.contains("| 20 ") && with.contains("| 2100000 "),
         "{with}"
     );
+    assert_eq!(unchecked, Some(0));
+
+    // Keeping 60% of the orders, and every order of the customer join's 1%, it keeps far
+    // more rows than it drops of those: after its sample each partition stops checking.
+    let (with, _, unchecked) = run(true, "few", "ord100", "pick60").await;
+    let (without, _, _) = run(false, "few", "ord100", "pick60").await;
+    assert_eq!(with, without);
+    assert!(with.contains("| 2000 "), "{with}");
     assert!(unchecked.unwrap() > 0, "{unchecked:?}");
+}
+
+#[tokio::test]
+async fn a_join_on_a_group_key_and_its_aggregate_filters_the_rows_below_the_aggregation() {
+    let dir = tempfile::tempdir().unwrap();
+    write_tables(
+        dir.path(),
+        &[
+            (
+                "part",
+                "SELECT value AS pk, value % 100 AS size FROM generate_series(1, 20000)",
+            ),
+            (
+                "offer",
+                "SELECT value % 20000 + 1 AS pk, value AS sk, (value * 7919) % 997 AS cost \
+                 FROM generate_series(1, 200000)",
+            ),
+        ],
+    )
+    .await;
+    // TPC-H q02's shape: the cheapest offers of the parts of one size. The subquery becomes
+    // a join on both `pk` and the minimum; on `pk` alone its runtime filter passes the
+    // aggregation by `pk`, down to the `offer` scan below it.
+    let query = "SELECT count(*), sum(cost), sum(sk) FROM part p JOIN offer o ON p.pk = o.pk \
+                 WHERE p.size = 7 AND o.cost = \
+                 (SELECT min(cost) FROM offer o2 WHERE o2.pk = p.pk)";
+    let (with, plan) = run_with(dir.path(), "strata.join_on_group_keys", true, query).await;
+    let (without, plain) = run_with(dir.path(), "strata.join_on_group_keys", false, query).await;
+    assert_eq!(with, without);
+    let shown = |p: &Arc<dyn ExecutionPlan>| {
+        strata::datafusion::physical_plan::displayable(p.as_ref())
+            .indent(false)
+            .to_string()
+    };
+    let (shown, shown_plain) = (shown(&plan), shown(&plain));
+    assert!(shown.contains("filter=cost@"), "{shown}");
+    assert!(!shown_plain.contains("filter=cost@"), "{shown_plain}");
+    // 200 of 20,000 parts have size 7: the aggregation sees their 2,000 offers, not all
+    // 200,000 (rows read before the join's hash table is built pass unchecked).
+    let grouped = |p: &Arc<dyn ExecutionPlan>| {
+        let mut rows = Vec::new();
+        collect_inputs(p.as_ref(), "AggregateExec", &mut rows);
+        rows.into_iter().max().unwrap()
+    };
+    assert!(grouped(&plan) <= 20_000, "{}", grouped(&plan));
+    assert_eq!(grouped(&plain), 200_000);
+}
+
+/// The rows each `name` node's input returned.
+fn collect_inputs(plan: &dyn ExecutionPlan, name: &str, rows: &mut Vec<usize>) {
+    if plan.name() == name
+        && let Some(input) = plan.children().first()
+        && let Some(n) = input.metrics().and_then(|m| m.output_rows())
+    {
+        rows.push(n);
+    }
+    for child in plan.children() {
+        collect_inputs(child.as_ref(), name, rows);
+    }
 }
 
 #[tokio::test]

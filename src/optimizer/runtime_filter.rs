@@ -241,17 +241,17 @@ fn small_next_to(id: Option<u64>, node: &Arc<dyn ExecutionPlan>, above: &Above) 
 /// filtering pays.
 const SAMPLE_ROWS: usize = 65_536;
 
-/// Below this share of the rows dropped, a runtime filter stops filtering: checking a row
-/// costs about as much as the join's own probe, so it pays only when it drops most rows.
-const MIN_DROP_SHARE: f64 = 0.5;
-
-/// Drops the rows a runtime filter rules out, as long as it drops enough of them.
+/// Drops the rows a runtime filter rules out, as long as that pays.
 ///
-/// Each partition checks its first [`SAMPLE_ROWS`] rows; when it drops less than
-/// [`MIN_DROP_SHARE`] of them, the rest of that partition goes through unchecked (the joins
-/// above still apply the condition). With the runtime filter of the join that reads these
-/// rows next (see [`RuntimeFilterExec::judged_after`]), only the rows that join would keep
-/// count as dropped. Kept rows are packed back into full batches.
+/// Each partition checks its first [`SAMPLE_ROWS`] rows. A row the filter keeps costs one
+/// check more than without it (about as much as a join's probe); a row it drops that the
+/// joins above would have carried saves at least as much. So when it drops fewer such rows
+/// than it keeps, the rest of that partition goes through unchecked (the joins above still
+/// apply the condition). Without the runtime filter of the join that reads these rows next,
+/// every row dropped counts: filtering stops when it drops less than half of them. With it
+/// (see [`RuntimeFilterExec::judged_after`]), only the rows that join would keep count: a
+/// row both drop costs one check here and saves one probe there. Kept rows are packed back
+/// into full batches.
 #[derive(Debug)]
 pub struct RuntimeFilterExec {
     predicate: Arc<dyn PhysicalExpr>,
@@ -277,8 +277,8 @@ impl RuntimeFilterExec {
 
     /// Judges the sample by the rows `nearest` (the runtime filter of the join that reads
     /// these rows next) keeps: a row that join drops anyway costs it one lookup, no more
-    /// than dropping it here, so filtering pays only when it drops most of the others.
-    /// Without it, every row dropped counts.
+    /// than dropping it here, so filtering pays only when it drops more of the others than
+    /// it keeps rows. Without it, every row dropped counts.
     pub fn judged_after(mut self, nearest: Option<Arc<dyn PhysicalExpr>>) -> Self {
         self.nearest = nearest;
         self
@@ -372,6 +372,7 @@ impl ExecutionPlan for RuntimeFilterExec {
             nearest: self.nearest.clone(),
             checked: 0,
             useful: 0,
+            kept: 0,
             bypass: false,
             done: false,
             dropped: MetricBuilder::new(&self.metrics).counter("rows_dropped", partition),
@@ -397,6 +398,8 @@ struct RuntimeFilterStream {
     checked: usize,
     /// Rows of the sample dropped that the next join would have kept.
     useful: usize,
+    /// Rows of the sample kept.
+    kept: usize,
     bypass: bool,
     done: bool,
     dropped: Count,
@@ -424,6 +427,7 @@ impl RuntimeFilterStream {
         let mask = mask.as_boolean();
         let kept = mask.true_count();
         self.checked += rows;
+        self.kept += kept;
         self.useful += match &self.nearest {
             Some(nearest) => {
                 let next = nearest.evaluate(&batch)?.into_array(rows)?;
@@ -433,9 +437,7 @@ impl RuntimeFilterStream {
         };
         self.dropped.add(rows - kept);
         self.coalescer.push_batch_with_filter(batch, mask)?;
-        if self.checked >= SAMPLE_ROWS
-            && (self.useful as f64) < self.checked as f64 * MIN_DROP_SHARE
-        {
+        if self.checked >= SAMPLE_ROWS && self.useful < self.kept {
             self.bypass = true;
             self.coalescer.finish_buffered_batch()?;
         }
