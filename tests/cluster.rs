@@ -233,6 +233,11 @@ fn local_answer(sql: &str) -> String {
     String::from_utf8_lossy(&local.stdout).into_owned()
 }
 
+/// `sql` run on an in-process cluster of two executors, its answer as CSV.
+fn on_a_local_cluster(sql: &str) -> std::process::Output {
+    processes::strata(&["-q", "--format", "csv", "--cluster", "local:2", "-c", sql])
+}
+
 /// A cluster client's output: it succeeded and printed `expected`.
 fn assert_answered(out: &std::process::Output, expected: &str) {
     assert!(
@@ -416,15 +421,7 @@ fn shuffles_are_written_with_the_codec_the_session_sets_and_a_wrong_one_is_named
         "SET ballista.shuffle.compression.codec = 'none';",
         "SET ballista.shuffle.compression.codec = 'zstd';",
     ] {
-        let out = processes::strata(&[
-            "-q",
-            "--format",
-            "csv",
-            "--cluster",
-            "local:2",
-            "-c",
-            &format!("{codec} {query}"),
-        ]);
+        let out = on_a_local_cluster(&format!("{codec} {query}"));
         assert_answered(&out, &expected);
     }
     let out = processes::strata(&[
@@ -482,15 +479,7 @@ fn a_join_ballista_will_not_broadcast_shuffles_its_build_side_once() {
     ));
     assert!(plan.contains("UnknownPartitioning(2)"), "{plan}");
     assert_eq!(plan.matches("Stage[stage_id=").count(), 5, "{plan}");
-    let out = processes::strata(&[
-        "-q",
-        "--format",
-        "csv",
-        "--cluster",
-        "local:2",
-        "-c",
-        &format!("{small} {query}"),
-    ]);
+    let out = on_a_local_cluster(&format!("{small} {query}"));
     assert_answered(&out, &local_answer(query));
 }
 
@@ -544,7 +533,7 @@ fn a_joins_large_side_is_reduced_by_the_keys_of_its_filtered_side_before_it_is_a
     let plan = stages(&format!("EXPLAIN {left}"));
     assert!(!plan.contains("join_type=RightSemi"), "{plan}");
     for sql in [inner, left] {
-        let out = processes::strata(&["-q", "--format", "csv", "--cluster", "local:2", "-c", &sql]);
+        let out = on_a_local_cluster(&sql);
         assert_answered(&out, &local_answer(&sql));
     }
 }
@@ -616,7 +605,7 @@ fn a_broadcast_semi_join_is_made_where_the_column_it_tests_is_read() {
          WHERE c.name IN (SELECT name FROM '{c}' WHERE c < 3) ORDER BY o.k"
     );
     for sql in [semi, anti, padded] {
-        let out = processes::strata(&["-q", "--format", "csv", "--cluster", "local:2", "-c", &sql]);
+        let out = on_a_local_cluster(&sql);
         assert_answered(&out, &local_answer(&sql));
     }
 }
@@ -668,7 +657,7 @@ fn an_ordered_aggregate_is_merged_in_the_stage_that_finishes_it() {
     assert!(!plan.contains("StageMergeExec"), "{plan}");
     // The stage's one task reads every partition: all groups, in order, and a LIMIT's rows.
     for sql in [query.to_string(), format!("{query} LIMIT 3")] {
-        let out = processes::strata(&["--cluster", "local:2", "-q", "--format", "csv", "-c", &sql]);
+        let out = on_a_local_cluster(&sql);
         assert_answered(&out, &local_answer(&sql));
     }
 }
