@@ -39,6 +39,14 @@ fn quiet_csv_output_is_exactly_the_result() {
 }
 
 #[test]
+fn sql_given_with_c_may_start_with_a_comment() {
+    let sql = "-- the count of 2024\nSELECT count(*) AS n FROM violations WHERE year = 2024";
+    let out = strata(&["-q", "--format", "csv", "-c", sql], None);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "n\n3546\n");
+}
+
+#[test]
 fn table_output_has_a_timing_line() {
     let out = strata(&["-c", "SELECT 'x' AS a"], None);
     let stdout = text(&out.stdout);

@@ -67,8 +67,14 @@ STRATA_CATALOG=..., and so on (see each option). NO_COLOR turns colour off.";
 struct Args {
     #[command(subcommand)]
     command: Option<Command>,
-    /// Run this SQL (repeatable; statements separated by `;`).
-    #[arg(short = 'c', long = "command", env = "STRATA_COMMAND")]
+    /// Run this SQL (repeatable; statements separated by `;`). It may start with `-`, as a
+    /// file's text that opens with a `--` comment does.
+    #[arg(
+        short = 'c',
+        long = "command",
+        env = "STRATA_COMMAND",
+        allow_hyphen_values = true
+    )]
     commands: Vec<String>,
     /// Run the SQL in this file (repeatable; `-` is standard input).
     #[arg(short = 'f', long = "file", env = "STRATA_FILE")]
