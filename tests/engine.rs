@@ -705,12 +705,7 @@ async fn a_join_on_a_group_key_and_its_aggregate_filters_the_rows_below_the_aggr
     let (with, plan) = run_with(dir.path(), "strata.join_on_group_keys", true, query).await;
     let (without, plain) = run_with(dir.path(), "strata.join_on_group_keys", false, query).await;
     assert_eq!(with, without);
-    let shown = |p: &Arc<dyn ExecutionPlan>| {
-        strata::datafusion::physical_plan::displayable(p.as_ref())
-            .indent(false)
-            .to_string()
-    };
-    let (shown, shown_plain) = (shown(&plan), shown(&plain));
+    let (shown, shown_plain) = (plan_text(&plan), plan_text(&plain));
     assert!(shown.contains("filter=cost@"), "{shown}");
     assert!(!shown_plain.contains("filter=cost@"), "{shown_plain}");
     // 200 of 20,000 parts have size 7: the aggregation sees their 2,000 offers, not all
@@ -722,6 +717,13 @@ async fn a_join_on_a_group_key_and_its_aggregate_filters_the_rows_below_the_aggr
     };
     assert!(grouped(&plan) <= 20_000, "{}", grouped(&plan));
     assert_eq!(grouped(&plain), 200_000);
+}
+
+/// `plan` as EXPLAIN shows it, one operator per line.
+fn plan_text(plan: &Arc<dyn ExecutionPlan>) -> String {
+    strata::datafusion::physical_plan::displayable(plan.as_ref())
+        .indent(false)
+        .to_string()
 }
 
 /// The rows each `name` node's input returned.
@@ -792,9 +794,7 @@ async fn a_filter_checks_a_narrow_range_before_strings_and_guards_stay_first() {
     )
     .await;
     let filter = |plan: &Arc<dyn ExecutionPlan>| {
-        let text = strata::datafusion::physical_plan::displayable(plan.as_ref())
-            .indent(false)
-            .to_string();
+        let text = plan_text(plan);
         let line = text.lines().find(|l| l.contains("FilterExec")).unwrap();
         line.trim().to_string()
     };
@@ -837,10 +837,7 @@ async fn a_subplan_used_twice_runs_once() {
         async move {
             let (answer, plan) = run_with(dir, "strata.share_subplans", share, sql).await;
             let read = node_metric(plan.as_ref(), "DataSourceExec", "output_rows");
-            let shared = strata::datafusion::physical_plan::displayable(plan.as_ref())
-                .indent(false)
-                .to_string()
-                .contains("SharedExec");
+            let shared = plan_text(&plan).contains("SharedExec");
             (answer, read, shared)
         }
     };

@@ -28,8 +28,8 @@ use super::setting_on;
 ///
 /// DataFusion's runtime filter of a hash join covers all its keys, and it can pass an
 /// aggregation only when all of them are group keys; with the aggregated value among them,
-/// q02's aggregation digested the `partsupp` rows of all 200,000 parts for the 747 its
-/// join keeps. On the group key alone, the filter reaches the scan below the aggregation.
+/// q02's aggregation digested the `partsupp` rows of all 200,000 parts for the 747 on the
+/// join's other side. On the group key alone, the filter reaches the scan below the aggregation.
 /// Only `CollectLeft` joins (one hash table, so the probe side's partitioning does not
 /// depend on the keys), inner and semi joins (whose runtime filter DataFusion pushes down)
 /// and keys that are plain columns with `=` semantics are changed.
@@ -125,37 +125,29 @@ fn on_group_keys(join: &HashJoinExec) -> Result<Option<Arc<dyn ExecutionPlan>>> 
     let mut keys = Vec::new();
     let mut values = Vec::new();
     let mut aggregation = None;
+    let mut has_group_key = false;
     for (left, right) in join.on() {
-        let origin = right
+        let traced = right
             .downcast_ref::<Column>()
-            .and_then(|c| origin(probe, c.index()));
-        let (at, is_key) = match origin {
-            Some(Origin::GroupKey(at)) => (at, true),
-            Some(Origin::Value(at)) => (at, false),
-            None => {
-                keys.push((Arc::clone(left), Arc::clone(right)));
-                continue;
-            }
+            .and_then(|r| Some((r, origin(probe, r.index())?)));
+        let Some((r, origin)) = traced else {
+            keys.push((Arc::clone(left), Arc::clone(right)));
+            continue;
         };
+        let (Origin::GroupKey(at) | Origin::Value(at)) = origin;
         // Keys from two different aggregations: leave the join alone.
         if *aggregation.get_or_insert(at) != at {
             return Ok(None);
         }
-        match (
-            is_key,
-            left.downcast_ref::<Column>(),
-            right.downcast_ref::<Column>(),
-        ) {
-            (false, Some(l), Some(r)) => values.push((l.clone(), r.clone())),
-            _ => keys.push((Arc::clone(left), Arc::clone(right))),
+        match (origin, left.downcast_ref::<Column>()) {
+            (Origin::Value(_), Some(l)) => values.push((l.clone(), r.clone())),
+            _ => {
+                has_group_key |= matches!(origin, Origin::GroupKey(_));
+                keys.push((Arc::clone(left), Arc::clone(right)));
+            }
         }
     }
-    let has_group_key = join.on().iter().any(|(_, r)| {
-        r.downcast_ref::<Column>()
-            .and_then(|c| origin(probe, c.index()))
-            .is_some_and(|o| matches!(o, Origin::GroupKey(_)))
-    });
-    if values.is_empty() || !has_group_key || keys.is_empty() {
+    if values.is_empty() || !has_group_key {
         return Ok(None);
     }
     let filter = with_equalities(join, &values);
