@@ -277,9 +277,17 @@ impl MariaDb {
             cmd
         };
         let data = dir.path().join("data");
+        // Its own temporary directory: servers started side by side in `/tmp` have been
+        // seen deleting each other's temporary tables during bootstrap.
+        let tmp = dir.path().join("tmp");
+        std::fs::create_dir(&tmp).map_err(|e| e.to_string())?;
+        if let Some((uid, gid)) = ids {
+            std::os::unix::fs::chown(&tmp, Some(uid), Some(gid)).map_err(|e| e.to_string())?;
+        }
         let out = as_server(&install)
             .arg("--no-defaults")
             .arg(format!("--datadir={}", data.display()))
+            .arg(format!("--tmpdir={}", tmp.display()))
             .args(["--auth-root-authentication-method=normal", "--skip-test-db"])
             .output()
             .map_err(|e| format!("mariadb-install-db: {e}"))?;
@@ -295,6 +303,7 @@ impl MariaDb {
             .arg("--no-defaults")
             .arg(format!("--datadir={}", data.display()))
             .arg(format!("--socket={}", socket.display()))
+            .arg(format!("--tmpdir={}", tmp.display()))
             .arg(format!(
                 "--pid-file={}",
                 dir.path().join("mariadb.pid").display()
