@@ -539,6 +539,72 @@ fn a_joins_large_side_is_reduced_by_the_keys_of_its_filtered_side_before_it_is_a
 }
 
 #[test]
+fn a_joins_runtime_filter_reaches_the_scans_of_its_stage() {
+    // 600,000 rows; every row matches the first join, 100 of them the second.
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(format!("{name}.parquet"));
+    for (name, select) in [
+        (
+            "large",
+            "SELECT value % 50000 AS k, value AS v FROM range(600000)",
+        ),
+        ("keys", "SELECT value AS k FROM range(50000)"),
+        ("few", "SELECT value AS v FROM range(1000)"),
+    ] {
+        let copy = format!("COPY ({select}) TO '{}'", path(name).display());
+        assert!(processes::strata(&["-q", "-c", &copy]).status.success());
+    }
+    let query = format!(
+        "SELECT count(*) AS n, sum(l.v) AS s FROM '{}' l JOIN '{}' a ON l.k = a.k \
+         JOIN '{}' b ON l.v = b.v * 7 WHERE b.v < 100",
+        path("large").display(),
+        path("keys").display(),
+        path("few").display()
+    );
+    // Without semi-join reduction, which would shrink the large side in a stage before.
+    let settings = "SET strata.semi_join_reduction = false;";
+    // The rows the first join (on `k`) reads, from the stages' metrics.
+    let first_join_reads = |more: &str| {
+        let out = processes::strata(&[
+            "--cluster",
+            "local:2",
+            "-c",
+            &format!("{settings} {more} EXPLAIN ANALYZE {query}"),
+        ]);
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let join = text
+            .lines()
+            .find(|l| l.contains("HashJoinExec") && l.contains("on=[(k@0, k@0)]"))
+            .unwrap_or_else(|| panic!("the join on k: {text}"))
+            .to_string();
+        let rows = join
+            .split(", input_rows=")
+            .nth(1)
+            .and_then(|r| r.split(',').next())
+            .unwrap_or_else(|| panic!("its input rows: {join}"))
+            .to_string();
+        (rows, text)
+    };
+    // Both joins run in one stage, the large table's scan with them: the second join's
+    // filter drops the rows it will not match before the first join reads them.
+    let (on, plan) = first_join_reads("");
+    assert_eq!(plan.matches("broadcast: true").count(), 2, "{plan}");
+    assert!(!on.contains('K'), "{on} rows: {plan}");
+    let (off, plan) = first_join_reads("SET strata.stage_join_filters = false;");
+    assert_eq!(off, "600.0 K", "{plan}");
+    for more in ["", "SET strata.stage_join_filters = false;"] {
+        let out = on_a_local_cluster(&format!("{settings} {more} {query}"));
+        assert_answered(&out, "n,s\n100,34650\n");
+    }
+    assert_eq!(local_answer(&query), "n,s\n100,34650\n");
+}
+
+#[test]
 fn a_broadcast_semi_join_is_made_where_the_column_it_tests_is_read() {
     // Customers, their orders, and the orders' lines; the IN subquery keeps few orders.
     let dir = tempfile::tempdir().unwrap();

@@ -12,6 +12,7 @@ mod restarts;
 mod scheduler_api;
 mod server;
 mod slots;
+mod stage_filters;
 mod stop;
 mod tails;
 mod views;

@@ -64,13 +64,21 @@ impl ExecutionEngine for StoppableEngine {
         config: &SessionConfig,
     ) -> Result<Arc<dyn QueryStageExecutor>> {
         let stop = Arc::new(AtomicBool::new(false));
+        let filters = super::stage_filters::with_stage_filters(config);
         // The writer at the top stays as it is (the engine looks for it); what it drains
-        // checks the flag.
+        // plans its runtime filters and checks the flag.
         let children = plan
             .children()
             .into_iter()
             .map(|child| {
-                let child = crate::optimizer::InMemoryNestedLoops::guard(Arc::clone(child))?;
+                let child = match &filters {
+                    Some(filters) => super::stage_filters::plan_stage_filters(
+                        Arc::clone(child),
+                        filters.options(),
+                    )?,
+                    None => Arc::clone(child),
+                };
+                let child = crate::optimizer::InMemoryNestedLoops::guard(child)?;
                 with_stop_checks(child, &stop)
             })
             .collect::<Result<Vec<_>>>()?;
@@ -91,7 +99,11 @@ impl ExecutionEngine for StoppableEngine {
             work_dir,
             config,
         )?;
-        Ok(Arc::new(StoppableStage { inner, stop }))
+        Ok(Arc::new(StoppableStage {
+            inner,
+            stop,
+            filters: filters.is_some(),
+        }))
     }
 }
 
@@ -139,6 +151,8 @@ fn with_stop_checks(
 struct StoppableStage {
     inner: Arc<dyn QueryStageExecutor>,
     stop: Arc<AtomicBool>,
+    /// Whether its runtime filters were planned, and so must be filled in as it runs.
+    filters: bool,
 }
 
 /// Sets the flag when dropped before [`StopWhenDropped::finished`].
@@ -178,6 +192,13 @@ impl QueryStageExecutor for StoppableStage {
         context: Arc<TaskContext>,
     ) -> Result<Vec<ShuffleWritePartition>> {
         let guard = StopWhenDropped(Some(Arc::clone(&self.stop)));
+        let context = if self.filters {
+            // Run with the runtime filters on, as they were planned.
+            let config = super::stage_filters::filters_on(context.session_config());
+            Arc::new(super::stage_filters::task_with_config(&context, config))
+        } else {
+            context
+        };
         let result = self.inner.execute_query_stage(task_id, context).await;
         guard.finished();
         result

@@ -145,6 +145,10 @@ extensions_options! {
         /// column and shuffles), so that the rows it drops are not joined, written and read
         /// back first.
         pub semi_joins_first: bool, default = true
+        /// On a cluster, plan the runtime filters of the joins in each stage on the executor
+        /// that runs it, and apply them to the scans of that stage as in one process (see
+        /// `join_filters_at_scan`): a join and the scans it filters run in one task there.
+        pub stage_join_filters: bool, default = true
         /// On a cluster, copy the strings a batch of string or binary views still uses into
         /// compact buffers before a stage writes it, where it holds more than twice as much.
         pub compact_views: bool, default = true

@@ -261,6 +261,8 @@ pub struct RuntimeFilterExec {
     /// The runtime filter of the join that reads these rows next, evaluated on the sample.
     nearest: Option<Arc<dyn PhysicalExpr>>,
     metrics: ExecutionPlanMetricsSet,
+    /// Whether [`ExecutionPlan::metrics`] returns them (see [`RuntimeFilterExec::unreported`]).
+    reported: bool,
 }
 
 impl RuntimeFilterExec {
@@ -272,6 +274,20 @@ impl RuntimeFilterExec {
             wait: Vec::new(),
             nearest: None,
             metrics: ExecutionPlanMetricsSet::new(),
+            reported: true,
+        }
+    }
+
+    /// The same filter, its metrics kept to itself: for a filter added to a plan whose
+    /// metrics are matched node by node against a plan without it (a cluster's stage).
+    pub(crate) fn unreported(&self) -> Self {
+        Self {
+            predicate: Arc::clone(&self.predicate),
+            input: Arc::clone(&self.input),
+            wait: self.wait.clone(),
+            nearest: self.nearest.clone(),
+            metrics: ExecutionPlanMetricsSet::new(),
+            reported: false,
         }
     }
 
@@ -338,6 +354,7 @@ impl ExecutionPlan for RuntimeFilterExec {
             wait: self.wait.clone(),
             nearest: self.nearest.clone(),
             metrics: ExecutionPlanMetricsSet::new(),
+            reported: self.reported,
         }))
     }
 
@@ -382,7 +399,7 @@ impl ExecutionPlan for RuntimeFilterExec {
     }
 
     fn metrics(&self) -> Option<MetricsSet> {
-        Some(self.metrics.clone_inner())
+        self.reported.then(|| self.metrics.clone_inner())
     }
 }
 
