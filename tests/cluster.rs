@@ -523,7 +523,6 @@ fn a_joins_large_side_is_reduced_by_the_keys_of_its_filtered_side_before_it_is_a
         reading.contains("mode=CollectLeft, join_type=RightSemi"),
         "{plan}"
     );
-    assert!(reading.contains("broadcast=true"), "{plan}");
     let off = stages(&format!(
         "SET strata.semi_join_reduction = false; EXPLAIN {inner}"
     ));
@@ -535,6 +534,69 @@ fn a_joins_large_side_is_reduced_by_the_keys_of_its_filtered_side_before_it_is_a
     for sql in [inner, left] {
         let out = on_a_local_cluster(&sql);
         assert_answered(&out, &local_answer(&sql));
+    }
+}
+
+#[test]
+fn small_tables_of_broadcast_joins_are_read_by_each_task_instead_of_a_stage_of_their_own() {
+    let d = tpch_folder().display();
+    let t = |name: &str| format!("'{d}/parquet/{name}/'");
+    // Suppliers (1,000 rows), nations and regions, joined to `partsupp` (80,000 rows).
+    let query = format!(
+        "SELECT n_name, count(*) AS n, sum(ps_availqty) AS q FROM {} \
+         JOIN {} ON ps_suppkey = s_suppkey JOIN {} ON s_nationkey = n_nationkey \
+         JOIN {} ON n_regionkey = r_regionkey WHERE r_name = 'ASIA' GROUP BY n_name \
+         ORDER BY n_name",
+        t("partsupp"),
+        t("supplier"),
+        t("nation"),
+        t("region")
+    );
+    let plan = stages(&format!("EXPLAIN {query}"));
+    // The three small tables are read where the joins are, by each of their tasks.
+    assert_eq!(plan.matches("InlineBuildExec").count(), 3, "{plan}");
+    assert!(!plan.contains("broadcast=true"), "{plan}");
+    let inline_stages = plan.matches("Stage[stage_id=").count();
+    let off = stages(&format!(
+        "SET strata.inline_build_max_rows = 0; EXPLAIN {query}"
+    ));
+    assert!(!off.contains("InlineBuildExec"), "{off}");
+    assert_eq!(off.matches("broadcast=true").count(), 3, "{off}");
+    assert_eq!(
+        off.matches("Stage[stage_id=").count(),
+        inline_stages + 3,
+        "{off}"
+    );
+    // Under the limit by rows but not by Ballista's broadcast threshold: a stage of its own.
+    let unbroadcast = stages(&format!(
+        "SET ballista.optimizer.broadcast_join_threshold_bytes = 1; EXPLAIN {query}"
+    ));
+    assert!(!unbroadcast.contains("InlineBuildExec"), "{unbroadcast}");
+    let expected = local_answer(&query);
+    assert_eq!(expected.lines().count(), 6, "{expected}");
+    assert_answered(&on_a_local_cluster(&query), &expected);
+    // A join that also emits its build side's rows keeps them in one task: not inlined, and
+    // no row comes back twice.
+    let outer = format!(
+        "SELECT count(*) AS n, count(s_suppkey) AS matched FROM {} LEFT JOIN \
+         (SELECT * FROM {} WHERE s_acctbal > 9000) ON n_nationkey = s_nationkey",
+        t("nation"),
+        t("supplier")
+    );
+    let plan = stages(&format!("EXPLAIN {outer}"));
+    assert!(!plan.contains("InlineBuildExec"), "{plan}");
+    assert_answered(&on_a_local_cluster(&outer), &local_answer(&outer));
+    // Semi and anti joins on a small table's keys.
+    for test in ["EXISTS", "NOT EXISTS"] {
+        let sql = format!(
+            "SELECT count(*) AS n FROM {} WHERE {test} (SELECT 1 FROM {} \
+             WHERE s_suppkey = ps_suppkey AND s_acctbal > 9000)",
+            t("partsupp"),
+            t("supplier")
+        );
+        let plan = stages(&format!("EXPLAIN {sql}"));
+        assert!(plan.contains("InlineBuildExec"), "{plan}");
+        assert_answered(&on_a_local_cluster(&sql), &local_answer(&sql));
     }
 }
 
@@ -593,7 +655,11 @@ fn a_joins_runtime_filter_reaches_the_scans_of_its_stage() {
     // Both joins run in one stage, the large table's scan with them: the second join's
     // filter drops the rows it will not match before the first join reads them.
     let (on, plan) = first_join_reads("");
-    assert_eq!(plan.matches("broadcast: true").count(), 2, "{plan}");
+    let joins = plan
+        .split("SuccessfulStage[")
+        .find(|stage| stage.contains("on=[(k@0, k@0)]"))
+        .expect("the stage of the join on k");
+    assert!(joins.contains("b.v * Int64(7)"), "{plan}");
     assert!(!on.contains('K'), "{on} rows: {plan}");
     let (off, plan) = first_join_reads("SET strata.stage_join_filters = false;");
     assert_eq!(off, "600.0 K", "{plan}");

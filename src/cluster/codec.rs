@@ -23,9 +23,14 @@ use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr_common::physical_expr::proto_decode::PhysicalExprDecodeCtx;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion_proto::logical_plan::LogicalExtensionCodec;
-use datafusion_proto::physical_plan::{PhysicalExtensionCodec, PhysicalProtoConverterExtension};
+use datafusion_proto::physical_plan::{
+    PhysicalExtensionCodec, PhysicalPlanNodeExt, PhysicalProtoConverterExtension,
+};
+use datafusion_proto::protobuf::PhysicalPlanNode;
+use prost::Message;
 
 use super::compressed::{self, CompressedScanExec};
+use super::inline_builds::{self, InlineBuildExec};
 use super::pieces;
 use super::tails::StageMergeExec;
 use super::views::CompactViewsExec;
@@ -189,6 +194,9 @@ const COMPRESSED_SCAN: &[u8] = b"\xFFstrata-compressed-scan:";
 const NULLABLE_SIDE: &[u8] = b"\xFFstrata-nullable-side";
 const COMPACT_VIEWS: &[u8] = b"\xFFstrata-compact-views";
 const DATABASE_SCAN: &[u8] = b"\xFFstrata-database-scan:";
+/// Followed by the join's message with an empty stand-in for its probe side (the node's
+/// input).
+const INLINE_BUILD: &[u8] = b"\xFFstrata-inline-build:";
 /// Followed by `s` (sorted) or `c` (coalesced), then the fetch in decimal if any.
 const STAGE_MERGE: &[u8] = b"\xFFstrata-stage-merge:";
 
@@ -223,6 +231,12 @@ impl PhysicalExtensionCodec for StrataPhysicalCodec {
         }
         if let Some(rest) = buf.strip_prefix(STAGE_MERGE) {
             return decode_stage_merge(rest, input("stage merge")?);
+        }
+        if let Some(rest) = buf.strip_prefix(INLINE_BUILD) {
+            let join = PhysicalPlanNode::decode(rest)
+                .map_err(|e| internal("join with its build side", e))?
+                .try_into_physical_plan_with_converter(ctx, self, proto_converter)?;
+            return inline_builds::join_in_task(join, input("join with its build side")?);
         }
         if let Some(rest) = buf.strip_prefix(pieces::STAGE_PIECE) {
             return pieces::decode_stage_piece(rest, ctx, self, proto_converter);
@@ -260,6 +274,16 @@ impl PhysicalExtensionCodec for StrataPhysicalCodec {
                 buf.extend(fetch.to_string().as_bytes());
             }
             return Ok(());
+        }
+        if let Some(inline) = node.downcast_ref::<InlineBuildExec>() {
+            buf.extend(INLINE_BUILD);
+            return PhysicalPlanNode::try_from_physical_plan_with_converter(
+                inline.without_probe()?,
+                self,
+                proto_converter,
+            )?
+            .encode(buf)
+            .map_err(|e| internal("join with its build side", e));
         }
         if let Some(bytes) = crate::databases::encode_scan(node.as_ref()) {
             buf.extend(DATABASE_SCAN);

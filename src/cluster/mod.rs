@@ -4,6 +4,7 @@
 
 mod codec;
 mod compressed;
+mod inline_builds;
 mod jobs;
 mod joins;
 mod pieces;

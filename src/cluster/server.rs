@@ -46,8 +46,9 @@ fn cluster_error(what: &str) -> impl Fn(ballista_core::error::BallistaError) -> 
 /// scans compressed on executors, large TopKs as sorts that spill, filters' conditions ordered,
 /// joins' large sides reduced by the keys of their small filtered sides where read, joins that
 /// yield (so executors can stop a cancelled job's tasks), window sorts that hold in every stage,
-/// the merge of an aggregation's result kept in the stage that finishes it, string views
-/// compacted where a stage writes its output, and deep stages sent in pieces.
+/// the merge of an aggregation's result kept in the stage that finishes it, small tables read
+/// by each task of the broadcast joins that build on them, string views compacted where a
+/// stage writes its output, and deep stages sent in pieces.
 fn session_builder(stores: Arc<dyn ObjectStoreRegistry>) -> SessionBuilder {
     Arc::new(move |config: SessionConfig| {
         let runtime = crate::store::runtime_builder(stores.clone()).build_arc()?;
@@ -72,6 +73,7 @@ fn session_builder(stores: Arc<dyn ObjectStoreRegistry>) -> SessionBuilder {
         rules.push(Arc::new(crate::optimizer::ExplicitWindowSorts));
         rules.push(Arc::new(super::joins::UnbroadcastJoinsPartitioned));
         rules.push(Arc::new(super::tails::MergeFinalStages));
+        rules.push(Arc::new(super::inline_builds::InlineSmallBuilds));
         rules.push(Arc::new(super::views::CompactViewsAtStages));
         rules.push(Arc::new(super::pieces::StagesInPieces));
         // A deep plan arrives in pieces: they are put back together before anything else.

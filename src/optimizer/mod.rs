@@ -149,6 +149,11 @@ extensions_options! {
         /// that runs it, and apply them to the scans of that stage as in one process (see
         /// `join_filters_at_scan`): a join and the scans it filters run in one task there.
         pub stage_join_filters: bool, default = true
+        /// On a cluster, a broadcast join whose build side reads a table of at most this
+        /// many rows (filtered and projected at most) has each task of its stage read that
+        /// table itself, instead of reading it in a stage of its own and broadcasting it
+        /// (0: never). Only joins whose rows all come from their probe side.
+        pub inline_build_max_rows: usize, default = 50_000
         /// On a cluster, copy the strings a batch of string or binary views still uses into
         /// compact buffers before a stage writes it, where it holds more than twice as much.
         pub compact_views: bool, default = true
