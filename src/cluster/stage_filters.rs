@@ -12,7 +12,6 @@ use std::sync::Arc;
 use datafusion::common::config::ConfigOptions;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::error::Result;
-use datafusion::execution::TaskContext;
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_optimizer::filter_pushdown::FilterPushdown;
 use datafusion::physical_plan::ExecutionPlan;
@@ -35,20 +34,6 @@ pub(crate) fn filters_on(config: &SessionConfig) -> SessionConfig {
     optimizer.enable_topk_dynamic_filter_pushdown = true;
     optimizer.enable_aggregate_dynamic_filter_pushdown = true;
     config
-}
-
-/// `context` with its settings replaced by `config`.
-pub(crate) fn task_with_config(context: &TaskContext, config: SessionConfig) -> TaskContext {
-    TaskContext::new(
-        context.task_id(),
-        context.session_id(),
-        config,
-        context.scalar_functions().clone(),
-        context.higher_order_functions().clone(),
-        context.aggregate_functions().clone(),
-        context.window_functions().clone(),
-        context.runtime_env(),
-    )
 }
 
 /// The plan of one stage (below its shuffle writer) with its joins' runtime filters pushed

@@ -195,7 +195,10 @@ impl QueryStageExecutor for StoppableStage {
         let context = if self.filters {
             // Run with the runtime filters on, as they were planned.
             let config = super::stage_filters::filters_on(context.session_config());
-            Arc::new(super::stage_filters::task_with_config(&context, config))
+            let runtime = context.runtime_env();
+            Arc::new(crate::optimizer::task_context_with(
+                &context, config, runtime,
+            ))
         } else {
             context
         };

@@ -66,6 +66,8 @@ use datafusion::common::extensions_options;
 use datafusion::common::tree_node::TreeNode;
 use datafusion::config::{ConfigEntry, ConfigExtension, ConfigOptions, ExtensionOptions};
 use datafusion::error::Result;
+use datafusion::execution::TaskContext;
+use datafusion::execution::runtime_env::RuntimeEnv;
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_optimizer::optimizer::PhysicalOptimizer;
 use datafusion::physical_plan::ExecutionPlan;
@@ -73,6 +75,7 @@ use datafusion::physical_plan::joins::{
     CrossJoinExec, HashJoinExec, NestedLoopJoinExec, SortMergeJoinExec, SymmetricHashJoinExec,
 };
 use datafusion::physical_plan::recursive_query::RecursiveQueryExec;
+use datafusion::prelude::SessionConfig;
 
 pub use cooperative::CooperativeJoins;
 pub use filter_order::CheapFiltersFirst;
@@ -317,6 +320,24 @@ pub(crate) fn is_join(plan: &Arc<dyn ExecutionPlan>) -> bool {
         || plan.downcast_ref::<InMemoryNestedLoopJoinExec>().is_some()
         || plan.downcast_ref::<CrossJoinExec>().is_some()
         || plan.downcast_ref::<SymmetricHashJoinExec>().is_some()
+}
+
+/// `context` with `config` and `runtime` in place of its own.
+pub(crate) fn task_context_with(
+    context: &TaskContext,
+    config: SessionConfig,
+    runtime: Arc<RuntimeEnv>,
+) -> TaskContext {
+    TaskContext::new(
+        context.task_id(),
+        context.session_id(),
+        config,
+        context.scalar_functions().clone(),
+        context.higher_order_functions().clone(),
+        context.aggregate_functions().clone(),
+        context.window_functions().clone(),
+        runtime,
+    )
 }
 
 /// Recursive queries run their plan again for each step; a runtime filter from an earlier

@@ -141,16 +141,7 @@ impl ExecutionPlan for InMemoryNestedLoopJoinExec {
             .session_config()
             .clone()
             .with_extension(Arc::new(QueryContext(Arc::clone(&context))));
-        let join_context = TaskContext::new(
-            context.task_id(),
-            context.session_id(),
-            config,
-            context.scalar_functions().clone(),
-            context.higher_order_functions().clone(),
-            context.aggregate_functions().clone(),
-            context.window_functions().clone(),
-            Arc::new(runtime),
-        );
+        let join_context = super::task_context_with(&context, config, Arc::new(runtime));
         self.join.execute(partition, Arc::new(join_context))
     }
 
