@@ -39,7 +39,8 @@ use datafusion::prelude::SessionConfig;
 use futures::{Stream, StreamExt};
 
 /// The executor's engine: Ballista's, with every stage made to stop when its task is
-/// cancelled.
+/// cancelled, and the runtime filters of its joins planned where it runs
+/// (see [`super::stage_filters`]).
 pub(crate) struct StoppableEngine {
     inner: DefaultExecutionEngine,
 }
