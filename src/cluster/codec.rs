@@ -233,13 +233,11 @@ impl PhysicalExtensionCodec for StrataPhysicalCodec {
             return decode_stage_merge(rest, input("stage merge")?);
         }
         if let Some(rest) = buf.strip_prefix(INLINE_BUILD) {
-            let join = PhysicalPlanNode::decode(rest)
-                .map_err(|e| internal("join with its build side", e))?
-                .try_into_physical_plan_with_converter(ctx, self, proto_converter)?;
+            let join = pieces::decode_plan(rest, ctx, self, proto_converter)?;
             return inline_builds::join_in_task(join, input("join with its build side")?);
         }
         if let Some(rest) = buf.strip_prefix(pieces::STAGE_PIECE) {
-            return pieces::decode_stage_piece(rest, ctx, self, proto_converter);
+            return pieces::decode_plan(rest, ctx, self, proto_converter);
         }
         match buf.strip_prefix(COMPRESSED_SCAN) {
             Some(rest) => {

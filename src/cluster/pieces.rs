@@ -279,8 +279,9 @@ impl ExecutionPlan for PieceExec {
     }
 }
 
-/// The plan a [`PieceExec`] was sent with, read back from the bytes after its marker.
-pub(crate) fn decode_stage_piece(
+/// A plan sent as a message of its own (a [`PieceExec`]'s input, the join of an inline
+/// build side), read back from the bytes after its marker.
+pub(crate) fn decode_plan(
     buf: &[u8],
     ctx: &TaskContext,
     codec: &dyn PhysicalExtensionCodec,

@@ -282,12 +282,20 @@ impl RuntimeFilterExec {
     /// metrics are matched node by node against a plan without it (a cluster's stage).
     pub(crate) fn unreported(&self) -> Self {
         Self {
+            reported: false,
+            ..self.over(Arc::clone(&self.input))
+        }
+    }
+
+    /// The same filter over `input`, with metrics of its own.
+    fn over(&self, input: Arc<dyn ExecutionPlan>) -> Self {
+        Self {
             predicate: Arc::clone(&self.predicate),
-            input: Arc::clone(&self.input),
+            input,
             wait: self.wait.clone(),
             nearest: self.nearest.clone(),
             metrics: ExecutionPlanMetricsSet::new(),
-            reported: false,
+            reported: self.reported,
         }
     }
 
@@ -347,15 +355,7 @@ impl ExecutionPlan for RuntimeFilterExec {
         self: Arc<Self>,
         children: Vec<Arc<dyn ExecutionPlan>>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let input = only_child(self.name(), children)?;
-        Ok(Arc::new(Self {
-            predicate: Arc::clone(&self.predicate),
-            input,
-            wait: self.wait.clone(),
-            nearest: self.nearest.clone(),
-            metrics: ExecutionPlanMetricsSet::new(),
-            reported: self.reported,
-        }))
+        Ok(Arc::new(self.over(only_child(self.name(), children)?)))
     }
 
     fn execute(
