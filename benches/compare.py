@@ -240,8 +240,8 @@ class Cluster(Strata):
     processes on loopback (slots: one per core each), started here and stopped at exit; their
     logs go to files in a temporary folder."""
 
-    def __init__(self, data, fmt, scale, settings, profile, name="cluster", env=None):
-        exe = cargo_executable(["build", "--bin", "strata"], "strata", profile)
+    def __init__(self, data, fmt, scale, settings, profile, name="cluster", env=None, exe=None):
+        exe = exe or cargo_executable(["build", "--bin", "strata"], "strata", profile)
         self.env = with_env(env)
         self.logs = pathlib.Path(tempfile.mkdtemp(prefix=f"strata-{name}-"))
         log = self.start([exe, "scheduler", "--bind", "127.0.0.1:0"], "scheduler")
@@ -396,7 +396,8 @@ def main():
     )
     p.add_argument(
         "--variant-exe",
-        help="a strata executable built elsewhere (e.g. with other RUSTFLAGS) for strata-cli-variant",
+        help="a strata executable built elsewhere (e.g. with other RUSTFLAGS, or an earlier "
+        "commit) for strata-cli-variant, and for the scheduler and executors of cluster-variant",
     )
     a = p.parse_args()
     variant_profile = a.variant_profile or a.cargo_profile
@@ -434,7 +435,7 @@ def main():
         ),
         "cluster-variant": lambda: Cluster(
             data, f, a.scale, a.strata_set + a.cluster_set + a.variant_set, variant_profile,
-            "cluster-variant", env=a.variant_env,
+            "cluster-variant", env=a.variant_env, exe=a.variant_exe,
         ),
         "duckdb": lambda: DuckDB(data, f),
         "datafusion": lambda: DataFusion(data, f),

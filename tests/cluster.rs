@@ -56,6 +56,38 @@ async fn a_local_cluster_answers_like_local_execution() {
     }
 }
 
+/// The scheduler keeps the statistics of the files it plans over from one job to the next,
+/// and reads a file's again when it changes: `count(*)`, answered from them, stays right.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cluster_counts_a_file_anew_when_it_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let staging = tempfile::tempdir().unwrap();
+    let local = Engine::new().await.unwrap();
+    let write = |rows: usize, to: &std::path::Path| {
+        format!(
+            "COPY (SELECT value AS x FROM generate_series(1, {rows})) TO '{}'",
+            to.join("a.parquet").display()
+        )
+    };
+    answer(&local, &write(10, dir.path())).await;
+    let cluster = Engine::builder().cluster("local:2").build().await.unwrap();
+    let folder = dir.path().display().to_string();
+    let count = format!("SELECT count(*) AS n FROM '{folder}/'");
+    let filtered = format!("SELECT count(*) AS n FROM '{folder}/' WHERE x > 5");
+    assert!(answer(&cluster, &count).await.contains("| 10 |"));
+    assert!(answer(&cluster, &count).await.contains("| 10 |"));
+    assert!(answer(&cluster, &filtered).await.contains("| 5 |"));
+    answer(&local, &write(25, staging.path())).await;
+    std::fs::rename(
+        staging.path().join("a.parquet"),
+        dir.path().join("a.parquet"),
+    )
+    .unwrap();
+    let now = answer(&cluster, &count).await;
+    assert!(now.contains("| 25 |"), "{now}");
+    assert!(answer(&cluster, &filtered).await.contains("| 20 |"));
+}
+
 mod processes {
     //! Helpers that run `strata` and talk to its servers.
 
@@ -120,6 +152,20 @@ fn processes_answer_like_local_execution(scheduling: &str) {
             String::from_utf8_lossy(&local.stdout),
             "{sql}"
         );
+    }
+
+    // Every task of every query ran over its executor's one runtime: one spill folder each,
+    // not one per task or per query.
+    for executor in &_executors {
+        let dir = executor.work_dir().unwrap();
+        let spill_folders = std::fs::read_dir(dir)
+            .unwrap()
+            .filter(|e| {
+                let name = e.as_ref().unwrap().file_name();
+                name.to_string_lossy().starts_with("datafusion-")
+            })
+            .count();
+        assert!(spill_folders <= 1, "{spill_folders} in {}", dir.display());
     }
 
     // The REST API knows both executors and the jobs; \jobs lists them.

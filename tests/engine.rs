@@ -1419,3 +1419,51 @@ async fn files_added_to_a_folder_are_seen_by_the_next_query() {
     std::fs::write(dir.path().join("c.csv"), "x\n4\n").unwrap();
     assert_eq!(counts(&engine, &folder).await, [4, 4, 4]);
 }
+
+/// Planning reads a Parquet file's footer for its statistics once and keeps them in the
+/// runtime's cache; a file that changes is read again, so `count(*)`, which is answered from
+/// those statistics, counts what the file holds now.
+#[tokio::test]
+async fn file_statistics_are_kept_between_queries_and_read_again_when_a_file_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let staging = tempfile::tempdir().unwrap();
+    let engine = Engine::new().await.unwrap();
+    async fn write(engine: &Engine, rows: usize, to: &Path) {
+        let sql = format!(
+            "COPY (SELECT value AS x FROM generate_series(1, {rows})) TO '{}'",
+            to.join("a.parquet").display()
+        );
+        engine.sql(&sql).await.unwrap().collect().await.unwrap();
+    }
+    write(&engine, 10, dir.path()).await;
+    engine
+        .register_location("t", &dir.path().display().to_string())
+        .await
+        .unwrap();
+    assert_eq!(count(&engine, "SELECT count(*) FROM t").await, 10);
+    let cache = engine
+        .session()
+        .runtime_env()
+        .cache_manager
+        .get_file_statistic_cache()
+        .expect("a statistics cache");
+    assert_eq!(cache.len(), 1, "the file's statistics are cached");
+    assert_eq!(count(&engine, "SELECT count(*) FROM t").await, 10);
+    assert_eq!(
+        count(&engine, "SELECT count(*) FROM t WHERE x > 5").await,
+        5
+    );
+
+    // Replaced (another program's rename over it): the next answer counts it anew.
+    write(&engine, 25, staging.path()).await;
+    std::fs::rename(
+        staging.path().join("a.parquet"),
+        dir.path().join("a.parquet"),
+    )
+    .unwrap();
+    assert_eq!(count(&engine, "SELECT count(*) FROM t").await, 25);
+    assert_eq!(
+        count(&engine, "SELECT count(*) FROM t WHERE x > 5").await,
+        20
+    );
+}

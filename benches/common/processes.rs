@@ -21,6 +21,12 @@ impl Server {
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
+
+    /// The work folder it was given, if any.
+    #[allow(dead_code)]
+    pub fn work_dir(&self) -> Option<&std::path::Path> {
+        self._work_dir.as_ref().map(|d| d.path())
+    }
 }
 
 /// CPU time (user and system) a process has used, in clock ticks (0 once it is gone).

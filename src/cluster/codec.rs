@@ -138,7 +138,10 @@ impl LogicalExtensionCodec for StrataLogicalCodec {
             Some((&DATASET, rest)) => {
                 let options =
                     TableOptions::default_from_session_config(ctx.session_config().options());
-                Ok(Arc::new(DatasetTable::decode(rest, schema, &options)?))
+                let statistics = ctx.runtime_env().cache_manager.get_file_statistic_cache();
+                Ok(Arc::new(DatasetTable::decode(
+                    rest, schema, &options, statistics,
+                )?))
             }
             Some((&MEMORY, rest)) => Ok(Arc::new(decode_memory(rest, schema)?)),
             Some((&DATABASE, rest)) => crate::databases::decode_table(rest, schema),

@@ -22,6 +22,7 @@ use ballista_scheduler::config::SchedulerConfig;
 use ballista_scheduler::scheduler_server::{SchedulerServer, SessionBuilder};
 use datafusion::execution::context::SessionState;
 use datafusion::execution::object_store::ObjectStoreRegistry;
+use datafusion::execution::runtime_env::RuntimeEnv;
 use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::physical_optimizer::optimizer::PhysicalOptimizer;
 use datafusion::prelude::SessionConfig;
@@ -49,9 +50,13 @@ fn cluster_error(what: &str) -> impl Fn(ballista_core::error::BallistaError) -> 
 /// the merge of an aggregation's result kept in the stage that finishes it, small tables read
 /// by each task of the broadcast joins that build on them, string views compacted where a
 /// stage writes its output, and deep stages sent in pieces.
+///
+/// Every job's session shares one runtime, so the statistics and footers of the files a job
+/// plans over are read once, not once per job.
 fn session_builder(stores: Arc<dyn ObjectStoreRegistry>) -> SessionBuilder {
+    let shared = shared_runtime(move || crate::store::runtime_builder(stores.clone()).build_arc());
     Arc::new(move |config: SessionConfig| {
-        let runtime = crate::store::runtime_builder(stores.clone()).build_arc()?;
+        let runtime = shared(&config)?;
         let mut rules = PhysicalOptimizer::new().rules;
         let at = rules
             .iter()
@@ -255,11 +260,30 @@ pub struct ExecutorOptions {
     pub task_port: u16,
 }
 
+/// The runtime an executor's tasks start from: one for all of them, built by the first. Each
+/// task still gets a memory pool of its own (Ballista puts it over this runtime). Sharing it
+/// keeps the footers of the files tasks read in its cache from one query to the next, and
+/// spares each task a spill folder of its own, made and removed in the work folder.
 fn runtime_producer(stores: Arc<dyn ObjectStoreRegistry>, work_dir: String) -> RuntimeProducer {
-    Arc::new(move |_config: &SessionConfig| {
+    shared_runtime(move || {
         crate::store::runtime_builder(stores.clone())
             .with_temp_file_path(work_dir.clone())
             .build_arc()
+    })
+}
+
+/// A producer that builds its runtime with `build` once, when first asked, and hands out
+/// that one afterwards (a failed build is tried again on the next call).
+fn shared_runtime(
+    build: impl Fn() -> datafusion::error::Result<Arc<RuntimeEnv>> + Send + Sync + 'static,
+) -> RuntimeProducer {
+    let built = std::sync::OnceLock::new();
+    Arc::new(move |_config: &SessionConfig| {
+        if let Some(runtime) = built.get() {
+            return Ok(Arc::clone(runtime));
+        }
+        let runtime = build()?;
+        Ok(Arc::clone(built.get_or_init(|| runtime)))
     })
 }
 

@@ -27,6 +27,7 @@ use datafusion::datasource::file_format::json::JsonFormat;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig};
 use datafusion::error::DataFusionError;
+use datafusion::execution::cache::cache_manager::FileStatisticsCache;
 use futures::{FutureExt, TryStreamExt};
 use object_store::ObjectMeta;
 
@@ -428,6 +429,7 @@ impl Dataset {
             &extension,
             partition_cols.clone(),
             schema,
+            state.runtime_env().cache_manager.get_file_statistic_cache(),
         )
         .map_err(|e| DatasetError::read(&spec.display(), e))?;
         let recipe = table::Recipe {
@@ -767,13 +769,17 @@ pub(crate) fn file_format(
 }
 
 /// The listing table over `locations`: files with `extension` read with `format`, the
-/// partition columns after the file columns of `file_schema`.
+/// partition columns after the file columns of `file_schema`. Its files' statistics are kept
+/// in `statistics` (the runtime's cache), so a query plans without reading every footer
+/// again; the cache checks each entry against the size and modification time of the file
+/// each query lists, so a changed file is read again.
 fn listing_table(
     locations: &[Location],
     format: Arc<dyn FileFormat>,
     extension: &str,
     partition_cols: Vec<(String, DataType)>,
     file_schema: SchemaRef,
+    statistics: Option<Arc<FileStatisticsCache>>,
 ) -> datafusion::error::Result<ListingTable> {
     let options = ListingOptions::new(format)
         .with_file_extension(extension)
@@ -782,7 +788,7 @@ fn listing_table(
     let config = ListingTableConfig::new_with_multi_paths(urls)
         .with_listing_options(options)
         .with_schema(file_schema);
-    ListingTable::try_new(config)
+    Ok(ListingTable::try_new(config)?.with_cache(statistics))
 }
 
 fn build_format(

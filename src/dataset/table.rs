@@ -17,6 +17,7 @@ use datafusion::datasource::listing::ListingTable;
 use datafusion::datasource::physical_plan::{FileGroup, FileScanConfig, FileScanConfigBuilder};
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::cache::cache_manager::FileStatisticsCache;
 use datafusion::logical_expr::dml::InsertOp;
 use datafusion::logical_expr::{Expr, LogicalPlan, TableProviderFilterPushDown};
 use datafusion::physical_plan::ExecutionPlan;
@@ -117,8 +118,14 @@ impl DatasetTable {
     }
 
     /// Rebuild a table from [`DatasetTable::encode`]'s bytes and its full schema (file columns
-    /// then partition columns), reading with `table_options` where the recipe leaves a choice.
-    pub fn decode(bytes: &[u8], schema: SchemaRef, table_options: &TableOptions) -> Result<Self> {
+    /// then partition columns), reading with `table_options` where the recipe leaves a choice
+    /// and keeping its files' statistics in `statistics`.
+    pub fn decode(
+        bytes: &[u8],
+        schema: SchemaRef,
+        table_options: &TableOptions,
+        statistics: Option<Arc<FileStatisticsCache>>,
+    ) -> Result<Self> {
         let recipe: Recipe = serde_json::from_slice(bytes)
             .map_err(|e| DataFusionError::Internal(format!("invalid dataset description: {e}")))?;
         let base_dir = recipe
@@ -158,6 +165,7 @@ impl DatasetTable {
             &recipe.extension,
             partition_cols,
             file_schema,
+            statistics,
         )?;
         Ok(DatasetTable::new(Arc::new(table), recipe))
     }
