@@ -584,6 +584,45 @@ fn a_joins_large_side_is_reduced_by_the_keys_of_its_filtered_side_before_it_is_a
 }
 
 #[test]
+fn an_exists_over_a_reduced_side_broadcasts_that_side_instead_of_shuffling_both() {
+    let d = tpch_folder().display();
+    let t = |name: &str| format!("'{d}/parquet/{name}/'");
+    // TPC-H q04, and its NOT EXISTS: one quarter's orders and their late lines.
+    let exists = |not: &str| {
+        format!(
+            "SELECT o_orderpriority, count(*) AS n FROM {} WHERE o_orderdate >= DATE '1993-07-01' \
+             AND o_orderdate < DATE '1993-10-01' AND {not} EXISTS (SELECT * FROM {} \
+             WHERE l_orderkey = o_orderkey AND l_commitdate < l_receiptdate) \
+             GROUP BY o_orderpriority ORDER BY o_orderpriority",
+            t("orders"),
+            t("lineitem")
+        )
+    };
+    // The late lines are reduced by the quarter's orders at any size.
+    let reduce = "SET strata.semi_join_reduction_min_rows = 0;";
+    for (sql, kind) in [(exists(""), "RightSemi"), (exists("NOT"), "RightAnti")] {
+        let plan = stages(&format!("{reduce} EXPLAIN {sql}"));
+        // The reduced lines are broadcast to the stage that reads the orders, which keeps
+        // (or drops) each order there: no side is shuffled by the key.
+        let flipped =
+            format!("mode=CollectLeft, join_type={kind}, on=[(l_orderkey@0, o_orderkey@0)]");
+        assert!(plan.contains(&flipped), "{plan}");
+        assert!(!plan.contains("mode=Partitioned"), "{plan}");
+        let off = stages(&format!(
+            "{reduce} SET strata.broadcast_reduced_sides = false; EXPLAIN {sql}"
+        ));
+        assert!(off.contains("mode=Partitioned"), "{off}");
+        assert_eq!(
+            off.matches("Stage[stage_id=").count(),
+            plan.matches("Stage[stage_id=").count() + 1,
+            "{plan}\n{off}"
+        );
+        let out = on_a_local_cluster(&format!("{reduce} {sql}"));
+        assert_answered(&out, &local_answer(&sql));
+    }
+}
+
+#[test]
 fn small_tables_of_broadcast_joins_are_read_by_each_task_instead_of_a_stage_of_their_own() {
     let d = tpch_folder().display();
     let t = |name: &str| format!("'{d}/parquet/{name}/'");

@@ -14,7 +14,7 @@ use datafusion::physical_expr::expressions::Column;
 use datafusion::physical_expr::projection::ProjectionExpr;
 use datafusion::physical_expr_common::physical_expr::is_volatile;
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
-use datafusion::physical_plan::aggregates::AggregateExec;
+use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
 use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
 use datafusion::physical_plan::coop::CooperativeExec;
 use datafusion::physical_plan::filter::FilterExec;
@@ -23,7 +23,8 @@ use datafusion::physical_plan::joins::{HashJoinExec, PartitionMode};
 use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::repartition::RepartitionExec;
 use datafusion::physical_plan::{
-    ChildrenPropertiesMode, ExecutionPlan, ExecutionPlanProperties, ReplaceChildrenOptions,
+    ChildrenPropertiesMode, ExecutionPlan, ExecutionPlanProperties, Partitioning,
+    ReplaceChildrenOptions,
 };
 
 use super::views::CompactViewsExec;
@@ -455,6 +456,158 @@ fn semi_join(
         false,
     )?;
     Ok(Some(Arc::new(join)))
+}
+
+/// Turns a partitioned semi or anti join whose filter side was reduced (see
+/// [`SemiJoinReduction`]) into a broadcast of that reduced side, with the kept side read
+/// where it lies.
+///
+/// An `EXISTS` or `NOT EXISTS` keeps rows of its outer side, so DataFusion builds on that
+/// side, and on a cluster such a join is partitioned: both sides are shuffled by the key.
+/// Once the other side is reduced by the outer side's keys it holds few rows (TPC-H q04:
+/// the late lines of one quarter's orders; q22: the orders of one set of customers), and
+/// it can be the side that is broadcast instead, as a right semi or anti join that keeps
+/// the rows of its probe side: the outer side is then neither shuffled nor a stage of its
+/// own. Only where the reduced side is estimated under Ballista's broadcast threshold (its
+/// scan's bytes, times the share of its table that the keys' filter keeps), for joins
+/// whose `NULL` keys match nothing, and where a shuffle or a merge into one partition above
+/// the join means nothing relies on its partitioning.
+#[derive(Debug, Default)]
+pub struct BroadcastReducedSides;
+
+impl PhysicalOptimizerRule for BroadcastReducedSides {
+    fn optimize(
+        &self,
+        plan: Arc<dyn ExecutionPlan>,
+        config: &ConfigOptions,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let Some((_, threshold)) = broadcasting(config, |o| o.broadcast_reduced_sides) else {
+            return Ok(plan);
+        };
+        plan.transform_up(|node| {
+            let redistributes = node.downcast_ref::<RepartitionExec>().is_some()
+                || node.downcast_ref::<CoalescePartitionsExec>().is_some();
+            if !redistributes {
+                return Ok(Transformed::no(node));
+            }
+            match flipped_below(node.children()[0], threshold)? {
+                Some(child) => Ok(Transformed::yes(
+                    rebuilt(&node, Some(child))?.expect("a child"),
+                )),
+                None => Ok(Transformed::no(node)),
+            }
+        })
+        .map(|t| t.data)
+    }
+
+    fn name(&self) -> &str {
+        "BroadcastReducedSides"
+    }
+
+    fn schema_check(&self) -> bool {
+        true
+    }
+}
+
+/// `plan` with the join [`flipped`] makes of the first hash join under it, through nodes
+/// that neither need nor pass on a partitioning of their own.
+fn flipped_below(
+    plan: &Arc<dyn ExecutionPlan>,
+    threshold: usize,
+) -> Result<Option<Arc<dyn ExecutionPlan>>> {
+    if let Some(join) = plan.downcast_ref::<HashJoinExec>() {
+        return flipped(join, threshold);
+    }
+    let partial = plan
+        .downcast_ref::<AggregateExec>()
+        .is_some_and(|a| *a.mode() == AggregateMode::Partial);
+    let through = partial
+        || plan.downcast_ref::<ProjectionExec>().is_some()
+        || plan.downcast_ref::<FilterExec>().is_some()
+        || plan.downcast_ref::<CooperativeExec>().is_some();
+    if !through {
+        return Ok(None);
+    }
+    rebuilt(plan, flipped_below(plan.children()[0], threshold)?)
+}
+
+/// A partitioned left semi or anti join over a reduced right side, as a right semi or anti
+/// join that broadcasts that side and reads its left side unshuffled.
+fn flipped(join: &HashJoinExec, threshold: usize) -> Result<Option<Arc<dyn ExecutionPlan>>> {
+    if *join.partition_mode() != PartitionMode::Partitioned
+        || !matches!(join.join_type(), JoinType::LeftSemi | JoinType::LeftAnti)
+        || join.null_aware
+        || join.null_equality() != NullEquality::NullEqualsNothing
+    {
+        return Ok(None);
+    }
+    let (Some(kept), Some(reduced)) = (unshuffled(join.left()), unshuffled(join.right())) else {
+        return Ok(None);
+    };
+    match reduced_bytes(&reduced)? {
+        Some(bytes) if bytes < threshold => {}
+        _ => return Ok(None),
+    }
+    let build: Arc<dyn ExecutionPlan> = if reduced.output_partitioning().partition_count() > 1 {
+        Arc::new(CoalescePartitionsExec::new(reduced))
+    } else {
+        reduced
+    };
+    // The same join with its build side collected, then its sides swapped.
+    let collected = join
+        .builder()
+        .with_new_children(vec![kept, build])?
+        .with_partition_mode(PartitionMode::CollectLeft)
+        .build()?;
+    Ok(Some(collected.swap_inputs(PartitionMode::CollectLeft)?))
+}
+
+/// The input of a hash shuffle.
+fn unshuffled(plan: &Arc<dyn ExecutionPlan>) -> Option<Arc<dyn ExecutionPlan>> {
+    let shuffle = plan.downcast_ref::<RepartitionExec>()?;
+    matches!(shuffle.partitioning(), Partitioning::Hash(..)).then(|| Arc::clone(shuffle.input()))
+}
+
+/// The bytes `plan` is estimated to return once the semi join reduction at its bottom has
+/// dropped its rows: the reduced scan's bytes times the share of the keys' table that its
+/// filter keeps. `None` where `plan` is not such a reduction under projections and filters.
+fn reduced_bytes(plan: &Arc<dyn ExecutionPlan>) -> Result<Option<usize>> {
+    let mut node = Arc::clone(plan);
+    loop {
+        if let Some(join) = node.downcast_ref::<HashJoinExec>() {
+            if !is_reduction(join) {
+                return Ok(None);
+            }
+            let keys = join.left();
+            let (Some(kept), Some(table), Some(bytes)) = (
+                estimated_rows(keys)?,
+                scan_rows(keys)?,
+                super::joins::broadcast_bytes(join.right())?,
+            ) else {
+                return Ok(None);
+            };
+            return Ok(Some(bytes.saturating_mul(kept) / table.max(1)));
+        }
+        let through = node.downcast_ref::<ProjectionExec>().is_some()
+            || node.downcast_ref::<FilterExec>().is_some()
+            || node.downcast_ref::<CooperativeExec>().is_some();
+        if !through {
+            return Ok(None);
+        }
+        node = Arc::clone(node.children()[0]);
+    }
+}
+
+/// The estimated rows of the table `plan` reads, before any filter over its scan.
+fn scan_rows(plan: &Arc<dyn ExecutionPlan>) -> Result<Option<usize>> {
+    let mut node = Arc::clone(plan);
+    while node.downcast_ref::<DataSourceExec>().is_none() {
+        match node.children().as_slice() {
+            [child] => node = Arc::clone(child),
+            _ => return Ok(None),
+        }
+    }
+    estimated_rows(&node)
 }
 
 /// Moves a broadcast semi or anti join down the other side of the join, to where the

@@ -45,7 +45,8 @@ fn cluster_error(what: &str) -> impl Fn(ballista_core::error::BallistaError) -> 
 /// estimated rows, joins that emit their build side's unmatched rows partitioned, joins Ballista
 /// broadcasts planned as such (and those it will not, partitioned), the rule that keeps compressed
 /// scans compressed on executors, large TopKs as sorts that spill, filters' conditions ordered,
-/// joins' large sides reduced by the keys of their small filtered sides where read, joins that
+/// joins' large sides reduced by the keys of their small filtered sides where read (and such
+/// reduced sides of `EXISTS` and `NOT EXISTS` broadcast), joins that
 /// yield (so executors can stop a cancelled job's tasks), window sorts that hold in every stage,
 /// the merge of an aggregation's result kept in the stage that finishes it, small tables read
 /// by each task of the broadcast joins that build on them, string views compacted where a
@@ -74,6 +75,7 @@ fn session_builder(stores: Arc<dyn ObjectStoreRegistry>) -> SessionBuilder {
         rules.push(Arc::new(crate::optimizer::CheapFiltersFirst));
         rules.push(Arc::new(super::reduce::SemiJoinsFirst));
         rules.push(Arc::new(super::reduce::SemiJoinReduction));
+        rules.push(Arc::new(super::reduce::BroadcastReducedSides));
         rules.push(Arc::new(crate::optimizer::CooperativeJoins));
         rules.push(Arc::new(crate::optimizer::ExplicitWindowSorts));
         rules.push(Arc::new(super::joins::UnbroadcastJoinsPartitioned));

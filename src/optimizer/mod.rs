@@ -143,6 +143,10 @@ extensions_options! {
         /// The fewest rows a scan must be estimated at for `semi_join_reduction` to reduce
         /// it: reading the keys' table again costs a stage of its own.
         pub semi_join_reduction_min_rows: usize, default = 500_000
+        /// On a cluster, an `EXISTS` or `NOT EXISTS` whose other side `semi_join_reduction`
+        /// reduced broadcasts that reduced side (when estimated under Ballista's broadcast
+        /// threshold) instead of shuffling both sides by the key.
+        pub broadcast_reduced_sides: bool, default = true
         /// On a cluster, move a broadcast semi or anti join down the other side of the join
         /// to where the column it tests is read (below inner joins, aggregations by that
         /// column and shuffles), so that the rows it drops are not joined, written and read
