@@ -521,14 +521,18 @@ fn flipped_below(
     let partial = plan
         .downcast_ref::<AggregateExec>()
         .is_some_and(|a| *a.mode() == AggregateMode::Partial);
-    let through = partial
-        || plan.downcast_ref::<ProjectionExec>().is_some()
-        || plan.downcast_ref::<FilterExec>().is_some()
-        || plan.downcast_ref::<CooperativeExec>().is_some();
-    if !through {
+    if !partial && !row_by_row(plan) {
         return Ok(None);
     }
     rebuilt(plan, flipped_below(plan.children()[0], threshold)?)
+}
+
+/// Projections, filters and cooperative yields: nodes that take their input's rows one by
+/// one, in the input's partitions.
+fn row_by_row(plan: &Arc<dyn ExecutionPlan>) -> bool {
+    plan.downcast_ref::<ProjectionExec>().is_some()
+        || plan.downcast_ref::<FilterExec>().is_some()
+        || plan.downcast_ref::<CooperativeExec>().is_some()
 }
 
 /// A partitioned left semi or anti join over a reduced right side, as a right semi or anti
@@ -588,10 +592,7 @@ fn reduced_bytes(plan: &Arc<dyn ExecutionPlan>) -> Result<Option<usize>> {
             };
             return Ok(Some(bytes.saturating_mul(kept) / table.max(1)));
         }
-        let through = node.downcast_ref::<ProjectionExec>().is_some()
-            || node.downcast_ref::<FilterExec>().is_some()
-            || node.downcast_ref::<CooperativeExec>().is_some();
-        if !through {
+        if !row_by_row(&node) {
             return Ok(None);
         }
         node = Arc::clone(node.children()[0]);
