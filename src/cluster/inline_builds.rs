@@ -31,14 +31,13 @@ use datafusion::physical_plan::metrics::MetricsSet;
 use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::statistics::{StatisticsArgs, StatisticsContext};
 use datafusion::physical_plan::{
-    ChildrenPropertiesMode, DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties,
-    ReplaceChildrenOptions, displayable,
+    DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties, displayable,
 };
 use datafusion::prelude::JoinType;
 
 use super::joins::{broadcast_bytes, broadcast_threshold};
 use super::views::CompactViewsExec;
-use crate::optimizer::{StrataOptions, estimated_rows, only_child};
+use crate::optimizer::{StrataOptions, estimated_rows, only_child, with_children};
 
 /// Hides the build side of each broadcast join that reads a table of at most
 /// `strata.inline_build_max_rows` rows (filtered and projected at most) inside the join.
@@ -145,7 +144,10 @@ impl InlineBuildExec {
     /// and settings from.
     pub(crate) fn without_probe(&self) -> Result<Arc<dyn ExecutionPlan>> {
         let stand_in = Arc::new(EmptyExec::new(self.probe().schema()));
-        with_inputs(&self.join, vec![Arc::clone(self.build()), stand_in])
+        with_children(
+            Arc::clone(&self.join),
+            vec![Arc::clone(self.build()), stand_in],
+        )
     }
 }
 
@@ -164,18 +166,7 @@ pub(crate) fn join_in_task(
     let build = Arc::new(TaskBuildExec {
         input: Arc::clone(without_probe.children()[0]),
     });
-    with_inputs(&without_probe, vec![build, probe])
-}
-
-/// `join` with `inputs` in place of its own, its properties worked out again.
-fn with_inputs(
-    join: &Arc<dyn ExecutionPlan>,
-    inputs: Vec<Arc<dyn ExecutionPlan>>,
-) -> Result<Arc<dyn ExecutionPlan>> {
-    Arc::clone(join).replace_children(
-        inputs,
-        ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute),
-    )
+    with_children(without_probe, vec![build, probe])
 }
 
 impl DisplayAs for InlineBuildExec {
@@ -254,7 +245,10 @@ impl ExecutionPlan for InlineBuildExec {
         children: Vec<Arc<dyn ExecutionPlan>>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let probe = only_child(self.name(), children)?;
-        let join = with_inputs(&self.join, vec![Arc::clone(self.build()), probe])?;
+        let join = with_children(
+            Arc::clone(&self.join),
+            vec![Arc::clone(self.build()), probe],
+        )?;
         Ok(Arc::new(InlineBuildExec { join }))
     }
 

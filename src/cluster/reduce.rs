@@ -22,13 +22,10 @@ use datafusion::physical_plan::joins::utils::build_join_schema;
 use datafusion::physical_plan::joins::{HashJoinExec, PartitionMode};
 use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::repartition::RepartitionExec;
-use datafusion::physical_plan::{
-    ChildrenPropertiesMode, ExecutionPlan, ExecutionPlanProperties, Partitioning,
-    ReplaceChildrenOptions,
-};
+use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties, Partitioning};
 
 use super::views::CompactViewsExec;
-use crate::optimizer::{StrataOptions, estimated_rows};
+use crate::optimizer::{StrataOptions, estimated_rows, with_children};
 
 /// How many times the rows of the large side's scan must outnumber the filtered keys.
 const MIN_RATIO: usize = 10;
@@ -113,10 +110,7 @@ fn rebuilt(
     child: Option<Arc<dyn ExecutionPlan>>,
 ) -> Result<Option<Arc<dyn ExecutionPlan>>> {
     match child {
-        Some(child) => Ok(Some(Arc::clone(plan).replace_children(
-            vec![child],
-            ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute),
-        )?)),
+        Some(child) => Ok(Some(with_children(Arc::clone(plan), vec![child])?)),
         None => Ok(None),
     }
 }
@@ -491,9 +485,7 @@ impl PhysicalOptimizerRule for BroadcastReducedSides {
                 return Ok(Transformed::no(node));
             }
             match flipped_below(node.children()[0], threshold)? {
-                Some(child) => Ok(Transformed::yes(
-                    rebuilt(&node, Some(child))?.expect("a child"),
-                )),
+                Some(child) => Ok(Transformed::yes(with_children(node, vec![child])?)),
                 None => Ok(Transformed::no(node)),
             }
         })

@@ -31,10 +31,7 @@ use datafusion::physical_plan::metrics::MetricsSet;
 use datafusion::physical_plan::sorts::sort::SortExec;
 use datafusion::physical_plan::unnest::UnnestExec;
 use datafusion::physical_plan::work_table::WorkTableExec;
-use datafusion::physical_plan::{
-    ChildrenPropertiesMode, DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties,
-    ReplaceChildrenOptions,
-};
+use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
 use datafusion::prelude::SessionConfig;
 use futures::{Stream, StreamExt};
 
@@ -86,10 +83,7 @@ impl ExecutionEngine for StoppableEngine {
         let plan = if children.is_empty() {
             plan
         } else {
-            plan.replace_children(
-                children,
-                ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute),
-            )?
+            crate::optimizer::with_children(plan, children)?
         };
         let inner = self.inner.create_query_stage_exec(
             job_id,

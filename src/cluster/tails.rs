@@ -29,12 +29,11 @@ use datafusion::physical_plan::repartition::RepartitionExec;
 use datafusion::physical_plan::sorts::sort::SortExec;
 use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMergeExec;
 use datafusion::physical_plan::{
-    ChildStats, ChildrenPropertiesMode, DisplayAs, DisplayFormatType, Distribution, ExecutionPlan,
-    ExecutionPlanProperties, InputDistributionRequirements, Partitioning, PlanProperties,
-    ReplaceChildrenOptions, StatisticsArgs,
+    ChildStats, DisplayAs, DisplayFormatType, Distribution, ExecutionPlan, ExecutionPlanProperties,
+    InputDistributionRequirements, Partitioning, PlanProperties, StatisticsArgs,
 };
 
-use crate::optimizer::{only_child, setting_on};
+use crate::optimizer::{only_child, setting_on, with_children};
 
 /// A `SortPreservingMergeExec` or `CoalescePartitionsExec` that Ballista's planner does not
 /// see as the end of a stage: it runs in the stage of its input.
@@ -136,7 +135,7 @@ impl ExecutionPlan for StageMergeExec {
         children: Vec<Arc<dyn ExecutionPlan>>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let input = only_child(self.name(), children)?;
-        let merge = Arc::clone(&self.merge).replace_children(vec![input], recompute())?;
+        let merge = with_children(Arc::clone(&self.merge), vec![input])?;
         Ok(Arc::new(StageMergeExec { merge }))
     }
 
@@ -203,9 +202,7 @@ fn merged_at_top(plan: &Arc<dyn ExecutionPlan>) -> Result<Option<Arc<dyn Executi
             return Ok(None);
         }
         return match merged_at_top(child)? {
-            Some(new) => Ok(Some(
-                Arc::clone(plan).replace_children(vec![new], recompute())?,
-            )),
+            Some(new) => Ok(Some(with_children(Arc::clone(plan), vec![new])?)),
             None => Ok(None),
         };
     };
@@ -215,10 +212,6 @@ fn merged_at_top(plan: &Arc<dyn ExecutionPlan>) -> Result<Option<Arc<dyn Executi
         None => return Ok(None),
     };
     Ok(Some(Arc::new(StageMergeExec::of(input, sorted, fetch)?)))
-}
-
-fn recompute() -> ReplaceChildrenOptions {
-    ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute)
 }
 
 /// Whether `plan` passes an aggregation's result on to a merge row by row or sorted
@@ -245,7 +238,7 @@ fn finished_aggregation(plan: &Arc<dyn ExecutionPlan>) -> Result<Option<Arc<dyn 
         if input.output_partitioning().partition_count() != 1 {
             return Ok(Some(Arc::clone(plan)));
         }
-        let unsplit = Arc::clone(plan).replace_children(vec![Arc::clone(input)], recompute())?;
+        let unsplit = with_children(Arc::clone(plan), vec![Arc::clone(input)])?;
         return Ok(Some(unsplit));
     }
     let children = plan.children();
@@ -257,7 +250,7 @@ fn finished_aggregation(plan: &Arc<dyn ExecutionPlan>) -> Result<Option<Arc<dyn 
     }
     Ok(match finished_aggregation(child)? {
         Some(new) if Arc::ptr_eq(&new, child) => Some(Arc::clone(plan)),
-        Some(new) => Some(Arc::clone(plan).replace_children(vec![new], recompute())?),
+        Some(new) => Some(with_children(Arc::clone(plan), vec![new])?),
         None => None,
     })
 }

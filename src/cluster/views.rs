@@ -26,8 +26,7 @@ use datafusion::physical_plan::repartition::RepartitionExec;
 use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMergeExec;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
-    ChildrenPropertiesMode, DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning,
-    PlanProperties, ReplaceChildrenOptions,
+    DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
 };
 use futures::StreamExt;
 
@@ -188,8 +187,9 @@ impl PhysicalOptimizerRule for CompactViewsAtStages {
                 if !changed {
                     return Ok(Transformed::no(node));
                 }
-                let options = ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute);
-                Ok(Transformed::yes(node.replace_children(children, options)?))
+                Ok(Transformed::yes(crate::optimizer::with_children(
+                    node, children,
+                )?))
             })?
             .data;
         Ok(if needs_compacting(&plan) {

@@ -282,6 +282,19 @@ pub(crate) fn reset_as_set(
     }
 }
 
+/// `plan` over `children` in place of its own, its properties (partitioning, orderings)
+/// worked out again from them.
+pub(crate) fn with_children(
+    plan: Arc<dyn ExecutionPlan>,
+    children: Vec<Arc<dyn ExecutionPlan>>,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    use datafusion::physical_plan::{ChildrenPropertiesMode, ReplaceChildrenOptions};
+    plan.replace_children(
+        children,
+        ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute),
+    )
+}
+
 /// The one child a pass-through node (`name`) is rebuilt with.
 pub(crate) fn only_child(
     name: &str,

@@ -23,11 +23,10 @@ use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::joins::NestedLoopJoinExec;
 use datafusion::physical_plan::metrics::MetricsSet;
 use datafusion::physical_plan::{
-    ChildrenPropertiesMode, DisplayAs, DisplayFormatType, ExecutionPlan,
-    InputDistributionRequirements, PlanProperties, ReplaceChildrenOptions,
+    DisplayAs, DisplayFormatType, ExecutionPlan, InputDistributionRequirements, PlanProperties,
 };
 
-use super::only_child;
+use super::{only_child, with_children};
 
 /// A disk manager that makes no temporary files.
 static NO_TEMP_FILES: LazyLock<Arc<DiskManager>> = LazyLock::new(|| {
@@ -38,11 +37,6 @@ static NO_TEMP_FILES: LazyLock<Arc<DiskManager>> = LazyLock::new(|| {
             .expect("a disabled disk manager needs no folders"),
     )
 });
-
-/// The join rebuilt over other inputs, its properties worked out again.
-fn recompute() -> ReplaceChildrenOptions {
-    ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute)
-}
 
 /// The context a guarded join was executed with, handed through to its inputs.
 #[derive(Debug)]
@@ -67,7 +61,7 @@ impl InMemoryNestedLoopJoinExec {
             .map(|input| Arc::new(QueryContextExec(Arc::clone(input))) as Arc<dyn ExecutionPlan>)
             .collect();
         Ok(InMemoryNestedLoopJoinExec {
-            join: join.replace_children(wrapped, recompute())?,
+            join: with_children(join, wrapped)?,
             inputs,
         })
     }
@@ -124,7 +118,7 @@ impl ExecutionPlan for InMemoryNestedLoopJoinExec {
         self: Arc<Self>,
         children: Vec<Arc<dyn ExecutionPlan>>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let join = Arc::clone(&self.join).replace_children(children, recompute())?;
+        let join = with_children(Arc::clone(&self.join), children)?;
         Ok(Arc::new(InMemoryNestedLoopJoinExec::new(join)?))
     }
 

@@ -23,10 +23,7 @@ use datafusion::physical_plan::filter_pushdown::{
 use datafusion::physical_plan::joins::{
     HashJoinExec, NestedLoopJoinExec, SortMergeJoinExec, SymmetricHashJoinExec,
 };
-use datafusion::physical_plan::{
-    ChildrenPropertiesMode, DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties,
-    ReplaceChildrenOptions,
-};
+use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
 
 use super::only_child;
 
@@ -183,10 +180,10 @@ impl PhysicalOptimizerRule for NullableSides {
             if Arc::ptr_eq(&new_l, l) && Arc::ptr_eq(&new_r, r) {
                 return Ok(Transformed::no(node));
             }
-            let options = ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute);
-            Ok(Transformed::yes(
-                node.replace_children(vec![new_l, new_r], options)?,
-            ))
+            Ok(Transformed::yes(super::with_children(
+                node,
+                vec![new_l, new_r],
+            )?))
         })
         .map(|t| t.data)
     }

@@ -13,9 +13,9 @@ use datafusion::config::ConfigOptions;
 use datafusion::error::Result;
 use datafusion::physical_expr::{LexOrdering, PhysicalSortExpr};
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
+use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::sorts::sort::SortExec;
 use datafusion::physical_plan::windows::{BoundedWindowAggExec, WindowAggExec};
-use datafusion::physical_plan::{ChildrenPropertiesMode, ExecutionPlan, ReplaceChildrenOptions};
 
 /// Puts each window's partition keys in front of the sort right below it, where missing.
 #[derive(Debug, Default)]
@@ -63,9 +63,9 @@ impl PhysicalOptimizerRule for ExplicitWindowSorts {
                 .with_preserve_partitioning(sort.preserve_partitioning())
                 .with_fetch(sort.fetch());
             // The window works out again how its input is sorted.
-            Ok(Transformed::yes(node.replace_children(
+            Ok(Transformed::yes(super::with_children(
+                node,
                 vec![Arc::new(sorted)],
-                ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute),
             )?))
         })
         .map(|t| t.data)
