@@ -3,6 +3,10 @@
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
 
+#[cfg(all(target_arch = "x86_64", target_feature = "avx2"))]
+#[path = "common/skip.rs"]
+mod skip;
+
 fn strata(args: &[&str], stdin: Option<&str>) -> Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_strata"))
         .args(args)
@@ -786,4 +790,45 @@ fn plan_draws_the_last_querys_plan_to_a_file() {
         "{}",
         text(&none.stderr)
     );
+}
+
+/// A build for x86-64-v3 (`.cargo/config.toml`) run on an older CPU, emulated by QEMU's user
+/// mode (Debian's `qemu-user`): one line saying what to do, exit status 1, no crash on an
+/// illegal instruction; and on a CPU model that has those instructions it answers.
+#[cfg(all(target_arch = "x86_64", target_feature = "avx2"))]
+#[test]
+fn a_build_for_x86_64_v3_stops_with_one_line_on_an_older_cpu() {
+    let test = "a_build_for_x86_64_v3_stops_with_one_line_on_an_older_cpu";
+    let on = |cpu: &str| {
+        Command::new("qemu-x86_64")
+            .args([
+                "-cpu",
+                cpu,
+                env!("CARGO_BIN_EXE_strata"),
+                "-q",
+                "--format",
+                "csv",
+            ])
+            .args(["-c", "SELECT 6 * 7 AS answer"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .stdin(Stdio::null())
+            .output()
+    };
+    let old = match on("Westmere") {
+        Ok(out) => out,
+        Err(e) => return skip::skip(test, &format!("qemu-x86_64 does not run: {e}")),
+    };
+    let stderr = text(&old.stderr);
+    assert_eq!(old.status.code(), Some(1), "{stderr}");
+    assert!(old.stdout.is_empty(), "{}", text(&old.stdout));
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with("Error: this strata was built for x86-64-v3 CPUs")
+            && stderr.contains("RUSTFLAGS=\"-C target-cpu=x86-64\""),
+        "{stderr}"
+    );
+
+    let new = on("Haswell").expect("qemu-x86_64 runs");
+    assert!(new.status.success(), "{}", text(&new.stderr));
+    assert_eq!(text(&new.stdout), "answer\n42\n");
 }
