@@ -303,13 +303,13 @@ impl EngineBuilder {
             .with_analyzer_rule(Arc::new(crate::arithmetic::PostgresArithmetic))
             .with_analyzer_rule(Arc::new(crate::inlists::KeepInListsApart))
             .with_analyzer_rule(Arc::new(crate::subquery::DecorrelateSubqueries))
-            .with_optimizer_rules(
+            .with_optimizer_rules(crate::join_keys::before_projections(
                 [
                     crate::subquery::optimizer_rules(),
                     crate::databases::optimizer_rules(),
                 ]
                 .concat(),
-            )
+            ))
             .with_physical_optimizer_rules(crate::optimizer::physical_rules());
         for format in [
             "PARQUET", "CSV", "JSON", "NDJSON", "ARROW", "AVRO", "TSV", "POSTGRES", "MYSQL",

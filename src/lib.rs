@@ -42,6 +42,7 @@ pub mod functions;
 /// Entry points for fuzzing every input a user controls.
 pub mod fuzzing;
 pub mod inlists;
+pub mod join_keys;
 pub mod monitor;
 pub mod optimizer;
 /// Result formats written to any `Write`, and sizes and counts as people read them.

@@ -1467,3 +1467,63 @@ async fn file_statistics_are_kept_between_queries_and_read_again_when_a_file_cha
         20
     );
 }
+
+#[tokio::test]
+async fn an_inner_join_is_keyed_on_the_deepest_of_equal_columns_with_the_same_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    write_tables(
+        dir.path(),
+        &[
+            (
+                "region",
+                "SELECT value AS r_regionkey, 'R' || value AS r_name FROM generate_series(0, 4)",
+            ),
+            (
+                "nation",
+                "SELECT value AS n_nationkey, value % 5 AS n_regionkey, 'N' || value AS n_name \
+                 FROM generate_series(0, 24)",
+            ),
+            (
+                "customer",
+                "SELECT value AS c_custkey, \
+                 CASE WHEN value % 1000 = 7 THEN NULL ELSE value % 25 END AS c_nationkey \
+                 FROM generate_series(1, 20000)",
+            ),
+            (
+                "supplier",
+                "SELECT value AS s_suppkey, \
+                 CASE WHEN value % 97 = 3 THEN NULL ELSE value % 25 END AS s_nationkey \
+                 FROM generate_series(1, 500)",
+            ),
+            (
+                "orders",
+                "SELECT value AS o_orderkey, value % 20000 + 1 AS o_custkey, \
+                 value % 500 + 1 AS o_suppkey FROM generate_series(1, 200000)",
+            ),
+        ],
+    )
+    .await;
+    let sql = "SELECT n_name, count(*) AS n FROM customer, orders, supplier, nation, region \
+               WHERE c_custkey = o_custkey AND o_suppkey = s_suppkey \
+               AND c_nationkey = s_nationkey AND s_nationkey = n_nationkey \
+               AND n_regionkey = r_regionkey AND r_name = 'R2' \
+               GROUP BY n_name ORDER BY n_name";
+    let setting = "strata.deepest_join_keys";
+    let (on, on_plan) = run_with(dir.path(), setting, true, sql).await;
+    let (off, off_plan) = run_with(dir.path(), setting, false, sql).await;
+    assert_eq!(on, off);
+    assert!(on.contains("| N2     |"), "{on}");
+    let nation_join = |plan: &Arc<dyn ExecutionPlan>| {
+        plan_text(plan)
+            .lines()
+            .find(|l| l.contains("HashJoinExec") && l.contains("n_nationkey@"))
+            .unwrap_or_else(|| panic!("a join on the nation key:\n{}", plan_text(plan)))
+            .to_string()
+    };
+    // On, the nation join is keyed on the customer's nation (read at the bottom of the
+    // chain), so its runtime filter reaches the customer scan; off, on the supplier's.
+    let (keyed_on, keyed_off) = (nation_join(&on_plan), nation_join(&off_plan));
+    assert!(keyed_on.contains("c_nationkey@"), "{keyed_on}");
+    assert!(keyed_off.contains("s_nationkey@"), "{keyed_off}");
+    assert!(!keyed_off.contains("c_nationkey@"), "{keyed_off}");
+}

@@ -121,6 +121,10 @@ extensions_options! {
         /// side's estimated rows, times a row width read off its schema, are more than four
         /// times the other side's.
         pub join_sides_by_rows: bool, default = true
+        /// Key each inner join on the column, among those that the inner joins below it
+        /// make equal, that is read deepest, so that the join's runtime filter reaches the
+        /// scan feeding the most work (TPC-H q05: the region's nations reach `customer`).
+        pub deepest_join_keys: bool, default = true
         /// An `ORDER BY … LIMIT n` whose `n` rows take more than this many bytes (by a
         /// width read off the schema) sorts all its input, with spilling, and then takes
         /// `n` rows, instead of keeping the best `n` rows in memory as it reads, which
