@@ -51,26 +51,29 @@ impl OptimizerRule for DeepestJoinKeys {
         plan: LogicalPlan,
         config: &dyn OptimizerConfig,
     ) -> Result<Transformed<LogicalPlan>> {
+        let LogicalPlan::Join(mut join) = plan else {
+            return Ok(Transformed::no(plan));
+        };
         let on = config
             .options()
             .extensions
             .get::<StrataOptions>()
             .is_none_or(|o| o.deepest_join_keys);
-        let LogicalPlan::Join(mut join) = plan else {
-            return Ok(Transformed::no(plan));
-        };
         if !on || !strict_inner(join.join_type, join.null_equality) || join.on.is_empty() {
             return Ok(Transformed::no(LogicalPlan::Join(join)));
         }
+        // Each side's equalities are gathered once, for all of the join's keys.
+        let (left, right) = (Equalities::of(&join.left), Equalities::of(&join.right));
         let mut changed = false;
-        for (left, right) in join.on.iter_mut() {
-            if let Some(deeper) = deepest_equal(&join.left, left) {
-                *left = deeper;
-                changed = true;
-            }
-            if let Some(deeper) = deepest_equal(&join.right, right) {
-                *right = deeper;
-                changed = true;
+        for (left_key, right_key) in join.on.iter_mut() {
+            for (side, input, key) in [
+                (&left, &join.left, left_key),
+                (&right, &join.right, right_key),
+            ] {
+                if let Some(deeper) = side.deepest_equal(input, key) {
+                    *key = deeper;
+                    changed = true;
+                }
             }
         }
         let plan = LogicalPlan::Join(join);
@@ -86,67 +89,74 @@ fn strict_inner(join_type: JoinType, nulls: NullEquality) -> bool {
     join_type == JoinType::Inner && nulls == NullEquality::NullEqualsNothing
 }
 
-/// The column of `input`'s output, equal to `key` in every row, that is read furthest down
-/// `input` (and further down than `key`), if there is one.
-fn deepest_equal(input: &LogicalPlan, key: &Expr) -> Option<Expr> {
-    let Expr::Column(key) = key else {
-        return None;
-    };
-    let mut pairs = Vec::new();
-    let mut depth = HashMap::new();
-    equalities(input, 0, &mut pairs, &mut depth);
-    let mut class = vec![key.clone()];
-    let mut grew = true;
-    while grew {
-        grew = false;
-        for (a, b) in &pairs {
-            for (from, to) in [(a, b), (b, a)] {
-                if class.contains(from) && !class.contains(to) {
-                    class.push(to.clone());
-                    grew = true;
+/// The column pairs that the inner equality joins of one input equate, and how deep under
+/// that input each column of their inputs is read.
+#[derive(Default)]
+struct Equalities {
+    pairs: Vec<(Column, Column)>,
+    depth: HashMap<Column, usize>,
+}
+
+impl Equalities {
+    fn of(input: &LogicalPlan) -> Self {
+        let mut found = Equalities::default();
+        found.gather(input, 0);
+        found
+    }
+
+    /// Walks down inner joins and filters; anything else is where its columns are read.
+    fn gather(&mut self, plan: &LogicalPlan, level: usize) {
+        match plan {
+            LogicalPlan::Join(j) if strict_inner(j.join_type, j.null_equality) => {
+                for (l, r) in &j.on {
+                    if let (Expr::Column(l), Expr::Column(r)) = (l, r) {
+                        self.pairs.push((l.clone(), r.clone()));
+                    }
+                }
+                self.gather(&j.left, level + 1);
+                self.gather(&j.right, level + 1);
+            }
+            LogicalPlan::Filter(f) => self.gather(&f.input, level),
+            other => {
+                for c in other.schema().columns() {
+                    self.depth.insert(c, level);
                 }
             }
         }
     }
-    let schema = input.schema();
-    let key_type = schema.field_from_column(key).ok()?.data_type();
-    let key_depth = *depth.get(key)?;
-    class
-        .into_iter()
-        .filter(|c| {
-            schema
-                .field_from_column(c)
-                .is_ok_and(|f| f.data_type() == key_type)
-        })
-        .filter_map(|c| depth.get(&c).map(|d| (*d, c)))
-        .filter(|(d, _)| *d > key_depth)
-        .max_by_key(|(d, _)| *d)
-        .map(|(_, c)| Expr::Column(c))
-}
 
-/// The column pairs that `plan`'s inner equality joins equate, and how deep under `plan` each
-/// column of its inputs is read. Stops at anything but an inner join or a filter.
-fn equalities(
-    plan: &LogicalPlan,
-    level: usize,
-    pairs: &mut Vec<(Column, Column)>,
-    depth: &mut HashMap<Column, usize>,
-) {
-    match plan {
-        LogicalPlan::Join(j) if strict_inner(j.join_type, j.null_equality) => {
-            for (l, r) in &j.on {
-                if let (Expr::Column(l), Expr::Column(r)) = (l, r) {
-                    pairs.push((l.clone(), r.clone()));
+    /// The column of `input`'s output, equal to `key` in every row, that is read furthest
+    /// down `input` (and further down than `key`), if there is one.
+    fn deepest_equal(&self, input: &LogicalPlan, key: &Expr) -> Option<Expr> {
+        let Expr::Column(key) = key else {
+            return None;
+        };
+        let key_depth = *self.depth.get(key)?;
+        let mut class = vec![key.clone()];
+        let mut grew = true;
+        while grew {
+            grew = false;
+            for (a, b) in &self.pairs {
+                for (from, to) in [(a, b), (b, a)] {
+                    if class.contains(from) && !class.contains(to) {
+                        class.push(to.clone());
+                        grew = true;
+                    }
                 }
             }
-            equalities(&j.left, level + 1, pairs, depth);
-            equalities(&j.right, level + 1, pairs, depth);
         }
-        LogicalPlan::Filter(f) => equalities(&f.input, level, pairs, depth),
-        other => {
-            for c in other.schema().columns() {
-                depth.insert(c, level);
-            }
-        }
+        let schema = input.schema();
+        let key_type = schema.field_from_column(key).ok()?.data_type();
+        class
+            .into_iter()
+            .filter(|c| {
+                schema
+                    .field_from_column(c)
+                    .is_ok_and(|f| f.data_type() == key_type)
+            })
+            .filter_map(|c| self.depth.get(&c).map(|d| (*d, c)))
+            .filter(|(d, _)| *d > key_depth)
+            .max_by_key(|(d, _)| *d)
+            .map(|(_, c)| Expr::Column(c))
     }
 }
