@@ -686,6 +686,41 @@ fn small_tables_of_broadcast_joins_are_read_by_each_task_instead_of_a_stage_of_t
 }
 
 #[test]
+fn a_subplan_used_twice_is_one_stage_that_both_uses_read() {
+    let d = tpch_folder().display();
+    let revenue = |value: &str| {
+        format!(
+            "WITH revenue AS (SELECT l_suppkey AS supplier_no, sum({value}) AS total \
+             FROM '{d}/parquet/lineitem/' WHERE l_shipdate >= DATE '1996-01-01' \
+             GROUP BY l_suppkey) SELECT supplier_no, total FROM revenue \
+             WHERE total = (SELECT max(total) FROM revenue) ORDER BY supplier_no"
+        )
+    };
+    let query = revenue("l_extendedprice");
+    let plan = stages(&format!("EXPLAIN {query}"));
+    assert_eq!(plan.matches("DataSourceExec").count(), 1, "{plan}");
+    let shared = plan.matches("Stage[stage_id=").count();
+    let off = stages(&format!(
+        "SET strata.share_subplans = false; EXPLAIN {query}"
+    ));
+    assert_eq!(off.matches("DataSourceExec").count(), 2, "{off}");
+    assert_eq!(off.matches("Stage[stage_id=").count(), shared + 1, "{off}");
+    let expected = local_answer(&query);
+    assert_eq!(expected.lines().count(), 2, "{expected}");
+    assert_answered(&on_a_local_cluster(&query), &expected);
+    assert_answered(
+        &on_a_local_cluster(&format!("SET strata.share_subplans = false; {query}")),
+        &expected,
+    );
+    // Each use of a volatile subplan computes its own rows.
+    let plan = stages(&format!(
+        "EXPLAIN {}",
+        revenue("l_extendedprice * random()")
+    ));
+    assert_eq!(plan.matches("DataSourceExec").count(), 2, "{plan}");
+}
+
+#[test]
 fn a_joins_runtime_filter_reaches_the_scans_of_its_stage() {
     // 600,000 rows; every row matches the first join, 100 of them the second.
     let dir = tempfile::tempdir().unwrap();

@@ -12,6 +12,7 @@ mod reduce;
 mod restarts;
 mod scheduler_api;
 mod server;
+mod shared_stages;
 mod slots;
 mod stage_filters;
 mod stop;

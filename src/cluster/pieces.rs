@@ -293,7 +293,8 @@ pub(crate) fn decode_plan(
     })
 }
 
-/// The scheduler's last physical rule: within each part of the plan that will run as one
+/// The scheduler's last physical rule but one (before [`super::shared_stages::SharedStages`],
+/// which leaves stage boundaries where they are): within each part of the plan that will run as one
 /// stage, every part below [`STAGE_LEVELS`] levels made a [`PieceExec`]. Plans whose stages
 /// are less deep come back unchanged.
 #[derive(Debug, Default)]

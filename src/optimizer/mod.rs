@@ -86,6 +86,7 @@ pub use nested_loops::{InMemoryNestedLoopJoinExec, InMemoryNestedLoops};
 pub use nullable_sides::{NullableSideExec, NullableSides};
 pub use outer_joins::FilteredOuterJoinsByHash;
 pub use runtime_filter::{JoinFiltersAtScan, RuntimeFilterExec};
+pub(crate) use shared::same_each_run;
 pub use shared::{ShareSubplans, SharedExec};
 pub use window_sorts::ExplicitWindowSorts;
 

@@ -102,21 +102,30 @@ impl PhysicalOptimizerRule for ShareSubplans {
 
 /// What identifies `node`'s subtree, when it is worth sharing and safe to share.
 ///
-/// Worth it: an aggregation's final step or a join, over at least one file scan. Safe: every
-/// node is one of DataFusion's, whose printed form covers what it computes; every leaf is a
-/// file scan or yields fixed rows; no expression is volatile or refers to a scalar subquery
-/// (printed the same before it runs, whatever it computes).
+/// Worth it: an aggregation's final step or a join, over at least one file scan.
 fn shareable(node: &Arc<dyn ExecutionPlan>) -> Option<String> {
     let worth = match node.downcast_ref::<AggregateExec>() {
         Some(agg) => !matches!(agg.mode(), AggregateMode::Partial),
         None => is_join(node),
     };
-    if !worth {
-        return None;
-    }
+    (worth && same_each_run(node)).then(|| {
+        format!(
+            "{:?}\n{}",
+            node.schema(),
+            displayable(node.as_ref()).indent(true)
+        )
+    })
+}
+
+/// Whether two copies of `node`'s subtree that print the same compute the same rows, and it
+/// reads at least one file: every node is one of DataFusion's, whose printed form covers
+/// what it computes; every leaf is a file scan or yields fixed rows; no expression is
+/// volatile or refers to a scalar subquery (printed the same before it runs, whatever it
+/// computes).
+pub(crate) fn same_each_run(node: &Arc<dyn ExecutionPlan>) -> bool {
     let mut safe = true;
     let mut scans = 0;
-    node.apply(|n| {
+    let walked = node.apply(|n| {
         if !KNOWN.contains(&n.name()) {
             safe = false;
         } else if let Some(scan) = n.downcast_ref::<DataSourceExec>() {
@@ -135,15 +144,8 @@ fn shareable(node: &Arc<dyn ExecutionPlan>) -> Option<String> {
         } else {
             TreeNodeRecursion::Stop
         })
-    })
-    .ok()?;
-    (safe && scans > 0).then(|| {
-        format!(
-            "{:?}\n{}",
-            node.schema(),
-            displayable(node.as_ref()).indent(true)
-        )
-    })
+    });
+    walked.is_ok() && safe && scans > 0
 }
 
 /// Operators whose printed form says all they compute from their input.
