@@ -32,6 +32,7 @@ use prost::Message;
 use super::compressed::{self, CompressedScanExec};
 use super::inline_builds::{self, InlineBuildExec};
 use super::pieces;
+use super::stage_reads::EstimatedExec;
 use super::tails::StageMergeExec;
 use super::views::CompactViewsExec;
 use crate::optimizer::NullableSideExec;
@@ -202,6 +203,8 @@ const DATABASE_SCAN: &[u8] = b"\xFFstrata-database-scan:";
 const INLINE_BUILD: &[u8] = b"\xFFstrata-inline-build:";
 /// Followed by `s` (sorted) or `c` (coalesced), then the fetch in decimal if any.
 const STAGE_MERGE: &[u8] = b"\xFFstrata-stage-merge:";
+/// A size estimate for the scheduler's planner alone: decoded as its input.
+const ESTIMATED: &[u8] = b"\xFFstrata-estimated";
 
 /// The physical codec of Strata's schedulers and executors.
 #[derive(Debug, Default)]
@@ -225,6 +228,9 @@ impl PhysicalExtensionCodec for StrataPhysicalCodec {
         };
         if buf == NULLABLE_SIDE {
             return Ok(Arc::new(NullableSideExec::new(input("nullable side")?)));
+        }
+        if buf == ESTIMATED {
+            return input("estimate");
         }
         if buf == COMPACT_VIEWS {
             return Ok(Arc::new(CompactViewsExec::new(input("view compaction")?)));
@@ -262,6 +268,10 @@ impl PhysicalExtensionCodec for StrataPhysicalCodec {
     ) -> Result<()> {
         if node.downcast_ref::<NullableSideExec>().is_some() {
             buf.extend(NULLABLE_SIDE);
+            return Ok(());
+        }
+        if node.downcast_ref::<EstimatedExec>().is_some() {
+            buf.extend(ESTIMATED);
             return Ok(());
         }
         if node.downcast_ref::<CompactViewsExec>().is_some() {

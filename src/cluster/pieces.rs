@@ -293,7 +293,7 @@ pub(crate) fn decode_plan(
     })
 }
 
-/// The scheduler's last physical rule but one (before [`super::shared_stages::SharedStages`],
+/// The scheduler's last physical rule but one (before [`super::stage_reads::StageReads`],
 /// which leaves stage boundaries where they are): within each part of the plan that will run as one
 /// stage, every part below [`STAGE_LEVELS`] levels made a [`PieceExec`]. Plans whose stages
 /// are less deep come back unchanged.

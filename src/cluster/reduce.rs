@@ -191,12 +191,12 @@ fn reduced(
 }
 
 /// The index of a plain column reference.
-fn column(expr: &Arc<dyn PhysicalExpr>) -> Option<usize> {
+pub(super) fn column(expr: &Arc<dyn PhysicalExpr>) -> Option<usize> {
     expr.downcast_ref::<Column>().map(Column::index)
 }
 
 /// Nodes that pass their input's rows on unchanged, column for column.
-fn passes_rows_on(plan: &Arc<dyn ExecutionPlan>) -> bool {
+pub(super) fn passes_rows_on(plan: &Arc<dyn ExecutionPlan>) -> bool {
     plan.downcast_ref::<RepartitionExec>().is_some()
         || plan.downcast_ref::<CoalescePartitionsExec>().is_some()
         || plan.downcast_ref::<CooperativeExec>().is_some()
@@ -205,7 +205,7 @@ fn passes_rows_on(plan: &Arc<dyn ExecutionPlan>) -> bool {
 
 /// The column of `plan`'s input that its output column `col` is, for projections and
 /// filters that pass it on as it is.
-fn input_column(plan: &Arc<dyn ExecutionPlan>, col: usize) -> Option<usize> {
+pub(super) fn input_column(plan: &Arc<dyn ExecutionPlan>, col: usize) -> Option<usize> {
     if let Some(projection) = plan.downcast_ref::<ProjectionExec>() {
         let expr = &projection.expr().get(col)?.expr;
         return column(expr);
@@ -220,7 +220,7 @@ fn input_column(plan: &Arc<dyn ExecutionPlan>, col: usize) -> Option<usize> {
 }
 
 /// The side and column of a join's input that its output column `col` comes from.
-fn join_input_column(join: &HashJoinExec, col: usize) -> Option<(JoinSide, usize)> {
+pub(super) fn join_input_column(join: &HashJoinExec, col: usize) -> Option<(JoinSide, usize)> {
     let (_, indices) = build_join_schema(
         &join.left().schema(),
         &join.right().schema(),

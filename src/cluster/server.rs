@@ -83,7 +83,7 @@ fn session_builder(stores: Arc<dyn ObjectStoreRegistry>) -> SessionBuilder {
         rules.push(Arc::new(super::inline_builds::InlineSmallBuilds));
         rules.push(Arc::new(super::views::CompactViewsAtStages));
         rules.push(Arc::new(super::pieces::StagesInPieces));
-        rules.push(Arc::new(super::shared_stages::SharedStages));
+        rules.push(Arc::new(super::stage_reads::StageReads));
         // A deep plan arrives in pieces: they are put back together before anything else.
         let mut analyzer = datafusion::optimizer::Analyzer::new().rules;
         analyzer.insert(0, Arc::new(super::pieces::JoinPieces));
