@@ -25,8 +25,8 @@ use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::{
     ClientConfigKey, ClientOptions, CopyOptions, GetOptions, GetResult, ListResult,
-    MultipartUpload, ObjectMeta, ObjectStore, ObjectStoreExt, PutMultipartOptions, PutOptions,
-    PutPayload, PutResult, RenameOptions, RetryConfig,
+    MultipartUpload, ObjectMeta, ObjectStore, PutMultipartOptions, PutOptions, PutPayload,
+    PutResult, RenameOptions, RetryConfig,
 };
 use url::Url;
 
@@ -297,6 +297,95 @@ impl LocalFiles {
     }
 }
 
+/// Reads byte ranges of a local file, each into a buffer of its own. Ranges that end past the
+/// end of the file are refused before anything is allocated. Each buffer is filled by the
+/// kernel straight from the page cache: `LocalFileSystem` zeroes it first, which cost 4% of
+/// the CPU time of a Parquet scan (TPC-H q06).
+fn read_ranges(path: &std::path::Path, ranges: &[Range<u64>]) -> object_store::Result<Vec<Bytes>> {
+    let failed = |source: std::io::Error| object_store::Error::Generic {
+        store: "LocalFileSystem",
+        source: format!("{}: {source}", path.display()).into(),
+    };
+    let file = std::fs::File::open(path).map_err(|source| {
+        if source.kind() == std::io::ErrorKind::NotFound {
+            object_store::Error::NotFound {
+                path: path.display().to_string(),
+                source: source.into(),
+            }
+        } else {
+            failed(source)
+        }
+    })?;
+    let size = file.metadata().map_err(failed)?.len();
+    if let Some(r) = ranges.iter().find(|r| r.end > size || r.start > r.end) {
+        return Err(object_store::Error::Generic {
+            store: "LocalFileSystem",
+            source: format!(
+                "a read asked for bytes {}..{} of a {size}-byte file; \
+                 the file is corrupt or changed while it was read",
+                r.start, r.end
+            )
+            .into(),
+        });
+    }
+    ranges
+        .iter()
+        .map(|r| read_range(&file, r).map_err(failed))
+        .collect()
+}
+
+/// Reads `range` of `file` into a buffer the kernel fills, without zeroing it first.
+#[cfg(unix)]
+fn read_range(file: &std::fs::File, range: &Range<u64>) -> std::io::Result<Bytes> {
+    use std::os::fd::AsRawFd;
+    let len = usize::try_from(range.end - range.start).map_err(std::io::Error::other)?;
+    let mut buf: Vec<u8> = Vec::with_capacity(len);
+    let mut filled = 0;
+    while filled < len {
+        let offset =
+            libc::off_t::try_from(range.start + filled as u64).map_err(std::io::Error::other)?;
+        // SAFETY: the pointer and length name the buffer's unfilled capacity, which `pread`
+        // only writes to; `filled` counts the bytes it has written.
+        let n = unsafe {
+            libc::pread(
+                file.as_raw_fd(),
+                buf.as_mut_ptr().add(filled).cast(),
+                len - filled,
+                offset,
+            )
+        };
+        match n {
+            0 => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "the file ended before the bytes a read asked for; it changed while it was read",
+                ));
+            }
+            n if n > 0 => filled += n as usize,
+            _ => {
+                let e = std::io::Error::last_os_error();
+                if e.kind() != std::io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
+        }
+    }
+    // SAFETY: all `len` bytes were written by `pread` above.
+    unsafe { buf.set_len(len) };
+    Ok(Bytes::from(buf))
+}
+
+/// Reads `range` of `file`.
+#[cfg(not(unix))]
+fn read_range(mut file: &std::fs::File, range: &Range<u64>) -> std::io::Result<Bytes> {
+    use std::io::{Read, Seek, SeekFrom};
+    let len = usize::try_from(range.end - range.start).map_err(std::io::Error::other)?;
+    let mut buf = vec![0; len];
+    file.seek(SeekFrom::Start(range.start))?;
+    file.read_exact(&mut buf)?;
+    Ok(Bytes::from(buf))
+}
+
 impl fmt::Display for LocalFiles {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.inner)
@@ -340,19 +429,18 @@ impl ObjectStore for LocalFiles {
         ranges: &[Range<u64>],
     ) -> object_store::Result<Vec<Bytes>> {
         self.check(location, false)?;
-        let size = self.inner.head(location).await?.size;
-        if let Some(r) = ranges.iter().find(|r| r.end > size || r.start > r.end) {
-            return Err(object_store::Error::Generic {
-                store: "LocalFileSystem",
-                source: format!(
-                    "a read asked for bytes {}..{} of a {size}-byte file; \
-                     the file is corrupt or changed while it was read",
-                    r.start, r.end
-                )
-                .into(),
-            });
+        let path = self.inner.path_to_filesystem(location)?;
+        let ranges = ranges.to_vec();
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => runtime
+                .spawn_blocking(move || read_ranges(&path, &ranges))
+                .await
+                .map_err(|e| object_store::Error::Generic {
+                    store: "LocalFileSystem",
+                    source: e.into(),
+                })?,
+            Err(_) => read_ranges(&path, &ranges),
         }
-        self.inner.get_ranges(location, ranges).await
     }
 
     fn delete_stream(
@@ -439,6 +527,7 @@ pub fn runtime_builder(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use object_store::ObjectStoreExt;
 
     #[tokio::test]
     async fn local_reads_past_the_end_fail_without_allocating() {
@@ -460,6 +549,42 @@ mod tests {
             .to_string();
         assert!(err.contains("of a 10-byte file"), "{err}");
         assert_eq!(store.get_range(&path, 5..1 << 40).await.unwrap(), "56789");
+    }
+
+    #[tokio::test]
+    async fn local_ranges_read_the_files_bytes_and_a_missing_file_is_not_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("large.bin");
+        let bytes: Vec<u8> = (0..3_000_000u64).map(|i| (i * 7919 % 251) as u8).collect();
+        std::fs::write(&file, &bytes).unwrap();
+        let store = LocalFiles::default();
+        let path = Path::from_filesystem_path(&file).unwrap();
+        let ranges = [
+            0..1,
+            5..5,
+            1_000..2_500_000,
+            2_999_000..3_000_000,
+            0..3_000_000,
+        ];
+        let got = store.get_ranges(&path, &ranges).await.unwrap();
+        for (r, b) in ranges.iter().zip(&got) {
+            assert_eq!(
+                b.as_ref(),
+                &bytes[r.start as usize..r.end as usize],
+                "{r:?}"
+            );
+        }
+        // Called directly, as where no runtime runs.
+        let got = read_ranges(&file, &[10..20, 30..31]).unwrap();
+        assert_eq!(got[0].as_ref(), &bytes[10..20]);
+        assert_eq!(got[1].as_ref(), &bytes[30..31]);
+
+        let missing = Path::from_filesystem_path(dir.path())
+            .unwrap()
+            .join("gone.parquet");
+        let err = store.get_ranges(&missing, &[0..4, 4..8]).await.unwrap_err();
+        assert!(matches!(err, object_store::Error::NotFound { .. }), "{err}");
+        assert!(err.to_string().contains("gone.parquet"), "{err}");
     }
 
     #[test]
