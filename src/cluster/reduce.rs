@@ -438,9 +438,23 @@ fn semi_join(
         Arc::new(Column::new(key_field.name(), *key)) as Arc<dyn PhysicalExpr>,
         Arc::new(Column::new(field.name(), col)) as Arc<dyn PhysicalExpr>,
     )];
-    let join = HashJoinExec::try_new(
+    Ok(Some(Arc::new(keeping_matches(
         build,
         Arc::clone(scan),
+        on,
+    )?)))
+}
+
+/// A join that keeps the rows of `rows` whose keys match one of `keys` (a right semi join
+/// that builds its table from `keys`, whole, in each task).
+pub(super) fn keeping_matches(
+    keys: Arc<dyn ExecutionPlan>,
+    rows: Arc<dyn ExecutionPlan>,
+    on: Vec<(Arc<dyn PhysicalExpr>, Arc<dyn PhysicalExpr>)>,
+) -> Result<HashJoinExec> {
+    HashJoinExec::try_new(
+        keys,
+        rows,
         on,
         None,
         &JoinType::RightSemi,
@@ -448,8 +462,7 @@ fn semi_join(
         PartitionMode::CollectLeft,
         NullEquality::NullEqualsNothing,
         false,
-    )?;
-    Ok(Some(Arc::new(join)))
+    )
 }
 
 /// Turns a partitioned semi or anti join whose filter side was reduced (see

@@ -42,7 +42,7 @@ use datafusion::physical_plan::{
     PlanProperties, StatisticsArgs, StatisticsContext, displayable,
 };
 
-use super::reduce::{column, input_column, join_input_column, passes_rows_on};
+use super::reduce::{column, input_column, join_input_column, keeping_matches, passes_rows_on};
 use crate::optimizer::{
     StrataOptions, estimated_rows, is_recursive, only_child, row_width, same_each_run, setting_on,
     with_children,
@@ -446,17 +446,7 @@ fn reduced_side(
         keys,
         Arc::new(key_stats),
     ))));
-    let reduced = HashJoinExec::try_new(
-        build,
-        Arc::clone(input),
-        on,
-        None,
-        &JoinType::RightSemi,
-        None,
-        PartitionMode::CollectLeft,
-        NullEquality::NullEqualsNothing,
-        false,
-    )?;
+    let reduced = keeping_matches(build, Arc::clone(input), on)?;
     let stats = StatisticsContext::new().compute(input.as_ref(), &StatisticsArgs::new())?;
     let reduced = Arc::new(EstimatedExec::new(Arc::new(reduced), stats));
     Ok(Some(with_children(Arc::clone(shuffle), vec![reduced])?))
