@@ -117,7 +117,7 @@ fn rebuilt(
 
 /// Whether the join drops the rows of its (left, right) side whose key matches nothing on
 /// the other side, so that they may be dropped sooner.
-fn droppable_sides(join_type: JoinType) -> (bool, bool) {
+pub(super) fn droppable_sides(join_type: JoinType) -> (bool, bool) {
     match join_type {
         JoinType::Inner | JoinType::LeftSemi | JoinType::RightSemi => (true, true),
         JoinType::Left | JoinType::LeftAnti | JoinType::LeftMark => (false, true),

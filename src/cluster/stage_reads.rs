@@ -23,7 +23,7 @@ use ballista_core::execution_plans::{ShuffleWriter, UnresolvedShuffleExec};
 use ballista_scheduler::planner::{DefaultDistributedPlanner, DistributedPlanner};
 use datafusion::common::stats::Precision;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
-use datafusion::common::{JoinSide, JoinType, NullEquality, Statistics};
+use datafusion::common::{JoinSide, NullEquality, Statistics};
 use datafusion::config::ConfigOptions;
 use datafusion::error::Result;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
@@ -42,7 +42,9 @@ use datafusion::physical_plan::{
     PlanProperties, StatisticsArgs, StatisticsContext, displayable,
 };
 
-use super::reduce::{column, input_column, join_input_column, keeping_matches, passes_rows_on};
+use super::reduce::{
+    column, droppable_sides, input_column, join_input_column, keeping_matches, passes_rows_on,
+};
 use crate::optimizer::{
     StrataOptions, estimated_rows, is_recursive, only_child, row_width, same_each_run, setting_on,
     with_children,
@@ -339,23 +341,6 @@ fn side_index(side: JoinSide) -> usize {
     }
 }
 
-/// Whether a join of `join_type` drops the rows of its `side` that no key of the other
-/// side matches.
-fn drops_unmatched(join_type: JoinType, side: JoinSide) -> bool {
-    use JoinType::*;
-    match side {
-        JoinSide::Left => matches!(
-            join_type,
-            Inner | Right | LeftSemi | RightSemi | RightAnti | RightMark
-        ),
-        JoinSide::Right => matches!(
-            join_type,
-            Inner | Left | LeftSemi | RightSemi | LeftAnti | LeftMark
-        ),
-        JoinSide::None => false,
-    }
-}
-
 /// `join`'s `large` side (a hash shuffle) with its input reduced by the keys of the other
 /// side's stage, where it pays (see [`StageReads`]).
 fn reduced_side(
@@ -365,7 +350,12 @@ fn reduced_side(
     threshold: usize,
     sources: &mut Vec<Source>,
 ) -> Result<Option<Arc<dyn ExecutionPlan>>> {
-    if !drops_unmatched(*join.join_type(), large) {
+    let (left, right) = droppable_sides(*join.join_type());
+    let droppable = match large {
+        JoinSide::Left => left,
+        _ => right,
+    };
+    if !droppable {
         return Ok(None);
     }
     let (shuffle, small) = match large {
@@ -404,7 +394,8 @@ fn reduced_side(
     }
     let schema = writer.schema();
     let mut exprs = Vec::with_capacity(cols.len());
-    for (&col, (_, large_key)) in cols.iter().zip(&pairs) {
+    let mut on = Vec::with_capacity(cols.len());
+    for (i, (&col, (_, large_key))) in cols.iter().zip(&pairs).enumerate() {
         let field = schema.field(col);
         match large_key.data_type(&input.schema()) {
             Ok(t) if &t == field.data_type() => {}
@@ -414,6 +405,14 @@ fn reduced_side(
             expr: Arc::new(Column::new(field.name(), col)),
             alias: field.name().clone(),
         });
+        on.push((
+            Arc::new(Column::new(field.name(), i)) as Arc<dyn PhysicalExpr>,
+            Arc::clone(large_key),
+        ));
+    }
+    let bytes = key_rows.saturating_mul(row_width(&schema.project(&cols)?));
+    if bytes >= threshold {
+        return Ok(None);
     }
     let source = Source::Below {
         node: one_line(join),
@@ -421,24 +420,6 @@ fn reduced_side(
     };
     let read = placeholder(sources, source, &writer);
     let keys: Arc<dyn ExecutionPlan> = Arc::new(ProjectionExec::try_new(exprs, read)?);
-    let bytes = key_rows.saturating_mul(row_width(&keys.schema()));
-    if bytes >= threshold {
-        sources.pop();
-        return Ok(None);
-    }
-    let on = keys
-        .schema()
-        .fields()
-        .iter()
-        .enumerate()
-        .zip(&pairs)
-        .map(|((i, f), (_, large_key))| {
-            (
-                Arc::new(Column::new(f.name(), i)) as Arc<dyn PhysicalExpr>,
-                Arc::clone(large_key),
-            )
-        })
-        .collect();
     let mut key_stats = Statistics::new_unknown(&keys.schema());
     key_stats.num_rows = Precision::Inexact(key_rows);
     key_stats.total_byte_size = Precision::Inexact(bytes);
