@@ -14,7 +14,6 @@
 //! is found by planning the query once beforehand with placeholder reads in their places,
 //! which take no number of their own.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
@@ -46,8 +45,8 @@ use super::reduce::{
     column, droppable_sides, input_column, join_input_column, keeping_matches, passes_rows_on,
 };
 use crate::optimizer::{
-    StrataOptions, estimated_rows, is_recursive, only_child, row_width, same_each_run, setting_on,
-    with_children,
+    StrataOptions, estimated_rows, is_recursive, only_child, repeated, row_width, same_each_run,
+    setting_on, with_children,
 };
 
 /// Placeholder stage numbers start here, far above any a planner gives.
@@ -222,21 +221,14 @@ fn shared_copies(
     plan: Arc<dyn ExecutionPlan>,
     sources: &mut Vec<Source>,
 ) -> Result<Arc<dyn ExecutionPlan>> {
-    let mut seen: HashMap<String, usize> = HashMap::new();
-    plan.apply(|node| {
-        if let Some(key) = shuffled_subplan(node) {
-            *seen.entry(key).or_default() += 1;
-        }
-        Ok(TreeNodeRecursion::Continue)
-    })?;
-    seen.retain(|_, n| *n > 1);
+    let seen = repeated(&plan, shuffled_subplan)?;
     if seen.is_empty() {
         return Ok(plan);
     }
     let mut firsts: Vec<String> = Vec::new();
     Ok(plan
         .transform_down(|node| {
-            let Some(key) = shuffled_subplan(&node).filter(|k| seen.contains_key(k)) else {
+            let Some(key) = shuffled_subplan(&node).filter(|k| seen.contains(k)) else {
                 return Ok(Transformed::no(node));
             };
             if !firsts.contains(&key) {

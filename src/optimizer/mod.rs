@@ -86,8 +86,8 @@ pub use nested_loops::{InMemoryNestedLoopJoinExec, InMemoryNestedLoops};
 pub use nullable_sides::{NullableSideExec, NullableSides};
 pub use outer_joins::FilteredOuterJoinsByHash;
 pub use runtime_filter::{JoinFiltersAtScan, RuntimeFilterExec};
-pub(crate) use shared::same_each_run;
 pub use shared::{ShareSubplans, SharedExec};
+pub(crate) use shared::{repeated, same_each_run};
 pub use window_sorts::ExplicitWindowSorts;
 
 extensions_options! {

@@ -1,7 +1,7 @@
 //! Subplans a query computes more than once (a common table expression used twice), run
 //! once and replayed to each use.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -54,21 +54,14 @@ impl PhysicalOptimizerRule for ShareSubplans {
         if !enabled || is_recursive(&plan) {
             return Ok(plan);
         }
-        let mut seen: HashMap<String, usize> = HashMap::new();
-        plan.apply(|node| {
-            if let Some(key) = shareable(node) {
-                *seen.entry(key).or_default() += 1;
-            }
-            Ok(TreeNodeRecursion::Continue)
-        })?;
-        seen.retain(|_, n| *n > 1);
+        let seen = repeated(&plan, shareable)?;
         if seen.is_empty() {
             return Ok(plan);
         }
         let mut states: HashMap<String, Arc<SharedState>> = HashMap::new();
         let shared = plan
             .transform_down(|node| {
-                let Some(key) = shareable(&node).filter(|k| seen.contains_key(k)) else {
+                let Some(key) = shareable(&node).filter(|k| seen.contains(k)) else {
                     return Ok(Transformed::no(node));
                 };
                 let id = states.len() + 1;
@@ -115,6 +108,25 @@ fn shareable(node: &Arc<dyn ExecutionPlan>) -> Option<String> {
             displayable(node.as_ref()).indent(true)
         )
     })
+}
+
+/// The keys that `key` gives to more than one node of `plan`.
+pub(crate) fn repeated(
+    plan: &Arc<dyn ExecutionPlan>,
+    key: impl Fn(&Arc<dyn ExecutionPlan>) -> Option<String>,
+) -> Result<HashSet<String>> {
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    plan.apply(|node| {
+        if let Some(k) = key(node) {
+            *seen.entry(k).or_default() += 1;
+        }
+        Ok(TreeNodeRecursion::Continue)
+    })?;
+    Ok(seen
+        .into_iter()
+        .filter(|(_, n)| *n > 1)
+        .map(|(k, _)| k)
+        .collect())
 }
 
 /// Whether two copies of `node`'s subtree that print the same compute the same rows, and it
