@@ -832,3 +832,62 @@ fn a_build_for_x86_64_v3_stops_with_one_line_on_an_older_cpu() {
     assert!(new.status.success(), "{}", text(&new.stderr));
     assert_eq!(text(&new.stdout), "answer\n42\n");
 }
+
+/// A process that runs its statements and exits backs its memory with small pages (no
+/// transparent huge pages: the kernel zeroes all 2 MiB of one on the first write to it); a
+/// server keeps them, and so does a run whose environment chooses with `MIMALLOC_ALLOW_THP`.
+#[cfg(target_os = "linux")]
+#[test]
+fn only_processes_that_run_and_exit_turn_huge_pages_off() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+
+    // Whether the process started with `args` allows transparent huge pages, read from /proc
+    // once it has printed a line starting with `ready` (after it chose, while it waits: for
+    // its standard input, or for clients).
+    let huge_pages = |args: &[&str], ready: &str, allow: Option<&str>| -> bool {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_strata"));
+        cmd.args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        match allow {
+            Some(v) => cmd.env("MIMALLOC_ALLOW_THP", v),
+            None => cmd.env_remove("MIMALLOC_ALLOW_THP"),
+        };
+        let mut child = cmd.spawn().unwrap();
+        let mut stderr = BufReader::new(child.stderr.take().unwrap());
+        let mut line = String::new();
+        while !line.starts_with(ready) {
+            line.clear();
+            assert_ne!(stderr.read_line(&mut line).unwrap(), 0, "no line {ready:?}");
+        }
+        let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap();
+        drop(child.stdin.take());
+        if args.first() == Some(&"serve") {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        } else {
+            assert!(child.wait().unwrap().success());
+        }
+        let flag = status
+            .lines()
+            .find_map(|l| l.strip_prefix("THP_enabled:"))
+            .unwrap_or_else(|| panic!("no THP_enabled in {status}"));
+        flag.trim() == "1"
+    };
+    let batch = ["--dashboard", "127.0.0.1:0", "-f", "-"];
+    assert!(
+        !huge_pages(&batch, "Dashboard: ", None),
+        "a batch run kept them"
+    );
+    assert!(
+        huge_pages(&batch, "Dashboard: ", Some("1")),
+        "MIMALLOC_ALLOW_THP=1 was not followed"
+    );
+    let serve = ["serve", "--flight", "127.0.0.1:0"];
+    assert!(
+        huge_pages(&serve, "strata serving", None),
+        "a server turned them off"
+    );
+}

@@ -190,6 +190,9 @@ fn parse_size(text: &str) -> Result<usize, CliError> {
 pub fn main() -> Result<ExitCode, CliError> {
     let args = Args::parse();
     quiet_panics();
+    if runs_and_exits(&args) {
+        no_transparent_huge_pages();
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         // Planning, and encoding and decoding plans for a cluster, recurse once per plan
@@ -209,6 +212,40 @@ pub fn main() -> Result<ExitCode, CliError> {
     // loop join's batch); the process exits without waiting for it to come back.
     runtime.shutdown_background();
     outcome
+}
+
+/// Whether this process runs its statements (`-c`, `-f`, piped input) or a `convert` and
+/// then exits, as opposed to a prompt, a server or a cluster process that runs queries for as
+/// long as it lives.
+fn runs_and_exits(args: &Args) -> bool {
+    match args.command {
+        Some(Command::Convert(_)) => true,
+        Some(_) => false,
+        None => {
+            !args.commands.is_empty() || !args.files.is_empty() || !std::io::stdin().is_terminal()
+        }
+    }
+}
+
+/// Back this process's memory with 4 KiB pages only, unless `MIMALLOC_ALLOW_THP` chooses.
+///
+/// mimalloc asks for transparent huge pages, and the kernel zeroes (and, short of free huge
+/// pages, first compacts memory for) all 2 MiB of one on the first write to any byte of it.
+/// A long-running process touches those pages once and gains from them on large hash tables;
+/// a process that runs a few queries and exits pays that cost for pages it mostly does not
+/// use: TPC-H SF1 through `strata -f`, one process per query, ran in 0.94 of the time with
+/// them off (BENCHMARKS.md, "Transparent huge pages in a process that runs and exits").
+fn no_transparent_huge_pages() {
+    #[cfg(target_os = "linux")]
+    if std::env::var_os("MIMALLOC_ALLOW_THP").is_none() {
+        // The kernel reads each argument as an unsigned long (and refuses the call unless
+        // the last three are 0), so they are passed at that width.
+        let (on, unused): (libc::c_ulong, libc::c_ulong) = (1, 0);
+        // SAFETY: PR_SET_THP_DISABLE sets one flag of this process and takes no pointers.
+        unsafe {
+            libc::prctl(libc::PR_SET_THP_DISABLE, on, unused, unused, unused);
+        }
+    }
 }
 
 /// Panics inside a query become that query's one-line error (the library catches them), so
