@@ -221,10 +221,14 @@ fn runs_and_exits(args: &Args) -> bool {
     match args.command {
         Some(Command::Convert(_)) => true,
         Some(_) => false,
-        None => {
-            !args.commands.is_empty() || !args.files.is_empty() || !std::io::stdin().is_terminal()
-        }
+        None => !opens_the_prompt(args),
     }
+}
+
+/// Whether this run is the prompt: no `-c` or `-f`, and a terminal on standard input (piped
+/// input runs in batch).
+fn opens_the_prompt(args: &Args) -> bool {
+    args.commands.is_empty() && args.files.is_empty() && std::io::stdin().is_terminal()
 }
 
 /// Back this process's memory with 4 KiB pages only, unless `MIMALLOC_ALLOW_THP` chooses.
@@ -343,7 +347,7 @@ async fn run(args: Args) -> Result<ExitCode, CliError> {
         scripts.push(text);
     }
     if scripts.is_empty() {
-        if std::io::stdin().is_terminal() {
+        if opens_the_prompt(&args) {
             shell.max_rows = args.max_rows.unwrap_or(40);
             shell.pager = pager_command();
             return repl::run(&mut shell).await;

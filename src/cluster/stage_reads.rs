@@ -343,17 +343,13 @@ fn reduced_side(
     sources: &mut Vec<Source>,
 ) -> Result<Option<Arc<dyn ExecutionPlan>>> {
     let (left, right) = droppable_sides(*join.join_type());
-    let droppable = match large {
-        JoinSide::Left => left,
-        _ => right,
+    let (droppable, shuffle, small) = match large {
+        JoinSide::Left => (left, join.left(), join.right()),
+        _ => (right, join.right(), join.left()),
     };
     if !droppable {
         return Ok(None);
     }
-    let (shuffle, small) = match large {
-        JoinSide::Left => (join.left(), join.right()),
-        _ => (join.right(), join.left()),
-    };
     let Some(shuffled) = shuffle.downcast_ref::<RepartitionExec>() else {
         return Ok(None);
     };
