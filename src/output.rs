@@ -285,30 +285,59 @@ pub fn write_batches(
 }
 
 fn quote_field(s: &str, delimiter: char) -> String {
+    let mut field = String::new();
+    push_field(&mut field, s, delimiter);
+    field
+}
+
+/// Append `s` to `line` as one delimited field: in double quotes (doubled inside) when it is
+/// empty or holds the delimiter, a quote or a line break.
+fn push_field(line: &mut String, s: &str, delimiter: char) {
     if s.is_empty() || s.contains([delimiter, '"', '\n', '\r']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
+        line.push('"');
+        for piece in s.split_inclusive('"') {
+            line.push_str(piece);
+            if piece.ends_with('"') {
+                line.push('"');
+            }
+        }
+        line.push('"');
     } else {
-        s.to_string()
+        line.push_str(s);
     }
 }
 
 /// Delimited rows: NULL is an empty field and the empty string is `""`, so the two stay
 /// apart, as DuckDB writes them.
 fn write_delimited_rows(out: &mut dyn Write, batch: &RecordBatch, delimiter: char) -> Result<()> {
-    let sep = delimiter.to_string();
-    for (cells, nulls) in cells_with_nulls(std::slice::from_ref(batch))? {
-        let row: Vec<String> = cells
-            .iter()
-            .zip(nulls)
-            .map(|(c, null)| {
-                if null {
-                    String::new()
-                } else {
-                    quote_field(c, delimiter)
-                }
-            })
-            .collect();
-        writeln!(out, "{}", row.join(&sep)).map_err(io)?;
+    let opts = FormatOptions::default();
+    let columns = batch
+        .columns()
+        .iter()
+        .map(|c| {
+            Ok((
+                ArrayFormatter::try_new(c.as_ref(), &opts)?,
+                c.logical_nulls(),
+            ))
+        })
+        .collect::<std::result::Result<Vec<_>, datafusion::arrow::error::ArrowError>>()
+        .map_err(arrow)?;
+    let (mut line, mut cell) = (String::new(), String::new());
+    for r in 0..batch.num_rows() {
+        line.clear();
+        for (k, (format, nulls)) in columns.iter().enumerate() {
+            if k > 0 {
+                line.push(delimiter);
+            }
+            if nulls.as_ref().is_some_and(|n| n.is_null(r)) {
+                continue;
+            }
+            cell.clear();
+            format.value(r).write(&mut cell).map_err(arrow)?;
+            push_field(&mut line, &cell, delimiter);
+        }
+        line.push('\n');
+        out.write_all(line.as_bytes()).map_err(io)?;
     }
     Ok(())
 }
@@ -356,14 +385,79 @@ fn cells_with_nulls(batches: &[RecordBatch]) -> Result<Vec<(Vec<String>, Vec<boo
     Ok(rows)
 }
 
-fn truncate(s: &str, width: usize) -> String {
-    let one_line = s.replace(['\n', '\r'], " ");
-    if one_line.chars().count() <= width {
-        return one_line;
+/// One column's cells as text, in one buffer: each cell on one line (line breaks become
+/// spaces), `NULL` for nulls, with its width in characters measured once.
+struct ColumnText {
+    text: String,
+    /// Where each cell ends in `text`.
+    ends: Vec<usize>,
+    /// Each cell's width in characters.
+    widths: Vec<usize>,
+}
+
+impl ColumnText {
+    fn new(batches: &[RecordBatch], column: usize, opts: &FormatOptions) -> Result<Self> {
+        let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+        let mut col = ColumnText {
+            text: String::new(),
+            ends: Vec::with_capacity(rows),
+            widths: Vec::with_capacity(rows),
+        };
+        for b in batches {
+            let array = b.column(column);
+            let format = ArrayFormatter::try_new(array.as_ref(), opts).map_err(arrow)?;
+            // Logical nulls: a column of untyped NULLs (`SELECT NULL`) has no validity bitmap.
+            let nulls = array.logical_nulls();
+            for r in 0..b.num_rows() {
+                let start = col.text.len();
+                if nulls.as_ref().is_some_and(|n| n.is_null(r)) {
+                    col.text.push_str("NULL");
+                } else {
+                    format.value(r).write(&mut col.text).map_err(arrow)?;
+                    if col.text[start..].contains(['\n', '\r']) {
+                        let one_line = col.text[start..].replace(['\n', '\r'], " ");
+                        col.text.truncate(start);
+                        col.text.push_str(&one_line);
+                    }
+                }
+                let cell = &col.text[start..];
+                col.widths.push(if cell.is_ascii() {
+                    cell.len()
+                } else {
+                    cell.chars().count()
+                });
+                col.ends.push(col.text.len());
+            }
+        }
+        Ok(col)
     }
-    let mut out: String = one_line.chars().take(width.saturating_sub(1)).collect();
-    out.push('…');
-    out
+
+    fn cell(&self, row: usize) -> &str {
+        let start = if row == 0 { 0 } else { self.ends[row - 1] };
+        &self.text[start..self.ends[row]]
+    }
+}
+
+/// Append `cell` (`chars` characters wide) to `line` in a column `width` characters wide:
+/// cut to `width` with a `…` when longer, padded with spaces on the left or the right.
+fn push_cell(line: &mut String, cell: &str, chars: usize, width: usize, right: bool) {
+    line.push(' ');
+    if chars > width {
+        let keep = width.saturating_sub(1);
+        let cut = cell.char_indices().nth(keep).map_or(cell.len(), |(i, _)| i);
+        line.push_str(&cell[..cut]);
+        line.push('…');
+    } else {
+        let pad = width - chars;
+        if right {
+            line.extend(std::iter::repeat_n(' ', pad));
+            line.push_str(cell);
+        } else {
+            line.push_str(cell);
+            line.extend(std::iter::repeat_n(' ', pad));
+        }
+    }
+    line.push(' ');
 }
 
 fn write_table(
@@ -372,21 +466,29 @@ fn write_table(
     batches: &[RecordBatch],
     options: &WriteOptions,
 ) -> Result<()> {
-    let names: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
+    let names: Vec<String> = schema
+        .fields()
+        .iter()
+        .map(|f| f.name().replace(['\n', '\r'], " "))
+        .collect();
     if names.is_empty() {
         return Ok(());
     }
     let max_width = options.max_column_width.max(4);
-    let rows: Vec<Vec<String>> = cells(batches)?
-        .into_iter()
-        .map(|r| r.iter().map(|c| truncate(c, max_width)).collect())
-        .collect();
-    let header: Vec<String> = names.iter().map(|n| truncate(n, max_width)).collect();
-    let mut widths: Vec<usize> = (0..names.len())
-        .map(|i| {
-            rows.iter()
-                .map(|r| r[i].chars().count())
-                .chain(std::iter::once(header[i].chars().count()))
+    let opts = FormatOptions::default().with_null("NULL");
+    let columns = (0..names.len())
+        .map(|i| ColumnText::new(batches, i, &opts))
+        .collect::<Result<Vec<_>>>()?;
+    let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+    let name_widths: Vec<usize> = names.iter().map(|n| n.chars().count()).collect();
+    let mut widths: Vec<usize> = columns
+        .iter()
+        .zip(&name_widths)
+        .map(|(c, name)| {
+            c.widths
+                .iter()
+                .chain(std::iter::once(name))
+                .map(|w| (*w).min(max_width))
                 .max()
                 .unwrap_or(0)
         })
@@ -405,31 +507,46 @@ fn write_table(
         .map(|c| "-".repeat(c.map(|i| widths[i]).unwrap_or(1) + 2))
         .collect::<Vec<_>>()
         .join("+");
-    let line = |cells: &[String], align_numbers: bool| -> String {
-        let parts: Vec<String> = shown
-            .iter()
-            .map(|col| {
-                let Some(i) = *col else {
-                    return " … ".to_string();
-                };
-                let c = truncate(&cells[i], widths[i]);
-                let pad = widths[i] - c.chars().count();
-                if align_numbers && numeric[i] {
-                    format!(" {}{} ", " ".repeat(pad), c)
-                } else {
-                    format!(" {}{} ", c, " ".repeat(pad))
-                }
-            })
-            .collect();
-        format!("|{}|", parts.join("|"))
-    };
-    writeln!(out, "+{rule}+").map_err(io)?;
-    writeln!(out, "{}", line(&header, false)).map_err(io)?;
-    writeln!(out, "+{rule}+").map_err(io)?;
-    for r in &rows {
-        writeln!(out, "{}", line(r, true)).map_err(io)?;
+    let rule = format!("+{rule}+\n");
+    let mut line = String::new();
+    out.write_all(rule.as_bytes()).map_err(io)?;
+    table_line(&mut line, &shown, &widths, |i| {
+        (&names[i], name_widths[i], false)
+    });
+    out.write_all(line.as_bytes()).map_err(io)?;
+    out.write_all(rule.as_bytes()).map_err(io)?;
+    for r in 0..rows {
+        table_line(&mut line, &shown, &widths, |i| {
+            (columns[i].cell(r), columns[i].widths[r], numeric[i])
+        });
+        out.write_all(line.as_bytes()).map_err(io)?;
     }
-    writeln!(out, "+{rule}+").map_err(io)
+    out.write_all(rule.as_bytes()).map_err(io)
+}
+
+/// One line of a table into `line`: the `shown` columns' cells (`cell(i)` gives column `i`'s
+/// text, its width in characters and whether it aligns right), `…` for left-out columns.
+fn table_line<'a>(
+    line: &mut String,
+    shown: &[Option<usize>],
+    widths: &[usize],
+    cell: impl Fn(usize) -> (&'a str, usize, bool),
+) {
+    line.clear();
+    line.push('|');
+    for (k, col) in shown.iter().enumerate() {
+        if k > 0 {
+            line.push('|');
+        }
+        match *col {
+            Some(i) => {
+                let (text, chars, right) = cell(i);
+                push_cell(line, text, chars, widths[i], right);
+            }
+            None => line.push_str(" … "),
+        }
+    }
+    line.push_str("|\n");
 }
 
 /// Narrow the widest columns, then leave out middle columns, until a table with these column
@@ -646,7 +763,11 @@ mod tests {
 
     #[test]
     fn wide_cells_are_truncated_and_formats_parse() {
-        assert_eq!(truncate("abcdefgh", 5), "abcd…");
+        let mut line = String::new();
+        push_cell(&mut line, "abcdefgh", 8, 5, false);
+        push_cell(&mut line, "añb", 3, 5, true);
+        push_cell(&mut line, "日本語のテキスト", 8, 4, false);
+        assert_eq!(line, " abcd…    añb  日本語… ");
         assert_eq!(
             "MD".parse::<OutputFormat>().unwrap(),
             OutputFormat::Markdown
@@ -680,6 +801,158 @@ mod tests {
         let text = String::from_utf8(out).unwrap();
         assert!(text.lines().all(|l| l.chars().count() <= 12), "{text}");
         assert!(text.contains(" … "), "{text}");
+    }
+
+    // The table writer as it was first written (a `String` per cell, cut and padded cell by
+    // cell): the fast writer must print exactly what it printed.
+    fn reference_truncate(s: &str, width: usize) -> String {
+        let one_line = s.replace(['\n', '\r'], " ");
+        if one_line.chars().count() <= width {
+            return one_line;
+        }
+        let mut out: String = one_line.chars().take(width.saturating_sub(1)).collect();
+        out.push('…');
+        out
+    }
+    fn reference_table(
+        out: &mut dyn Write,
+        schema: &SchemaRef,
+        batches: &[RecordBatch],
+        options: &WriteOptions,
+    ) -> Result<()> {
+        let names: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
+        if names.is_empty() {
+            return Ok(());
+        }
+        let max_width = options.max_column_width.max(4);
+        let rows: Vec<Vec<String>> = cells(batches)?
+            .into_iter()
+            .map(|r| r.iter().map(|c| reference_truncate(c, max_width)).collect())
+            .collect();
+        let header: Vec<String> = names
+            .iter()
+            .map(|n| reference_truncate(n, max_width))
+            .collect();
+        let mut widths: Vec<usize> = (0..names.len())
+            .map(|i| {
+                rows.iter()
+                    .map(|r| r[i].chars().count())
+                    .chain(std::iter::once(header[i].chars().count()))
+                    .max()
+                    .unwrap_or(0)
+            })
+            .collect();
+        let shown = match options.max_table_width {
+            Some(limit) => fit_columns(&mut widths, limit),
+            None => (0..names.len()).map(Some).collect(),
+        };
+        let numeric: Vec<bool> = schema
+            .fields()
+            .iter()
+            .map(|f| f.data_type().is_numeric())
+            .collect();
+        let rule: String = shown
+            .iter()
+            .map(|c| "-".repeat(c.map(|i| widths[i]).unwrap_or(1) + 2))
+            .collect::<Vec<_>>()
+            .join("+");
+        let line = |cells: &[String], align_numbers: bool| -> String {
+            let parts: Vec<String> = shown
+                .iter()
+                .map(|col| {
+                    let Some(i) = *col else {
+                        return " … ".to_string();
+                    };
+                    let c = reference_truncate(&cells[i], widths[i]);
+                    let pad = widths[i] - c.chars().count();
+                    if align_numbers && numeric[i] {
+                        format!(" {}{} ", " ".repeat(pad), c)
+                    } else {
+                        format!(" {}{} ", c, " ".repeat(pad))
+                    }
+                })
+                .collect();
+            format!("|{}|", parts.join("|"))
+        };
+        writeln!(out, "+{rule}+").map_err(io)?;
+        writeln!(out, "{}", line(&header, false)).map_err(io)?;
+        writeln!(out, "+{rule}+").map_err(io)?;
+        for r in &rows {
+            writeln!(out, "{}", line(r, true)).map_err(io)?;
+        }
+        writeln!(out, "+{rule}+").map_err(io)
+    }
+
+    #[test]
+    fn tables_print_as_the_reference_writer_does() {
+        let seed = std::cell::Cell::new(0x9e37_79b9_7f4a_7c15_u64);
+        let next = |n: u64| {
+            let mut x = seed.get();
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            seed.set(x);
+            x % n
+        };
+        let pieces = [
+            "a",
+            "bc",
+            "",
+            " ",
+            "\n",
+            "\r\n",
+            "ñ",
+            "日本",
+            "…",
+            "wide text",
+            "|",
+        ];
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("n", DataType::Int64, true),
+            Field::new("s", DataType::Utf8, true),
+            Field::new("a long\ncolumn name", DataType::Utf8, true),
+        ]));
+        let text = || {
+            (next(5) > 0).then(|| {
+                (0..next(6))
+                    .map(|_| pieces[next(pieces.len() as u64) as usize])
+                    .collect::<String>()
+            })
+        };
+        for round in 0..200 {
+            let batches: Vec<RecordBatch> = (0..1 + next(3))
+                .map(|_| {
+                    let rows = next(5) as usize;
+                    let s: Vec<Option<String>> = (0..rows).map(|_| text()).collect();
+                    let t: Vec<Option<String>> = (0..rows).map(|_| text()).collect();
+                    let n: Vec<Option<i64>> = (0..rows)
+                        .map(|_| (next(4) > 0).then(|| next(1 << 40) as i64 - (1 << 39)))
+                        .collect();
+                    RecordBatch::try_new(
+                        schema.clone(),
+                        vec![
+                            Arc::new(Int64Array::from(n)),
+                            Arc::new(StringArray::from(s)),
+                            Arc::new(StringArray::from(t)),
+                        ],
+                    )
+                    .unwrap()
+                })
+                .collect();
+            let options = WriteOptions {
+                max_column_width: next(30) as usize,
+                max_table_width: (next(2) == 0).then(|| 5 + next(60) as usize),
+                ..WriteOptions::default()
+            };
+            let (mut fast, mut reference) = (Vec::new(), Vec::new());
+            write_table(&mut fast, &schema, &batches, &options).unwrap();
+            reference_table(&mut reference, &schema, &batches, &options).unwrap();
+            assert_eq!(
+                String::from_utf8(fast).unwrap(),
+                String::from_utf8(reference).unwrap(),
+                "round {round}"
+            );
+        }
     }
 
     #[test]
