@@ -425,6 +425,7 @@ pub(crate) fn plan_functions() -> Vec<Arc<datafusion::logical_expr::ScalarUDF>> 
     let mut all = crate::arithmetic::functions();
     all.extend(crate::subquery::functions());
     all.push(crate::inlists::same());
+    all.push(crate::optimizer::text_in());
     all.push(crate::casts::named_cast());
     all
 }

@@ -822,6 +822,60 @@ async fn a_filter_checks_a_narrow_range_before_strings_and_guards_stay_first() {
 }
 
 #[tokio::test]
+async fn text_compared_with_literals_per_distinct_string_answers_as_row_by_row() {
+    let dir = tempfile::tempdir().unwrap();
+    // Few distinct strings, short and long, with NULLs and empty strings among them (an
+    // empty string's view and a NULL's are both zero), and a column of many distinct ones.
+    write_tables(
+        dir.path(),
+        &[(
+            "t",
+            "SELECT value AS id, CASE value % 6 WHEN 0 THEN 'AIR' WHEN 1 THEN 'AIR REG' \
+             WHEN 2 THEN 'DELIVER IN PERSON' WHEN 3 THEN '' WHEN 4 THEN NULL \
+             ELSE 'TAKE BACK RETURN' END AS mode, \
+             'a comment longer than twelve bytes ' || (value % 5000) AS note \
+             FROM generate_series(1, 30000)",
+        )],
+    )
+    .await;
+    let queries = [
+        "SELECT count(*) FROM t WHERE mode = 'AIR'",
+        "SELECT count(*) FROM t WHERE 'DELIVER IN PERSON' = mode",
+        "SELECT count(*) FROM t WHERE mode <> 'DELIVER IN PERSON'",
+        "SELECT count(*) FROM t WHERE mode = ''",
+        "SELECT count(*) FROM t WHERE mode <> ''",
+        "SELECT count(*) FROM t WHERE mode IN ('AIR', 'AIR REG', 'MAIL')",
+        "SELECT count(*) FROM t WHERE mode NOT IN ('AIR', 'TAKE BACK RETURN', '')",
+        "SELECT count(*) FROM t WHERE mode = 'AIR' OR mode = 'DELIVER IN PERSON'",
+        "SELECT count(*) FROM t WHERE NOT (mode = 'AIR' OR mode = 'AIR REG')",
+        "SELECT count(*) FROM t WHERE (mode = 'AIR' OR mode = 'AIR REG') AND id % 7 = 1",
+        "SELECT count(*) FROM t WHERE mode = 'AIR' OR id < 10",
+        "SELECT count(*) FROM t WHERE note = 'a comment longer than twelve bytes 17'",
+        "SELECT count(*) FROM t WHERE note NOT IN ('a comment longer than twelve bytes 3')",
+        "SELECT count(*) FROM t WHERE (mode = 'AIR') IS NULL",
+        "SELECT count(*) FROM t WHERE mode IN ('AIR', NULL)",
+    ];
+    for sql in queries {
+        let (on, plan) = run_with(dir.path(), "strata.text_matches", true, sql).await;
+        let (off, plan_off) = run_with(dir.path(), "strata.text_matches", false, sql).await;
+        assert_eq!(on, off, "{sql}");
+        assert!(!plan_text(&plan_off).contains("strata_text_in"), "{sql}");
+        let text = plan_text(&plan);
+        assert!(text.contains("strata_text_in"), "{sql}\n{text}");
+    }
+    // The OR of equalities on one column is one lookup.
+    let sql = "SELECT count(*) FROM t WHERE mode = 'AIR' OR mode = 'AIR REG'";
+    let (answer, plan) = run_with(dir.path(), "strata.text_matches", true, sql).await;
+    assert!(answer.contains("| 10000 "), "{answer}");
+    assert_eq!(
+        plan_text(&plan).matches("strata_text_in").count(),
+        1,
+        "{}",
+        plan_text(&plan)
+    );
+}
+
+#[tokio::test]
 async fn a_subplan_used_twice_runs_once() {
     let dir = tempfile::tempdir().unwrap();
     write_tables(

@@ -58,6 +58,7 @@ mod nullable_sides;
 mod outer_joins;
 mod runtime_filter;
 mod shared;
+mod text_matches;
 mod window_sorts;
 
 use std::sync::Arc;
@@ -88,6 +89,7 @@ pub use outer_joins::FilteredOuterJoinsByHash;
 pub use runtime_filter::{JoinFiltersAtScan, RuntimeFilterExec};
 pub use shared::{ShareSubplans, SharedExec};
 pub(crate) use shared::{repeated, same_each_run};
+pub use text_matches::{TextMatches, text_in};
 pub use window_sorts::ExplicitWindowSorts;
 
 extensions_options! {
@@ -136,6 +138,10 @@ extensions_options! {
         /// drops rows soonest for the least work (a date range before a string comparison),
         /// instead of the query's order.
         pub cheap_filters_first: bool, default = true
+        /// Answer a filter's comparisons of a text column with literals (`=`, `<>`, `IN`,
+        /// `NOT IN`, an `OR` of equalities on the column) once per distinct string of each
+        /// batch, as text read from a Parquet dictionary repeats, instead of once per row.
+        pub text_matches: bool, default = true
         /// On a cluster, plan as broadcast joins from the start the joins Ballista's planner
         /// would broadcast (`ballista.optimizer.broadcast_join_threshold_bytes`), so that
         /// their probe side is not shuffled for nothing, and as partitioned joins those it
@@ -375,7 +381,8 @@ pub(crate) fn is_recursive(plan: &Arc<dyn ExecutionPlan>) -> bool {
 /// alone before runtime filters are pushed down (the last rewrites that must see the plan
 /// whole, and that decide which columns a join's runtime filter covers), runtime filters
 /// at scans after everything else, then nested loop joins kept in memory, large TopKs
-/// made sorts and filters' conditions ordered; joins made to yield last.
+/// made sorts, filters' conditions ordered and their text comparisons answered per distinct
+/// string; joins made to yield last.
 pub fn physical_rules() -> Vec<Arc<dyn PhysicalOptimizerRule + Send + Sync>> {
     let mut rules = PhysicalOptimizer::new().rules;
     let at = rules
@@ -395,6 +402,7 @@ pub fn physical_rules() -> Vec<Arc<dyn PhysicalOptimizerRule + Send + Sync>> {
     rules.push(Arc::new(InMemoryNestedLoops));
     rules.push(Arc::new(LargeTopKAsSort));
     rules.push(Arc::new(CheapFiltersFirst));
+    rules.push(Arc::new(TextMatches));
     rules.push(Arc::new(CooperativeJoins));
     rules
 }
