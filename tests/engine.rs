@@ -806,9 +806,9 @@ async fn a_filter_checks_a_narrow_range_before_strings_and_guards_stay_first() {
     assert!(on.contains("| 333 "), "{on}");
     let (on, off) = (filter(&plan_on), filter(&plan_off));
     let range = on.find("d@0 >= 1000").expect(&on);
-    assert!(range < on.find("mode@1 = MAIL").unwrap(), "{on}");
+    assert!(range < on.find("mode@1").unwrap(), "{on}");
     assert!(
-        off.find("d@0 >= 1000").unwrap() > off.find("mode@1 = MAIL").unwrap(),
+        off.find("d@0 >= 1000").unwrap() > off.find("mode@1").unwrap(),
         "{off}"
     );
     // A condition that can fail stays after the ones written before it that cannot: here
