@@ -309,6 +309,7 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 fn main() {
+    strata::allocator::keep_freed_memory_a_while();
     let args = Args::parse_from(std::env::args().filter(|a| a != "--bench"));
     let dir = args.dir.clone().unwrap_or_else(|| {
         Path::new(env!("CARGO_MANIFEST_DIR"))

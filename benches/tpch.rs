@@ -162,6 +162,7 @@ pub fn query(n: usize) -> String {
 }
 
 fn main() {
+    strata::allocator::keep_freed_memory_a_while();
     let args = Args::parse_from(std::env::args().filter(|a| a != "--bench"));
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     match args.command {

@@ -22,6 +22,7 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod allocator;
 pub mod arithmetic;
 pub mod casts;
 /// The catalog file: datasets and stores declared in TOML.

@@ -190,6 +190,7 @@ fn parse_size(text: &str) -> Result<usize, CliError> {
 pub fn main() -> Result<ExitCode, CliError> {
     let args = Args::parse();
     quiet_panics();
+    strata::allocator::keep_freed_memory_a_while();
     if runs_and_exits(&args) {
         no_transparent_huge_pages();
     }
