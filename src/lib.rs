@@ -60,6 +60,8 @@ pub mod sql;
 /// Object stores built on demand from URLs and settings.
 pub mod store;
 pub mod subquery;
+#[cfg(test)]
+mod testing;
 pub mod types;
 pub mod write;
 

@@ -885,15 +885,7 @@ mod tests {
 
     #[test]
     fn tables_print_as_the_reference_writer_does() {
-        let seed = std::cell::Cell::new(0x9e37_79b9_7f4a_7c15_u64);
-        let next = |n: u64| {
-            let mut x = seed.get();
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            seed.set(x);
-            x % n
-        };
+        let next = crate::testing::numbers(0x9e37_79b9_7f4a_7c15_u64);
         let pieces = [
             "a",
             "bc",

@@ -348,15 +348,7 @@ mod tests {
 
     #[test]
     fn answers_as_arrow_compares_for_few_and_many_distinct_strings() {
-        let seed = std::cell::Cell::new(0x2545_f491_4f6c_dd1d_u64);
-        let next = |n: u64| {
-            let mut x = seed.get();
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            seed.set(x);
-            x % n
-        };
+        let next = crate::testing::numbers(0x2545_f491_4f6c_dd1d_u64);
         let few = [
             "AIR",
             "AIR REG",
