@@ -344,42 +344,30 @@ fn write_delimited_rows(out: &mut dyn Write, batch: &RecordBatch, delimiter: cha
 
 /// Cells as text: `NULL` for nulls (an empty string stays empty).
 fn cells(batches: &[RecordBatch]) -> Result<Vec<Vec<String>>> {
-    Ok(cells_with_nulls(batches)?
-        .into_iter()
-        .map(|(c, _)| c)
-        .collect())
-}
-
-/// Cells as text, with which of them are NULL.
-fn cells_with_nulls(batches: &[RecordBatch]) -> Result<Vec<(Vec<String>, Vec<bool>)>> {
     let opts = FormatOptions::default().with_null("NULL");
     let mut rows = Vec::new();
     for b in batches {
-        let fmts = b
+        let columns = b
             .columns()
             .iter()
-            .map(|c| ArrayFormatter::try_new(c.as_ref(), &opts))
-            .collect::<std::result::Result<Vec<_>, _>>()
+            .map(|c| {
+                Ok((
+                    ArrayFormatter::try_new(c.as_ref(), &opts)?,
+                    c.logical_nulls(),
+                ))
+            })
+            .collect::<std::result::Result<Vec<_>, datafusion::arrow::error::ArrowError>>()
             .map_err(arrow)?;
-        // Logical nulls: a column of untyped NULLs (`SELECT NULL`) has no validity bitmap.
-        let validity: Vec<_> = b.columns().iter().map(|c| c.logical_nulls()).collect();
         for r in 0..b.num_rows() {
-            let nulls: Vec<bool> = validity
+            // Logical nulls: a column of untyped NULLs (`SELECT NULL`) has no validity bitmap.
+            let row = columns
                 .iter()
-                .map(|v| v.as_ref().is_some_and(|n| n.is_null(r)))
-                .collect();
-            let text = fmts
-                .iter()
-                .zip(&nulls)
-                .map(|(f, null)| {
-                    if *null {
-                        "NULL".to_string()
-                    } else {
-                        f.value(r).to_string()
-                    }
+                .map(|(f, nulls)| match nulls {
+                    Some(n) if n.is_null(r) => "NULL".to_string(),
+                    _ => f.value(r).to_string(),
                 })
                 .collect();
-            rows.push((text, nulls));
+            rows.push(row);
         }
     }
     Ok(rows)

@@ -268,11 +268,8 @@ fn matches(array: &ArrayRef, values: &[&str], negated: bool) -> Result<ArrayRef>
         return exec_err!("{NAME} of {}", array.data_type());
     };
     let answer = |i: usize| {
-        // A NULL row's answer is masked by its null; its view need not point at anything.
-        if views.is_null(i) {
-            return false;
-        }
-        // SAFETY: `i` is below the array's length (`collect_bool` counts to it).
+        // SAFETY: `i` is below the array's length (`collect_bool` counts to it), and
+        // `by_distinct_views` asks only of rows that are not NULL, whose views point at text.
         let text = unsafe { views.value_unchecked(i) };
         values.contains(&text) != negated
     };
@@ -281,8 +278,8 @@ fn matches(array: &ArrayRef, values: &[&str], negated: bool) -> Result<ArrayRef>
     Ok(Arc::new(BooleanArray::new(bits, views.nulls().cloned())))
 }
 
-/// `answer` for each row, asked once per distinct view of the batch while few views are
-/// new; row by row once `MISSES_BEFORE_ROW_BY_ROW` have been.
+/// `answer` for each row that is not NULL, asked once per distinct view of the batch while
+/// few views are new; row by row once `MISSES_BEFORE_ROW_BY_ROW` have been.
 fn by_distinct_views(array: &StringViewArray, answer: impl Fn(usize) -> bool) -> BooleanBuffer {
     let views = array.views();
     // An open-addressed table: each slot a view and its answer, or empty.
@@ -290,8 +287,9 @@ fn by_distinct_views(array: &StringViewArray, answer: impl Fn(usize) -> bool) ->
     let mut known = [None::<bool>; SLOTS];
     let mut misses = 0usize;
     BooleanBuffer::collect_bool(array.len(), |i| {
+        // A NULL row's answer is masked by its null; its view need not point at text.
         if misses >= MISSES_BEFORE_ROW_BY_ROW {
-            return answer(i);
+            return array.is_valid(i) && answer(i);
         }
         let view = views[i];
         let mixed = (view as u64) ^ ((view >> 64) as u64).rotate_left(29);
